@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs vitq's build and test dependencies from Debian 12 packages (idempotent) and
+# builds the project into ./build. Run as root or with sudo available.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libdnnl-dev            # oneDNN: FP32 and INT8 GEMM
+  libeigen3-dev          # SVD for mixed precision
+  libjpeg62-turbo-dev libpng-dev zlib1g-dev
+  nlohmann-json3-dev libcli11-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libnlopt-cxx-dev       # derivative-free optimisers (LAPQ)
+  dataset-fashion-mnist  # the bundled model's dataset
+  # references for the parity tests and benchmarks (never used by the vitq runtime)
+  python3-torch python3-torchvision python3-pil python3-numpy python3-onnx
+  libopenblas0-pthread   # without it Debian's torch runs on the reference BLAS
+  time                   # /usr/bin/time -v: peak RSS in bench/run_speed.py
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
+cmake --build build
