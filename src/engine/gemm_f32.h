@@ -1,0 +1,17 @@
+// FP32 GEMMs of the forward pass, through oneDNN (which picks the best ISA at run time).
+#pragma once
+#include <cstdint>
+
+namespace vitq {
+
+struct SiteCall;
+
+// y (M x N) = x (M x K) · wᵀ (w: N x K, row-major) + beta · y. Uses oneDNN's threads when
+// called outside a parallel region, runs single-threaded inside one.
+void gemm_nt_f32(int64_t M, int64_t N, int64_t K, const float* x, const float* w, float* y, float beta = 0.0f);
+
+// The reference computation of a site: y[g] = x[g] · w[g]ᵀ + bias, all groups, parallelised
+// over groups and row blocks for attention sites.
+void site_gemm_f32(const SiteCall& call);
+
+}  // namespace vitq

@@ -1,0 +1,265 @@
+#include "engine/vit_forward.h"
+
+#include <cmath>
+
+#include "engine/gemm_f32.h"
+#include "engine/kernels.h"
+
+namespace vitq {
+
+ViTForward::ViTForward(const ViTModel& model) : m_(model) {}
+
+void ViTForward::reserve(int batch) {
+  if (batch <= capacity_) return;
+  const ViTConfig& c = m_.cfg;
+  const size_t B = size_t(batch), T = size_t(c.tokens()), D = size_t(c.embed_dim), H = size_t(c.num_heads);
+  const size_t P = size_t(c.num_patches());
+  patches_.resize(B * P * size_t(c.patch_dim()));
+  pe_out_.resize(B * P * D);
+  x_.resize(B * T * D);
+  ln_.resize(B * T * D);
+  qkv_.resize(B * T * 3 * D);
+  q_.resize(B * T * D);
+  k_.resize(B * T * D);
+  vt_.resize(B * T * D);
+  s_.resize(B * H * T * T);
+  o_.resize(B * T * D);
+  ctx_.resize(B * T * D);
+  proj_.resize(B * T * D);
+  hidden_.resize(B * T * size_t(c.mlp_hidden));
+  fc2_.resize(B * T * D);
+  tok_.resize(B * 2 * D);
+  logits2_.resize(B * size_t(c.num_classes));
+  capacity_ = batch;
+}
+
+size_t ViTForward::workspace_bytes() const {
+  size_t n = 0;
+  for (const auto* v : {&patches_, &pe_out_, &x_, &ln_, &qkv_, &q_, &k_, &vt_, &s_, &o_, &ctx_, &proj_, &hidden_,
+                        &fc2_, &tok_, &logits2_})
+    n += v->capacity();
+  return n * sizeof(float);
+}
+
+void ViTForward::run_site(const SiteCall& call, SiteHook* hook) {
+  if (!hook || !hook->compute(call)) site_gemm_f32(call);
+  if (hook) hook->observe(call);
+}
+
+void ViTForward::run(const float* images, int batch, float* logits, SiteHook* hook) {
+  reserve(batch);
+  embed(images, batch, x_.data(), hook);
+  for (int i = 0; i < m_.cfg.depth; ++i) block(i, x_.data(), batch, hook);
+  head(x_.data(), batch, logits, hook);
+}
+
+void ViTForward::embed(const float* images, int batch, float* x, SiteHook* hook) {
+  reserve(batch);
+  const ViTConfig& c = m_.cfg;
+  const int C = c.in_chans, S = c.img_size, P = c.patch_size, G = c.grid(), NP = c.num_patches();
+  const int D = c.embed_dim, T = c.tokens(), npre = c.num_prefix_tokens(), PD = c.patch_dim();
+
+  // im2col: one row per patch, columns in the conv weight's (channel, ky, kx) order.
+#pragma omp parallel for schedule(static)
+  for (int bp = 0; bp < batch * NP; ++bp) {
+    const int b = bp / NP, p = bp % NP, gy = p / G, gx = p % G;
+    float* row = patches_.data() + size_t(bp) * size_t(PD);
+    const float* img = images + size_t(b) * size_t(C) * S * S;
+    for (int ch = 0; ch < C; ++ch)
+      for (int ky = 0; ky < P; ++ky) {
+        const float* src = img + (size_t(ch) * S + size_t(gy * P + ky)) * S + size_t(gx * P);
+        std::copy(src, src + P, row + (ch * P + ky) * P);
+      }
+  }
+  SiteCall pe;
+  pe.site = {SiteKind::PatchEmbed, -1};
+  pe.images = batch;
+  pe.M = batch * NP;
+  pe.N = D;
+  pe.K = PD;
+  pe.x = patches_.data();
+  pe.w = m_.patch_embed.w.ptr();
+  pe.bias = m_.patch_embed.b.ptr();
+  pe.y = pe_out_.data();
+  run_site(pe, hook);
+
+  const float* pos = m_.pos_embed.ptr();
+#pragma omp parallel for schedule(static)
+  for (int bt = 0; bt < batch * T; ++bt) {
+    const int b = bt / T, t = bt % T;
+    float* dst = x + size_t(bt) * D;
+    const float* src = t == 0 ? m_.cls_token.ptr()
+                       : t < npre ? m_.dist_token.ptr()
+                                  : pe_out_.data() + (size_t(b) * NP + size_t(t - npre)) * D;
+    const float* pr = pos + size_t(t) * D;
+    for (int j = 0; j < D; ++j) dst[j] = src[j] + pr[j];
+  }
+}
+
+void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
+  reserve(batch);
+  const ViTConfig& c = m_.cfg;
+  const BlockWeights& w = m_.blocks[size_t(index)];
+  const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim(), F = c.mlp_hidden;
+  const int rows = batch * T;
+  const size_t TD = size_t(T) * d;
+
+  // --- attention ---
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r)
+    layernorm_rows(x + size_t(r) * D, ln_.data() + size_t(r) * D, 1, size_t(D), w.norm1.gamma.ptr(),
+                   w.norm1.beta.ptr(), c.ln_eps);
+
+  SiteCall qkv;
+  qkv.site = {SiteKind::Qkv, index};
+  qkv.images = batch;
+  qkv.M = rows;
+  qkv.N = 3 * D;
+  qkv.K = D;
+  qkv.x = ln_.data();
+  qkv.w = w.qkv.w.ptr();
+  qkv.bias = w.qkv.b.empty() ? nullptr : w.qkv.b.ptr();
+  qkv.y = qkv_.data();
+  run_site(qkv, hook);
+
+  // Split into per-(image, head) Q [T x d], K [T x d] and Vᵀ [d x T].
+#pragma omp parallel for schedule(static)
+  for (int bh = 0; bh < batch * H; ++bh) {
+    const int b = bh / H, h = bh % H;
+    float* q = q_.data() + size_t(bh) * TD;
+    float* k = k_.data() + size_t(bh) * TD;
+    float* vt = vt_.data() + size_t(bh) * TD;
+    for (int t = 0; t < T; ++t) {
+      const float* src = qkv_.data() + (size_t(b) * T + size_t(t)) * 3 * D + size_t(h) * d;
+      std::copy(src, src + d, q + size_t(t) * d);
+      std::copy(src + D, src + D + d, k + size_t(t) * d);
+      for (int j = 0; j < d; ++j) vt[size_t(j) * T + t] = src[2 * D + j];
+    }
+  }
+
+  SiteCall qk;
+  qk.site = {SiteKind::MatmulQK, index};
+  qk.images = batch;
+  qk.groups = batch * H;
+  qk.M = T;
+  qk.N = T;
+  qk.K = d;
+  qk.x = q_.data();
+  qk.w = k_.data();
+  qk.w_stride = int64_t(TD);
+  qk.y = s_.data();
+  run_site(qk, hook);
+
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int srows = batch * H * T;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < srows; ++r) softmax_rows(s_.data() + size_t(r) * T, 1, size_t(T), scale);
+
+  SiteCall av;
+  av.site = {SiteKind::MatmulAV, index};
+  av.images = batch;
+  av.groups = batch * H;
+  av.M = T;
+  av.N = d;
+  av.K = T;
+  av.x = s_.data();
+  av.w = vt_.data();
+  av.w_stride = int64_t(TD);
+  av.y = o_.data();
+  run_site(av, hook);
+
+  // Merge heads: ctx[b][t][h*d + j] = o[b][h][t][j].
+#pragma omp parallel for schedule(static)
+  for (int bt = 0; bt < rows; ++bt) {
+    const int b = bt / T, t = bt % T;
+    for (int h = 0; h < H; ++h) {
+      const float* src = o_.data() + (size_t(b) * H + size_t(h)) * TD + size_t(t) * d;
+      std::copy(src, src + d, ctx_.data() + size_t(bt) * D + size_t(h) * d);
+    }
+  }
+
+  SiteCall proj;
+  proj.site = {SiteKind::Proj, index};
+  proj.images = batch;
+  proj.M = rows;
+  proj.N = D;
+  proj.K = D;
+  proj.x = ctx_.data();
+  proj.w = w.proj.w.ptr();
+  proj.bias = w.proj.b.ptr();
+  proj.y = proj_.data();
+  run_site(proj, hook);
+
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) {
+    float* xr = x + size_t(r) * D;
+    add_bias_residual_rows(xr, proj_.data() + size_t(r) * D, 1, size_t(D), nullptr);
+    layernorm_rows(xr, ln_.data() + size_t(r) * D, 1, size_t(D), w.norm2.gamma.ptr(), w.norm2.beta.ptr(), c.ln_eps);
+  }
+
+  // --- MLP ---
+  SiteCall fc1;
+  fc1.site = {SiteKind::Fc1, index};
+  fc1.images = batch;
+  fc1.M = rows;
+  fc1.N = F;
+  fc1.K = D;
+  fc1.x = ln_.data();
+  fc1.w = w.fc1.w.ptr();
+  fc1.bias = w.fc1.b.ptr();
+  fc1.y = hidden_.data();
+  run_site(fc1, hook);
+
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) bias_gelu_rows(hidden_.data() + size_t(r) * F, 1, size_t(F), nullptr);
+
+  SiteCall fc2;
+  fc2.site = {SiteKind::Fc2, index};
+  fc2.images = batch;
+  fc2.M = rows;
+  fc2.N = D;
+  fc2.K = F;
+  fc2.x = hidden_.data();
+  fc2.w = w.fc2.w.ptr();
+  fc2.bias = w.fc2.b.ptr();
+  fc2.y = fc2_.data();
+  run_site(fc2, hook);
+
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r)
+    add_bias_residual_rows(x + size_t(r) * D, fc2_.data() + size_t(r) * D, 1, size_t(D), nullptr);
+}
+
+void ViTForward::head(const float* x, int batch, float* logits, SiteHook* hook) {
+  reserve(batch);
+  const ViTConfig& c = m_.cfg;
+  const int T = c.tokens(), D = c.embed_dim, NC = c.num_classes;
+  const int ntok = c.distilled ? 2 : 1;
+  // Final LayerNorm of the class (and distillation) token rows: tok_[t][b] for t < ntok.
+  for (int t = 0; t < ntok; ++t)
+    for (int b = 0; b < batch; ++b)
+      layernorm_rows(x + (size_t(b) * T + size_t(t)) * D, tok_.data() + (size_t(t) * batch + size_t(b)) * D, 1,
+                     size_t(D), m_.norm.gamma.ptr(), m_.norm.beta.ptr(), c.ln_eps);
+  SiteCall h;
+  h.site = {SiteKind::Head, -1};
+  h.images = batch;
+  h.M = batch;
+  h.N = NC;
+  h.K = D;
+  h.x = tok_.data();
+  h.w = m_.head.w.ptr();
+  h.bias = m_.head.b.ptr();
+  h.y = logits;
+  run_site(h, hook);
+  if (!c.distilled) return;
+  SiteCall hd = h;
+  hd.site = {SiteKind::HeadDist, -1};
+  hd.x = tok_.data() + size_t(batch) * D;
+  hd.w = m_.head_dist.w.ptr();
+  hd.bias = m_.head_dist.b.ptr();
+  hd.y = logits2_.data();
+  run_site(hd, hook);
+  for (size_t i = 0; i < size_t(batch) * NC; ++i) logits[i] = 0.5f * (logits[i] + logits2_[i]);
+}
+
+}  // namespace vitq

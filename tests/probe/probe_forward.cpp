@@ -1,0 +1,78 @@
+// Probe subcommands for the forward pass: logits and site tensors for a raw input batch.
+#include <fstream>
+#include <memory>
+#include <vector>
+
+#include "core/error.h"
+#include "engine/vit_forward.h"
+#include "model/vit_model.h"
+#include "probe.h"
+
+namespace vitq::probe {
+namespace {
+
+std::vector<float> read_f32(const std::string& path, size_t expected) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) fail(ErrorKind::Io, path, ": cannot open");
+  const size_t bytes = size_t(f.tellg());
+  if (bytes != expected * sizeof(float))
+    fail(ErrorKind::Data, path, ": has ", bytes, " bytes, expected ", expected * sizeof(float));
+  std::vector<float> v(expected);
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(bytes));
+  return v;
+}
+
+// Records the output of one named site.
+class Capture : public SiteHook {
+ public:
+  explicit Capture(std::string name) : name_(std::move(name)) {}
+  void observe(const SiteCall& c) override {
+    if (c.site.name() != name_) return;
+    const size_t n = size_t(c.groups) * size_t(c.M) * size_t(c.N);
+    out.assign(c.y, c.y + n);
+  }
+  std::vector<float> out;
+
+ private:
+  std::string name_;
+};
+
+struct Args {
+  std::string model, input, out, site;
+  int batch = 1;
+};
+
+void run(const Args& a) {
+  ViTModel m = load_vit_model(a.model);
+  const ViTConfig& c = m.cfg;
+  const size_t img = size_t(c.in_chans) * c.img_size * c.img_size;
+  std::vector<float> x = read_f32(a.input, img * size_t(a.batch));
+  avector<float> xa(x.begin(), x.end());
+  std::vector<float> logits(size_t(a.batch) * size_t(c.num_classes));
+  ViTForward fwd(m);
+  if (a.site.empty()) {
+    fwd.run(xa.data(), a.batch, logits.data());
+    write_raw(a.out, logits.data(), logits.size());
+  } else {
+    Capture cap(a.site);
+    fwd.run(xa.data(), a.batch, logits.data(), &cap);
+    if (cap.out.empty()) fail(ErrorKind::Usage, "no site named '", a.site, "'");
+    write_raw(a.out, cap.out.data(), cap.out.size());
+  }
+}
+
+}  // namespace
+
+void register_forward(CLI::App& app) {
+  auto a = std::make_shared<Args>();
+  CLI::App* c = app.add_subcommand("forward", "Logits (or one site's output) for a raw float32 NCHW input");
+  c->add_option("--model", a->model)->required();
+  c->add_option("--input", a->input, "raw float32, batch x C x H x W")->required();
+  c->add_option("--batch", a->batch)->required();
+  c->add_option("--site", a->site, "dump this site's output instead of the logits");
+  c->add_option("--out", a->out)->required();
+  c->callback([a] { run(*a); });
+}
+
+}  // namespace vitq::probe
