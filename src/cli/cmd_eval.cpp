@@ -1,0 +1,134 @@
+// vitq eval: accuracy and speed of a model on a labelled dataset.
+#include <omp.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/progress.h"
+#include "core/error.h"
+#include "eval/evaluate.h"
+#include "model/vit_model.h"
+#include "quant/plan.h"
+#include "quant/simulate.h"
+
+namespace vitq {
+namespace {
+
+struct EvalArgs {
+  std::string model, data, class_map, json_out, plan;
+  bool no_auto_map = false, skip_bad = false, quiet = false;
+  int batch = 16, threads = 0;
+  size_t limit = 0;
+  uint64_t seed = 0;
+};
+
+void run_eval(const EvalArgs& a) {
+  set_threads(a.threads);
+  if (a.batch < 1 || a.batch > 4096) fail(ErrorKind::Usage, "--batch must be in [1, 4096]");
+  ViTModel model = load_vit_model(a.model);
+  DatasetOptions dopt;
+  dopt.class_map = a.class_map;
+  dopt.auto_class_map = !a.no_auto_map;
+  std::unique_ptr<Dataset> data = open_dataset(a.data, dopt);
+  if (data->num_classes() > model.cfg.num_classes)
+    fail(ErrorKind::Data, a.data, ": dataset has ", data->num_classes(), " classes but the model has ",
+         model.cfg.num_classes);
+  std::vector<size_t> idx = select_subset(data->size(), a.limit, a.seed);
+  std::unique_ptr<QuantPlan> plan;
+  std::unique_ptr<PlanSimulator> sim;
+  if (!a.plan.empty()) {
+    plan = std::make_unique<QuantPlan>(load_plan(a.plan));
+    check_plan_matches(*plan, model.cfg, a.plan);
+    sim = std::make_unique<PlanSimulator>(model, *plan);
+  }
+
+  std::printf("model    %s (%s, %.2f M parameters)\n", a.model.c_str(), model.cfg.architecture.c_str(),
+              double(model.parameter_count()) / 1e6);
+  std::printf("data     %s\n", data->describe().c_str());
+  if (plan)
+    std::printf("plan     %s (%s, %zu quantized sites; simulated: quantize-dequantize, float GEMM)\n",
+                a.plan.c_str(), plan->method.c_str(), plan->sites.size());
+  if (idx.size() != data->size())
+    std::printf("subset   %zu of %zu images (--limit %zu, --seed %llu)\n", idx.size(), data->size(), a.limit,
+                static_cast<unsigned long long>(a.seed));
+  std::fflush(stdout);
+
+  ViTForward fwd(model);
+  EvalOptions opt;
+  opt.batch = a.batch;
+  opt.on_bad_image = a.skip_bad ? BadImagePolicy::Skip : BadImagePolicy::Fail;
+  opt.hook = sim.get();
+  Progress bar("eval", idx.size(), a.quiet);
+  EvalResult r = evaluate(fwd, *data, idx, opt, [&](const EvalProgress& p) {
+    bar.update(p.done, cat("top-1 ", p.done ? 100.0 * double(p.top1) / double(p.done) : 0.0, "%"));
+  });
+  bar.finish();
+
+  for (const auto& s : r.skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
+  const int threads = omp_get_max_threads();
+  std::printf("top-1    %.2f %%  (%zu/%zu)\n", r.top1_pct(), r.top1, r.images);
+  std::printf("top-5    %.2f %%  (%zu/%zu)\n", r.top5_pct(), r.top5, r.images);
+  if (!r.skipped.empty()) std::printf("skipped  %zu unreadable images (not counted)\n", r.skipped.size());
+  std::printf("speed    %.1f images/s end to end, %.1f images/s in the forward (batch %d, %d threads)\n",
+              r.seconds > 0 ? double(r.images) / r.seconds : 0.0,
+              r.forward_seconds > 0 ? double(r.images) / r.forward_seconds : 0.0, a.batch, threads);
+
+  if (!a.json_out.empty()) {
+    nlohmann::ordered_json j;
+    j["model"] = a.model;
+    j["architecture"] = model.cfg.architecture;
+    j["plan"] = a.plan;
+    j["data"] = a.data;
+    j["dataset"] = data->describe();
+    j["images"] = r.images;
+    j["top1"] = r.top1_pct();
+    j["top5"] = r.top5_pct();
+    j["top1_correct"] = r.top1;
+    j["top5_correct"] = r.top5;
+    j["skipped"] = r.skipped;
+    j["limit"] = a.limit;
+    j["seed"] = a.seed;
+    j["batch"] = a.batch;
+    j["threads"] = threads;
+    j["seconds"] = r.seconds;
+    j["forward_seconds"] = r.forward_seconds;
+    j["images_per_second"] = r.seconds > 0 ? double(r.images) / r.seconds : 0.0;
+    std::ofstream f(a.json_out);
+    if (!f) fail(ErrorKind::Io, a.json_out, ": cannot write");
+    f << j.dump(2) << "\n";
+    if (!f) fail(ErrorKind::Io, a.json_out, ": write failed");
+  }
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  CLI::App* c = app.add_subcommand("eval", "Top-1/top-5 accuracy and speed of a model on a labelled dataset");
+  c->add_option("--model", a->model, "Checkpoint directory: model.safetensors + config.json (timm or Hugging Face)")
+      ->required();
+  c->add_option("--data", a->data,
+                "Dataset: an ImageFolder directory (one subfolder per class; JPEG/PNG), or MNIST-style IDX "
+                "files (a *-images-idx3-ubyte[.gz] file, or a directory holding t10k-*/train-* files)")
+      ->required();
+  c->add_option("--plan", a->plan, "Quantization plan (plan.json from 'vitq quantize') to simulate");
+  c->add_option("--class-map", a->class_map,
+                "Class map file: one class folder name per line, class index = line number (timm "
+                "--class-map). Without it, a class_map.txt in the data directory or its parent is used if "
+                "present, else sorted folder order");
+  c->add_flag("--no-auto-class-map", a->no_auto_map, "Do not look for class_map.txt; use sorted folder order");
+  c->add_option("--batch", a->batch, "Images per forward pass")->capture_default_str();
+  c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+  c->add_option("--limit", a->limit, "Evaluate a deterministic random subset of N images (0 = all)");
+  c->add_option("--seed", a->seed, "Seed of the --limit subset")->capture_default_str();
+  c->add_option("--json", a->json_out, "Also write the results as JSON to this file");
+  c->add_flag("--skip-bad-images", a->skip_bad,
+              "Report unreadable/corrupt images and go on (default: stop with an error naming the file)");
+  c->add_flag("-q,--quiet", a->quiet, "No progress output");
+  c->callback([a] { run_eval(*a); });
+}
+
+}  // namespace vitq

@@ -1,0 +1,186 @@
+// vitq quantize: calibrate a quantization plan with a PTQ method and write it with a report.
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/progress.h"
+#include "core/error.h"
+#include "model/vit_model.h"
+#include "quant/calib_data.h"
+#include "quant/calibrate.h"
+#include "quant/method.h"
+
+namespace vitq {
+namespace {
+
+struct QuantizeArgs {
+  std::string model, calib, class_map, method = "liu2021", out, calib_inputs = "quant";
+  int bits = 0, wbits = 0, abits = 0, threads = 0, batch = 32;
+  size_t calib_size = 256;
+  bool quantize_head = false, quiet = false, no_ranking = false, no_bias_correction = false;
+  MethodArgs margs;
+};
+
+double peak_rss_mb() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
+void print_table(const CalibrationResult& r) {
+  std::printf("\n%-26s %5s %12s %12s %10s %10s %11s %8s\n", "site", "W/A", "x step", "w step", "pearson0",
+              "pearson", "mse", "seconds");
+  for (const auto& s : r.sites)
+    std::printf("%-26s %2d/%-2d %12.5g %12.5g %10.6f %10.6f %11.4g %8.2f\n", s.site.c_str(), s.bits.w, s.bits.x,
+                double(s.x_scale), double(s.w_scale), s.sim_before, s.sim_after, s.mse_after, s.seconds);
+  std::printf("pearson0 = similarity at max-based steps (MinMax), pearson = with the method's plan; both are the\n"
+              "mean over calibration images of the Pearson correlation of the site output with the FP output.\n");
+}
+
+void run_quantize(QuantizeArgs a) {
+  set_threads(a.threads);
+  if (a.bits) {
+    if (a.wbits || a.abits) fail(ErrorKind::Usage, "give either --bits or --wbits/--abits, not both");
+    a.wbits = a.abits = a.bits;
+  }
+  if (!a.wbits || !a.abits) fail(ErrorKind::Usage, "give --bits B, or --wbits B and --abits B");
+  for (int b : {a.wbits, a.abits})
+    if (b < kMinBits || b > kMaxBits) fail(ErrorKind::Usage, "bit-widths must be in [", kMinBits, ", ", kMaxBits, "]");
+  if (a.calib_inputs != "quant" && a.calib_inputs != "fp")
+    fail(ErrorKind::Usage, "--calib-inputs must be 'quant' or 'fp'");
+  a.margs.ranking = !a.no_ranking;
+  a.margs.bias_correction = !a.no_bias_correction;
+  std::unique_ptr<Method> method = make_method(a.method, a.margs);
+
+  ViTModel model = load_vit_model(a.model);
+  DatasetOptions dopt;
+  dopt.class_map = a.class_map;
+  std::unique_ptr<Dataset> data = open_dataset(a.calib, dopt);
+  std::fprintf(stderr, "loading calibration images from %s ...\n", a.calib.c_str());
+  CalibrationSet cs = load_calibration_set(*data, a.calib_size, a.margs.seed, model.cfg.preprocess);
+
+  CalibOptions opt;
+  opt.bits = {a.wbits, a.abits};
+  opt.inputs = a.calib_inputs == "fp" ? CalibInputs::FP : CalibInputs::Quantized;
+  opt.quantize_head = a.quantize_head;
+  opt.batch = a.batch;
+
+  std::printf("model    %s (%s)\n", a.model.c_str(), model.cfg.architecture.c_str());
+  std::printf("method   %s, W%dA%d, %s\n", method->name().c_str(), a.wbits, a.abits,
+              method->settings().dump().c_str());
+  std::printf("calib    %d images from %s (%s); site inputs from the %s model\n", cs.n, a.calib.c_str(),
+              data->describe().c_str(), opt.inputs == CalibInputs::FP ? "FP32" : "partly quantized");
+  std::printf("head     %s\n", opt.quantize_head ? "quantized" : "kept in FP32 (use --quantize-head to quantize it)");
+  std::fflush(stdout);
+
+  Calibrator cal(model, cs.images.data(), cs.n);
+  Progress bar("calibrate", 1, a.quiet);
+  CalibrationResult r = cal.run(*method, opt, [&](const CalibProgress& p) {
+    bar.set_total(p.total);
+    bar.update(p.done, p.site);
+  });
+  bar.finish();
+  r.plan.calibration = cs.identity(a.calib, a.margs.seed);
+  r.plan.calibration["inputs"] = opt.inputs == CalibInputs::FP ? "fp" : "quantized";
+  r.plan.settings["wbits"] = a.wbits;
+  r.plan.settings["abits"] = a.abits;
+  r.plan.settings["quantize_head"] = opt.quantize_head;
+
+  if (!a.quiet) print_table(r);
+  std::filesystem::create_directories(a.out);
+  const std::string plan_path = a.out + "/plan.json";
+  save_plan(r.plan, plan_path);
+
+  nlohmann::ordered_json rep;
+  rep["tool_version"] = VITQ_VERSION;
+  rep["model"] = a.model;
+  rep["architecture"] = model.cfg.architecture;
+  rep["method"] = r.plan.method;
+  rep["settings"] = r.plan.settings;
+  rep["calibration"] = r.plan.calibration;
+  rep["threads"] = omp_get_max_threads();
+  rep["seconds"] = r.seconds;
+  rep["peak_rss_mb"] = peak_rss_mb();
+  nlohmann::ordered_json sites = nlohmann::ordered_json::array();
+  for (const auto& s : r.sites) {
+    nlohmann::ordered_json j;
+    j["site"] = s.site;
+    j["wbits"] = s.bits.w;
+    j["abits"] = s.bits.x;
+    j["x_scale"] = s.x_scale;
+    j["w_scale"] = s.w_scale;
+    j["pearson_minmax"] = s.sim_before;
+    j["pearson"] = s.sim_after;
+    j["cosine"] = s.cosine_after;
+    j["mse"] = s.mse_after;
+    j["seconds"] = s.seconds;
+    j["method"] = s.notes.j;
+    sites.push_back(j);
+  }
+  rep["sites"] = sites;
+  std::ofstream f(a.out + "/report.json");
+  f << rep.dump(1) << "\n";
+  if (!f) fail(ErrorKind::Io, a.out, "/report.json: write failed");
+  std::printf("\ncalibrated %zu sites in %.1f s (peak memory %.0f MB)\nwrote %s and %s/report.json\n", r.sites.size(),
+              r.seconds, peak_rss_mb(), plan_path.c_str(), a.out.c_str());
+}
+
+}  // namespace
+
+void add_quantize_command(CLI::App& app) {
+  auto a = std::make_shared<QuantizeArgs>();
+  CLI::App* c = app.add_subcommand("quantize", "Calibrate a quantization plan from unlabelled images");
+  c->add_option("--model", a->model, "Checkpoint directory (model.safetensors + config.json)")->required();
+  c->add_option("--calib", a->calib, "Calibration images: ImageFolder directory or IDX file (labels unused)")
+      ->required();
+  c->add_option("--class-map", a->class_map, "Class map of the calibration ImageFolder (only to read it)");
+  c->add_option("--method", a->method, "PTQ method: " + method_names())->capture_default_str();
+  c->add_option("--bits", a->bits, "Weight and activation bits (2-10)");
+  c->add_option("--wbits", a->wbits, "Weight bits (with --abits)");
+  c->add_option("--abits", a->abits, "Activation bits (with --wbits)");
+  c->add_option("--calib-size", a->calib_size, "Calibration images, a seeded random subset (0 = all)")
+      ->capture_default_str();
+  c->add_option("--seed", a->margs.seed, "Seed of the calibration subset and of any sampling")->capture_default_str();
+  c->add_option("--calib-inputs", a->calib_inputs,
+                "Where each site's calibration inputs come from: 'quant' = the model with the earlier sites "
+                "already quantized, 'fp' = the FP32 model")
+      ->capture_default_str();
+  c->add_flag("--quantize-head", a->quantize_head, "Also quantize the classifier head (default: FP32)");
+  c->add_option("--percentile", a->margs.percentile, "percentile: the percentile of |x| (0-100]")->capture_default_str();
+  c->add_option("--similarity", a->margs.similarity,
+                "Search objective: pearson (liu2021 default), cosine (easyquant default), mse");
+  c->add_option("--candidates", a->margs.candidates, "Search: candidate steps per operand")->capture_default_str();
+  c->add_option("--alpha", a->margs.alpha, "Search: smallest candidate, as a fraction of the max-based step")
+      ->capture_default_str();
+  c->add_option("--beta", a->margs.beta, "Search: largest candidate, as a fraction of the max-based step")
+      ->capture_default_str();
+  c->add_option("--max-rounds", a->margs.max_rounds, "Search: alternating rounds at most")->capture_default_str();
+  c->add_flag("--no-ranking", a->no_ranking, "liu2021: no ranking-aware loss at matmul_qk");
+  c->add_flag("--no-bias-correction", a->no_bias_correction, "liu2021: no bias correction");
+  c->add_option("--gamma", a->margs.gamma, "liu2021: weight of the ranking loss")->capture_default_str();
+  c->add_option("--theta", a->margs.theta, "liu2021: margin of the ranking loss")->capture_default_str();
+  c->add_option("--rank-pairs", a->margs.rank_pairs,
+                "liu2021: score pairs per row for the ranking loss (0 = all pairs, exact)")
+      ->capture_default_str();
+  c->add_option("--search-tokens", a->margs.search_tokens,
+                "Search: tokens per image used to score candidates (0 = all)")
+      ->capture_default_str();
+  c->add_flag("--unsigned-softmax", a->margs.unsigned_softmax,
+              "Fix: quantize the softmax output (input of matmul_av) on an unsigned grid [0, 2^b-1] "
+              "instead of the paper's signed grid, which wastes its negative half");
+  c->add_flag("--per-channel-weights", a->margs.per_channel_weights,
+              "minmax/percentile: one weight step per output channel");
+  c->add_option("--batch", a->batch, "Images per forward pass during calibration")->capture_default_str();
+  c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+  c->add_option("-o,--out", a->out, "Output directory (plan.json, report.json)")->required();
+  c->add_flag("-q,--quiet", a->quiet, "No progress output and no per-site table");
+  c->callback([a] { run_quantize(*a); });
+}
+
+}  // namespace vitq

@@ -1,0 +1,15 @@
+// The subcommands of the vitq tool; each file adds one to the application.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace vitq {
+
+void add_eval_command(CLI::App& app);   // cmd_eval.cpp
+void add_info_command(CLI::App& app);   // cmd_info.cpp
+void add_bench_command(CLI::App& app);  // cmd_bench.cpp
+void add_quantize_command(CLI::App& app);  // cmd_quantize.cpp
+
+// Sets the OpenMP (and so oneDNN) thread count; 0 = all available cores.
+void set_threads(int threads);
+
+}  // namespace vitq

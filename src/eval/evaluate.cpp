@@ -1,0 +1,90 @@
+#include "eval/evaluate.h"
+
+#include <omp.h>
+
+#include <chrono>
+
+#include "core/error.h"
+
+namespace vitq {
+
+bool in_top_k(const float* logits, int classes, int label, int k) {
+  // Number of classes ranked strictly before `label`.
+  const float v = logits[label];
+  int before = 0;
+  for (int j = 0; j < classes; ++j)
+    if (logits[j] > v || (logits[j] == v && j < label)) ++before;
+  return before < k;
+}
+
+EvalResult evaluate(ViTForward& fwd, const Dataset& data, const std::vector<size_t>& indices,
+                    const EvalOptions& opt, const std::function<void(const EvalProgress&)>& progress) {
+  using clock = std::chrono::steady_clock;
+  const ViTConfig& c = fwd.model().cfg;
+  const Preprocess& pre = c.preprocess;
+  const size_t img_floats = size_t(pre.channels) * size_t(pre.height) * size_t(pre.width);
+  const int NC = c.num_classes;
+  const int batch = std::max(1, opt.batch);
+
+  avector<float> images(size_t(batch) * img_floats);
+  std::vector<float> logits(size_t(batch) * size_t(NC));
+  std::vector<std::string> errors(static_cast<size_t>(batch));
+  std::vector<size_t> ok_slots;
+  EvalResult res;
+  const auto t0 = clock::now();
+
+  for (size_t start = 0; start < indices.size(); start += size_t(batch)) {
+    const int n = int(std::min(indices.size() - start, size_t(batch)));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < n; ++i) {
+      errors[size_t(i)].clear();
+      try {
+        data.load(indices[start + size_t(i)], pre, images.data() + size_t(i) * img_floats);
+      } catch (const std::exception& e) {
+        errors[size_t(i)] = e.what();
+      }
+    }
+    // Compact the batch over the images that loaded.
+    ok_slots.clear();
+    for (int i = 0; i < n; ++i) {
+      if (errors[size_t(i)].empty()) {
+        if (ok_slots.size() != size_t(i))
+          std::copy_n(images.data() + size_t(i) * img_floats, img_floats,
+                      images.data() + ok_slots.size() * img_floats);
+        ok_slots.push_back(size_t(i));
+      } else if (opt.on_bad_image == BadImagePolicy::Fail) {
+        fail(ErrorKind::Data, errors[size_t(i)], " (use --skip-bad-images to skip unreadable images)");
+      } else {
+        res.skipped.push_back(errors[size_t(i)]);
+      }
+    }
+    const int m = int(ok_slots.size());
+    if (m > 0) {
+      const auto f0 = clock::now();
+      fwd.run(images.data(), m, logits.data(), opt.hook);
+      res.forward_seconds += std::chrono::duration<double>(clock::now() - f0).count();
+    }
+    for (int j = 0; j < m; ++j) {
+      const size_t idx = indices[start + ok_slots[size_t(j)]];
+      const int label = data.label(idx);
+      if (label < 0 || label >= NC)
+        fail(ErrorKind::Data, data.name(idx), ": label ", label, " is outside the model's ", NC, " classes");
+      const float* lg = logits.data() + size_t(j) * size_t(NC);
+      int best = 0;
+      for (int k = 1; k < NC; ++k)
+        if (lg[k] > lg[best]) best = k;
+      res.evaluated.push_back(idx);
+      res.predictions.push_back(best);
+      res.top1 += best == label;
+      res.top5 += in_top_k(lg, NC, label, std::min(5, NC));
+      ++res.images;
+    }
+    if (progress)
+      progress({start + size_t(n), indices.size(), res.top1,
+                std::chrono::duration<double>(clock::now() - t0).count()});
+  }
+  res.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  return res;
+}
+
+}  // namespace vitq

@@ -1,0 +1,48 @@
+// Classification accuracy of a model over a dataset: batched loading (parallel decode and
+// preprocessing), forward, top-1/top-5, timing, and per-image failures.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "engine/vit_forward.h"
+
+namespace vitq {
+
+enum class BadImagePolicy { Fail, Skip };
+
+struct EvalOptions {
+  int batch = 16;
+  BadImagePolicy on_bad_image = BadImagePolicy::Fail;
+  SiteHook* hook = nullptr;  // e.g. a quantization plan's simulator
+};
+
+struct EvalProgress {
+  size_t done = 0, total = 0;
+  size_t top1 = 0;  // correct so far
+  double seconds = 0;
+};
+
+struct EvalResult {
+  size_t images = 0;                // evaluated
+  size_t top1 = 0, top5 = 0;        // correct counts
+  std::vector<std::string> skipped;  // "path: reason" of images that could not be read
+  double seconds = 0;               // wall time, loading included
+  double forward_seconds = 0;       // time in the model's forward only
+  std::vector<size_t> evaluated;    // dataset index of each evaluated image, in order
+  std::vector<int> predictions;     // its top-1 class
+  double top1_pct() const { return images ? 100.0 * double(top1) / double(images) : 0.0; }
+  double top5_pct() const { return images ? 100.0 * double(top5) / double(images) : 0.0; }
+};
+
+// Evaluates samples `indices` of `data`. Labels outside [0, num_classes) are an Error(Data).
+EvalResult evaluate(ViTForward& fwd, const Dataset& data, const std::vector<size_t>& indices,
+                    const EvalOptions& opt, const std::function<void(const EvalProgress&)>& progress = {});
+
+// Top-k membership of `label` among logits (ties broken toward the lower class index, as
+// torch.topk on CPU does for equal values in practice).
+bool in_top_k(const float* logits, int classes, int label, int k);
+
+}  // namespace vitq
