@@ -1,0 +1,52 @@
+#include "quant/calib_data.h"
+
+#include <cstdio>
+
+#include "core/error.h"
+
+namespace vitq {
+
+uint64_t fnv1a64(const void* data, size_t bytes, uint64_t h) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < bytes; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+CalibrationSet load_calibration_set(const Dataset& data, size_t count, uint64_t seed, const Preprocess& pre) {
+  std::vector<size_t> idx = select_subset(data.size(), count, seed);
+  const size_t per = size_t(pre.channels) * size_t(pre.height) * size_t(pre.width);
+  CalibrationSet cs;
+  cs.n = int(idx.size());
+  cs.images.resize(per * idx.size());
+  std::vector<std::string> errors(idx.size());
+#pragma omp parallel for schedule(dynamic, 4)
+  for (size_t i = 0; i < idx.size(); ++i) {
+    try {
+      data.load(idx[i], pre, cs.images.data() + i * per);
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
+    }
+  }
+  for (const auto& e : errors)
+    if (!e.empty()) fail(ErrorKind::Data, "calibration image: ", e);
+  for (size_t i : idx) cs.names.push_back(data.name(i));
+  cs.hash = fnv1a64(cs.images.data(), cs.images.size() * sizeof(float));
+  return cs;
+}
+
+nlohmann::ordered_json CalibrationSet::identity(const std::string& source, uint64_t seed) const {
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+  nlohmann::ordered_json j;
+  j["source"] = source;
+  j["images"] = n;
+  j["seed"] = seed;
+  j["pixels_fnv1a64"] = hex;
+  j["samples"] = names;
+  return j;
+}
+
+}  // namespace vitq

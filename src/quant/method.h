@@ -1,0 +1,69 @@
+// The interface every PTQ method implements: observations of one site over the calibration
+// set in, that site's plan entry out. The calibration driver (calibrate.h) decides the order
+// of sites, where their inputs come from and the bit-widths; methods only choose scales.
+#pragma once
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "engine/site.h"
+#include "quant/plan.h"
+
+namespace vitq {
+
+// One site seen over the calibration set (row-major, image-major).
+struct SiteObservation {
+  SiteShape shape;          // per image: groups_per_image, M, N, K
+  int images = 0;
+  const float* x = nullptr;       // images · groups · M · K: the site's input
+  const float* w = nullptr;       // linear: N · K weight; attention: images · groups · N · K
+  const float* bias = nullptr;    // linear: N or null; attention: null
+  const float* target = nullptr;  // images · groups · M · N: the FP model's output of the site
+
+  bool attention() const { return shape.id.is_attention(); }
+  int64_t rows_per_image() const { return int64_t(shape.groups_per_image) * shape.M; }
+  int64_t x_per_image() const { return rows_per_image() * shape.K; }
+  int64_t w_per_image() const { return attention() ? int64_t(shape.groups_per_image) * shape.N * shape.K : 0; }
+  int64_t y_per_image() const { return rows_per_image() * shape.N; }
+};
+
+// What a method tells the report about one site (free-form, per method).
+struct SiteNotes {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+};
+
+struct Bits {
+  int w = 8, x = 8;
+};
+
+class Method {
+ public:
+  virtual ~Method() = default;
+  virtual std::string name() const = 0;
+  virtual nlohmann::ordered_json settings() const = 0;
+  // Chooses the site's quantization at the given bit-widths.
+  virtual SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) = 0;
+};
+
+// Method options from the command line (each method reads the ones it uses).
+struct MethodArgs {
+  double percentile = 99.99;
+  // Similarity search (easyquant, liu2021)
+  std::string similarity;  // empty: the method's own default
+  int candidates = 100;
+  double alpha = 0.5, beta = 1.2;
+  int max_rounds = 20;
+  bool ranking = true, bias_correction = true;
+  double gamma = 0.1, theta = 0.2;
+  int rank_pairs = 0;          // 0 = exact pair sum; k = k random pairs per row
+  int search_tokens = 0;       // 0 = all tokens; k = k random tokens per image in the search
+  bool unsigned_softmax = false;  // fix: unsigned grid for the softmax output (matmul_av x)
+  bool per_channel_weights = false;
+  uint64_t seed = 0;
+};
+
+std::unique_ptr<Method> make_method(const std::string& name, const MethodArgs& args);
+std::string method_names();  // for --help
+
+}  // namespace vitq

@@ -1,0 +1,42 @@
+// Percentile: activation steps from the p-th percentile of |x| over the calibration data
+// (default 99.99), weights from their maximum.
+#include "quant/calibrate.h"
+#include "quant/methods/methods.h"
+#include "quant/stats.h"
+
+namespace vitq {
+namespace {
+
+class Percentile : public Method {
+ public:
+  explicit Percentile(const MethodArgs& a) : a_(a) {}
+  std::string name() const override { return "percentile"; }
+  nlohmann::ordered_json settings() const override {
+    return {{"percentile", a_.percentile},
+            {"unsigned_softmax", a_.unsigned_softmax},
+            {"per_channel_weights", a_.per_channel_weights}};
+  }
+  SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {
+    SitePlan sp = minmax_site_plan(obs, bits, a_.unsigned_softmax);
+    const double px = percentile_abs(obs.x, size_t(obs.x_per_image()) * size_t(obs.images), a_.percentile);
+    sp.x.scale = max_step(float(px), sp.x.range());
+    notes.j["x_percentile_value"] = px;
+    if (obs.attention()) {  // the second operand is an activation too
+      const double pw = percentile_abs(obs.w, size_t(obs.w_per_image()) * size_t(obs.images), a_.percentile);
+      sp.w.scale = max_step(float(pw), sp.w.range());
+      notes.j["w_percentile_value"] = pw;
+    } else if (a_.per_channel_weights) {
+      set_channel_max_scales(obs, sp.w);
+    }
+    return sp;
+  }
+
+ private:
+  MethodArgs a_;
+};
+
+}  // namespace
+
+std::unique_ptr<Method> make_percentile(const MethodArgs& a) { return std::make_unique<Percentile>(a); }
+
+}  // namespace vitq

@@ -1,0 +1,55 @@
+// The uniform symmetric quantizer of the paper (no zero point):
+//     q = clip(round(x / Δ), −2^(b−1), 2^(b−1) − 1),   x̂ = q · Δ
+// round() is round-half-to-even everywhere (simulation, search and the integer runtime),
+// so that the simulated and the integer model agree bit for bit.
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+namespace vitq {
+
+constexpr int kMinBits = 2, kMaxBits = 10;
+
+inline int32_t qmax(int bits) { return (int32_t(1) << (bits - 1)) - 1; }
+inline int32_t qmin(int bits) { return -(int32_t(1) << (bits - 1)); }
+
+// The integer range of a grid: signed [−2^(b−1), 2^(b−1)−1] (the paper's), or unsigned
+// [0, 2^b − 1] for operands that are never negative (softmax output; a vitq option).
+struct QRange {
+  int32_t lo, hi;
+};
+inline QRange qrange(int bits, bool is_unsigned = false) {
+  return is_unsigned ? QRange{0, (int32_t(1) << bits) - 1} : QRange{qmin(bits), qmax(bits)};
+}
+
+// Round half to even in float, independent of the FP environment's rounding mode.
+inline float round_half_even(float v) {
+  const float r = std::nearbyint(v);  // default mode FE_TONEAREST; checked in tests
+  return r;
+}
+
+// Integer code of x for step `delta` (> 0): clip(round(x · (1/Δ)), lo, hi).
+inline int32_t quantize_one(float x, float inv_delta, QRange r) {
+  float q = round_half_even(x * inv_delta);
+  const float lo = float(r.lo), hi = float(r.hi);
+  q = q < lo ? lo : (q > hi ? hi : q);
+  return int32_t(q);
+}
+
+// Why x * (1/Δ) and not x / Δ: the integer runtime multiplies by the reciprocal too, and the
+// two must agree bit for bit; the choice is made once here.
+inline float inv_step(float delta) { return 1.0f / delta; }
+
+// x̂ = q(x) · Δ for n values (fake quantization), vectorised.
+void fake_quantize(const float* x, float* y, size_t n, float delta, QRange r);
+// Integer codes into int8 / uint8 / int16 storage (the range must fit the type).
+void quantize_to_i8(const float* x, int8_t* q, size_t n, float delta, QRange r);
+void quantize_to_u8(const float* x, uint8_t* q, size_t n, float delta, QRange r);
+void quantize_to_i16(const float* x, int16_t* q, size_t n, float delta, QRange r);
+
+// The max-based step Δ₀ = max|x| / hi (a tiny positive value for all-zero input).
+float max_abs(const float* x, size_t n);
+float max_step(float max_abs_value, QRange r);
+
+}  // namespace vitq

@@ -1,0 +1,341 @@
+#include "quant/scale_search.h"
+
+#include <dnnl.h>
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "core/aligned.h"
+#include "core/error.h"
+#include "quant/quantizer.h"
+
+namespace vitq {
+namespace {
+
+// Evaluates the objective of candidate steps on (a row sample of) the calibration data.
+class Evaluator {
+ public:
+  Evaluator(const SiteObservation& obs, Bits bits, const SearchOptions& opt) : obs_(obs), opt_(opt) {
+    const SiteShape& s = obs.shape;
+    images_ = obs.images;
+    groups_ = s.groups_per_image;
+    N_ = s.N;
+    K_ = s.K;
+    rows_ = (opt.search_tokens > 0 && opt.search_tokens < s.M) ? opt.search_tokens : s.M;
+    xr_ = qrange(bits.x, opt.unsigned_softmax && s.id.kind == SiteKind::MatmulAV);
+    wr_ = qrange(bits.w);
+    int_path_ = bits.x <= 8 && bits.w <= 8;
+    x_unsigned_ = xr_.lo == 0;
+    ranking_ = opt.ranking && s.id.kind == SiteKind::MatmulQK;
+    score_scale_ = 1.0f / std::sqrt(float(s.K));  // attention logits = scores / √d
+
+    // Row sample (per image, the same rows for every group of the image), compact copies.
+    const size_t xg = size_t(rows_) * K_, og = size_t(rows_) * N_;
+    xs_.resize(size_t(images_) * groups_ * xg);
+    os_.resize(size_t(images_) * groups_ * og);
+    std::mt19937_64 rng(opt.seed ^ 0x9e3779b97f4a7c15ull);
+    std::vector<int> idx(size_t(s.M));
+    for (int i = 0; i < images_; ++i) {
+      for (int r = 0; r < s.M; ++r) idx[size_t(r)] = r;
+      if (rows_ < s.M)  // partial Fisher-Yates; rng() % span: platform-independent, bias < 2^-48
+        for (int r = 0; r < rows_; ++r) {
+          const uint64_t span = uint64_t(s.M - r);
+          const uint64_t j = uint64_t(r) + rng() % span;
+          std::swap(idx[size_t(r)], idx[size_t(j)]);
+        }
+      for (int g = 0; g < groups_; ++g) {
+        const size_t src_blk = (size_t(i) * groups_ + g) * size_t(s.M);
+        const size_t dst_blk = (size_t(i) * groups_ + g) * size_t(rows_);
+        for (int r = 0; r < rows_; ++r) {
+          const size_t sr = src_blk + size_t(idx[size_t(r)]), dr = dst_blk + size_t(r);
+          std::copy_n(obs.x + sr * K_, K_, xs_.data() + dr * K_);
+          std::copy_n(obs.target + sr * N_, N_, os_.data() + dr * N_);
+        }
+      }
+    }
+    wn_ = obs.attention() ? size_t(images_) * groups_ * N_ * K_ : size_t(N_) * K_;
+    if (int_path_) {
+      if (x_unsigned_) xu8_.resize(xs_.size());
+      else xi8_.resize(xs_.size());
+      wi8_.resize(wn_);
+    } else {
+      xf_.resize(xs_.size());
+      wf_.resize(wn_);
+    }
+    if (ranking_) {
+      const size_t k = opt.rank_pairs > 0 ? size_t(opt.rank_pairs) : size_t(N_) * (N_ - 1) / 2;
+      pairs_.resize(size_t(rows_));
+      for (int r = 0; r < rows_; ++r) {
+        if (opt.rank_pairs > 0) {
+          pairs_[size_t(r)] = sample_pairs(size_t(N_), k, opt.seed * 1000003ull + uint64_t(r));
+        } else {
+          auto& p = pairs_[size_t(r)];
+          for (int a = 0; a + 1 < N_; ++a)
+            for (int b = a + 1; b < N_; ++b) {
+              p.push_back(uint16_t(a));
+              p.push_back(uint16_t(b));
+            }
+        }
+      }
+    }
+    nthreads_ = omp_get_max_threads();
+    ybuf_.resize(size_t(nthreads_));
+    ybuf_i_.resize(size_t(nthreads_));
+    rowbuf_.resize(size_t(nthreads_));
+    sim_.resize(size_t(images_));
+    rank_.resize(size_t(images_));
+  }
+
+  float dx0() const { return max_step(max_abs(obs_.x, size_t(obs_.x_per_image()) * images_), xr_); }
+  float dw0() const { return max_step(max_abs(obs_.w, wn_), wr_); }
+  QRange xrange() const { return xr_; }
+  int rows() const { return rows_; }
+  int channels() const { return obs_.attention() ? groups_ * N_ : N_; }
+
+  void set_x(float dx) {
+    dx_ = dx;
+    const int64_t n = int64_t(xs_.size()), chunk = 1 << 14;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += chunk) {
+      const size_t len = size_t(std::min(chunk, n - i));
+      if (int_path_ && x_unsigned_) quantize_to_u8(xs_.data() + i, xu8_.data() + i, len, dx, xr_);
+      else if (int_path_) quantize_to_i8(xs_.data() + i, xi8_.data() + i, len, dx, xr_);
+      else codes_f(xs_.data() + i, xf_.data() + i, len, dx, xr_);
+    }
+  }
+
+  void set_w(float dw) {
+    dw_ = dw;
+    const int64_t n = int64_t(wn_), chunk = 1 << 14;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += chunk) {
+      const size_t len = size_t(std::min(chunk, n - i));
+      if (int_path_) quantize_to_i8(obs_.w + i, wi8_.data() + i, len, dw, wr_);
+      else codes_f(obs_.w + i, wf_.data() + i, len, dw, wr_);
+    }
+  }
+
+  // Objective for the current codes with output correction `corr` (channels() values or
+  // empty). If `err` is given, it receives per channel the mean of (ô − o).
+  double objective(const std::vector<float>& corr, std::vector<double>* err = nullptr) {
+    const float s = dx_ * dw_;
+    const int C = channels();
+    std::vector<double> err_img;
+    if (err) err_img.assign(size_t(images_) * C, 0.0);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < images_; ++i) {
+      const int t = omp_get_thread_num();
+      auto& y = ybuf_[size_t(t)];
+      auto& yi32 = ybuf_i_[size_t(t)];
+      auto& row = rowbuf_[size_t(t)];
+      if (int_path_) yi32.resize(size_t(rows_) * N_);
+      else y.resize(size_t(rows_) * N_);
+      row.resize(size_t(N_));
+      PairStats st;
+      double rank = 0;
+      for (int g = 0; g < groups_; ++g) {
+        const size_t blk = size_t(i) * groups_ + size_t(g);
+        gemm(blk, y.data(), yi32.data());
+        const float* bias = obs_.bias;
+        const float* cr = corr.empty() ? nullptr : corr.data() + (obs_.attention() ? size_t(g) * N_ : 0);
+        double* e = err ? err_img.data() + size_t(i) * C + (obs_.attention() ? size_t(g) * N_ : 0) : nullptr;
+        for (int r = 0; r < rows_; ++r) {
+          const float* o = os_.data() + (blk * rows_ + size_t(r)) * N_;
+          const int32_t* yi = int_path_ ? yi32.data() + size_t(r) * N_ : nullptr;
+          const float* yf = int_path_ ? nullptr : y.data() + size_t(r) * N_;
+          float* q = row.data();
+          for (int n = 0; n < N_; ++n) {
+            float v = s * (yi ? float(yi[n]) : yf[n]);
+            if (bias) v += bias[n];
+            if (cr) v += cr[n];
+            q[n] = v;
+          }
+          st.add(pair_stats(o, q, size_t(N_)));
+          if (e)
+            for (int n = 0; n < N_; ++n) e[n] += double(q[n]) - double(o[n]);
+          if (ranking_) rank += rank_row(o, q, size_t(r));
+        }
+      }
+      sim_[size_t(i)] = st.value(opt_.similarity);
+      rank_[size_t(i)] = ranking_ ? rank / double(groups_ * rows_) : 0.0;
+    }
+    double sim = 0, rank = 0;
+    for (int i = 0; i < images_; ++i) {
+      sim += sim_[size_t(i)];
+      rank += rank_[size_t(i)];
+    }
+    sim /= images_;
+    rank /= images_;
+    last_sim_ = sim;
+    last_rank_ = rank;
+    if (err) {
+      err->assign(size_t(C), 0.0);
+      for (int i = 0; i < images_; ++i)
+        for (int ch = 0; ch < C; ++ch) (*err)[size_t(ch)] += err_img[size_t(i) * C + size_t(ch)];
+      const double count = double(images_) * rows_;
+      for (auto& v : *err) v /= count;
+    }
+    return ranking_ ? sim - opt_.gamma * rank : sim;
+  }
+
+  double last_sim() const { return last_sim_; }
+  double last_rank() const { return last_rank_; }
+
+ private:
+  static void codes_f(const float* x, float* out, size_t n, float d, QRange r) {
+    fake_quantize(x, out, n, d, r);
+    const float inv = 1.0f / d;
+    for (size_t i = 0; i < n; ++i) out[i] = std::nearbyint(out[i] * inv);
+  }
+
+  // (rows × N) = codes of x block × codes of w (block)ᵀ, into yi (integer path) or yf.
+  void gemm(size_t blk, float* yf, int32_t* yi) {
+    const size_t xo = blk * size_t(rows_) * K_;
+    const size_t wo = obs_.attention() ? blk * size_t(N_) * K_ : 0;
+    dnnl_status_t st;
+    if (int_path_) {
+      const int32_t zero = 0;
+      int32_t* c = yi;
+      if (x_unsigned_)
+        st = dnnl_gemm_u8s8s32('N', 'T', 'F', rows_, N_, K_, 1.0f, xu8_.data() + xo, K_, 0, wi8_.data() + wo, K_, 0,
+                               0.0f, c, N_, &zero);
+      else
+        st = dnnl_gemm_s8s8s32('N', 'T', 'F', rows_, N_, K_, 1.0f, xi8_.data() + xo, K_, 0, wi8_.data() + wo, K_, 0,
+                               0.0f, c, N_, &zero);
+    } else {
+      st = dnnl_sgemm('N', 'T', rows_, N_, K_, 1.0f, xf_.data() + xo, K_, wf_.data() + wo, K_, 0.0f, yf, N_);
+    }
+    if (st != dnnl_success) fail(ErrorKind::Internal, "oneDNN GEMM failed in the scale search (status ", int(st), ")");
+  }
+
+  // Mean hinge Φ over the row's pairs, on attention logits (scores / √d).
+  double rank_row(const float* a, const float* q, size_t r) const {
+    const auto& p = pairs_[r];
+    const float th = float(opt_.theta), sc = score_scale_;
+    double sum = 0;
+    for (size_t k = 0; k + 1 < p.size(); k += 2) {
+      const size_t i = p[k], j = p[k + 1];
+      const float d = a[i] - a[j];
+      const float sgn = d > 0 ? 1.0f : (d < 0 ? -1.0f : 0.0f);
+      const float v = (q[i] - q[j]) * sc * sgn;
+      if (v < th) sum += double(th - v);
+    }
+    return p.empty() ? 0.0 : sum / double(p.size() / 2);
+  }
+
+  const SiteObservation& obs_;
+  const SearchOptions& opt_;
+  int images_ = 0, groups_ = 1, rows_ = 0, N_ = 0, K_ = 0, nthreads_ = 1;
+  QRange xr_{}, wr_{};
+  bool int_path_ = true, x_unsigned_ = false, ranking_ = false;
+  float score_scale_ = 1.0f;
+  float dx_ = 1.0f, dw_ = 1.0f;
+  size_t wn_ = 0;
+  avector<float> xs_, os_, xf_, wf_;
+  avector<int8_t> xi8_, wi8_;
+  avector<uint8_t> xu8_;
+  std::vector<std::vector<uint16_t>> pairs_;
+  std::vector<avector<float>> ybuf_, rowbuf_;
+  std::vector<avector<int32_t>> ybuf_i_;
+  std::vector<double> sim_, rank_;
+  double last_sim_ = 0, last_rank_ = 0;
+};
+
+std::vector<float> candidates(float d0, const SearchOptions& o) {
+  std::vector<float> c(size_t(o.candidates));
+  for (int k = 0; k < o.candidates; ++k) {
+    const double t = o.candidates == 1 ? 1.0 : double(k) / double(o.candidates - 1);
+    c[size_t(k)] = float(d0 * (o.alpha + (o.beta - o.alpha) * t));
+  }
+  return c;
+}
+
+}  // namespace
+
+SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOptions& opt, SiteNotes& notes) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (obs.shape.M > 65535 || obs.shape.N > 65535) fail(ErrorKind::Internal, "site too large for the search");
+  Evaluator ev(obs, bits, opt);
+  const float dx0 = ev.dx0(), dw0 = ev.dw0();
+  const std::vector<float> cx = candidates(dx0, opt), cw = candidates(dw0, opt);
+  float dx = dx0, dw = dw0;
+  std::vector<float> corr;
+  if (opt.bias_correction) corr.assign(size_t(ev.channels()), 0.0f);
+  ev.set_x(dx);
+  ev.set_w(dw);
+  const double j_start = ev.objective(corr);
+  nlohmann::ordered_json trace = nlohmann::ordered_json::array();
+  int rounds = 0, evals = 1;
+  double j = j_start;
+  for (int round = 0; round < opt.max_rounds; ++round) {
+    ++rounds;
+    // Δw with Δx fixed (x codes stay as they are).
+    float best_w = dw;
+    double best = -1e300;
+    for (float c : cw) {
+      ev.set_w(c);
+      const double v = ev.objective(corr);
+      ++evals;
+      if (v > best) { best = v; best_w = c; }
+    }
+    ev.set_w(best_w);
+    // Δx with Δw fixed.
+    float best_x = dx;
+    best = -1e300;
+    for (float c : cx) {
+      ev.set_x(c);
+      const double v = ev.objective(corr);
+      ++evals;
+      if (v > best) { best = v; best_x = c; }
+    }
+    ev.set_x(best_x);
+    const bool changed = best_w != dw || best_x != dx;
+    dw = best_w;
+    dx = best_x;
+    j = best;
+    // Bias correction: remove the mean output error per channel.
+    double mean_abs_err = 0;
+    if (opt.bias_correction) {
+      std::vector<double> err;
+      ev.objective(corr, &err);
+      ++evals;
+      for (size_t ch = 0; ch < corr.size(); ++ch) {
+        corr[ch] -= float(err[ch]);
+        mean_abs_err += std::fabs(err[ch]);
+      }
+      mean_abs_err /= double(corr.size());
+      j = ev.objective(corr);
+      ++evals;
+    }
+    nlohmann::ordered_json r;
+    r["round"] = rounds;
+    r["dx"] = dx / dx0;
+    r["dw"] = dw / dw0;
+    r["objective"] = j;
+    if (opt.bias_correction) r["mean_abs_bias_error_removed"] = mean_abs_err;
+    trace.push_back(r);
+    if (!changed) break;
+  }
+  SitePlan sp;
+  sp.x.bits = bits.x;
+  sp.x.is_unsigned = ev.xrange().lo == 0;
+  sp.x.scale = dx;
+  sp.w.bits = bits.w;
+  sp.w.scale = dw;
+  if (opt.bias_correction) sp.bias_correction = corr;
+  notes.j["objective_start"] = j_start;
+  notes.j["objective"] = j;
+  if (opt.ranking && obs.shape.id.kind == SiteKind::MatmulQK) notes.j["rank_loss"] = ev.last_rank();
+  notes.j["dx_over_max"] = dx / dx0;
+  notes.j["dw_over_max"] = dw / dw0;
+  notes.j["rounds"] = rounds;
+  notes.j["evaluations"] = evals;
+  notes.j["search_rows_per_image"] = ev.rows();
+  notes.j["search_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  notes.j["trace"] = trace;
+  return sp;
+}
+
+}  // namespace vitq

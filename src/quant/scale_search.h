@@ -1,0 +1,35 @@
+// Similarity-aware alternating search of the two steps (Δx, Δw) of a site, shared by
+// EasyQuant (cosine, nothing else) and Liu et al. 2021 (Pearson, ranking-aware loss at
+// matmul_qk, bias correction after each round).
+//
+// Candidates: C steps evenly spaced in [α·Δ₀, β·Δ₀], Δ₀ the max-based step. Each round fixes
+// Δx and picks the best Δw, then fixes Δw and picks the best Δx; the search stops when a
+// round changes neither, or after max_rounds. The objective is averaged over calibration
+// images (per image over all of the site's output elements). Candidate outputs are computed
+// exactly with an integer GEMM (both factors are integers) when both grids fit 8 bits,
+// otherwise with a float GEMM of the integer codes.
+#pragma once
+#include <cstdint>
+
+#include "quant/method.h"
+#include "quant/similarity.h"
+
+namespace vitq {
+
+struct SearchOptions {
+  Similarity similarity = Similarity::Pearson;
+  int candidates = 100;
+  double alpha = 0.5, beta = 1.2;
+  int max_rounds = 20;
+  bool ranking = false;       // ranking-aware loss at matmul_qk
+  double gamma = 0.1, theta = 0.2;
+  int rank_pairs = 0;         // pairs per score row for the ranking loss; 0 = all pairs (exact)
+  bool bias_correction = false;
+  int search_tokens = 0;      // rows (tokens) per image used by the search; 0 = all
+  bool unsigned_softmax = false;
+  uint64_t seed = 0;
+};
+
+SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOptions& opt, SiteNotes& notes);
+
+}  // namespace vitq

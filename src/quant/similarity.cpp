@@ -1,0 +1,139 @@
+#include "quant/similarity.h"
+
+#include <cmath>
+#include <random>
+
+namespace vitq {
+
+bool parse_similarity(const std::string& s, Similarity* out) {
+  if (s == "pearson") *out = Similarity::Pearson;
+  else if (s == "cosine") *out = Similarity::Cosine;
+  else if (s == "mse") *out = Similarity::NegMse;
+  else return false;
+  return true;
+}
+
+const char* similarity_name(Similarity s) {
+  switch (s) {
+    case Similarity::Pearson: return "pearson";
+    case Similarity::Cosine: return "cosine";
+    case Similarity::NegMse: return "mse";
+  }
+  return "?";
+}
+
+double PairStats::pearson() const {
+  if (n < 2) return 0;
+  const double cov = soq - so * sq / n;
+  const double vo = so2 - so * so / n, vq = sq2 - sq * sq / n;
+  if (vo <= 0 || vq <= 0) return 0;
+  return cov / std::sqrt(vo * vq);
+}
+
+double PairStats::cosine() const {
+  if (so2 <= 0 || sq2 <= 0) return 0;
+  return soq / std::sqrt(so2 * sq2);
+}
+
+double PairStats::mse() const { return n > 0 ? (so2 - 2 * soq + sq2) / n : 0; }
+
+double PairStats::value(Similarity s) const {
+  switch (s) {
+    case Similarity::Pearson: return pearson();
+    case Similarity::Cosine: return cosine();
+    case Similarity::NegMse: return -mse();
+  }
+  return 0;
+}
+
+PairStats pair_stats(const float* o, const float* q, size_t n) {
+  // Float partial sums over short runs, double across runs: fast and accurate enough for
+  // ranking candidates whose similarities differ in the 4th-6th digit.
+  PairStats s;
+  s.n = double(n);
+  const size_t run = 256;
+  for (size_t b = 0; b < n; b += run) {
+    const size_t e = std::min(n, b + run);
+    float so = 0, so2 = 0, sq = 0, sq2 = 0, soq = 0;
+#pragma omp simd reduction(+ : so, so2, sq, sq2, soq)
+    for (size_t i = b; i < e; ++i) {
+      so += o[i];
+      so2 += o[i] * o[i];
+      sq += q[i];
+      sq2 += q[i] * q[i];
+      soq += o[i] * q[i];
+    }
+    s.so += so; s.so2 += so2; s.sq += sq; s.sq2 += sq2; s.soq += soq;
+  }
+  return s;
+}
+
+double pearson(const float* a, const float* b, size_t n) {
+  double ma = 0, mb = 0;
+  for (size_t i = 0; i < n; ++i) { ma += a[i]; mb += b[i]; }
+  ma /= double(n);
+  mb /= double(n);
+  double cov = 0, va = 0, vb = 0;
+  for (size_t i = 0; i < n; ++i) {
+    cov += (a[i] - ma) * (b[i] - mb);
+    va += (a[i] - ma) * (a[i] - ma);
+    vb += (b[i] - mb) * (b[i] - mb);
+  }
+  return (va > 0 && vb > 0) ? cov / std::sqrt(va * vb) : 0;
+}
+
+double cosine_similarity(const float* a, const float* b, size_t n) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < n; ++i) {
+    ab += double(a[i]) * b[i];
+    aa += double(a[i]) * a[i];
+    bb += double(b[i]) * b[i];
+  }
+  return (aa > 0 && bb > 0) ? ab / std::sqrt(aa * bb) : 0;
+}
+
+namespace {
+inline double phi_pair(float ai, float aj, float qi, float qj, float theta) {
+  const float d = ai - aj;
+  const float sgn = d > 0 ? 1.0f : (d < 0 ? -1.0f : 0.0f);
+  const float p = (qi - qj) * sgn;
+  return p < theta ? double(theta - p) : 0.0;
+}
+}  // namespace
+
+double ranking_loss_row_exact(const float* a, const float* q, size_t n, float theta) {
+  double s = 0;
+  for (size_t i = 0; i + 1 < n; ++i)
+    for (size_t j = i + 1; j < n; ++j) s += phi_pair(a[i], a[j], q[i], q[j], theta);
+  return s;
+}
+
+double ranking_loss_row_pairs(const float* a, const float* q, const std::vector<uint16_t>& pairs, float theta) {
+  double s = 0;
+  for (size_t p = 0; p + 1 < pairs.size(); p += 2) {
+    const size_t i = pairs[p], j = pairs[p + 1];
+    s += phi_pair(a[i], a[j], q[i], q[j], theta);
+  }
+  return s;
+}
+
+std::vector<uint16_t> sample_pairs(size_t n, size_t k, uint64_t seed) {
+  std::vector<uint16_t> out;
+  if (n < 2) return out;
+  std::mt19937_64 rng(seed);
+  out.reserve(2 * k);
+  for (size_t t = 0; t < k; ++t) {
+    // Unbiased draw of an unordered pair i < j (rejection from n x n).
+    uint64_t i, j;
+    do {
+      i = rng() % n;
+      j = rng() % n;
+    } while (i == j);
+    if (i > j) std::swap(i, j);
+    out.push_back(uint16_t(i));
+    out.push_back(uint16_t(j));
+  }
+  return out;
+}
+
+}  // namespace vitq

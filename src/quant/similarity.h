@@ -1,0 +1,43 @@
+// Similarity objectives of the scale search and the ranking-aware loss of the paper.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace vitq {
+
+enum class Similarity { Pearson, Cosine, NegMse };
+bool parse_similarity(const std::string& s, Similarity* out);  // "pearson", "cosine", "mse"
+const char* similarity_name(Similarity s);
+
+// Running sums of a pair (o, ô) from which every similarity is finished in O(1); per image.
+struct PairStats {
+  double n = 0, so = 0, so2 = 0, sq = 0, sq2 = 0, soq = 0;
+  void add(const PairStats& o) {
+    n += o.n; so += o.so; so2 += o.so2; sq += o.sq; sq2 += o.sq2; soq += o.soq;
+  }
+  double pearson() const;
+  double cosine() const;
+  double mse() const;
+  double value(Similarity s) const;  // higher is better (NegMse = −mse)
+};
+
+// Accumulates (o[i], q[i]) for n pairs (float accumulation per call, double across calls).
+PairStats pair_stats(const float* o, const float* q, size_t n);
+
+// Reference implementations over whole vectors (tests compare against numpy).
+double pearson(const float* a, const float* b, size_t n);
+double cosine_similarity(const float* a, const float* b, size_t n);
+
+// Ranking loss of the paper for one row of attention scores a (FP) and q (quantized):
+//   Σ_{i<j} max(θ − (q_i − q_j)·sign(a_i − a_j), 0), exact O(n²).
+double ranking_loss_row_exact(const float* a, const float* q, size_t n, float theta);
+
+// The same sum over a fixed set of pairs (i, j), i != j, given as flat index pairs. With
+// `sample_pairs(n, k, seed)` (k random pairs per row) and scaling by n(n−1)/2 / k this is an
+// unbiased estimate of the exact sum.
+double ranking_loss_row_pairs(const float* a, const float* q, const std::vector<uint16_t>& pairs, float theta);
+std::vector<uint16_t> sample_pairs(size_t n, size_t k, uint64_t seed);
+
+}  // namespace vitq
