@@ -31,7 +31,7 @@ TEST(Kernels, ErfApproxAbsoluteError) {
   double worst = 0;
   for (float x = -6.0f; x <= 6.0f; x += 0.0009765625f)
     worst = std::max(worst, std::fabs(double(erf_approx(x)) - std::erf(double(x))));
-  EXPECT_LT(worst, 2e-7);
+  EXPECT_LT(worst, 3e-7);  // the documented bound: A&S 7.1.26's 1.5e-7 plus float rounding
   EXPECT_EQ(erf_approx(0.0f), 0.0f);
 }
 
