@@ -10,7 +10,7 @@
 namespace vitq {
 
 using ojson = nlohmann::ordered_json;
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // keeps the key order of settings on a round trip
 
 const SitePlan* QuantPlan::find(const SiteId& id) const {
   auto it = sites.find(id.name());

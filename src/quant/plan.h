@@ -51,7 +51,7 @@ struct QuantPlan {
 nlohmann::ordered_json plan_to_json(const QuantPlan& plan);
 // Validates the JSON (field types, bit ranges 2..10, positive finite scales, site names);
 // errors name `source` (the file) and the field.
-QuantPlan plan_from_json(const nlohmann::json& j, const std::string& source);
+QuantPlan plan_from_json(const nlohmann::ordered_json& j, const std::string& source);
 
 // Deterministic: the same plan gives the same bytes (floats written with round-trip precision).
 void save_plan(const QuantPlan& plan, const std::string& path);

@@ -8,10 +8,10 @@ namespace vitq {
 
 VITQ_MULTIVERSION
 void fake_quantize(const float* x, float* y, size_t n, float delta, QRange r) {
-  const float inv = inv_step(delta), lo = float(r.lo), hi = float(r.hi);
+  const float lo = float(r.lo), hi = float(r.hi);
 #pragma omp simd
   for (size_t i = 0; i < n; ++i) {
-    float q = std::nearbyint(x[i] * inv);
+    float q = std::nearbyint(x[i] / delta);
     q = q < lo ? lo : (q > hi ? hi : q);
     y[i] = q * delta;
   }
@@ -19,10 +19,10 @@ void fake_quantize(const float* x, float* y, size_t n, float delta, QRange r) {
 
 VITQ_MULTIVERSION
 void quantize_to_i8(const float* x, int8_t* q, size_t n, float delta, QRange r) {
-  const float inv = inv_step(delta), lo = float(r.lo), hi = float(r.hi);
+  const float lo = float(r.lo), hi = float(r.hi);
 #pragma omp simd
   for (size_t i = 0; i < n; ++i) {
-    float v = std::nearbyint(x[i] * inv);
+    float v = std::nearbyint(x[i] / delta);
     v = v < lo ? lo : (v > hi ? hi : v);
     q[i] = int8_t(v);
   }
@@ -30,10 +30,10 @@ void quantize_to_i8(const float* x, int8_t* q, size_t n, float delta, QRange r) 
 
 VITQ_MULTIVERSION
 void quantize_to_u8(const float* x, uint8_t* q, size_t n, float delta, QRange r) {
-  const float inv = inv_step(delta), lo = float(r.lo), hi = float(r.hi);
+  const float lo = float(r.lo), hi = float(r.hi);
 #pragma omp simd
   for (size_t i = 0; i < n; ++i) {
-    float v = std::nearbyint(x[i] * inv);
+    float v = std::nearbyint(x[i] / delta);
     v = v < lo ? lo : (v > hi ? hi : v);
     q[i] = uint8_t(v);
   }
@@ -41,12 +41,22 @@ void quantize_to_u8(const float* x, uint8_t* q, size_t n, float delta, QRange r)
 
 VITQ_MULTIVERSION
 void quantize_to_i16(const float* x, int16_t* q, size_t n, float delta, QRange r) {
-  const float inv = inv_step(delta), lo = float(r.lo), hi = float(r.hi);
+  const float lo = float(r.lo), hi = float(r.hi);
 #pragma omp simd
   for (size_t i = 0; i < n; ++i) {
-    float v = std::nearbyint(x[i] * inv);
+    float v = std::nearbyint(x[i] / delta);
     v = v < lo ? lo : (v > hi ? hi : v);
     q[i] = int16_t(v);
+  }
+}
+
+VITQ_MULTIVERSION
+void quantize_to_f32_codes(const float* x, float* q, size_t n, float delta, QRange r) {
+  const float lo = float(r.lo), hi = float(r.hi);
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) {
+    float v = std::nearbyint(x[i] / delta);
+    q[i] = v < lo ? lo : (v > hi ? hi : v);
   }
 }
 

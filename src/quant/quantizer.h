@@ -29,17 +29,15 @@ inline float round_half_even(float v) {
   return r;
 }
 
-// Integer code of x for step `delta` (> 0): clip(round(x · (1/Δ)), lo, hi).
-inline int32_t quantize_one(float x, float inv_delta, QRange r) {
-  float q = round_half_even(x * inv_delta);
+// Integer code of x for step `delta` (> 0): clip(round(x / Δ), lo, hi). A true division
+// (not x · (1/Δ), which can land on the other side of a .5 tie); every quantizing code path
+// of vitq computes exactly this expression.
+inline int32_t quantize_one(float x, float delta, QRange r) {
+  float q = round_half_even(x / delta);
   const float lo = float(r.lo), hi = float(r.hi);
   q = q < lo ? lo : (q > hi ? hi : q);
   return int32_t(q);
 }
-
-// Why x * (1/Δ) and not x / Δ: the integer runtime multiplies by the reciprocal too, and the
-// two must agree bit for bit; the choice is made once here.
-inline float inv_step(float delta) { return 1.0f / delta; }
 
 // x̂ = q(x) · Δ for n values (fake quantization), vectorised.
 void fake_quantize(const float* x, float* y, size_t n, float delta, QRange r);
@@ -47,6 +45,8 @@ void fake_quantize(const float* x, float* y, size_t n, float delta, QRange r);
 void quantize_to_i8(const float* x, int8_t* q, size_t n, float delta, QRange r);
 void quantize_to_u8(const float* x, uint8_t* q, size_t n, float delta, QRange r);
 void quantize_to_i16(const float* x, int16_t* q, size_t n, float delta, QRange r);
+// Integer codes stored as floats (for bit-widths whose products a float GEMM takes).
+void quantize_to_f32_codes(const float* x, float* q, size_t n, float delta, QRange r);
 
 // The max-based step Δ₀ = max|x| / hi (a tiny positive value for all-zero input).
 float max_abs(const float* x, size_t n);

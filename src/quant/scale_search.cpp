@@ -65,24 +65,20 @@ class Evaluator {
       wf_.resize(wn_);
     }
     if (ranking_) {
-      const size_t k = opt.rank_pairs > 0 ? size_t(opt.rank_pairs) : size_t(N_) * (N_ - 1) / 2;
-      pairs_.resize(size_t(rows_));
-      for (int r = 0; r < rows_; ++r) {
-        if (opt.rank_pairs > 0) {
-          pairs_[size_t(r)] = sample_pairs(size_t(N_), k, opt.seed * 1000003ull + uint64_t(r));
-        } else {
-          auto& p = pairs_[size_t(r)];
-          for (int a = 0; a + 1 < N_; ++a)
-            for (int b = a + 1; b < N_; ++b) {
-              p.push_back(uint16_t(a));
-              p.push_back(uint16_t(b));
-            }
-        }
+      if (opt.rank_pairs > 0) {  // a fixed random subset of pairs per row position
+        pairs_.resize(size_t(rows_));
+        for (int r = 0; r < rows_; ++r)
+          pairs_[size_t(r)] = sample_pairs(size_t(N_), size_t(opt.rank_pairs), opt.seed * 1000003ull + uint64_t(r));
+      } else {  // exact: the FP score order of every row, computed once
+        orders_.resize(size_t(images_) * groups_ * rows_);
+#pragma omp parallel for schedule(static)
+        for (size_t k = 0; k < orders_.size(); ++k) orders_[k] = rank_order(os_.data() + k * N_, size_t(N_));
       }
     }
     nthreads_ = omp_get_max_threads();
     ybuf_.resize(size_t(nthreads_));
     ybuf_i_.resize(size_t(nthreads_));
+    rankbuf_.resize(size_t(nthreads_));
     rowbuf_.resize(size_t(nthreads_));
     sim_.resize(size_t(images_));
     rank_.resize(size_t(images_));
@@ -102,7 +98,7 @@ class Evaluator {
       const size_t len = size_t(std::min(chunk, n - i));
       if (int_path_ && x_unsigned_) quantize_to_u8(xs_.data() + i, xu8_.data() + i, len, dx, xr_);
       else if (int_path_) quantize_to_i8(xs_.data() + i, xi8_.data() + i, len, dx, xr_);
-      else codes_f(xs_.data() + i, xf_.data() + i, len, dx, xr_);
+      else quantize_to_f32_codes(xs_.data() + i, xf_.data() + i, len, dx, xr_);
     }
   }
 
@@ -113,7 +109,7 @@ class Evaluator {
     for (int64_t i = 0; i < n; i += chunk) {
       const size_t len = size_t(std::min(chunk, n - i));
       if (int_path_) quantize_to_i8(obs_.w + i, wi8_.data() + i, len, dw, wr_);
-      else codes_f(obs_.w + i, wf_.data() + i, len, dw, wr_);
+      else quantize_to_f32_codes(obs_.w + i, wf_.data() + i, len, dw, wr_);
     }
   }
 
@@ -155,7 +151,7 @@ class Evaluator {
           st.add(pair_stats(o, q, size_t(N_)));
           if (e)
             for (int n = 0; n < N_; ++n) e[n] += double(q[n]) - double(o[n]);
-          if (ranking_) rank += rank_row(o, q, size_t(r));
+          if (ranking_) rank += rank_row(o, q, size_t(r), blk * rows_ + size_t(r), t);
         }
       }
       sim_[size_t(i)] = st.value(opt_.similarity);
@@ -184,12 +180,6 @@ class Evaluator {
   double last_rank() const { return last_rank_; }
 
  private:
-  static void codes_f(const float* x, float* out, size_t n, float d, QRange r) {
-    fake_quantize(x, out, n, d, r);
-    const float inv = 1.0f / d;
-    for (size_t i = 0; i < n; ++i) out[i] = std::nearbyint(out[i] * inv);
-  }
-
   // (rows × N) = codes of x block × codes of w (block)ᵀ, into yi (integer path) or yf.
   void gemm(size_t blk, float* yf, int32_t* yi) {
     const size_t xo = blk * size_t(rows_) * K_;
@@ -210,19 +200,18 @@ class Evaluator {
     if (st != dnnl_success) fail(ErrorKind::Internal, "oneDNN GEMM failed in the scale search (status ", int(st), ")");
   }
 
-  // Mean hinge Φ over the row's pairs, on attention logits (scores / √d).
-  double rank_row(const float* a, const float* q, size_t r) const {
-    const auto& p = pairs_[r];
-    const float th = float(opt_.theta), sc = score_scale_;
-    double sum = 0;
-    for (size_t k = 0; k + 1 < p.size(); k += 2) {
-      const size_t i = p[k], j = p[k + 1];
-      const float d = a[i] - a[j];
-      const float sgn = d > 0 ? 1.0f : (d < 0 ? -1.0f : 0.0f);
-      const float v = (q[i] - q[j]) * sc * sgn;
-      if (v < th) sum += double(th - v);
+  // Mean hinge Φ over the row's pairs, on attention logits (scores / √d):
+  // max(θ − c·(q_i − q_j), 0) = c · max(θ/c − (q_i − q_j), 0) with c = 1/√d.
+  double rank_row(const float* a, const float* q, size_t r, size_t row_id, int thread) {
+    const float c = score_scale_, th = float(opt_.theta) / c;
+    if (!orders_.empty()) {
+      auto& scratch = rankbuf_[size_t(thread)];
+      scratch.resize(size_t(N_));
+      const double pairs = double(N_) * (N_ - 1) / 2.0;
+      return pairs > 0 ? c * ranking_loss_sorted(orders_[row_id], q, size_t(N_), th, scratch.data()) / pairs : 0.0;
     }
-    return p.empty() ? 0.0 : sum / double(p.size() / 2);
+    const auto& p = pairs_[r];
+    return p.empty() ? 0.0 : c * ranking_loss_row_pairs(a, q, p, th) / double(p.size() / 2);
   }
 
   const SiteObservation& obs_;
@@ -237,6 +226,8 @@ class Evaluator {
   avector<int8_t> xi8_, wi8_;
   avector<uint8_t> xu8_;
   std::vector<std::vector<uint16_t>> pairs_;
+  std::vector<RankOrder> orders_;
+  std::vector<avector<float>> rankbuf_;
   std::vector<avector<float>> ybuf_, rowbuf_;
   std::vector<avector<int32_t>> ybuf_i_;
   std::vector<double> sim_, rank_;

@@ -1,6 +1,8 @@
 #include "quant/similarity.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <random>
 
 namespace vitq {
@@ -113,6 +115,53 @@ double ranking_loss_row_pairs(const float* a, const float* q, const std::vector<
   for (size_t p = 0; p + 1 < pairs.size(); p += 2) {
     const size_t i = pairs[p], j = pairs[p + 1];
     s += phi_pair(a[i], a[j], q[i], q[j], theta);
+  }
+  return s;
+}
+
+RankOrder rank_order(const float* a, size_t n) {
+  RankOrder ro;
+  ro.order.resize(n);
+  std::iota(ro.order.begin(), ro.order.end(), uint16_t(0));
+  std::stable_sort(ro.order.begin(), ro.order.end(), [&](uint16_t i, uint16_t j) { return a[i] > a[j]; });
+  for (size_t p = 0; p < n;) {
+    size_t e = p + 1;
+    while (e < n && a[ro.order[e]] == a[ro.order[p]]) ++e;
+    if (e - p > 1) {
+      ro.tie_start.push_back(uint16_t(p));
+      ro.tie_len.push_back(uint16_t(e - p));
+    }
+    p = e;
+  }
+  return ro;
+}
+
+namespace {
+// Σ_{p<r} max(θ − q[p] + q[r], 0) over q[0..n).
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+double hinge_upper_pairs(const float* q, size_t n, float theta) {
+  double total = 0;
+  for (size_t p = 0; p + 1 < n; ++p) {
+    const float base = theta - q[p];
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (size_t r = p + 1; r < n; ++r) {
+      const float v = base + q[r];
+      s += v > 0 ? v : 0.0f;
+    }
+    total += s;
+  }
+  return total;
+}
+}  // namespace
+
+double ranking_loss_sorted(const RankOrder& ro, const float* q, size_t n, float theta, float* scratch) {
+  for (size_t p = 0; p < n; ++p) scratch[p] = q[ro.order[p]];
+  double s = hinge_upper_pairs(scratch, n, theta);
+  for (size_t t = 0; t < ro.tie_start.size(); ++t) {  // tied scores: sign 0, term θ
+    const size_t len = ro.tie_len[t];
+    s -= hinge_upper_pairs(scratch + ro.tie_start[t], len, theta);
+    s += double(theta) * double(len) * double(len - 1) / 2.0;
   }
   return s;
 }

@@ -34,6 +34,17 @@ double cosine_similarity(const float* a, const float* b, size_t n);
 //   Σ_{i<j} max(θ − (q_i − q_j)·sign(a_i − a_j), 0), exact O(n²).
 double ranking_loss_row_exact(const float* a, const float* q, size_t n, float theta);
 
+// Exact pair sum in O(n²) simple vectorisable steps: the row's FP scores are sorted once
+// (descending), then for every pair (p < r) of the sorted order the term is
+// max(θ − (q_p − q_r), 0); pairs with equal FP scores (sign 0) contribute θ.
+struct RankOrder {
+  std::vector<uint16_t> order;                // indices of a, largest score first
+  std::vector<uint16_t> tie_start, tie_len;   // runs of equal scores in the sorted order
+};
+RankOrder rank_order(const float* a, size_t n);
+// `scratch` holds n floats.
+double ranking_loss_sorted(const RankOrder& ro, const float* q, size_t n, float theta, float* scratch);
+
 // The same sum over a fixed set of pairs (i, j), i != j, given as flat index pairs. With
 // `sample_pairs(n, k, seed)` (k random pairs per row) and scaling by n(n−1)/2 / k this is an
 // unbiased estimate of the exact sum.

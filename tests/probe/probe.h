@@ -11,6 +11,7 @@ namespace vitq::probe {
 
 void register_preprocess(CLI::App& app);  // probe_preprocess.cpp
 void register_forward(CLI::App& app);     // probe_forward.cpp
+void register_quant(CLI::App& app);       // probe_quant.cpp
 
 // Writes n elements of T to path; throws vitq::Error(Io) on failure.
 template <class T>

@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   vitq::probe::register_preprocess(app);
   vitq::probe::register_forward(app);
+  vitq::probe::register_quant(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

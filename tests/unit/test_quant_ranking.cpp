@@ -1,0 +1,90 @@
+// The ranking-aware loss: the sorted exact sum and the sampled approximation against the
+// naive pair sum of the paper's formula.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "quant/similarity.h"
+
+namespace vitq {
+namespace {
+
+// The paper's formula, written out directly: Σ_{i<j} max(θ − (q_i − q_j)·sign(a_i − a_j), 0).
+double naive(const std::vector<float>& a, const std::vector<float>& q, double theta) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    for (size_t j = i + 1; j < a.size(); ++j) {
+      const double sg = a[i] > a[j] ? 1 : (a[i] < a[j] ? -1 : 0);
+      s += std::max(theta - (double(q[i]) - q[j]) * sg, 0.0);
+    }
+  return s;
+}
+
+TEST(Ranking, SortedExactEqualsNaivePairSum) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0, 1);
+  for (size_t n : {1u, 2u, 3u, 17u, 65u, 197u}) {
+    for (int trial = 0; trial < 3; ++trial) {
+      std::vector<float> a(n), q(n), scratch(n);
+      for (size_t i = 0; i < n; ++i) {
+        a[i] = std::round(nd(rng) * 4) / 4;  // many ties
+        q[i] = a[i] + 0.3f * nd(rng);
+      }
+      const double ref = naive(a, q, 0.2);
+      const double got_exact = ranking_loss_row_exact(a.data(), q.data(), n, 0.2f);
+      const double got_sorted = ranking_loss_sorted(rank_order(a.data(), n), q.data(), n, 0.2f, scratch.data());
+      EXPECT_NEAR(got_exact, ref, 1e-6 * (1 + ref)) << "n=" << n;
+      EXPECT_NEAR(got_sorted, ref, 2e-5 * (1 + ref)) << "n=" << n;
+    }
+  }
+}
+
+TEST(Ranking, PerfectOrderWithMarginHasZeroLoss) {
+  std::vector<float> a = {3, 2, 1, 0}, q = {30, 20, 10, 0}, scratch(4);
+  EXPECT_EQ(ranking_loss_sorted(rank_order(a.data(), 4), q.data(), 4, 0.2f, scratch.data()), 0.0);
+  // Every pair inverted, by 10, 20, 30, 10, 20, 10: loss = 100 + 6 · 0.2.
+  std::vector<float> rev = {0, 10, 20, 30};
+  EXPECT_NEAR(naive(a, rev, 0.2), 101.2, 1e-9);
+  EXPECT_NEAR(ranking_loss_sorted(rank_order(a.data(), 4), rev.data(), 4, 0.2f, scratch.data()), 101.2, 1e-4);
+  // Equal FP scores have sign 0: each such pair costs θ whatever q is.
+  std::vector<float> flat = {1, 1, 1}, anyq = {5, -3, 0.5f};
+  EXPECT_NEAR(ranking_loss_sorted(rank_order(flat.data(), 3), anyq.data(), 3, 0.2f, scratch.data()), 0.6, 1e-6);
+}
+
+TEST(Ranking, SampledPairsEstimateTheExactMean) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd(0, 1);
+  const size_t n = 197, k = 1024;
+  double rel_sum = 0;
+  const int rows = 40;
+  for (int r = 0; r < rows; ++r) {
+    std::vector<float> a(n), q(n);
+    for (size_t i = 0; i < n; ++i) {
+      a[i] = nd(rng);
+      q[i] = a[i] + 0.25f * nd(rng);
+    }
+    // Mean and spread of the per-pair term over all pairs.
+    double sum = 0, sq = 0;
+    const double npairs = n * (n - 1) / 2.0;
+    for (size_t i = 0; i < n; ++i)
+      for (size_t j = i + 1; j < n; ++j) {
+        const double t = naive({a[i], a[j]}, {q[i], q[j]}, 0.2);
+        sum += t;
+        sq += t * t;
+      }
+    const double exact_mean = sum / npairs, sd = std::sqrt(sq / npairs - exact_mean * exact_mean);
+    ASSERT_NEAR(exact_mean, naive(a, q, 0.2) / npairs, 1e-12);
+    const auto pairs = sample_pairs(n, k, uint64_t(r));
+    ASSERT_EQ(pairs.size(), 2 * k);
+    for (size_t p = 0; p < pairs.size(); p += 2) ASSERT_LT(pairs[p], pairs[p + 1]);
+    const double est_mean = ranking_loss_row_pairs(a.data(), q.data(), pairs, 0.2f) / double(k);
+    rel_sum += (est_mean - exact_mean) / exact_mean;
+    EXPECT_NEAR(est_mean, exact_mean, 4.5 * sd / std::sqrt(double(k)));  // 4.5 standard errors
+  }
+  EXPECT_LT(std::fabs(rel_sum / rows), 0.05);  // unbiased: errors average out over rows
+}
+
+}  // namespace
+}  // namespace vitq

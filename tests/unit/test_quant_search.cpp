@@ -1,0 +1,162 @@
+// The similarity search against an independent brute force, and bias correction.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "core/aligned.h"
+#include "quant/scale_search.h"
+
+namespace vitq {
+namespace {
+
+// A synthetic linear site: X [images·M x K], W [N x K], bias, FP target.
+struct Synthetic {
+  int images = 6, M = 40, K = 24, N = 10;
+  std::vector<float> x, w, b, y;
+  SiteObservation obs;
+
+  explicit Synthetic(uint32_t seed, bool positive_x = false) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0, 1);
+    x.resize(size_t(images) * M * K);
+    for (auto& v : x) v = positive_x ? std::fabs(nd(rng)) * 0.5f : nd(rng);
+    x[7] = 9.0f;  // an outlier makes the max-based step too coarse
+    w.resize(size_t(N) * K);
+    for (auto& v : w) v = 0.2f * nd(rng) + (positive_x ? 0.05f : 0.0f);
+    w[3] = 1.5f;
+    b.resize(size_t(N));
+    for (auto& v : b) v = nd(rng);
+    y.resize(size_t(images) * M * N);
+    for (int r = 0; r < images * M; ++r)
+      for (int n = 0; n < N; ++n) {
+        double s = b[size_t(n)];
+        for (int k = 0; k < K; ++k) s += double(x[size_t(r) * K + k]) * w[size_t(n) * K + k];
+        y[size_t(r) * N + n] = float(s);
+      }
+    obs.shape = {{SiteKind::Fc1, 0}, 1, M, N, K};
+    obs.images = images;
+    obs.x = x.data();
+    obs.w = w.data();
+    obs.bias = b.data();
+    obs.target = y.data();
+  }
+};
+
+// Independent reference: fake-quantize in double, per-image Pearson in double.
+double fq(double v, double d, int bits) {
+  const double hi = (1 << (bits - 1)) - 1, lo = -(1 << (bits - 1));
+  return std::clamp(std::nearbyint(v / d), lo, hi) * d;
+}
+
+double objective(const Synthetic& s, double dx, double dw, int bits) {
+  double total = 0;
+  for (int i = 0; i < s.images; ++i) {
+    std::vector<double> o, q;
+    for (int r = i * s.M; r < (i + 1) * s.M; ++r)
+      for (int n = 0; n < s.N; ++n) {
+        double acc = s.b[size_t(n)];
+        for (int k = 0; k < s.K; ++k) acc += fq(s.x[size_t(r) * s.K + k], dx, bits) * fq(s.w[size_t(n) * s.K + k], dw, bits);
+        q.push_back(acc);
+        o.push_back(s.y[size_t(r) * s.N + n]);
+      }
+    double mo = 0, mq = 0;
+    for (size_t k = 0; k < o.size(); ++k) { mo += o[k]; mq += q[k]; }
+    mo /= double(o.size());
+    mq /= double(q.size());
+    double c = 0, vo = 0, vq = 0;
+    for (size_t k = 0; k < o.size(); ++k) {
+      c += (o[k] - mo) * (q[k] - mq);
+      vo += (o[k] - mo) * (o[k] - mo);
+      vq += (q[k] - mq) * (q[k] - mq);
+    }
+    total += c / std::sqrt(vo * vq);
+  }
+  return total / s.images;
+}
+
+double maxabs(const std::vector<float>& v) {
+  double m = 0;
+  for (float f : v) m = std::max(m, double(std::fabs(f)));
+  return m;
+}
+
+TEST(ScaleSearch, FindsTheBruteForceBestStepsOfOneRound) {
+  for (int bits : {3, 4, 6}) {
+    Synthetic s(uint32_t(10 + bits));
+    SearchOptions o;
+    o.candidates = 30;
+    o.max_rounds = 1;
+    SiteNotes notes;
+    SitePlan sp = similarity_search(s.obs, {bits, bits}, o, notes);
+
+    const double qm = (1 << (bits - 1)) - 1;
+    const double dx0 = maxabs(s.x) / qm, dw0 = maxabs(s.w) / qm;
+    auto cand = [&](double d0, int k) { return d0 * (0.5 + 0.7 * k / 29.0); };
+    // Round 1, step 1: best Δw with Δx = Δx0.
+    int best_w = 0;
+    double best = -2;
+    for (int k = 0; k < 30; ++k) {
+      const double v = objective(s, dx0, cand(dw0, k), bits);
+      if (v > best) { best = v; best_w = k; }
+    }
+    const double dw = cand(dw0, best_w);
+    // Step 2: best Δx with that Δw.
+    int best_x = 0;
+    best = -2;
+    for (int k = 0; k < 30; ++k) {
+      const double v = objective(s, cand(dx0, k), dw, bits);
+      if (v > best) { best = v; best_x = k; }
+    }
+    EXPECT_NEAR(sp.w.scale, dw, 1e-6 * dw) << bits << " bits";
+    EXPECT_NEAR(sp.x.scale, cand(dx0, best_x), 1e-6 * dx0) << bits << " bits";
+    // The search improved on the max-based steps, as the outliers make them too coarse.
+    EXPECT_GT(best, objective(s, dx0, dw0, bits)) << bits << " bits";
+    EXPECT_LT(sp.x.scale, dx0);
+  }
+}
+
+TEST(ScaleSearch, ConvergesAndNeverEndsBelowItsStart) {
+  Synthetic s(3);
+  SearchOptions o;
+  o.candidates = 25;
+  SiteNotes notes;
+  similarity_search(s.obs, {4, 4}, o, notes);
+  EXPECT_GE(notes.j["objective"].get<double>(), notes.j["objective_start"].get<double>());
+  EXPECT_LT(notes.j["rounds"].get<int>(), 20);
+}
+
+TEST(ScaleSearch, BiasCorrectionRemovesTheMeanOutputError) {
+  Synthetic s(5, /*positive_x=*/true);  // post-GELU-like inputs: rounding errors do not average out
+  for (bool bc : {false, true}) {
+    SearchOptions o;
+    o.candidates = 20;
+    o.max_rounds = 1;
+    o.bias_correction = bc;
+    SiteNotes notes;
+    SitePlan sp = similarity_search(s.obs, {3, 3}, o, notes);
+    // Independent evaluation of the mean error per output channel at the chosen steps.
+    double worst = 0, scale = 0;
+    for (int n = 0; n < s.N; ++n) {
+      double err = 0;
+      for (int r = 0; r < s.images * s.M; ++r) {
+        double acc = s.b[size_t(n)] + (bc ? sp.bias_correction[size_t(n)] : 0.0);
+        for (int k = 0; k < s.K; ++k)
+          acc += fq(s.x[size_t(r) * s.K + k], sp.x.scale, 3) * fq(s.w[size_t(n) * s.K + k], sp.w.scale, 3);
+        err += acc - s.y[size_t(r) * s.N + n];
+        scale = std::max(scale, double(std::fabs(s.y[size_t(r) * s.N + n])));
+      }
+      worst = std::max(worst, std::fabs(err / (s.images * s.M)));
+    }
+    if (bc) {
+      ASSERT_EQ(sp.bias_correction.size(), size_t(s.N));
+      EXPECT_LT(worst, 1e-5 * scale);
+    } else {
+      EXPECT_GT(worst, 1e-2 * scale);  // the uncorrected layer is measurably biased
+    }
+  }
+}
+
+}  // namespace
+}  // namespace vitq
