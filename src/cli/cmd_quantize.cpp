@@ -15,13 +15,15 @@
 #include "quant/calib_data.h"
 #include "quant/calibrate.h"
 #include "quant/method.h"
+#include "quant/mixed_precision.h"
 
 namespace vitq {
 namespace {
 
 struct QuantizeArgs {
   std::string model, calib, class_map, method = "liu2021", out, calib_inputs = "quant";
-  int bits = 0, wbits = 0, abits = 0, threads = 0, batch = 32;
+  int bits = 0, wbits = 0, abits = 0, threads = 0, batch = 32, mixed_precision = 0, mp_svd_images = 32;
+  std::vector<int> mp_candidates;
   size_t calib_size = 256;
   bool quantize_head = false, quiet = false, no_ranking = false, no_bias_correction = false;
   MethodArgs margs;
@@ -45,6 +47,13 @@ void print_table(const CalibrationResult& r) {
 
 void run_quantize(QuantizeArgs a) {
   set_threads(a.threads);
+  if (a.mixed_precision) {
+    if (a.bits || a.wbits || a.abits)
+      fail(ErrorKind::Usage, "--mixed-precision B sets the bits per module; do not also give --bits/--wbits/--abits");
+    if (a.mixed_precision < kMinBits || a.mixed_precision > kMaxBits)
+      fail(ErrorKind::Usage, "--mixed-precision must be in [", kMinBits, ", ", kMaxBits, "]");
+    a.bits = a.mixed_precision;
+  }
   if (a.bits) {
     if (a.wbits || a.abits) fail(ErrorKind::Usage, "give either --bits or --wbits/--abits, not both");
     a.wbits = a.abits = a.bits;
@@ -79,18 +88,39 @@ void run_quantize(QuantizeArgs a) {
   std::printf("head     %s\n", opt.quantize_head ? "quantized" : "kept in FP32 (use --quantize-head to quantize it)");
   std::fflush(stdout);
 
-  Calibrator cal(model, cs.images.data(), cs.n);
   Progress bar("calibrate", 1, a.quiet);
-  CalibrationResult r = cal.run(*method, opt, [&](const CalibProgress& p) {
+  auto on_progress = [&](const CalibProgress& p) {
     bar.set_total(p.total);
     bar.update(p.done, p.site);
-  });
+  };
+  CalibrationResult r;
+  nlohmann::ordered_json mp_report;
+  if (a.mixed_precision) {
+    MixedPrecisionOptions mpo;
+    mpo.target_bits = a.mixed_precision;
+    mpo.candidates = a.mp_candidates;
+    mpo.svd_images = a.mp_svd_images;
+    MixedPrecisionResult mr = calibrate_mixed_precision(
+        model, cs.images.data(), cs.n, *method, opt, mpo,
+        [&](const std::string& st) {
+          bar.finish();
+          if (!a.quiet) std::fprintf(stderr, "mixed precision: %s\n", st.c_str());
+          bar = Progress("calibrate", 1, a.quiet);
+        },
+        on_progress);
+    r = std::move(mr.final);
+    mp_report = std::move(mr.report);
+  } else {
+    Calibrator cal(model, cs.images.data(), cs.n);
+    r = cal.run(*method, opt, on_progress);
+  }
   bar.finish();
   r.plan.calibration = cs.identity(a.calib, a.margs.seed);
   r.plan.calibration["inputs"] = opt.inputs == CalibInputs::FP ? "fp" : "quantized";
   r.plan.settings["wbits"] = a.wbits;
   r.plan.settings["abits"] = a.abits;
   r.plan.settings["quantize_head"] = opt.quantize_head;
+  if (a.mixed_precision) r.plan.settings["mixed_precision"] = a.mixed_precision;
 
   if (!a.quiet) print_table(r);
   std::filesystem::create_directories(a.out);
@@ -124,6 +154,7 @@ void run_quantize(QuantizeArgs a) {
     sites.push_back(j);
   }
   rep["sites"] = sites;
+  if (a.mixed_precision) rep["mixed_precision"] = mp_report;
   std::ofstream f(a.out + "/report.json");
   f << rep.dump(1) << "\n";
   if (!f) fail(ErrorKind::Io, a.out, "/report.json: write failed");
@@ -144,6 +175,13 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--bits", a->bits, "Weight and activation bits (2-10)");
   c->add_option("--wbits", a->wbits, "Weight bits (with --abits)");
   c->add_option("--abits", a->abits, "Activation bits (with --wbits)");
+  c->add_option("--mixed-precision", a->mixed_precision,
+                "Mixed precision at the size of the uniform B-bit model: bits per MSA/MLP module from the nuclear "
+                "norm sensitivity (candidates B-2..B+2), weights and inputs alike");
+  c->add_option("--mp-candidates", a->mp_candidates, "Mixed precision: candidate bit-widths (default B-2..B+2)")
+      ->delimiter(',');
+  c->add_option("--mp-svd-images", a->mp_svd_images, "Mixed precision: images used for the nuclear norms")
+      ->capture_default_str();
   c->add_option("--calib-size", a->calib_size, "Calibration images, a seeded random subset (0 = all)")
       ->capture_default_str();
   c->add_option("--seed", a->margs.seed, "Seed of the calibration subset and of any sampling")->capture_default_str();

@@ -1,0 +1,51 @@
+// Mixed precision from the nuclear norm (Liu et al. 2021, Sec. 3.4): every MSA module and
+// every MLP module of the transformer blocks gets one bit-width (weights and inputs alike).
+// Sensitivity σ of a module: the nuclear norm of its attention map (MSA) or of its output
+// feature (MLP) on calibration images. Cost of a choice: Ω = Σ σ_m · ||Ŷ_m − Y_m||², with the
+// perturbation of the module's output measured with the module alone quantized at each
+// candidate bit-width (the method's own plan at that width). The allocation of least Ω whose
+// weight storage does not exceed the uniform model's is found exactly, over the Pareto
+// frontier of (size, Ω) built module by module.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "quant/calibrate.h"
+
+namespace vitq {
+
+// One point of the frontier: total size, total cost and the candidate index per module.
+struct AllocationPoint {
+  int64_t size = 0;
+  double omega = 0;
+  std::vector<int> choice;
+};
+
+// Every non-dominated (size, Ω) over all assignments of candidates to modules, sorted by size
+// (strictly decreasing Ω); sizes above `max_size` are dropped. cost[m][c], size[m][c].
+std::vector<AllocationPoint> pareto_frontier(const std::vector<std::vector<double>>& cost,
+                                             const std::vector<std::vector<int64_t>>& size, int64_t max_size);
+
+// The point of least Ω with size <= budget (ties: the smaller size). Throws if none fits.
+AllocationPoint allocate_bits(const std::vector<std::vector<double>>& cost,
+                              const std::vector<std::vector<int64_t>>& size, int64_t budget);
+
+struct MixedPrecisionOptions {
+  int target_bits = 6;       // the uniform model whose size is the budget
+  std::vector<int> candidates;  // default: target − 2 .. target + 2, clipped to [2, 10]
+  int svd_images = 32;       // calibration images used for the nuclear norms
+};
+
+struct MixedPrecisionResult {
+  CalibrationResult final;  // calibrated with the chosen per-module bits
+  nlohmann::ordered_json report;
+};
+
+MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const float* images, int n, Method& method,
+                                               const CalibOptions& base, const MixedPrecisionOptions& mp,
+                                               const std::function<void(const std::string&)>& stage = {},
+                                               const std::function<void(const CalibProgress&)>& progress = {});
+
+}  // namespace vitq
