@@ -155,6 +155,7 @@ void run_quantize(QuantizeArgs a) {
   }
   rep["sites"] = sites;
   if (a.mixed_precision) rep["mixed_precision"] = mp_report;
+  if (!r.refine_notes.is_null()) rep["network_step"] = r.refine_notes;
   std::ofstream f(a.out + "/report.json");
   f << rep.dump(1) << "\n";
   if (!f) fail(ErrorKind::Io, a.out, "/report.json: write failed");

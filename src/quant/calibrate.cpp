@@ -234,6 +234,7 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
     }
   }
   if (progress) progress({done, total_sites, ""});
+  method.refine(NetworkContext{m_, images_, n_, B}, plan, res.refine_notes);
   res.seconds = std::chrono::duration<double>(clock_type::now() - t_start).count();
   return res;
 }

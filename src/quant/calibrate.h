@@ -46,6 +46,7 @@ struct CalibProgress {
 struct CalibrationResult {
   QuantPlan plan;
   std::vector<SiteReport> sites;
+  nlohmann::ordered_json refine_notes;  // from Method::refine, if the method has that step
   double seconds = 0;
 };
 

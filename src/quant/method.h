@@ -37,6 +37,16 @@ struct Bits {
   int w = 8, x = 8;
 };
 
+struct ViTModel;
+
+// What a network-level step sees: the model and the calibration images (n × C × H × W).
+struct NetworkContext {
+  const ViTModel& model;
+  const float* images;
+  int n;
+  int batch;
+};
+
 class Method {
  public:
   virtual ~Method() = default;
@@ -44,6 +54,9 @@ class Method {
   virtual nlohmann::ordered_json settings() const = 0;
   // Chooses the site's quantization at the given bit-widths.
   virtual SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) = 0;
+  // Optional step over the whole network once every site has a plan entry (e.g. LAPQ's joint
+  // optimisation of all steps on the network loss). `notes` goes to the report.
+  virtual void refine(const NetworkContext& /*net*/, QuantPlan& /*plan*/, nlohmann::ordered_json& /*notes*/) {}
 };
 
 // Method options from the command line (each method reads the ones it uses).

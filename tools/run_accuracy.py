@@ -1,0 +1,163 @@
+#!/usr/bin/python3
+"""Accuracy of every PTQ method and bit-width on the shared models — the README's table.
+
+For each model and configuration: `vitq quantize` on the calibration split, then
+`vitq eval --plan` on the dev split (simulated quantization). Records top-1, calibration
+time and peak memory (from vitq's report), and writes JSON plus a markdown table. With
+--readme, replaces the block between <!-- accuracy:begin --> and <!-- accuracy:end -->.
+
+  /usr/bin/python3 tools/run_accuracy.py --out out/accuracy.json --readme README.md
+  /usr/bin/python3 tools/run_accuracy.py --models cifar --configs liu2021-w6a6 --out /tmp/a.json
+
+Needs ../shared (models and data); exits with a message if it is absent.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+MODELS = {
+    "vit_ti": dict(label="ViT-Ti/16 (augreg, ImageNet)", model="models/vit_tiny_patch16_224",
+                   calib="data/imagenet-sample/calib", dev="data/imagenet-sample/dev",
+                   class_map="data/imagenet-sample/class_map.txt", calib_size=200),
+    "cifar": dict(label="ViT CIFAR-10 (patch 4)", model="models/vit_cifar10_patch4_32",
+                  calib="data/cifar10/calib", dev="data/cifar10/dev", class_map=None, calib_size=1000),
+}
+
+# name -> (row label, W/A label, vitq quantize arguments); None = the FP32 model.
+def configs():
+    c = {"fp32": ("FP32", "32/32", None)}
+    for b in (8, 6, 4):
+        for m in ("minmax", "percentile", "easyquant", "liu2021"):
+            c[f"{m}-w{b}a{b}"] = (m, f"{b}/{b}", ["--method", m, "--bits", str(b)])
+        c[f"liu2021-us-w{b}a{b}"] = ("liu2021 + unsigned softmax grid", f"{b}/{b}",
+                                     ["--method", "liu2021", "--bits", str(b), "--unsigned-softmax"])
+    for b in (6, 8):
+        c[f"liu2021-mp{b}"] = ("liu2021 mixed precision", f"{b}MP", ["--method", "liu2021", "--mixed-precision", str(b)])
+    # The paper's ablation at W6A6 (its Table 3 is at about 8 bits on ViT-B).
+    c["abl-sim"] = ("ablation: similarity only", "6/6", ["--method", "liu2021", "--bits", "6", "--no-ranking",
+                                                           "--no-bias-correction"])
+    c["abl-rank"] = ("ablation: + ranking", "6/6", ["--method", "liu2021", "--bits", "6", "--no-bias-correction"])
+    c["abl-bc"] = ("ablation: + bias correction", "6/6", ["--method", "liu2021", "--bits", "6", "--no-ranking"])
+    return c
+
+
+def run(cmd):
+    r = subprocess.run([str(x) for x in cmd], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(f"command failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr[-3000:]}\n")
+        raise SystemExit(1)
+    return r.stdout
+
+
+def machine():
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared-dir", default=os.path.join(REPO, "..", "shared"))
+    ap.add_argument("--vitq", default=os.path.join(REPO, "build", "vitq"))
+    ap.add_argument("--work-dir", default=os.path.join(REPO, "out", "accuracy"))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--configs", default="all", help="comma-separated config names, or 'all'")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True, help="results JSON (also read to resume: finished rows are kept)")
+    ap.add_argument("--readme", help="update the accuracy block of this README")
+    args = ap.parse_args()
+    if not os.path.isdir(args.shared_dir):
+        sys.exit(f"run_accuracy: {args.shared_dir} not found (the shared models and data are needed)")
+    cfgs = configs()
+    names = list(cfgs) if args.configs == "all" else args.configs.split(",")
+    results = {}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            results = json.load(f).get("results", {})
+    for mk in args.models.split(","):
+        m = MODELS[mk]
+        model = os.path.join(args.shared_dir, m["model"])
+        cm = ["--class-map", os.path.join(args.shared_dir, m["class_map"])] if m["class_map"] else []
+        for name in names:
+            key = f"{mk}/{name}"
+            if key in results:
+                continue
+            label, wa, qargs = cfgs[name]
+            t0 = time.time()
+            row = dict(model=mk, config=name, label=label, bits=wa)
+            ev = os.path.join(args.work_dir, mk, name, "eval.json")
+            os.makedirs(os.path.dirname(ev), exist_ok=True)
+            plan = []
+            if qargs is not None:
+                out = os.path.join(args.work_dir, mk, name)
+                run([args.vitq, "quantize", "--model", model, "--calib", os.path.join(args.shared_dir, m["calib"]),
+                     *cm, "--calib-size", m["calib_size"], "--threads", args.threads, "-o", out, "--quiet", *qargs])
+                with open(os.path.join(out, "report.json")) as f:
+                    rep = json.load(f)
+                row.update(calib_seconds=rep["seconds"], calib_peak_rss_mb=rep["peak_rss_mb"],
+                           calib_images=rep["calibration"]["images"])
+                plan = ["--plan", os.path.join(out, "plan.json")]
+            run([args.vitq, "eval", "--model", model, "--data", os.path.join(args.shared_dir, m["dev"]), *cm,
+                 "--threads", args.threads, "--quiet", "--json", ev, *plan])
+            with open(ev) as f:
+                e = json.load(f)
+            row.update(top1=e["top1"], top5=e["top5"], images=e["images"])
+            results[key] = row
+            print(f"{key:32s} top-1 {row['top1']:6.2f}  ({time.time() - t0:.0f} s)", flush=True)
+            save(args, results)
+    save(args, results)
+    if args.readme:
+        update_readme(args.readme, table(results))
+
+
+def save(args, results):
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"date": datetime.date.today().isoformat(), "machine": machine(), "results": results}, f, indent=1)
+
+
+def table(results):
+    cfgs = configs()
+    lines = [f"Measured {datetime.date.today().isoformat()} on {machine()}; `tools/run_accuracy.py`. "
+             "Top-1 (%) on the dev split with simulated quantization; calibration time and peak memory of "
+             "`vitq quantize` (2 threads). Calibration: all of `calib` (ViT-Ti 200 images, CIFAR 1000). "
+             "The classifier head stays FP32; everything else of the paper is quantized.", ""]
+    for mk, m in MODELS.items():
+        rows = [r for k, r in results.items() if r["model"] == mk]
+        if not rows:
+            continue
+        lines += [f"**{m['label']}**", "", "| method | W/A | top-1 | calib. time | peak mem. |", "|---|---|---|---|---|"]
+        order = list(cfgs)
+        for r in sorted(rows, key=lambda r: order.index(r["config"]) if r["config"] in order else 999):
+            t = f"{r['calib_seconds']:.0f} s" if "calib_seconds" in r else "–"
+            mem = f"{r['calib_peak_rss_mb']:.0f} MB" if "calib_peak_rss_mb" in r else "–"
+            lines.append(f"| {r['label']} | {r['bits']} | {r['top1']:.2f} | {t} | {mem} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def update_readme(path, text):
+    with open(path) as f:
+        s = f.read()
+    a, b = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
+    if a not in s or b not in s:
+        sys.exit(f"{path}: markers {a} / {b} not found")
+    s = s[: s.index(a) + len(a)] + "\n" + text + "\n" + s[s.index(b):]
+    with open(path, "w") as f:
+        f.write(s)
+
+
+if __name__ == "__main__":
+    main()
