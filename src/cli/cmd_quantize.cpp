@@ -204,8 +204,9 @@ void add_quantize_command(CLI::App& app) {
   c->add_flag("--no-bias-correction", a->no_bias_correction, "liu2021: no bias correction");
   c->add_option("--gamma", a->margs.gamma, "liu2021: weight of the ranking loss")->capture_default_str();
   c->add_option("--theta", a->margs.theta, "liu2021: margin of the ranking loss")->capture_default_str();
-  c->add_option("--rank-pairs", a->margs.rank_pairs,
-                "liu2021: score pairs per row for the ranking loss (0 = all pairs, exact)")
+  c->add_option("--rank-tokens", a->margs.rank_tokens,
+                "liu2021: ranking loss over the pairs within this many random key tokens per score row "
+                "(0 = all pairs, exact)")
       ->capture_default_str();
   c->add_option("--search-tokens", a->margs.search_tokens,
                 "Search: tokens per image used to score candidates (0 = all)")

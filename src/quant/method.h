@@ -69,7 +69,7 @@ struct MethodArgs {
   int max_rounds = 20;
   bool ranking = true, bias_correction = true;
   double gamma = 0.1, theta = 0.2;
-  int rank_pairs = 0;          // 0 = exact pair sum; k = k random pairs per row
+  int rank_tokens = 0;         // ranking loss: 0 = exact pair sum; m = pairs within m random tokens per row
   int search_tokens = 0;       // 0 = all tokens; k = k random tokens per image in the search
   bool unsigned_softmax = false;  // fix: unsigned grid for the softmax output (matmul_av x)
   bool per_channel_weights = false;

@@ -4,12 +4,14 @@
 #include <omp.h>
 
 #include <chrono>
+#include <memory>
 #include <cmath>
 #include <random>
 
 #include "core/aligned.h"
 #include "core/error.h"
 #include "quant/quantizer.h"
+#include "quant/weight_moments.h"
 
 namespace vitq {
 namespace {
@@ -64,16 +66,12 @@ class Evaluator {
       xf_.resize(xs_.size());
       wf_.resize(wn_);
     }
-    if (ranking_) {
-      if (opt.rank_pairs > 0) {  // a fixed random subset of pairs per row position
-        pairs_.resize(size_t(rows_));
-        for (int r = 0; r < rows_; ++r)
-          pairs_[size_t(r)] = sample_pairs(size_t(N_), size_t(opt.rank_pairs), opt.seed * 1000003ull + uint64_t(r));
-      } else {  // exact: the FP score order of every row, computed once
-        orders_.resize(size_t(images_) * groups_ * rows_);
+    if (ranking_) {  // the FP score order of every row (or of a fixed token subset), once
+      orders_.resize(size_t(images_) * groups_ * rows_);
+      const size_t m = opt.rank_tokens > 0 ? size_t(opt.rank_tokens) : size_t(N_);
 #pragma omp parallel for schedule(static)
-        for (size_t k = 0; k < orders_.size(); ++k) orders_[k] = rank_order(os_.data() + k * N_, size_t(N_));
-      }
+      for (size_t k = 0; k < orders_.size(); ++k)
+        orders_[k] = rank_order_subset(os_.data() + k * N_, size_t(N_), m, opt.seed * 0x9e3779b97f4a7c15ull + k);
     }
     nthreads_ = omp_get_max_threads();
     ybuf_.resize(size_t(nthreads_));
@@ -87,6 +85,8 @@ class Evaluator {
   float dx0() const { return max_step(max_abs(obs_.x, size_t(obs_.x_per_image()) * images_), xr_); }
   float dw0() const { return max_step(max_abs(obs_.w, wn_), wr_); }
   QRange xrange() const { return xr_; }
+  QRange wrange() const { return wr_; }
+  bool int_path() const { return int_path_; }
   int rows() const { return rows_; }
   int channels() const { return obs_.attention() ? groups_ * N_ : N_; }
 
@@ -151,7 +151,7 @@ class Evaluator {
           st.add(pair_stats(o, q, size_t(N_)));
           if (e)
             for (int n = 0; n < N_; ++n) e[n] += double(q[n]) - double(o[n]);
-          if (ranking_) rank += rank_row(o, q, size_t(r), blk * rows_ + size_t(r), t);
+          if (ranking_) rank += rank_row(q, blk * rows_ + size_t(r), t);
         }
       }
       sim_[size_t(i)] = st.value(opt_.similarity);
@@ -202,16 +202,13 @@ class Evaluator {
 
   // Mean hinge Φ over the row's pairs, on attention logits (scores / √d):
   // max(θ − c·(q_i − q_j), 0) = c · max(θ/c − (q_i − q_j), 0) with c = 1/√d.
-  double rank_row(const float* a, const float* q, size_t r, size_t row_id, int thread) {
+  double rank_row(const float* q, size_t row_id, int thread) {
     const float c = score_scale_, th = float(opt_.theta) / c;
-    if (!orders_.empty()) {
-      auto& scratch = rankbuf_[size_t(thread)];
-      scratch.resize(size_t(N_));
-      const double pairs = double(N_) * (N_ - 1) / 2.0;
-      return pairs > 0 ? c * ranking_loss_sorted(orders_[row_id], q, size_t(N_), th, scratch.data()) / pairs : 0.0;
-    }
-    const auto& p = pairs_[r];
-    return p.empty() ? 0.0 : c * ranking_loss_row_pairs(a, q, p, th) / double(p.size() / 2);
+    const RankOrder& ro = orders_[row_id];
+    auto& scratch = rankbuf_[size_t(thread)];
+    scratch.resize(ro.order.size());
+    const double m = double(ro.order.size()), pairs = m * (m - 1) / 2.0;
+    return pairs > 0 ? c * ranking_loss_sorted(ro, q, th, scratch.data()) / pairs : 0.0;
   }
 
   const SiteObservation& obs_;
@@ -225,7 +222,6 @@ class Evaluator {
   avector<float> xs_, os_, xf_, wf_;
   avector<int8_t> xi8_, wi8_;
   avector<uint8_t> xu8_;
-  std::vector<std::vector<uint16_t>> pairs_;
   std::vector<RankOrder> orders_;
   std::vector<avector<float>> rankbuf_;
   std::vector<avector<float>> ybuf_, rowbuf_;
@@ -233,6 +229,9 @@ class Evaluator {
   std::vector<double> sim_, rank_;
   double last_sim_ = 0, last_rank_ = 0;
 };
+
+// Moments beyond this are not worth their memory; such sites evaluate weight steps directly.
+constexpr size_t kMomentBytesLimit = size_t(2) << 30;
 
 std::vector<float> candidates(float d0, const SearchOptions& o) {
   std::vector<float> c(size_t(o.candidates));
@@ -260,16 +259,36 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
   nlohmann::ordered_json trace = nlohmann::ordered_json::array();
   int rounds = 0, evals = 1;
   double j = j_start;
+  // Linear sites score weight candidates exactly from per-image moments (weight_moments.h),
+  // on all tokens; attention sites (and sites too large for the moments) evaluate directly.
+  std::unique_ptr<WeightMoments> wm;
+  if (!obs.attention() && WeightMoments::bytes_needed(obs) <= kMomentBytesLimit)
+    wm = std::make_unique<WeightMoments>(obs, ev.xrange(), ev.wrange(), ev.int_path());
+  float wm_dx = -1.0f;  // the step the moments were built at
+  auto moments_at = [&](float x) {
+    if (wm_dx != x) {
+      wm->set_x(x);
+      wm_dx = x;
+    }
+  };
   for (int round = 0; round < opt.max_rounds; ++round) {
     ++rounds;
     // Δw with Δx fixed (x codes stay as they are).
     float best_w = dw;
     double best = -1e300;
-    for (float c : cw) {
-      ev.set_w(c);
-      const double v = ev.objective(corr);
-      ++evals;
-      if (v > best) { best = v; best_w = c; }
+    if (wm) {
+      moments_at(dx);
+      const std::vector<double> v = wm->objectives(cw, corr, opt.similarity);
+      evals += int(cw.size());
+      for (size_t k = 0; k < cw.size(); ++k)
+        if (v[k] > best) { best = v[k]; best_w = cw[k]; }
+    } else {
+      for (float c : cw) {
+        ev.set_w(c);
+        const double v = ev.objective(corr);
+        ++evals;
+        if (v > best) { best = v; best_w = c; }
+      }
     }
     ev.set_w(best_w);
     // Δx with Δw fixed.
@@ -290,8 +309,13 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
     double mean_abs_err = 0;
     if (opt.bias_correction) {
       std::vector<double> err;
-      ev.objective(corr, &err);
-      ++evals;
+      if (wm) {
+        moments_at(dx);
+        err = wm->channel_error(dw, corr);
+      } else {
+        ev.objective(corr, &err);
+        ++evals;
+      }
       for (size_t ch = 0; ch < corr.size(); ++ch) {
         corr[ch] -= float(err[ch]);
         mean_abs_err += std::fabs(err[ch]);

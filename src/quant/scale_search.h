@@ -23,7 +23,8 @@ struct SearchOptions {
   int max_rounds = 20;
   bool ranking = false;       // ranking-aware loss at matmul_qk
   double gamma = 0.1, theta = 0.2;
-  int rank_pairs = 0;         // pairs per score row for the ranking loss; 0 = all pairs (exact)
+  int rank_tokens = 0;        // ranking loss over all pairs of a fixed random subset of this many
+                              // key tokens per score row (unbiased estimate); 0 = all pairs, exact
   bool bias_correction = false;
   int search_tokens = 0;      // rows (tokens) per image used by the search; 0 = all
   bool unsigned_softmax = false;

@@ -110,14 +110,6 @@ double ranking_loss_row_exact(const float* a, const float* q, size_t n, float th
   return s;
 }
 
-double ranking_loss_row_pairs(const float* a, const float* q, const std::vector<uint16_t>& pairs, float theta) {
-  double s = 0;
-  for (size_t p = 0; p + 1 < pairs.size(); p += 2) {
-    const size_t i = pairs[p], j = pairs[p + 1];
-    s += phi_pair(a[i], a[j], q[i], q[j], theta);
-  }
-  return s;
-}
 
 RankOrder rank_order(const float* a, size_t n) {
   RankOrder ro;
@@ -155,7 +147,8 @@ double hinge_upper_pairs(const float* q, size_t n, float theta) {
 }
 }  // namespace
 
-double ranking_loss_sorted(const RankOrder& ro, const float* q, size_t n, float theta, float* scratch) {
+double ranking_loss_sorted(const RankOrder& ro, const float* q, float theta, float* scratch) {
+  const size_t n = ro.order.size();
   for (size_t p = 0; p < n; ++p) scratch[p] = q[ro.order[p]];
   double s = hinge_upper_pairs(scratch, n, theta);
   for (size_t t = 0; t < ro.tie_start.size(); ++t) {  // tied scores: sign 0, term θ
@@ -166,23 +159,19 @@ double ranking_loss_sorted(const RankOrder& ro, const float* q, size_t n, float 
   return s;
 }
 
-std::vector<uint16_t> sample_pairs(size_t n, size_t k, uint64_t seed) {
-  std::vector<uint16_t> out;
-  if (n < 2) return out;
+RankOrder rank_order_subset(const float* a, size_t n, size_t m, uint64_t seed) {
+  if (m >= n) return rank_order(a, n);
+  // Partial Fisher-Yates for the subset (rng() % span: platform-independent, bias < 2^-48).
   std::mt19937_64 rng(seed);
-  out.reserve(2 * k);
-  for (size_t t = 0; t < k; ++t) {
-    // Unbiased draw of an unordered pair i < j (rejection from n x n).
-    uint64_t i, j;
-    do {
-      i = rng() % n;
-      j = rng() % n;
-    } while (i == j);
-    if (i > j) std::swap(i, j);
-    out.push_back(uint16_t(i));
-    out.push_back(uint16_t(j));
-  }
-  return out;
+  std::vector<uint16_t> idx(n);
+  std::iota(idx.begin(), idx.end(), uint16_t(0));
+  for (size_t k = 0; k < m; ++k) std::swap(idx[k], idx[k + size_t(rng() % (n - k))]);
+  idx.resize(m);
+  std::vector<float> sub(m);
+  for (size_t k = 0; k < m; ++k) sub[k] = a[idx[k]];
+  RankOrder ro = rank_order(sub.data(), m);
+  for (auto& o : ro.order) o = idx[o];  // back to positions of the full row
+  return ro;
 }
 
 }  // namespace vitq

@@ -42,13 +42,12 @@ struct RankOrder {
   std::vector<uint16_t> tie_start, tie_len;   // runs of equal scores in the sorted order
 };
 RankOrder rank_order(const float* a, size_t n);
-// `scratch` holds n floats.
-double ranking_loss_sorted(const RankOrder& ro, const float* q, size_t n, float theta, float* scratch);
+// Σ over the pairs of `ro` (all of a row, or a subset); `scratch` holds ro.order.size() floats.
+double ranking_loss_sorted(const RankOrder& ro, const float* q, float theta, float* scratch);
 
-// The same sum over a fixed set of pairs (i, j), i != j, given as flat index pairs. With
-// `sample_pairs(n, k, seed)` (k random pairs per row) and scaling by n(n−1)/2 / k this is an
-// unbiased estimate of the exact sum.
-double ranking_loss_row_pairs(const float* a, const float* q, const std::vector<uint16_t>& pairs, float theta);
-std::vector<uint16_t> sample_pairs(size_t n, size_t k, uint64_t seed);
+// The order of a fixed random subset of m of the row's n positions (m < n), for an unbiased
+// estimate of the row's mean pair term from the m(m−1)/2 pairs within the subset: every pair of
+// the row is equally likely to be among them. Deterministic for a seed.
+RankOrder rank_order_subset(const float* a, size_t n, size_t m, uint64_t seed);
 
 }  // namespace vitq

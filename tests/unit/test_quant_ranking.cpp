@@ -34,7 +34,7 @@ TEST(Ranking, SortedExactEqualsNaivePairSum) {
       }
       const double ref = naive(a, q, 0.2);
       const double got_exact = ranking_loss_row_exact(a.data(), q.data(), n, 0.2f);
-      const double got_sorted = ranking_loss_sorted(rank_order(a.data(), n), q.data(), n, 0.2f, scratch.data());
+      const double got_sorted = ranking_loss_sorted(rank_order(a.data(), n), q.data(), 0.2f, scratch.data());
       EXPECT_NEAR(got_exact, ref, 1e-6 * (1 + ref)) << "n=" << n;
       EXPECT_NEAR(got_sorted, ref, 2e-5 * (1 + ref)) << "n=" << n;
     }
@@ -43,47 +43,51 @@ TEST(Ranking, SortedExactEqualsNaivePairSum) {
 
 TEST(Ranking, PerfectOrderWithMarginHasZeroLoss) {
   std::vector<float> a = {3, 2, 1, 0}, q = {30, 20, 10, 0}, scratch(4);
-  EXPECT_EQ(ranking_loss_sorted(rank_order(a.data(), 4), q.data(), 4, 0.2f, scratch.data()), 0.0);
+  EXPECT_EQ(ranking_loss_sorted(rank_order(a.data(), 4), q.data(), 0.2f, scratch.data()), 0.0);
   // Every pair inverted, by 10, 20, 30, 10, 20, 10: loss = 100 + 6 · 0.2.
   std::vector<float> rev = {0, 10, 20, 30};
   EXPECT_NEAR(naive(a, rev, 0.2), 101.2, 1e-9);
-  EXPECT_NEAR(ranking_loss_sorted(rank_order(a.data(), 4), rev.data(), 4, 0.2f, scratch.data()), 101.2, 1e-4);
+  EXPECT_NEAR(ranking_loss_sorted(rank_order(a.data(), 4), rev.data(), 0.2f, scratch.data()), 101.2, 1e-4);
   // Equal FP scores have sign 0: each such pair costs θ whatever q is.
   std::vector<float> flat = {1, 1, 1}, anyq = {5, -3, 0.5f};
-  EXPECT_NEAR(ranking_loss_sorted(rank_order(flat.data(), 3), anyq.data(), 3, 0.2f, scratch.data()), 0.6, 1e-6);
+  EXPECT_NEAR(ranking_loss_sorted(rank_order(flat.data(), 3), anyq.data(), 0.2f, scratch.data()), 0.6, 1e-6);
 }
 
-TEST(Ranking, SampledPairsEstimateTheExactMean) {
+TEST(Ranking, TokenSubsetEstimatesTheExactMean) {
+  // The pairs within a random subset of m tokens: an unbiased estimate of the row's mean term.
   std::mt19937 rng(2);
   std::normal_distribution<float> nd(0, 1);
-  const size_t n = 197, k = 1024;
+  const size_t n = 197, m = 64;
+  const double subset_pairs = m * (m - 1) / 2.0, all_pairs = n * (n - 1) / 2.0;
   double rel_sum = 0;
-  const int rows = 40;
+  const int rows = 60;
   for (int r = 0; r < rows; ++r) {
-    std::vector<float> a(n), q(n);
+    std::vector<float> a(n), q(n), scratch(m);
     for (size_t i = 0; i < n; ++i) {
       a[i] = nd(rng);
       q[i] = a[i] + 0.25f * nd(rng);
     }
-    // Mean and spread of the per-pair term over all pairs.
-    double sum = 0, sq = 0;
-    const double npairs = n * (n - 1) / 2.0;
-    for (size_t i = 0; i < n; ++i)
-      for (size_t j = i + 1; j < n; ++j) {
-        const double t = naive({a[i], a[j]}, {q[i], q[j]}, 0.2);
-        sum += t;
-        sq += t * t;
-      }
-    const double exact_mean = sum / npairs, sd = std::sqrt(sq / npairs - exact_mean * exact_mean);
-    ASSERT_NEAR(exact_mean, naive(a, q, 0.2) / npairs, 1e-12);
-    const auto pairs = sample_pairs(n, k, uint64_t(r));
-    ASSERT_EQ(pairs.size(), 2 * k);
-    for (size_t p = 0; p < pairs.size(); p += 2) ASSERT_LT(pairs[p], pairs[p + 1]);
-    const double est_mean = ranking_loss_row_pairs(a.data(), q.data(), pairs, 0.2f) / double(k);
+    const double exact_mean = naive(a, q, 0.2) / all_pairs;
+    RankOrder ro = rank_order_subset(a.data(), n, m, uint64_t(r));
+    ASSERT_EQ(ro.order.size(), m);
+    std::vector<float> sa, sq;  // the subset, checked against the naive formula on it
+    for (uint16_t i : ro.order) {
+      ASSERT_LT(i, n);
+      sa.push_back(a[i]);
+      sq.push_back(q[i]);
+    }
+    EXPECT_NEAR(ranking_loss_sorted(ro, q.data(), 0.2f, scratch.data()), naive(sa, sq, 0.2), 1e-4 * naive(sa, sq, 0.2));
+    const double est_mean = ranking_loss_sorted(ro, q.data(), 0.2f, scratch.data()) / subset_pairs;
     rel_sum += (est_mean - exact_mean) / exact_mean;
-    EXPECT_NEAR(est_mean, exact_mean, 4.5 * sd / std::sqrt(double(k)));  // 4.5 standard errors
+    EXPECT_NEAR(est_mean, exact_mean, 0.35 * exact_mean);  // one row: a sample of 64 of 197 tokens
   }
-  EXPECT_LT(std::fabs(rel_sum / rows), 0.05);  // unbiased: errors average out over rows
+  EXPECT_LT(std::fabs(rel_sum / rows), 0.05);  // unbiased: the errors average out over rows
+  // The subset is a deterministic function of the seed, and m >= n gives the exact order.
+  EXPECT_EQ(rank_order_subset(std::vector<float>(n, 1.0f).data(), n, m, 9).order,
+            rank_order_subset(std::vector<float>(n, 1.0f).data(), n, m, 9).order);
+  std::vector<float> a(n);
+  for (size_t i = 0; i < n; ++i) a[i] = float(i % 7);
+  EXPECT_EQ(rank_order_subset(a.data(), n, n, 3).order, rank_order(a.data(), n).order);
 }
 
 }  // namespace

@@ -23,7 +23,7 @@ class SearchMethod : public Method {
     if (o_.ranking) {
       j["gamma"] = o_.gamma;
       j["theta"] = o_.theta;
-      j["rank_pairs_per_row"] = o_.rank_pairs;  // 0 = all pairs
+      j["rank_tokens_per_row"] = o_.rank_tokens;  // 0 = all pairs
     }
     j["bias_correction"] = o_.bias_correction;
     j["search_tokens_per_image"] = o_.search_tokens;  // 0 = all
@@ -49,7 +49,8 @@ SearchOptions common(const MethodArgs& a, Similarity default_sim) {
   if (a.candidates < 1 || a.candidates > 10000) fail(ErrorKind::Usage, "--candidates must be in [1, 10000]");
   if (!(a.alpha > 0 && a.alpha <= a.beta)) fail(ErrorKind::Usage, "need 0 < --alpha <= --beta");
   if (a.max_rounds < 1) fail(ErrorKind::Usage, "--max-rounds must be >= 1");
-  if (a.search_tokens < 0 || a.rank_pairs < 0) fail(ErrorKind::Usage, "--search-tokens and --rank-pairs must be >= 0");
+  if (a.search_tokens < 0 || a.rank_tokens < 0 || a.rank_tokens == 1)
+    fail(ErrorKind::Usage, "--search-tokens must be >= 0 and --rank-tokens 0 or >= 2");
   o.candidates = a.candidates;
   o.alpha = a.alpha;
   o.beta = a.beta;
@@ -72,7 +73,7 @@ std::unique_ptr<Method> make_liu2021(const MethodArgs& a) {
   o.ranking = a.ranking;
   o.gamma = a.gamma;
   o.theta = a.theta;
-  o.rank_pairs = a.rank_pairs;
+  o.rank_tokens = a.rank_tokens;
   o.bias_correction = a.bias_correction;
   return std::make_unique<SearchMethod>("liu2021", o, a);
 }
