@@ -1,4 +1,5 @@
 // vitq: post-training quantization and integer inference for Vision Transformers.
+#include <malloc.h>
 #include <omp.h>
 
 #include <cstdio>
@@ -17,6 +18,10 @@ void set_threads(int threads) {
 }  // namespace vitq
 
 int main(int argc, char** argv) {
+  // Calibration and batched inference allocate and free many multi-megabyte scratch buffers;
+  // glibc's default would mmap/munmap each one and pay page faults on every reuse.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   CLI::App app{"vitq " VITQ_VERSION
                ": evaluate, quantize and run Vision Transformers (timm / Hugging Face checkpoints)"};
   app.set_version_flag("--version", "vitq " VITQ_VERSION);

@@ -80,6 +80,15 @@ class Evaluator {
     rowbuf_.resize(size_t(nthreads_));
     sim_.resize(size_t(images_));
     rank_.resize(size_t(images_));
+    so_.assign(size_t(images_), 0.0);
+    so2_.assign(size_t(images_), 0.0);
+    const size_t per_image = size_t(groups_) * rows_ * N_;
+    for (int i = 0; i < images_; ++i)
+      for (size_t k = 0; k < per_image; ++k) {
+        const double v = os_[size_t(i) * per_image + k];
+        so_[size_t(i)] += v;
+        so2_[size_t(i)] += v * v;
+      }
   }
 
   float dx0() const { return max_step(max_abs(obs_.x, size_t(obs_.x_per_image()) * images_), xr_); }
@@ -118,8 +127,15 @@ class Evaluator {
   double objective(const std::vector<float>& corr, std::vector<double>* err = nullptr) {
     const float s = dx_ * dw_;
     const int C = channels();
-    std::vector<double> err_img;
-    if (err) err_img.assign(size_t(images_) * C, 0.0);
+    if (err) err_img_.assign(size_t(images_) * C, 0.0);
+    // b′ = bias + correction, per group (attention corrections are per head).
+    bc_.assign(size_t(groups_) * N_, 0.0f);
+    for (int g = 0; g < groups_; ++g)
+      for (int n = 0; n < N_; ++n) {
+        const size_t c = size_t(obs_.attention() ? g * N_ + n : n);
+        bc_[size_t(g) * N_ + n] = (obs_.bias ? obs_.bias[n] : 0.0f) + (corr.empty() ? 0.0f : corr[c]);
+      }
+    const bool need_row = ranking_ || err;
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < images_; ++i) {
       const int t = omp_get_thread_num();
@@ -130,25 +146,23 @@ class Evaluator {
       else y.resize(size_t(rows_) * N_);
       row.resize(size_t(N_));
       PairStats st;
+      st.n = double(groups_) * rows_ * N_;
+      st.so = so_[size_t(i)];
+      st.so2 = so2_[size_t(i)];
       double rank = 0;
       for (int g = 0; g < groups_; ++g) {
         const size_t blk = size_t(i) * groups_ + size_t(g);
         gemm(blk, y.data(), yi32.data());
-        const float* bias = obs_.bias;
-        const float* cr = corr.empty() ? nullptr : corr.data() + (obs_.attention() ? size_t(g) * N_ : 0);
-        double* e = err ? err_img.data() + size_t(i) * C + (obs_.attention() ? size_t(g) * N_ : 0) : nullptr;
+        const float* b = bc_.data() + size_t(g) * N_;
+        double* e = err ? err_img_.data() + size_t(i) * C + (obs_.attention() ? size_t(g) * N_ : 0) : nullptr;
         for (int r = 0; r < rows_; ++r) {
           const float* o = os_.data() + (blk * rows_ + size_t(r)) * N_;
-          const int32_t* yi = int_path_ ? yi32.data() + size_t(r) * N_ : nullptr;
-          const float* yf = int_path_ ? nullptr : y.data() + size_t(r) * N_;
-          float* q = row.data();
-          for (int n = 0; n < N_; ++n) {
-            float v = s * (yi ? float(yi[n]) : yf[n]);
-            if (bias) v += bias[n];
-            if (cr) v += cr[n];
-            q[n] = v;
-          }
-          st.add(pair_stats(o, q, size_t(N_)));
+          float* q = need_row ? row.data() : nullptr;
+          const RowSums rs = int_path_ ? row_sums_i32(yi32.data() + size_t(r) * N_, o, b, s, size_t(N_), q)
+                                       : row_sums_f32(y.data() + size_t(r) * N_, o, b, s, size_t(N_), q);
+          st.sq += rs.q;
+          st.sq2 += rs.q2;
+          st.soq += rs.oq;
           if (e)
             for (int n = 0; n < N_; ++n) e[n] += double(q[n]) - double(o[n]);
           if (ranking_) rank += rank_row(q, blk * rows_ + size_t(r), t);
@@ -169,7 +183,7 @@ class Evaluator {
     if (err) {
       err->assign(size_t(C), 0.0);
       for (int i = 0; i < images_; ++i)
-        for (int ch = 0; ch < C; ++ch) (*err)[size_t(ch)] += err_img[size_t(i) * C + size_t(ch)];
+        for (int ch = 0; ch < C; ++ch) (*err)[size_t(ch)] += err_img_[size_t(i) * C + size_t(ch)];
       const double count = double(images_) * rows_;
       for (auto& v : *err) v /= count;
     }
@@ -227,6 +241,8 @@ class Evaluator {
   std::vector<avector<float>> ybuf_, rowbuf_;
   std::vector<avector<int32_t>> ybuf_i_;
   std::vector<double> sim_, rank_;
+  std::vector<double> so_, so2_, err_img_;  // Σo, Σo² per image (fixed), per-image channel errors
+  avector<float> bc_;                       // bias + correction per group
   double last_sim_ = 0, last_rank_ = 0;
 };
 

@@ -70,6 +70,46 @@ PairStats pair_stats(const float* o, const float* q, size_t n) {
   return s;
 }
 
+#define VITQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+VITQ_MULTIVERSION
+RowSums row_sums_i32(const int32_t* y, const float* o, const float* b, float s, size_t n, float* out) {
+  float sq = 0, sq2 = 0, soq = 0;
+  if (out) {
+#pragma omp simd reduction(+ : sq, sq2, soq)
+    for (size_t i = 0; i < n; ++i) {
+      const float v = s * float(y[i]) + b[i];
+      out[i] = v;
+      sq += v;
+      sq2 += v * v;
+      soq += o[i] * v;
+    }
+  } else {
+#pragma omp simd reduction(+ : sq, sq2, soq)
+    for (size_t i = 0; i < n; ++i) {
+      const float v = s * float(y[i]) + b[i];
+      sq += v;
+      sq2 += v * v;
+      soq += o[i] * v;
+    }
+  }
+  return {sq, sq2, soq};
+}
+
+VITQ_MULTIVERSION
+RowSums row_sums_f32(const float* y, const float* o, const float* b, float s, size_t n, float* out) {
+  float sq = 0, sq2 = 0, soq = 0;
+#pragma omp simd reduction(+ : sq, sq2, soq)
+  for (size_t i = 0; i < n; ++i) {
+    const float v = s * y[i] + b[i];
+    if (out) out[i] = v;
+    sq += v;
+    sq2 += v * v;
+    soq += o[i] * v;
+  }
+  return {sq, sq2, soq};
+}
+
 double pearson(const float* a, const float* b, size_t n) {
   double ma = 0, mb = 0;
   for (size_t i = 0; i < n; ++i) { ma += a[i]; mb += b[i]; }

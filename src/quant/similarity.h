@@ -26,6 +26,14 @@ struct PairStats {
 // Accumulates (o[i], q[i]) for n pairs (float accumulation per call, double across calls).
 PairStats pair_stats(const float* o, const float* q, size_t n);
 
+// Fused epilogue of a candidate output row: q[n] = s·y[n] + b[n]; returns Σq, Σq², Σo·q and
+// writes q to `out` if it is not null. y holds int32 (exact integer GEMM) or float codes' products.
+struct RowSums {
+  float q = 0, q2 = 0, oq = 0;
+};
+RowSums row_sums_i32(const int32_t* y, const float* o, const float* b, float s, size_t n, float* out);
+RowSums row_sums_f32(const float* y, const float* o, const float* b, float s, size_t n, float* out);
+
 // Reference implementations over whole vectors (tests compare against numpy).
 double pearson(const float* a, const float* b, size_t n);
 double cosine_similarity(const float* a, const float* b, size_t n);

@@ -56,11 +56,15 @@ WeightMoments::WeightMoments(const SiteObservation& obs, QRange xr, QRange wr, b
 void WeightMoments::set_x(float dx) {
   dx_ = dx;
   const size_t K = size_t(K_), N = size_t(N_), MK = size_t(M_) * K;
-  const int nt = omp_get_max_threads();
-  const size_t nts = static_cast<size_t>(nt);
-  std::vector<avector<int8_t>> qi(nts);
-  std::vector<avector<float>> qf(nts);
-  std::vector<avector<int32_t>> h32(nts);
+  const size_t nts = static_cast<size_t>(omp_get_max_threads());
+  if (qi_.size() < nts) {
+    qi_.resize(nts);
+    qf_.resize(nts);
+    h32_.resize(nts);
+  }
+  auto& qi = qi_;
+  auto& qf = qf_;
+  auto& h32 = h32_;
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < images_; ++i) {
     const int t = omp_get_thread_num();
@@ -122,14 +126,21 @@ std::vector<double> WeightMoments::objectives(const std::vector<float>& dws, con
     Wf.resize(C * NK);
     ws.assign(C * K, 0.0f);
     wb.assign(C * K, 0.0f);
+    const size_t nts = static_cast<size_t>(omp_get_max_threads());
+    if (wi_.size() < nts) {
+      wi_.resize(nts);
+      a32_.resize(nts);
+    }
 #pragma omp parallel for schedule(static)
     for (size_t c = 0; c < C; ++c) {
       float* wf = Wf.data() + c * NK;
-      avector<int8_t> wi(int8_ ? NK : 0);
+      auto& wi = wi_[size_t(omp_get_thread_num())];
+      wi.resize(int8_ ? NK : 0);
       weight_codes(dws[c0 + c], wf, int8_ ? wi.data() : nullptr);
       float* A = Af.data() + c * KK;
       if (int8_) {  // ŴᵀŴ exactly in int32
-        avector<int32_t> a32(KK);
+        auto& a32 = a32_[size_t(omp_get_thread_num())];
+        a32.resize(KK);
         const int32_t zero = 0;
         check(dnnl_gemm_s8s8s32('T', 'N', 'F', K_, K_, N_, 1.0f, wi.data(), K_, 0, wi.data(), K_, 0, 0.0f, a32.data(),
                                 K_, &zero),

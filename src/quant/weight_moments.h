@@ -42,6 +42,10 @@ class WeightMoments {
   float dx_ = 1.0f;
   avector<float> H_, G_, U_, colO_;  // images×K², images×N×K, images×K, images×N
   std::vector<double> so_, so2_;       // Σ O, Σ O² per image
+  // per-thread scratch, kept across calls
+  std::vector<avector<int8_t>> qi_, wi_;
+  std::vector<avector<float>> qf_;
+  std::vector<avector<int32_t>> h32_, a32_;
 };
 
 }  // namespace vitq
