@@ -6,11 +6,18 @@ process once per repetition, interleaved (A B C A B C ...): the median of a proc
 forwards is one repetition; the table shows the median over repetitions and their spread.
 
 Engines (see ENGINE_GROUPS; adding one is one function returning an Engine):
-  vitq-fp32     build/vitq bench, 2 threads
+  vitq-fp32     build/vitq bench, 2 and 1 threads
+  vitq-int8     build/vitq bench on the W8A8 quantized model directory (integer run), 2 and 1 threads
+  vitq-sim      the same directory with --simulate (quantize-dequantize, FP32 GEMMs), 2 threads
   pytorch-fp32  PyTorch eager FP32 (bench/torch_bench.py), 1 and 2 threads, best reported
   pytorch-int8  PyTorch quantize_dynamic(nn.Linear, qint8), onednn engine, 1 and 2 threads
   ort-fp32      ONNX Runtime (bench/ort_bench.js, onnxruntime-node), 2 and 1 intra-op threads
+  ort-int8      ONNX Runtime on the int8 rewrite of the export (bench/quantize_onnx_int8.py:
+                DynamicQuantizeLinear + MatMulInteger, int8 per-channel weights), 2 and 1 threads
   roofline      oneDNN GEMM roofline (build/bench/vitq_gemm_roofline), FP32 and INT8, 2 threads
+The W8A8 plan of a random-weight model comes from `vitq quantize --method minmax --bits 8
+--random-calibration 4` (speed does not depend on the steps); the head stays FP32 (vitq's
+default), as it does in the PyTorch and ONNX Runtime int8 models.
 PyTorch runs with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset and glibc malloc tuned, as
 shared/docs/BENCHMARKING.md prescribes. Peak RSS of each process comes from /usr/bin/time -v.
 The machine's other load is measured from /proc/stat (before, during and after) and reported.
@@ -52,8 +59,9 @@ MODELS = {  # short name -> (timm architecture, label)
     "deit_s": ("deit_small_patch16_224", "DeiT-S"),
     "vit_b": ("vit_base_patch16_224", "ViT-B"),
 }
-PEER_ORDER = ["vitq", "pytorch", "ort", "roofline"]
-PEER_LABEL = {"vitq": "vitq", "pytorch": "PyTorch 1.13", "ort": "ONNX Runtime", "roofline": "GEMM roofline"}
+PEER_ORDER = ["vitq", "vitq-sim", "pytorch", "ort", "roofline"]
+PEER_LABEL = {"vitq": "vitq", "vitq-sim": "vitq simulated", "pytorch": "PyTorch 1.13", "ort": "ONNX Runtime",
+              "roofline": "GEMM roofline"}
 PRECISION_LABEL = {"fp32": "FP32", "int8": "INT8 (dynamic / W8A8)"}
 
 
@@ -83,6 +91,8 @@ class Model:
     label: str
     dir: str
     onnx: str
+    onnx_int8: str = ""
+    qdir: str = ""  # vitq W8A8 quantized model directory
 
 
 @dataclasses.dataclass
@@ -110,12 +120,16 @@ def missing_file(path, hint):
 
 # ------------------------------------------------------------------------------ engines
 
-def vitq_engine(threads=CORE_BUDGET):
+def vitq_engine(threads=CORE_BUDGET, kind="fp32"):
+    """kind: fp32 (the checkpoint), int8 (the W8A8 directory in integers), sim (the same, simulated)."""
+    def argv(ctx, m, b, out):
+        cmd = [ctx.vitq, "bench", "--model", m.dir if kind == "fp32" else m.qdir, "--batch", b, "--threads", threads,
+               "--warmup", ctx.warmup, "--iters", ctx.iters, "--json", out]
+        return cmd + (["--simulate"] if kind == "sim" else [])
+
     return Engine(
-        name=f"vitq fp32 t{threads}", peer="vitq", threads=threads,
-        argv=lambda ctx, m, b, out: [ctx.vitq, "bench", "--model", m.dir, "--batch", b, "--threads", threads,
-                                     "--warmup", ctx.warmup, "--iters", ctx.iters, "--json", out],
-        parse=lambda j, b: {"fp32": median_per_image(j, b)},
+        name=f"vitq {kind} t{threads}", peer="vitq-sim" if kind == "sim" else "vitq", threads=threads, argv=argv,
+        parse=lambda j, b: {"fp32" if kind == "fp32" else "int8": median_per_image(j, b)},
         available=lambda ctx: missing_file(ctx.vitq, "build the 'vitq' target"))
 
 
@@ -133,13 +147,14 @@ def pytorch_engine(precision, threads):
         unset_env=TORCH_UNSET)
 
 
-def ort_engine(threads):
+def ort_engine(threads, precision="fp32"):
     script = os.path.join(HERE, "ort_bench.js")
     return Engine(
-        name=f"ort fp32 t{threads}", peer="ort", threads=threads,
-        argv=lambda ctx, m, b, out: ["node", script, "--model", m.onnx, "--batch", b, "--threads", threads,
-                                     "--warmup", ctx.warmup, "--iters", ctx.iters, "--json", out],
-        parse=lambda j, b: {"fp32": median_per_image(j, b)},
+        name=f"ort {precision} t{threads}", peer="ort", threads=threads,
+        argv=lambda ctx, m, b, out: ["node", script, "--model", m.onnx if precision == "fp32" else m.onnx_int8,
+                                     "--batch", b, "--threads", threads, "--warmup", ctx.warmup, "--iters", ctx.iters,
+                                     "--json", out],
+        parse=lambda j, b: {precision: median_per_image(j, b)},
         available=lambda ctx: missing_file(os.path.join(HERE, "node_modules", "onnxruntime-node"),
                                            "run 'npm install --ignore-scripts' in bench/"))
 
@@ -156,14 +171,15 @@ def roofline_engine(threads=CORE_BUDGET):
 
 
 # Groups selectable with --engines, in run order: group -> (engine for a thread count, the
-# thread counts measured; --threads overrides them). Int8 peers still to add: vitq W8A8 (vitq
-# bench with a quantization plan) and ORT int8 (DynamicQuantizeLinear + MatMulInteger export,
-# ort_bench.js unchanged) — each one more function like the above and one line here.
+# thread counts measured; --threads overrides them).
 ENGINE_GROUPS = {
-    "vitq-fp32": (vitq_engine, (CORE_BUDGET,)),
+    "vitq-fp32": (vitq_engine, (CORE_BUDGET, 1)),
+    "vitq-int8": (lambda t: vitq_engine(t, "int8"), (CORE_BUDGET, 1)),
+    "vitq-sim": (lambda t: vitq_engine(t, "sim"), (CORE_BUDGET,)),
     "pytorch-fp32": (lambda t: pytorch_engine("fp32", t), (1, 2)),
     "ort-fp32": (ort_engine, (2, 1)),
     "pytorch-int8": (lambda t: pytorch_engine("int8", t), (1, 2)),
+    "ort-int8": (lambda t: ort_engine(t, "int8"), (2, 1)),
     "roofline": (roofline_engine, (CORE_BUDGET,)),
 }
 
@@ -179,13 +195,28 @@ def make_engines(groups, threads=None):
 # ------------------------------------------------------------------------------ models
 
 def prepare_model(ctx, key):
-    """Random-weight checkpoint dir (timm config.json + model.safetensors) and its ONNX export,
-    reused if already in the work dir."""
+    """Random-weight checkpoint dir (timm config.json + model.safetensors), its ONNX export and
+    the export's int8 rewrite, and the vitq W8A8 quantized directory; each reused if already in
+    the work dir."""
     arch, label = MODELS[key]
     d = os.path.join(ctx.work_dir, arch)
-    m = Model(key, arch, label, d, os.path.join(d, "model.onnx"))
-    if os.path.exists(m.onnx):
-        return m
+    m = Model(key, arch, label, d, os.path.join(d, "model.onnx"), os.path.join(d, "model_int8.onnx"),
+              os.path.join(d, "w8a8"))
+    if not os.path.exists(m.onnx):
+        export_model(d, m, arch)
+    if not os.path.exists(m.onnx_int8):
+        import quantize_onnx_int8  # noqa: E402
+        log(f"  rewriting {arch} ONNX to int8 (DynamicQuantizeLinear + MatMulInteger)")
+        quantize_onnx_int8.quantize(m.onnx, m.onnx_int8 + ".tmp")
+        os.replace(m.onnx_int8 + ".tmp", m.onnx_int8)
+    if not os.path.exists(os.path.join(m.qdir, "model.safetensors")) and os.path.exists(ctx.vitq):
+        log(f"  quantizing {arch} to W8A8 with vitq (MinMax on 4 random images)")
+        subprocess.run([ctx.vitq, "quantize", "--model", d, "--random-calibration", "4", "--method", "minmax",
+                        "--bits", "8", "-o", m.qdir, "-q"], check=True, stdout=subprocess.DEVNULL)
+    return m
+
+
+def export_model(d, m, arch):
     sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
     import ref_vit  # noqa: E402  (torch only in the preparation step, not while measuring)
     import export_onnx  # noqa: E402
@@ -201,7 +232,6 @@ def prepare_model(ctx, key):
     log(f"  exporting {arch} to ONNX")
     export_onnx.export(d, m.onnx + ".tmp")
     os.replace(m.onnx + ".tmp", m.onnx)
-    return m
 
 
 # ------------------------------------------------------------------------------ machine state
@@ -357,16 +387,26 @@ def fmt_cell(r):
     return f"{r['median_ms_per_image']:.2f} ±{r['spread_pct'] / 2:.0f}% ({r['threads']}T)"
 
 
+def load_line(idle, cores, what="the run"):
+    verdict = "idle" if idle["idle"] else "**NOT IDLE — numbers are not final**"
+    return (f"{verdict}: other processes used {idle['foreign_cores_during']:.2f} cores during {what}, "
+            f"{idle['busy_cores_before']:.2f} before and {idle['busy_cores_after']:.2f} after (of {cores}); "
+            f"load average {idle['loadavg_before']} → {idle['loadavg_after']}")
+
+
 def header_lines(meta):
     mc, idle = meta["machine"], meta["idle"]
-    verdict = "idle" if idle["idle"] else "**NOT IDLE — numbers are not final**"
+    if "parts" in meta:  # --merge: one line per separately measured part
+        load = "Machine load, per part (measured separately, each when the machine was quiet): " + "; ".join(
+            f"{'/'.join(MODELS[m][1] for m in p['models'])} batch {','.join(map(str, p['batches']))} at "
+            f"{p['date']}: " + load_line(p["idle"], mc["cores"], "it") for p in meta["parts"]) + "."
+    else:
+        load = f"Machine load: {load_line(idle, mc['cores'])}."
     return [
         f"Machine: {mc['cpu']}, {mc['cores']} cores ({', '.join(mc['isa'])}), kernel {mc['kernel']}; "
         f"measured {meta['date']}. Core budget {CORE_BUDGET} threads; each engine at its best measured "
         f"thread count (nT).",
-        f"Machine load: {verdict}: other processes used {idle['foreign_cores_during']:.2f} cores during the run, "
-        f"{idle['busy_cores_before']:.2f} before and {idle['busy_cores_after']:.2f} after (of {mc['cores']}); "
-        f"load average {idle['loadavg_before']} → {idle['loadavg_after']}.",
+        load,
         f"Method: {meta['repeats']} interleaved repetitions (one process per engine each), {meta['warmup']} warmup "
         f"+ {meta['iters']} timed forwards per process; ms per image = median over repetitions of each process's "
         f"median; ± = half the min–max range over repetitions. PyTorch with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE "
@@ -401,6 +441,11 @@ def precision_table(prec, best, models, batches):
     if has_vitq:
         out.append("Peer ÷ vitq > 1: vitq is faster. vitq ÷ roofline: how far vitq is above the sum of its GEMMs "
                    "at oneDNN's best (≥ 1).")
+        if prec == "int8":
+            out.append("INT8: vitq = the W8A8 quantized model directory run in integers (every matmul but the "
+                       "head, both attention matmuls included); vitq simulated = the same plan "
+                       "quantize-dequantize with FP32 GEMMs; PyTorch and ORT = dynamic int8 of the linear "
+                       "layers (qkv, proj, fc1, fc2), attention matmuls in FP32.")
     elif prec == "int8":
         out.append("vitq INT8 (W8A8) is not benchmarked yet.")
     return out
@@ -433,6 +478,43 @@ def detail_table(rows):
     return out
 
 
+# Issue 4's speed goals for vitq W8A8: (label, peer, precision, minimum peer ÷ vitq W8A8).
+GOALS = [("vitq FP32", "vitq", "fp32", 3.0), ("PyTorch int8", "pytorch", "int8", 2.0),
+         ("ORT FP32", "ort", "fp32", 2.0), ("ORT int8", "ort", "int8", 1.3)]
+
+
+def goals_table(best, models, batches):
+    """vitq W8A8 against each goal: peer ÷ vitq (must reach the minimum), vitq ÷ INT8 roofline
+    (≤ 2), and at batch 1 whether vitq W8A8 is faster than every PyTorch/ORT configuration."""
+    head = ["model", "batch", "vitq W8A8 ms"] + [f"{g[0]} ÷ vitq (≥ {g[3]:g})" for g in GOALS]
+    head += ["vitq ÷ INT8 roofline (≤ 2)", "batch 1: faster than every peer"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for mk in models:
+        for b in batches:
+            v = best.get((mk, b, "vitq", "int8"))
+            if not v:
+                continue
+            vm = v["median_ms_per_image"]
+            cells = [MODELS[mk][1], str(b), f"{vm:.2f}"]
+            for _, peer, prec, goal in GOALS:
+                r = best.get((mk, b, peer, prec))
+                q = r["median_ms_per_image"] / vm if r else None
+                cells.append(f"{q:.2f}× {'✓' if q >= goal else '✗'}" if r else "—")
+            rf = best.get((mk, b, "roofline", "int8"))
+            q = vm / rf["median_ms_per_image"] if rf else None
+            cells.append(f"{q:.2f}× {'✓' if q <= 2 else '✗'}" if rf else "—")
+            peers = [r for k, r in best.items() if k[0] == mk and k[1] == b and k[2] in ("pytorch", "ort")]
+            fastest = min(peers, key=lambda r: r["median_ms_per_image"]) if peers else None
+            if b != 1 or not fastest:
+                cells.append("")
+            else:
+                cells.append(f"{'✓' if vm < fastest['median_ms_per_image'] else '✗'} (best peer: "
+                             f"{PEER_LABEL[fastest['peer']]} {fastest['precision']}, "
+                             f"{fastest['median_ms_per_image']:.2f} ms)")
+            out.append("| " + " | ".join(cells) + " |")
+    return out if len(out) > 2 else []
+
+
 def markdown(meta, rows, models, batches, failures, level=1, detail=True):
     """The report; level = heading level of its title (3 inside the README), detail = add the table
     of every (engine, thread count)."""
@@ -443,6 +525,9 @@ def markdown(meta, rows, models, batches, failures, level=1, detail=True):
         table = precision_table(prec, best, models, batches)
         if table:
             out += ["", f"{h}# {PRECISION_LABEL[prec]}, ms per image", ""] + table
+    goals = goals_table(best, models, batches)
+    if goals:
+        out += ["", f"{h}# vitq W8A8 against the speed goals (peer ÷ vitq W8A8; ✓ = met)", ""] + goals
     out += ["", f"{h}# Peak memory (RSS, MB)", ""] + rss_table(best, models, batches)
     if detail:
         out += ["", f"{h}# Every configuration", ""] + detail_table(rows)
@@ -482,6 +567,9 @@ def parse_args():
     ap.add_argument("--work-dir", help="keep checkpoints/ONNX/raw outputs here and reuse them "
                                        "(default: a temporary dir, removed)")
     ap.add_argument("--readme", help="also replace the <!-- speed:begin/end --> block of this README with the tables")
+    ap.add_argument("--merge", help="comma-separated result JSONs of earlier runs (e.g. one per model, each measured "
+                                    "in a quiet moment of a shared machine): write their combined tables instead of "
+                                    "measuring")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 2 repetitions of 1 warmup + 2 forwards, quick roofline")
     a = ap.parse_args()
@@ -500,8 +588,34 @@ def parse_args():
     return a
 
 
+def merge(a):
+    parts = [json.load(open(p)) for p in a.merge.split(",") if p]
+    runs = [r for p in parts for r in p["runs"]]
+    models = [m for m in MODELS if any(m in p["meta"]["models"] for p in parts)]
+    batches = sorted({b for p in parts for b in p["meta"]["batches"]})
+    meta = dict(parts[0]["meta"])
+    meta["parts"] = [{"models": list(p["meta"]["models"]), "batches": p["meta"]["batches"], "date": p["meta"]["date"],
+                      "idle": p["meta"]["idle"]} for p in parts]
+    meta["idle"] = {"idle": all(p["meta"]["idle"]["idle"] for p in parts)}
+    meta["date"] = " / ".join(sorted({p["meta"]["date"][:10] for p in parts}))
+    rows, failures = summarize(runs)
+    md = markdown(meta, rows, models, batches, failures)
+    with open(a.out, "w") as f:
+        json.dump({"meta": meta, "summary": rows, "runs": runs}, f, indent=1)
+    md_path = os.path.splitext(a.out)[0] + ".md"
+    with open(md_path, "w") as f:
+        f.write(md)
+    log(f"wrote {a.out} and {md_path}")
+    if a.readme:
+        update_readme(a.readme, markdown(meta, rows, models, batches, failures, level=3, detail=False))
+        log(f"updated {a.readme}")
+    print(md)
+
+
 def main():
     a = parse_args()
+    if a.merge:
+        return merge(a)
     work = a.work_dir or tempfile.mkdtemp(prefix="vitq-speed-")
     os.makedirs(work, exist_ok=True)
     ctx = Ctx(os.path.abspath(a.build_dir), work, a.warmup, a.iters, a.quick)

@@ -13,6 +13,9 @@
 #include "core/error.h"
 #include "engine/vit_forward.h"
 #include "model/vit_model.h"
+#include "quant/simulate.h"
+#include "runtime/int_vit_forward.h"
+#include "runtime/quantized_model.h"
 
 namespace vitq {
 namespace {
@@ -20,14 +23,43 @@ namespace {
 struct BenchArgs {
   std::string model, json_out;
   int batch = 1, threads = 0, warmup = 3, iters = 20;
+  bool simulate = false, profile = false;
 };
 
 void run_bench(const BenchArgs& a) {
   set_threads(a.threads);
   if (a.batch < 1 || a.iters < 1 || a.warmup < 0) fail(ErrorKind::Usage, "--batch and --iters must be >= 1");
-  ViTModel m = load_vit_model(a.model);
+  // A quantized model directory runs in integers (or, with --simulate, quantize-dequantize).
+  const bool quantized = is_quantized_model_dir(a.model);
+  if (a.simulate && !quantized) fail(ErrorKind::Usage, "--simulate needs a quantized model directory");
+  std::unique_ptr<QuantizedViT> qm;
+  if (quantized) qm = std::make_unique<QuantizedViT>(load_quantized_model(a.model));
+  ViTModel m;
+  if (!quantized) m = load_vit_model(a.model);
+  else if (a.simulate) m = dequantized_model(*qm);
+  else m.cfg = qm->cfg;
   const ViTConfig& c = m.cfg;
-  ViTForward fwd(m);
+  ViTForward vf(m);
+  std::unique_ptr<QuantPlan> plan;
+  std::unique_ptr<PlanSimulator> sim;
+  std::unique_ptr<IntViTForward> ifwd;
+  if (quantized && a.simulate) {
+    plan = std::make_unique<QuantPlan>(simulation_plan(*qm));
+    sim = std::make_unique<PlanSimulator>(m, *plan);
+  } else if (quantized) {
+    ifwd = std::make_unique<IntViTForward>(*qm);
+    drop_linear_weights(*qm);  // the integer forward keeps its own packed copies
+  }
+  const std::string engine = !quantized ? "fp32" : a.simulate ? "simulated" : "integer";
+  struct {
+    ViTForward& vf;
+    PlanSimulator* sim;
+    IntViTForward* ifwd;
+    void run(const float* x, int b, float* logits) {
+      if (ifwd) ifwd->run(x, b, logits);
+      else vf.run(x, b, logits, sim);
+    }
+  } fwd{vf, sim.get(), ifwd.get()};
   const size_t img = size_t(c.in_chans) * c.img_size * c.img_size;
   avector<float> x(img * size_t(a.batch));
   std::mt19937 rng(0);
@@ -41,15 +73,25 @@ void run_bench(const BenchArgs& a) {
     fwd.run(x.data(), a.batch, logits.data());
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
+  if (a.profile && ifwd) {  // stage times over the timed runs
+    ifwd->set_profiling(true);
+    for (int i = 0; i < a.iters; ++i) fwd.run(x.data(), a.batch, logits.data());
+    double total = 0;
+    for (const auto& [n, s] : ifwd->profile_seconds()) total += s;
+    std::printf("stage        ms/image   share\n");
+    for (const auto& [n, s] : ifwd->profile_seconds())
+      std::printf("%-10s %10.3f %6.1f%%\n", n.c_str(), 1e3 * s / a.iters / a.batch, 100.0 * s / total);
+  }
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
   const double med = sorted[sorted.size() / 2];
-  std::printf("%s batch %d, %d threads: median %.3f ms per batch, %.3f ms per image (min %.3f, max %.3f)\n",
-              c.architecture.c_str(), a.batch, omp_get_max_threads(), med, med / a.batch, sorted.front(),
+  std::printf("%s %s batch %d, %d threads: median %.3f ms per batch, %.3f ms per image (min %.3f, max %.3f)\n",
+              c.architecture.c_str(), engine.c_str(), a.batch, omp_get_max_threads(), med, med / a.batch, sorted.front(),
               sorted.back());
   if (!a.json_out.empty()) {
     nlohmann::ordered_json j;
     j["model"] = a.model;
+    j["engine"] = engine;
     j["batch"] = a.batch;
     j["threads"] = omp_get_max_threads();
     j["ms_per_batch"] = ms;
@@ -65,7 +107,10 @@ void run_bench(const BenchArgs& a) {
 void add_bench_command(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   CLI::App* c = app.add_subcommand("bench", "Forward latency on random inputs (median over --iters runs)");
-  c->add_option("--model", a->model, "Checkpoint directory")->required();
+  c->add_option("--model", a->model, "Checkpoint directory, or a quantized model directory (runs in integers)")
+      ->required();
+  c->add_flag("--simulate", a->simulate, "Quantized model directory: run its plan quantize-dequantize instead");
+  c->add_flag("--profile", a->profile, "Integer runs: time per stage (another --iters runs after the timed ones)");
   c->add_option("--batch", a->batch, "Images per forward")->capture_default_str();
   c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
   c->add_option("--warmup", a->warmup, "Untimed runs first")->capture_default_str();

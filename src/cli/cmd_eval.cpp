@@ -13,13 +13,15 @@
 #include "model/vit_model.h"
 #include "quant/plan.h"
 #include "quant/simulate.h"
+#include "runtime/int_vit_forward.h"
+#include "runtime/quantized_model.h"
 
 namespace vitq {
 namespace {
 
 struct EvalArgs {
   std::string model, data, class_map, json_out, plan;
-  bool no_auto_map = false, skip_bad = false, quiet = false;
+  bool no_auto_map = false, skip_bad = false, quiet = false, simulate = false;
   int batch = 16, threads = 0;
   size_t limit = 0;
   uint64_t seed = 0;
@@ -28,7 +30,21 @@ struct EvalArgs {
 void run_eval(const EvalArgs& a) {
   set_threads(a.threads);
   if (a.batch < 1 || a.batch > 4096) fail(ErrorKind::Usage, "--batch must be in [1, 4096]");
-  ViTModel model = load_vit_model(a.model);
+  // A quantized model directory (docs/FORMAT.md) runs in integers, or with --simulate through the
+  // simulator on its dequantized weights; an FP32 checkpoint runs in FP32 or simulates --plan.
+  const bool quantized = is_quantized_model_dir(a.model);
+  if (quantized && !a.plan.empty())
+    fail(ErrorKind::Usage, a.model, " is a quantized model directory with its own plan; --plan is for FP32 checkpoints "
+         "(use --simulate to run the quantized model quantize-dequantize)");
+  if (!quantized && a.simulate)
+    fail(ErrorKind::Usage, "--simulate needs a quantized model directory (from 'vitq quantize -o DIR'); for an FP32 "
+         "checkpoint give --plan");
+  std::unique_ptr<QuantizedViT> qm;
+  if (quantized) qm = std::make_unique<QuantizedViT>(load_quantized_model(a.model));
+  ViTModel model;  // the integer run needs only the config (no FP32 copy of the weights)
+  if (!quantized) model = load_vit_model(a.model);
+  else if (a.simulate) model = dequantized_model(*qm);
+  else model.cfg = qm->cfg;
   DatasetOptions dopt;
   dopt.class_map = a.class_map;
   dopt.auto_class_map = !a.no_auto_map;
@@ -43,12 +59,23 @@ void run_eval(const EvalArgs& a) {
     plan = std::make_unique<QuantPlan>(load_plan(a.plan));
     check_plan_matches(*plan, model.cfg, a.plan);
     sim = std::make_unique<PlanSimulator>(model, *plan);
+  } else if (quantized && a.simulate) {
+    plan = std::make_unique<QuantPlan>(simulation_plan(*qm));
+    sim = std::make_unique<PlanSimulator>(model, *plan);
   }
+  const std::string engine = !quantized ? (plan ? "simulated" : "fp32") : (a.simulate ? "simulated" : "integer");
 
-  std::printf("model    %s (%s, %.2f M parameters)\n", a.model.c_str(), model.cfg.architecture.c_str(),
-              double(model.parameter_count()) / 1e6);
+  if (quantized)
+    std::printf("model    %s (%s, quantized model directory)\n", a.model.c_str(), model.cfg.architecture.c_str());
+  else
+    std::printf("model    %s (%s, %.2f M parameters)\n", a.model.c_str(), model.cfg.architecture.c_str(),
+                double(model.parameter_count()) / 1e6);
   std::printf("data     %s\n", data->describe().c_str());
-  if (plan)
+  if (quantized)
+    std::printf("plan     %s/plan.json (%s, %zu quantized sites; %s)\n", a.model.c_str(), qm->plan.method.c_str(),
+                qm->plan.sites.size(),
+                a.simulate ? "simulated: quantize-dequantize, float GEMM" : "integer: int8 GEMMs (oneDNN u8 x s8)");
+  else if (plan)
     std::printf("plan     %s (%s, %zu quantized sites; simulated: quantize-dequantize, float GEMM)\n",
                 a.plan.c_str(), plan->method.c_str(), plan->sites.size());
   if (idx.size() != data->size())
@@ -57,12 +84,21 @@ void run_eval(const EvalArgs& a) {
   std::fflush(stdout);
 
   ViTForward fwd(model);
+  std::unique_ptr<IntViTForward> ifwd;
+  if (quantized && !a.simulate) {
+    ifwd = std::make_unique<IntViTForward>(*qm);
+    drop_linear_weights(*qm);  // the integer forward keeps its own packed copies
+  }
   EvalOptions opt;
   opt.batch = a.batch;
   opt.on_bad_image = a.skip_bad ? BadImagePolicy::Skip : BadImagePolicy::Fail;
   opt.hook = sim.get();
+  ForwardFn forward = [&](const float* x, int b, float* logits) {
+    if (ifwd) ifwd->run(x, b, logits);
+    else fwd.run(x, b, logits, sim.get());
+  };
   Progress bar("eval", idx.size(), a.quiet);
-  EvalResult r = evaluate(fwd, *data, idx, opt, [&](const EvalProgress& p) {
+  EvalResult r = evaluate(model.cfg, forward, *data, idx, opt, [&](const EvalProgress& p) {
     bar.update(p.done, cat("top-1 ", p.done ? 100.0 * double(p.top1) / double(p.done) : 0.0, "%"));
   });
   bar.finish();
@@ -80,7 +116,8 @@ void run_eval(const EvalArgs& a) {
     nlohmann::ordered_json j;
     j["model"] = a.model;
     j["architecture"] = model.cfg.architecture;
-    j["plan"] = a.plan;
+    j["plan"] = quantized ? a.model + "/plan.json" : a.plan;
+    j["engine"] = engine;
     j["data"] = a.data;
     j["dataset"] = data->describe();
     j["images"] = r.images;
@@ -96,6 +133,8 @@ void run_eval(const EvalArgs& a) {
     j["seconds"] = r.seconds;
     j["forward_seconds"] = r.forward_seconds;
     j["images_per_second"] = r.seconds > 0 ? double(r.images) / r.seconds : 0.0;
+    j["evaluated"] = r.evaluated;      // dataset index of each evaluated image
+    j["predictions"] = r.predictions;  // its top-1 class
     std::ofstream f(a.json_out);
     if (!f) fail(ErrorKind::Io, a.json_out, ": cannot write");
     f << j.dump(2) << "\n";
@@ -108,13 +147,18 @@ void run_eval(const EvalArgs& a) {
 void add_eval_command(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   CLI::App* c = app.add_subcommand("eval", "Top-1/top-5 accuracy and speed of a model on a labelled dataset");
-  c->add_option("--model", a->model, "Checkpoint directory: model.safetensors + config.json (timm or Hugging Face)")
+  c->add_option("--model", a->model,
+                "Checkpoint directory: model.safetensors + config.json (timm or Hugging Face), or a quantized model "
+                "directory from 'vitq quantize -o' (run in integers)")
       ->required();
   c->add_option("--data", a->data,
                 "Dataset: an ImageFolder directory (one subfolder per class; JPEG/PNG), or MNIST-style IDX "
                 "files (a *-images-idx3-ubyte[.gz] file, or a directory holding t10k-*/train-* files)")
       ->required();
   c->add_option("--plan", a->plan, "Quantization plan (plan.json from 'vitq quantize') to simulate");
+  c->add_flag("--simulate", a->simulate,
+              "With a quantized model directory: run its plan quantize-dequantize with float GEMMs (the "
+              "simulator) instead of in integers");
   c->add_option("--class-map", a->class_map,
                 "Class map file: one class folder name per line, class index = line number (timm "
                 "--class-map). Without it, a class_map.txt in the data directory or its parent is used if "

@@ -6,11 +6,37 @@
 #include "core/error.h"
 #include "engine/site.h"
 #include "model/vit_model.h"
+#include "runtime/quantized_model.h"
 
 namespace vitq {
 namespace {
 
+// A quantized model directory: how each site is quantized and stored.
+void run_info_quantized(const std::string& dir) {
+  const QuantizedViT q = load_quantized_model(dir);
+  std::printf("model         %s (quantized model directory, format %d; docs/FORMAT.md)\n", dir.c_str(),
+              kQuantizedFormatVersion);
+  std::printf("architecture  %s, plan method %s, %zu quantized sites\n\n", q.cfg.architecture.c_str(),
+              q.plan.method.c_str(), q.plan.sites.size());
+  std::printf("%-26s %7s %7s %-13s %s\n", "site", "x bits", "w bits", "storage", "w steps");
+  for (const SiteShape& s : model_sites(q.cfg)) {
+    const SitePlan* sp = q.plan.find(s.id);
+    const std::string x = !sp ? "FP32" : cat(sp->x.bits, sp->x.is_unsigned ? "u" : "");
+    std::string w = !sp ? "FP32" : cat(sp->w.bits);
+    std::string storage = "-", steps = sp ? (sp->w.per_channel() ? "per channel" : "per tensor") : "-";
+    if (!s.id.is_attention()) {
+      const StoredLinear& l = q.linear(s.id);
+      storage = l.quantized ? code_storage_name(code_storage(l.bits)) : "F32";
+      if (sp && !sp->w.channel_bits.empty()) w = "per ch.";
+    } else if (sp) {
+      storage = "(activations)";
+    }
+    std::printf("%-26s %7s %7s %-13s %s\n", s.id.name().c_str(), x.c_str(), w.c_str(), storage.c_str(), steps.c_str());
+  }
+}
+
 void run_info(const std::string& dir) {
+  if (is_quantized_model_dir(dir)) return run_info_quantized(dir);
   ViTModel m = load_vit_model(dir);
   const ViTConfig& c = m.cfg;
   const Preprocess& p = c.preprocess;

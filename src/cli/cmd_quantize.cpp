@@ -9,10 +9,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/model_export.h"
 #include "cli/progress.h"
 #include "core/error.h"
 #include "model/vit_model.h"
 #include "quant/calib_data.h"
+#include "quant/calib_random.h"
 #include "quant/calibrate.h"
 #include "quant/method.h"
 #include "quant/mixed_precision.h"
@@ -25,7 +27,10 @@ struct QuantizeArgs {
   int bits = 0, wbits = 0, abits = 0, threads = 0, batch = 32, mixed_precision = 0, mp_svd_images = 32;
   std::vector<int> mp_candidates;
   size_t calib_size = 256;
+  int random_calib = 0;     // --random-calibration N: N random images instead of --calib
+  bool plan_only = false;   // --plan-only: no quantized model directory
   bool quantize_head = false, quiet = false, no_ranking = false, no_bias_correction = false;
+  bool aciq_no_clip = false, aciq_no_bit_alloc = false, aciq_no_bias_correction = false, lapq_no_joint = false;
   MethodArgs margs;
 };
 
@@ -65,14 +70,27 @@ void run_quantize(QuantizeArgs a) {
     fail(ErrorKind::Usage, "--calib-inputs must be 'quant' or 'fp'");
   a.margs.ranking = !a.no_ranking;
   a.margs.bias_correction = !a.no_bias_correction;
+  a.margs.aciq_clip = !a.aciq_no_clip;
+  a.margs.aciq_bit_alloc = !a.aciq_no_bit_alloc;
+  a.margs.aciq_bias_correction = !a.aciq_no_bias_correction;
+  a.margs.lapq_joint = !a.lapq_no_joint;
   std::unique_ptr<Method> method = make_method(a.method, a.margs);
 
   ViTModel model = load_vit_model(a.model);
   DatasetOptions dopt;
   dopt.class_map = a.class_map;
-  std::unique_ptr<Dataset> data = open_dataset(a.calib, dopt);
-  std::fprintf(stderr, "loading calibration images from %s ...\n", a.calib.c_str());
-  CalibrationSet cs = load_calibration_set(*data, a.calib_size, a.margs.seed, model.cfg.preprocess);
+  if (a.random_calib > 0 ? !a.calib.empty() : a.calib.empty())
+    fail(ErrorKind::Usage, "give either --calib DIR or --random-calibration N (random images, for speed tests)");
+  std::unique_ptr<Dataset> data;
+  CalibrationSet cs;
+  if (a.random_calib > 0) {
+    cs = random_calibration_set(a.random_calib, a.margs.seed, model.cfg.preprocess);
+    a.calib = cat("random:", a.random_calib);
+  } else {
+    data = open_dataset(a.calib, dopt);
+    std::fprintf(stderr, "loading calibration images from %s ...\n", a.calib.c_str());
+    cs = load_calibration_set(*data, a.calib_size, a.margs.seed, model.cfg.preprocess);
+  }
 
   CalibOptions opt;
   opt.bits = {a.wbits, a.abits};
@@ -84,7 +102,7 @@ void run_quantize(QuantizeArgs a) {
   std::printf("method   %s, W%dA%d, %s\n", method->name().c_str(), a.wbits, a.abits,
               method->settings().dump().c_str());
   std::printf("calib    %d images from %s (%s); site inputs from the %s model\n", cs.n, a.calib.c_str(),
-              data->describe().c_str(), opt.inputs == CalibInputs::FP ? "FP32" : "partly quantized");
+              data ? data->describe().c_str() : "standard normal pixels", opt.inputs == CalibInputs::FP ? "FP32" : "partly quantized");
   std::printf("head     %s\n", opt.quantize_head ? "quantized" : "kept in FP32 (use --quantize-head to quantize it)");
   std::fflush(stdout);
 
@@ -159,6 +177,7 @@ void run_quantize(QuantizeArgs a) {
   std::ofstream f(a.out + "/report.json");
   f << rep.dump(1) << "\n";
   if (!f) fail(ErrorKind::Io, a.out, "/report.json: write failed");
+  if (!a.plan_only) export_quantized_dir(model, r.plan, a.model, a.out);
   std::printf("\ncalibrated %zu sites in %.1f s (peak memory %.0f MB)\nwrote %s and %s/report.json\n", r.sites.size(),
               r.seconds, peak_rss_mb(), plan_path.c_str(), a.out.c_str());
 }
@@ -169,8 +188,12 @@ void add_quantize_command(CLI::App& app) {
   auto a = std::make_shared<QuantizeArgs>();
   CLI::App* c = app.add_subcommand("quantize", "Calibrate a quantization plan from unlabelled images");
   c->add_option("--model", a->model, "Checkpoint directory (model.safetensors + config.json)")->required();
-  c->add_option("--calib", a->calib, "Calibration images: ImageFolder directory or IDX file (labels unused)")
-      ->required();
+  c->add_option("--calib", a->calib, "Calibration images: ImageFolder directory or IDX file (labels unused)");
+  c->add_option("--random-calibration", a->random_calib,
+                "Calibrate on N images of standard normal pixels instead of --calib (speed tests of random-weight "
+                "models)");
+  c->add_flag("--plan-only", a->plan_only,
+              "Write only plan.json and report.json, not the quantized model (model.safetensors, config.json)");
   c->add_option("--class-map", a->class_map, "Class map of the calibration ImageFolder (only to read it)");
   c->add_option("--method", a->method, "PTQ method: " + method_names())->capture_default_str();
   c->add_option("--bits", a->bits, "Weight and activation bits (2-10)");
@@ -216,9 +239,46 @@ void add_quantize_command(CLI::App& app) {
               "instead of the paper's signed grid, which wastes its negative half");
   c->add_flag("--per-channel-weights", a->margs.per_channel_weights,
               "minmax/percentile: one weight step per output channel");
+  c->add_flag("--aciq-no-clip", a->aciq_no_clip,
+              "aciq: no analytical clipping; activations keep their max-based steps (ablation)");
+  c->add_option("--aciq-dist", a->margs.aciq_dist,
+                "aciq: distribution fitted to each activation for the clipping: auto (the likelier of the two "
+                "maximum-likelihood fits, reported per site), laplace, gauss")
+      ->capture_default_str();
+  c->add_flag("--aciq-no-bit-alloc", a->aciq_no_bit_alloc,
+              "aciq: no per-channel weight bit allocation; every channel gets the layer's bits, with its own "
+              "max-based step (ablation)");
+  c->add_flag("--aciq-no-bias-correction", a->aciq_no_bias_correction,
+              "aciq: no weight bias correction (restoring each channel's FP mean and norm) (ablation)");
+  c->add_option("--lapq-p", a->margs.lapq_p,
+                "lapq: the p of the Lp-norm initialisations, comma-separated; the network loss picks one")
+      ->delimiter(',')
+      ->capture_default_str();
+  c->add_option("--lapq-evals", a->margs.lapq_evals,
+                "lapq: network loss evaluations of the network-level step in all (one per p, the joint BOBYQA "
+                "steps, one final check); one block's optimisation needs 2n+2 for its n steps (26 for a ViT block)")
+      ->capture_default_str();
+  c->add_option("--lapq-loss-images", a->margs.lapq_loss_images,
+                "lapq: calibration images the network loss is computed on (the first of the seeded calibration "
+                "subset; 0 = all)")
+      ->capture_default_str();
+  c->add_option("--lapq-range", a->margs.lapq_range,
+                "lapq: the joint step keeps each step within [init / r, init * r]")
+      ->capture_default_str();
+  c->add_flag("--lapq-no-joint", a->lapq_no_joint, "lapq: stop after choosing p, no joint optimisation (ablation)");
+  c->add_option("--bitsplit-act", a->margs.bitsplit_act,
+                "bitsplit: method of the activation steps (minmax, percentile, aciq, easyquant, liu2021)")
+      ->capture_default_str();
+  c->add_option("--bitsplit-epochs", a->margs.bitsplit_epochs,
+                "bitsplit: alternating rounds (steps, then each bit plane) at most; stops earlier when nothing changes")
+      ->capture_default_str();
   c->add_option("--batch", a->batch, "Images per forward pass during calibration")->capture_default_str();
   c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
-  c->add_option("-o,--out", a->out, "Output directory (plan.json, report.json)")->required();
+  c->add_option("-o,--out", a->out,
+                "Output directory (plan.json, report.json; plan_codes.safetensors for methods that choose "
+                "integer weights: bitsplit, aciq with bias correction; and the quantized model: model.safetensors "
+                "+ config.json, docs/FORMAT.md)")
+      ->required();
   c->add_flag("-q,--quiet", a->quiet, "No progress output and no per-site table");
   c->callback([a] { run_quantize(*a); });
 }

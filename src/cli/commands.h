@@ -8,6 +8,7 @@ void add_eval_command(CLI::App& app);   // cmd_eval.cpp
 void add_info_command(CLI::App& app);   // cmd_info.cpp
 void add_bench_command(CLI::App& app);  // cmd_bench.cpp
 void add_quantize_command(CLI::App& app);  // cmd_quantize.cpp
+void add_export_command(CLI::App& app);    // cmd_export.cpp
 
 // Sets the OpenMP (and so oneDNN) thread count; 0 = all available cores.
 void set_threads(int threads);

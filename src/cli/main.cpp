@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
       "4 invalid dataset or image, 5 file cannot be read or written.\n"
       "Run 'vitq COMMAND --help' for the options of a command.");
   vitq::add_quantize_command(app);
+  vitq::add_export_command(app);
   vitq::add_eval_command(app);
   vitq::add_info_command(app);
   vitq::add_bench_command(app);

@@ -19,8 +19,15 @@ bool in_top_k(const float* logits, int classes, int label, int k) {
 
 EvalResult evaluate(ViTForward& fwd, const Dataset& data, const std::vector<size_t>& indices,
                     const EvalOptions& opt, const std::function<void(const EvalProgress&)>& progress) {
+  return evaluate(
+      fwd.model().cfg, [&](const float* x, int b, float* l) { fwd.run(x, b, l, opt.hook); }, data, indices, opt,
+      progress);
+}
+
+EvalResult evaluate(const ViTConfig& c, const ForwardFn& forward, const Dataset& data,
+                    const std::vector<size_t>& indices, const EvalOptions& opt,
+                    const std::function<void(const EvalProgress&)>& progress) {
   using clock = std::chrono::steady_clock;
-  const ViTConfig& c = fwd.model().cfg;
   const Preprocess& pre = c.preprocess;
   const size_t img_floats = size_t(pre.channels) * size_t(pre.height) * size_t(pre.width);
   const int NC = c.num_classes;
@@ -61,7 +68,7 @@ EvalResult evaluate(ViTForward& fwd, const Dataset& data, const std::vector<size
     const int m = int(ok_slots.size());
     if (m > 0) {
       const auto f0 = clock::now();
-      fwd.run(images.data(), m, logits.data(), opt.hook);
+      forward(images.data(), m, logits.data());
       res.forward_seconds += std::chrono::duration<double>(clock::now() - f0).count();
     }
     for (int j = 0; j < m; ++j) {

@@ -41,6 +41,13 @@ struct EvalResult {
 EvalResult evaluate(ViTForward& fwd, const Dataset& data, const std::vector<size_t>& indices,
                     const EvalOptions& opt, const std::function<void(const EvalProgress&)>& progress = {});
 
+// The same with any forward of a model with config `cfg` (e.g. the integer runtime):
+// forward(images, batch, logits). opt.hook is not used.
+using ForwardFn = std::function<void(const float* images, int batch, float* logits)>;
+EvalResult evaluate(const ViTConfig& cfg, const ForwardFn& forward, const Dataset& data,
+                    const std::vector<size_t>& indices, const EvalOptions& opt,
+                    const std::function<void(const EvalProgress&)>& progress = {});
+
 // Top-k membership of `label` among logits (ties broken toward the lower class index, as
 // torch.topk on CPU does for equal values in practice).
 bool in_top_k(const float* logits, int classes, int label, int k);

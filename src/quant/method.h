@@ -6,6 +6,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "engine/site.h"
 #include "quant/plan.h"
@@ -74,6 +75,20 @@ struct MethodArgs {
   bool unsigned_softmax = false;  // fix: unsigned grid for the softmax output (matmul_av x)
   bool per_channel_weights = false;
   uint64_t seed = 0;
+  // ACIQ (Banner et al. 2019): each part can be switched off for an ablation.
+  bool aciq_clip = true;             // analytical activation clipping
+  std::string aciq_dist = "auto";    // auto (likelier fit) | laplace | gauss
+  bool aciq_bit_alloc = true;        // per-channel weight bit allocation
+  bool aciq_bias_correction = true;  // per-channel weight mean/norm restoration
+  // LAPQ (Nahshan et al. 2019)
+  std::vector<double> lapq_p = {2, 2.5, 3, 3.5, 4};  // Lp norms of the initialisation
+  int lapq_evals = 400;        // network loss evaluations in the network-level step, all included
+  int lapq_loss_images = 32;   // calibration images the loss is computed on (0 = all)
+  double lapq_range = 2.0;     // joint step: each step within [init / r, init · r]
+  bool lapq_joint = true;      // false: stop after choosing p (ablation)
+  // Bit-Split (Wang et al. 2020)
+  std::string bitsplit_act = "percentile";  // method of the activation steps
+  int bitsplit_epochs = 30;                 // alternating rounds at most
 };
 
 std::unique_ptr<Method> make_method(const std::string& name, const MethodArgs& args);

@@ -1,10 +1,15 @@
 #include "quant/plan.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
+#include "io/safetensors.h"
 #include "model/vit_config.h"
+#include "quant/calib_data.h"
 #include "quant/quantizer.h"
 
 namespace vitq {
@@ -35,6 +40,28 @@ ojson operand_to_json(const OperandQuant& q) {
   return j;
 }
 
+// FNV-1a 64 over the codes of every site that has them, in site-name order: name, NUL, count
+// (8 bytes LE), codes (2 bytes LE each). Independent of the companion file's layout.
+std::string codes_hash(const QuantPlan& p) {
+  uint64_t h = fnv1a64(nullptr, 0);
+  for (const auto& [name, s] : p.sites) {
+    if (!s.has_weight_codes()) continue;
+    h = fnv1a64(name.data(), name.size() + 1, h);  // includes the terminating NUL
+    const uint64_t n = s.weight_codes.size();
+    h = fnv1a64(&n, sizeof n, h);
+    h = fnv1a64(s.weight_codes.data(), s.weight_codes.size() * sizeof(int16_t), h);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+bool any_codes(const QuantPlan& p) {
+  for (const auto& kv : p.sites)
+    if (kv.second.has_weight_codes()) return true;
+  return false;
+}
+
 struct Ctx {
   const std::string& source;
   std::string where;
@@ -42,6 +69,16 @@ struct Ctx {
     fail(ErrorKind::Model, source, ": ", where, field, ": ", why);
   }
 };
+
+std::vector<float> float_array(const Ctx& c, const std::string& field, const nlohmann::ordered_json& a) {
+  if (!a.is_array()) c.bad(field, "must be an array");
+  std::vector<float> v;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].is_number() || !std::isfinite(a[i].get<double>())) c.bad(cat(field, "[", i, "]"), "must be a finite number");
+    v.push_back(a[i].get<float>());
+  }
+  return v;
+}
 
 float positive_scale(const Ctx& c, const std::string& field, const json& v) {
   if (!v.is_number()) c.bad(field, "must be a number");
@@ -84,9 +121,60 @@ OperandQuant operand_from_json(const Ctx& c, const std::string& name, const json
   return q;
 }
 
+// Reads the weight codes of `coded` sites from the companion file named at the top level of
+// the plan JSON, in the directory of `source`.
+void read_codes(const json& j, const std::string& source, const std::vector<std::string>& coded, QuantPlan& p) {
+  Ctx top{source, ""};
+  if (!j.contains("weight_codes") || !j["weight_codes"].is_object())
+    top.bad("weight_codes", "is missing (sites have weight codes; the plan must name their file)");
+  const json& wc = j["weight_codes"];
+  if (!wc.contains("file") || !wc["file"].is_string()) top.bad("weight_codes.file", "must be a string");
+  if (!wc.contains("content_fnv1a64") || !wc["content_fnv1a64"].is_string())
+    top.bad("weight_codes.content_fnv1a64", "must be a string");
+  const std::string file = wc["file"].get<std::string>();
+  if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos)
+    top.bad("weight_codes.file", "must be a plain file name next to the plan");
+  const std::string path = (std::filesystem::path(source).parent_path() / file).string();
+  SafeTensorsFile st = SafeTensorsFile::open(path);
+  for (const auto& name : st.names())
+    if (std::find(coded.begin(), coded.end(), name) == coded.end())
+      fail(ErrorKind::Model, path, ": tensor '", name, "' is not a site with weight codes in ", source);
+  for (const auto& name : coded) {
+    if (!st.has(name)) fail(ErrorKind::Model, path, ": no codes for site '", name, "' (", source, " says it has them)");
+    const TensorInfo& ti = st.info(name);
+    SitePlan& s = p.sites.at(name);
+    const int64_t N = int64_t(s.w.channel_scales.size());
+    if (ti.dtype != DType::I16 || ti.shape.size() != 2 || ti.shape[0] != N || ti.shape[1] < 1)
+      fail(ErrorKind::Model, path, ": tensor '", name, "' must be I16 [", N, ", K] (got ", dtype_name(ti.dtype), " ",
+           shape_str(ti.shape), ")");
+    const int64_t K = ti.shape[1];
+    std::span<const uint8_t> b = st.bytes(name);
+    s.weight_codes.resize(size_t(N * K));
+    for (int64_t c = 0; c < N; ++c) {
+      const QRange r = s.w.channel_range(size_t(c));
+      for (int64_t k = 0; k < K; ++k) {
+        const size_t i = size_t(c * K + k);
+        const int16_t v = int16_t(uint16_t(b[2 * i]) | uint16_t(uint16_t(b[2 * i + 1]) << 8));
+        if (v < r.lo || v > r.hi)
+          fail(ErrorKind::Model, path, ": site '", name, "' channel ", c, ": code ", v, " is outside its grid [", r.lo,
+               ", ", r.hi, "]");
+        s.weight_codes[i] = v;
+      }
+    }
+  }
+  const std::string want = wc["content_fnv1a64"].get<std::string>(), got = codes_hash(p);
+  if (want != got)
+    fail(ErrorKind::Model, path, ": weight codes do not match ", source, " (content hash ", got, ", plan says ", want,
+         ")");
+}
+
 }  // namespace
 
-ojson plan_to_json(const QuantPlan& p) {
+std::string plan_codes_file_name(const std::string& plan_path) {
+  return std::filesystem::path(plan_path).stem().string() + "_codes.safetensors";
+}
+
+ojson plan_to_json(const QuantPlan& p, const std::string& codes_file) {
   ojson j;
   j["format"] = "vitq-plan";
   j["format_version"] = 1;
@@ -95,12 +183,16 @@ ojson plan_to_json(const QuantPlan& p) {
   j["architecture"] = p.architecture;
   j["settings"] = p.settings;
   j["calibration"] = p.calibration;
+  if (any_codes(p))
+    j["weight_codes"] = {{"file", codes_file}, {"dtype", "I16"}, {"content_fnv1a64", codes_hash(p)}};
   ojson sites = ojson::object();
   for (const auto& [name, s] : p.sites) {
     ojson e;
     e["x"] = operand_to_json(s.x);
     e["w"] = operand_to_json(s.w);
     if (!s.bias_correction.empty()) e["bias_correction"] = s.bias_correction;
+    if (!s.weight_offset.empty()) e["weight_offset"] = s.weight_offset;
+    if (s.has_weight_codes()) e["weight_codes"] = true;
     sites[name] = e;
   }
   j["sites"] = sites;
@@ -124,6 +216,7 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   if (j.contains("settings")) p.settings = j["settings"];
   if (j.contains("calibration")) p.calibration = j["calibration"];
   if (!j.contains("sites") || !j["sites"].is_object()) top.bad("sites", "must be an object");
+  std::vector<std::string> coded;  // sites whose weight codes are in the companion file
   for (auto it = j["sites"].begin(); it != j["sites"].end(); ++it) {
     SiteId id;
     Ctx c{source, "sites." + it.key() + "."};
@@ -139,25 +232,53 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
     if (s.w.is_unsigned) c.bad("w.unsigned", "only the input operand may use an unsigned grid");
     if (s.x.quantized() != s.w.quantized())
       c.bad("x.bits", "x and w must both be quantized or both FP32 (an integer product needs both)");
-    if (e.contains("bias_correction")) {
-      const json& a = e["bias_correction"];
-      if (!a.is_array()) c.bad("bias_correction", "must be an array");
-      for (size_t i = 0; i < a.size(); ++i) {
-        if (!a[i].is_number() || !std::isfinite(a[i].get<double>()))
-          c.bad(cat("bias_correction[", i, "]"), "must be a finite number");
-        s.bias_correction.push_back(a[i].get<float>());
+    if (e.contains("bias_correction")) s.bias_correction = float_array(c, "bias_correction", e["bias_correction"]);
+    if (e.contains("weight_offset")) {
+      s.weight_offset = float_array(c, "weight_offset", e["weight_offset"]);
+      if (id.is_attention()) c.bad("weight_offset", "is for the weights of linear sites only");
+      if (!s.w.quantized()) c.bad("weight_offset", "needs a quantized weight");
+      if (s.w.per_channel() && s.weight_offset.size() != s.w.channel_scales.size())
+        c.bad("weight_offset", "needs one entry per channel of w.channel_scales");
+    }
+    if (e.contains("weight_codes")) {
+      if (!e["weight_codes"].is_boolean()) c.bad("weight_codes", "must be true or false");
+      if (e["weight_codes"].get<bool>()) {
+        if (id.is_attention()) c.bad("weight_codes", "are for the weights of linear sites only");
+        if (!s.w.per_channel()) c.bad("weight_codes", "need w.channel_scales");
+        coded.push_back(it.key());
       }
     }
     p.sites[it.key()] = std::move(s);
   }
+  if (!coded.empty()) read_codes(j, source, coded, p);
   return p;
 }
 
 void save_plan(const QuantPlan& plan, const std::string& path) {
+  const std::string codes_file = plan_codes_file_name(path);
+  if (any_codes(plan)) {
+    std::vector<TensorBlob> blobs;
+    for (const auto& [name, s] : plan.sites) {
+      if (!s.has_weight_codes()) continue;
+      const int64_t N = int64_t(s.w.channel_scales.size());
+      if (N == 0 || s.weight_codes.size() % size_t(N) != 0)
+        fail(ErrorKind::Internal, "site ", name, ": weight codes do not form [channels, K]");
+      TensorBlob b{name, DType::I16, {N, int64_t(s.weight_codes.size()) / N}, {}};
+      b.data.resize(s.weight_codes.size() * 2);
+      for (size_t i = 0; i < s.weight_codes.size(); ++i) {  // little-endian, whatever the host
+        const uint16_t u = uint16_t(s.weight_codes[i]);
+        b.data[2 * i] = uint8_t(u & 0xff);
+        b.data[2 * i + 1] = uint8_t(u >> 8);
+      }
+      blobs.push_back(std::move(b));
+    }
+    write_safetensors((std::filesystem::path(path).parent_path() / codes_file).string(), blobs,
+                      {{"format", "vitq-plan-codes"}, {"layout", "I16 [N, K] integer weight codes per site"}});
+  }
   std::ofstream f(path);
   if (!f) fail(ErrorKind::Io, path, ": cannot write");
   // nlohmann writes floats with the shortest representation that round-trips.
-  f << plan_to_json(plan).dump(1) << "\n";
+  f << plan_to_json(plan, codes_file).dump(1) << "\n";
   if (!f) fail(ErrorKind::Io, path, ": write failed");
 }
 
@@ -187,6 +308,12 @@ void check_plan_matches(const QuantPlan& plan, const ViTConfig& cfg, const std::
            " entries, the layer has ", sh.N, " output channels");
     if (sp.w.per_channel() && sh.id.is_attention())
       fail(ErrorKind::Model, source, ": site '", name, "': per-channel scales are for weights only");
+    if (!sp.weight_offset.empty() && sp.weight_offset.size() != size_t(sh.N))
+      fail(ErrorKind::Model, source, ": site '", name, "': weight_offset has ", sp.weight_offset.size(),
+           " entries, the layer has ", sh.N, " output channels");
+    if (sp.has_weight_codes() && sp.weight_codes.size() != size_t(sh.N) * size_t(sh.K))
+      fail(ErrorKind::Model, source, ": site '", name, "': weight codes have ", sp.weight_codes.size(),
+           " entries, the layer has ", sh.N, " x ", sh.K, " weights");
     const size_t nb = size_t(sh.groups_per_image) * size_t(sh.N);
     if (!sp.bias_correction.empty() && sp.bias_correction.size() != nb)
       fail(ErrorKind::Model, source, ": site '", name, "': bias_correction has ", sp.bias_correction.size(),

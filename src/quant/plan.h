@@ -1,7 +1,17 @@
 // A quantization plan: plain data saying, for every matmul site, how its operands are
 // quantized. Produced by a calibration method, saved as JSON next to the weights, read by
 // both the simulator (quantize-dequantize) and the integer runtime.
+//
+// What a linear site computes under its plan (x̂ = Δx·qx, qx = clip(round(x/Δx)) on x's grid):
+//     y[r][c] = Σ_k x̂[r][k] · ŵ[c][k]  +  weight_offset[c] · Σ_k x̂[r][k]  +  bias[c]  +  bias_correction[c]
+// with the dequantized weight ŵ[c][k] = Δw_c · qw[c][k], where
+//     Δw_c      = w.channel_scales[c] if present, else w.scale;
+//     qw[c][k]  = weight_codes[c·K + k] if the site has weight_codes, else
+//                 clip(round(W[c][k] / Δw_c)) on the grid of w.channel_bits[c] (or w.bits).
+// In integer form: y[r][c] = Δx·Δw_c·Σ_k qx·qw + weight_offset[c]·Δx·Σ_k qx[r][k] + bias terms —
+// one integer GEMM plus one integer row sum of qx per input row.
 #pragma once
+#include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -17,8 +27,13 @@ struct OperandQuant {
   int bits = 0;
   bool is_unsigned = false;         // grid [0, 2^b − 1] instead of [−2^(b−1), 2^(b−1) − 1]
   float scale = 0.0f;               // per-tensor step Δ
-  std::vector<float> channel_scales;  // per-output-channel steps (weights only; empty = per-tensor)
-  std::vector<int> channel_bits;      // per-output-channel bit-widths (ACIQ; empty = `bits` for all)
+  // Per-output-channel steps Δw_c (weights of linear sites only; empty = `scale` for all). When
+  // present, `scale` is informational (the largest channel step).
+  std::vector<float> channel_scales;
+  // Per-output-channel bit-widths b_c (ACIQ's bit allocation; needs channel_scales; empty =
+  // `bits` for all). Channel c's codes lie in [−2^(b_c−1), 2^(b_c−1) − 1]; `bits` is then the
+  // layer's nominal (average) width, and Σ_c b_c ≤ N·bits.
+  std::vector<int> channel_bits;
 
   bool quantized() const { return bits > 0; }
   bool per_channel() const { return !channel_scales.empty(); }
@@ -33,6 +48,18 @@ struct SitePlan {
   // Added to the site's output per output channel (bias correction); length N for linear
   // sites, heads × N for attention sites; empty = none.
   std::vector<float> bias_correction;
+  // Per-output-channel weight offset o_c (linear sites; length N; empty = none): the effective
+  // weight is ŵ[c][k] + o_c, so the site adds o_c · Σ_k x̂[r][k] to y[r][c]. Input-dependent,
+  // hence not foldable into the bias. Used by ACIQ's bias correction (Banner et al. 2019) to
+  // restore each channel's FP weight mean.
+  std::vector<float> weight_offset;
+  // Integer weight codes chosen by the method instead of round(W / Δ) (linear sites; needs
+  // w.channel_scales; N × K row-major int16; empty = codes computed from the FP weights). Each
+  // code lies on its channel's grid. Bit-Split stores its stitched codes here; ACIQ its codes
+  // when bias correction rescales the channel steps. Saved in a companion safetensors file
+  // (see save_plan), not in the JSON.
+  std::vector<int16_t> weight_codes;
+  bool has_weight_codes() const { return !weight_codes.empty(); }
   bool operator==(const SitePlan&) const = default;
 };
 
@@ -48,17 +75,25 @@ struct QuantPlan {
   bool operator==(const QuantPlan& o) const;
 };
 
-nlohmann::ordered_json plan_to_json(const QuantPlan& plan);
+// Sites with weight_codes are marked `"weight_codes": true` in the JSON; the codes themselves
+// live in the companion file `codes_file` (a name relative to the plan's directory), recorded at
+// the top level with the FNV-1a 64 hash of the codes' content.
+nlohmann::ordered_json plan_to_json(const QuantPlan& plan, const std::string& codes_file = "plan_codes.safetensors");
 // Validates the JSON (field types, bit ranges 2..10, positive finite scales, site names);
-// errors name `source` (the file) and the field.
+// errors name `source` (the file) and the field. If sites have weight codes, they are read
+// from the companion file in the directory of `source` (tensor per site, I16 [N, K]) and
+// checked against the recorded hash and each channel's grid.
 QuantPlan plan_from_json(const nlohmann::ordered_json& j, const std::string& source);
 
 // Deterministic: the same plan gives the same bytes (floats written with round-trip precision).
+// A plan with weight codes also writes `<stem>_codes.safetensors` next to `path` (plan.json →
+// plan_codes.safetensors): one I16 tensor [N, K] per site, named by the site.
 void save_plan(const QuantPlan& plan, const std::string& path);
 QuantPlan load_plan(const std::string& path);
+std::string plan_codes_file_name(const std::string& plan_path);
 
-// Checks that every site of the plan exists in the model and that per-channel/bias vectors
-// have the model's sizes. Throws Error(Model) naming the plan file and site.
+// Checks that every site of the plan exists in the model and that per-channel/bias/offset
+// vectors and weight codes have the model's sizes. Throws Error(Model) naming the plan file and site.
 struct ViTConfig;
 void check_plan_matches(const QuantPlan& plan, const ViTConfig& cfg, const std::string& source);
 

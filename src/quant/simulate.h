@@ -1,5 +1,6 @@
 // Simulated quantization: a SiteHook that runs each planned site on quantize-dequantized
-// operands (float GEMM), adds the plan's bias correction, and leaves FP32 sites alone.
+// operands (float GEMM), adds the plan's weight offset and bias correction, and leaves FP32
+// sites alone. Computes exactly what plan.h describes.
 #pragma once
 #include <map>
 #include <vector>
@@ -14,6 +15,12 @@ namespace vitq {
 // Fake-quantizes a weight matrix [rows x cols] as the plan's operand says (per-tensor or
 // per-output-channel, with per-channel bit-widths if given).
 void fake_quantize_weight(const float* w, float* out, int rows, int cols, const OperandQuant& q);
+// The dequantized weight ŵ of a linear site's plan: its weight codes times the channel steps
+// if it has codes, else fake_quantize_weight of the FP weight `w`.
+void plan_weight(const float* w, float* out, int rows, int cols, const SitePlan& sp);
+// The integer weight codes of a linear site's plan, stored as floats (what the simulator's GEMM
+// multiplies): the plan's weight codes, else clip(round(W / Δw_c)) per channel.
+void plan_weight_codes_f32(const float* w, float* out, int rows, int cols, const SitePlan& sp);
 
 class PlanSimulator : public SiteHook {
  public:
@@ -26,17 +33,25 @@ class PlanSimulator : public SiteHook {
  private:
   const ViTModel& m_;
   const QuantPlan& plan_;
-  std::map<SiteId, avector<float>> wq_;  // fake-quantized weights of planned linear sites
+  std::map<SiteId, avector<float>> wq_;  // weight codes (as floats) of planned linear sites
   avector<float> xbuf_, wbuf_;
 };
 
 // Applies the site plan to one call with float GEMMs: the reference computation shared by
-// the simulator and the calibration search. `wq` = pre-quantized weight (or null to
-// quantize call.w here).
+// the simulator and the calibration search. `wq` = the weight codes as floats
+// (plan_weight_codes_f32; or null to quantize call.w here).
+//
+// The GEMM multiplies the integer codes (integer-valued floats: the sums are exact below 2^24),
+// and the epilogue scales each output by Δx·Δw_c and adds bias, bias correction and weight
+// offset with the integer runtime's kernels (runtime/int8_kernels.h). Mathematically this is
+// the quantize-dequantize product x̂·ŵᵀ of plan.h; numerically it is what the integer runtime
+// computes, so simulated and integer runs agree bit for bit whenever no sum reaches 2^24.
 void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, avector<float>& xbuf,
                    avector<float>& wbuf);
 
 // y[g][r][n] += corr[(g % heads) * N + n] for attention sites, corr[n] for linear sites.
 void add_bias_correction(const SiteCall& call, const std::vector<float>& corr);
+// y[r][n] += offset[n] · Σ_k x[r][k] (linear sites; x = the quantized input the GEMM used).
+void add_weight_offset(const SiteCall& call, const std::vector<float>& offset);
 
 }  // namespace vitq

@@ -94,5 +94,91 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   expect(j, "bias_correction[1]");
 }
 
+// A plan with the fields of ACIQ and Bit-Split: per-channel bits, weight offsets and codes.
+QuantPlan coded_plan() {
+  QuantPlan p = sample_plan();
+  SitePlan& h = p.sites.at("head");  // 3 channels, K = 4
+  h.weight_offset = {0.5f, -0.25f, 1e-8f};
+  h.weight_codes = {-4, 3, 0, 1, 7, -8, 2, 2, 127, -128, 0, -1};  // channel bits 3, 4, 8
+  SitePlan fc;
+  fc.x = {4, false, 0.1f, {}, {}};
+  fc.w = {4, false, 0.2f, {0.2f, 0.1f}, {}};
+  fc.weight_codes = {-7, 7, 0, 1, 2, 3};
+  p.sites["blocks.1.mlp.fc1"] = fc;
+  return p;
+}
+
+TEST(Plan, WeightCodesAndOffsetsRoundTripThroughTheCompanionFile) {
+  const auto dir = std::filesystem::temp_directory_path() / "vitq_plan_codes_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string a = (dir / "plan.json").string();
+  const QuantPlan p = coded_plan();
+  save_plan(p, a);
+  ASSERT_TRUE(std::filesystem::exists(dir / "plan_codes.safetensors"));
+  const std::string text = slurp(a);
+  EXPECT_EQ(text.find("-128"), std::string::npos) << "codes must not be in the JSON";
+  const QuantPlan q = load_plan(a);
+  EXPECT_TRUE(q == p);
+  EXPECT_EQ(q.sites.at("head").weight_codes, p.sites.at("head").weight_codes);
+  EXPECT_EQ(q.sites.at("head").weight_offset[2], 1e-8f);
+  // Deterministic bytes, for both files.
+  const std::string codes1 = slurp((dir / "plan_codes.safetensors").string());
+  save_plan(q, a);
+  EXPECT_EQ(slurp(a), text);
+  EXPECT_EQ(slurp((dir / "plan_codes.safetensors").string()), codes1);
+  // Another name: its own companion file.
+  save_plan(q, (dir / "other.json").string());
+  EXPECT_TRUE(std::filesystem::exists(dir / "other_codes.safetensors"));
+
+  auto load_error = [&](const QuantPlan& bad_codes, const std::string& needle) {
+    // Codes written from `bad_codes`, JSON (and its hash) from the good plan.
+    save_plan(bad_codes, a);
+    std::ofstream(a) << plan_to_json(p).dump(1) << "\n";
+    try {
+      load_plan(a);
+      ADD_FAILURE() << "accepted; expected " << needle;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Model);
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  QuantPlan changed = p;
+  changed.sites.at("blocks.1.mlp.fc1").weight_codes[0] = -6;
+  load_error(changed, "do not match");
+  QuantPlan out_of_grid = p;
+  out_of_grid.sites.at("head").weight_codes[0] = -5;  // channel 0 has 3 bits: [-4, 3]
+  load_error(out_of_grid, "outside its grid");
+  std::filesystem::remove(dir / "plan_codes.safetensors");
+  std::ofstream(a) << plan_to_json(p).dump(1) << "\n";
+  EXPECT_THROW(load_plan(a), Error);  // the companion file is gone
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Plan, WeightOffsetAndCodesAreValidated) {
+  auto expect = [](nlohmann::ordered_json j, const std::string& needle) {
+    try {
+      plan_from_json(j, "plan.json");
+      ADD_FAILURE() << "accepted; expected error with " << needle;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Model);
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  nlohmann::ordered_json good = plan_to_json(sample_plan());
+  auto j = good;
+  j["sites"]["blocks.0.attn.matmul_av"]["weight_offset"] = {1.0};
+  expect(j, "sites.blocks.0.attn.matmul_av.weight_offset");
+  j = good;
+  j["sites"]["head"]["weight_offset"] = {1.0, 2.0};
+  expect(j, "one entry per channel");
+  j = good;
+  j["sites"]["blocks.0.attn.qkv"]["weight_codes"] = true;
+  expect(j, "need w.channel_scales");
+  j = good;
+  j["sites"]["head"]["weight_codes"] = true;
+  expect(j, "weight_codes: is missing");
+}
+
 }  // namespace
 }  // namespace vitq

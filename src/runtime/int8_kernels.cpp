@@ -1,0 +1,173 @@
+#include "runtime/int8_kernels.h"
+
+#include "runtime/int8_kernels_avx512.h"
+
+#include <cmath>
+
+#define VITQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+namespace vitq {
+
+VITQ_MULTIVERSION
+void quantize_a_u8_portable(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp) {
+  const float lo = float(r.lo), hi = float(r.hi);
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) {
+    float q = std::nearbyint(x[i] / delta);
+    q = q < lo ? lo : (q > hi ? hi : q);
+    u[i] = uint8_t(int32_t(q) + zp);
+  }
+}
+
+VITQ_MULTIVERSION
+int32_t quantize_b_s8_portable(const float* x, int8_t* q8, size_t n, float delta, QRange r) {
+  const float lo = float(r.lo), hi = float(r.hi);
+  int32_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (size_t i = 0; i < n; ++i) {
+    float q = std::nearbyint(x[i] / delta);
+    q = q < lo ? lo : (q > hi ? hi : q);
+    const int32_t c = int32_t(q);
+    sum += c;
+    q8[i] = int8_t(c);
+  }
+  return sum;
+}
+
+namespace {
+const bool kAvx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                     __builtin_cpu_supports("avx512vl");
+}  // namespace
+
+bool int8_kernels_use_avx512() { return kAvx512; }
+
+void quantize_a_u8(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp) {
+  if (kAvx512) quantize_a_u8_avx512(x, u, n, delta, r, zp);
+  else quantize_a_u8_portable(x, u, n, delta, r, zp);
+}
+
+int32_t quantize_b_s8(const float* x, int8_t* q, size_t n, float delta, QRange r) {
+  return kAvx512 ? quantize_b_s8_avx512(x, q, n, delta, r) : quantize_b_s8_portable(x, q, n, delta, r);
+}
+
+void quantize_a_u8_ref(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp) {
+  for (size_t i = 0; i < n; ++i) u[i] = uint8_t(quantize_one(x[i], delta, r) + zp);
+}
+
+int32_t quantize_b_s8_ref(const float* x, int8_t* q, size_t n, float delta, QRange r) {
+  int32_t s = 0;
+  for (size_t i = 0; i < n; ++i) {
+    q[i] = int8_t(quantize_one(x[i], delta, r));
+    s += q[i];
+  }
+  return s;
+}
+
+VITQ_MULTIVERSION
+int32_t quantize_a_u8_split(const float* x, uint8_t* lo_plane, uint8_t* hi_plane, size_t n, float delta, QRange r,
+                            int32_t zp) {
+  const float lo = float(r.lo), hi = float(r.hi);
+  int32_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (size_t i = 0; i < n; ++i) {
+    float q = std::nearbyint(x[i] / delta);
+    q = q < lo ? lo : (q > hi ? hi : q);
+    const int32_t c = int32_t(q);
+    sum += c;
+    const int32_t v = c + zp;
+    lo_plane[i] = uint8_t(v & 255);
+    hi_plane[i] = uint8_t(v >> 8);
+  }
+  return sum;
+}
+
+
+VITQ_MULTIVERSION
+int32_t quantize_b_s8_split(const float* x, int8_t* lo_plane, int8_t* hi_plane, size_t n, float delta, QRange r) {
+  const float lo = float(r.lo), hi = float(r.hi);
+  int32_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (size_t i = 0; i < n; ++i) {
+    float q = std::nearbyint(x[i] / delta);
+    q = q < lo ? lo : (q > hi ? hi : q);
+    const int32_t c = int32_t(q);
+    sum += c;
+    lo_plane[i] = int8_t(c & 127);
+    hi_plane[i] = int8_t(c >> 7);  // arithmetic shift: floor(c / 128)
+  }
+  return sum;
+}
+
+VITQ_MULTIVERSION
+void dequantize_row(const int32_t* acc, const int32_t* comp, const float* scale, const float* bias, float* y,
+                    size_t n) {
+  if (comp && bias) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = float(acc[j] - comp[j]) * scale[j] + bias[j];
+  } else if (comp) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = float(acc[j] - comp[j]) * scale[j];
+  } else if (bias) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = float(acc[j]) * scale[j] + bias[j];
+  } else {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = float(acc[j]) * scale[j];
+  }
+}
+
+VITQ_MULTIVERSION
+void dequantize_row_scalar(const int32_t* acc, const int32_t* comp, float scale, const float* bias, float* y,
+                           size_t n) {
+  if (comp && bias) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = float(acc[j] - comp[j]) * scale + bias[j];
+  } else if (comp) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = float(acc[j] - comp[j]) * scale;
+  } else if (bias) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = float(acc[j]) * scale + bias[j];
+  } else {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = float(acc[j]) * scale;
+  }
+}
+
+VITQ_MULTIVERSION
+void scale_bias_row(float* y, const float* scale, const float* bias, size_t n) {
+  if (bias) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = y[j] * scale[j] + bias[j];
+  } else {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = y[j] * scale[j];
+  }
+}
+
+VITQ_MULTIVERSION
+void scale_bias_row_scalar(float* y, float scale, const float* bias, size_t n) {
+  if (bias) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = y[j] * scale + bias[j];
+  } else {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = y[j] * scale;
+  }
+}
+
+VITQ_MULTIVERSION
+void add_scaled_row(float* y, const float* v, float s, size_t n) {
+#pragma omp simd
+  for (size_t j = 0; j < n; ++j) y[j] += v[j] * s;
+}
+
+VITQ_MULTIVERSION
+int64_t sum_u8(const uint8_t* u, size_t n) {
+  int64_t s = 0;
+#pragma omp simd reduction(+ : s)
+  for (size_t i = 0; i < n; ++i) s += u[i];
+  return s;
+}
+
+}  // namespace vitq

@@ -1,0 +1,14 @@
+// AVX-512 versions of the hot quantizing kernels of int8_kernels.h (same contracts). Call only
+// when the CPU has AVX-512 F/BW/VL (int8_kernels.cpp dispatches).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "quant/quantizer.h"
+
+namespace vitq {
+
+void quantize_a_u8_avx512(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp);
+int32_t quantize_b_s8_avx512(const float* x, int8_t* q, size_t n, float delta, QRange r);
+
+}  // namespace vitq

@@ -1,0 +1,115 @@
+#include "runtime/int_linear.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "engine/gemm_f32.h"
+#include "engine/kernels.h"
+#include "runtime/int8_kernels.h"
+#include "runtime/quantized_model.h"
+
+namespace vitq {
+
+ActQuant ActQuant::of(const OperandQuant& q) {
+  ActQuant a;
+  if (!q.quantized()) return a;
+  a.on = true;
+  a.bits = q.bits;
+  a.delta = q.scale;
+  a.range = q.range();
+  a.zp = a_zero_point(q.bits, q.is_unsigned);
+  a.planes = operand_planes(q.bits);
+  return a;
+}
+
+IntLinear::IntLinear(const StoredLinear& s, const OperandQuant& x) : id_(s.id), N_(s.N), K_(s.K) {
+  quantized_ = s.quantized;
+  if (!s.bias.empty()) bias_.assign(s.bias.begin(), s.bias.end());
+  if (!quantized_) {
+    w_.assign(s.w.data.begin(), s.w.data.end());
+    return;
+  }
+  if (!x.quantized()) fail(ErrorKind::Model, "site ", s.id.name(), ": quantized weights need a quantized input");
+  x_ = ActQuant::of(x);
+  const size_t NK = size_t(N_) * size_t(K_);
+  const int max_bits = *std::max_element(s.bits.begin(), s.bits.end());
+  colsum_.assign(size_t(N_), 0);
+  for (int n = 0; n < N_; ++n) {
+    int64_t t = 0;
+    for (int k = 0; k < K_; ++k) t += s.codes[size_t(n) * size_t(K_) + size_t(k)];
+    colsum_[size_t(n)] = t;
+  }
+  if (max_bits <= 8) {
+    std::vector<int8_t> w8(NK);
+    for (size_t i = 0; i < NK; ++i) w8[i] = int8_t(s.codes[i]);
+    mm_.push_back(std::make_unique<U8S8Matmul>(N_, K_, BLayout::Packed, w8.data()));
+  } else {
+    std::vector<int8_t> lo(NK), hi(NK);
+    for (size_t i = 0; i < NK; ++i) {
+      lo[i] = int8_t(s.codes[i] & 127);
+      hi[i] = int8_t(s.codes[i] >> 7);
+    }
+    mm_.push_back(std::make_unique<U8S8Matmul>(N_, K_, BLayout::Packed, lo.data()));
+    mm_.push_back(std::make_unique<U8S8Matmul>(N_, K_, BLayout::Packed, hi.data()));
+  }
+  comp_.resize(size_t(N_));
+  for (int n = 0; n < N_; ++n) comp_[size_t(n)] = int32_t(int64_t(x_.zp) * colsum_[size_t(n)]);
+  scale_.resize(size_t(N_));
+  for (int n = 0; n < N_; ++n) scale_[size_t(n)] = x_.delta * s.scale[size_t(n)];
+  if (!s.weight_offset.empty()) {
+    offset_.resize(size_t(N_));
+    for (int n = 0; n < N_; ++n) offset_[size_t(n)] = s.weight_offset[size_t(n)] * x_.delta;
+  }
+}
+
+size_t IntLinear::weight_bytes() const {
+  size_t b = w_.size() * sizeof(float);
+  for (const auto& m : mm_) b += m->packed_bytes();
+  return b;
+}
+
+void IntLinear::gemm_tile(int rows, const uint8_t* a, size_t plane_stride, int32_t* acc) const {
+  const int P = a_planes(), Q = b_planes();
+  const size_t blk = size_t(rows) * size_t(N_);
+  for (int p = 0; p < P; ++p)
+    for (int q = 0; q < Q; ++q)
+      mm_[size_t(q)]->run(rows, a + size_t(p) * plane_stride, K_, acc + size_t(p * Q + q) * blk, N_);
+}
+
+void IntLinear::epilogue_row(const int32_t* acc, int rows, int r, const uint8_t* a, size_t plane_stride,
+                             float* y) const {
+  const int P = a_planes(), Q = b_planes();
+  const size_t blk = size_t(rows) * size_t(N_);
+  const int32_t* row = acc + size_t(r) * size_t(N_);
+  const float* bias = bias_.empty() ? nullptr : bias_.data();
+  if (P == 1 && Q == 1) {
+    dequantize_row(row, x_.zp ? comp_.data() : nullptr, scale_.data(), bias, y, size_t(N_));
+  } else {
+    // Exact combination of the plane products: Σ u·qw = Σ_p Σ_q 256^p · 128^q · (plane p · plane q).
+    for (int n = 0; n < N_; ++n) {
+      int64_t t = 0;
+      for (int p = 0; p < P; ++p)
+        for (int q = 0; q < Q; ++q)
+          t += (int64_t(row[size_t(p * Q + q) * blk + size_t(n)]) << (8 * p + 7 * q));
+      y[n] = float(t - int64_t(x_.zp) * colsum_[size_t(n)]);
+    }
+    scale_bias_row(y, scale_.data(), bias, size_t(N_));
+  }
+  if (!offset_.empty()) {
+    // Σ_k qx[r][k] = Σ_k u − K·zp, u = lo + 256·hi.
+    int64_t s = 0;
+    for (int p = 0; p < P; ++p)
+      s += sum_u8(a + size_t(p) * plane_stride + size_t(r) * size_t(K_), size_t(K_)) << (8 * p);
+    add_scaled_row(y, offset_.data(), float(s - int64_t(K_) * x_.zp), size_t(N_));
+  }
+}
+
+void IntLinear::gemm_tile_f32(int rows, const float* x, float* y) const {
+  gemm_nt_f32(rows, N_, K_, x, w_.data(), y);
+}
+
+void IntLinear::epilogue_row_f32(float* y) const {
+  if (!bias_.empty()) add_bias_rows(y, 1, size_t(N_), bias_.data());
+}
+
+}  // namespace vitq

@@ -1,0 +1,76 @@
+// A linear site prepared for execution: for a quantized site its integer weights, split into s8
+// planes and reordered once into oneDNN's layout, with everything the epilogue needs; for an
+// FP32 site its float weights.
+//
+// Integer form of a quantized site (plan.h), for input row r and output channel n:
+//   y[r][n] = Δx·Δw_n · Σ_k qx[r][k]·qw[n][k]  +  o_n·Δx·Σ_k qx[r][k]  +  bias_n
+// The GEMM sees u = qx + zp (u8, int8_kernels.h) and computes Σ_k u·qw; the epilogue subtracts
+// zp·Σ_k qw[n][k] (precomputed here) in integers, so the integer part is exact. 9..10-bit
+// operands are split into two planes each (A: u = lo + 256·hi; B: qw = lo + 128·hi) and the
+// 2 or 4 plane products are combined exactly in 64-bit integers before the conversion to float.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/aligned.h"
+#include "engine/site.h"
+#include "quant/plan.h"
+#include "runtime/u8s8_matmul.h"
+
+namespace vitq {
+
+struct StoredLinear;
+
+// The A-side (activation) encoding of a quantized operand.
+struct ActQuant {
+  bool on = false;  // false: the consumer takes FP32
+  int bits = 0;
+  float delta = 1.0f;
+  QRange range{0, 0};
+  int32_t zp = 0;
+  int planes = 1;
+  static ActQuant of(const OperandQuant& q);  // the signed/unsigned encoding of the plan's operand
+};
+
+class IntLinear {
+ public:
+  // x: the plan's input quantization (ignored for an FP32 site).
+  IntLinear(const StoredLinear& s, const OperandQuant& x);
+
+  const SiteId& id() const { return id_; }
+  bool quantized() const { return quantized_; }
+  int N() const { return N_; }
+  int K() const { return K_; }
+  const ActQuant& input() const { return x_; }
+  int a_planes() const { return x_.planes; }
+  int b_planes() const { return int(mm_.size()); }
+  // int32 accumulators a tile of `rows` needs.
+  size_t acc_elems(int rows) const { return size_t(rows) * size_t(N_) * size_t(a_planes() * b_planes()); }
+
+  // Quantized: the GEMMs of rows [0, rows) of the A planes (plane p at a + p·plane_stride, rows
+  // K apart) into acc; then output row r of that tile into y (N floats).
+  void gemm_tile(int rows, const uint8_t* a, size_t plane_stride, int32_t* acc) const;
+  void epilogue_row(const int32_t* acc, int rows, int r, const uint8_t* a, size_t plane_stride, float* y) const;
+
+  // FP32: y (rows x N) = x (rows x K) · Wᵀ; epilogue_row_f32 adds the bias.
+  void gemm_tile_f32(int rows, const float* x, float* y) const;
+  void epilogue_row_f32(float* y) const;
+
+  size_t weight_bytes() const;
+
+ private:
+  SiteId id_;
+  int N_ = 0, K_ = 0;
+  bool quantized_ = false;
+  ActQuant x_;
+  std::vector<std::unique_ptr<U8S8Matmul>> mm_;  // one per B plane
+  std::vector<int64_t> colsum_;                  // Σ_k qw[n][k]
+  avector<int32_t> comp_;                        // zp·colsum (single-plane case)
+  avector<float> scale_;                         // Δx·Δw_n
+  avector<float> bias_;                          // N or empty
+  avector<float> offset_;                        // o_n·Δx, or empty
+  avector<float> w_;                             // FP32 weights N x K
+};
+
+}  // namespace vitq

@@ -1,0 +1,533 @@
+#include "runtime/int_vit_forward.h"
+
+#include <dnnl.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+
+#include "core/error.h"
+#include "engine/gemm_f32.h"
+#include "engine/kernels.h"
+#include "runtime/int8_kernels.h"
+
+namespace vitq {
+namespace {
+
+// The input of a linear site: u8 code planes (quantized site) or floats (FP32 site).
+struct ActBuf {
+  avector<uint8_t> u8;
+  avector<float> f32;
+  size_t plane_stride = 0;
+
+  void reserve(size_t elems, bool codes, bool floats) {
+    plane_stride = elems;
+    if (codes) u8.resize(2 * elems);
+    if (floats) f32.resize(elems);
+  }
+};
+
+// The B-side (K or V) encoding of an attention site.
+struct BQuant {
+  float delta = 1.0f;
+  QRange range{0, 0};
+  int planes = 1;
+};
+
+struct AttnSite {
+  bool on = false;
+  ActQuant a;                   // Q (matmul_qk) or P (matmul_av)
+  BQuant b;                     // K or V
+  float scale = 1.0f;           // Δa·Δb
+  const float* bias = nullptr;  // heads x N (bias correction), or null
+};
+
+struct Block {
+  std::unique_ptr<IntLinear> qkv, proj, fc1, fc2;
+  AttnSite qk, av;
+};
+
+struct Scratch {
+  avector<int32_t> acc;     // linear tile accumulators
+  avector<float> row;       // one output row
+  avector<int32_t> sacc;    // attention scores, int32 (plane products)
+  avector<float> srows;     // attention scores / probabilities, float
+  avector<uint8_t> pcodes;  // probabilities as A codes (2 planes)
+  avector<int32_t> oacc;    // P·V int32
+  avector<float> otile;     // P·V float (FP32 matmul_av)
+};
+
+// y (n floats) as the A codes of a quantized consumer.
+void emit_codes(const ActQuant& aq, const float* y, size_t n, uint8_t* u8, size_t plane_stride) {
+  if (aq.planes == 1) quantize_a_u8(y, u8, n, aq.delta, aq.range, aq.zp);
+  else quantize_a_u8_split(y, u8, u8 + plane_stride, n, aq.delta, aq.range, aq.zp);
+}
+
+// y as the input of a consumer: its A codes if it is quantized, else the floats.
+void emit(const ActQuant& aq, const float* y, size_t n, uint8_t* u8, size_t plane_stride, float* f32) {
+  if (aq.on) emit_codes(aq, y, n, u8, plane_stride);
+  else std::copy(y, y + n, f32);
+}
+
+int32_t emit_b(const BQuant& bq, const float* y, size_t n, int8_t* s8, size_t plane_stride) {
+  return bq.planes == 1 ? quantize_b_s8(y, s8, n, bq.delta, bq.range)
+                        : quantize_b_s8_split(y, s8, s8 + plane_stride, n, bq.delta, bq.range);
+}
+
+AttnSite attention_site(const QuantizedViT& q, const SiteId& id) {
+  AttnSite s;
+  const SitePlan* sp = q.plan.find(id);
+  if (!sp || !sp->x.quantized()) return s;
+  s.on = true;
+  s.a = ActQuant::of(sp->x);
+  s.b = {sp->w.scale, sp->w.range(), operand_planes(sp->w.bits)};
+  s.scale = sp->x.scale * sp->w.scale;
+  if (const std::vector<float>* b = q.attention_bias_of(id)) s.bias = b->data();
+  return s;
+}
+
+std::unique_ptr<IntLinear> make_linear(const QuantizedViT& q, const SiteId& id) {
+  const SitePlan* sp = q.plan.find(id);
+  return std::make_unique<IntLinear>(q.linear(id), sp ? sp->x : OperandQuant{});
+}
+
+}  // namespace
+
+struct IntViTForward::Impl {
+  const QuantizedViT& q;
+  std::unique_ptr<IntLinear> patch, head, head_dist;
+  std::vector<Block> blocks;
+  std::unique_ptr<U8S8Matmul> qk_mm, av_mm;  // shared by all blocks (same shapes)
+  bool any_fp_attention = false, any_int_attention = false;
+
+  int capacity = 0, threads = 0;
+  avector<float> x, patches_f, tok, logits2, fp_out;
+  avector<uint8_t> patches_u8;
+  size_t patches_ps = 0;
+  ActBuf buf_a, buf_b, head_in;
+  avector<uint8_t> qc;
+  avector<int8_t> kc, vc;
+  avector<int32_t> compk;
+  avector<float> qf, kf, vf;
+  size_t attn_ps = 0;
+  std::vector<Scratch> scratch;
+
+  enum Stage { kEmbed, kQkv, kAttention, kProj, kFc1, kFc2, kHead, kStages };
+  bool profiling = false;
+  std::array<double, kStages> stage_s{};
+  std::chrono::steady_clock::time_point t_last;
+  void mark(Stage s) {
+    if (!profiling) return;
+    const auto now = std::chrono::steady_clock::now();
+    stage_s[s] += std::chrono::duration<double>(now - t_last).count();
+    t_last = now;
+  }
+
+  explicit Impl(const QuantizedViT& qm) : q(qm) {
+    const ViTConfig& c = q.cfg;
+    patch = make_linear(q, {SiteKind::PatchEmbed, -1});
+    head = make_linear(q, {SiteKind::Head, -1});
+    if (c.distilled) head_dist = make_linear(q, {SiteKind::HeadDist, -1});
+    for (int i = 0; i < c.depth; ++i) {
+      Block b;
+      b.qkv = make_linear(q, {SiteKind::Qkv, i});
+      b.proj = make_linear(q, {SiteKind::Proj, i});
+      b.fc1 = make_linear(q, {SiteKind::Fc1, i});
+      b.fc2 = make_linear(q, {SiteKind::Fc2, i});
+      b.qk = attention_site(q, {SiteKind::MatmulQK, i});
+      b.av = attention_site(q, {SiteKind::MatmulAV, i});
+      b.av.a.zp = 0;  // softmax probabilities are >= 0: their codes need no shift to be u8
+      for (const AttnSite* s : {&b.qk, &b.av}) (s->on ? any_int_attention : any_fp_attention) = true;
+      blocks.push_back(std::move(b));
+    }
+    const int T = c.tokens(), d = c.head_dim();
+    if (any_int_attention) {
+      qk_mm = std::make_unique<U8S8Matmul>(T, d, BLayout::NK);
+      av_mm = std::make_unique<U8S8Matmul>(d, T, BLayout::KN);
+    }
+  }
+
+  // Rows per tile of a linear site with M rows: at least one tile per thread, tiles of at most
+  // kMaxTileRows rows (their int32 results stay in L2), a multiple of the thread count.
+  static constexpr int kMaxTileRows = 64;
+  int tile_rows(int M) const {
+    int tiles = std::max(threads, (M + kMaxTileRows - 1) / kMaxTileRows);
+    tiles = (tiles + threads - 1) / threads * threads;
+    tiles = std::max(1, std::min(tiles, M));
+    return (M + tiles - 1) / tiles;
+  }
+  // Row blocks per (image, head) of attention: enough tasks to balance the threads.
+  int attn_row_blocks(int batch) const {
+    const int gh = batch * q.cfg.num_heads;
+    return std::max(1, (2 * threads + gh - 1) / gh);
+  }
+
+  void reserve(int batch) {
+    const int t = omp_get_max_threads();
+    if (batch <= capacity && t == threads) return;
+    threads = t;
+    capacity = std::max(batch, capacity);
+    const ViTConfig& c = q.cfg;
+    const size_t B = size_t(capacity), T = size_t(c.tokens()), D = size_t(c.embed_dim), F = size_t(c.mlp_hidden);
+    const size_t NP = size_t(c.num_patches()), PD = size_t(c.patch_dim()), H = size_t(c.num_heads);
+    const size_t d = size_t(c.head_dim()), NC = size_t(c.num_classes);
+    x.resize(B * T * D);
+    patches_ps = B * NP * PD;
+    if (patch->quantized()) patches_u8.resize(2 * patches_ps);
+    else patches_f.resize(patches_ps);
+    bool a_codes = false, a_f32 = false, b_codes = false, b_f32 = false;
+    for (const Block& b : blocks) {
+      for (const IntLinear* l : {b.qkv.get(), b.fc1.get()}) (l->quantized() ? a_codes : a_f32) = true;
+      for (const IntLinear* l : {b.proj.get(), b.fc2.get()}) (l->quantized() ? b_codes : b_f32) = true;
+    }
+    buf_a.reserve(B * T * D, a_codes, a_f32);
+    buf_b.reserve(B * T * std::max(D, F), b_codes, b_f32);
+    const bool hq = head->quantized() || (head_dist && head_dist->quantized());
+    const bool hf = !head->quantized() || (head_dist && !head_dist->quantized());
+    head_in.reserve(2 * B * D, hq, hf);
+    tok.resize(2 * B * D);
+    logits2.resize(B * NC);
+    attn_ps = B * H * T * d;
+    if (any_int_attention) {
+      qc.resize(2 * attn_ps);
+      kc.resize(2 * attn_ps);
+      vc.resize(2 * attn_ps);
+      compk.resize(B * H * T);
+    }
+    if (any_fp_attention) {
+      qf.resize(attn_ps);
+      kf.resize(attn_ps);
+      vf.resize(attn_ps);
+    }
+    // Per-thread scratch for the largest tile of any site at any batch up to the capacity (a
+    // tile never has more than kMaxTileRows rows, whatever M).
+    size_t acc = 0, fp = 0, row = std::max({3 * D, F, NC, D, PD});
+    for (int M : {int(B * T), int(B * NP), int(B)}) {
+      const int mb = std::min(M, kMaxTileRows);
+      auto need = [&](const IntLinear* l) {
+        if (!l) return;
+        if (l->quantized()) acc = std::max(acc, l->acc_elems(mb));
+        else fp = std::max(fp, size_t(M) * size_t(l->N()));
+      };
+      need(patch.get());
+      need(head.get());
+      need(head_dist.get());
+      for (const Block& b : blocks)
+        for (const IntLinear* l : {b.qkv.get(), b.proj.get(), b.fc1.get(), b.fc2.get()}) need(l);
+    }
+    const size_t rows = (T + size_t(attn_row_blocks(int(B))) - 1) / size_t(attn_row_blocks(int(B)));
+    const size_t arows = std::max(rows, T);  // (a row block is at most T rows)
+    fp_out.resize(fp);
+    scratch.assign(size_t(threads), Scratch{});
+    for (Scratch& s : scratch) {
+      s.acc.resize(acc);
+      s.row.resize(row);
+      s.sacc.resize(4 * arows * T);
+      s.srows.resize(arows * T);
+      s.pcodes.resize(2 * arows * T);
+      s.oacc.resize(4 * arows * d);
+      s.otile.resize(arows * d);
+    }
+  }
+
+  // Runs linear site L on M rows of `in`; consume(row, y) gets each output row (N floats, with
+  // the bias; y may be modified).
+  template <class Consume>
+  void linear(const IntLinear& L, int M, const uint8_t* in_u8, size_t plane_stride, const float* in_f32,
+              Consume&& consume) {
+    const int K = L.K(), N = L.N();
+    if (!L.quantized()) {
+      // FP32 site: one oneDNN GEMM over all rows, as the FP32 forward does it (a float GEMM's
+      // rounding may depend on how its rows are split), then the row epilogues in parallel.
+      L.gemm_tile_f32(M, in_f32, fp_out.data());
+#pragma omp parallel for schedule(static)
+      for (int r = 0; r < M; ++r) {
+        float* y = fp_out.data() + size_t(r) * size_t(N);
+        L.epilogue_row_f32(y);
+        consume(r, y);
+      }
+      return;
+    }
+    const int mb = tile_rows(M), tiles = (M + mb - 1) / mb;
+    // Dynamic: a thread slowed down (another process on its core) takes fewer tiles. Which thread
+    // computes a tile does not change its result.
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int t = 0; t < tiles; ++t) {
+      Scratch& s = scratch[size_t(omp_get_thread_num())];
+      const int r0 = t * mb, rows = std::min(mb, M - r0);
+      const uint8_t* a = in_u8 + size_t(r0) * size_t(K);
+      L.gemm_tile(rows, a, plane_stride, s.acc.data());
+      for (int r = 0; r < rows; ++r) {
+        L.epilogue_row(s.acc.data(), rows, r, a, plane_stride, s.row.data());
+        consume(r0 + r, s.row.data());
+      }
+    }
+  }
+
+  // LayerNorm of residual row r (of x), then the input of `next` (row r of buf).
+  void ln_emit(const LayerNormWeights& ln, const float* xr, const IntLinear& next, ActBuf& buf, size_t r,
+               float* tmp) const {
+    const size_t D = size_t(q.cfg.embed_dim);
+    layernorm_rows(xr, tmp, 1, D, ln.gamma.ptr(), ln.beta.ptr(), q.cfg.ln_eps);
+    emit(next.input(), tmp, D, buf.u8.data() + r * D, buf.plane_stride, buf.f32.data() + r * D);
+  }
+
+  void embed(const float* images, int batch) {
+    const ViTConfig& c = q.cfg;
+    const int C = c.in_chans, S = c.img_size, P = c.patch_size, G = c.grid(), NP = c.num_patches();
+    const int D = c.embed_dim, T = c.tokens(), npre = c.num_prefix_tokens(), PD = c.patch_dim();
+    const ActQuant& pa = patch->input();
+#pragma omp parallel for schedule(static)
+    for (int bp = 0; bp < batch * NP; ++bp) {
+      float* row = scratch[size_t(omp_get_thread_num())].row.data();
+      const int b = bp / NP, p = bp % NP, gy = p / G, gx = p % G;
+      const float* img = images + size_t(b) * size_t(C) * S * S;
+      for (int ch = 0; ch < C; ++ch)
+        for (int ky = 0; ky < P; ++ky) {
+          const float* src = img + (size_t(ch) * S + size_t(gy * P + ky)) * S + size_t(gx * P);
+          std::copy(src, src + P, row + (ch * P + ky) * P);
+        }
+      emit(pa, row, size_t(PD), patches_u8.data() + size_t(bp) * PD, patches_ps,
+           patches_f.data() + size_t(bp) * PD);
+    }
+    const float* pos = q.pos_embed.ptr();
+    const IntLinear& qkv0 = *blocks[0].qkv;
+    linear(*patch, batch * NP, patches_u8.data(), patches_ps, patches_f.data(), [&](int r, float* y) {
+      const int b = r / NP, t = npre + r % NP;
+      const size_t xr = size_t(b) * T + size_t(t);
+      float* dst = x.data() + xr * D;
+      const float* pr = pos + size_t(t) * D;
+      for (int j = 0; j < D; ++j) dst[j] = y[j] + pr[j];
+      ln_emit(q.norm1[0], dst, qkv0, buf_a, xr, y);
+    });
+#pragma omp parallel for schedule(static)
+    for (int bt = 0; bt < batch * npre; ++bt) {
+      const int b = bt / npre, t = bt % npre;
+      const size_t xr = size_t(b) * T + size_t(t);
+      float* dst = x.data() + xr * D;
+      const float* src = t == 0 ? q.cls_token.ptr() : q.dist_token.ptr();
+      const float* pr = pos + size_t(t) * D;
+      for (int j = 0; j < D; ++j) dst[j] = src[j] + pr[j];
+      ln_emit(q.norm1[0], dst, qkv0, buf_a, xr, scratch[size_t(omp_get_thread_num())].row.data());
+    }
+  }
+
+  void attention(int i, int batch) {
+    const ViTConfig& c = q.cfg;
+    const Block& bl = blocks[size_t(i)];
+    const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim();
+    const size_t TD = size_t(T) * d;
+    const IntLinear& proj = *bl.proj;
+    const ActQuant& pa = proj.input();
+    const float sm_scale = 1.0f / std::sqrt(static_cast<float>(d));
+    const int nrb = attn_row_blocks(batch), rpb = (T + nrb - 1) / nrb;
+    const int tasks = batch * H * nrb;
+    const AttnSite &qk = bl.qk, &av = bl.av;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < tasks; ++task) {
+      Scratch& s = scratch[size_t(omp_get_thread_num())];
+      const int g = task / nrb, t0 = (task % nrb) * rpb, rows = std::min(rpb, T - t0);
+      if (rows <= 0) continue;
+      const int b = g / H, h = g % H;
+      const size_t qoff = size_t(g) * TD + size_t(t0) * d;  // first Q row of the block
+      // Scores rows x T: integer GEMM and dequantize, or FP32 GEMM.
+      if (qk.on) {
+        const int P = qk.a.planes, Q = qk.b.planes;
+        const size_t blk = size_t(rows) * T;
+        for (int p = 0; p < P; ++p)
+          for (int qq = 0; qq < Q; ++qq)
+            qk_mm->run(rows, qc.data() + size_t(p) * attn_ps + qoff, d, s.sacc.data() + size_t(p * Q + qq) * blk, T,
+                       kc.data() + size_t(qq) * attn_ps + size_t(g) * TD);
+        const int32_t* comp = compk.data() + size_t(g) * T;
+        const float* bias = qk.bias ? qk.bias + size_t(h) * T : nullptr;
+        for (int r = 0; r < rows; ++r) {
+          float* sr = s.srows.data() + size_t(r) * T;
+          const int32_t* acc = s.sacc.data() + size_t(r) * T;
+          if (P == 1 && Q == 1) {
+            dequantize_row_scalar(acc, qk.a.zp ? comp : nullptr, qk.scale, bias, sr, size_t(T));
+          } else {
+            for (int n = 0; n < T; ++n) {
+              int64_t v = 0;
+              for (int p = 0; p < P; ++p)
+                for (int qq = 0; qq < Q; ++qq) v += int64_t(acc[size_t(p * Q + qq) * blk + size_t(n)]) << (8 * p + 7 * qq);
+              sr[n] = float(v - comp[n]);
+            }
+            scale_bias_row_scalar(sr, qk.scale, bias, size_t(T));
+          }
+        }
+      } else {
+        dnnl_sgemm('N', 'T', rows, T, d, 1.0f, qf.data() + qoff, d, kf.data() + size_t(g) * TD, d, 0.0f,
+                   s.srows.data(), T);
+      }
+      // Softmax, then the probabilities as A codes of P·V (or kept in float).
+      const size_t pblk = size_t(rows) * T;
+      for (int r = 0; r < rows; ++r) {
+        float* sr = s.srows.data() + size_t(r) * T;
+        softmax_rows(sr, 1, size_t(T), sm_scale);
+        if (av.on) emit_codes(av.a, sr, size_t(T), s.pcodes.data() + size_t(r) * T, pblk);
+      }
+      // P·V rows x d, then the rows of the proj input (ctx, heads merged).
+      float* orow = s.otile.data();
+      if (av.on) {
+        const int P = av.a.planes, Q = av.b.planes;
+        const size_t blk = size_t(rows) * d;
+        for (int p = 0; p < P; ++p)
+          for (int qq = 0; qq < Q; ++qq)
+            av_mm->run(rows, s.pcodes.data() + size_t(p) * pblk, T, s.oacc.data() + size_t(p * Q + qq) * blk, d,
+                       vc.data() + size_t(qq) * attn_ps + size_t(g) * TD);
+        const float* bias = av.bias ? av.bias + size_t(h) * d : nullptr;
+        for (int r = 0; r < rows; ++r) {
+          const int32_t* acc = s.oacc.data() + size_t(r) * d;
+          float* o = orow + size_t(r) * d;
+          if (P == 1 && Q == 1) {
+            dequantize_row_scalar(acc, nullptr, av.scale, bias, o, size_t(d));
+          } else {
+            for (int n = 0; n < d; ++n) {
+              int64_t v = 0;
+              for (int p = 0; p < P; ++p)
+                for (int qq = 0; qq < Q; ++qq) v += int64_t(acc[size_t(p * Q + qq) * blk + size_t(n)]) << (8 * p + 7 * qq);
+              o[n] = float(v);
+            }
+            scale_bias_row_scalar(o, av.scale, bias, size_t(d));
+          }
+        }
+      } else {
+        dnnl_sgemm('N', 'N', rows, d, T, 1.0f, s.srows.data(), T, vf.data() + size_t(g) * TD, d, 0.0f, orow, d);
+      }
+      for (int r = 0; r < rows; ++r) {
+        const size_t cr = size_t(b) * T + size_t(t0 + r);
+        const size_t off = cr * D + size_t(h) * d;
+        emit(pa, orow + size_t(r) * d, size_t(d), buf_b.u8.data() + off, buf_b.plane_stride, buf_b.f32.data() + off);
+      }
+    }
+  }
+
+  void block(int i, int batch) {
+    const ViTConfig& c = q.cfg;
+    const Block& bl = blocks[size_t(i)];
+    const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim(), F = c.mlp_hidden;
+    const int rows = batch * T;
+    const size_t TD = size_t(T) * d;
+    // qkv: Q/K/V of every (image, head), as the codes (or floats) the attention sites take.
+    mark(kFc2);  // the previous block's fc2 (nothing before block 0)
+    linear(*bl.qkv, rows, buf_a.u8.data(), buf_a.plane_stride, buf_a.f32.data(), [&](int r, float* y) {
+      const int b = r / T, t = r % T;
+      for (int h = 0; h < H; ++h) {
+        const size_t g = size_t(b) * H + size_t(h), off = g * TD + size_t(t) * d;
+        const float *yq = y + size_t(h) * d, *yk = yq + D, *yv = yk + D;
+        if (bl.qk.on) {
+          emit_codes(bl.qk.a, yq, size_t(d), qc.data() + off, attn_ps);
+          const int32_t sum = emit_b(bl.qk.b, yk, size_t(d), kc.data() + off, attn_ps);
+          compk[g * T + size_t(t)] = bl.qk.a.zp * sum;
+        } else {
+          std::copy(yq, yq + d, qf.data() + off);
+          std::copy(yk, yk + d, kf.data() + off);
+        }
+        if (bl.av.on) emit_b(bl.av.b, yv, size_t(d), vc.data() + off, attn_ps);
+        else std::copy(yv, yv + d, vf.data() + off);
+      }
+    });
+    mark(kQkv);
+    attention(i, batch);
+    mark(kAttention);
+    // proj + residual, LayerNorm 2 -> fc1 input.
+    linear(*bl.proj, rows, buf_b.u8.data(), buf_b.plane_stride, buf_b.f32.data(), [&](int r, float* y) {
+      float* xr = x.data() + size_t(r) * D;
+      add_bias_residual_rows(xr, y, 1, size_t(D), nullptr);
+      ln_emit(q.norm2[size_t(i)], xr, *bl.fc1, buf_a, size_t(r), y);
+    });
+    mark(kProj);
+    // fc1 + GELU -> fc2 input.
+    const ActQuant& f2 = bl.fc2->input();
+    linear(*bl.fc1, rows, buf_a.u8.data(), buf_a.plane_stride, buf_a.f32.data(), [&](int r, float* y) {
+      bias_gelu_rows(y, 1, size_t(F), nullptr);
+      emit(f2, y, size_t(F), buf_b.u8.data() + size_t(r) * F, buf_b.plane_stride, buf_b.f32.data() + size_t(r) * F);
+    });
+    mark(kFc1);
+    // fc2 + residual, then the next block's LayerNorm 1 -> its qkv input.
+    const bool last = i + 1 == c.depth;
+    linear(*bl.fc2, rows, buf_b.u8.data(), buf_b.plane_stride, buf_b.f32.data(), [&](int r, float* y) {
+      float* xr = x.data() + size_t(r) * D;
+      add_bias_residual_rows(xr, y, 1, size_t(D), nullptr);
+      if (!last) ln_emit(q.norm1[size_t(i) + 1], xr, *blocks[size_t(i) + 1].qkv, buf_a, size_t(r), y);
+    });
+  }
+
+  void run_head(int batch, float* logits) {
+    const ViTConfig& c = q.cfg;
+    const int T = c.tokens(), D = c.embed_dim, NC = c.num_classes;
+    const int ntok = c.distilled ? 2 : 1;
+    // Final LayerNorm of the class (and distillation) token rows -> head inputs (row t·B + b).
+    for (int t = 0; t < ntok; ++t) {
+      const IntLinear& L = t == 0 ? *head : *head_dist;
+      for (int b = 0; b < batch; ++b) {
+        const size_t r = size_t(t) * batch + size_t(b);
+        float* tr = tok.data() + r * D;
+        layernorm_rows(x.data() + (size_t(b) * T + size_t(t)) * D, tr, 1, size_t(D), q.norm.gamma.ptr(),
+                       q.norm.beta.ptr(), c.ln_eps);
+        emit(L.input(), tr, size_t(D), head_in.u8.data() + r * D, head_in.plane_stride, head_in.f32.data() + r * D);
+      }
+    }
+    linear(*head, batch, head_in.u8.data(), head_in.plane_stride, head_in.f32.data(),
+           [&](int r, float* y) { std::copy(y, y + NC, logits + size_t(r) * NC); });
+    if (!c.distilled) return;
+    const size_t o = size_t(batch) * D;
+    linear(*head_dist, batch, head_in.u8.data() + o, head_in.plane_stride, head_in.f32.data() + o,
+           [&](int r, float* y) { std::copy(y, y + NC, logits2.data() + size_t(r) * NC); });
+    for (size_t k = 0; k < size_t(batch) * NC; ++k) logits[k] = 0.5f * (logits[k] + logits2[k]);
+  }
+};
+
+IntViTForward::IntViTForward(const QuantizedViT& q) : q_(q), impl_(std::make_unique<Impl>(q)) {}
+IntViTForward::~IntViTForward() = default;
+
+void IntViTForward::run(const float* images, int batch, float* logits) {
+  if (batch < 1) return;
+  Impl& m = *impl_;
+  m.reserve(batch);
+  m.t_last = std::chrono::steady_clock::now();
+  m.embed(images, batch);
+  m.mark(Impl::kEmbed);
+  m.t_last = std::chrono::steady_clock::now();
+  for (int i = 0; i < q_.cfg.depth; ++i) m.block(i, batch);
+  m.mark(Impl::kFc2);
+  m.run_head(batch, logits);
+  m.mark(Impl::kHead);
+}
+
+void IntViTForward::set_profiling(bool on) {
+  impl_->profiling = on;
+  impl_->stage_s.fill(0.0);
+}
+
+std::vector<std::pair<std::string, double>> IntViTForward::profile_seconds() const {
+  static const char* names[] = {"embed", "qkv", "attention", "proj", "fc1", "fc2", "head"};
+  std::vector<std::pair<std::string, double>> out;
+  for (int s = 0; s < Impl::kStages; ++s) out.emplace_back(names[s], impl_->stage_s[size_t(s)]);
+  return out;
+}
+
+size_t IntViTForward::weight_bytes() const {
+  size_t n = impl_->patch->weight_bytes() + impl_->head->weight_bytes() +
+             (impl_->head_dist ? impl_->head_dist->weight_bytes() : 0);
+  for (const auto& b : impl_->blocks)
+    for (const IntLinear* l : {b.qkv.get(), b.proj.get(), b.fc1.get(), b.fc2.get()}) n += l->weight_bytes();
+  return n;
+}
+
+size_t IntViTForward::workspace_bytes() const {
+  const Impl& m = *impl_;
+  size_t n = (m.x.capacity() + m.fp_out.capacity() + m.patches_f.capacity() + m.tok.capacity() + m.logits2.capacity() + m.qf.capacity() +
+              m.kf.capacity() + m.vf.capacity() + m.buf_a.f32.capacity() + m.buf_b.f32.capacity() +
+              m.head_in.f32.capacity()) * 4 +
+             m.patches_u8.capacity() + m.qc.capacity() + m.kc.capacity() + m.vc.capacity() + m.compk.capacity() * 4 +
+             m.buf_a.u8.capacity() + m.buf_b.u8.capacity() + m.head_in.u8.capacity();
+  for (const Scratch& s : m.scratch)
+    n += (s.acc.capacity() + s.row.capacity() + s.sacc.capacity() + s.srows.capacity() +
+          s.oacc.capacity() + s.otile.capacity()) * 4 + s.pcodes.capacity();
+  return n;
+}
+
+}  // namespace vitq

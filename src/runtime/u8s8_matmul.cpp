@@ -1,0 +1,131 @@
+#include "runtime/u8s8_matmul.h"
+
+#include <thread>
+#include <unordered_map>
+
+#include "core/aligned.h"
+#include "core/error.h"
+
+namespace vitq {
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+using dims = dnnl::memory::dims;
+
+// Per-thread stream and scratchpad: a oneDNN stream is not thread-safe, and a primitive with a
+// user scratchpad can run concurrently from several threads, each with its own scratch memory.
+struct ThreadState {
+  dnnl::stream stream{cpu_engine()};
+  avector<uint8_t> scratch;
+};
+ThreadState& thread_state() {
+  thread_local ThreadState s;
+  return s;
+}
+
+}  // namespace
+
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+U8S8Matmul::U8S8Matmul(int N, int K, BLayout layout, const int8_t* b_nk) : N_(N), K_(K), layout_(layout) {
+  if (N < 1 || K < 1) fail(ErrorKind::Internal, "U8S8Matmul: bad shape N=", N, " K=", K);
+  if (layout != BLayout::Packed) return;
+  if (!b_nk) fail(ErrorKind::Internal, "U8S8Matmul: packed layout needs the weights");
+  try {
+    // Let oneDNN choose the weights layout for a typical row count, then reorder once.
+    const int64_t M = 64;
+    dnnl::memory::desc src({M, K}, dt::u8, tag::ab), dst({M, N}, dt::s32, tag::ab);
+    dnnl::memory::desc any({K, N}, dt::s8, tag::any);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, any, dst), attr, cpu_engine());
+    packed_md_ = pd.weights_desc();
+    // The N x K row-major weights are B (K x N) with strides (1, K).
+    dnnl::memory::desc user_md({K, N}, dt::s8, dims{1, K});
+    dnnl::memory user(user_md, cpu_engine(), const_cast<int8_t*>(b_nk));
+    packed_ = dnnl::memory(packed_md_, cpu_engine());
+    dnnl::stream s(cpu_engine());
+    dnnl::reorder(user, packed_).execute(s, user, packed_);
+    s.wait();
+  } catch (const dnnl::error& e) {
+    fail(ErrorKind::Internal, "oneDNN: cannot prepare int8 weights ", N, " x ", K, ": ", e.what());
+  }
+}
+
+const U8S8Matmul::Prim& U8S8Matmul::prim(int M, int lda, int ldc) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto key = std::make_tuple(M, lda, ldc);
+  auto it = cache_.find(key);
+  if (it != cache_.end()) return *it->second;
+  auto p = std::make_unique<Prim>();
+  try {
+    p->src = dnnl::memory::desc({M, K_}, dt::u8, dims{lda, 1});
+    p->dst = dnnl::memory::desc({M, N_}, dt::s32, dims{ldc, 1});
+    switch (layout_) {
+      case BLayout::Packed: p->wei = packed_md_; break;
+      case BLayout::NK: p->wei = dnnl::memory::desc({K_, N_}, dt::s8, dims{1, K_}); break;
+      case BLayout::KN: p->wei = dnnl::memory::desc({K_, N_}, dt::s8, tag::ab); break;
+    }
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p->src, p->wei, p->dst), attr, cpu_engine());
+    p->prim = dnnl::matmul(pd);
+    p->scratch = pd.scratchpad_desc().get_size();
+    p->impl = pd.impl_info_str();
+  } catch (const dnnl::error& e) {
+    fail(ErrorKind::Internal, "oneDNN: no u8 x s8 matmul for M=", M, " N=", N_, " K=", K_, ": ", e.what());
+  }
+  return *cache_.emplace(key, std::move(p)).first->second;
+}
+
+std::string U8S8Matmul::impl(int M) const { return prim(M, K_, N_).impl; }
+
+void U8S8Matmul::run(int M, const uint8_t* a, int lda, int32_t* c, int ldc, const int8_t* b) const {
+  if (M <= 0) return;
+  const Prim& p = prim(M, lda, ldc);
+  ThreadState& ts = thread_state();
+  if (ts.scratch.size() < p.scratch) ts.scratch.resize(p.scratch);
+  const dnnl::engine& eng = cpu_engine();
+  try {
+    Bound* found = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(p.mu);
+      auto it = p.bound.find(std::this_thread::get_id());
+      if (it != p.bound.end()) found = it->second.get();
+    }
+    if (!found) {
+      auto bd = std::make_unique<Bound>();
+      bd->src = dnnl::memory(p.src, eng, const_cast<uint8_t*>(a));
+      bd->dst = dnnl::memory(p.dst, eng, c);
+      bd->args = {{DNNL_ARG_SRC, bd->src}, {DNNL_ARG_DST, bd->dst}};
+      if (layout_ == BLayout::Packed) {
+        bd->args[DNNL_ARG_WEIGHTS] = packed_;
+      } else {
+        bd->wei = dnnl::memory(p.wei, eng, const_cast<int8_t*>(b));
+        bd->args[DNNL_ARG_WEIGHTS] = bd->wei;
+      }
+      if (p.scratch) {
+        bd->scratch =
+            dnnl::memory(dnnl::memory::desc({int64_t(p.scratch)}, dt::u8, tag::a), eng, ts.scratch.data());
+        bd->args[DNNL_ARG_SCRATCHPAD] = bd->scratch;
+      }
+      std::lock_guard<std::mutex> lock(p.mu);
+      found = p.bound.emplace(std::this_thread::get_id(), std::move(bd)).first->second.get();
+    }
+    Bound& bd = *found;
+    bd.src.set_data_handle(const_cast<uint8_t*>(a));
+    bd.dst.set_data_handle(c);
+    if (layout_ != BLayout::Packed) bd.wei.set_data_handle(const_cast<int8_t*>(b));
+    if (p.scratch) bd.scratch.set_data_handle(ts.scratch.data());
+    p.prim.execute(ts.stream, bd.args);
+    ts.stream.wait();
+  } catch (const dnnl::error& e) {
+    fail(ErrorKind::Internal, "oneDNN: u8 x s8 matmul failed (M=", M, " N=", N_, " K=", K_, "): ", e.what());
+  }
+}
+
+}  // namespace vitq

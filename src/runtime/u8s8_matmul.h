@@ -1,0 +1,68 @@
+// Integer GEMM through oneDNN's matmul primitive: C (s32, M x N) = A (u8, M x K) · B (s8, K x N).
+// u8 x s8 is the native operand pair of x86 VNNI (vpdpbusd); signed activation codes reach it
+// shifted by a zero point (see int_linear.h), which the caller's epilogue removes exactly.
+//
+// B is either a constant weight matrix given once as N x K (PyTorch [out, in]) and reordered at
+// construction into the blocked layout oneDNN's kernel wants, or an activation passed with every
+// call as N x K (the keys of a head, for Q·Kᵀ) or K x N (the values of a head, for P·V).
+// Primitives are created per M on first use and cached. run() is thread-safe; called outside an
+// OpenMP parallel region it uses oneDNN's threads, inside one it runs on the calling thread.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+namespace vitq {
+
+enum class BLayout : uint8_t { Packed, NK, KN };
+
+class U8S8Matmul {
+ public:
+  // For Packed, `b_nk` (N x K row-major) is reordered here and not kept.
+  U8S8Matmul(int N, int K, BLayout layout, const int8_t* b_nk = nullptr);
+  U8S8Matmul(const U8S8Matmul&) = delete;
+  U8S8Matmul& operator=(const U8S8Matmul&) = delete;
+
+  int N() const { return N_; }
+  int K() const { return K_; }
+  // c (M x ldc, row-major, ldc >= N) = a (M x K, rows lda >= K apart) · B. `b` is the per-call
+  // B for the NK / KN layouts (ignored for Packed).
+  void run(int M, const uint8_t* a, int lda, int32_t* c, int ldc, const int8_t* b = nullptr) const;
+  // oneDNN's implementation name for M rows (e.g. "brg:avx512_core_vnni"), for reports.
+  std::string impl(int M) const;
+  size_t packed_bytes() const { return packed_md_.get_size(); }
+
+ private:
+  // The argument memories of a primitive for one calling thread, made on its first call and
+  // given new data pointers afterwards (making them per call cost as much as a small GEMM's tail).
+  struct Bound {
+    dnnl::memory src, dst, wei, scratch;
+    std::unordered_map<int, dnnl::memory> args;
+  };
+  struct Prim {
+    dnnl::matmul prim;
+    dnnl::memory::desc src, wei, dst;
+    size_t scratch = 0;
+    std::string impl;
+    mutable std::mutex mu;
+    mutable std::map<std::thread::id, std::unique_ptr<Bound>> bound;
+  };
+  const Prim& prim(int M, int lda, int ldc) const;
+
+  int N_, K_;
+  BLayout layout_;
+  dnnl::memory::desc packed_md_;
+  dnnl::memory packed_;
+  mutable std::mutex mu_;
+  mutable std::map<std::tuple<int, int, int>, std::unique_ptr<Prim>> cache_;
+};
+
+// The CPU engine shared by the runtime.
+const dnnl::engine& cpu_engine();
+
+}  // namespace vitq

@@ -1,0 +1,411 @@
+// The integer runtime: dense bit packing against a bit-by-bit reference; every kind of site in
+// integers against the simulator (quantize-dequantize) and a double-precision reference; the
+// fused integer forward against the simulator and the unfused integer sites on random models.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <random>
+#include <vector>
+
+#include "engine/vit_forward.h"
+#include "quant/simulate.h"
+#include "runtime/int8_kernels.h"
+#include "runtime/int_site_hook.h"
+#include "runtime/int_vit_forward.h"
+#include "runtime/pack_bits.h"
+#include "runtime/quantized_model.h"
+#include "runtime_test_util.h"
+
+namespace vitq {
+namespace {
+
+// ------------------------------------------------------------------------------ packing
+
+TEST(PackBits, LittleEndianBitStream) {
+  std::vector<uint8_t> b(2, 0);
+  const int32_t four[] = {1, -2, 7};
+  EXPECT_EQ(pack_codes(four, 3, 4, b.data(), 0), 12u);
+  EXPECT_EQ(b[0], 0xE1);  // value 0 in the low nibble, −2 = 0b1110 in the high one
+  EXPECT_EQ(b[1], 0x07);  // unused high bits zero
+  std::vector<uint8_t> s(3, 0);
+  const int32_t six[] = {1, 2, 3, 4};  // 1 | 2<<6 | 3<<12 | 4<<18 = 0x103081
+  pack_codes(six, 4, 6, s.data(), 0);
+  EXPECT_EQ(s, (std::vector<uint8_t>{0x81, 0x30, 0x10}));
+}
+
+TEST(PackBits, RoundTripsEveryWidthAgainstTheScalarReference) {
+  std::mt19937_64 rng(5);
+  for (int bits = 2; bits <= 10; ++bits) {
+    const QRange r = qrange(bits);
+    std::uniform_int_distribution<int32_t> u(r.lo, r.hi);
+    for (size_t n : {size_t(1), size_t(2), size_t(3), size_t(7), size_t(8), size_t(9), size_t(31), size_t(1001)}) {
+      for (uint64_t start : {uint64_t(0), uint64_t(3), uint64_t(13)}) {
+        std::vector<int32_t> v(n);
+        for (auto& x : v) x = u(rng);
+        v[0] = r.lo;  // the extremes and the codes around zero
+        if (n > 1) v[n - 1] = r.hi;
+        if (n > 3) v[1] = -1, v[2] = 0;
+        const size_t bytes = packed_bytes_for_bits(start + n * size_t(bits));
+        std::vector<uint8_t> fast(bytes, 0), ref(bytes, 0);
+        EXPECT_EQ(pack_codes(v.data(), n, bits, fast.data(), start), start + n * bits);
+        EXPECT_EQ(pack_codes_ref(v.data(), n, bits, ref.data(), start), start + n * bits);
+        ASSERT_EQ(fast, ref) << "bits " << bits << " n " << n << " start " << start;
+        std::vector<int32_t> back(n), back_ref(n);
+        EXPECT_EQ(unpack_codes(fast.data(), n, bits, back.data(), start), start + n * bits);
+        unpack_codes_ref(fast.data(), n, bits, back_ref.data(), start);
+        ASSERT_EQ(back, v) << "bits " << bits << " n " << n << " start " << start;
+        ASSERT_EQ(back_ref, v);
+      }
+    }
+  }
+}
+
+TEST(PackBits, RowsOfDifferentWidthsFollowEachOther) {
+  // Per-channel bit-widths: rows of 2..8 bits back to back, as in a packed weight tensor.
+  std::mt19937_64 rng(6);
+  const int K = 13;
+  std::vector<int> widths = {2, 3, 4, 5, 6, 7, 8, 3};
+  std::vector<int32_t> all;
+  uint64_t total = 0;
+  for (int b : widths) total += uint64_t(b) * K;
+  std::vector<uint8_t> buf(packed_bytes_for_bits(total), 0), ref(buf.size(), 0);
+  uint64_t off = 0, off_ref = 0;
+  for (int b : widths) {
+    std::uniform_int_distribution<int32_t> u(qmin(b), qmax(b));
+    std::vector<int32_t> row(K);
+    for (auto& x : row) x = u(rng);
+    off = pack_codes(row.data(), K, b, buf.data(), off);
+    off_ref = pack_codes_ref(row.data(), K, b, ref.data(), off_ref);
+    all.insert(all.end(), row.begin(), row.end());
+  }
+  EXPECT_EQ(buf, ref);
+  off = 0;
+  for (size_t i = 0; i < widths.size(); ++i) {
+    std::vector<int32_t> row(K);
+    off = unpack_codes(buf.data(), K, widths[i], row.data(), off);
+    EXPECT_TRUE(std::equal(row.begin(), row.end(), all.begin() + long(i) * K)) << "row " << i;
+  }
+}
+
+// ------------------------------------------------------------------------------ kernels
+
+TEST(Int8Kernels, QuantizersMatchTheScalarReference) {
+  std::mt19937_64 rng(2);
+  std::normal_distribution<float> nd(0, 1);
+  for (int bits = 2; bits <= 8; ++bits)
+    for (bool uns : {false, true}) {
+      const QRange r = qrange(bits, uns);
+      const float delta = 3.0f / float(r.hi);
+      const int32_t zp = a_zero_point(bits, uns);
+      for (size_t n : {size_t(0), size_t(1), size_t(15), size_t(16), size_t(17), size_t(64), size_t(197), size_t(1000)}) {
+        std::vector<float> x(n);
+        for (size_t i = 0; i < n; ++i) {
+          const float v = 2.0f * nd(rng);
+          // exact ties k + 1/2 (round half to even), values far outside the grid, and zeros
+          x[i] = i % 5 == 0 ? (float(int(v * 4)) + 0.5f) * delta : i % 7 == 0 ? 50.0f * v : i % 11 == 0 ? 0.0f : v;
+        }
+        std::vector<uint8_t> a(n), a_ref(n), a_port(n);
+        quantize_a_u8(x.data(), a.data(), n, delta, r, zp);
+        quantize_a_u8_ref(x.data(), a_ref.data(), n, delta, r, zp);
+        quantize_a_u8_portable(x.data(), a_port.data(), n, delta, r, zp);
+        ASSERT_EQ(a, a_ref) << bits << " " << uns << " " << n;
+        ASSERT_EQ(a_port, a_ref) << bits << " " << uns << " " << n;
+        if (uns) continue;
+        std::vector<int8_t> b(n), b_ref(n), b_port(n);
+        const int32_t s = quantize_b_s8(x.data(), b.data(), n, delta, r);
+        const int32_t s_ref = quantize_b_s8_ref(x.data(), b_ref.data(), n, delta, r);
+        const int32_t s_port = quantize_b_s8_portable(x.data(), b_port.data(), n, delta, r);
+        ASSERT_EQ(b, b_ref) << bits << " " << n;
+        ASSERT_EQ(b_port, b_ref) << bits << " " << n;
+        ASSERT_EQ(s, s_ref);
+        ASSERT_EQ(s_port, s_ref);
+      }
+    }
+  std::printf("AVX-512 kernels %s\n", int8_kernels_use_avx512() ? "in use (compared)" : "not available here");
+}
+
+// ------------------------------------------------------------------------------ sites
+
+struct SiteCase {
+  std::string what;
+  SiteKind kind;
+  SitePlan sp;
+  int images = 2, heads = 3, M = 37, N = 24, K = 40;
+  bool bias = true;
+  bool positive_x = false;  // softmax-like input
+};
+
+OperandQuant op(int bits, float scale, bool is_unsigned = false) {
+  OperandQuant q;
+  q.bits = bits;
+  q.scale = scale;
+  q.is_unsigned = is_unsigned;
+  return q;
+}
+
+// Runs a site in integers, in the simulator, and in double precision from the codes.
+void check_site(const SiteCase& sc) {
+  SCOPED_TRACE(sc.what);
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> nd(0, 1);
+  std::uniform_real_distribution<float> ud(0, 1);
+  const bool attn = sc.kind == SiteKind::MatmulQK || sc.kind == SiteKind::MatmulAV;
+  SiteCall c;
+  c.site = {sc.kind, attn || sc.kind == SiteKind::Qkv || sc.kind == SiteKind::Proj || sc.kind == SiteKind::Fc1 ||
+                             sc.kind == SiteKind::Fc2
+                         ? 0
+                         : -1};
+  c.images = sc.images;
+  c.groups = attn ? sc.images * sc.heads : 1;
+  c.M = sc.M;
+  c.N = sc.N;
+  c.K = sc.K;
+  std::vector<float> x(size_t(c.groups) * c.M * c.K), w(size_t(attn ? c.groups : 1) * c.N * c.K), b(size_t(c.N));
+  for (auto& v : x) v = sc.positive_x ? ud(rng) * ud(rng) : 2.0f * nd(rng);
+  for (auto& v : w) v = 0.5f * nd(rng);
+  for (auto& v : b) v = nd(rng);
+  c.x = x.data();
+  c.w = w.data();
+  c.w_stride = attn ? int64_t(c.N) * c.K : 0;
+  c.bias = sc.bias && !attn ? b.data() : nullptr;
+  const size_t ny = size_t(c.groups) * c.M * c.N;
+  std::vector<float> yi(ny), ys(ny);
+  c.y = yi.data();
+  int_site_compute(c, sc.sp);
+  c.y = ys.data();
+  avector<float> xb, wb;
+  simulate_site(c, sc.sp, nullptr, xb, wb);
+
+  // Double-precision reference from the codes (plan.h).
+  const SitePlan& sp = sc.sp;
+  std::vector<int16_t> wcodes;
+  std::vector<int> wbits;
+  std::vector<float> wsteps;
+  if (!attn) plan_weight_codes(w.data(), c.N, c.K, sp, &wcodes, &wbits, &wsteps);
+  const int heads = c.groups / c.images;
+  size_t exact = 0;
+  for (int g = 0; g < c.groups; ++g)
+    for (int r = 0; r < c.M; ++r)
+      for (int n = 0; n < c.N; ++n) {
+        double acc = 0, mag = 0, sx = 0;
+        for (int k = 0; k < c.K; ++k) {
+          const int qx = quantize_one(x[(size_t(g) * c.M + r) * c.K + k], sp.x.scale, sp.x.range());
+          const int qw = attn ? quantize_one(w[(size_t(g) * c.N + n) * c.K + k], sp.w.scale, sp.w.range())
+                              : wcodes[size_t(n) * c.K + k];
+          acc += double(qx) * qw;
+          mag += std::fabs(double(qx) * qw);
+          sx += qx;
+        }
+        const double step = attn ? double(sp.w.scale) : double(wsteps[size_t(n)]);
+        double ref = acc * double(sp.x.scale) * step;
+        mag *= double(sp.x.scale) * step;
+        if (c.bias) ref += b[size_t(n)];
+        if (!sp.bias_correction.empty()) ref += sp.bias_correction[(attn ? size_t(g % heads) * c.N : 0) + size_t(n)];
+        if (!sp.weight_offset.empty()) ref += double(sp.weight_offset[size_t(n)]) * double(sp.x.scale) * sx;
+        const size_t i = (size_t(g) * c.M + r) * c.N + n;
+        ASSERT_NEAR(yi[i], ref, 1e-5 * (mag + std::fabs(ref) + 1e-3)) << g << " " << r << " " << n;
+        ASSERT_NEAR(ys[i], yi[i], 1e-5 * (mag + std::fabs(ref) + 1e-3)) << g << " " << r << " " << n;
+        exact += ys[i] == yi[i];
+      }
+  // The simulator multiplies the codes as floats: its sums are exact here (all below 2^24), and
+  // it scales and adds with the runtime's kernels, so the two agree bit for bit.
+  EXPECT_EQ(exact, ny);
+}
+
+SitePlan linear_plan(int xb, int wb, float xs, float ws) {
+  SitePlan sp;
+  sp.x = op(xb, xs);
+  sp.w = op(wb, ws);
+  return sp;
+}
+
+TEST(IntegerSites, LinearSitesMatchTheSimulator) {
+  for (SiteKind k : {SiteKind::PatchEmbed, SiteKind::Qkv, SiteKind::Proj, SiteKind::Fc1, SiteKind::Fc2,
+                     SiteKind::Head}) {
+    SiteCase sc{"W8A8 per-tensor, bias correction", k, linear_plan(8, 8, 6.0f / 127, 1.5f / 127)};
+    sc.sp.bias_correction.assign(size_t(sc.N), 0.25f);
+    check_site(sc);
+  }
+}
+
+TEST(IntegerSites, PerChannelStepsBitsCodesAndOffsets) {
+  SiteCase a{"W6A6 per-channel steps", SiteKind::Fc1, linear_plan(6, 6, 6.0f / 31, 0.05f)};
+  for (int n = 0; n < a.N; ++n) a.sp.w.channel_scales.push_back(0.02f + 0.004f * float(n));
+  check_site(a);
+  SiteCase b = a;
+  b.what = "per-channel bits 2..8 with offsets";
+  for (int n = 0; n < b.N; ++n) b.sp.w.channel_bits.push_back(2 + n % 7);
+  for (int n = 0; n < b.N; ++n) b.sp.weight_offset.push_back(0.01f * float(n % 5) - 0.02f);
+  check_site(b);
+  SiteCase c = a;
+  c.what = "explicit weight codes (4-bit grid)";
+  c.sp.w.bits = 4;
+  std::mt19937 rng(3);
+  for (int i = 0; i < c.N * c.K; ++i) c.sp.weight_codes.push_back(int16_t(int(rng() % 16) - 8));
+  c.bias = false;
+  c.sp.bias_correction.assign(size_t(c.N), -0.5f);
+  check_site(c);
+  SiteCase d{"unsigned 8-bit input grid", SiteKind::Fc2, linear_plan(8, 8, 2.0f / 255, 1.5f / 127)};
+  d.sp.x.is_unsigned = true;
+  d.positive_x = true;
+  check_site(d);
+}
+
+TEST(IntegerSites, NineAndTenBitSitesAreExact) {
+  check_site({"W10A10 linear", SiteKind::Qkv, linear_plan(10, 10, 6.0f / 511, 1.5f / 511)});
+  check_site({"W8A10 linear", SiteKind::Proj, linear_plan(10, 8, 6.0f / 511, 1.5f / 127)});
+  check_site({"W9A8 linear", SiteKind::Fc2, linear_plan(8, 9, 6.0f / 127, 1.5f / 255)});
+  SiteCase pc{"W10A9 per-channel with offsets", SiteKind::Fc1, linear_plan(9, 10, 6.0f / 255, 0.003f)};
+  for (int n = 0; n < pc.N; ++n) {
+    pc.sp.w.channel_scales.push_back(0.002f + 0.0002f * float(n));
+    pc.sp.w.channel_bits.push_back(n % 2 ? 10 : 7);
+    pc.sp.weight_offset.push_back(0.001f * float(n));
+  }
+  check_site(pc);
+}
+
+TEST(IntegerSites, AttentionSites) {
+  SiteCase qk{"Q·Kᵀ W8A8", SiteKind::MatmulQK, linear_plan(8, 8, 6.0f / 127, 5.0f / 127), 2, 3, 29, 29, 16, false};
+  qk.sp.bias_correction.resize(size_t(3 * 29));
+  for (size_t i = 0; i < qk.sp.bias_correction.size(); ++i) qk.sp.bias_correction[i] = 0.01f * float(i % 7);
+  check_site(qk);
+  SiteCase av{"P·V unsigned softmax grid", SiteKind::MatmulAV, linear_plan(8, 8, 1.0f / 255, 5.0f / 127), 2, 3,
+              29, 16, 29, false, true};
+  av.sp.x.is_unsigned = true;
+  check_site(av);
+  SiteCase avs = av;
+  avs.what = "P·V signed grid";
+  avs.sp.x = op(8, 1.0f / 127);
+  check_site(avs);
+  SiteCase qk10 = qk;
+  qk10.what = "Q·Kᵀ 10-bit";
+  qk10.sp.x = op(10, 6.0f / 511);
+  qk10.sp.w = op(10, 5.0f / 511);
+  check_site(qk10);
+  SiteCase av9 = av;
+  av9.what = "P·V 9-bit unsigned, 10-bit V";
+  av9.sp.x = op(9, 1.0f / 511, true);
+  av9.sp.w = op(10, 5.0f / 511);
+  check_site(av9);
+  SiteCase av4 = av;
+  av4.what = "P·V W4A4";
+  av4.sp.x = op(4, 1.0f / 15, true);
+  av4.sp.w = op(4, 5.0f / 7);
+  check_site(av4);
+}
+
+// ------------------------------------------------------------------------------ whole models
+
+std::string tmp_dir(const std::string& name) {
+  const auto d = std::filesystem::temp_directory_path() / ("vitq_rt_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  return d.string();
+}
+
+// Logits of the fused integer forward, the unfused integer sites and the simulator.
+void check_forward(const std::string& name, const test::TinyDims& dims, const std::function<QuantPlan(const ViTModel&)>& make_plan) {
+  SCOPED_TRACE(name);
+  const std::string src = tmp_dir(name + "_src"), out = tmp_dir(name + "_q");
+  ViTModel m = test::write_tiny_checkpoint(src, dims, 7);
+  const QuantPlan plan = make_plan(m);
+  write_quantized_model(quantize_model(m, plan), src, out);
+  const QuantizedViT q = load_quantized_model(out);
+  const ViTModel dq = dequantized_model(q);
+  const QuantPlan splan = simulation_plan(q);
+  const int B = 3, NC = m.cfg.num_classes;
+  const std::vector<float> x = test::random_images(m.cfg, B, 123);
+  std::vector<float> fused(size_t(B) * NC), fused2(fused.size()), one(static_cast<size_t>(NC)), unfused(fused.size()),
+      sim(fused.size()), sim_src(fused.size());
+  IntViTForward f(q);
+  f.run(x.data(), B, fused.data());
+  f.run(x.data(), B, fused2.data());
+  EXPECT_EQ(fused, fused2) << "not deterministic";
+  f.run(x.data() + x.size() / B, 1, one.data());  // image 1 alone
+  for (int k = 0; k < NC; ++k) EXPECT_NEAR(one[size_t(k)], fused[size_t(NC + k)], 1e-5f);
+  ViTForward vf(dq);
+  IntegerSiteHook ih(q);
+  vf.run(x.data(), B, unfused.data(), &ih);
+  PlanSimulator ps(dq, splan);
+  vf.run(x.data(), B, sim.data(), &ps);
+  ViTForward vs(m);
+  PlanSimulator ps_src(m, plan);
+  vs.run(x.data(), B, sim_src.data(), &ps_src);
+  float mx = 0;
+  for (float v : sim) mx = std::max(mx, std::fabs(v));
+  for (size_t i = 0; i < fused.size(); ++i) {
+    EXPECT_EQ(fused[i], unfused[i]) << i;                 // same kernels, fused or not
+    EXPECT_NEAR(fused[i], sim[i], 1e-5f * mx) << i;       // integer vs quantize-dequantize
+    EXPECT_NEAR(sim[i], sim_src[i], 1e-5f * mx) << i;     // the directory reproduces the plan
+  }
+  std::filesystem::remove_all(src);
+  std::filesystem::remove_all(out);
+}
+
+TEST(IntegerForward, W8A8UnsignedSoftmaxQuantizedHead) {
+  check_forward("w8", {}, [](const ViTModel& m) { return test::minmax_plan(m, 8, true, true); });
+}
+
+TEST(IntegerForward, W4A4PerChannelDistilled) {
+  test::TinyDims d;
+  d.distilled = true;
+  check_forward("w4", d, [](const ViTModel& m) { return test::minmax_plan(m, 4, false, false, {}, true); });
+}
+
+TEST(IntegerForward, MixedPrecisionWithTenBitBlocksAndFp32Sites) {
+  test::TinyDims d;
+  d.depth = 3;
+  d.qkv_bias = false;
+  check_forward("mp", d, [](const ViTModel& m) {
+    QuantPlan p = test::minmax_plan(m, 8, true, true, {{10, 10}, {6, 6}, {9, 9}, {8, 8}, {4, 4}, {10, 10}});
+    p.sites.erase("blocks.1.mlp.fc2");        // FP32 sites between integer ones
+    p.sites.erase("blocks.2.attn.matmul_av");
+    p.sites.erase("blocks.0.attn.matmul_qk");
+    SitePlan& fc1 = p.sites.at("blocks.2.mlp.fc1");
+    fc1.bias_correction.assign(size_t(m.cfg.mlp_hidden), 0.05f);  // a correction on top of the bias
+    SitePlan& qkv = p.sites.at("blocks.1.attn.qkv");
+    qkv.bias_correction.assign(size_t(3 * m.cfg.embed_dim), -0.02f);  // qkv without a bias gets one
+    return p;
+  });
+}
+
+TEST(IntegerForward, BatchesOfAnySizeAfterALargerOne) {
+  // The workspace is sized by the largest batch so far; smaller batches of every size follow.
+  const std::string src = tmp_dir("batches_src");
+  test::TinyDims d;
+  d.img = 32;  // 65 tokens: tiles of different heights at every batch size
+  ViTModel m = test::write_tiny_checkpoint(src, d, 9);
+  const QuantizedViT q = quantize_model(m, test::minmax_plan(m, 8, true));
+  const int NC = m.cfg.num_classes, big = 9;
+  const std::vector<float> x = test::random_images(m.cfg, big, 6);
+  IntViTForward f(q);
+  std::vector<float> all(size_t(big) * NC), part(all.size());
+  f.run(x.data(), big, all.data());
+  for (int b = 1; b < big; ++b) {
+    f.run(x.data(), b, part.data());
+    for (size_t i = 0; i < size_t(b) * NC; ++i) ASSERT_EQ(part[i], all[i]) << "batch " << b;
+  }
+  std::filesystem::remove_all(src);
+}
+
+TEST(IntegerForward, ThreadCountDoesNotChangeTheResult) {
+  const std::string src = tmp_dir("thr_src");
+  ViTModel m = test::write_tiny_checkpoint(src, {}, 8);
+  const QuantizedViT q = quantize_model(m, test::minmax_plan(m, 8, true));
+  const int B = 4, NC = m.cfg.num_classes;
+  const std::vector<float> x = test::random_images(m.cfg, B, 5);
+  std::vector<float> a(size_t(B) * NC), b(a.size());
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  IntViTForward(q).run(x.data(), B, a.data());
+  omp_set_num_threads(2);
+  IntViTForward(q).run(x.data(), B, b.data());
+  omp_set_num_threads(saved);
+  EXPECT_EQ(a, b);
+  std::filesystem::remove_all(src);
+}
+
+}  // namespace
+}  // namespace vitq
