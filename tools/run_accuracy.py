@@ -39,6 +39,11 @@ def configs():
             c[f"{m}-w{b}a{b}"] = (m, f"{b}/{b}", ["--method", m, "--bits", str(b)])
         c[f"liu2021-us-w{b}a{b}"] = ("liu2021 + unsigned softmax grid", f"{b}/{b}",
                                      ["--method", "liu2021", "--bits", str(b), "--unsigned-softmax"])
+        # The seed methods (issue 5), at their defaults: ACIQ with all three parts, LAPQ with its
+        # default evaluation budget and loss subset, Bit-Split with percentile activations.
+        c[f"aciq-w{b}a{b}"] = ("aciq", f"{b}/{b}", ["--method", "aciq", "--bits", str(b)])
+        c[f"lapq-w{b}a{b}"] = ("lapq", f"{b}/{b}", ["--method", "lapq", "--bits", str(b)])
+        c[f"bitsplit-w{b}a{b}"] = ("bitsplit", f"{b}/{b}", ["--method", "bitsplit", "--bits", str(b)])
     for b in (6, 8):
         c[f"liu2021-mp{b}"] = ("liu2021 mixed precision", f"{b}MP", ["--method", "liu2021", "--mixed-precision", str(b)])
     # The paper's ablation at W6A6 (its Table 3 is at about 8 bits on ViT-B).

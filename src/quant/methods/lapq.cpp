@@ -1,0 +1,485 @@
+// LAPQ, Loss Aware Post-training Quantization (Nahshan et al. 2019), in three steps:
+//   1. per site (calibrate): for each p of --lapq-p, the steps of both operands minimising the
+//      Lp norm of their quantization error (the paper's layer-wise initialisation);
+//   2. network level (refine): the p whose steps give the least network loss on the loss images
+//      (the paper picks p by the loss: the Lp-optimal steps for different p trace a path
+//      through step space, and the loss along it has a minimum);
+//   3. joint optimisation of all steps on the network loss with Powell's derivative-free
+//      BOBYQA (NLopt LN_BOBYQA) from that initialisation (the paper uses Powell's method).
+// The loss needs no labels: KL(p_FP32 ‖ p_quantized) of the softmax outputs, the FP32 logits
+// computed once. (Cross-entropy with labels is not offered: the calibration driver does not
+// load labels — calibration is unlabelled by design.)
+//
+// Why block-coordinate BOBYQA and not one BOBYQA over all steps: BOBYQA (as NLopt implements
+// it) first evaluates 2n+1 interpolation points; a ViT-Ti has n = 146 steps, i.e. 293
+// evaluations of the whole network before the first model step. Optimising one transformer
+// block's steps at a time (n = 12, 25 points; patch_embed joins block 0, a quantized head the
+// last block) spends the same ≈2 evaluations per step on the initial model but then makes
+// model steps in every block, and each evaluation only runs the network from that block on:
+// the residual stream entering the block is cached under the current best plan, so an
+// evaluation is exact (the same loss as a full forward) at about half the cost on average.
+// Blocks are visited in execution order; sweeps repeat while the budget allows, each with a
+// smaller initial trust region. Every evaluation is counted against --lapq-evals; the best
+// point seen is kept, so the final loss is never above the initialisation's.
+#include "quant/methods/lapq.h"
+
+#include <nlopt.hpp>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <functional>
+#include <map>
+#include <random>
+
+#include "core/aligned.h"
+#include "core/error.h"
+#include "engine/vit_forward.h"
+#include "quant/calibrate.h"
+#include "quant/methods/methods.h"
+#include "quant/simulate.h"
+
+namespace vitq {
+namespace {
+
+// Sums over the values of |v − Q(v)|^p for each p, in fixed chunks summed in order. Serial:
+// callers parallelise over candidate steps (small parallel regions per call cost more than
+// they gain on a loaded machine, where each one waits for every thread to be scheduled).
+void lp_errors(const float* v, size_t n, float delta, QRange r, const std::vector<double>& ps, double* out) {
+  const size_t P = ps.size();
+  // e^p = e^⌊p⌋ · (√e if p is a half-integer): cheap for the usual p; std::pow otherwise.
+  std::vector<int> ip(P), kind(P);  // kind: 0 integer, 1 half-integer, 2 other
+  for (size_t j = 0; j < P; ++j) {
+    ip[j] = int(std::floor(ps[j]));
+    const double f = ps[j] - ip[j];
+    kind[j] = f == 0 ? 0 : (f == 0.5 ? 1 : 2);
+  }
+  constexpr size_t chunk = 4096;
+  const size_t nc = (n + chunk - 1) / chunk;
+  std::vector<double> part(nc * P, 0.0);
+  for (size_t c = 0; c < nc; ++c) {
+    float err[chunk];
+    const size_t b = c * chunk, len = std::min(n, b + chunk) - b;
+    fake_quantize(v + b, err, len, delta, r);  // vectorised (runtime-dispatched) quantizer
+    for (size_t i = 0; i < len; ++i) err[i] = std::fabs(v[b + i] - err[i]);
+    for (size_t j = 0; j < P; ++j) {
+      double acc = 0;
+      if (kind[j] == 2) {
+        for (size_t i = 0; i < len; ++i) acc += std::pow(double(err[i]), ps[j]);
+      } else {
+        const int k = ip[j];
+        const bool half = kind[j] == 1;
+#pragma omp simd reduction(+ : acc)
+        for (size_t i = 0; i < len; ++i) {
+          const double e = err[i];
+          double pw = half ? std::sqrt(e) : 1.0;
+          for (int t = 0; t < k; ++t) pw *= e;
+          acc += pw;
+        }
+      }
+      part[c * P + j] = acc;
+    }
+  }
+  for (size_t j = 0; j < P; ++j) {
+    double s = 0;
+    for (size_t c = 0; c < nc; ++c) s += part[c * P + j];
+    out[j] = s;
+  }
+}
+
+}  // namespace
+
+double lp_error(const float* v, size_t n, float delta, QRange r, double p) {
+  double e = 0;
+  lp_errors(v, n, delta, r, {p}, &e);
+  return e;
+}
+
+std::vector<float> lp_optimal_steps(const float* v, size_t n, QRange r, const std::vector<double>& ps,
+                                    size_t max_samples, uint64_t seed) {
+  const float d0 = max_step(max_abs(v, n), r);
+  std::vector<float> steps(ps.size(), d0);
+  if (n == 0 || ps.empty()) return steps;
+  std::vector<float> sample;
+  if (n > max_samples) {  // with replacement; rng() % n: platform-independent
+    std::mt19937_64 rng(seed ^ 0x5851f42d4c957f2dull);
+    sample.resize(max_samples);
+    for (float& s : sample) s = v[rng() % n];
+    v = sample.data();
+    n = sample.size();
+  }
+  // Log-spaced grid of Δ/Δ₀ in [2^-8, 1], every p at once.
+  const int G = 40;
+  const size_t P = ps.size();
+  std::vector<double> t(G), err(size_t(G) * P);
+  for (int i = 0; i < G; ++i) t[size_t(i)] = std::exp2(-8.0 + 8.0 * i / (G - 1));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int i = 0; i < G; ++i) lp_errors(v, n, float(d0 * t[size_t(i)]), r, ps, err.data() + size_t(i) * P);
+  const double g = (std::sqrt(5.0) - 1) / 2;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t j = 0; j < P; ++j) {
+    int best = 0;
+    for (int i = 1; i < G; ++i)
+      if (err[size_t(i) * P + j] < err[size_t(best) * P + j]) best = i;
+    // Golden-section refinement between the neighbours of the best grid point.
+    double lo = t[size_t(std::max(best - 1, 0))], hi = t[size_t(std::min(best + 1, G - 1))];
+    double bt = t[size_t(best)], be = err[size_t(best) * P + j];
+    auto f = [&](double x) {
+      const double e = lp_error(v, n, float(d0 * x), r, ps[j]);
+      if (e < be) be = e, bt = x;
+      return e;
+    };
+    double a = hi - g * (hi - lo), b = lo + g * (hi - lo), fa = f(a), fb = f(b);
+    for (int it = 0; it < 20; ++it) {
+      if (fa < fb) {
+        hi = b, b = a, fb = fa;
+        a = hi - g * (hi - lo), fa = f(a);
+      } else {
+        lo = a, a = b, fa = fb;
+        b = lo + g * (hi - lo), fb = f(b);
+      }
+    }
+    steps[j] = float(d0 * bt);
+  }
+  return steps;
+}
+
+double kl_from_logits(const float* fp, const float* q, int n, int classes) {
+  double total = 0;
+  for (int i = 0; i < n; ++i) {
+    const float* a = fp + size_t(i) * classes;
+    const float* b = q + size_t(i) * classes;
+    double ma = -INFINITY, mb = -INFINITY;
+    for (int j = 0; j < classes; ++j) ma = std::max(ma, double(a[j])), mb = std::max(mb, double(b[j]));
+    double za = 0, zb = 0;
+    for (int j = 0; j < classes; ++j) za += std::exp(a[j] - ma), zb += std::exp(b[j] - mb);
+    const double la = ma + std::log(za), lb = mb + std::log(zb);
+    double kl = 0;
+    for (int j = 0; j < classes; ++j) {
+      const double lpa = a[j] - la, lpb = b[j] - lb;
+      kl += std::exp(lpa) * (lpa - lpb);
+    }
+    total += kl;
+  }
+  return total / std::max(1, n);
+}
+
+namespace {
+
+// The network loss of the plan being optimised, evaluated from a cached residual stream: the
+// input of stage `from` (0 = embedding from the images, 1..depth = blocks, depth+1 = head) for
+// every loss image, under the current plan.
+class LossEval {
+ public:
+  LossEval(const ViTModel& m, const float* images, int n, int batch, const QuantPlan& plan)
+      : m_(m), images_(images), n_(n), B_(std::max(1, batch)), sim_(m, plan), fwd_(m) {
+    const ViTConfig& c = m.cfg;
+    tok_ = size_t(c.tokens()) * c.embed_dim;
+    img_ = size_t(c.in_chans) * c.img_size * c.img_size;
+    classes_ = c.num_classes;
+    fp_.resize(size_t(n) * classes_);
+    q_.resize(size_t(n) * classes_);
+    for (int i0 = 0; i0 < n; i0 += B_) fwd_.run(images + size_t(i0) * img_, std::min(B_, n - i0), fp_.data() + size_t(i0) * classes_);
+    cache_.resize(size_t(n) * tok_);
+    scratch_.resize(size_t(B_) * tok_);
+  }
+  int stages() const { return m_.cfg.depth + 2; }
+  void forget(const SiteId& id) { sim_.forget(id); }
+
+  double loss() {
+    for (int i0 = 0; i0 < n_; i0 += B_) {
+      const int b = std::min(B_, n_ - i0);
+      float* x = scratch_.data();
+      if (from_ > 0) std::copy_n(cache_.data() + size_t(i0) * tok_, size_t(b) * tok_, x);
+      for (int s = from_; s < stages(); ++s) run_stage(s, i0, b, x, q_.data() + size_t(i0) * classes_);
+    }
+    ++evals_;
+    return kl_from_logits(fp_.data(), q_.data(), n_, classes_);
+  }
+
+  // Moves the cache to the input of stage s under the current plan (s < from restarts at 0).
+  void advance_to(int s) {
+    if (s < from_) from_ = 0;
+    for (; from_ < s; ++from_)
+      for (int i0 = 0; i0 < n_; i0 += B_)
+        run_stage(from_, i0, std::min(B_, n_ - i0), cache_.data() + size_t(i0) * tok_, nullptr);
+  }
+  int evals() const { return evals_; }
+
+ private:
+  void run_stage(int s, int i0, int b, float* x, float* logits) {
+    if (s == 0) fwd_.embed(images_ + size_t(i0) * img_, b, x, &sim_);
+    else if (s == stages() - 1) fwd_.head(x, b, logits, &sim_);
+    else fwd_.block(s - 1, x, b, &sim_);
+  }
+  const ViTModel& m_;
+  const float* images_;
+  int n_, B_, classes_ = 0, from_ = 0, evals_ = 0;
+  size_t tok_ = 0, img_ = 0;
+  PlanSimulator sim_;
+  ViTForward fwd_;
+  std::vector<float> fp_, q_;
+  avector<float> cache_, scratch_;
+};
+
+int stage_of(const SiteId& id, int depth) {
+  if (id.block >= 0) return id.block + 1;
+  return id.kind == SiteKind::PatchEmbed ? 0 : depth + 1;
+}
+
+class Lapq : public Method {
+ public:
+  explicit Lapq(const MethodArgs& a) : a_(a) {
+    if (a.lapq_p.empty()) fail(ErrorKind::Usage, "--lapq-p needs at least one value");
+    for (double p : a.lapq_p)
+      if (!(p >= 0.5 && p <= 8)) fail(ErrorKind::Usage, "--lapq-p values must be in [0.5, 8] (got ", p, ")");
+    if (a.lapq_evals < int(a.lapq_p.size()) + 1)
+      fail(ErrorKind::Usage, "--lapq-evals must be at least the number of --lapq-p values + 1");
+    if (a.lapq_loss_images < 0) fail(ErrorKind::Usage, "--lapq-loss-images must be >= 0");
+    if (!(a.lapq_range > 1 && a.lapq_range <= 16)) fail(ErrorKind::Usage, "--lapq-range must be in (1, 16]");
+    // The driver's per-site pass uses the middle p (the network-level step then picks one).
+    p_default_ = a.lapq_p.size() / 2;
+  }
+  std::string name() const override { return "lapq"; }
+  nlohmann::ordered_json settings() const override {
+    return {{"p", a_.lapq_p},
+            {"joint", a_.lapq_joint},
+            {"evals", a_.lapq_evals},
+            {"loss_images", a_.lapq_loss_images},
+            {"range", a_.lapq_range},
+            {"loss", "kl_fp32"},
+            {"optimizer", "nlopt LN_BOBYQA, block-coordinate"},
+            {"unsigned_softmax", a_.unsigned_softmax},
+            {"seed", a_.seed}};
+  }
+
+  SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {
+    SitePlan sp = minmax_site_plan(obs, bits, a_.unsigned_softmax);
+    const size_t nx = size_t(obs.x_per_image()) * obs.images;
+    const size_t nw = obs.attention() ? size_t(obs.w_per_image()) * obs.images : size_t(obs.shape.N) * obs.shape.K;
+    const uint64_t seed = a_.seed * 0x9e3779b97f4a7c15ull + std::hash<std::string>{}(obs.shape.id.name());
+    Init& in = init_[obs.shape.id.name()];
+    in.x = lp_optimal_steps(obs.x, nx, sp.x.range(), a_.lapq_p, size_t(1) << 16, seed);
+    in.w = lp_optimal_steps(obs.w, nw, sp.w.range(), a_.lapq_p, size_t(1) << 16, seed + 1);
+    sp.x.scale = in.x[p_default_];
+    sp.w.scale = in.w[p_default_];
+    nlohmann::ordered_json jx = nlohmann::ordered_json::object(), jw = nlohmann::ordered_json::object();
+    for (size_t j = 0; j < a_.lapq_p.size(); ++j) {
+      const std::string k = nlohmann::ordered_json(a_.lapq_p[j]).dump();
+      jx[k] = in.x[j];
+      jw[k] = in.w[j];
+    }
+    notes.j["lp_steps_x"] = jx;
+    notes.j["lp_steps_w"] = jw;
+    return sp;
+  }
+
+  void refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_json& notes) override;
+
+ private:
+  struct Init {
+    std::vector<float> x, w;  // Lp-optimal steps per p
+  };
+  struct Var {
+    std::string site;
+    SiteId id;
+    bool is_w;
+    const std::vector<float>* steps;  // per p
+    float init = 0;                   // step at the chosen p
+    int stage = 0;
+  };
+  MethodArgs a_;
+  size_t p_default_ = 0;
+  std::map<std::string, Init> init_;
+};
+
+void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_json& notes) {
+  using clock_type = std::chrono::steady_clock;
+  const auto t0 = clock_type::now();
+  const ViTConfig& cfg = net.model.cfg;
+  const int n_loss = a_.lapq_loss_images == 0 ? net.n : std::min(net.n, a_.lapq_loss_images);
+
+  // The variables: both steps of every planned site, in execution order.
+  std::vector<Var> vars;
+  for (const SiteShape& s : model_sites(cfg)) {
+    auto it = plan.sites.find(s.id.name());
+    auto in = init_.find(s.id.name());
+    if (it == plan.sites.end() || in == init_.end() || !it->second.x.quantized()) continue;
+    vars.push_back({s.id.name(), s.id, false, &in->second.x, 0, stage_of(s.id, cfg.depth)});
+    vars.push_back({s.id.name(), s.id, true, &in->second.w, 0, stage_of(s.id, cfg.depth)});
+  }
+  if (vars.empty()) return;
+  auto set_step = [&](const Var& v, float step) {
+    SitePlan& sp = plan.sites.at(v.site);
+    (v.is_w ? sp.w.scale : sp.x.scale) = step;
+  };
+
+  LossEval ev(net.model, net.images, n_loss, net.batch, plan);
+  nlohmann::ordered_json curve = nlohmann::ordered_json::array();
+  auto forget_all = [&] {
+    for (const Var& v : vars) ev.forget(v.id);
+  };
+
+  // 2. Choose p by the network loss.
+  nlohmann::ordered_json p_losses = nlohmann::ordered_json::object();
+  size_t best_p = 0;
+  double init_loss = INFINITY;
+  for (size_t j = 0; j < a_.lapq_p.size(); ++j) {
+    for (const Var& v : vars) set_step(v, (*v.steps)[j]);
+    forget_all();
+    ev.advance_to(0);
+    const double l = ev.loss();
+    curve.push_back(l);
+    p_losses[nlohmann::ordered_json(a_.lapq_p[j]).dump()] = l;
+    if (l < init_loss) init_loss = l, best_p = j;
+  }
+  for (Var& v : vars) {
+    v.init = (*v.steps)[best_p];
+    set_step(v, v.init);
+  }
+  forget_all();
+  const double t_select = std::chrono::duration<double>(clock_type::now() - t0).count();
+
+  // 3. Joint optimisation, block by block (see the file comment), in log(step / init) space.
+  struct Group {
+    int key = 0, first_stage = 0;  // key: the block the group optimises (stage 1..depth)
+    std::vector<size_t> vars;
+  };
+  std::vector<Group> groups;
+  for (size_t i = 0; i < vars.size(); ++i) {
+    const int key = std::clamp(vars[i].stage, 1, cfg.depth);  // patch_embed joins block 0, the head the last
+    if (groups.empty() || groups.back().key != key) groups.push_back({key, vars[i].stage, {}});
+    groups.back().vars.push_back(i);
+    groups.back().first_stage = std::min(groups.back().first_stage, vars[i].stage);
+  }
+  std::vector<double> xcur(vars.size(), 0.0);
+  double best_loss = init_loss;
+  int budget = a_.lapq_evals - int(a_.lapq_p.size()) - 1;  // 1 for the final check
+  const double bound = std::log(a_.lapq_range);
+  nlohmann::ordered_json group_log = nlohmann::ordered_json::array();
+  int sweeps = 0;
+  auto need = [](const Group& g) { return 2 * int(g.vars.size()) + 2; };
+  int total_need = 0;
+  for (const Group& g : groups) total_need += need(g);
+  const bool enough = budget >= total_need;
+  while (a_.lapq_joint && sweeps < 4 && budget >= (sweeps == 0 ? need(groups.front()) : total_need)) {
+    const double rho = 0.15 / double(1 << sweeps);
+    int dims_left = int(vars.size());
+    for (const Group& g : groups) {
+      const int n = int(g.vars.size());
+      int gb = std::min(budget, std::max(need(g), int(double(budget) * n / dims_left)));
+      dims_left -= n;
+      if (gb < need(g)) {
+        group_log.push_back({{"sweep", sweeps}, {"first_site", vars[g.vars.front()].site}, {"skipped", "budget"}});
+        continue;
+      }
+      ev.advance_to(g.first_stage);
+      std::vector<double> x0(static_cast<size_t>(n)), gbest(static_cast<size_t>(n));
+      for (int i = 0; i < n; ++i) x0[size_t(i)] = gbest[size_t(i)] = xcur[g.vars[size_t(i)]];
+      double gbest_loss = best_loss;
+      const int evals0 = ev.evals();
+      std::exception_ptr err;
+      nlopt::opt opt(nlopt::LN_BOBYQA, unsigned(n));
+      std::function<void(const double*)> apply = [&](const double* x) {
+        for (int i = 0; i < n; ++i) {
+          const Var& v = vars[g.vars[size_t(i)]];
+          set_step(v, float(v.init * std::exp(x[i])));
+          if (v.is_w) ev.forget(v.id);
+        }
+      };
+      struct Ctx {
+        std::function<void(const double*)>* apply_fn;
+        LossEval* ev;
+        nlohmann::ordered_json* curve;
+        std::vector<double>* gbest;
+        double* gbest_loss;
+        std::exception_ptr* err;
+        nlopt::opt* opt;
+      } ctx{&apply, &ev, &curve, &gbest, &gbest_loss, &err, &opt};
+      opt.set_min_objective(
+          [](unsigned nn, const double* x, double*, void* data) -> double {
+            auto* c = static_cast<Ctx*>(data);
+            try {
+              (*c->apply_fn)(x);
+              const double l = c->ev->loss();
+              c->curve->push_back(l);
+              if (l < *c->gbest_loss) {
+                *c->gbest_loss = l;
+                c->gbest->assign(x, x + nn);
+              }
+              return l;
+            } catch (...) {
+              *c->err = std::current_exception();
+              c->opt->force_stop();
+              return HUGE_VAL;
+            }
+          },
+          &ctx);
+      opt.set_lower_bounds(std::vector<double>(size_t(n), -bound));
+      opt.set_upper_bounds(std::vector<double>(size_t(n), bound));
+      opt.set_initial_step(rho);
+      opt.set_maxeval(gb);
+      opt.set_xtol_abs(1e-3);
+      std::vector<double> x = x0;
+      double fx = 0;
+      std::string status;
+      try {
+        status = nlopt_result_to_string(nlopt_result(opt.optimize(x, fx)));
+      } catch (const std::exception& e) {  // roundoff-limited, forced stop, ...: keep the best seen
+        status = e.what();
+      }
+      if (err) std::rethrow_exception(err);
+      apply(gbest.data());  // the best point seen (the start if nothing beat it)
+      for (int i = 0; i < n; ++i) xcur[g.vars[size_t(i)]] = gbest[size_t(i)];
+      const int used = ev.evals() - evals0;
+      budget -= used;
+      group_log.push_back({{"sweep", sweeps},
+                           {"first_site", vars[g.vars.front()].site},
+                           {"steps", n},
+                           {"evals", used},
+                           {"start_loss", best_loss},
+                           {"best_loss", gbest_loss},
+                           {"nlopt", status}});
+      best_loss = gbest_loss;
+    }
+    ++sweeps;
+  }
+  // Final check: a full evaluation of the plan kept (deterministic: equals the best seen).
+  ev.advance_to(0);
+  const double final_loss = ev.loss();
+  curve.push_back(final_loss);
+  if (final_loss > init_loss) {  // cannot happen with a deterministic forward; guard anyway
+    for (Var& v : vars) set_step(v, v.init);
+    forget_all();
+  }
+  nlohmann::ordered_json steps = nlohmann::ordered_json::object();
+  for (size_t i = 0; i < vars.size(); ++i)
+    steps[vars[i].site + (vars[i].is_w ? ".w" : ".x")] = {{"init", vars[i].init}, {"ratio", std::exp(xcur[i])}};
+  notes["method"] = "lapq";
+  notes["loss"] = cat("mean KL(softmax FP32 || softmax quantized) over ", n_loss,
+                      " calibration images (no labels: the calibration set is unlabelled)");
+  notes["loss_images"] = n_loss;
+  notes["p_losses"] = p_losses;
+  notes["chosen_p"] = a_.lapq_p[best_p];
+  notes["init_loss"] = init_loss;
+  notes["final_loss"] = std::min(final_loss, init_loss);
+  notes["optimizer"] = "NLopt LN_BOBYQA (Powell), one block's steps at a time, log(step/init) in [-ln r, ln r]";
+  notes["variables"] = vars.size();
+  notes["groups"] = groups.size();
+  notes["sweeps"] = sweeps;
+  notes["budget_covers_one_sweep"] = enough;
+  notes["evaluations"] = ev.evals();
+  notes["seconds_p_selection"] = t_select;
+  notes["seconds"] = std::chrono::duration<double>(clock_type::now() - t0).count();
+  notes["loss_curve"] = curve;
+  notes["group_steps"] = group_log;
+  notes["steps"] = steps;
+}
+
+}  // namespace
+
+std::unique_ptr<Method> make_lapq(const MethodArgs& a) { return std::make_unique<Lapq>(a); }
+
+}  // namespace vitq
