@@ -17,20 +17,25 @@ VITQ=${VITQ:-build/vitq}
 [ -x "$VITQ" ] || { echo "main_job: $VITQ not found; run ./setup.sh first" >&2; exit 1; }
 mkdir -p "$OUT"
 
-top1() { "$VITQ" eval --model "$MODEL" --data "$DATA" --quiet --json "$1" "${@:2}" > /dev/null
+# top1 JSON_OUT MODEL_DIR [eval flags...]: evaluate, print top-1 in %.
+top1() { "$VITQ" eval --model "$2" --data "$DATA" --quiet --json "$1" "${@:3}" > /dev/null
          /usr/bin/env python3 -c "import json,sys; print('%.2f' % json.load(open(sys.argv[1]))['top1'])" "$1"; }
+mib() { /usr/bin/env python3 -c "import os,sys; print('%.2f' % (os.path.getsize(sys.argv[1]) / 2**20))" "$1"; }
 
 echo "model: $MODEL   eval: $DATA   calibration: 256 images of $CALIB"
-fp=$(top1 "$OUT/fp32.json")
-rows=("FP32|32/32|$fp|-|-")
+fp=$(top1 "$OUT/fp32.json" "$MODEL")
+rows=("FP32|32/32|$fp|-|-|-|$(mib "$MODEL/model.safetensors")")
 for b in 8 6 4; do
   dir="$OUT/liu2021_w${b}a${b}"
   "$VITQ" quantize --model "$MODEL" --calib "$CALIB" --method liu2021 --bits "$b" --calib-size 256 -o "$dir" --quiet > "$dir.log"
-  acc=$(top1 "$dir/eval.json" --plan "$dir/plan.json")
+  acc=$(top1 "$dir/eval_simulated.json" "$MODEL" --plan "$dir/plan.json")
+  int=$(top1 "$dir/eval_integer.json" "$dir")
   secs=$(/usr/bin/env python3 -c "import json,sys; print('%.1f' % json.load(open(sys.argv[1]))['seconds'])" "$dir/report.json")
-  rows+=("liu2021|$b/$b|$acc|$(/usr/bin/env python3 -c "print('%+.2f' % ($acc - $fp))")|$secs")
+  rows+=("liu2021|$b/$b|$acc|$(/usr/bin/env python3 -c "print('%+.2f' % ($acc - $fp))")|$int|$secs|$(mib "$dir/model.safetensors")")
 done
-printf '\n%-10s %-6s %-8s %-8s %s\n' method W/A top-1 "vs FP32" "calibration s"
-for r in "${rows[@]}"; do IFS='|' read -r m w a d s <<< "$r"; printf '%-10s %-6s %-8s %-8s %s\n' "$m" "$w" "$a" "$d" "$s"; done
+printf '\n%-9s %-6s %-10s %-8s %-10s %-14s %s\n' method W/A simulated "vs FP32" integer "calibration s" "file MiB"
+for r in "${rows[@]}"; do IFS='|' read -r m w a d i s f <<< "$r"; printf '%-9s %-6s %-10s %-8s %-10s %-14s %s\n' "$m" "$w" "$a" "$d" "$i" "$s" "$f"; done
 echo
-echo "plans and reports: $OUT/*/plan.json, report.json (simulated quantization; integer execution: vitq eval --model on a quantized model dir)"
+echo "simulated: the FP32 model run with the plan's quantize-dequantize (vitq eval --plan);"
+echo "integer: the quantized model directory run with int8 GEMMs (vitq eval --model $OUT/liu2021_w8a8)."
+echo "plans, reports and quantized models: $OUT/liu2021_w*a*/{plan.json,report.json,model.safetensors}"
