@@ -82,7 +82,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="results JSON (also read to resume: finished rows are kept)")
     ap.add_argument("--readme", help="update the accuracy block of this README")
+    ap.add_argument("--calib-sizes", default="",
+                    help="calibration images per model, e.g. vit_ti=64,cifar=256 (default: all of calib: "
+                         + ", ".join(f"{k}={m['calib_size']}" for k, m in MODELS.items()) + ")")
     args = ap.parse_args()
+    for kv in filter(None, args.calib_sizes.split(",")):
+        k, v = kv.split("=")
+        if k not in MODELS:
+            sys.exit(f"run_accuracy: --calib-sizes: unknown model {k} (known: {', '.join(MODELS)})")
+        MODELS[k]["calib_size"] = int(v)
     if not os.path.isdir(args.shared_dir):
         sys.exit(f"run_accuracy: {args.shared_dir} not found (the shared models and data are needed)")
     cfgs = configs()
@@ -137,13 +145,16 @@ def table(results):
     cfgs = configs()
     lines = [f"Measured {datetime.date.today().isoformat()} on {machine()}; `tools/run_accuracy.py`. "
              "Top-1 (%) on the dev split with simulated quantization; calibration time and peak memory of "
-             "`vitq quantize` (2 threads). Calibration: all of `calib` (ViT-Ti 200 images, CIFAR 1000). "
+             "`vitq quantize` (2 threads) on unlabelled images of the `calib` split (count per table). "
              "The classifier head stays FP32; everything else of the paper is quantized.", ""]
     for mk, m in MODELS.items():
         rows = [r for k, r in results.items() if r["model"] == mk]
         if not rows:
             continue
-        lines += [f"**{m['label']}**", "", "| method | W/A | top-1 | calib. time | peak mem. |", "|---|---|---|---|---|"]
+        ncal = sorted({r["calib_images"] for r in rows if "calib_images" in r})
+        dev = max(r["images"] for r in rows)
+        lines += [f"**{m['label']}** — calibration: {', '.join(map(str, ncal))} images; dev: {dev} images", "",
+                  "| method | W/A | top-1 | calib. time | peak mem. |", "|---|---|---|---|---|"]
         order = list(cfgs)
         for r in sorted(rows, key=lambda r: order.index(r["config"]) if r["config"] in order else 999):
             t = f"{r['calib_seconds']:.0f} s" if "calib_seconds" in r else "–"

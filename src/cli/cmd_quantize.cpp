@@ -234,6 +234,14 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--search-tokens", a->margs.search_tokens,
                 "Search: tokens per image used to score candidates (0 = all)")
       ->capture_default_str();
+  c->add_option("--screen-tokens", a->margs.screen_tokens,
+                "Search: candidate screen. Each sweep scores all candidates on this many random tokens per "
+                "image, then the --screen-keep best of them on all tokens, and keeps the best there "
+                "(0 = every candidate on all tokens). The report counts the sweeps where the screen's own "
+                "best was not the best on all tokens")
+      ->capture_default_str();
+  c->add_option("--screen-keep", a->margs.screen_keep, "Search: candidates the screen passes on")
+      ->capture_default_str();
   c->add_flag("--unsigned-softmax", a->margs.unsigned_softmax,
               "Fix: quantize the softmax output (input of matmul_av) on an unsigned grid [0, 2^b-1] "
               "instead of the paper's signed grid, which wastes its negative half");

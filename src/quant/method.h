@@ -72,6 +72,8 @@ struct MethodArgs {
   double gamma = 0.1, theta = 0.2;
   int rank_tokens = 0;         // ranking loss: 0 = exact pair sum; m = pairs within m random tokens per row
   int search_tokens = 0;       // 0 = all tokens; k = k random tokens per image in the search
+  int screen_tokens = 0;       // candidate screen: rows per image that rank all candidates (0 = none)
+  int screen_keep = 8;         // candidate screen: how many of the screen's best are scored on all rows
   bool unsigned_softmax = false;  // fix: unsigned grid for the softmax output (matmul_av x)
   bool per_channel_weights = false;
   uint64_t seed = 0;

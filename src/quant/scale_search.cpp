@@ -3,6 +3,7 @@
 #include <dnnl.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <cmath>
@@ -19,13 +20,15 @@ namespace {
 // Evaluates the objective of candidate steps on (a row sample of) the calibration data.
 class Evaluator {
  public:
-  Evaluator(const SiteObservation& obs, Bits bits, const SearchOptions& opt) : obs_(obs), opt_(opt) {
+  // `rows`: rows (tokens) per image to score on, a fixed random sample (0 or ≥ M = all).
+  Evaluator(const SiteObservation& obs, Bits bits, const SearchOptions& opt, int rows, uint64_t seed)
+      : obs_(obs), opt_(opt) {
     const SiteShape& s = obs.shape;
     images_ = obs.images;
     groups_ = s.groups_per_image;
     N_ = s.N;
     K_ = s.K;
-    rows_ = (opt.search_tokens > 0 && opt.search_tokens < s.M) ? opt.search_tokens : s.M;
+    rows_ = (rows > 0 && rows < s.M) ? rows : s.M;
     xr_ = qrange(bits.x, opt.unsigned_softmax && s.id.kind == SiteKind::MatmulAV);
     wr_ = qrange(bits.w);
     int_path_ = bits.x <= 8 && bits.w <= 8;
@@ -37,7 +40,7 @@ class Evaluator {
     const size_t xg = size_t(rows_) * K_, og = size_t(rows_) * N_;
     xs_.resize(size_t(images_) * groups_ * xg);
     os_.resize(size_t(images_) * groups_ * og);
-    std::mt19937_64 rng(opt.seed ^ 0x9e3779b97f4a7c15ull);
+    std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
     std::vector<int> idx(size_t(s.M));
     for (int i = 0; i < images_; ++i) {
       for (int r = 0; r < s.M; ++r) idx[size_t(r)] = r;
@@ -220,7 +223,7 @@ class Evaluator {
     const float c = score_scale_, th = float(opt_.theta) / c;
     const RankOrder& ro = orders_[row_id];
     auto& scratch = rankbuf_[size_t(thread)];
-    scratch.resize(ro.order.size());
+    scratch.resize(ranking_scratch_size(ro.order.size()));
     const double m = double(ro.order.size()), pairs = m * (m - 1) / 2.0;
     return pairs > 0 ? c * ranking_loss_sorted(ro, q, th, scratch.data()) / pairs : 0.0;
   }
@@ -258,12 +261,66 @@ std::vector<float> candidates(float d0, const SearchOptions& o) {
   return c;
 }
 
+// The best of `cands` for one operand (set_op(evaluator, step) installs it), the first on ties.
+// Without a screen every candidate is scored on `full`; with one, every candidate is scored
+// on the screen's row sample, and the `keep` best of those on `full`. Leaves `full` at the
+// chosen step. Returns the step and its objective on `full`.
+struct SweepResult {
+  float step;
+  double objective;
+  bool screen_top_won;  // the screen's own best was the best on all rows
+};
+template <class SetOp>
+SweepResult sweep(Evaluator& full, Evaluator* screen, int keep, const std::vector<float>& cands,
+                  const std::vector<float>& corr, SetOp set_op, int& evals) {
+  std::vector<size_t> order(cands.size());
+  for (size_t k = 0; k < cands.size(); ++k) order[k] = k;
+  bool top_won = true;
+  if (screen && keep < int(cands.size())) {
+    std::vector<double> v(cands.size());
+    for (size_t k = 0; k < cands.size(); ++k) {
+      set_op(*screen, cands[k]);
+      v[k] = screen->objective(corr);
+    }
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return v[a] > v[b]; });
+    order.resize(size_t(keep));
+    const size_t screen_best = order[0];
+    std::sort(order.begin(), order.end());  // score in candidate order: ties go to the first
+    SweepResult r{cands[order[0]], -1e300, true};
+    size_t best_k = order[0];
+    for (size_t k : order) {
+      set_op(full, cands[k]);
+      const double f = full.objective(corr);
+      ++evals;
+      if (f > r.objective) { r.objective = f; r.step = cands[k]; best_k = k; }
+    }
+    top_won = best_k == screen_best;
+    r.screen_top_won = top_won;
+    set_op(full, r.step);
+    return r;
+  }
+  SweepResult r{cands[0], -1e300, true};
+  for (float c : cands) {
+    set_op(full, c);
+    const double f = full.objective(corr);
+    ++evals;
+    if (f > r.objective) { r.objective = f; r.step = c; }
+  }
+  set_op(full, r.step);
+  return r;
+}
+
 }  // namespace
 
 SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOptions& opt, SiteNotes& notes) {
   const auto t0 = std::chrono::steady_clock::now();
   if (obs.shape.M > 65535 || obs.shape.N > 65535) fail(ErrorKind::Internal, "site too large for the search");
-  Evaluator ev(obs, bits, opt);
+  Evaluator ev(obs, bits, opt, opt.search_tokens, opt.seed);
+  // Candidate screen: a smaller row sample that ranks all candidates, of which the best few are
+  // scored on all of `ev`'s rows (SearchOptions::screen_rows).
+  std::unique_ptr<Evaluator> screen;
+  if (opt.screen_rows > 0 && opt.screen_rows < ev.rows() && opt.screen_keep < opt.candidates)
+    screen = std::make_unique<Evaluator>(obs, bits, opt, opt.screen_rows, opt.seed + 1);
   const float dx0 = ev.dx0(), dw0 = ev.dw0();
   const std::vector<float> cx = candidates(dx0, opt), cw = candidates(dw0, opt);
   float dx = dx0, dw = dw0;
@@ -271,9 +328,13 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
   if (opt.bias_correction) corr.assign(size_t(ev.channels()), 0.0f);
   ev.set_x(dx);
   ev.set_w(dw);
+  if (screen) {
+    screen->set_x(dx);
+    screen->set_w(dw);
+  }
   const double j_start = ev.objective(corr);
   nlohmann::ordered_json trace = nlohmann::ordered_json::array();
-  int rounds = 0, evals = 1;
+  int rounds = 0, evals = 1, sweeps = 0, screen_misses = 0;
   double j = j_start;
   // Linear sites score weight candidates exactly from per-image moments (weight_moments.h),
   // on all tokens; attention sites (and sites too large for the moments) evaluate directly.
@@ -287,6 +348,8 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
       wm_dx = x;
     }
   };
+  auto set_x = [](Evaluator& e, float c) { e.set_x(c); };
+  auto set_w = [](Evaluator& e, float c) { e.set_w(c); };
   for (int round = 0; round < opt.max_rounds; ++round) {
     ++rounds;
     // Δw with Δx fixed (x codes stay as they are).
@@ -298,25 +361,21 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
       evals += int(cw.size());
       for (size_t k = 0; k < cw.size(); ++k)
         if (v[k] > best) { best = v[k]; best_w = cw[k]; }
+      ev.set_w(best_w);
     } else {
-      for (float c : cw) {
-        ev.set_w(c);
-        const double v = ev.objective(corr);
-        ++evals;
-        if (v > best) { best = v; best_w = c; }
-      }
+      const SweepResult r = sweep(ev, screen.get(), opt.screen_keep, cw, corr, set_w, evals);
+      best_w = r.step;
+      ++sweeps;
+      screen_misses += !r.screen_top_won;
     }
-    ev.set_w(best_w);
+    if (screen) screen->set_w(best_w);
     // Δx with Δw fixed.
-    float best_x = dx;
-    best = -1e300;
-    for (float c : cx) {
-      ev.set_x(c);
-      const double v = ev.objective(corr);
-      ++evals;
-      if (v > best) { best = v; best_x = c; }
-    }
-    ev.set_x(best_x);
+    const SweepResult rx = sweep(ev, screen.get(), opt.screen_keep, cx, corr, set_x, evals);
+    const float best_x = rx.step;
+    best = rx.objective;
+    ++sweeps;
+    screen_misses += !rx.screen_top_won;
+    if (screen) screen->set_x(best_x);
     const bool changed = best_w != dw || best_x != dx;
     dw = best_w;
     dx = best_x;
@@ -364,6 +423,11 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
   notes.j["rounds"] = rounds;
   notes.j["evaluations"] = evals;
   notes.j["search_rows_per_image"] = ev.rows();
+  if (screen) {
+    notes.j["screen_rows_per_image"] = screen->rows();
+    notes.j["screen_sweeps"] = sweeps;
+    notes.j["screen_top_not_best"] = screen_misses;
+  }
   notes.j["search_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   notes.j["trace"] = trace;
   return sp;

@@ -27,6 +27,11 @@ struct SearchOptions {
                               // key tokens per score row (unbiased estimate); 0 = all pairs, exact
   bool bias_correction = false;
   int search_tokens = 0;      // rows (tokens) per image used by the search; 0 = all
+  // Candidate screen: each sweep over the C candidates of one step scores them all on a fixed
+  // random sample of screen_rows rows per image, then the screen_keep best of those on all
+  // (search_tokens) rows, and keeps the best there. 0 = no screen (every candidate on all rows).
+  int screen_rows = 0;
+  int screen_keep = 8;
   bool unsigned_softmax = false;
   uint64_t seed = 0;
 };

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -185,15 +187,58 @@ double hinge_upper_pairs(const float* q, size_t n, float theta) {
   }
   return total;
 }
+
+// The same sum, scanning for each p only up to the first r past which no q is above q[p] − θ:
+// with the suffix maxima m[r] = max q[r..n) (non-increasing; m[n..n+16] = −∞), the terms of
+// every r ≥ end(p) = min{r > p : m[r] ≤ q[p] − θ} are ≤ 0 exactly (and stay ≤ 0 in float, as
+// rounding is monotone), so they contribute nothing. For a well-ordered q the windows are a
+// few pairs; ties of q (e.g. clipped scores) keep theirs. The window is scanned in whole blocks
+// of 16 while the block starts before end(p): terms past its end are zeros, and q[n..n+16) must
+// hold −FLT_MAX so that those past the row are zeros too. Every 16 p the float lanes go into
+// double lanes.
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+double hinge_upper_pairs_windowed(const float* q, float* m, size_t n, float theta) {
+  if (n < 2) return 0.0;
+  constexpr size_t L = kRankScratchPad;
+  for (size_t r = n; r <= n + L; ++r) m[r] = -std::numeric_limits<float>::infinity();
+  for (size_t r = n; r-- > 0;) m[r] = std::max(q[r], m[r + 1]);
+  // 16 lanes as a GCC vector (one zmm with AVX-512, two ymm with AVX2, four xmm otherwise).
+  typedef float f16 __attribute__((vector_size(4 * L)));
+  typedef double d8 __attribute__((vector_size(8 * 8)));
+  const f16 zero = {};
+  d8 total_lo = {}, total_hi = {};
+  f16 acc = zero;  // float lanes over at most 16 consecutive p, then moved into the double lanes
+  for (size_t p = 0; p + 1 < n; ++p) {
+    const float cut = q[p] - theta;
+    const f16 base = zero + (theta - q[p]);  // θ − q[p] == −cut exactly
+    // Blocks from p + 1 while some q at or after the block's start is above the cut.
+    for (size_t r0 = p + 1; m[r0] > cut; r0 += L) {  // stops by r0 = n: m[n..n+16] = −∞
+      f16 v;
+      std::memcpy(&v, q + r0, sizeof v);
+      v += base;
+      acc += v > zero ? v : zero;
+    }
+    if (p % 16 == 15 || p + 2 == n) {
+      total_lo += __builtin_convertvector(__builtin_shufflevector(acc, acc, 0, 1, 2, 3, 4, 5, 6, 7), d8);
+      total_hi += __builtin_convertvector(__builtin_shufflevector(acc, acc, 8, 9, 10, 11, 12, 13, 14, 15), d8);
+      acc = zero;
+    }
+  }
+  double s = 0;
+  for (size_t l = 0; l < 8; ++l) s += total_lo[l] + total_hi[l];
+  return s;
+}
 }  // namespace
 
 double ranking_loss_sorted(const RankOrder& ro, const float* q, float theta, float* scratch) {
   const size_t n = ro.order.size();
-  for (size_t p = 0; p < n; ++p) scratch[p] = q[ro.order[p]];
-  double s = hinge_upper_pairs(scratch, n, theta);
+  float* qs = scratch;
+  for (size_t p = 0; p < n; ++p) qs[p] = q[ro.order[p]];
+  for (size_t p = n; p < n + kRankScratchPad; ++p) qs[p] = -std::numeric_limits<float>::max();
+  double s = hinge_upper_pairs_windowed(qs, scratch + n + kRankScratchPad, n, theta);
   for (size_t t = 0; t < ro.tie_start.size(); ++t) {  // tied scores: sign 0, term θ
     const size_t len = ro.tie_len[t];
-    s -= hinge_upper_pairs(scratch + ro.tie_start[t], len, theta);
+    s -= hinge_upper_pairs(qs + ro.tie_start[t], len, theta);
     s += double(theta) * double(len) * double(len - 1) / 2.0;
   }
   return s;

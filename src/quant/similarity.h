@@ -42,15 +42,20 @@ double cosine_similarity(const float* a, const float* b, size_t n);
 //   Σ_{i<j} max(θ − (q_i − q_j)·sign(a_i − a_j), 0), exact O(n²).
 double ranking_loss_row_exact(const float* a, const float* q, size_t n, float theta);
 
-// Exact pair sum in O(n²) simple vectorisable steps: the row's FP scores are sorted once
+// Exact pair sum in at most O(n²) simple vectorisable steps: the row's FP scores are sorted once
 // (descending), then for every pair (p < r) of the sorted order the term is
-// max(θ − (q_p − q_r), 0); pairs with equal FP scores (sign 0) contribute θ.
+// max(θ − (q_p − q_r), 0); pairs with equal FP scores (sign 0) contribute θ. For each p only the
+// r up to the last one whose q is within θ of q_p or above it can be non-zero (found from the
+// suffix maxima of q), so a well-ordered row costs about n windows of a few pairs.
 struct RankOrder {
   std::vector<uint16_t> order;                // indices of a, largest score first
   std::vector<uint16_t> tie_start, tie_len;   // runs of equal scores in the sorted order
 };
 RankOrder rank_order(const float* a, size_t n);
-// Σ over the pairs of `ro` (all of a row, or a subset); `scratch` holds ro.order.size() floats.
+// Σ over the pairs of `ro` (all of a row, or a subset) for the quantized row q;
+// `scratch` holds ranking_scratch_size(ro.order.size()) floats.
+constexpr size_t kRankScratchPad = 16;
+constexpr size_t ranking_scratch_size(size_t n) { return 2 * (n + kRankScratchPad) + 1; }
 double ranking_loss_sorted(const RankOrder& ro, const float* q, float theta, float* scratch);
 
 // The order of a fixed random subset of m of the row's n positions (m < n), for an unbiased

@@ -27,7 +27,7 @@ TEST(Ranking, SortedExactEqualsNaivePairSum) {
   std::normal_distribution<float> nd(0, 1);
   for (size_t n : {1u, 2u, 3u, 17u, 65u, 197u}) {
     for (int trial = 0; trial < 3; ++trial) {
-      std::vector<float> a(n), q(n), scratch(n);
+      std::vector<float> a(n), q(n), scratch(ranking_scratch_size(n));
       for (size_t i = 0; i < n; ++i) {
         a[i] = std::round(nd(rng) * 4) / 4;  // many ties
         q[i] = a[i] + 0.3f * nd(rng);
@@ -41,8 +41,40 @@ TEST(Ranking, SortedExactEqualsNaivePairSum) {
   }
 }
 
+TEST(Ranking, WindowedSumEqualsNaiveForSmallAndLargeErrors) {
+  // The sorted sum scans for each p only up to the last r whose q can be within θ of q_p: check it
+  // where those windows are a few pairs (wide scores, small errors), about half the row, and all
+  // of it (q unrelated to a), with and without ties, and with clipping (many equal q at the top).
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0, 1);
+  const size_t n = 197;
+  for (float spread : {40.0f, 4.0f}) {
+    for (float err : {0.01f, 0.1f, 1.0f, 100.0f}) {
+      for (bool ties : {false, true}) {
+        std::vector<float> a(n), q(n), scratch(ranking_scratch_size(n));
+        for (size_t i = 0; i < n; ++i) {
+          a[i] = spread * nd(rng);
+          if (ties) a[i] = std::round(a[i]);
+          q[i] = a[i] + err * nd(rng);
+        }
+        std::vector<float> clipped(q);
+        const float cap = spread * 0.5f;
+        for (float& v : clipped) v = std::min(std::round(v), cap);
+        const double ref_clip = naive(a, clipped, 0.2);
+        EXPECT_NEAR(ranking_loss_sorted(rank_order(a.data(), n), clipped.data(), 0.2f, scratch.data()), ref_clip,
+                    2e-5 * (1 + ref_clip))
+            << "clipped: spread " << spread << " err " << err << " ties " << ties;
+        const double ref = naive(a, q, 0.2);
+        EXPECT_NEAR(ranking_loss_sorted(rank_order(a.data(), n), q.data(), 0.2f, scratch.data()), ref,
+                    2e-5 * (1 + ref))
+            << "spread " << spread << " err " << err << " ties " << ties;
+      }
+    }
+  }
+}
+
 TEST(Ranking, PerfectOrderWithMarginHasZeroLoss) {
-  std::vector<float> a = {3, 2, 1, 0}, q = {30, 20, 10, 0}, scratch(4);
+  std::vector<float> a = {3, 2, 1, 0}, q = {30, 20, 10, 0}, scratch(ranking_scratch_size(4));
   EXPECT_EQ(ranking_loss_sorted(rank_order(a.data(), 4), q.data(), 0.2f, scratch.data()), 0.0);
   // Every pair inverted, by 10, 20, 30, 10, 20, 10: loss = 100 + 6 · 0.2.
   std::vector<float> rev = {0, 10, 20, 30};
@@ -62,7 +94,7 @@ TEST(Ranking, TokenSubsetEstimatesTheExactMean) {
   double rel_sum = 0;
   const int rows = 60;
   for (int r = 0; r < rows; ++r) {
-    std::vector<float> a(n), q(n), scratch(m);
+    std::vector<float> a(n), q(n), scratch(ranking_scratch_size(m));
     for (size_t i = 0; i < n; ++i) {
       a[i] = nd(rng);
       q[i] = a[i] + 0.25f * nd(rng);

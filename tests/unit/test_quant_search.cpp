@@ -117,6 +117,44 @@ TEST(ScaleSearch, FindsTheBruteForceBestStepsOfOneRound) {
   }
 }
 
+TEST(ScaleSearch, ScreenPassesOnlyItsBestCandidatesToTheFullScore) {
+  // The candidate screen ranks all Δx candidates on a row sample and scores the `keep` best on
+  // all rows. With keep = C − 1 only one candidate is dropped, so the chosen Δx must be the best
+  // or the second best by the brute-force objective on all rows (Δw comes from the exact
+  // weight-moment sweep, as without a screen).
+  const int bits = 4, C = 30;
+  Synthetic s(21);
+  SearchOptions o;
+  o.candidates = C;
+  o.max_rounds = 1;
+  o.screen_rows = 10;  // of M = 40
+  o.screen_keep = C - 1;
+  SiteNotes notes;
+  SitePlan sp = similarity_search(s.obs, {bits, bits}, o, notes);
+  EXPECT_EQ(notes.j["screen_rows_per_image"].get<int>(), 10);
+  const double qm = (1 << (bits - 1)) - 1;
+  const double dx0 = maxabs(s.x) / qm;
+  std::vector<double> v(C);
+  int chosen = -1;
+  for (int k = 0; k < C; ++k) {
+    const double dx = dx0 * (0.5 + 0.7 * k / double(C - 1));
+    v[size_t(k)] = objective(s, dx, sp.w.scale, bits);
+    if (std::fabs(dx - sp.x.scale) < 1e-6 * dx0) chosen = k;
+  }
+  ASSERT_GE(chosen, 0) << "the chosen step is not a candidate";
+  int better = 0;
+  for (int k = 0; k < C; ++k) better += v[size_t(k)] > v[size_t(chosen)] + 1e-12;
+  EXPECT_LE(better, 1);
+
+  // A screen as large as the data is no screen: the same plan as without one.
+  SearchOptions full = o, same = o;
+  full.screen_rows = 0;
+  same.screen_rows = s.M;
+  SiteNotes n1, n2;
+  EXPECT_EQ(similarity_search(s.obs, {bits, bits}, full, n1), similarity_search(s.obs, {bits, bits}, same, n2));
+  EXPECT_FALSE(n2.j.contains("screen_rows_per_image"));
+}
+
 TEST(ScaleSearch, ConvergesAndNeverEndsBelowItsStart) {
   Synthetic s(3);
   SearchOptions o;

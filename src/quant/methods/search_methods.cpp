@@ -27,6 +27,8 @@ class SearchMethod : public Method {
     }
     j["bias_correction"] = o_.bias_correction;
     j["search_tokens_per_image"] = o_.search_tokens;  // 0 = all
+    j["screen_tokens_per_image"] = o_.screen_rows;     // 0 = no candidate screen
+    if (o_.screen_rows > 0) j["screen_keep"] = o_.screen_keep;
     j["unsigned_softmax"] = o_.unsigned_softmax;
     j["seed"] = o_.seed;
     return j;
@@ -56,6 +58,10 @@ SearchOptions common(const MethodArgs& a, Similarity default_sim) {
   o.beta = a.beta;
   o.max_rounds = a.max_rounds;
   o.search_tokens = a.search_tokens;
+  if (a.screen_tokens < 0 || a.screen_keep < 1)
+    fail(ErrorKind::Usage, "--screen-tokens must be >= 0 and --screen-keep >= 1");
+  o.screen_rows = a.screen_tokens;
+  o.screen_keep = a.screen_keep;
   o.unsigned_softmax = a.unsigned_softmax;
   o.seed = a.seed;
   return o;

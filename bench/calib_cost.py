@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""Calibration cost of vitq's PTQ methods: wall time and peak memory of `vitq quantize`.
+
+Measures, one run after the other on this machine (2 threads):
+  * every method (`--methods`) at W6A6 on the shared ViT-Ti (`imagenet-sample/calib`,
+    `--calib-size` images, default 200);
+  * the paper's method (liu2021) at W6A6 on a random-weight DeiT-S calibrated on
+    `--deit-images` random images (default 128; `--random-calibration`);
+and prints them against the goals of the issues: liu2021 on ViT-Ti <= 3 min, on DeiT-S
+<= 15 min, peak memory <= 4 GB; LAPQ at its default evaluation budget <= 15 min.
+Wall time is what `vitq quantize` reports for calibration (loading images excluded) and the
+process's wall time around it; peak memory is the process's maximum resident set.
+
+  /usr/bin/python3 bench/calib_cost.py --out out/calib_cost.json --readme README.md
+  /usr/bin/python3 bench/calib_cost.py --methods liu2021 --skip-deit --out /tmp/c.json
+
+Needs ../shared for the ViT-Ti part (skipped with a message if absent) and Debian's torch for
+the random DeiT-S checkpoint (tests/parity/ref_vit.py writes it).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+METHODS = ["minmax", "percentile", "easyquant", "liu2021", "aciq", "lapq", "bitsplit"]
+GOALS = {("vit_ti", "liu2021"): 180.0, ("deit_s", "liu2021"): 900.0, ("vit_ti", "lapq"): 900.0}
+MEM_GOAL_MB = 4096.0
+
+
+def machine():
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def quantize(vitq, args, out, threads):
+    os.makedirs(out, exist_ok=True)
+    cmd = [vitq, "quantize", *args, "--bits", "6", "--threads", str(threads), "--plan-only", "-q", "-o", out]
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - t0
+    if r.returncode != 0:
+        sys.exit(f"calib_cost: failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
+    with open(os.path.join(out, "report.json")) as f:
+        rep = json.load(f)
+    return dict(calib_seconds=rep["seconds"], process_seconds=wall, peak_rss_mb=rep["peak_rss_mb"],
+                images=rep["calibration"]["images"])
+
+
+def random_deit_s(work):
+    d = os.path.join(work, "deit_small_patch16_224")
+    if os.path.exists(os.path.join(d, "model.safetensors")):
+        return d
+    sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
+    import ref_vit  # noqa: E402
+    os.makedirs(d, exist_ok=True)
+    config = {"architecture": "deit_small_patch16_224", "num_classes": 1000}
+    dims = ref_vit.timm_dims(config)
+    sd = ref_vit.random_vit_state_dict(dims["embed_dim"], dims["depth"], dims["num_heads"], dims["mlp_hidden"],
+                                       dims["num_classes"], dims["img_size"], dims["patch_size"],
+                                       distilled=dims["distilled"])
+    ref_vit.write_safetensors(os.path.join(d, "model.safetensors"), sd)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f)
+    return d
+
+
+def table(res):
+    lines = [f"Measured {res['date']} on {res['machine']}; `bench/calib_cost.py`, 2 threads, W6A6, one run each. "
+             "Calibration time as `vitq quantize` reports it (image loading excluded; process wall time in "
+             "brackets); peak memory = the process's maximum RSS.", "",
+             "| model | method | images | calibration time | peak memory | goal |", "|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        goal = GOALS.get((r["model"], r["method"]))
+        g = []
+        if goal is not None:
+            ok = r["calib_seconds"] <= goal
+            g.append(f"≤ {goal / 60:.0f} min {'✓' if ok else '✗ (' + format(r['calib_seconds'] / goal, '.1f') + '×)'}")
+        if r["method"] == "liu2021":
+            g.append(f"≤ 4 GB {'✓' if r['peak_rss_mb'] <= MEM_GOAL_MB else '✗'}")
+        lines.append(f"| {r['label']} | {r['method']} | {r['images']} | {r['calib_seconds']:.0f} s "
+                     f"({r['process_seconds']:.0f} s) | {r['peak_rss_mb']:.0f} MB | {'; '.join(g) or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(path, text):
+    with open(path) as f:
+        s = f.read()
+    a, b = "<!-- calibcost:begin -->", "<!-- calibcost:end -->"
+    if a not in s or b not in s:
+        sys.exit(f"{path}: markers {a} / {b} not found")
+    s = s[: s.index(a) + len(a)] + "\n" + text + s[s.index(b):]
+    with open(path, "w") as f:
+        f.write(s)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared-dir", default=os.path.join(REPO, "..", "shared"))
+    ap.add_argument("--vitq", default=os.path.join(REPO, "build", "vitq"))
+    ap.add_argument("--work-dir", default=os.path.join(REPO, "out", "calib_cost"))
+    ap.add_argument("--methods", default=",".join(METHODS), help="methods measured on ViT-Ti (comma-separated)")
+    ap.add_argument("--calib-size", type=int, default=200, help="ViT-Ti calibration images")
+    ap.add_argument("--deit-images", type=int, default=128, help="random calibration images of the DeiT-S run")
+    ap.add_argument("--skip-deit", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--extra", default="", help="extra vitq quantize arguments for every run (space-separated)")
+    ap.add_argument("--out", required=True, help="results JSON")
+    ap.add_argument("--readme", help="update the <!-- calibcost --> block of this README")
+    args = ap.parse_args()
+    if not os.path.exists(args.vitq):
+        sys.exit(f"calib_cost: {args.vitq} not found; build first (./setup.sh)")
+    extra = args.extra.split()
+    res = dict(date=datetime.date.today().isoformat(), machine=machine(), extra=args.extra, rows=[])
+    ti = os.path.join(args.shared_dir, "models", "vit_tiny_patch16_224")
+    if os.path.isdir(ti):
+        data = os.path.join(args.shared_dir, "data", "imagenet-sample")
+        for m in filter(None, args.methods.split(",")):
+            print(f"ViT-Ti {m} W6A6, {args.calib_size} images ...", flush=True)
+            r = quantize(args.vitq, ["--model", ti, "--calib", os.path.join(data, "calib"), "--class-map",
+                                     os.path.join(data, "class_map.txt"), "--calib-size", str(args.calib_size),
+                                     "--method", m, *extra], os.path.join(args.work_dir, "vit_ti", m), args.threads)
+            r.update(model="vit_ti", label="ViT-Ti (shared, augreg)", method=m)
+            print(f"  {r['calib_seconds']:.1f} s, {r['peak_rss_mb']:.0f} MB", flush=True)
+            res["rows"].append(r)
+    else:
+        print(f"calib_cost: {ti} not found; ViT-Ti part skipped (the shared models are needed)", flush=True)
+    if not args.skip_deit:
+        d = random_deit_s(args.work_dir)
+        print(f"DeiT-S (random weights) liu2021 W6A6, {args.deit_images} random images ...", flush=True)
+        r = quantize(args.vitq, ["--model", d, "--random-calibration", str(args.deit_images), "--method", "liu2021",
+                                 *extra], os.path.join(args.work_dir, "deit_s", "liu2021"), args.threads)
+        r.update(model="deit_s", label="DeiT-S (random weights)", method="liu2021")
+        print(f"  {r['calib_seconds']:.1f} s, {r['peak_rss_mb']:.0f} MB", flush=True)
+        res["rows"].append(r)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    text = table(res)
+    print(text)
+    if args.readme:
+        update_readme(args.readme, text)
+
+
+if __name__ == "__main__":
+    main()
