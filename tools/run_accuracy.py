@@ -121,6 +121,9 @@ def main():
                     rep = json.load(f)
                 row.update(calib_seconds=rep["seconds"], calib_peak_rss_mb=rep["peak_rss_mb"],
                            calib_images=rep["calibration"]["images"])
+                qfile = os.path.join(out, "model.safetensors")
+                if os.path.exists(qfile):  # the quantized model vitq quantize wrote
+                    row.update(file_ratio=os.path.getsize(qfile) / os.path.getsize(os.path.join(model, "model.safetensors")))
                 plan = ["--plan", os.path.join(out, "plan.json")]
             run([args.vitq, "eval", "--model", model, "--data", os.path.join(args.shared_dir, m["dev"]), *cm,
                  "--threads", args.threads, "--quiet", "--json", ev, *plan])
@@ -130,6 +133,12 @@ def main():
             results[key] = row
             print(f"{key:32s} top-1 {row['top1']:6.2f}  ({time.time() - t0:.0f} s)", flush=True)
             save(args, results)
+    save(args, results)
+    for key, row in results.items():  # rows from before the file-size column
+        qfile = os.path.join(args.work_dir, row["model"], row["config"], "model.safetensors")
+        if "file_ratio" not in row and row["config"] != "fp32" and os.path.exists(qfile):
+            fp = os.path.join(args.shared_dir, MODELS[row["model"]]["model"], "model.safetensors")
+            row["file_ratio"] = os.path.getsize(qfile) / os.path.getsize(fp)
     save(args, results)
     if args.readme:
         update_readme(args.readme, table(results))
@@ -145,7 +154,8 @@ def table(results):
     cfgs = configs()
     lines = [f"Measured {datetime.date.today().isoformat()} on {machine()}; `tools/run_accuracy.py`. "
              "Top-1 (%) on the dev split with simulated quantization; calibration time and peak memory of "
-             "`vitq quantize` (2 threads) on unlabelled images of the `calib` split (count per table). "
+             "`vitq quantize` (2 threads) on unlabelled images of the `calib` split (count per table); size "
+             "of the quantized model file it writes (`model.safetensors`) over the FP32 checkpoint's. "
              "The classifier head stays FP32; everything else of the paper is quantized.", ""]
     for mk, m in MODELS.items():
         rows = [r for k, r in results.items() if r["model"] == mk]
@@ -154,12 +164,13 @@ def table(results):
         ncal = sorted({r["calib_images"] for r in rows if "calib_images" in r})
         dev = max(r["images"] for r in rows)
         lines += [f"**{m['label']}** — calibration: {', '.join(map(str, ncal))} images; dev: {dev} images", "",
-                  "| method | W/A | top-1 | calib. time | peak mem. |", "|---|---|---|---|---|"]
+                  "| method | W/A | top-1 | calib. time | peak mem. | model file ÷ FP32 |", "|---|---|---|---|---|---|"]
         order = list(cfgs)
         for r in sorted(rows, key=lambda r: order.index(r["config"]) if r["config"] in order else 999):
             t = f"{r['calib_seconds']:.0f} s" if "calib_seconds" in r else "–"
             mem = f"{r['calib_peak_rss_mb']:.0f} MB" if "calib_peak_rss_mb" in r else "–"
-            lines.append(f"| {r['label']} | {r['bits']} | {r['top1']:.2f} | {t} | {mem} |")
+            size = f"{r['file_ratio']:.3f}" if "file_ratio" in r else "–"
+            lines.append(f"| {r['label']} | {r['bits']} | {r['top1']:.2f} | {t} | {mem} | {size} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -144,9 +144,10 @@ void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, av
     offset.resize(size_t(N));
     for (int n = 0; n < N; ++n) offset[size_t(n)] = sp.weight_offset[size_t(n)] * sp.x.scale;
   }
+  const int64_t rows = int64_t(call.groups) * call.M;  // a linear site's groups share its weight
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < call.M; ++r) {
-    float* y = call.y + int64_t(r) * N;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* y = call.y + r * N;
     scale_bias_row(y, scale.data(), bias.empty() ? nullptr : bias.data(), size_t(N));
     if (!offset.empty()) {
       double sx = 0;  // Σ_k qx: integers, exact

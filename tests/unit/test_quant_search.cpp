@@ -7,6 +7,7 @@
 
 #include "core/aligned.h"
 #include "quant/scale_search.h"
+#include "quant/simulate.h"
 
 namespace vitq {
 namespace {
@@ -115,6 +116,38 @@ TEST(ScaleSearch, FindsTheBruteForceBestStepsOfOneRound) {
     EXPECT_GT(best, objective(s, dx0, dw0, bits)) << bits << " bits";
     EXPECT_LT(sp.x.scale, dx0);
   }
+}
+
+TEST(Simulate, LinearSiteWithOneGroupPerImageScalesEveryRow) {
+  // The calibration report evaluates a site with one group per image (groups = images, M rows
+  // each, one shared weight): every row of every group must be the quantize-dequantize product.
+  Synthetic s(8);
+  SitePlan sp;
+  sp.x.bits = sp.w.bits = 4;
+  sp.x.scale = 0.4f;
+  sp.w.scale = 0.05f;
+  sp.bias_correction.assign(size_t(s.N), 0.0f);
+  for (int n = 0; n < s.N; ++n) sp.bias_correction[size_t(n)] = 0.01f * float(n);
+  SiteCall c;
+  c.site = s.obs.shape.id;
+  c.images = s.images;
+  c.groups = s.images;
+  c.M = s.M;
+  c.N = s.N;
+  c.K = s.K;
+  c.x = s.x.data();
+  c.w = s.w.data();
+  c.bias = s.b.data();
+  std::vector<float> y(size_t(s.images) * s.M * s.N);
+  c.y = y.data();
+  avector<float> xb, wb;
+  simulate_site(c, sp, nullptr, xb, wb);
+  for (int r = 0; r < s.images * s.M; ++r)
+    for (int n = 0; n < s.N; ++n) {
+      double acc = double(s.b[size_t(n)]) + sp.bias_correction[size_t(n)];
+      for (int k = 0; k < s.K; ++k) acc += fq(s.x[size_t(r) * s.K + k], 0.4, 4) * fq(s.w[size_t(n) * s.K + k], 0.05, 4);
+      ASSERT_NEAR(y[size_t(r) * s.N + n], acc, 1e-4 * (1 + std::fabs(acc))) << "row " << r << " channel " << n;
+    }
 }
 
 TEST(ScaleSearch, ScreenPassesOnlyItsBestCandidatesToTheFullScore) {
