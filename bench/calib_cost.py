@@ -13,6 +13,8 @@ process's wall time around it; peak memory is the process's maximum resident set
 
   /usr/bin/python3 bench/calib_cost.py --out out/calib_cost.json --readme README.md
   /usr/bin/python3 bench/calib_cost.py --methods liu2021 --skip-deit --out /tmp/c.json
+The --out file is also read back: rows measured earlier the same day with the same settings
+are kept, so a long run can be done in parts.
 
 Needs ../shared for the ViT-Ti part (skipped with a message if absent) and Debian's torch for
 the random DeiT-S checkpoint (tests/parity/ref_vit.py writes it).
@@ -122,10 +124,24 @@ def main():
         sys.exit(f"calib_cost: {args.vitq} not found; build first (./setup.sh)")
     extra = args.extra.split()
     res = dict(date=datetime.date.today().isoformat(), machine=machine(), extra=args.extra, rows=[])
+    if os.path.exists(args.out):  # resume: keep the rows measured before (same date, machine and extras)
+        with open(args.out) as f:
+            old = json.load(f)
+        if (old.get("date"), old.get("machine"), old.get("extra")) == (res["date"], res["machine"], res["extra"]):
+            res["rows"] = old["rows"]
+    done = {(r["model"], r["method"]) for r in res["rows"]}
+
+    def save():
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+
     ti = os.path.join(args.shared_dir, "models", "vit_tiny_patch16_224")
     if os.path.isdir(ti):
         data = os.path.join(args.shared_dir, "data", "imagenet-sample")
         for m in filter(None, args.methods.split(",")):
+            if ("vit_ti", m) in done:
+                continue
             print(f"ViT-Ti {m} W6A6, {args.calib_size} images ...", flush=True)
             r = quantize(args.vitq, ["--model", ti, "--calib", os.path.join(data, "calib"), "--class-map",
                                      os.path.join(data, "class_map.txt"), "--calib-size", str(args.calib_size),
@@ -133,9 +149,10 @@ def main():
             r.update(model="vit_ti", label="ViT-Ti (shared, augreg)", method=m)
             print(f"  {r['calib_seconds']:.1f} s, {r['peak_rss_mb']:.0f} MB", flush=True)
             res["rows"].append(r)
+            save()
     else:
         print(f"calib_cost: {ti} not found; ViT-Ti part skipped (the shared models are needed)", flush=True)
-    if not args.skip_deit:
+    if not args.skip_deit and ("deit_s", "liu2021") not in done:
         d = random_deit_s(args.work_dir)
         print(f"DeiT-S (random weights) liu2021 W6A6, {args.deit_images} random images ...", flush=True)
         r = quantize(args.vitq, ["--model", d, "--random-calibration", str(args.deit_images), "--method", "liu2021",
@@ -143,9 +160,7 @@ def main():
         r.update(model="deit_s", label="DeiT-S (random weights)", method="liu2021")
         print(f"  {r['calib_seconds']:.1f} s, {r['peak_rss_mb']:.0f} MB", flush=True)
         res["rows"].append(r)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
+    save()
     text = table(res)
     print(text)
     if args.readme:
