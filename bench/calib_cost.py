@@ -23,26 +23,18 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
+from run_accuracy import machine  # noqa: E402  (the same machine line as the accuracy table)
 METHODS = ["minmax", "percentile", "easyquant", "liu2021", "aciq", "lapq", "bitsplit"]
 GOALS = {("vit_ti", "liu2021"): 180.0, ("deit_s", "liu2021"): 900.0, ("vit_ti", "lapq"): 900.0}
 MEM_GOAL_MB = 4096.0
-
-
-def machine():
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def quantize(vitq, args, out, threads):
@@ -61,19 +53,9 @@ def quantize(vitq, args, out, threads):
 
 def random_deit_s(work):
     d = os.path.join(work, "deit_small_patch16_224")
-    if os.path.exists(os.path.join(d, "model.safetensors")):
-        return d
-    sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
-    import ref_vit  # noqa: E402
-    os.makedirs(d, exist_ok=True)
-    config = {"architecture": "deit_small_patch16_224", "num_classes": 1000}
-    dims = ref_vit.timm_dims(config)
-    sd = ref_vit.random_vit_state_dict(dims["embed_dim"], dims["depth"], dims["num_heads"], dims["mlp_hidden"],
-                                       dims["num_classes"], dims["img_size"], dims["patch_size"],
-                                       distilled=dims["distilled"])
-    ref_vit.write_safetensors(os.path.join(d, "model.safetensors"), sd)
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(config, f)
+    if not os.path.exists(os.path.join(d, "model.safetensors")):
+        import ref_vit  # noqa: E402  (torch: only for writing the checkpoint)
+        ref_vit.write_random_checkpoint(d, "deit_small_patch16_224")
     return d
 
 

@@ -220,15 +220,7 @@ def export_model(d, m, arch):
     sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
     import ref_vit  # noqa: E402  (torch only in the preparation step, not while measuring)
     import export_onnx  # noqa: E402
-    os.makedirs(d, exist_ok=True)
-    config = {"architecture": arch, "num_classes": 1000}
-    dims = ref_vit.timm_dims(config)
-    sd = ref_vit.random_vit_state_dict(dims["embed_dim"], dims["depth"], dims["num_heads"], dims["mlp_hidden"],
-                                       dims["num_classes"], dims["img_size"], dims["patch_size"],
-                                       distilled=dims["distilled"])
-    ref_vit.write_safetensors(os.path.join(d, "model.safetensors"), sd)
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(config, f)
+    ref_vit.write_random_checkpoint(d, arch)
     log(f"  exporting {arch} to ONNX")
     export_onnx.export(d, m.onnx + ".tmp")
     os.replace(m.onnx + ".tmp", m.onnx)

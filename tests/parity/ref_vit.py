@@ -257,3 +257,19 @@ class RefViT(torch.nn.Module):
         if self.distilled:
             logits = (logits + self.head_dist(x[:, 1])) / 2
         return logits
+
+
+def write_random_checkpoint(directory, arch, num_classes=1000):
+    """A random-weight timm checkpoint dir (model.safetensors + config.json) of a timm
+    architecture name, for speed and cost benchmarks."""
+    import json
+    import os
+    os.makedirs(directory, exist_ok=True)
+    config = {"architecture": arch, "num_classes": num_classes}
+    dims = timm_dims(config)
+    sd = random_vit_state_dict(dims["embed_dim"], dims["depth"], dims["num_heads"], dims["mlp_hidden"],
+                               dims["num_classes"], dims["img_size"], dims["patch_size"],
+                               distilled=dims["distilled"])
+    write_safetensors(os.path.join(directory, "model.safetensors"), sd)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(config, f)
