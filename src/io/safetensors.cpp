@@ -394,6 +394,16 @@ std::vector<std::string> SafeTensorsFile::names() const {
   return out;
 }
 
+std::string SafeTensorsFile::list_unused(const std::set<std::string>& used) const {
+  std::vector<std::string> extra;
+  for (const auto& n : names())
+    if (!used.count(n)) extra.push_back(n);
+  std::string list;
+  for (size_t i = 0; i < extra.size() && i < 5; ++i) list += (i ? ", " : "") + extra[i];
+  if (extra.size() > 5) list += cat(", ... (", extra.size(), " in all)");
+  return list;
+}
+
 std::span<const uint8_t> SafeTensorsFile::bytes(const std::string& name) const {
   const TensorInfo& ti = info(name);
   return {data_ + ti.begin, static_cast<size_t>(ti.end - ti.begin)};

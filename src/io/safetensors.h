@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -44,6 +45,9 @@ class SafeTensorsFile {
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   const TensorInfo& info(const std::string& name) const;   // throws Error(Model) naming file and tensor
   std::vector<std::string> names() const;                  // sorted
+  // The tensors not in `used`, listed for an error message ("a, b, c, d, e, ... (7 in all)");
+  // empty if every tensor is in `used`.
+  std::string list_unused(const std::set<std::string>& used) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   std::span<const uint8_t> bytes(const std::string& name) const;  // raw little-endian bytes
 

@@ -28,13 +28,8 @@ class Reader {
   bool has(const std::string& name) const { return f_.has(name); }
 
   void check_all_used() const {
-    std::vector<std::string> extra;
-    for (const auto& n : f_.names())
-      if (!used_.count(n)) extra.push_back(n);
-    if (extra.empty()) return;
-    std::string list;
-    for (size_t i = 0; i < extra.size() && i < 5; ++i) list += (i ? ", " : "") + extra[i];
-    if (extra.size() > 5) list += cat(", ... (", extra.size(), " in all)");
+    const std::string list = f_.list_unused(used_);
+    if (list.empty()) return;
     fail(ErrorKind::Model, f_.path(), ": tensors not used by the configured architecture: ", list,
          " — the checkpoint does not match config.json");
   }

@@ -292,13 +292,8 @@ class Loader {
   }
 
   void check_all_used() const {
-    std::vector<std::string> extra;
-    for (const auto& n : f_.names())
-      if (!used_.count(n)) extra.push_back(n);
-    if (extra.empty()) return;
-    std::string list;
-    for (size_t i = 0; i < extra.size() && i < 5; ++i) list += (i ? ", " : "") + extra[i];
-    if (extra.size() > 5) list += cat(", ... (", extra.size(), " in all)");
+    const std::string list = f_.list_unused(used_);
+    if (list.empty()) return;
     fail(ErrorKind::Model, f_.path(), ": unexpected tensors not described by plan.json and config.json: ", list);
   }
 
