@@ -188,45 +188,63 @@ double hinge_upper_pairs(const float* q, size_t n, float theta) {
   return total;
 }
 
-// The same sum, scanning for each p only up to the first r past which no q is above q[p] − θ:
-// with the suffix maxima m[r] = max q[r..n) (non-increasing; m[n..n+16] = −∞), the terms of
-// every r ≥ end(p) = min{r > p : m[r] ≤ q[p] − θ} are ≤ 0 exactly (and stay ≤ 0 in float, as
-// rounding is monotone), so they contribute nothing. For a well-ordered q the windows are a
-// few pairs; ties of q (e.g. clipped scores) keep theirs. The window is scanned in whole blocks
-// of 16 while the block starts before end(p): terms past its end are zeros, and q[n..n+16) must
-// hold −FLT_MAX so that those past the row are zeros too. Every 16 p the float lanes go into
-// double lanes.
+// The same sum in 16×16 tiles (16 p, each broadcast, against 16 consecutive r), scanning for
+// each block of 16 p only the r blocks up to the first one past which no q is above the block's
+// lowest cut q[p] − θ: with the suffix maxima m[r] = max q[r..n) (non-increasing;
+// m[n..n+16] = −∞), the terms of an r block starting past that point are ≤ 0 exactly (and stay
+// ≤ 0 in float: θ − q[p] == −(q[p] − θ) exactly and rounding is monotone), so they contribute
+// nothing. Terms of a scanned tile that lie past one p's own window are exact zeros for the
+// same reason; q[n..n+16) must hold −FLT_MAX so that those past the row are zeros too. In the
+// diagonal tile only r > p counts (the others get −∞). A tile has no data-dependent branch, so a
+// row costs about (window / 16) tiles per block of 16 p and one mispredicted loop exit per block
+// (a per-p window mispredicts once per p). Float lanes hold one block's terms (≤ 16 per tile),
+// then go into a double.
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// 16 × −∞ then 15 × 0: the 16 floats from (15 − i) are −∞ in lanes 0..i and 0 after.
+alignas(64) constexpr float kLowerTriangle[31] = {kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf,
+                                                  kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf,
+                                                  kNegInf, kNegInf, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 double hinge_upper_pairs_windowed(const float* q, float* m, size_t n, float theta) {
   if (n < 2) return 0.0;
   constexpr size_t L = kRankScratchPad;
-  for (size_t r = n; r <= n + L; ++r) m[r] = -std::numeric_limits<float>::infinity();
+  static_assert(L == 16, "tiles are 16 x 16");
+  for (size_t r = n; r <= n + L; ++r) m[r] = kNegInf;
   for (size_t r = n; r-- > 0;) m[r] = std::max(q[r], m[r + 1]);
-  // 16 lanes as a GCC vector (one zmm with AVX-512, two ymm with AVX2, four xmm otherwise).
-  typedef float f16 __attribute__((vector_size(4 * L)));
-  typedef double d8 __attribute__((vector_size(8 * 8)));
-  const f16 zero = {};
-  d8 total_lo = {}, total_hi = {};
-  f16 acc = zero;  // float lanes over at most 16 consecutive p, then moved into the double lanes
-  for (size_t p = 0; p + 1 < n; ++p) {
-    const float cut = q[p] - theta;
-    const f16 base = zero + (theta - q[p]);  // θ − q[p] == −cut exactly
-    // Blocks from p + 1 while some q at or after the block's start is above the cut.
-    for (size_t r0 = p + 1; m[r0] > cut; r0 += L) {  // stops by r0 = n: m[n..n+16] = −∞
-      f16 v;
-      std::memcpy(&v, q + r0, sizeof v);
-      v += base;
-      acc += v > zero ? v : zero;
+  double total = 0;
+  for (size_t p0 = 0; p0 + 1 < n; p0 += L) {
+    const size_t np = std::min(L, n - 1 - p0);  // p in [p0, p0 + np): every p with some r > p
+    float base[L];
+    float cut = std::numeric_limits<float>::infinity();
+    for (size_t i = 0; i < L; ++i) {
+      const float c = i < np ? q[p0 + i] - theta : std::numeric_limits<float>::infinity();
+      base[i] = -c;  // p past the row: −∞, terms 0
+      cut = std::min(cut, c);
     }
-    if (p % 16 == 15 || p + 2 == n) {
-      total_lo += __builtin_convertvector(__builtin_shufflevector(acc, acc, 0, 1, 2, 3, 4, 5, 6, 7), d8);
-      total_hi += __builtin_convertvector(__builtin_shufflevector(acc, acc, 8, 9, 10, 11, 12, 13, 14, 15), d8);
-      acc = zero;
+    alignas(64) float acc[L] = {};
+    for (size_t i = 0; i < np; ++i) {  // diagonal tile: r = p0 + l, p = p0 + i, l > i
+      const float b = base[i];
+      const float* lower = kLowerTriangle + (L - 1 - i);
+#pragma omp simd
+      for (size_t l = 0; l < L; ++l) {
+        const float t = (q[p0 + l] + b) + lower[l];
+        acc[l] += t > 0.0f ? t : 0.0f;
+      }
     }
+    for (size_t r0 = p0 + L; m[r0] > cut; r0 += L) {  // stops by r0 ≥ n: m[n..n+16] = −∞
+      const float* qr = q + r0;
+      for (size_t i = 0; i < L; ++i) {
+        const float b = base[i];
+#pragma omp simd
+        for (size_t l = 0; l < L; ++l) {
+          const float t = qr[l] + b;
+          acc[l] += t > 0.0f ? t : 0.0f;
+        }
+      }
+    }
+    for (size_t l = 0; l < L; ++l) total += double(acc[l]);
   }
-  double s = 0;
-  for (size_t l = 0; l < 8; ++l) s += total_lo[l] + total_hi[l];
-  return s;
+  return total;
 }
 }  // namespace
 
