@@ -12,6 +12,7 @@
 #include "eval/evaluate.h"
 #include "model/vit_model.h"
 #include "quant/plan.h"
+#include "quant/ln_smoothing.h"
 #include "quant/simulate.h"
 #include "runtime/int_vit_forward.h"
 #include "runtime/quantized_model.h"
@@ -58,6 +59,8 @@ void run_eval(const EvalArgs& a) {
   if (!a.plan.empty()) {
     plan = std::make_unique<QuantPlan>(load_plan(a.plan));
     check_plan_matches(*plan, model.cfg, a.plan);
+    // A plan with LayerNorm smoothing is for the rewritten checkpoint (the same FP function).
+    if (!plan->ln_smoothing.empty()) model = apply_ln_smoothing(model, plan->ln_smoothing, a.plan);
     sim = std::make_unique<PlanSimulator>(model, *plan);
   } else if (quantized && a.simulate) {
     plan = std::make_unique<QuantPlan>(simulation_plan(*qm));

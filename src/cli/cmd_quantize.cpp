@@ -30,6 +30,8 @@ struct QuantizeArgs {
   size_t calib_size = 256;
   int random_calib = 0;     // --random-calibration N: N random images instead of --calib
   bool plan_only = false;   // --plan-only: no quantized model directory
+  bool smooth_ln = false;   // --smooth-ln
+  double smooth_alpha = 0.5;
   bool quantize_head = false, quiet = false, no_ranking = false, no_bias_correction = false;
   bool aciq_no_clip = false, aciq_no_bit_alloc = false, aciq_no_bias_correction = false, lapq_no_joint = false;
   MethodArgs margs;
@@ -97,6 +99,7 @@ void run_quantize(QuantizeArgs a) {
   opt.bits = {a.wbits, a.abits};
   opt.inputs = a.calib_inputs == "fp" ? CalibInputs::FP : CalibInputs::Quantized;
   opt.quantize_head = a.quantize_head;
+  if (a.smooth_ln) opt.smooth_ln_alpha = a.smooth_alpha;
   opt.batch = a.batch;
 
   std::printf("model    %s (%s)\n", a.model.c_str(), model.cfg.architecture.c_str());
@@ -105,6 +108,8 @@ void run_quantize(QuantizeArgs a) {
   std::printf("calib    %d images from %s (%s); site inputs from the %s model\n", cs.n, a.calib.c_str(),
               data ? data->describe().c_str() : "standard normal pixels", opt.inputs == CalibInputs::FP ? "FP32" : "partly quantized");
   std::printf("head     %s\n", opt.quantize_head ? "quantized" : "kept in FP32 (use --quantize-head to quantize it)");
+  if (a.smooth_ln)
+    std::printf("smooth   LayerNorm smoothing, alpha %g: qkv and fc1 calibrated on the rewritten model\n", a.smooth_alpha);
   std::fflush(stdout);
 
   Progress bar("calibrate", 1, a.quiet);
@@ -142,6 +147,7 @@ void run_quantize(QuantizeArgs a) {
   r.plan.settings["wbits"] = a.wbits;
   r.plan.settings["abits"] = a.abits;
   r.plan.settings["quantize_head"] = opt.quantize_head;
+  if (a.smooth_ln) r.plan.settings["smooth_ln_alpha"] = a.smooth_alpha;
   if (a.mixed_precision) r.plan.settings["mixed_precision"] = a.mixed_precision;
 
   if (!a.quiet) print_table(r);
@@ -250,6 +256,14 @@ void add_quantize_command(CLI::App& app) {
   c->add_flag("--unsigned-softmax", a->margs.unsigned_softmax,
               "Fix: quantize the softmax output (input of matmul_av) on an unsigned grid [0, 2^b-1] "
               "instead of the paper's signed grid, which wastes its negative half");
+  c->add_flag("--smooth-ln", a->smooth_ln,
+              "Fix (any method): move the range of each LayerNorm output channel into the following weights "
+              "(LN gamma/beta divided, qkv/fc1 weight columns multiplied by s_k = max|x_k|^alpha / "
+              "max|W_k|^(1-alpha); the same FP function) before calibrating, so that one activation step suits "
+              "post-LN channels of very different ranges. The factors go into the plan");
+  c->add_option("--smooth-alpha", a->smooth_alpha, "--smooth-ln: migration strength alpha in [0, 1]")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   c->add_flag("--per-channel-weights", a->margs.per_channel_weights,
               "minmax/percentile: one weight step per output channel");
   c->add_flag("--aciq-no-clip", a->aciq_no_clip,

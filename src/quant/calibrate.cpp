@@ -2,10 +2,12 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <set>
 
 #include "core/error.h"
 #include "engine/vit_forward.h"
+#include "quant/ln_smoothing.h"
 #include "quant/quantizer.h"
 #include "quant/similarity.h"
 #include "quant/simulate.h"
@@ -114,6 +116,15 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
                                   const std::function<void(const CalibProgress&)>& progress) {
   const auto t_start = clock_type::now();
   const ViTConfig& c = m_.cfg;
+  // With LayerNorm smoothing every site sees the rewritten model; the plan gets the factors at
+  // the end (a plan that has them rewrites the checkpoint it is applied to).
+  std::map<std::string, std::vector<float>> smoothing;
+  std::unique_ptr<ViTModel> smoothed;
+  if (opt.smooth_ln_alpha >= 0.0) {
+    smoothing = ln_smoothing_factors(m_, images_, n_, opt.smooth_ln_alpha, std::max(1, opt.batch));
+    smoothed = std::make_unique<ViTModel>(apply_ln_smoothing(m_, smoothing, "ln_smoothing"));
+  }
+  const ViTModel& model = smoothed ? *smoothed : m_;
   const int N = n_, T = c.tokens(), D = c.embed_dim, B = std::max(1, opt.batch);
   const size_t img_floats = size_t(c.in_chans) * c.img_size * c.img_size;
   const size_t tok_floats = size_t(T) * D;
@@ -143,8 +154,8 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
     }
   }
 
-  ViTForward fwd(m_);
-  PlanSimulator sim(m_, plan);
+  ViTForward fwd(model);
+  PlanSimulator sim(model, plan);
   avector<float> xf(size_t(N) * tok_floats), xq(size_t(N) * tok_floats), scratch(size_t(B) * tok_floats);
   std::vector<float> logits(size_t(B) * size_t(c.num_classes));
 
@@ -201,7 +212,7 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
       obs.shape = shape;
       obs.images = N;
       obs.x = in->x.data();
-      const LinearWeights* lw = site_weights(m_, id);
+      const LinearWeights* lw = site_weights(model, id);
       obs.w = lw ? lw->w.ptr() : in->w.data();
       obs.bias = lw && !lw->b.empty() ? lw->b.ptr() : nullptr;
       obs.target = fp.buf[id].y.data();
@@ -234,7 +245,8 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
     }
   }
   if (progress) progress({done, total_sites, ""});
-  method.refine(NetworkContext{m_, images_, n_, B}, plan, res.refine_notes);
+  method.refine(NetworkContext{model, images_, n_, B}, plan, res.refine_notes);
+  plan.ln_smoothing = std::move(smoothing);
   res.seconds = std::chrono::duration<double>(clock_type::now() - t_start).count();
   return res;
 }

@@ -25,6 +25,9 @@ struct CalibOptions {
   bool quantize_patch_embed = true;
   bool quantize_head = false;
   int batch = 32;
+  // LayerNorm smoothing (quant/ln_smoothing.h): calibrate the model rewritten with factors of
+  // this α from the calibration images; the plan records them. < 0 = off.
+  double smooth_ln_alpha = -1.0;
 };
 
 struct SiteReport {

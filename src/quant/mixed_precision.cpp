@@ -2,12 +2,14 @@
 
 #include <Eigen/SVD>
 #include <algorithm>
+#include <memory>
 #include <chrono>
 #include <map>
 #include <set>
 
 #include "core/error.h"
 #include "engine/vit_forward.h"
+#include "quant/ln_smoothing.h"
 #include "quant/simulate.h"
 
 namespace vitq {
@@ -103,7 +105,13 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
 
   // 2. Sensitivity and perturbations, module by module along the FP model.
   if (stage) stage("sensitivity (nuclear norms) and perturbations");
-  ViTForward fwd(model);
+  // With LayerNorm smoothing the plans are for the rewritten model (the same FP function, the
+  // same factors for every width): both streams run it.
+  std::unique_ptr<ViTModel> smoothed;
+  if (!plans.empty() && !plans[0].ln_smoothing.empty())
+    smoothed = std::make_unique<ViTModel>(apply_ln_smoothing(model, plans[0].ln_smoothing, "mixed precision"));
+  const ViTModel& run_model = smoothed ? *smoothed : model;
+  ViTForward fwd(run_model);
   avector<float> x(size_t(n) * tok), work(size_t(B) * tok);
   std::vector<double> sigma(size_t(modules), 0.0);
   std::vector<std::vector<double>> pert(size_t(modules), std::vector<double>(size_t(C), 0.0));
@@ -145,7 +153,7 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
       fwd.block(blk, work.data(), b, &fp);
       // Each module alone at each candidate width.
       for (int k = 0; k < C; ++k) {
-        PlanSimulator sim(model, plans[size_t(k)]);
+        PlanSimulator sim(run_model, plans[size_t(k)]);
         for (int msa = 1; msa >= 0; --msa) {
           ModuleHook q;
           q.inner = &sim;

@@ -24,7 +24,8 @@ const SitePlan* QuantPlan::find(const SiteId& id) const {
 
 bool QuantPlan::operator==(const QuantPlan& o) const {
   return method == o.method && settings == o.settings && calibration == o.calibration &&
-         tool_version == o.tool_version && architecture == o.architecture && sites == o.sites;
+         tool_version == o.tool_version && architecture == o.architecture && sites == o.sites &&
+         ln_smoothing == o.ln_smoothing;
 }
 
 namespace {
@@ -196,6 +197,11 @@ ojson plan_to_json(const QuantPlan& p, const std::string& codes_file) {
     sites[name] = e;
   }
   j["sites"] = sites;
+  if (!p.ln_smoothing.empty()) {
+    ojson sm = ojson::object();
+    for (const auto& [name, v] : p.ln_smoothing) sm[name] = v;
+    j["ln_smoothing"] = sm;
+  }
   return j;
 }
 
@@ -251,6 +257,19 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
     p.sites[it.key()] = std::move(s);
   }
   if (!coded.empty()) read_codes(j, source, coded, p);
+  if (j.contains("ln_smoothing")) {
+    if (!j["ln_smoothing"].is_object()) top.bad("ln_smoothing", "must be an object (site name -> factors)");
+    for (auto it = j["ln_smoothing"].begin(); it != j["ln_smoothing"].end(); ++it) {
+      SiteId id;
+      Ctx c{source, "ln_smoothing."};
+      if (!parse_site_name(it.key(), &id) || (id.kind != SiteKind::Qkv && id.kind != SiteKind::Fc1))
+        c.bad(it.key(), "is not a site fed by a LayerNorm (blocks.N.attn.qkv or blocks.N.mlp.fc1)");
+      std::vector<float> v = float_array(c, it.key(), it.value());
+      for (float f : v)
+        if (!(f > 0.0f) || !std::isfinite(f)) c.bad(it.key(), "factors must be positive and finite");
+      p.ln_smoothing[it.key()] = std::move(v);
+    }
+  }
   return p;
 }
 
@@ -318,6 +337,15 @@ void check_plan_matches(const QuantPlan& plan, const ViTConfig& cfg, const std::
     if (!sp.bias_correction.empty() && sp.bias_correction.size() != nb)
       fail(ErrorKind::Model, source, ": site '", name, "': bias_correction has ", sp.bias_correction.size(),
            " entries, expected ", nb);
+  }
+  for (const auto& [name, v] : plan.ln_smoothing) {
+    auto it = shapes.find(name);
+    if (it == shapes.end())
+      fail(ErrorKind::Model, source, ": ln_smoothing: site '", name, "' does not exist in this model (",
+           cfg.architecture, ", depth ", cfg.depth, ")");
+    if (v.size() != size_t(it->second.K))
+      fail(ErrorKind::Model, source, ": ln_smoothing: site '", name, "' has ", v.size(), " factors, the layer has ",
+           it->second.K, " input channels");
   }
 }
 

@@ -70,6 +70,11 @@ struct QuantPlan {
   std::string tool_version;
   std::string architecture;
   std::map<std::string, SitePlan> sites;  // by site name; a site absent here stays FP32
+  // LayerNorm smoothing (--smooth-ln; quant/ln_smoothing.h): for a site fed by a LayerNorm
+  // (blocks.i.attn.qkv after norm1, blocks.i.mlp.fc1 after norm2), factors s_k per input channel.
+  // The plan applies to the model rewritten as LN γ_k/s_k, β_k/s_k and weight columns W[:,k]·s_k
+  // (the same FP function); its steps and codes are those of the rewritten model. Empty = none.
+  std::map<std::string, std::vector<float>> ln_smoothing;
 
   const SitePlan* find(const SiteId& id) const;
   bool operator==(const QuantPlan& o) const;

@@ -25,7 +25,9 @@ void plan_weight_codes_f32(const float* w, float* out, int rows, int cols, const
 class PlanSimulator : public SiteHook {
  public:
   // Keeps references to model and plan. A site's weights are quantized on its first call and
-  // cached: a site's plan entry must not change afterwards (call forget() if it does).
+  // cached: a site's plan entry must not change afterwards (call forget() if it does). A plan
+  // with LayerNorm smoothing is for the rewritten model: pass apply_ln_smoothing(checkpoint, ...)
+  // and run the forward on that same model (ln_smoothing.h).
   PlanSimulator(const ViTModel& model, const QuantPlan& plan);
   bool compute(const SiteCall& call) override;
   void forget(const SiteId& id) { wq_.erase(id); }

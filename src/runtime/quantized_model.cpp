@@ -5,12 +5,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/vit_config.h"
+#include "quant/ln_smoothing.h"
 #include "quant/quantizer.h"
 #include "runtime/pack_bits.h"
 
@@ -77,7 +79,12 @@ void plan_weight_codes(const float* w, int N, int K, const SitePlan& sp, std::ve
   }
 }
 
-QuantizedViT quantize_model(const ViTModel& m, const QuantPlan& plan) {
+QuantizedViT quantize_model(const ViTModel& model, const QuantPlan& plan) {
+  // A plan with LayerNorm smoothing is for the rewritten model: that one is stored.
+  std::unique_ptr<ViTModel> smoothed;
+  if (!plan.ln_smoothing.empty())
+    smoothed = std::make_unique<ViTModel>(apply_ln_smoothing(model, plan.ln_smoothing, "plan"));
+  const ViTModel& m = smoothed ? *smoothed : model;
   QuantizedViT q;
   q.cfg = m.cfg;
   q.plan = plan;
@@ -495,6 +502,7 @@ void drop_linear_weights(QuantizedViT& q) {
 
 QuantPlan simulation_plan(const QuantizedViT& q) {
   QuantPlan p = q.plan;
+  p.ln_smoothing.clear();  // the stored LayerNorms and weights are the rewritten ones
   for (auto& [name, sp] : p.sites) {
     SiteId id;
     if (parse_site_name(name, &id) && !id.is_attention()) sp.bias_correction.clear();

@@ -80,9 +80,11 @@ inline std::vector<float> random_images(const ViTConfig& c, int n, uint64_t seed
   return x;
 }
 
-// A MinMax plan at `bits` (per block overrides in block_bits), calibrated on random images.
+// A MinMax plan at `bits` (per block overrides in block_bits), calibrated on random images
+// (with LayerNorm smoothing of that alpha if >= 0).
 inline QuantPlan minmax_plan(const ViTModel& m, int bits, bool quantize_head, bool unsigned_softmax = false,
-                             std::vector<Bits> block_bits = {}, bool per_channel = false) {
+                             std::vector<Bits> block_bits = {}, bool per_channel = false,
+                             double smooth_ln_alpha = -1.0) {
   const std::vector<float> images = random_images(m.cfg, 8, 99);
   Calibrator cal(m, images.data(), 8);
   MethodArgs a;
@@ -94,6 +96,7 @@ inline QuantPlan minmax_plan(const ViTModel& m, int bits, bool quantize_head, bo
   opt.block_bits = std::move(block_bits);
   opt.quantize_head = quantize_head;
   opt.batch = 4;
+  opt.smooth_ln_alpha = smooth_ln_alpha;
   QuantPlan p = cal.run(*method, opt).plan;
   p.tool_version = "test";
   p.architecture = m.cfg.architecture;

@@ -38,6 +38,8 @@ QuantPlan sample_plan() {
   pc.x = {4, false, 0.5f, {}, {}};
   pc.w = {4, false, 0.25f, {0.1f, 0.2f, 0.30000001f}, {3, 4, 8}};
   p.sites["head"] = pc;
+  p.ln_smoothing["blocks.0.attn.qkv"] = {0.5f, 2.0f, 1.0f / 3};
+  p.ln_smoothing["blocks.1.mlp.fc1"] = {7.25f, 1e-3f, 1e3f};
   return p;
 }
 
@@ -51,6 +53,7 @@ TEST(Plan, RoundTripsExactlyAndDeterministically) {
   EXPECT_TRUE(q == p);
   EXPECT_EQ(q.sites.at("blocks.0.attn.qkv").x.scale, 0.0123456789f);  // float bits survive
   EXPECT_EQ(q.sites.at("head").w.channel_scales[2], 0.30000001f);
+  EXPECT_EQ(q.ln_smoothing.at("blocks.0.attn.qkv")[2], 1.0f / 3);
   save_plan(q, b);
   EXPECT_EQ(slurp(a), slurp(b));
   std::filesystem::remove_all(dir);
@@ -92,6 +95,18 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   j = good;
   j["sites"]["blocks.0.attn.qkv"]["bias_correction"][1] = "x";
   expect(j, "bias_correction[1]");
+  j = good;
+  j["ln_smoothing"]["blocks.0.attn.qkv"][0] = -0.5;
+  expect(j, "ln_smoothing.blocks.0.attn.qkv");
+  j = good;
+  j["ln_smoothing"]["blocks.1.mlp.fc1"][1] = 0;
+  expect(j, "positive and finite");
+  j = good;
+  j["ln_smoothing"]["blocks.0.attn.proj"] = {1.0, 2.0};
+  expect(j, "not a site fed by a LayerNorm");
+  j = good;
+  j["ln_smoothing"] = {1.0, 2.0};
+  expect(j, "ln_smoothing");
 }
 
 // A plan with the fields of ACIQ and Bit-Split: per-channel bits, weight offsets and codes.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/vit_forward.h"
+#include "quant/ln_smoothing.h"
 #include "quant/simulate.h"
 #include "runtime/int8_kernels.h"
 #include "runtime/int_site_hook.h"
@@ -330,8 +331,10 @@ void check_forward(const std::string& name, const test::TinyDims& dims, const st
   vf.run(x.data(), B, unfused.data(), &ih);
   PlanSimulator ps(dq, splan);
   vf.run(x.data(), B, sim.data(), &ps);
-  ViTForward vs(m);
-  PlanSimulator ps_src(m, plan);
+  // A plan with LayerNorm smoothing is for the rewritten checkpoint.
+  const ViTModel ms = plan.ln_smoothing.empty() ? m : apply_ln_smoothing(m, plan.ln_smoothing, "test");
+  ViTForward vs(ms);
+  PlanSimulator ps_src(ms, plan);
   vs.run(x.data(), B, sim_src.data(), &ps_src);
   float mx = 0;
   for (float v : sim) mx = std::max(mx, std::fabs(v));
@@ -346,6 +349,14 @@ void check_forward(const std::string& name, const test::TinyDims& dims, const st
 
 TEST(IntegerForward, W8A8UnsignedSoftmaxQuantizedHead) {
   check_forward("w8", {}, [](const ViTModel& m) { return test::minmax_plan(m, 8, true, true); });
+}
+
+TEST(IntegerForward, W6A6LayerNormSmoothing) {
+  check_forward("w6smooth", {}, [](const ViTModel& m) {
+    QuantPlan p = test::minmax_plan(m, 6, false, true, {}, false, 0.5);
+    EXPECT_EQ(p.ln_smoothing.size(), size_t(2 * m.cfg.depth));
+    return p;
+  });
 }
 
 TEST(IntegerForward, W4A4PerChannelDistilled) {
