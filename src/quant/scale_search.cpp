@@ -369,6 +369,19 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
       screen_misses += !r.screen_top_won;
     }
     if (screen) screen->set_w(best_w);
+    // Without bias correction nothing but the steps changes between rounds: if this Δw sweep
+    // kept the Δw of the last round, the Δx sweep would see exactly the inputs of the last one
+    // and keep Δx too, so the search has converged (the same plan, one sweep fewer).
+    if (!opt.bias_correction && round > 0 && best_w == dw && !screen) {
+      nlohmann::ordered_json r;  // j stays the last Δx sweep's best: the same evaluation
+      r["round"] = rounds;
+      r["dx"] = dx / dx0;
+      r["dw"] = dw / dw0;
+      r["objective"] = j;
+      r["converged_after_w_sweep"] = true;
+      trace.push_back(r);
+      break;
+    }
     // Δx with Δw fixed.
     const SweepResult rx = sweep(ev, screen.get(), opt.screen_keep, cx, corr, set_x, evals);
     const float best_x = rx.step;
@@ -417,7 +430,12 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
   if (opt.bias_correction) sp.bias_correction = corr;
   notes.j["objective_start"] = j_start;
   notes.j["objective"] = j;
-  if (opt.ranking && obs.shape.id.kind == SiteKind::MatmulQK) notes.j["rank_loss"] = ev.last_rank();
+  if (opt.ranking && obs.shape.id.kind == SiteKind::MatmulQK) {
+    // Without bias correction the last evaluation was of the sweep's last candidate, not of the
+    // chosen steps (which ev holds).
+    if (!opt.bias_correction) ev.objective(corr);
+    notes.j["rank_loss"] = ev.last_rank();
+  }
   notes.j["dx_over_max"] = dx / dx0;
   notes.j["dw_over_max"] = dw / dw0;
   notes.j["rounds"] = rounds;

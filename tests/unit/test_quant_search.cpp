@@ -198,6 +198,47 @@ TEST(ScaleSearch, ConvergesAndNeverEndsBelowItsStart) {
   EXPECT_LT(notes.j["rounds"].get<int>(), 20);
 }
 
+// The whole alternation (no bias correction) against the brute force run until a round changes
+// neither step: the search's shortcut (stop once a Δw sweep keeps its Δw) must land on the same
+// steps as running the confirming round in full.
+TEST(ScaleSearch, AlternationToConvergenceMatchesTheBruteForce) {
+  int shortcuts = 0;
+  for (uint32_t seed : {21u, 22u, 23u}) {
+    const int bits = 4, C = 20;
+    Synthetic s(seed);
+    SearchOptions o;
+    o.candidates = C;
+    SiteNotes notes;
+    const SitePlan sp = similarity_search(s.obs, {bits, bits}, o, notes);
+    const double qm = (1 << (bits - 1)) - 1;
+    const double dx0 = maxabs(s.x) / qm, dw0 = maxabs(s.w) / qm;
+    auto cand = [&](double d0, int k) { return d0 * (0.5 + 0.7 * k / double(C - 1)); };
+    double dx = dx0, dw = dw0;
+    int rounds = 0;
+    for (; rounds < 20; ++rounds) {
+      double best = -2, w = dw, x = dx;
+      for (int k = 0; k < C; ++k) {
+        const double v = objective(s, dx, cand(dw0, k), bits);
+        if (v > best) { best = v; w = cand(dw0, k); }
+      }
+      best = -2;
+      for (int k = 0; k < C; ++k) {
+        const double v = objective(s, cand(dx0, k), w, bits);
+        if (v > best) { best = v; x = cand(dx0, k); }
+      }
+      const bool changed = w != dw || x != dx;
+      dw = w;
+      dx = x;
+      if (!changed) break;
+    }
+    ASSERT_LT(rounds, 20);
+    EXPECT_NEAR(sp.w.scale, dw, 1e-6 * dw) << "seed " << seed;
+    EXPECT_NEAR(sp.x.scale, dx, 1e-6 * dx) << "seed " << seed;
+    shortcuts += notes.j["trace"].back().contains("converged_after_w_sweep");
+  }
+  EXPECT_GT(shortcuts, 0) << "no case took the shortcut";
+}
+
 TEST(ScaleSearch, BiasCorrectionRemovesTheMeanOutputError) {
   Synthetic s(5, /*positive_x=*/true);  // post-GELU-like inputs: rounding errors do not average out
   for (bool bc : {false, true}) {
