@@ -39,6 +39,12 @@ def configs():
             c[f"{m}-w{b}a{b}"] = (m, f"{b}/{b}", ["--method", m, "--bits", str(b)])
         c[f"liu2021-us-w{b}a{b}"] = ("liu2021 + unsigned softmax grid", f"{b}/{b}",
                                      ["--method", "liu2021", "--bits", str(b), "--unsigned-softmax"])
+        c[f"liu2021-ln-w{b}a{b}"] = ("liu2021 + LayerNorm smoothing", f"{b}/{b}",
+                                     ["--method", "liu2021", "--bits", str(b), "--smooth-ln"])
+        c[f"liu2021-fix-w{b}a{b}"] = ("liu2021 + both fixes", f"{b}/{b}",
+                                      ["--method", "liu2021", "--bits", str(b), "--smooth-ln", "--unsigned-softmax"])
+        c[f"percentile-ln-w{b}a{b}"] = ("percentile + LayerNorm smoothing", f"{b}/{b}",
+                                        ["--method", "percentile", "--bits", str(b), "--smooth-ln"])
         # The seed methods (issue 5), at their defaults: ACIQ with all three parts, LAPQ with its
         # default evaluation budget and loss subset, Bit-Split with percentile activations.
         c[f"aciq-w{b}a{b}"] = ("aciq", f"{b}/{b}", ["--method", "aciq", "--bits", str(b)])
