@@ -119,12 +119,10 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   // With LayerNorm smoothing every site sees the rewritten model; the plan gets the factors at
   // the end (a plan that has them rewrites the checkpoint it is applied to).
   std::map<std::string, std::vector<float>> smoothing;
-  std::unique_ptr<ViTModel> smoothed;
-  if (opt.smooth_ln_alpha >= 0.0) {
+  if (opt.smooth_ln_alpha >= 0.0)
     smoothing = ln_smoothing_factors(m_, images_, n_, opt.smooth_ln_alpha, std::max(1, opt.batch));
-    smoothed = std::make_unique<ViTModel>(apply_ln_smoothing(m_, smoothing, "ln_smoothing"));
-  }
-  const ViTModel& model = smoothed ? *smoothed : m_;
+  std::unique_ptr<ViTModel> smoothed;
+  const ViTModel& model = smoothed_model(m_, smoothing, smoothed, "ln_smoothing");
   const int N = n_, T = c.tokens(), D = c.embed_dim, B = std::max(1, opt.batch);
   const size_t img_floats = size_t(c.in_chans) * c.img_size * c.img_size;
   const size_t tok_floats = size_t(T) * D;

@@ -87,4 +87,11 @@ ViTModel apply_ln_smoothing(const ViTModel& model, const std::map<std::string, s
   return m;
 }
 
+const ViTModel& smoothed_model(const ViTModel& model, const std::map<std::string, std::vector<float>>& factors,
+                               std::unique_ptr<ViTModel>& holder, const std::string& source) {
+  if (factors.empty()) return model;
+  holder = std::make_unique<ViTModel>(apply_ln_smoothing(model, factors, source));
+  return *holder;
+}
+
 }  // namespace vitq

@@ -13,6 +13,7 @@
 // checkpoint (simulator, export, integer runtime) rewrites it first.
 #pragma once
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,5 +31,10 @@ std::map<std::string, std::vector<float>> ln_smoothing_factors(const ViTModel& m
 // `source` if a site is not fed by a LayerNorm or a length does not match.
 ViTModel apply_ln_smoothing(const ViTModel& model, const std::map<std::string, std::vector<float>>& factors,
                             const std::string& source);
+
+// The model a plan with these factors applies to: `model` itself if `factors` is empty, else its
+// rewrite, kept alive in `holder`.
+const ViTModel& smoothed_model(const ViTModel& model, const std::map<std::string, std::vector<float>>& factors,
+                               std::unique_ptr<ViTModel>& holder, const std::string& source);
 
 }  // namespace vitq

@@ -108,9 +108,7 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
   // With LayerNorm smoothing the plans are for the rewritten model (the same FP function, the
   // same factors for every width): both streams run it.
   std::unique_ptr<ViTModel> smoothed;
-  if (!plans.empty() && !plans[0].ln_smoothing.empty())
-    smoothed = std::make_unique<ViTModel>(apply_ln_smoothing(model, plans[0].ln_smoothing, "mixed precision"));
-  const ViTModel& run_model = smoothed ? *smoothed : model;
+  const ViTModel& run_model = smoothed_model(model, plans.at(0).ln_smoothing, smoothed, "mixed precision");
   ViTForward fwd(run_model);
   avector<float> x(size_t(n) * tok), work(size_t(B) * tok);
   std::vector<double> sigma(size_t(modules), 0.0);

@@ -82,9 +82,7 @@ void plan_weight_codes(const float* w, int N, int K, const SitePlan& sp, std::ve
 QuantizedViT quantize_model(const ViTModel& model, const QuantPlan& plan) {
   // A plan with LayerNorm smoothing is for the rewritten model: that one is stored.
   std::unique_ptr<ViTModel> smoothed;
-  if (!plan.ln_smoothing.empty())
-    smoothed = std::make_unique<ViTModel>(apply_ln_smoothing(model, plan.ln_smoothing, "plan"));
-  const ViTModel& m = smoothed ? *smoothed : model;
+  const ViTModel& m = smoothed_model(model, plan.ln_smoothing, smoothed, "plan");
   QuantizedViT q;
   q.cfg = m.cfg;
   q.plan = plan;
