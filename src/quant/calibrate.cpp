@@ -83,21 +83,8 @@ SitePlan minmax_site_plan(const SiteObservation& obs, Bits bits, bool unsigned_s
 }
 
 SiteEval evaluate_site_plan(const SiteObservation& obs, const SitePlan& sp) {
-  const SiteShape& s = obs.shape;
-  SiteCall c;
-  c.site = s.id;
-  c.images = obs.images;
-  c.groups = obs.images * s.groups_per_image;
-  c.M = s.M;
-  c.N = s.N;
-  c.K = s.K;
-  c.x = obs.x;
-  c.w = obs.w;
-  c.w_stride = obs.attention() ? int64_t(s.N) * s.K : 0;
-  c.bias = obs.bias;
   avector<float> y(size_t(obs.y_per_image()) * size_t(obs.images)), xbuf, wbuf;
-  c.y = y.data();
-  simulate_site(c, sp, nullptr, xbuf, wbuf);
+  simulate_site(obs.call(y.data()), sp, nullptr, xbuf, wbuf);
   SiteEval e;
   const size_t per = size_t(obs.y_per_image());
   for (int i = 0; i < obs.images; ++i) {

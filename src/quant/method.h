@@ -27,6 +27,23 @@ struct SiteObservation {
   int64_t x_per_image() const { return rows_per_image() * shape.K; }
   int64_t w_per_image() const { return attention() ? int64_t(shape.groups_per_image) * shape.N * shape.K : 0; }
   int64_t y_per_image() const { return rows_per_image() * shape.N; }
+  // The site call over all of the observation's images (one group per image and head) writing
+  // its output to y (images · y_per_image() floats).
+  SiteCall call(float* y) const {
+    SiteCall c;
+    c.site = shape.id;
+    c.images = images;
+    c.groups = images * shape.groups_per_image;
+    c.M = shape.M;
+    c.N = shape.N;
+    c.K = shape.K;
+    c.x = x;
+    c.w = w;
+    c.w_stride = attention() ? int64_t(shape.N) * shape.K : 0;
+    c.bias = bias;
+    c.y = y;
+    return c;
+  }
 };
 
 // What a method tells the report about one site (free-form, per method).

@@ -116,19 +116,9 @@ TEST(BitSplit, MethodPutsTheCodesInThePlanAndTheSimulatorUsesThem) {
   EXPECT_EQ(sp.w.bits, 3);
   EXPECT_EQ(sp.x.bits, 6);
   EXPECT_LE(double(notes.j["output_mse_bitsplit"]), double(notes.j["output_mse_round_max_step"]));
-  SiteCall call;
-  call.site = obs.shape.id;
-  call.images = obs.images;
-  call.M = L.rows;
-  call.N = L.N;
-  call.K = L.K;
-  call.x = L.x.data();
-  call.w = L.w.data();
-  call.bias = L.b.data();
   std::vector<float> y(size_t(L.rows) * L.N);
-  call.y = y.data();
   avector<float> xb, wb;
-  simulate_site(call, sp, nullptr, xb, wb);
+  simulate_site(obs.call(y.data()), sp, nullptr, xb, wb);
   for (int r = 0; r < L.rows; r += 7)
     for (int n = 0; n < L.N; ++n) {
       double acc = L.b[size_t(n)];

@@ -128,18 +128,9 @@ TEST(Simulate, LinearSiteWithOneGroupPerImageScalesEveryRow) {
   sp.w.scale = 0.05f;
   sp.bias_correction.assign(size_t(s.N), 0.0f);
   for (int n = 0; n < s.N; ++n) sp.bias_correction[size_t(n)] = 0.01f * float(n);
-  SiteCall c;
-  c.site = s.obs.shape.id;
-  c.images = s.images;
-  c.groups = s.images;
-  c.M = s.M;
-  c.N = s.N;
-  c.K = s.K;
-  c.x = s.x.data();
-  c.w = s.w.data();
-  c.bias = s.b.data();
   std::vector<float> y(size_t(s.images) * s.M * s.N);
-  c.y = y.data();
+  const SiteCall c = s.obs.call(y.data());  // one group per image
+  ASSERT_EQ(c.groups, s.images);
   avector<float> xb, wb;
   simulate_site(c, sp, nullptr, xb, wb);
   for (int r = 0; r < s.images * s.M; ++r)
