@@ -350,6 +350,11 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
   };
   auto set_x = [](Evaluator& e, float c) { e.set_x(c); };
   auto set_w = [](Evaluator& e, float c) { e.set_w(c); };
+  // The trace entry of the round so far: its steps (relative to the max-based ones) and objective.
+  auto trace_round = [&]() -> nlohmann::ordered_json& {
+    trace.push_back({{"round", rounds}, {"dx", dx / dx0}, {"dw", dw / dw0}, {"objective", j}});
+    return trace.back();
+  };
   for (int round = 0; round < opt.max_rounds; ++round) {
     ++rounds;
     // Δw with Δx fixed (x codes stay as they are).
@@ -373,13 +378,7 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
     // kept the Δw of the last round, the Δx sweep would see exactly the inputs of the last one
     // and keep Δx too, so the search has converged (the same plan, one sweep fewer).
     if (!opt.bias_correction && round > 0 && best_w == dw && !screen) {
-      nlohmann::ordered_json r;  // j stays the last Δx sweep's best: the same evaluation
-      r["round"] = rounds;
-      r["dx"] = dx / dx0;
-      r["dw"] = dw / dw0;
-      r["objective"] = j;
-      r["converged_after_w_sweep"] = true;
-      trace.push_back(r);
+      trace_round()["converged_after_w_sweep"] = true;  // j stays the last Δx sweep's best
       break;
     }
     // Δx with Δw fixed.
@@ -412,13 +411,8 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
       j = ev.objective(corr);
       ++evals;
     }
-    nlohmann::ordered_json r;
-    r["round"] = rounds;
-    r["dx"] = dx / dx0;
-    r["dw"] = dw / dw0;
-    r["objective"] = j;
+    nlohmann::ordered_json& r = trace_round();
     if (opt.bias_correction) r["mean_abs_bias_error_removed"] = mean_abs_err;
-    trace.push_back(r);
     if (!changed) break;
   }
   SitePlan sp;
