@@ -6,6 +6,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <unistd.h>
 
 #include "io/safetensors.h"
 #include "model/vit_model.h"
@@ -13,6 +14,13 @@
 #include "quant/method.h"
 
 namespace vitq::test {
+
+// An empty path under the system's temp directory, unique to `name` and this process.
+inline std::string tmp_dir(const std::string& name) {
+  const auto d = std::filesystem::temp_directory_path() / ("vitq_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  return d.string();
+}
 
 struct TinyDims {
   int img = 16, patch = 4, dim = 32, depth = 2, heads = 2, mlp = 64, classes = 7;

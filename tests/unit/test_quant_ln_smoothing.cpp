@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <map>
 #include <random>
-#include <unistd.h>
 
 #include "core/error.h"
 #include "engine/vit_forward.h"
@@ -16,11 +15,7 @@
 namespace vitq {
 namespace {
 
-std::string tmp_dir(const std::string& name) {
-  const auto d = std::filesystem::temp_directory_path() / ("vitq_smooth_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(d);
-  return d.string();
-}
+std::string tmp_dir(const std::string& name) { return test::tmp_dir("smooth_" + name); }
 
 // Per-channel max |x| of every qkv / fc1 input (an independent copy of what the factors need).
 struct InputMax : SiteHook {

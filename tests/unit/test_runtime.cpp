@@ -300,11 +300,7 @@ TEST(IntegerSites, AttentionSites) {
 
 // ------------------------------------------------------------------------------ whole models
 
-std::string tmp_dir(const std::string& name) {
-  const auto d = std::filesystem::temp_directory_path() / ("vitq_rt_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(d);
-  return d.string();
-}
+std::string tmp_dir(const std::string& name) { return test::tmp_dir("rt_" + name); }
 
 // Logits of the fused integer forward, the unfused integer sites and the simulator.
 void check_forward(const std::string& name, const test::TinyDims& dims, const std::function<QuantPlan(const ViTModel&)>& make_plan) {
