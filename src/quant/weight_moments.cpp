@@ -119,7 +119,9 @@ std::vector<double> WeightMoments::objectives(const std::vector<float>& dws, con
 
   const size_t chunk = std::max<size_t>(1, std::min<size_t>(dws.size(), (size_t(256) << 20) / (KK * 4)));
   std::vector<double> out(dws.size(), 0.0);
-  avector<float> Af, Wf, ws, wb, Q, R, Uw, Ub;
+  // Scratch kept across calls: a block this size is mapped fresh on every allocation, and the
+  // page faults of re-mapping it every round cost more than the products computed in it.
+  avector<float>&Af = Af_, &Wf = Wf_, &ws = ws_, &wb = wb_, &Q = Q_, &R = R_, &Uw = Uw_, &Ub = Ub_;
   for (size_t c0 = 0; c0 < dws.size(); c0 += chunk) {
     const size_t C = std::min(chunk, dws.size() - c0);
     Af.resize(C * KK);

@@ -46,6 +46,7 @@ class WeightMoments {
   std::vector<avector<int8_t>> qi_, wi_;
   std::vector<avector<float>> qf_;
   std::vector<avector<int32_t>> h32_, a32_;
+  avector<float> Af_, Wf_, ws_, wb_, Q_, R_, Uw_, Ub_;  // objectives(): per-candidate products
 };
 
 }  // namespace vitq
