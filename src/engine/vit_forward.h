@@ -2,7 +2,13 @@
 // (see site.h) so that a SiteHook can observe or replace it. Workspace memory is
 // proportional to one batch and reused across calls; one ViTForward per thread of use.
 #pragma once
+#include <map>
+#include <memory>
+#include <utility>
+
 #include "core/aligned.h"
+#include "engine/batched_matmul_f32.h"
+#include "engine/packed_linear_f32.h"
 #include "engine/site.h"
 #include "model/vit_model.h"
 
@@ -28,10 +34,19 @@ class ViTForward {
 
  private:
   void reserve(int batch);
-  static void run_site(const SiteCall& call, SiteHook* hook);
+  // A site's product: the hook's if it computes it, else FP32. Without a hook, linear sites run
+  // on weights packed once for oneDNN's matmul (packed_linear_f32.h); with one (calibration,
+  // simulation, observers) every site runs through site_gemm_f32, so that what a hook sees does
+  // not depend on this speed path.
+  void run_site(const SiteCall& call, SiteHook* hook);
 
   const ViTModel& m_;
   int capacity_ = 0;
+  // Linear sites' packed weights, by (weights, bias) pointers, made on first use (they add the
+  // size of the linear weights to the memory of plain inference).
+  std::map<std::pair<const float*, const float*>, std::unique_ptr<PackedLinearF32>> packed_;
+  // Without a hook, Q·Kᵀ and P·V of all heads as batched products (batched_matmul_f32.h).
+  std::unique_ptr<BatchedMatmulF32> qk_mm_, av_mm_;
   avector<float> patches_, pe_out_, x_, ln_, qkv_, q_, k_, vt_, s_, o_, ctx_, proj_, hidden_, fc2_, tok_, logits2_;
 };
 

@@ -26,11 +26,6 @@ ThreadState& thread_state() {
 
 }  // namespace
 
-const dnnl::engine& cpu_engine() {
-  static const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  return eng;
-}
-
 U8S8Matmul::U8S8Matmul(int N, int K, BLayout layout, const int8_t* b_nk) : N_(N), K_(K), layout_(layout) {
   if (N < 1 || K < 1) fail(ErrorKind::Internal, "U8S8Matmul: bad shape N=", N, " K=", K);
   if (layout != BLayout::Packed) return;

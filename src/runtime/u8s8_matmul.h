@@ -17,6 +17,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "engine/dnnl_engine.h"
+
 namespace vitq {
 
 enum class BLayout : uint8_t { Packed, NK, KN };
@@ -61,8 +63,5 @@ class U8S8Matmul {
   mutable std::mutex mu_;
   mutable std::map<std::tuple<int, int, int>, std::unique_ptr<Prim>> cache_;
 };
-
-// The CPU engine shared by the runtime.
-const dnnl::engine& cpu_engine();
 
 }  // namespace vitq

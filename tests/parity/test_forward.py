@@ -150,7 +150,9 @@ def main():
         compare(chk, "HF layout (layer_norm_eps default 1e-12)", vitq_logits(args, tmp, d, x),
                 ref_vit.vit_forward(sd, 3, eps=1e-12)(x))
 
-        # 5. The shared models on real images, and an HF copy of the shared ViT-Ti.
+        # 5. The shared models on real images, and an HF copy of the shared ViT-Ti. On 2 threads
+        #    ViT-Ti's 4 images x 3 heads take the forward's per-group attention products and the
+        #    CIFAR model's 8 x 4 its batched ones (vit_forward.cpp: batched from 16 groups).
         if common.shared_available(args, "models", "vit_tiny_patch16_224"):
             d = os.path.join(args.shared_dir, "models", "vit_tiny_patch16_224")
             sd = ref_vit.read_safetensors(os.path.join(d, "model.safetensors"))
