@@ -11,7 +11,7 @@
 
 namespace vitq {
 
-ViTForward::ViTForward(const ViTModel& model) : m_(model) {}
+ViTForward::ViTForward(const ViTModel& model, FpGemm gemm) : m_(model), gemm_(gemm) {}
 
 void ViTForward::reserve(int batch) {
   if (batch <= capacity_) return;
@@ -46,7 +46,7 @@ size_t ViTForward::workspace_bytes() const {
 }
 
 void ViTForward::run_site(const SiteCall& call, SiteHook* hook) {
-  if (!hook && call.groups == 1) {  // plain FP32 inference: prepacked weights
+  if (!hook && gemm_ == FpGemm::Packed && call.groups == 1) {  // plain FP32 inference
     auto& p = packed_[{call.w, call.bias}];
     if (!p) p = std::make_unique<PackedLinearF32>(call.N, call.K, call.w, call.bias);
     p->run(call.M, call.x, call.y);
@@ -136,7 +136,7 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
   // operands); without a hook and with enough heads to spread over the threads (measured: at
   // 3–12 heads on 2 threads the row-blocked sgemms are faster), into Q, Kᵀ [d x T] and V [T x d]
   // for the batched products.
-  const bool plain = !hook && batch * H >= 8 * omp_get_max_threads();
+  const bool plain = !hook && gemm_ == FpGemm::Packed && batch * H >= 8 * omp_get_max_threads();
 #pragma omp parallel for schedule(static)
   for (int bh = 0; bh < batch * H; ++bh) {
     const int b = bh / H, h = bh % H;

@@ -14,9 +14,16 @@
 
 namespace vitq {
 
+// How the FP32 products run when no hook computes them. Packed: linear layers on weights packed
+// once for oneDNN's matmul, attention as batched matmuls (the fast inference path; eval, bench).
+// PerCall: every product through site_gemm_f32 (dnnl_sgemm), the numerics the calibration and
+// its plans were built on — the quantization code asks for it, so that plans do not change with
+// the inference path (the two differ in float rounding only).
+enum class FpGemm { Packed, PerCall };
+
 class ViTForward {
  public:
-  explicit ViTForward(const ViTModel& model);
+  explicit ViTForward(const ViTModel& model, FpGemm gemm = FpGemm::Packed);
 
   const ViTModel& model() const { return m_; }
 
@@ -34,13 +41,13 @@ class ViTForward {
 
  private:
   void reserve(int batch);
-  // A site's product: the hook's if it computes it, else FP32. Without a hook, linear sites run
-  // on weights packed once for oneDNN's matmul (packed_linear_f32.h); with one (calibration,
-  // simulation, observers) every site runs through site_gemm_f32, so that what a hook sees does
-  // not depend on this speed path.
+  // A site's product: the hook's if it computes it, else FP32. With FpGemm::Packed and no hook,
+  // linear sites run on weights packed once for oneDNN's matmul (packed_linear_f32.h); with a
+  // hook (simulation, observers) or FpGemm::PerCall every site runs through site_gemm_f32.
   void run_site(const SiteCall& call, SiteHook* hook);
 
   const ViTModel& m_;
+  FpGemm gemm_;
   int capacity_ = 0;
   // Linear sites' packed weights, by (weights, bias) pointers, made on first use (they add the
   // size of the linear weights to the memory of plain inference).

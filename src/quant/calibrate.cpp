@@ -139,7 +139,7 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
     }
   }
 
-  ViTForward fwd(model);
+  ViTForward fwd(model, FpGemm::PerCall);
   PlanSimulator sim(model, plan);
   avector<float> xf(size_t(N) * tok_floats), xq(size_t(N) * tok_floats), scratch(size_t(B) * tok_floats);
   std::vector<float> logits(size_t(B) * size_t(c.num_classes));

@@ -32,7 +32,7 @@ std::map<std::string, std::vector<float>> ln_smoothing_factors(const ViTModel& m
   if (!(alpha >= 0.0 && alpha <= 1.0)) fail(ErrorKind::Usage, "--smooth-alpha must be in [0, 1], got ", alpha);
   const ViTConfig& c = model.cfg;
   const size_t img_floats = size_t(c.in_chans) * c.img_size * c.img_size;
-  ViTForward fwd(model);
+  ViTForward fwd(model, FpGemm::PerCall);
   ChannelMaxHook hook;
   std::vector<float> logits(size_t(batch) * size_t(c.num_classes));
   for (int i0 = 0; i0 < n; i0 += batch) {

@@ -109,7 +109,7 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
   // same factors for every width): both streams run it.
   std::unique_ptr<ViTModel> smoothed;
   const ViTModel& run_model = smoothed_model(model, plans.at(0).ln_smoothing, smoothed, "mixed precision");
-  ViTForward fwd(run_model);
+  ViTForward fwd(run_model, FpGemm::PerCall);
   avector<float> x(size_t(n) * tok), work(size_t(B) * tok);
   std::vector<double> sigma(size_t(modules), 0.0);
   std::vector<std::vector<double>> pert(size_t(modules), std::vector<double>(size_t(C), 0.0));

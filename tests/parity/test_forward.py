@@ -58,12 +58,14 @@ def hf_config(dim, depth, heads, mlp, img, patch, classes, eps=None):
     return c
 
 
-def vitq_logits(args, tmp, model_dir, x, site=None):
+def vitq_logits(args, tmp, model_dir, x, site=None, per_call=False):
     inp, out = os.path.join(tmp, "x.f32"), os.path.join(tmp, "y.f32")
     x.numpy().astype("<f4").tofile(inp)
     cmd = [args.probe, "forward", "--model", model_dir, "--input", inp, "--batch", x.shape[0], "--out", out]
     if site:
         cmd += ["--site", site]
+    if per_call:
+        cmd += ["--per-call-gemm"]
     common.run(cmd)
     return torch.from_numpy(np.fromfile(out, dtype="<f4"))
 
@@ -169,8 +171,10 @@ def main():
             d = os.path.join(args.shared_dir, "models", "vit_cifar10_patch4_32")
             sd = ref_vit.read_safetensors(os.path.join(d, "model.safetensors"))
             x = real_inputs(args, "data/cifar10/dev", 8, 32, 1.0, "bilinear", (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616))
-            compare(chk, "shared vit_cifar10_patch4_32, 8 real images", vitq_logits(args, tmp, d, x),
-                    ref_vit.vit_forward(sd, 4)(x))
+            ref = ref_vit.vit_forward(sd, 4)(x)
+            compare(chk, "shared vit_cifar10_patch4_32, 8 real images", vitq_logits(args, tmp, d, x), ref)
+            compare(chk, "shared vit_cifar10_patch4_32, 8 real images, the calibration's per-call sgemm path",
+                    vitq_logits(args, tmp, d, x, per_call=True), ref)
     chk.finish()
 
 

@@ -41,6 +41,7 @@ class Capture : public SiteHook {
 struct Args {
   std::string model, input, out, site;
   int batch = 1;
+  bool per_call = false;
 };
 
 void run(const Args& a) {
@@ -50,7 +51,7 @@ void run(const Args& a) {
   std::vector<float> x = read_f32(a.input, img * size_t(a.batch));
   avector<float> xa(x.begin(), x.end());
   std::vector<float> logits(size_t(a.batch) * size_t(c.num_classes));
-  ViTForward fwd(m);
+  ViTForward fwd(m, a.per_call ? FpGemm::PerCall : FpGemm::Packed);
   if (a.site.empty()) {
     fwd.run(xa.data(), a.batch, logits.data());
     write_raw(a.out, logits.data(), logits.size());
@@ -72,6 +73,7 @@ void register_forward(CLI::App& app) {
   c->add_option("--batch", a->batch)->required();
   c->add_option("--site", a->site, "dump this site's output instead of the logits");
   c->add_option("--out", a->out)->required();
+  c->add_flag("--per-call-gemm", a->per_call, "every product through dnnl_sgemm (the calibration's FP path)");
   c->callback([a] { run(*a); });
 }
 

@@ -174,7 +174,7 @@ namespace {
 class LossEval {
  public:
   LossEval(const ViTModel& m, const float* images, int n, int batch, const QuantPlan& plan)
-      : m_(m), images_(images), n_(n), B_(std::max(1, batch)), sim_(m, plan), fwd_(m) {
+      : m_(m), images_(images), n_(n), B_(std::max(1, batch)), sim_(m, plan), fwd_(m, FpGemm::PerCall) {
     const ViTConfig& c = m.cfg;
     tok_ = size_t(c.tokens()) * c.embed_dim;
     img_ = size_t(c.in_chans) * c.img_size * c.img_size;
