@@ -1,7 +1,5 @@
 #include "engine/batched_matmul_f32.h"
 
-#include <unordered_map>
-
 #include "core/error.h"
 #include "engine/dnnl_engine.h"
 
@@ -27,13 +25,14 @@ void BatchedMatmulF32::run(int groups, const float* a, const float* b, float* y)
       p->a = dnnl::memory(ad, cpu_engine(), DNNL_MEMORY_NONE);
       p->b = dnnl::memory(bd, cpu_engine(), DNNL_MEMORY_NONE);
       p->y = dnnl::memory(yd, cpu_engine(), DNNL_MEMORY_NONE);
+      p->args = {{DNNL_ARG_SRC, p->a}, {DNNL_ARG_WEIGHTS, p->b}, {DNNL_ARG_DST, p->y}};
       it = cache_.emplace(groups, std::move(p)).first;
     }
     Prim& p = *it->second;
     p.a.set_data_handle(const_cast<float*>(a));
     p.b.set_data_handle(const_cast<float*>(b));
     p.y.set_data_handle(y);
-    p.prim.execute(stream_, {{DNNL_ARG_SRC, p.a}, {DNNL_ARG_WEIGHTS, p.b}, {DNNL_ARG_DST, p.y}});
+    p.prim.execute(stream_, p.args);
     stream_.wait();
   } catch (const dnnl::error& e) {
     fail(ErrorKind::Internal, "oneDNN: batched FP32 matmul failed (", groups, " x ", M_, " x ", N_, " x ", K_,

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <unordered_map>
 
 namespace vitq {
 
@@ -24,6 +25,7 @@ class BatchedMatmulF32 {
   struct Prim {
     dnnl::matmul prim;
     dnnl::memory a, b, y;
+    std::unordered_map<int, dnnl::memory> args;  // made once; the memories get new data pointers
   };
   int M_, N_, K_;
   dnnl::stream stream_;

@@ -50,6 +50,8 @@ PackedLinearF32::Prim& PackedLinearF32::prim(int M) {
     p->prim = dnnl::matmul(pd);
     p->src = dnnl::memory(pd.src_desc(), cpu_engine(), DNNL_MEMORY_NONE);
     p->dst = dnnl::memory(pd.dst_desc(), cpu_engine(), DNNL_MEMORY_NONE);
+    p->args = {{DNNL_ARG_SRC, p->src}, {DNNL_ARG_WEIGHTS, weights_}, {DNNL_ARG_DST, p->dst}};
+    if (bias_) p->args[DNNL_ARG_BIAS] = bias_;
   } catch (const dnnl::error& e) {
     fail(ErrorKind::Internal, "oneDNN: no FP32 matmul for M=", M, " N=", N_, " K=", K_, ": ", e.what());
   }
@@ -62,10 +64,7 @@ void PackedLinearF32::run(int M, const float* x, float* y) {
   try {
     p.src.set_data_handle(const_cast<float*>(x));
     p.dst.set_data_handle(y);
-    std::unordered_map<int, dnnl::memory> args{
-        {DNNL_ARG_SRC, p.src}, {DNNL_ARG_WEIGHTS, weights_}, {DNNL_ARG_DST, p.dst}};
-    if (bias_) args[DNNL_ARG_BIAS] = bias_;
-    p.prim.execute(stream_, args);
+    p.prim.execute(stream_, p.args);
     stream_.wait();
   } catch (const dnnl::error& e) {
     fail(ErrorKind::Internal, "oneDNN: FP32 matmul failed (M=", M, " N=", N_, " K=", K_, "): ", e.what());

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <unordered_map>
 
 namespace vitq {
 
@@ -29,6 +30,7 @@ class PackedLinearF32 {
   struct Prim {
     dnnl::matmul prim;
     dnnl::memory src, dst;
+    std::unordered_map<int, dnnl::memory> args;  // made once; src/dst get new data pointers
   };
   Prim& prim(int M);
 
