@@ -580,16 +580,8 @@ def parse_args():
     return a
 
 
-def merge(a):
-    parts = [json.load(open(p)) for p in a.merge.split(",") if p]
-    runs = [r for p in parts for r in p["runs"]]
-    models = [m for m in MODELS if any(m in p["meta"]["models"] for p in parts)]
-    batches = sorted({b for p in parts for b in p["meta"]["batches"]})
-    meta = dict(parts[0]["meta"])
-    meta["parts"] = [{"models": list(p["meta"]["models"]), "batches": p["meta"]["batches"], "date": p["meta"]["date"],
-                      "idle": p["meta"]["idle"]} for p in parts]
-    meta["idle"] = {"idle": all(p["meta"]["idle"]["idle"] for p in parts)}
-    meta["date"] = " / ".join(sorted({p["meta"]["date"][:10] for p in parts}))
+def write_results(a, meta, runs, models, batches):
+    """The results JSON (meta, summary, raw runs), its markdown next to it, and the README block."""
     rows, failures = summarize(runs)
     md = markdown(meta, rows, models, batches, failures)
     with open(a.out, "w") as f:
@@ -602,6 +594,19 @@ def merge(a):
         update_readme(a.readme, markdown(meta, rows, models, batches, failures, level=3, detail=False))
         log(f"updated {a.readme}")
     print(md)
+
+
+def merge(a):
+    parts = [json.load(open(p)) for p in a.merge.split(",") if p]
+    runs = [r for p in parts for r in p["runs"]]
+    models = [m for m in MODELS if any(m in p["meta"]["models"] for p in parts)]
+    batches = sorted({b for p in parts for b in p["meta"]["batches"]})
+    meta = dict(parts[0]["meta"])
+    meta["parts"] = [{"models": list(p["meta"]["models"]), "batches": p["meta"]["batches"], "date": p["meta"]["date"],
+                      "idle": p["meta"]["idle"]} for p in parts]
+    meta["idle"] = {"idle": all(p["meta"]["idle"]["idle"] for p in parts)}
+    meta["date"] = " / ".join(sorted({p["meta"]["date"][:10] for p in parts}))
+    write_results(a, meta, runs, models, batches)
 
 
 def main():
@@ -643,18 +648,7 @@ def main():
             "models": {k: MODELS[k][0] for k in a.models}, "batches": a.batches,
             "engines": [e.name for e in engines], "skipped": skipped,
             "pytorch_env": {"unset": list(TORCH_UNSET), "GLIBC_TUNABLES": TORCH_MALLOC}}
-    rows, failures = summarize(runs)
-    md = markdown(meta, rows, a.models, a.batches, failures)
-    with open(a.out, "w") as f:
-        json.dump({"meta": meta, "summary": rows, "runs": runs}, f, indent=1)
-    md_path = os.path.splitext(a.out)[0] + ".md"
-    with open(md_path, "w") as f:
-        f.write(md)
-    log(f"wrote {a.out} and {md_path}")
-    if a.readme:
-        update_readme(a.readme, markdown(meta, rows, a.models, a.batches, failures, level=3, detail=False))
-        log(f"updated {a.readme}")
-    print(md)
+    write_results(a, meta, runs, a.models, a.batches)
 
 
 if __name__ == "__main__":
