@@ -16,6 +16,7 @@
 #include "quant/methods/aciq.h"
 #include "quant/quantizer.h"
 #include "quant/simulate.h"
+#include "quant_test_util.h"
 
 namespace vitq {
 namespace {
@@ -189,11 +190,8 @@ TEST(Aciq, BitAllocationRespectsTheBudgetAndBeatsUniformBits) {
 }
 
 // A linear site with weights of unequal channel ranges and non-zero channel means.
-struct Site {
-  int images = 3, M = 20, K = 40, N = 12;
-  std::vector<float> x, w, b, y;
-  SiteObservation obs;
-  Site() {
+struct Site : test::LinearSite {
+  Site() : LinearSite(3, 20, 40, 12) {
     std::mt19937 rng(3);
     std::normal_distribution<float> nd(0, 1);
     x.resize(size_t(images) * M * K);
@@ -202,19 +200,7 @@ struct Site {
     for (int c = 0; c < N; ++c)
       for (int k = 0; k < K; ++k) w[size_t(c) * K + k] = 0.05f * (1 + c) * nd(rng) + 0.02f * (c % 3 - 1);
     b.assign(size_t(N), 0.1f);
-    y.resize(size_t(images) * M * N);
-    for (int r = 0; r < images * M; ++r)
-      for (int n = 0; n < N; ++n) {
-        double s = b[size_t(n)];
-        for (int k = 0; k < K; ++k) s += double(x[size_t(r) * K + k]) * w[size_t(n) * K + k];
-        y[size_t(r) * N + n] = float(s);
-      }
-    obs.shape = {{SiteKind::Fc1, 0}, 1, M, N, K};
-    obs.images = images;
-    obs.x = x.data();
-    obs.w = w.data();
-    obs.bias = b.data();
-    obs.target = y.data();
+    observe();
   }
 };
 

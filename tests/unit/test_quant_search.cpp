@@ -8,17 +8,14 @@
 #include "core/aligned.h"
 #include "quant/scale_search.h"
 #include "quant/simulate.h"
+#include "quant_test_util.h"
 
 namespace vitq {
 namespace {
 
 // A synthetic linear site: X [images·M x K], W [N x K], bias, FP target.
-struct Synthetic {
-  int images = 6, M = 40, K = 24, N = 10;
-  std::vector<float> x, w, b, y;
-  SiteObservation obs;
-
-  explicit Synthetic(uint32_t seed, bool positive_x = false) {
+struct Synthetic : test::LinearSite {
+  explicit Synthetic(uint32_t seed, bool positive_x = false) : LinearSite(6, 40, 24, 10) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> nd(0, 1);
     x.resize(size_t(images) * M * K);
@@ -29,19 +26,7 @@ struct Synthetic {
     w[3] = 1.5f;
     b.resize(size_t(N));
     for (auto& v : b) v = nd(rng);
-    y.resize(size_t(images) * M * N);
-    for (int r = 0; r < images * M; ++r)
-      for (int n = 0; n < N; ++n) {
-        double s = b[size_t(n)];
-        for (int k = 0; k < K; ++k) s += double(x[size_t(r) * K + k]) * w[size_t(n) * K + k];
-        y[size_t(r) * N + n] = float(s);
-      }
-    obs.shape = {{SiteKind::Fc1, 0}, 1, M, N, K};
-    obs.images = images;
-    obs.x = x.data();
-    obs.w = w.data();
-    obs.bias = b.data();
-    obs.target = y.data();
+    observe();
   }
 };
 
