@@ -2,21 +2,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include "engine/kernels.h"
+#include "random_test_util.h"
 
 namespace vitq {
 namespace {
 
-std::vector<float> random_vec(size_t n, float scale, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
+using test::random_vec;
 
 TEST(Kernels, ExpApproxRelativeError) {
   double worst = 0;

@@ -3,22 +3,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include "engine/batched_matmul_f32.h"
 #include "engine/packed_linear_f32.h"
+#include "random_test_util.h"
 
 namespace vitq {
 namespace {
 
-std::vector<float> random_vec(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
+using test::random_vec;
 
 // Largest |got − ref| relative to the reference's largest magnitude.
 double max_rel_diff(const std::vector<float>& got, const std::vector<double>& ref) {
@@ -33,10 +27,10 @@ double max_rel_diff(const std::vector<float>& got, const std::vector<double>& re
 TEST(PackedLinearF32, MatchesReferenceForEveryRowCount) {
   for (const auto& [N, K] : {std::pair{19, 7}, std::pair{192, 64}, std::pair{100, 300}}) {
     for (bool with_bias : {false, true}) {
-      const std::vector<float> w = random_vec(size_t(N) * K, 1), b = random_vec(size_t(N), 2);
+      const std::vector<float> w = random_vec(size_t(N) * K, 1.0f, 1), b = random_vec(size_t(N), 1.0f, 2);
       PackedLinearF32 lin(N, K, w.data(), with_bias ? b.data() : nullptr);
       for (int M : {1, 5, 197, 200, 1}) {  // row counts other than the one the layout was chosen for; a cached one again
-        const std::vector<float> x = random_vec(size_t(M) * K, uint32_t(3 + M));
+        const std::vector<float> x = random_vec(size_t(M) * K, 1.0f, uint32_t(3 + M));
         std::vector<float> y(size_t(M) * N, -1.0f);
         lin.run(M, x.data(), y.data());
         std::vector<double> ref(y.size());
@@ -56,7 +50,8 @@ TEST(BatchedMatmulF32, MatchesReferenceForEveryGroupCount) {
   const int M = 13, N = 17, K = 9;
   BatchedMatmulF32 mm(M, N, K);
   for (int G : {1, 3, 24, 3}) {
-    const std::vector<float> a = random_vec(size_t(G) * M * K, uint32_t(G)), b = random_vec(size_t(G) * K * N, 99);
+    const std::vector<float> a = random_vec(size_t(G) * M * K, 1.0f, uint32_t(G));
+    const std::vector<float> b = random_vec(size_t(G) * K * N, 1.0f, 99);
     std::vector<float> y(size_t(G) * M * N, -1.0f);
     mm.run(G, a.data(), b.data(), y.data());
     std::vector<double> ref(y.size());
