@@ -5,13 +5,17 @@
 #include <cmath>
 
 #include "engine/gemm_f32.h"
-#include "engine/batched_matmul_f32.h"
 #include "engine/kernels.h"
-#include "engine/packed_linear_f32.h"
 
 namespace vitq {
 
-ViTForward::ViTForward(const ViTModel& model, FpGemm gemm) : m_(model), gemm_(gemm) {}
+ViTForward::ViTForward(const ViTModel& model, FpGemm gemm) : m_(model), gemm_(gemm) {
+  if (gemm == FpGemm::Packed) {  // shapes fixed by the config; primitives come on first use
+    const int T = m_.cfg.tokens(), d = m_.cfg.head_dim();
+    qk_mm_ = std::make_unique<BatchedMatmulF32>(T, T, d);
+    av_mm_ = std::make_unique<BatchedMatmulF32>(T, d, T);
+  }
+}
 
 void ViTForward::reserve(int batch) {
   if (batch <= capacity_) return;
@@ -154,10 +158,6 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
         for (int j = 0; j < d; ++j) v[size_t(j) * T + t] = src[2 * D + j];
       }
     }
-  }
-  if (plain && !qk_mm_) {
-    qk_mm_ = std::make_unique<BatchedMatmulF32>(T, T, d);
-    av_mm_ = std::make_unique<BatchedMatmulF32>(T, d, T);
   }
 
   SiteCall qk;

@@ -52,7 +52,7 @@ class ViTForward {
   // Linear sites' packed weights, by (weights, bias) pointers, made on first use (they add the
   // size of the linear weights to the memory of plain inference).
   std::map<std::pair<const float*, const float*>, std::unique_ptr<PackedLinearF32>> packed_;
-  // Without a hook, Q·Kᵀ and P·V of all heads as batched products (batched_matmul_f32.h).
+  // FpGemm::Packed: Q·Kᵀ and P·V of all heads as batched products (batched_matmul_f32.h).
   std::unique_ptr<BatchedMatmulF32> qk_mm_, av_mm_;
   avector<float> patches_, pe_out_, x_, ln_, qkv_, q_, k_, vt_, s_, o_, ctx_, proj_, hidden_, fc2_, tok_, logits2_;
 };
