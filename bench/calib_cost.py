@@ -41,6 +41,13 @@ MEM_GOAL_MB = 4096.0
 # name -> (method label, vitq quantize arguments, note) of an approximate configuration measured on ViT-Ti.
 VARIANTS = {"rank64": ("liu2021 --rank-tokens 64", ["--method", "liu2021", "--rank-tokens", "64"],
                        "approximate ranking loss (not the faithful method)"),
+            "coarse10": ("liu2021 --coarse-stride 10", ["--method", "liu2021", "--coarse-stride", "10"],
+                         "coarse-to-fine sweeps over the same candidates (not exhaustive; accuracy: see the "
+                         "accuracy table)"),
+            "coarse10-rank64": ("liu2021 --coarse-stride 10 --rank-tokens 64",
+                                ["--method", "liu2021", "--coarse-stride", "10", "--rank-tokens", "64"],
+                                "coarse-to-fine sweeps and approximate ranking loss (accuracy: see the accuracy "
+                                "table)"),
             "fast": ("liu2021 --rank-tokens 64 --search-tokens 64",
                      ["--method", "liu2021", "--rank-tokens", "64", "--search-tokens", "64"],
                      "approximate ranking loss and search (not the faithful method; accuracy: see the "

@@ -42,6 +42,11 @@ def configs():
         c[f"liu2021-fast-w{b}a{b}"] = ("liu2021 --rank-tokens 64 --search-tokens 64 (approximate)", f"{b}/{b}",
                                        ["--method", "liu2021", "--bits", str(b), "--rank-tokens", "64",
                                         "--search-tokens", "64"])
+        c[f"liu2021-coarse-w{b}a{b}"] = ("liu2021 --coarse-stride 10 (approximate)", f"{b}/{b}",
+                                         ["--method", "liu2021", "--bits", str(b), "--coarse-stride", "10"])
+        c[f"liu2021-coarse-rank-w{b}a{b}"] = ("liu2021 --coarse-stride 10 --rank-tokens 64 (approximate)", f"{b}/{b}",
+                                              ["--method", "liu2021", "--bits", str(b), "--coarse-stride", "10",
+                                               "--rank-tokens", "64"])
         c[f"liu2021-us-w{b}a{b}"] = ("liu2021 + unsigned softmax grid", f"{b}/{b}",
                                      ["--method", "liu2021", "--bits", str(b), "--unsigned-softmax"])
         c[f"liu2021-ln-w{b}a{b}"] = ("liu2021 + LayerNorm smoothing", f"{b}/{b}",

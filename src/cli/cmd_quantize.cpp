@@ -253,6 +253,11 @@ void add_quantize_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--screen-keep", a->margs.screen_keep, "Search: candidates the screen passes on")
       ->capture_default_str();
+  c->add_option("--coarse-stride", a->margs.coarse_stride,
+                "Search: coarse-to-fine sweeps. Score every S-th candidate (and the last), then the candidates "
+                "between the best one's coarse neighbours (0 = every candidate, exact). Approximate: the same "
+                "choice only where the objective has a single peak over the candidates")
+      ->capture_default_str();
   c->add_flag("--unsigned-softmax", a->margs.unsigned_softmax,
               "Fix: quantize the softmax output (input of matmul_av) on an unsigned grid [0, 2^b-1] "
               "instead of the paper's signed grid, which wastes its negative half");

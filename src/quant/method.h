@@ -91,6 +91,7 @@ struct MethodArgs {
   int search_tokens = 0;       // 0 = all tokens; k = k random tokens per image in the search
   int screen_tokens = 0;       // candidate screen: rows per image that rank all candidates (0 = none)
   int screen_keep = 8;         // candidate screen: how many of the screen's best are scored on all rows
+  int coarse_stride = 0;       // coarse-to-fine sweeps: every this-many-th candidate first (0 = all)
   bool unsigned_softmax = false;  // fix: unsigned grid for the softmax output (matmul_av x)
   bool per_channel_weights = false;
   uint64_t seed = 0;

@@ -263,15 +263,17 @@ std::vector<float> candidates(float d0, const SearchOptions& o) {
 
 // The best of `cands` for one operand (set_op(evaluator, step) installs it), the first on ties.
 // Without a screen every candidate is scored on `full`; with one, every candidate is scored
-// on the screen's row sample, and the `keep` best of those on `full`. Leaves `full` at the
-// chosen step. Returns the step and its objective on `full`.
+// on the screen's row sample, and the `keep` best of those on `full`. With a `stride` > 1
+// (SearchOptions::coarse_stride), every stride-th candidate and the last are scored, then those
+// between the best one's coarse neighbours. Leaves `full` at the chosen step. Returns the step
+// and its objective on `full`.
 struct SweepResult {
   float step;
   double objective;
   bool screen_top_won;  // the screen's own best was the best on all rows
 };
 template <class SetOp>
-SweepResult sweep(Evaluator& full, Evaluator* screen, int keep, const std::vector<float>& cands,
+SweepResult sweep(Evaluator& full, Evaluator* screen, int keep, int stride, const std::vector<float>& cands,
                   const std::vector<float>& corr, SetOp set_op, int& evals) {
   std::vector<size_t> order(cands.size());
   for (size_t k = 0; k < cands.size(); ++k) order[k] = k;
@@ -300,6 +302,37 @@ SweepResult sweep(Evaluator& full, Evaluator* screen, int keep, const std::vecto
     return r;
   }
   SweepResult r{cands[0], -1e300, true};
+  const size_t C = cands.size();
+  if (stride > 1 && C > size_t(stride) + 1) {  // coarse-to-fine over the same grid
+    std::vector<double> f(C, 0.0);
+    std::vector<char> scored(C, 0);
+    auto score = [&](size_t k) {
+      if (scored[k]) return;
+      set_op(full, cands[k]);
+      f[k] = full.objective(corr);
+      scored[k] = 1;
+      ++evals;
+    };
+    auto best_scored = [&]() {  // the best scored candidate, the first on ties
+      size_t b = C;
+      for (size_t k = 0; k < C; ++k)
+        if (scored[k] && (b == C || f[k] > f[b])) b = k;
+      return b;
+    };
+    const size_t s = size_t(stride);
+    for (size_t k = 0; k < C; k += s) score(k);
+    score(C - 1);
+    const size_t b = best_scored();
+    const size_t last_coarse = (C - 2) / s * s;  // the coarse point before C − 1
+    const size_t lo = b == C - 1 ? last_coarse : (b >= s ? b - s : 0);
+    const size_t hi = b == C - 1 ? C - 1 : std::min(b + s, C - 1);
+    for (size_t k = lo + 1; k < hi; ++k) score(k);
+    const size_t k = best_scored();
+    r.step = cands[k];
+    r.objective = f[k];
+    set_op(full, r.step);
+    return r;
+  }
   for (float c : cands) {
     set_op(full, c);
     const double f = full.objective(corr);
@@ -368,7 +401,7 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
         if (v[k] > best) { best = v[k]; best_w = cw[k]; }
       ev.set_w(best_w);
     } else {
-      const SweepResult r = sweep(ev, screen.get(), opt.screen_keep, cw, corr, set_w, evals);
+      const SweepResult r = sweep(ev, screen.get(), opt.screen_keep, opt.coarse_stride, cw, corr, set_w, evals);
       best_w = r.step;
       ++sweeps;
       screen_misses += !r.screen_top_won;
@@ -382,7 +415,7 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
       break;
     }
     // Δx with Δw fixed.
-    const SweepResult rx = sweep(ev, screen.get(), opt.screen_keep, cx, corr, set_x, evals);
+    const SweepResult rx = sweep(ev, screen.get(), opt.screen_keep, opt.coarse_stride, cx, corr, set_x, evals);
     const float best_x = rx.step;
     best = rx.objective;
     ++sweeps;

@@ -32,6 +32,11 @@ struct SearchOptions {
   // (search_tokens) rows, and keeps the best there. 0 = no screen (every candidate on all rows).
   int screen_rows = 0;
   int screen_keep = 8;
+  // Coarse-to-fine sweeps: score every coarse_stride-th candidate (and the last), then every
+  // candidate between the best one's coarse neighbours, and keep the best scored. The same
+  // choice as scoring all when the objective has one peak over the grid; not exact otherwise.
+  // 0 = every candidate.
+  int coarse_stride = 0;
   bool unsigned_softmax = false;
   uint64_t seed = 0;
 };

@@ -164,6 +164,61 @@ TEST(ScaleSearch, ScreenPassesOnlyItsBestCandidatesToTheFullScore) {
   EXPECT_FALSE(n2.j.contains("screen_rows_per_image"));
 }
 
+TEST(ScaleSearch, CoarseToFineScoresItsGridAndTheBestOnesNeighbours) {
+  // With a stride S the Δx sweep scores candidates 0, S, 2S, … and the last, then every one
+  // between the best of those and its coarse neighbours, and keeps the best scored. Replay that
+  // rule on the brute-force objective of every candidate and compare the choice and the count.
+  const int bits = 4, C = 30, S = 5;
+  for (uint32_t seed : {31u, 32u, 33u}) {
+    Synthetic s(seed);
+    SearchOptions o;
+    o.candidates = C;
+    o.max_rounds = 1;
+    o.coarse_stride = S;
+    SiteNotes notes;
+    const SitePlan sp = similarity_search(s.obs, {bits, bits}, o, notes);
+    SearchOptions all = o;
+    all.coarse_stride = 0;
+    SiteNotes notes_all;
+    const SitePlan sp_all = similarity_search(s.obs, {bits, bits}, all, notes_all);
+    EXPECT_EQ(sp.w.scale, sp_all.w.scale) << "the weight sweep (from moments) scores every candidate";
+
+    const double dx0 = maxabs(s.x) / ((1 << (bits - 1)) - 1);
+    auto cand = [&](int k) { return dx0 * (0.5 + 0.7 * k / double(C - 1)); };
+    std::vector<double> v(C);
+    for (int k = 0; k < C; ++k) v[size_t(k)] = objective(s, cand(k), sp.w.scale, bits);
+    std::vector<bool> scored(C, false);
+    for (int k = 0; k < C; k += S) scored[size_t(k)] = true;
+    scored[C - 1] = true;
+    auto best_scored = [&]() {
+      int b = -1;
+      for (int k = 0; k < C; ++k)
+        if (scored[size_t(k)] && (b < 0 || v[size_t(k)] > v[size_t(b)])) b = k;
+      return b;
+    };
+    const int b = best_scored();
+    const int lo = b == C - 1 ? (C - 2) / S * S : std::max(b - S, 0), hi = b == C - 1 ? C - 1 : std::min(b + S, C - 1);
+    int fine = 0;
+    for (int k = lo + 1; k < hi; ++k) {
+      fine += !scored[size_t(k)];
+      scored[size_t(k)] = true;
+    }
+    const int chosen = best_scored();
+    EXPECT_NEAR(sp.x.scale, cand(chosen), 1e-6 * dx0) << "seed " << seed;
+    // Start + C weight candidates + the Δx candidates scored: the coarse grid and the fine ones.
+    const int coarse = (C - 1 + S - 1) / S + 1;
+    EXPECT_EQ(notes.j["evaluations"].get<int>(), 1 + C + coarse + fine) << "seed " << seed;
+    EXPECT_EQ(notes_all.j["evaluations"].get<int>(), 1 + 2 * C);
+    // Where the objective has one peak over the candidates, the choice is the exhaustive one.
+    int peaks = 0;
+    for (int k = 0; k < C; ++k)
+      peaks += (k == 0 || v[size_t(k)] > v[size_t(k - 1)]) && (k == C - 1 || v[size_t(k)] >= v[size_t(k + 1)]);
+    if (peaks == 1) {
+      EXPECT_EQ(sp.x.scale, sp_all.x.scale) << "seed " << seed;
+    }
+  }
+}
+
 TEST(ScaleSearch, ConvergesAndNeverEndsBelowItsStart) {
   Synthetic s(3);
   SearchOptions o;

@@ -29,6 +29,7 @@ class SearchMethod : public Method {
     j["search_tokens_per_image"] = o_.search_tokens;  // 0 = all
     j["screen_tokens_per_image"] = o_.screen_rows;     // 0 = no candidate screen
     if (o_.screen_rows > 0) j["screen_keep"] = o_.screen_keep;
+    if (o_.coarse_stride > 0) j["coarse_stride"] = o_.coarse_stride;  // absent: every candidate
     j["unsigned_softmax"] = o_.unsigned_softmax;
     j["seed"] = o_.seed;
     return j;
@@ -62,6 +63,11 @@ SearchOptions common(const MethodArgs& a, Similarity default_sim) {
     fail(ErrorKind::Usage, "--screen-tokens must be >= 0 and --screen-keep >= 1");
   o.screen_rows = a.screen_tokens;
   o.screen_keep = a.screen_keep;
+  if (a.coarse_stride < 0 || a.coarse_stride == 1)
+    fail(ErrorKind::Usage, "--coarse-stride must be 0 (every candidate) or >= 2");
+  if (a.coarse_stride > 0 && a.screen_tokens > 0)
+    fail(ErrorKind::Usage, "--coarse-stride and --screen-tokens cannot be combined");
+  o.coarse_stride = a.coarse_stride;
   o.unsigned_softmax = a.unsigned_softmax;
   o.seed = a.seed;
   return o;
