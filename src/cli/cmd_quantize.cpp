@@ -261,9 +261,9 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--screen-keep", a->margs.screen_keep, "Search: candidates the screen passes on")
       ->capture_default_str();
   c->add_flag("--fast", a->fast,
-              "Search (easyquant, liu2021): the fast configuration measured in the README, i.e. --coarse-stride 10 "
-              "and (liu2021) --rank-tokens 64 where those are left at 0. About 4x faster calibration; "
-              "approximate, the plan differs from the exhaustive search's");
+              "Search (easyquant, liu2021): --coarse-stride 10 and (liu2021) --rank-tokens 64 where those are "
+              "left at 0 - the fast configuration whose accuracy the README measures for liu2021. About 4x "
+              "faster calibration; approximate, the plan differs from the exhaustive search's");
   c->add_option("--coarse-stride", a->margs.coarse_stride,
                 "Search: coarse-to-fine sweeps. Score every S-th candidate (and the last), then the candidates "
                 "between the best one's coarse neighbours (0 = every candidate, exact). Approximate: the same "
