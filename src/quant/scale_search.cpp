@@ -275,50 +275,36 @@ struct SweepResult {
 template <class SetOp>
 SweepResult sweep(Evaluator& full, Evaluator* screen, int keep, int stride, const std::vector<float>& cands,
                   const std::vector<float>& corr, SetOp set_op, int& evals) {
-  std::vector<size_t> order(cands.size());
-  for (size_t k = 0; k < cands.size(); ++k) order[k] = k;
-  bool top_won = true;
-  if (screen && keep < int(cands.size())) {
-    std::vector<double> v(cands.size());
-    for (size_t k = 0; k < cands.size(); ++k) {
+  const size_t C = cands.size();
+  std::vector<double> f(C, 0.0);  // objective on `full` of the candidates scored so far
+  std::vector<char> scored(C, 0);
+  auto score = [&](size_t k) {
+    if (scored[k]) return;
+    set_op(full, cands[k]);
+    f[k] = full.objective(corr);
+    scored[k] = 1;
+    ++evals;
+  };
+  auto best_scored = [&]() {  // the best scored candidate, the first on ties
+    size_t b = C;
+    for (size_t k = 0; k < C; ++k)
+      if (scored[k] && (b == C || f[k] > f[b])) b = k;
+    return b;
+  };
+  SweepResult r{0.0f, 0.0, true};
+  if (screen && keep < int(C)) {
+    std::vector<double> v(C);
+    for (size_t k = 0; k < C; ++k) {
       set_op(*screen, cands[k]);
       v[k] = screen->objective(corr);
     }
+    std::vector<size_t> order(C);
+    for (size_t k = 0; k < C; ++k) order[k] = k;
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return v[a] > v[b]; });
     order.resize(size_t(keep));
-    const size_t screen_best = order[0];
-    std::sort(order.begin(), order.end());  // score in candidate order: ties go to the first
-    SweepResult r{cands[order[0]], -1e300, true};
-    size_t best_k = order[0];
-    for (size_t k : order) {
-      set_op(full, cands[k]);
-      const double f = full.objective(corr);
-      ++evals;
-      if (f > r.objective) { r.objective = f; r.step = cands[k]; best_k = k; }
-    }
-    top_won = best_k == screen_best;
-    r.screen_top_won = top_won;
-    set_op(full, r.step);
-    return r;
-  }
-  SweepResult r{cands[0], -1e300, true};
-  const size_t C = cands.size();
-  if (stride > 1 && C > size_t(stride) + 1) {  // coarse-to-fine over the same grid
-    std::vector<double> f(C, 0.0);
-    std::vector<char> scored(C, 0);
-    auto score = [&](size_t k) {
-      if (scored[k]) return;
-      set_op(full, cands[k]);
-      f[k] = full.objective(corr);
-      scored[k] = 1;
-      ++evals;
-    };
-    auto best_scored = [&]() {  // the best scored candidate, the first on ties
-      size_t b = C;
-      for (size_t k = 0; k < C; ++k)
-        if (scored[k] && (b == C || f[k] > f[b])) b = k;
-      return b;
-    };
+    for (size_t k : order) score(k);
+    r.screen_top_won = best_scored() == order[0];
+  } else if (stride > 1 && C > size_t(stride) + 1) {  // coarse-to-fine over the same grid
     const size_t s = size_t(stride);
     for (size_t k = 0; k < C; k += s) score(k);
     score(C - 1);
@@ -327,18 +313,12 @@ SweepResult sweep(Evaluator& full, Evaluator* screen, int keep, int stride, cons
     const size_t lo = b == C - 1 ? last_coarse : (b >= s ? b - s : 0);
     const size_t hi = b == C - 1 ? C - 1 : std::min(b + s, C - 1);
     for (size_t k = lo + 1; k < hi; ++k) score(k);
-    const size_t k = best_scored();
-    r.step = cands[k];
-    r.objective = f[k];
-    set_op(full, r.step);
-    return r;
+  } else {
+    for (size_t k = 0; k < C; ++k) score(k);
   }
-  for (float c : cands) {
-    set_op(full, c);
-    const double f = full.objective(corr);
-    ++evals;
-    if (f > r.objective) { r.objective = f; r.step = c; }
-  }
+  const size_t k = best_scored();
+  r.step = cands[k];
+  r.objective = f[k];
   set_op(full, r.step);
   return r;
 }
