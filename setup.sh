@@ -7,6 +7,7 @@ cd "$(dirname "$0")"
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libdnnl-dev            # oneDNN: FP32 and INT8 GEMM
+  ocl-icd-opencl-dev     # dnnl-config.cmake runs find_package(OpenCL REQUIRED) (GPU runtime "OCL") but libdnnl-dev does not depend on it
   libeigen3-dev          # SVD for mixed precision
   libjpeg62-turbo-dev libpng-dev zlib1g-dev
   nlohmann-json3-dev libcli11-dev
@@ -18,6 +19,22 @@ PACKAGES=(
   libopenblas0-pthread   # without it Debian's torch runs on the reference BLAS
   time                   # /usr/bin/time -v: peak RSS in bench/run_speed.py
 )
+
+if [ "${1:-}" = "--list-packages" ]; then printf '%s\n' "${PACKAGES[@]}"; exit 0; fi
+
+# Supported platform: Debian 12 (bookworm), x86-64. Elsewhere the package names and versions
+# (oneDNN 2.6's CMake config, Debian's torch) differ; say so instead of failing in CMake.
+. /etc/os-release 2>/dev/null || true
+if [ "${ID:-}" != debian ] || [ "${VERSION_ID:-}" != 12 ] || ! command -v dpkg-query >/dev/null; then
+  echo "setup: vitq's set-up supports Debian 12 (bookworm) on x86-64; this is ${PRETTY_NAME:-an unknown system}." >&2
+  echo "setup: install the equivalents of these Debian packages yourself, then run:" >&2
+  echo "setup:   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build" >&2
+  echo "setup: packages: ${PACKAGES[*]}" >&2
+  exit 1
+fi
+if [ "$(dpkg --print-architecture)" != amd64 ]; then
+  echo "setup: vitq is built and tested on x86-64 (amd64); this machine is $(dpkg --print-architecture). Continuing: expect untested code paths." >&2
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
