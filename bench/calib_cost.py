@@ -55,7 +55,7 @@ NOTES = {label: note for label, _, note in VARIANTS.values()}
 
 def quantize(vitq, args, out, threads):
     os.makedirs(out, exist_ok=True)
-    cmd = [vitq, "quantize", *args, "--bits", "6", "--threads", str(threads), "--plan-only", "-q", "-o", out]
+    cmd = [vitq, "quantize", *args, "--bits", "6", "--threads", str(threads), "--plan-only", "-q", "--force", "-o", out]
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - t0

@@ -212,7 +212,7 @@ def prepare_model(ctx, key):
     if not os.path.exists(os.path.join(m.qdir, "model.safetensors")) and os.path.exists(ctx.vitq):
         log(f"  quantizing {arch} to W8A8 with vitq (MinMax on 4 random images)")
         subprocess.run([ctx.vitq, "quantize", "--model", d, "--random-calibration", "4", "--method", "minmax",
-                        "--bits", "8", "-o", m.qdir, "-q"], check=True, stdout=subprocess.DEVNULL)
+                        "--bits", "8", "-o", m.qdir, "--force", "-q"], check=True, stdout=subprocess.DEVNULL)
     return m
 
 

@@ -27,7 +27,7 @@ fp=$(top1 "$OUT/fp32.json" "$MODEL")
 rows=("FP32|32/32|$fp|-|-|-|$(mib "$MODEL/model.safetensors")")
 for b in 8 6 4; do
   dir="$OUT/liu2021_w${b}a${b}"
-  "$VITQ" quantize --model "$MODEL" --calib "$CALIB" --method liu2021 --bits "$b" --calib-size 256 -o "$dir" --quiet > "$dir.log"
+  "$VITQ" quantize --model "$MODEL" --calib "$CALIB" --method liu2021 --bits "$b" --calib-size 256 -o "$dir" --force --quiet > "$dir.log"
   acc=$(top1 "$dir/eval_simulated.json" "$MODEL" --plan "$dir/plan.json")
   int=$(top1 "$dir/eval_integer.json" "$dir")
   secs=$(/usr/bin/env python3 -c "import json,sys; print('%.1f' % json.load(open(sys.argv[1]))['seconds'])" "$dir/report.json")

@@ -133,7 +133,8 @@ def main():
             if qargs is not None:
                 out = os.path.join(args.work_dir, mk, name)
                 run([args.vitq, "quantize", "--model", model, "--calib", os.path.join(args.shared_dir, m["calib"]),
-                     *cm, "--calib-size", m["calib_size"], "--threads", args.threads, "-o", out, "--quiet", *qargs])
+                     *cm, "--calib-size", m["calib_size"], "--threads", args.threads, "-o", out, "--force", "--quiet",
+                     *qargs])
                 with open(os.path.join(out, "report.json")) as f:
                     rep = json.load(f)
                 row.update(calib_seconds=calib_seconds(rep), calib_peak_rss_mb=rep["peak_rss_mb"],

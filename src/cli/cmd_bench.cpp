@@ -4,13 +4,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "io/output_dir.h"
 #include "engine/vit_forward.h"
 #include "model/vit_model.h"
 #include "quant/simulate.h"
@@ -28,6 +28,8 @@ struct BenchArgs {
 
 void run_bench(const BenchArgs& a) {
   set_threads(a.threads);
+  std::unique_ptr<StagedFile> json_out;
+  if (!a.json_out.empty()) json_out = std::make_unique<StagedFile>(a.json_out, OutputCheck{"--json", {a.model}});
   if (a.batch < 1 || a.iters < 1 || a.warmup < 0) fail(ErrorKind::Usage, "--batch and --iters must be >= 1");
   // A quantized model directory runs in integers (or, with --simulate, quantize-dequantize).
   const bool quantized = is_quantized_model_dir(a.model);
@@ -96,9 +98,7 @@ void run_bench(const BenchArgs& a) {
     j["threads"] = omp_get_max_threads();
     j["ms_per_batch"] = ms;
     j["median_ms_per_image"] = med / a.batch;
-    std::ofstream f(a.json_out);
-    f << j.dump(2) << "\n";
-    if (!f) fail(ErrorKind::Io, a.json_out, ": write failed");
+    json_out->commit(j.dump(2) + "\n");
   }
 }
 

@@ -2,13 +2,14 @@
 #include <omp.h>
 
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/progress.h"
 #include "core/error.h"
+#include "engine/non_finite_probe.h"
+#include "io/output_dir.h"
 #include "eval/evaluate.h"
 #include "model/vit_model.h"
 #include "quant/plan.h"
@@ -22,7 +23,7 @@ namespace {
 
 struct EvalArgs {
   std::string model, data, class_map, json_out, plan;
-  bool no_auto_map = false, skip_bad = false, quiet = false, simulate = false;
+  bool no_auto_map = false, skip_bad = false, quiet = false, simulate = false, allow_non_finite = false;
   int batch = 16, threads = 0;
   size_t limit = 0;
   uint64_t seed = 0;
@@ -40,10 +41,14 @@ void run_eval(const EvalArgs& a) {
   if (!quantized && a.simulate)
     fail(ErrorKind::Usage, "--simulate needs a quantized model directory (from 'vitq quantize -o DIR'); for an FP32 "
          "checkpoint give --plan");
+  // --json: never one of the inputs; checked writable now, written whole at the end.
+  std::unique_ptr<StagedFile> json_out;
+  if (!a.json_out.empty())
+    json_out = std::make_unique<StagedFile>(a.json_out, OutputCheck{"--json", {a.model, a.data, a.plan, a.class_map}});
   std::unique_ptr<QuantizedViT> qm;
   if (quantized) qm = std::make_unique<QuantizedViT>(load_quantized_model(a.model));
   ViTModel model;  // the integer run needs only the config (no FP32 copy of the weights)
-  if (!quantized) model = load_vit_model(a.model);
+  if (!quantized) model = load_vit_model(a.model, {a.allow_non_finite});
   else if (a.simulate) model = dequantized_model(*qm);
   else model.cfg = qm->cfg;
   DatasetOptions dopt;
@@ -96,6 +101,14 @@ void run_eval(const EvalArgs& a) {
   opt.batch = a.batch;
   opt.on_bad_image = a.skip_bad ? BadImagePolicy::Skip : BadImagePolicy::Fail;
   opt.hook = sim.get();
+  opt.allow_non_finite = a.allow_non_finite;
+  opt.locate_non_finite = [&](const float* image) -> std::string {
+    if (ifwd) return "the integer run (vitq eval --simulate on this directory names the site)";
+    NonFiniteProbe probe(sim.get());
+    std::vector<float> lg(size_t(model.cfg.num_classes));
+    fwd.run(image, 1, lg.data(), &probe);
+    return probe.found().empty() ? "the classifier head" : probe.found();
+  };
   ForwardFn forward = [&](const float* x, int b, float* logits) {
     if (ifwd) ifwd->run(x, b, logits);
     else fwd.run(x, b, logits, sim.get());
@@ -111,6 +124,8 @@ void run_eval(const EvalArgs& a) {
   std::printf("top-1    %.2f %%  (%zu/%zu)\n", r.top1_pct(), r.top1, r.images);
   std::printf("top-5    %.2f %%  (%zu/%zu)\n", r.top5_pct(), r.top5, r.images);
   if (!r.skipped.empty()) std::printf("skipped  %zu unreadable images (not counted)\n", r.skipped.size());
+  if (r.non_finite)
+    std::printf("non-finite  %zu images with NaN/Inf logits, counted as wrong (--allow-non-finite)\n", r.non_finite);
   std::printf("speed    %.1f images/s end to end, %.1f images/s in the forward (batch %d, %d threads)\n",
               r.seconds > 0 ? double(r.images) / r.seconds : 0.0,
               r.forward_seconds > 0 ? double(r.images) / r.forward_seconds : 0.0, a.batch, threads);
@@ -129,6 +144,7 @@ void run_eval(const EvalArgs& a) {
     j["top1_correct"] = r.top1;
     j["top5_correct"] = r.top5;
     j["skipped"] = r.skipped;
+    j["non_finite"] = r.non_finite;
     j["limit"] = a.limit;
     j["seed"] = a.seed;
     j["batch"] = a.batch;
@@ -138,10 +154,7 @@ void run_eval(const EvalArgs& a) {
     j["images_per_second"] = r.seconds > 0 ? double(r.images) / r.seconds : 0.0;
     j["evaluated"] = r.evaluated;      // dataset index of each evaluated image
     j["predictions"] = r.predictions;  // its top-1 class
-    std::ofstream f(a.json_out);
-    if (!f) fail(ErrorKind::Io, a.json_out, ": cannot write");
-    f << j.dump(2) << "\n";
-    if (!f) fail(ErrorKind::Io, a.json_out, ": write failed");
+    json_out->commit(j.dump(2) + "\n");
   }
 }
 
@@ -171,9 +184,11 @@ void add_eval_command(CLI::App& app) {
   c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
   c->add_option("--limit", a->limit, "Evaluate a deterministic random subset of N images (0 = all)");
   c->add_option("--seed", a->seed, "Seed of the --limit subset")->capture_default_str();
-  c->add_option("--json", a->json_out, "Also write the results as JSON to this file");
+  c->add_option("--json", a->json_out,
+                "Also write the results as JSON to this file (replaced whole at the end; never one of the inputs)");
   c->add_flag("--skip-bad-images", a->skip_bad,
               "Report unreadable/corrupt images and go on (default: stop with an error naming the file)");
+  add_allow_non_finite_flag(c, a->allow_non_finite);
   c->add_flag("-q,--quiet", a->quiet, "No progress output");
   c->callback([a] { run_eval(*a); });
 }

@@ -13,6 +13,7 @@
 #include "cli/model_export.h"
 #include "cli/progress.h"
 #include "core/error.h"
+#include "io/output_dir.h"
 #include "model/vit_model.h"
 #include "quant/calib_data.h"
 #include "quant/calib_random.h"
@@ -30,6 +31,8 @@ struct QuantizeArgs {
   size_t calib_size = 256;
   int random_calib = 0;     // --random-calibration N: N random images instead of --calib
   bool plan_only = false;   // --plan-only: no quantized model directory
+  bool force = false;       // --force: replace a non-empty output directory
+  bool allow_non_finite = false;
   bool fast = false;        // --fast: the measured fast search (coarse-to-fine, ranking on key subsets)
   bool smooth_ln = false;   // --smooth-ln
   double smooth_alpha = 0.5;
@@ -85,8 +88,12 @@ void run_quantize(QuantizeArgs a) {
   a.margs.aciq_bias_correction = !a.aciq_no_bias_correction;
   a.margs.lapq_joint = !a.lapq_no_joint;
   std::unique_ptr<Method> method = make_method(a.method, a.margs);
+  // Before minutes of calibration: the output must not be (or contain) an input, must be empty
+  // unless --force, and must be writable. Everything is written into a staging directory that
+  // replaces OUT only at the end.
+  StagedDir out(a.out, {"-o", {a.model, a.calib, a.class_map}, a.force});
 
-  ViTModel model = load_vit_model(a.model);
+  ViTModel model = load_vit_model(a.model, {a.allow_non_finite});
   DatasetOptions dopt;
   dopt.class_map = a.class_map;
   if (a.random_calib > 0 ? !a.calib.empty() : a.calib.empty())
@@ -158,9 +165,8 @@ void run_quantize(QuantizeArgs a) {
   if (a.mixed_precision) r.plan.settings["mixed_precision"] = a.mixed_precision;
 
   if (!a.quiet) print_table(r);
-  std::filesystem::create_directories(a.out);
-  const std::string plan_path = a.out + "/plan.json";
-  save_plan(r.plan, plan_path);
+  const std::string& dir = out.path();
+  save_plan(r.plan, dir + "/plan.json");
 
   nlohmann::ordered_json rep;
   rep["tool_version"] = VITQ_VERSION;
@@ -192,12 +198,15 @@ void run_quantize(QuantizeArgs a) {
   rep["sites"] = sites;
   if (a.mixed_precision) rep["mixed_precision"] = mp_report;
   if (!r.refine_notes.is_null()) rep["network_step"] = r.refine_notes;
-  std::ofstream f(a.out + "/report.json");
-  f << rep.dump(1) << "\n";
-  if (!f) fail(ErrorKind::Io, a.out, "/report.json: write failed");
-  if (!a.plan_only) export_quantized_dir(model, r.plan, a.model, a.out);
-  std::printf("\ncalibrated %zu sites in %.1f s (peak memory %.0f MB)\nwrote %s and %s/report.json\n", r.sites.size(),
-              calib_seconds, peak_rss_mb(), plan_path.c_str(), a.out.c_str());
+  {
+    std::ofstream f(dir + "/report.json");
+    f << rep.dump(1) << "\n";
+    if (!f) fail(ErrorKind::Io, a.out, "/report.json: write failed");
+  }
+  if (!a.plan_only) export_quantized_dir(model, r.plan, a.model, dir, a.out);
+  out.commit();
+  std::printf("\ncalibrated %zu sites in %.1f s (peak memory %.0f MB)\nwrote %s/plan.json and %s/report.json\n",
+              r.sites.size(), calib_seconds, peak_rss_mb(), a.out.c_str(), a.out.c_str());
 }
 
 }  // namespace
@@ -320,8 +329,14 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("-o,--out", a->out,
                 "Output directory (plan.json, report.json; plan_codes.safetensors for methods that choose "
                 "integer weights: bitsplit, aciq with bias correction; and the quantized model: model.safetensors "
-                "+ config.json, docs/FORMAT.md)")
+                "+ config.json, docs/FORMAT.md). Checked before calibrating: it must not be (or contain) the model or the "
+                "calibration data, and an existing non-empty directory needs --force. Written into a staging "
+                "directory beside it that replaces it only when everything is written")
       ->required();
+  c->add_flag("--force", a->force,
+              "Replace the output directory if it exists and is not empty (as a whole: files that vitq did not "
+              "write go too; a directory holding subdirectories is never replaced)");
+  add_allow_non_finite_flag(c, a->allow_non_finite);
   c->add_flag("-q,--quiet", a->quiet, "No progress output and no per-site table");
   c->callback([a] { run_quantize(*a); });
 }

@@ -13,4 +13,7 @@ void add_export_command(CLI::App& app);    // cmd_export.cpp
 // Sets the OpenMP (and so oneDNN) thread count; 0 = all available cores.
 void set_threads(int threads);
 
+// --allow-non-finite: load checkpoints holding NaN/Inf weights (default: an error naming the tensor).
+void add_allow_non_finite_flag(CLI::App* c, bool& flag);
+
 }  // namespace vitq

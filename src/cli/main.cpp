@@ -15,6 +15,12 @@ void set_threads(int threads) {
   omp_set_num_threads(threads > 0 ? threads : omp_get_num_procs());
 }
 
+void add_allow_non_finite_flag(CLI::App* c, bool& flag) {
+  c->add_flag("--allow-non-finite", flag,
+              "Load a checkpoint whose weights hold NaN or Inf (default: exit 3 naming the tensor). Images whose "
+              "logits are then non-finite count as wrong");
+}
+
 }  // namespace vitq
 
 int main(int argc, char** argv) {

@@ -3,17 +3,20 @@
 #include <omp.h>
 
 #include <chrono>
+#include <cmath>
 
 #include "core/error.h"
+#include "core/finite.h"
 
 namespace vitq {
 
 bool in_top_k(const float* logits, int classes, int label, int k) {
   // Number of classes ranked strictly before `label`.
   const float v = logits[label];
+  if (std::isnan(v)) return false;
   int before = 0;
   for (int j = 0; j < classes; ++j)
-    if (logits[j] > v || (logits[j] == v && j < label)) ++before;
+    if (std::isnan(logits[j]) || logits[j] > v || (logits[j] == v && j < label)) ++before;
   return before < k;
 }
 
@@ -77,6 +80,20 @@ EvalResult evaluate(const ViTConfig& c, const ForwardFn& forward, const Dataset&
       if (label < 0 || label >= NC)
         fail(ErrorKind::Data, data.name(idx), ": label ", label, " is outside the model's ", NC, " classes");
       const float* lg = logits.data() + size_t(j) * size_t(NC);
+      if (first_non_finite(lg, size_t(NC)) != size_t(NC)) {
+        if (!opt.allow_non_finite) {
+          const std::string where =
+              opt.locate_non_finite ? opt.locate_non_finite(images.data() + size_t(j) * img_floats) : "";
+          fail(ErrorKind::Model, data.name(idx), ": the model's logits hold NaN/Inf",
+               where.empty() ? "" : " - first non-finite value in ", where,
+               "; not counted as a result (--allow-non-finite counts such images as wrong)");
+        }
+        res.evaluated.push_back(idx);
+        res.predictions.push_back(-1);
+        ++res.non_finite;
+        ++res.images;
+        continue;
+      }
       int best = 0;
       for (int k = 1; k < NC; ++k)
         if (lg[k] > lg[best]) best = k;

@@ -17,6 +17,10 @@ struct EvalOptions {
   int batch = 16;
   BadImagePolicy on_bad_image = BadImagePolicy::Fail;
   SiteHook* hook = nullptr;  // e.g. a quantization plan's simulator
+  // Non-finite logits are an Error(Model) naming the image (and, through locate_non_finite if
+  // given, where in the network they arose), unless allowed: then the image counts as wrong.
+  bool allow_non_finite = false;
+  std::function<std::string(const float* image)> locate_non_finite;
 };
 
 struct EvalProgress {
@@ -29,10 +33,11 @@ struct EvalResult {
   size_t images = 0;                // evaluated
   size_t top1 = 0, top5 = 0;        // correct counts
   std::vector<std::string> skipped;  // "path: reason" of images that could not be read
+  size_t non_finite = 0;            // evaluated images with a NaN/Inf logit (counted wrong)
   double seconds = 0;               // wall time, loading included
   double forward_seconds = 0;       // time in the model's forward only
   std::vector<size_t> evaluated;    // dataset index of each evaluated image, in order
-  std::vector<int> predictions;     // its top-1 class
+  std::vector<int> predictions;     // its top-1 class (-1: non-finite logits)
   double top1_pct() const { return images ? 100.0 * double(top1) / double(images) : 0.0; }
   double top5_pct() const { return images ? 100.0 * double(top5) / double(images) : 0.0; }
 };
@@ -49,7 +54,8 @@ EvalResult evaluate(const ViTConfig& cfg, const ForwardFn& forward, const Datase
                     const std::function<void(const EvalProgress&)>& progress = {});
 
 // Top-k membership of `label` among logits (ties broken toward the lower class index, as
-// torch.topk on CPU does for equal values in practice).
+// torch.topk on CPU does for equal values in practice). A NaN logit is never a hit: false if
+// logits[label] is NaN, and a NaN of another class ranks before every number.
 bool in_top_k(const float* logits, int classes, int label, int k);
 
 }  // namespace vitq

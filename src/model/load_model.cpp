@@ -2,6 +2,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/finite.h"
 #include "io/safetensors.h"
 #include "model/vit_model.h"
 
@@ -10,13 +11,19 @@ namespace {
 
 class Reader {
  public:
-  explicit Reader(const SafeTensorsFile& f) : f_(f) {}
+  Reader(const SafeTensorsFile& f, bool allow_non_finite) : f_(f), allow_non_finite_(allow_non_finite) {}
 
   Tensor get(const std::string& name, const Shape& shape) {
     if (!f_.has(name))
       fail(ErrorKind::Model, f_.path(), ": tensor '", name, "' is missing (expected shape ", shape_str(shape), ")");
     used_.insert(name);
-    return f_.to_f32(name, shape);
+    Tensor t = f_.to_f32(name, shape);
+    const size_t n = size_t(t.numel()), bad = first_non_finite(t.ptr(), n);
+    if (bad != n && !allow_non_finite_)
+      fail(ErrorKind::Model, f_.path(), ": tensor '", name, "' holds ", count_non_finite(t.ptr(), n),
+           " non-finite values (first: ", t.ptr()[bad], " at flat index ", bad,
+           "); the checkpoint is damaged. Pass --allow-non-finite to load it anyway");
+    return t;
   }
   // Reads a tensor whose stored shape may differ from `shape` only by how it is split into
   // dimensions (e.g. conv [D, C, p, p] read as [D, C*p*p]).
@@ -37,6 +44,7 @@ class Reader {
 
  private:
   const SafeTensorsFile& f_;
+  bool allow_non_finite_ = false;
   std::set<std::string> used_;
 };
 
@@ -133,12 +141,12 @@ int64_t ViTModel::parameter_count() const {
   return n;
 }
 
-ViTModel load_vit_model(const std::string& dir) {
+ViTModel load_vit_model(const std::string& dir, const LoadOptions& opt) {
   ViTModel m;
   m.cfg = load_vit_config(dir);
   m.blocks.resize(static_cast<size_t>(m.cfg.depth));
   SafeTensorsFile f = SafeTensorsFile::open(dir + "/model.safetensors");
-  Reader r(f);
+  Reader r(f, opt.allow_non_finite);
   if (m.cfg.layout == CheckpointLayout::Timm) load_timm(r, m);
   else load_hf(r, m);
   r.check_all_used();

@@ -46,6 +46,10 @@ struct ViTModel {
 // Every expected tensor must be present with the shape the config implies; tensors the
 // model does not use are reported as an error (a different architecture is likely).
 // Throws Error(Model) naming the file, the tensor and the problem.
-ViTModel load_vit_model(const std::string& dir);
+// allow_non_finite: load tensors holding NaN/Inf (otherwise an Error(Model) naming the tensor).
+struct LoadOptions {
+  bool allow_non_finite = false;
+};
+ViTModel load_vit_model(const std::string& dir, const LoadOptions& opt = {});
 
 }  // namespace vitq

@@ -1,11 +1,13 @@
 #include "quant/calibrate.h"
 
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <set>
 
 #include "core/error.h"
+#include "core/finite.h"
 #include "engine/vit_forward.h"
 #include "quant/ln_smoothing.h"
 #include "quant/quantizer.h"
@@ -97,6 +99,20 @@ SiteEval evaluate_site_plan(const SiteObservation& obs, const SitePlan& sp) {
   e.cosine /= obs.images;
   e.mse /= obs.images;
   return e;
+}
+
+// Names the site, operand and calibration image of the first non-finite value of a captured
+// site tensor (images × per-image values).
+static void check_finite_operand(const SiteId& id, const char* what, const avector<float>& v, const SiteShape& shape,
+                          int images, CalibInputs inputs) {
+  const size_t bad = first_non_finite(v.data(), v.size());
+  if (bad == v.size()) return;
+  const size_t per_image = v.size() / size_t(std::max(1, images));
+  fail(ErrorKind::Model, "site ", id.name(), ": its ", what, " holds non-finite values (",
+       count_non_finite(v.data(), v.size()), " of ", v.size(), ", first ", v[bad], " on calibration image ",
+       per_image ? bad / per_image : 0, ") in the ", inputs == CalibInputs::FP ? "FP32" : "partly quantized",
+       " model: an activation overflows float32 before or at this site, or a weight loaded with --allow-non-finite is not finite (",
+       shape.M, "x", shape.K, " per image and group)");
 }
 
 CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
@@ -201,6 +217,10 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
       obs.w = lw ? lw->w.ptr() : in->w.data();
       obs.bias = lw && !lw->b.empty() ? lw->b.ptr() : nullptr;
       obs.target = fp.buf[id].y.data();
+      // A NaN/Inf here would turn every similarity into nan and every step into garbage.
+      check_finite_operand(id, "input (first operand)", in->x, shape, N, opt.inputs);
+      if (!lw) check_finite_operand(id, "second operand", in->w, shape, N, opt.inputs);
+      check_finite_operand(id, "FP32 output", fp.buf[id].y, shape, N, CalibInputs::FP);
 
       SiteReport rep;
       rep.site = id.name();
@@ -208,6 +228,9 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
       SitePlan sp = method.calibrate(obs, rep.bits, rep.notes);
       rep.x_scale = sp.x.scale;
       rep.w_scale = sp.w.scale;
+      if (!std::isfinite(sp.x.scale) || !std::isfinite(sp.w.scale))
+        fail(ErrorKind::Internal, "method ", method.name(), " chose a non-finite step at site ", id.name(),
+             " from finite inputs (x step ", sp.x.scale, ", w step ", sp.w.scale, ")");
       SiteEval before = evaluate_site_plan(obs, minmax_site_plan(obs, rep.bits));
       SiteEval after = evaluate_site_plan(obs, sp);
       rep.sim_before = before.pearson;
