@@ -1,6 +1,9 @@
 #include "runtime/u8s8_matmul.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <thread>
+#include <vector>
 #include <unordered_map>
 
 #include "core/aligned.h"
@@ -30,6 +33,8 @@ U8S8Matmul::U8S8Matmul(int N, int K, BLayout layout, const int8_t* b_nk) : N_(N)
   if (N < 1 || K < 1) fail(ErrorKind::Internal, "U8S8Matmul: bad shape N=", N, " K=", K);
   if (layout != BLayout::Packed) return;
   if (!b_nk) fail(ErrorKind::Internal, "U8S8Matmul: packed layout needs the weights");
+  packed_abs_max_ = 0;
+  for (size_t i = 0; i < size_t(N) * size_t(K); ++i) packed_abs_max_ = std::max(packed_abs_max_, std::abs(int(b_nk[i])));
   try {
     // Let oneDNN choose the weights layout for a typical row count, then reorder once.
     const int64_t M = 64;
@@ -79,8 +84,56 @@ const U8S8Matmul::Prim& U8S8Matmul::prim(int M, int lda, int ldc) const {
 
 std::string U8S8Matmul::impl(int M) const { return prim(M, K_, N_).impl; }
 
+bool U8S8Matmul::pairs_saturate() {
+  static const bool saturate = [] {
+    // Worst case of a pair: 255 · (−128) twice = −65280, beyond int16. Probed through both the
+    // per-call and the packed weight layouts, as the kernels differ.
+    const int M = 8, N = 16, K = 64;
+    std::vector<uint8_t> a(size_t(M) * K, 255);
+    std::vector<int8_t> b(size_t(N) * K, -128);
+    std::vector<int32_t> c(size_t(M) * N);
+    for (BLayout layout : {BLayout::NK, BLayout::Packed}) {
+      U8S8Matmul mm(N, K, layout, b.data());
+      mm.run_direct(M, a.data(), K, c.data(), N, b.data());
+      for (int32_t v : c)
+        if (v != 255 * -128 * K) return true;
+    }
+    return false;
+  }();
+  return saturate;
+}
+
 void U8S8Matmul::run(int M, const uint8_t* a, int lda, int32_t* c, int ldc, const int8_t* b) const {
   if (M <= 0) return;
+  if (!pairs_saturate()) return run_direct(M, a, lda, c, ldc, b);
+  int bmax = packed_abs_max_;
+  if (layout_ != BLayout::Packed) {
+    bmax = 0;
+    for (size_t i = 0; i < size_t(N_) * size_t(K_); ++i) bmax = std::max(bmax, std::abs(int(b[i])));
+  }
+  int amax = 0;
+  for (int i = 0; i < M; ++i)
+    for (int k = 0; k < K_; ++k) amax = std::max(amax, int(a[size_t(i) * size_t(lda) + size_t(k)]));
+  if (2 * amax * bmax <= 32767) return run_direct(M, a, lda, c, ldc, b);
+  // a = 128·hi + lo: lo ≤ 127 and hi ≤ 1 keep every pair within int16 for |b| ≤ 128.
+  thread_local avector<uint8_t> lo, hi;
+  thread_local avector<int32_t> c_hi;
+  lo.resize(size_t(M) * size_t(K_));
+  hi.resize(lo.size());
+  c_hi.resize(size_t(M) * size_t(N_));
+  for (int i = 0; i < M; ++i)
+    for (int k = 0; k < K_; ++k) {
+      const uint8_t v = a[size_t(i) * size_t(lda) + size_t(k)];
+      lo[size_t(i) * size_t(K_) + size_t(k)] = v & 127;
+      hi[size_t(i) * size_t(K_) + size_t(k)] = v >> 7;
+    }
+  run_direct(M, lo.data(), K_, c, ldc, b);
+  run_direct(M, hi.data(), K_, c_hi.data(), N_, b);
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N_; ++j) c[size_t(i) * size_t(ldc) + size_t(j)] += 128 * c_hi[size_t(i) * size_t(N_) + size_t(j)];
+}
+
+void U8S8Matmul::run_direct(int M, const uint8_t* a, int lda, int32_t* c, int ldc, const int8_t* b) const {
   const Prim& p = prim(M, lda, ldc);
   ThreadState& ts = thread_state();
   if (ts.scratch.size() < p.scratch) ts.scratch.resize(p.scratch);

@@ -7,6 +7,13 @@
 // call as N x K (the keys of a head, for Q·Kᵀ) or K x N (the values of a head, for P·V).
 // Primitives are created per M on first use and cached. run() is thread-safe; called outside an
 // OpenMP parallel region it uses oneDNN's threads, inside one it runs on the calling thread.
+//
+// Exactness without VNNI: on x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake) oneDNN's
+// int8 kernels add the u8·s8 products of adjacent k pairwise into int16 with saturation
+// (vpmaddubsw), so a·b is wrong when a pair of products exceeds 32767 (e.g. 255·(−128)·2).
+// Whether this happens is probed once at run time (a worst-case product through oneDNN); where
+// it does, run() checks the pair bound 2·max(a)·max|b| ≤ 32767 per call and, when it does not
+// hold, computes a·B = lo·B + 128·(hi·B) with a = 128·hi + lo (lo ≤ 127, hi ≤ 1), both exact.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -38,6 +45,8 @@ class U8S8Matmul {
   // oneDNN's implementation name for M rows (e.g. "brg:avx512_core_vnni"), for reports.
   std::string impl(int M) const;
   size_t packed_bytes() const { return packed_md_.get_size(); }
+  // True if oneDNN's u8 x s8 kernels saturate pairwise sums on this CPU (see above).
+  static bool pairs_saturate();
 
  private:
   // The argument memories of a primitive for one calling thread, made on its first call and
@@ -55,9 +64,12 @@ class U8S8Matmul {
     mutable std::map<std::thread::id, std::unique_ptr<Bound>> bound;
   };
   const Prim& prim(int M, int lda, int ldc) const;
+  // One oneDNN call, exact only where the pair bound holds or the CPU has VNNI.
+  void run_direct(int M, const uint8_t* a, int lda, int32_t* c, int ldc, const int8_t* b) const;
 
   int N_, K_;
   BLayout layout_;
+  int packed_abs_max_ = 128;  // max |b| of the packed weights
   dnnl::memory::desc packed_md_;
   dnnl::memory packed_;
   mutable std::mutex mu_;
