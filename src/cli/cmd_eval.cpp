@@ -58,6 +58,15 @@ void run_eval(const EvalArgs& a) {
   if (data->num_classes() > model.cfg.num_classes)
     fail(ErrorKind::Data, a.data, ": dataset has ", data->num_classes(), " classes but the model has ",
          model.cfg.num_classes);
+  // Labels from sorted folder names are model class indices only if every class has a folder:
+  // a tree of only cat/ and dog/ would be classes 0 and 1 and score 0 % without a word.
+  if (data->classes_from_folder_names() && data->num_classes() != model.cfg.num_classes)
+    std::fprintf(stderr,
+                 "warning: %s has %d class folders but the model has %d classes, and no class map was given: "
+                 "labels are the indices of the sorted folder names, so they are wrong unless the folders are "
+                 "the model's first %d classes in order. Give --class-map FILE (the model's class folder names, "
+                 "one per line) to label them correctly.\n",
+                 a.data.c_str(), data->num_classes(), model.cfg.num_classes, data->num_classes());
   std::vector<size_t> idx = select_subset(data->size(), a.limit, a.seed);
   std::unique_ptr<QuantPlan> plan;
   std::unique_ptr<PlanSimulator> sim;

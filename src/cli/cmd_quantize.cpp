@@ -37,6 +37,7 @@ struct QuantizeArgs {
   bool smooth_ln = false;   // --smooth-ln
   double smooth_alpha = 0.5;
   bool quantize_head = false, quiet = false, no_ranking = false, no_bias_correction = false;
+  bool skip_bad = false;    // --skip-bad-images
   bool aciq_no_clip = false, aciq_no_bit_alloc = false, aciq_no_bias_correction = false, lapq_no_joint = false;
   MethodArgs margs;
 };
@@ -104,9 +105,14 @@ void run_quantize(QuantizeArgs a) {
     cs = random_calibration_set(a.random_calib, a.margs.seed, model.cfg.preprocess);
     a.calib = cat("random:", a.random_calib);
   } else {
+    dopt.use = DatasetUse::Calibration;  // a directory of IDX files: the training split, no labels
     data = open_dataset(a.calib, dopt);
-    std::fprintf(stderr, "loading calibration images from %s ...\n", a.calib.c_str());
-    cs = load_calibration_set(*data, a.calib_size, a.margs.seed, model.cfg.preprocess);
+    std::fprintf(stderr, "loading calibration images from %s ...\n", data->describe().c_str());
+    cs = load_calibration_set(*data, a.calib_size, a.margs.seed, model.cfg.preprocess, a.skip_bad);
+    for (const auto& s : cs.skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
+    if (!cs.skipped.empty())
+      std::fprintf(stderr, "warning: %zu unreadable calibration images skipped; calibrating on the %d others\n",
+                   cs.skipped.size(), cs.n);
   }
 
   CalibOptions opt;
@@ -121,6 +127,8 @@ void run_quantize(QuantizeArgs a) {
               method->settings().dump().c_str());
   std::printf("calib    %d images from %s (%s); site inputs from the %s model\n", cs.n, a.calib.c_str(),
               data ? data->describe().c_str() : "standard normal pixels", opt.inputs == CalibInputs::FP ? "FP32" : "partly quantized");
+  if (!cs.skipped.empty())
+    std::printf("skipped  %zu unreadable calibration images (listed in plan.json)\n", cs.skipped.size());
   std::printf("head     %s\n", opt.quantize_head ? "quantized" : "kept in FP32 (use --quantize-head to quantize it)");
   if (a.smooth_ln)
     std::printf("smooth   LayerNorm smoothing, alpha %g: qkv and fc1 calibrated on the rewritten model\n", a.smooth_alpha);
@@ -215,13 +223,17 @@ void add_quantize_command(CLI::App& app) {
   auto a = std::make_shared<QuantizeArgs>();
   CLI::App* c = app.add_subcommand("quantize", "Calibrate a quantization plan from unlabelled images");
   c->add_option("--model", a->model, "Checkpoint directory (model.safetensors + config.json)")->required();
-  c->add_option("--calib", a->calib, "Calibration images: ImageFolder directory or IDX file (labels unused)");
+  c->add_option("--calib", a->calib, "Calibration images: ImageFolder directory, or an IDX images file or a directory of IDX files (its "
+                "training split, train-*, is used; the labels file is not needed)");
   c->add_option("--random-calibration", a->random_calib,
                 "Calibrate on N images of standard normal pixels instead of --calib (speed tests of random-weight "
                 "models)");
   c->add_flag("--plan-only", a->plan_only,
               "Write only plan.json and report.json, not the quantized model (model.safetensors, config.json)");
   c->add_option("--class-map", a->class_map, "Class map of the calibration ImageFolder (only to read it)");
+  c->add_flag("--skip-bad-images", a->skip_bad,
+              "Report unreadable/corrupt calibration images and calibrate on the others (default: stop with an "
+              "error naming the file); it is an error if none can be read");
   c->add_option("--method", a->method, "PTQ method: " + method_names())->capture_default_str();
   c->add_option("--bits", a->bits, "Weight and activation bits (2-10)");
   c->add_option("--wbits", a->wbits, "Weight bits (with --abits)");

@@ -1,7 +1,8 @@
 // Labelled image datasets: ImageFolder trees (timm/torchvision layout, optional class map)
 // and MNIST/Fashion-MNIST IDX files. Samples are loaded one at a time, preprocessed into a
 // caller-provided buffer, so memory stays proportional to a batch (IDX files, small by
-// nature, are read whole when opened). All const methods are safe to call concurrently.
+// nature, are read whole when opened, after their header is checked against data/limits.h).
+// All const methods are safe to call concurrently.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -24,11 +25,19 @@ class Dataset {
   virtual void load(size_t i, const Preprocess& p, float* out) const = 0;
   // What the dataset is, for reports: "imagefolder /path (400 images, 1000 classes, class map X)".
   virtual std::string describe() const = 0;
+  // True when the labels are the indices of the sorted class folder names (an ImageFolder
+  // without a class map): they match a model's classes only if the folders are all of them.
+  virtual bool classes_from_folder_names() const { return false; }
 };
+
+// What a dataset is opened for. It decides the split of a directory of IDX files and whether
+// labels are needed (see open_dataset).
+enum class DatasetUse { Evaluation, Calibration };
 
 struct DatasetOptions {
   std::string class_map;       // explicit class map file; empty: auto-detect (see open_dataset)
   bool auto_class_map = true;  // look for class_map.txt in the root and its parent
+  DatasetUse use = DatasetUse::Evaluation;
 };
 
 // Opens `path`:
@@ -42,11 +51,15 @@ struct DatasetOptions {
 //    from the map, a duplicate name in the map, a class folder without images (when there is
 //    no map: it would shift the indices) and an empty dataset are Error(Data).
 //  - an IDX images file (`*-images-idx3-ubyte[.gz]`, its labels file found beside it by name:
-//    `*-labels-idx1-ubyte[.gz]`), or a directory holding such files: the test split
-//    (`t10k-*`) if present, else `train-*`. MNIST and Fashion-MNIST use this layout.
+//    `*-labels-idx1-ubyte[.gz]`), or a directory holding such files. From a directory, for
+//    Evaluation the test split (`t10k-*`) if present, else `train-*`; for Calibration the
+//    training split (`train-*`) if present, else `t10k-*`; describe() says which and why.
+//    MNIST and Fashion-MNIST use this layout. For Calibration the labels file is neither
+//    needed nor read (label() is -1, num_classes() 0).
 //    Images are L (rows x cols) and go through preprocess() like any image (grey replicated
 //    for a 3-channel model); num_classes = max label + 1. Bad magic, type, dimensions,
-//    mismatched counts, truncated or oversized files are Error(Data).
+//    mismatched counts, truncated or oversized files are Error(Data); the header is checked
+//    against the limits of data/limits.h and the file's size before the data is read.
 // Throws Error(Data) naming the path for anything else.
 std::unique_ptr<Dataset> open_dataset(const std::string& path, const DatasetOptions& opt = {});
 

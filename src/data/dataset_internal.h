@@ -24,10 +24,17 @@ std::unique_ptr<Dataset> open_image_folder(const std::string& root, const Datase
 
 // True for "<prefix>-images-idx3-ubyte" and "<prefix>-images-idx3-ubyte.gz".
 bool is_idx_images_name(const std::string& filename);
-// In a directory: the test split's images file (t10k-*) if present, else train-*, else the only
-// *-images-idx3-ubyte[.gz] file; "" if there is none. Several candidates: Error(Data).
-std::string find_idx_images(const std::string& dir);
-// Opens an IDX images file and the labels file beside it.
-std::unique_ptr<Dataset> open_idx(const std::string& images_path);
+// In a directory: the IDX images file to use, and why (for reports). For evaluation the test
+// split's images file (t10k-*) if present, else train-*; for calibration train-* first, then
+// t10k-* (calibrating on the evaluation set would flatter the accuracy); else the only
+// *-images-idx3-ubyte[.gz] file. None: path "". Several candidates: Error(Data).
+struct IdxChoice {
+  std::string path, why;
+};
+IdxChoice find_idx_images(const std::string& dir, DatasetUse use = DatasetUse::Evaluation);
+// Opens an IDX images file and, unless opt.use is Calibration, the labels file beside it.
+// `chosen` (why this file, e.g. from find_idx_images) goes into describe().
+std::unique_ptr<Dataset> open_idx(const std::string& images_path, const DatasetOptions& opt = {},
+                                  const std::string& chosen = "");
 
 }  // namespace vitq::detail

@@ -6,17 +6,14 @@
 #include <string>
 
 #include "data/image.h"
+#include "data/limits.h"
 
 namespace vitq::detail {
-
-// PIL refuses images above 2 * Image.MAX_IMAGE_PIXELS (DecompressionBombError); vitq uses the
-// same bound so that a hostile header cannot make it allocate gigabytes.
-constexpr uint64_t kMaxImagePixels = 2ull * 89478485ull;
 
 Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name);
 Image decode_png(const uint8_t* data, size_t size, const std::string& name);
 
-// Throws Error(Data) if width x height is empty or above kMaxImagePixels.
+// Throws Error(Data) if width x height is empty or above limits::kMaxImagePixels.
 void check_image_size(uint64_t width, uint64_t height, const std::string& name);
 
 }  // namespace vitq::detail

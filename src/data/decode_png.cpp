@@ -18,6 +18,7 @@
 // to the setjmp in run_libpng(), whose frame holds only trivially destructible locals.
 #include <png.h>
 
+#include <cctype>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -28,6 +29,42 @@
 
 namespace vitq::detail {
 namespace {
+
+// libpng's own bound on a side (its default, PNG_USER_WIDTH_MAX); the area is bounded by
+// limits::kMaxImagePixels.
+constexpr png_uint_32 kMaxPngSide = 1000000;
+
+uint32_t read_be32(const uint8_t* p) {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
+}
+
+// Checks, before libpng sees the file, what would make it allocate in proportion to a
+// declared rather than an actual size: the image size in IHDR (which must be the first chunk;
+// libpng checks the rest of it), and the length of every chunk before the first IDAT, which
+// must fit in the file and, for chunks libpng buffers whole, in limits::kMaxPngChunkBytes
+// (libpng's own chunk_malloc_max does not cover all of them: an sPLT chunk declaring 2 GB is
+// allocated before its data is found missing). The signature is checked by the caller.
+void check_chunks(const uint8_t* data, size_t size, const std::string& name) {
+  if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0)
+    check_image_size(read_be32(data + 16), read_be32(data + 20), name);
+  size_t pos = 8;
+  while (size - pos >= 8) {
+    const uint64_t length = read_be32(data + pos);
+    char type[5] = {};
+    std::memcpy(type, data + pos + 4, 4);
+    for (char& ch : type)
+      if (ch && !std::isalpha(static_cast<unsigned char>(ch))) ch = '?';
+    if (std::memcmp(type, "IDAT", 4) == 0) return;  // read by libpng as a stream
+    if (std::memcmp(type, "IEND", 4) == 0) return;
+    if (length > limits::kMaxPngChunkBytes)
+      fail(ErrorKind::Data, name, ": invalid PNG: chunk ", type, " at offset ", pos, " declares ", length,
+           " bytes, above the limit of ", limits::kMaxPngChunkBytes, " bytes for a chunk other than IDAT");
+    if (length + 12 > size - pos)
+      fail(ErrorKind::Data, name, ": invalid PNG: file is truncated inside chunk ", type, " at offset ", pos,
+           " (it declares ", length, " bytes, the file has ", size - pos - 8, " after its header)");
+    pos += size_t(length) + 12;
+  }
+}
 
 struct Reader {
   const uint8_t* data;
@@ -88,6 +125,15 @@ bool run_libpng(Session* s, Reader* r, const std::string& name, Decoded* out) {
   png_structp png = s->png;
   png_set_read_fn(png, r, on_png_read);
   png_set_crc_action(png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
+  // Resource limits (src/data/limits.h): a chunk other than IDAT declaring more than
+  // kMaxPngChunkBytes is an error as soon as its header is read; decompressed zTXt/iTXt/iCCP
+  // data is limited likewise; at most kMaxPngChunkCount ancillary chunks are kept. Text chunks
+  // are not used (PIL keeps them as metadata only) and are skipped without being buffered.
+  png_set_user_limits(png, kMaxPngSide, kMaxPngSide);
+  png_set_chunk_malloc_max(png, limits::kMaxPngChunkBytes);
+  png_set_chunk_cache_max(png, limits::kMaxPngChunkCount);
+  static const png_byte kTextChunks[] = "tEXt\0zTXt\0iTXt";
+  png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, kTextChunks, 3);
   png_read_info(png, s->info);
 
   const png_uint_32 width = png_get_image_width(png, s->info);
@@ -131,6 +177,7 @@ bool run_libpng(Session* s, Reader* r, const std::string& name, Decoded* out) {
 }  // namespace
 
 Image decode_png(const uint8_t* data, size_t size, const std::string& name) {
+  check_chunks(data, size, name);
   Reader reader{data, size, 0, {}};
   Session session;
   Decoded d;

@@ -56,9 +56,10 @@ void collect_images(const fs::path& dir, int label, std::vector<Sample>* out) {
 
 class ImageFolderDataset : public Dataset {
  public:
-  ImageFolderDataset(std::string root, std::vector<Sample> samples, int num_classes, std::string classes_from)
+  ImageFolderDataset(std::string root, std::vector<Sample> samples, int num_classes, std::string classes_from,
+                     bool from_folder_names)
       : root_(std::move(root)), samples_(std::move(samples)), num_classes_(num_classes),
-        classes_from_(std::move(classes_from)) {}
+        classes_from_(std::move(classes_from)), from_folder_names_(from_folder_names) {}
 
   size_t size() const override { return samples_.size(); }
   int label(size_t i) const override { return samples_.at(i).label; }
@@ -67,6 +68,7 @@ class ImageFolderDataset : public Dataset {
   void load(size_t i, const Preprocess& p, float* out) const override {
     preprocess(decode_image_file(samples_.at(i).path), p, out);
   }
+  bool classes_from_folder_names() const override { return from_folder_names_; }
   std::string describe() const override {
     return cat("imagefolder ", root_, " (", samples_.size(), " images, ", num_classes_, " classes, ", classes_from_,
                ")");
@@ -77,6 +79,7 @@ class ImageFolderDataset : public Dataset {
   std::vector<Sample> samples_;
   int num_classes_;
   std::string classes_from_;
+  bool from_folder_names_;
 };
 
 }  // namespace
@@ -135,7 +138,8 @@ std::unique_ptr<Dataset> open_image_folder(const std::string& root, const Datase
   }
   if (samples.empty()) fail(ErrorKind::Data, root, ": no .jpg/.jpeg/.png images in the class folders");
   std::sort(samples.begin(), samples.end(), [](const Sample& a, const Sample& b) { return a.path < b.path; });
-  return std::make_unique<ImageFolderDataset>(dir.string(), std::move(samples), num_classes, classes_from);
+  return std::make_unique<ImageFolderDataset>(dir.string(), std::move(samples), num_classes, classes_from,
+                                              map_path.empty());
 }
 
 }  // namespace vitq::detail

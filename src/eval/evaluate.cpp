@@ -108,6 +108,10 @@ EvalResult evaluate(const ViTConfig& c, const ForwardFn& forward, const Dataset&
                 std::chrono::duration<double>(clock::now() - t0).count()});
   }
   res.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  // Skipping every image would report an accuracy of nothing as if it were a result.
+  if (res.images == 0 && !res.skipped.empty())
+    fail(ErrorKind::Data, "no image could be read: all ", res.skipped.size(),
+         " images were skipped as unreadable; the first: ", res.skipped.front());
   return res;
 }
 

@@ -43,6 +43,8 @@ struct EvalResult {
 };
 
 // Evaluates samples `indices` of `data`. Labels outside [0, num_classes) are an Error(Data).
+// An unreadable image is an Error(Data) (BadImagePolicy::Fail) or listed in `skipped` (Skip);
+// when every image was skipped, that is an Error(Data) naming the first failure.
 EvalResult evaluate(ViTForward& fwd, const Dataset& data, const std::vector<size_t>& indices,
                     const EvalOptions& opt, const std::function<void(const EvalProgress&)>& progress = {});
 

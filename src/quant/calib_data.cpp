@@ -1,5 +1,6 @@
 #include "quant/calib_data.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "core/error.h"
@@ -15,11 +16,11 @@ uint64_t fnv1a64(const void* data, size_t bytes, uint64_t h) {
   return h;
 }
 
-CalibrationSet load_calibration_set(const Dataset& data, size_t count, uint64_t seed, const Preprocess& pre) {
+CalibrationSet load_calibration_set(const Dataset& data, size_t count, uint64_t seed, const Preprocess& pre,
+                                    bool skip_bad) {
   std::vector<size_t> idx = select_subset(data.size(), count, seed);
   const size_t per = size_t(pre.channels) * size_t(pre.height) * size_t(pre.width);
   CalibrationSet cs;
-  cs.n = int(idx.size());
   cs.images.resize(per * idx.size());
   std::vector<std::string> errors(idx.size());
 #pragma omp parallel for schedule(dynamic, 4)
@@ -30,9 +31,24 @@ CalibrationSet load_calibration_set(const Dataset& data, size_t count, uint64_t 
       errors[i] = e.what();
     }
   }
-  for (const auto& e : errors)
-    if (!e.empty()) fail(ErrorKind::Data, "calibration image: ", e);
-  for (size_t i : idx) cs.names.push_back(data.name(i));
+  // Compact over the images that loaded, in subset order.
+  size_t n = 0;
+  for (size_t i = 0; i < idx.size(); ++i) {
+    if (!errors[i].empty()) {
+      if (!skip_bad)
+        fail(ErrorKind::Data, "calibration image: ", errors[i], " (use --skip-bad-images to skip unreadable images)");
+      cs.skipped.push_back(errors[i]);
+      continue;
+    }
+    if (n != i) std::copy_n(cs.images.data() + i * per, per, cs.images.data() + n * per);
+    cs.names.push_back(data.name(idx[i]));
+    ++n;
+  }
+  if (n == 0 && !cs.skipped.empty())
+    fail(ErrorKind::Data, "no calibration image could be read: all ", cs.skipped.size(),
+         " images were skipped as unreadable; the first: ", cs.skipped.front());
+  cs.images.resize(n * per);
+  cs.n = int(n);
   cs.hash = fnv1a64(cs.images.data(), cs.images.size() * sizeof(float));
   return cs;
 }
@@ -46,6 +62,7 @@ nlohmann::ordered_json CalibrationSet::identity(const std::string& source, uint6
   j["seed"] = seed;
   j["pixels_fnv1a64"] = hex;
   j["samples"] = names;
+  if (!skipped.empty()) j["skipped"] = skipped;
   return j;
 }
 

@@ -15,13 +15,16 @@ struct CalibrationSet {
   avector<float> images;  // n × C × H × W
   int n = 0;
   std::vector<std::string> names;
+  std::vector<std::string> skipped;  // "name: reason" of unreadable images left out (skip_bad)
   uint64_t hash = 0;  // FNV-1a 64 of the preprocessed pixels (what the method really saw)
   nlohmann::ordered_json identity(const std::string& source, uint64_t seed) const;
 };
 
 // Loads `count` images (0 = all) of `data`, chosen by select_subset(size, count, seed).
-// Unreadable images are an error naming the file.
-CalibrationSet load_calibration_set(const Dataset& data, size_t count, uint64_t seed, const Preprocess& pre);
+// Unreadable images are an Error(Data) naming the file, or with skip_bad left out and listed
+// in `skipped` (the set then has fewer images; none left is an Error(Data) naming the first).
+CalibrationSet load_calibration_set(const Dataset& data, size_t count, uint64_t seed, const Preprocess& pre,
+                                    bool skip_bad = false);
 
 uint64_t fnv1a64(const void* data, size_t bytes, uint64_t h = 0xcbf29ce484222325ull);
 
