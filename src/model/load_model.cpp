@@ -18,11 +18,7 @@ class Reader {
       fail(ErrorKind::Model, f_.path(), ": tensor '", name, "' is missing (expected shape ", shape_str(shape), ")");
     used_.insert(name);
     Tensor t = f_.to_f32(name, shape);
-    const size_t n = size_t(t.numel()), bad = first_non_finite(t.ptr(), n);
-    if (bad != n && !allow_non_finite_)
-      fail(ErrorKind::Model, f_.path(), ": tensor '", name, "' holds ", count_non_finite(t.ptr(), n),
-           " non-finite values (first: ", t.ptr()[bad], " at flat index ", bad,
-           "); the checkpoint is damaged. Pass --allow-non-finite to load it anyway");
+    if (!allow_non_finite_) check_finite_tensor(f_.path(), name, t.ptr(), size_t(t.numel()));
     return t;
   }
   // Reads a tensor whose stored shape may differ from `shape` only by how it is split into

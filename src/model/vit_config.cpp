@@ -1,28 +1,32 @@
 #include "model/vit_config.h"
 
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <regex>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace vitq {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
-json read_json(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) fail(ErrorKind::Io, path, ": cannot open (", std::strerror(errno), ")");
-  try {
-    return json::parse(f);
-  } catch (const json::exception& e) {
-    fail(ErrorKind::Model, path, ": not valid JSON: ", e.what());
-  }
+// An integer JSON value in [lo, hi], compared before any narrowing (4294967299 is not 3).
+bool int_in(const json& v, long long lo, long long hi, int* out) {
+  if (!v.is_number_integer()) return false;
+  if (v.is_number_unsigned() && v.get<unsigned long long>() > static_cast<unsigned long long>(hi)) return false;
+  const long long x = v.get<long long>();
+  if (x < lo || x > hi) return false;
+  *out = static_cast<int>(x);
+  return true;
 }
+
+// Normalisation constants of the preprocessing (pixel values in [0, 1]): a mean outside
+// [-kMaxNorm, kMaxNorm] or a std outside [kMinStd, kMaxNorm] cannot come from a real model and
+// would make every input non-finite or meaningless.
+constexpr double kMaxNorm = 1e3, kMinStd = 1e-6;
 
 // Typed field access with errors that name the file and the field.
 struct Fields {
@@ -37,9 +41,9 @@ struct Fields {
   int get_int(const char* k, int lo, int hi) const {
     const json& v = j[k];
     if (!v.is_number_integer()) bad(k, "must be an integer");
-    long long x = v.get<long long>();
-    if (x < lo || x > hi) bad(k, cat("must be in [", lo, ", ", hi, "]").c_str());
-    return static_cast<int>(x);
+    int x = 0;
+    if (!int_in(v, lo, hi, &x)) bad(k, cat("must be in [", lo, ", ", hi, "]").c_str());
+    return x;
   }
   double get_num(const char* k, double lo, double hi) const {
     const json& v = j[k];
@@ -55,6 +59,23 @@ struct Fields {
   std::string get_str(const char* k) const {
     if (!j[k].is_string()) bad(k, "must be a string");
     return j[k].get<std::string>();
+  }
+  // A list of 1 or 3 per-channel normalisation constants (timm mean/std, HF image_mean/image_std).
+  std::array<float, 3> get_norm(const char* k, bool is_std) const {
+    const json& a = j[k];
+    if (!a.is_array() || (a.size() != 1 && a.size() != 3)) bad(k, "must be a list of 1 or 3 numbers");
+    std::array<float, 3> v{};
+    for (size_t i = 0; i < 3; ++i) {
+      const json& e = a[a.size() == 1 ? 0 : i];
+      if (!e.is_number()) bad(k, "must contain numbers");
+      const double x = e.get<double>();
+      if (is_std && !(x >= kMinStd && x <= kMaxNorm))
+        bad(k, cat("must hold standard deviations in [", kMinStd, ", ", kMaxNorm, "]").c_str());
+      if (!is_std && !(x >= -kMaxNorm && x <= kMaxNorm))
+        bad(k, cat("must hold means in [", -kMaxNorm, ", ", kMaxNorm, "]").c_str());
+      v[i] = static_cast<float>(x);
+    }
+    return v;
   }
 };
 
@@ -78,8 +99,8 @@ void parse_pretrained_cfg(const Fields& f, ViTConfig& c) {
     if (!s.is_array() || s.size() != 3 || !s[0].is_number_integer() || !s[1].is_number_integer() ||
         !s[2].is_number_integer())
       f.bad("input_size", "must be [channels, height, width]");
-    int ch = s[0].get<int>(), h = s[1].get<int>(), w = s[2].get<int>();
-    if ((ch != 1 && ch != 3) || h <= 0 || w <= 0 || h > 8192 || w > 8192)
+    int ch = 0, h = 0, w = 0;
+    if (!int_in(s[0], 1, 3, &ch) || ch == 2 || !int_in(s[1], 1, 8192, &h) || !int_in(s[2], 1, 8192, &w))
       f.bad("input_size", "must have 1 or 3 channels and a size in [1, 8192]");
     if (h != w) f.bad("input_size", "must be square (vitq supports square inputs)");
     c.in_chans = ch;
@@ -94,19 +115,8 @@ void parse_pretrained_cfg(const Fields& f, ViTConfig& c) {
     std::string m = f.get_str("crop_mode");
     if (m != "center") f.bad("crop_mode", "is not supported (vitq implements 'center')");
   }
-  for (const char* key : {"mean", "std"}) {
-    if (!f.has(key)) continue;
-    const json& a = f.j[key];
-    if (!a.is_array() || (a.size() != 1 && a.size() != 3)) f.bad(key, "must be a list of 1 or 3 numbers");
-    std::array<float, 3> v{};
-    for (size_t i = 0; i < 3; ++i) {
-      const json& e = a[a.size() == 1 ? 0 : i];
-      if (!e.is_number()) f.bad(key, "must contain numbers");
-      v[i] = e.get<float>();
-      if (std::string(key) == "std" && !(v[i] > 0)) f.bad(key, "must be positive");
-    }
-    (std::string(key) == "mean" ? p.mean : p.std) = v;
-  }
+  if (f.has("mean")) p.mean = f.get_norm("mean", false);
+  if (f.has("std")) p.std = f.get_norm("std", true);
 }
 
 // model_args: timm VisionTransformer keyword arguments. Arguments that change the network
@@ -124,9 +134,8 @@ void parse_model_args(const Fields& f, ViTConfig& c) {
     if (k == "img_size") {
       const json& v = it.value();
       if (v.is_array()) {
-        if (v.size() != 2 || !v[0].is_number_integer() || v[0] != v[1])
-          f.bad("img_size", "must be an integer or a square [h, w]");
-        c.img_size = v[0].get<int>();
+        if (v.size() != 2 || !int_in(v[0], 1, 8192, &c.img_size) || v[0] != v[1])
+          f.bad("img_size", "must be an integer in [1, 8192] or a square [h, w] of them");
       } else {
         c.img_size = f.get_int("img_size", 1, 8192);
       }
@@ -168,7 +177,7 @@ ViTConfig parse_timm(const json& j, const std::string& file) {
   c.layout = CheckpointLayout::Timm;
   c.architecture = f.get_str("architecture");
   std::string arch = c.architecture.substr(0, c.architecture.find('.'));  // drop a ".tag"
-  static const std::regex re(R"(^(vit|deit)_(tiny|small|base|large)(_distilled)?_patch(\d+)_(\d+)$)");
+  static const std::regex re(R"(^(vit|deit)_(tiny|small|base|large)(_distilled)?_patch(\d{1,4})_(\d{1,4})$)");
   std::smatch m;
   bool named = std::regex_match(arch, m, re);
   if (named) {
@@ -232,7 +241,7 @@ ViTConfig parse_hf(const json& j, const std::string& file, const std::string& di
   c.patch_size = f.has("patch_size") ? f.get_int("patch_size", 1, 1024) : 16;
   c.in_chans = f.has("num_channels") ? f.get_int("num_channels", 1, 3) : 3;
   c.qkv_bias = f.has("qkv_bias") ? f.get_bool("qkv_bias") : true;
-  c.ln_eps = f.has("layer_norm_eps") ? static_cast<float>(f.get_num("layer_norm_eps", 0, 1)) : 1e-12f;
+  c.ln_eps = f.has("layer_norm_eps") ? static_cast<float>(f.get_num("layer_norm_eps", 1e-30, 1)) : 1e-12f;
   if (f.has("hidden_act") && f.get_str("hidden_act") != "gelu")
     f.bad("hidden_act", "is not supported (vitq implements exact-erf \"gelu\")");
   if (f.has("num_labels")) c.num_classes = f.get_int("num_labels", 1, 1 << 24);
@@ -250,17 +259,15 @@ ViTConfig parse_hf(const json& j, const std::string& file, const std::string& di
   p.mean = {0.5f, 0.5f, 0.5f};
   p.std = {0.5f, 0.5f, 0.5f};
   std::string pp_path = dir + "/preprocessor_config.json";
-  if (std::ifstream(pp_path)) {
-    json pj = read_json(pp_path);
+  std::error_code ec;
+  if (std::filesystem::symlink_status(pp_path, ec).type() != std::filesystem::file_type::not_found) {
+    const json pj = read_json_file(pp_path);
+    if (!pj.is_object()) fail(ErrorKind::Model, pp_path, ": must be a JSON object");
     Fields pf{pj, pp_path, ""};
-    for (const char* key : {"image_mean", "image_std"}) {
-      if (!pf.has(key)) continue;
-      const json& a = pj[key];
-      if (!a.is_array() || (a.size() != 1 && a.size() != 3)) pf.bad(key, "must be a list of 1 or 3 numbers");
-      std::array<float, 3> v{};
-      for (size_t i = 0; i < 3; ++i) v[i] = a[a.size() == 1 ? 0 : i].get<float>();
-      (std::string(key) == "image_mean" ? p.mean : p.std) = v;
-    }
+    with_json_errors(pp_path, [&] {
+      if (pf.has("image_mean")) p.mean = pf.get_norm("image_mean", false);
+      if (pf.has("image_std")) p.std = pf.get_norm("image_std", true);
+    });
     if (pf.has("resample")) {
       int r = pf.get_int("resample", 0, 5);  // PIL codes: 0 nearest, 2 bilinear, 3 bicubic
       if (r == 0) p.interp = Interp::Nearest;
@@ -274,6 +281,11 @@ ViTConfig parse_hf(const json& j, const std::string& file, const std::string& di
 
 void validate(const ViTConfig& c, const std::string& file) {
   auto bad = [&](const std::string& why) { fail(ErrorKind::Model, file, ": inconsistent architecture: ", why); };
+  // A timm name such as vit_tiny_patch0_224 reaches here without model_args' range checks.
+  if (c.patch_size < 1 || c.img_size < 1 || c.img_size > 8192 || c.patch_size > c.img_size)
+    bad(cat("image size ", c.img_size, " and patch size ", c.patch_size,
+            " (need 1 <= patch size <= image size <= 8192)"));
+  if (c.num_heads < 1 || c.embed_dim < 1 || c.depth < 1) bad("embed_dim, depth and num_heads must be positive");
   if (c.embed_dim % c.num_heads != 0)
     bad(cat("embed_dim ", c.embed_dim, " is not divisible by num_heads ", c.num_heads));
   if (c.img_size % c.patch_size != 0)
@@ -291,11 +303,12 @@ std::string known_architectures() {
 
 ViTConfig load_vit_config(const std::string& dir) {
   std::string file = dir + "/config.json";
-  json j = read_json(file);
+  const json j = read_json_file(file);
   if (!j.is_object()) fail(ErrorKind::Model, file, ": must be a JSON object");
   ViTConfig c;
-  if (j.contains("architecture")) c = parse_timm(j, file);
-  else if (j.contains("hidden_size") || j.contains("model_type")) c = parse_hf(j, file, dir);
+  if (j.contains("architecture")) c = with_json_errors(file, [&] { return parse_timm(j, file); });
+  else if (j.contains("hidden_size") || j.contains("model_type"))
+    c = with_json_errors(file, [&] { return parse_hf(j, file, dir); });
   else
     fail(ErrorKind::Model, file,
          ": neither a timm config (field 'architecture') nor a Hugging Face ViT config "

@@ -81,7 +81,11 @@ ViTModel apply_ln_smoothing(const ViTModel& model, const std::map<std::string, s
         fail(ErrorKind::Model, source, ": ln_smoothing: site '", name, "': factor ", k, " is not positive and finite");
       ln.gamma.data[size_t(k)] /= f;
       ln.beta.data[size_t(k)] /= f;
-      for (int r = 0; r < N; ++r) lw.w.data[size_t(r) * K + k] *= f;
+      bool finite = std::isfinite(ln.gamma.data[size_t(k)]) && std::isfinite(ln.beta.data[size_t(k)]);
+      for (int r = 0; r < N; ++r) finite &= std::isfinite(lw.w.data[size_t(r) * K + k] *= f);
+      if (!finite)  // a factor so small or large that the rewritten weights overflow float32
+        fail(ErrorKind::Model, source, ": ln_smoothing: site '", name, "': factor ", k, " (", f,
+             ") overflows the rewritten LayerNorm or weights to a non-finite value");
     }
   }
   return m;

@@ -1,12 +1,14 @@
 #include "quant/plan.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/vit_config.h"
 #include "quant/calib_data.h"
@@ -71,28 +73,42 @@ struct Ctx {
   }
 };
 
+// Every number is checked in the type it is used in: a value that is finite as a double but
+// not as a float (1e39), or a step that is positive as a double but 0 or subnormal as a float
+// (1e-50), is an error, never a silent inf or 0.
+float finite_float(const Ctx& c, const std::string& field, const json& v) {
+  if (!v.is_number()) c.bad(field, cat("must be a number (got ", v.dump(), ")"));
+  const double d = v.get<double>();
+  if (!std::isfinite(d) || std::fabs(d) > double(FLT_MAX))
+    c.bad(field, cat("must be a finite number representable as float32 (got ", v.dump(), ")"));
+  return float(d);
+}
+
 std::vector<float> float_array(const Ctx& c, const std::string& field, const nlohmann::ordered_json& a) {
   if (!a.is_array()) c.bad(field, "must be an array");
   std::vector<float> v;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!a[i].is_number() || !std::isfinite(a[i].get<double>())) c.bad(cat(field, "[", i, "]"), "must be a finite number");
-    v.push_back(a[i].get<float>());
-  }
+  for (size_t i = 0; i < a.size(); ++i) v.push_back(finite_float(c, cat(field, "[", i, "]"), a[i]));
   return v;
 }
 
 float positive_scale(const Ctx& c, const std::string& field, const json& v) {
-  if (!v.is_number()) c.bad(field, "must be a number");
+  if (!v.is_number()) c.bad(field, cat("must be a number (got ", v.dump(), ")"));
   const double d = v.get<double>();
-  if (!(d > 0) || !std::isfinite(d) || d > 3e38) c.bad(field, cat("must be a positive finite step (got ", v.dump(), ")"));
+  if (!(d >= double(FLT_MIN)) || !(d <= double(FLT_MAX)))
+    c.bad(field, cat("must be a positive step that is a normal float32, in [", FLT_MIN, ", ", FLT_MAX, "] (got ",
+                     v.dump(), ")"));
   return float(d);
 }
 
 int bits_of(const Ctx& c, const std::string& field, const json& v, bool allow_zero) {
-  if (!v.is_number_integer()) c.bad(field, "must be an integer");
-  const int b = v.get<int>();
+  if (!v.is_number_integer()) c.bad(field, cat("must be an integer (got ", v.dump(), ")"));
+  // Compared before any narrowing conversion: 4294967304 is not 8.
+  const bool ok = v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t(kMaxBits) : v.get<int64_t>() >= 0 &&
+                                                                                            v.get<int64_t>() <= kMaxBits;
+  const int b = ok ? int(v.get<int64_t>()) : -1;
   if ((b == 0 && allow_zero) || (b >= kMinBits && b <= kMaxBits)) return b;
-  c.bad(field, cat("must be ", allow_zero ? "0 (FP32) or " : "", "in [", kMinBits, ", ", kMaxBits, "] (got ", b, ")"));
+  c.bad(field, cat("must be ", allow_zero ? "0 (FP32) or " : "", "in [", kMinBits, ", ", kMaxBits, "] (got ", v.dump(),
+                   ")"));
 }
 
 OperandQuant operand_from_json(const Ctx& c, const std::string& name, const json& j) {
@@ -208,7 +224,8 @@ ojson plan_to_json(const QuantPlan& p, const std::string& codes_file) {
 QuantPlan plan_from_json(const json& j, const std::string& source) {
   Ctx top{source, ""};
   if (!j.is_object()) top.bad("plan", "must be a JSON object");
-  if (j.value("format", "") != "vitq-plan") top.bad("format", "must be \"vitq-plan\"");
+  if (!j.contains("format") || !j["format"].is_string() || j["format"] != "vitq-plan")
+    top.bad("format", cat("must be \"vitq-plan\" (got ", j.contains("format") ? j["format"].dump() : "nothing", ")"));
   if (!j.contains("format_version") || !j["format_version"].is_number_integer() || j["format_version"] != 1)
     top.bad("format_version", "must be 1 (this vitq reads plan format 1)");
   QuantPlan p;
@@ -224,7 +241,7 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   if (!j.contains("sites") || !j["sites"].is_object()) top.bad("sites", "must be an object");
   std::vector<std::string> coded;  // sites whose weight codes are in the companion file
   for (auto it = j["sites"].begin(); it != j["sites"].end(); ++it) {
-    SiteId id;
+    SiteId id;  // parse_site_name also range-checks the block index
     Ctx c{source, "sites." + it.key() + "."};
     if (!parse_site_name(it.key(), &id)) top.bad("sites", cat("'", it.key(), "' is not a site name"));
     const json& e = it.value();
@@ -266,7 +283,7 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
         c.bad(it.key(), "is not a site fed by a LayerNorm (blocks.N.attn.qkv or blocks.N.mlp.fc1)");
       std::vector<float> v = float_array(c, it.key(), it.value());
       for (float f : v)
-        if (!(f > 0.0f) || !std::isfinite(f)) c.bad(it.key(), "factors must be positive and finite");
+        if (!(f >= FLT_MIN) || !std::isfinite(f)) c.bad(it.key(), "factors must be positive and finite (normal float32 values)");
       p.ln_smoothing[it.key()] = std::move(v);
     }
   }
@@ -302,15 +319,8 @@ void save_plan(const QuantPlan& plan, const std::string& path) {
 }
 
 QuantPlan load_plan(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) fail(ErrorKind::Io, path, ": cannot open");
-  json j;
-  try {
-    j = json::parse(f);
-  } catch (const json::exception& e) {
-    fail(ErrorKind::Model, path, ": not valid JSON: ", e.what());
-  }
-  return plan_from_json(j, path);
+  const json j = read_json_file(path);
+  return with_json_errors(path, [&] { return plan_from_json(j, path); });
 }
 
 void check_plan_matches(const QuantPlan& plan, const ViTConfig& cfg, const std::string& source) {

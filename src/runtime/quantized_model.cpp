@@ -10,6 +10,8 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/finite.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/vit_config.h"
 #include "quant/ln_smoothing.h"
@@ -171,16 +173,6 @@ TensorBlob codes_blob(const StoredLinear& s, CodeStorage st) {
   return {};
 }
 
-ojson read_json_file(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) fail(ErrorKind::Io, path, ": cannot open");
-  try {
-    return ojson::parse(f);
-  } catch (const ojson::exception& e) {
-    fail(ErrorKind::Model, path, ": not valid JSON: ", e.what());
-  }
-}
-
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream f(path);
   if (!f) fail(ErrorKind::Io, path, ": cannot write");
@@ -258,8 +250,10 @@ WrittenModel write_quantized_model(const QuantizedViT& q, const std::string& src
 // ------------------------------------------------------------------------------- loading
 
 bool is_quantized_model_dir(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::path(dir) / "config.json", ec)) return false;  // the checkpoint loader reports it
   std::ifstream f(fs::path(dir) / "config.json");
-  if (!f) return false;  // the checkpoint loader reports it
+  if (!f) return false;
   const ojson j = ojson::parse(f, nullptr, /*allow_exceptions=*/false);
   return j.is_object() && j.contains("vitq");
 }
@@ -268,7 +262,7 @@ namespace {
 
 class Loader {
  public:
-  Loader(const SafeTensorsFile& f) : f_(f) {}
+  Loader(const SafeTensorsFile& f, bool allow_non_finite) : f_(f), allow_non_finite_(allow_non_finite) {}
 
   [[noreturn]] void bad(const std::string& name, const std::string& why) const {
     fail(ErrorKind::Model, f_.path(), ": tensor '", name, "': ", why);
@@ -285,14 +279,14 @@ class Loader {
   }
 
   std::vector<float> f32(const std::string& name, const Shape& shape) {
-    expect(name, DType::F32, shape);
-    Tensor t = f_.to_f32(name);
+    Tensor t = f32_tensor(name, shape, shape);
     return std::vector<float>(t.data.begin(), t.data.end());
   }
   Tensor f32_tensor(const std::string& name, const Shape& stored, const Shape& as) {
     expect(name, DType::F32, stored);
     Tensor t = f_.to_f32(name);
     t.shape = as;
+    if (!allow_non_finite_) check_finite_tensor(f_.path(), name, t.ptr(), size_t(t.numel()));
     return t;
   }
 
@@ -306,6 +300,7 @@ class Loader {
 
  private:
   const SafeTensorsFile& f_;
+  bool allow_non_finite_ = false;
   std::set<std::string> used_;
 };
 
@@ -358,7 +353,7 @@ void load_codes(Loader& L, StoredLinear& s) {
 
 }  // namespace
 
-QuantizedViT load_quantized_model(const std::string& dir) {
+QuantizedViT load_quantized_model(const std::string& dir, const LoadOptions& opt) {
   QuantizedViT q;
   q.dir = dir;
   const std::string cfg_path = (fs::path(dir) / "config.json").string();
@@ -366,11 +361,11 @@ QuantizedViT load_quantized_model(const std::string& dir) {
   const std::string st_path = (fs::path(dir) / "model.safetensors").string();
 
   // config.json: the vitq section first (a newer format must say so, not fail on a tensor).
-  ojson cj = read_json_file(cfg_path);
+  const ojson cj = read_json_file(cfg_path);
   if (!cj.is_object() || !cj.contains("vitq") || !cj["vitq"].is_object())
     fail(ErrorKind::Model, cfg_path, ": no \"vitq\" section: not a quantized model directory");
   const ojson& v = cj["vitq"];
-  if (v.value("format", "") != kQuantizedFormat)
+  if (!v.contains("format") || !v["format"].is_string() || v["format"] != kQuantizedFormat)
     fail(ErrorKind::Model, cfg_path, ": vitq.format must be \"", kQuantizedFormat, "\"");
   if (!v.contains("format_version") || !v["format_version"].is_number_integer())
     fail(ErrorKind::Model, cfg_path, ": vitq.format_version is missing or not an integer");
@@ -394,7 +389,7 @@ QuantizedViT load_quantized_model(const std::string& dir) {
          mi == meta.end() ? std::string("missing") : "\"" + mi->second + "\"", "; this vitq reads version ",
          kQuantizedFormatVersion);
 
-  Loader L(f);
+  Loader L(f, opt.allow_non_finite);
   const int D = c.embed_dim, T = c.tokens(), H = c.num_heads;
   q.cls_token = L.f32_tensor("cls_token", {1, 1, D}, {D});
   if (c.distilled) q.dist_token = L.f32_tensor("dist_token", {1, 1, D}, {D});

@@ -76,8 +76,9 @@ bool is_quantized_model_dir(const std::string& dir);
 
 // Loads and validates a quantized model directory: format and version, every expected tensor
 // present with its dtype and shape and nothing else, packed byte counts, codes on their grids,
-// positive finite steps equal to plan.json's. Throws Error(Model) naming file, tensor and reason.
-QuantizedViT load_quantized_model(const std::string& dir);
+// positive finite steps equal to plan.json's, and (unless opt.allow_non_finite) no NaN/Inf in
+// any float tensor. Throws Error(Model) naming file, tensor and reason.
+QuantizedViT load_quantized_model(const std::string& dir, const LoadOptions& opt = {});
 
 // For --simulate: the FP model whose linear weights are the dequantized codes (codes · steps)
 // and whose biases are the stored (corrected) biases, and the plan with those linear bias
