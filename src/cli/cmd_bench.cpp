@@ -9,6 +9,7 @@
 #include <random>
 
 #include "cli/commands.h"
+#include "cli/validators.h"
 #include "core/error.h"
 #include "io/output_dir.h"
 #include "engine/vit_forward.h"
@@ -23,7 +24,7 @@ namespace {
 struct BenchArgs {
   std::string model, json_out;
   int batch = 1, threads = 0, warmup = 3, iters = 20;
-  bool simulate = false, profile = false;
+  bool simulate = false, profile = false, allow_non_finite = false;
 };
 
 void run_bench(const BenchArgs& a) {
@@ -35,9 +36,9 @@ void run_bench(const BenchArgs& a) {
   const bool quantized = is_quantized_model_dir(a.model);
   if (a.simulate && !quantized) fail(ErrorKind::Usage, "--simulate needs a quantized model directory");
   std::unique_ptr<QuantizedViT> qm;
-  if (quantized) qm = std::make_unique<QuantizedViT>(load_quantized_model(a.model));
+  if (quantized) qm = std::make_unique<QuantizedViT>(load_quantized_model(a.model, {a.allow_non_finite}));
   ViTModel m;
-  if (!quantized) m = load_vit_model(a.model);
+  if (!quantized) m = load_vit_model(a.model, {a.allow_non_finite});
   else if (a.simulate) m = dequantized_model(*qm);
   else m.cfg = qm->cfg;
   const ViTConfig& c = m.cfg;
@@ -110,11 +111,12 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--model", a->model, "Checkpoint directory, or a quantized model directory (runs in integers)")
       ->required();
   c->add_flag("--simulate", a->simulate, "Quantized model directory: run its plan quantize-dequantize instead");
+  add_allow_non_finite_flag(c, a->allow_non_finite);
   c->add_flag("--profile", a->profile, "Integer runs: time per stage (another --iters runs after the timed ones)");
-  c->add_option("--batch", a->batch, "Images per forward")->capture_default_str();
-  c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
-  c->add_option("--warmup", a->warmup, "Untimed runs first")->capture_default_str();
-  c->add_option("--iters", a->iters, "Timed runs")->capture_default_str();
+  c->add_option("--batch", a->batch, "Images per forward")->capture_default_str()->check(opt::integer(1, opt::kMaxBatch));
+  c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str()->check(opt::integer(0, opt::kMaxThreads));
+  c->add_option("--warmup", a->warmup, "Untimed runs first")->capture_default_str()->check(opt::integer(0, 1000000));
+  c->add_option("--iters", a->iters, "Timed runs")->capture_default_str()->check(opt::integer(1, 1000000));
   c->add_option("--json", a->json_out, "Write the per-run times as JSON");
   c->callback([a] { run_bench(*a); });
 }

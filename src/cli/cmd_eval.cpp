@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/validators.h"
 #include "cli/progress.h"
 #include "core/error.h"
 #include "engine/non_finite_probe.h"
@@ -31,7 +32,6 @@ struct EvalArgs {
 
 void run_eval(const EvalArgs& a) {
   set_threads(a.threads);
-  if (a.batch < 1 || a.batch > 4096) fail(ErrorKind::Usage, "--batch must be in [1, 4096]");
   // A quantized model directory (docs/FORMAT.md) runs in integers, or with --simulate through the
   // simulator on its dequantized weights; an FP32 checkpoint runs in FP32 or simulates --plan.
   const bool quantized = is_quantized_model_dir(a.model);
@@ -46,7 +46,7 @@ void run_eval(const EvalArgs& a) {
   if (!a.json_out.empty())
     json_out = std::make_unique<StagedFile>(a.json_out, OutputCheck{"--json", {a.model, a.data, a.plan, a.class_map}});
   std::unique_ptr<QuantizedViT> qm;
-  if (quantized) qm = std::make_unique<QuantizedViT>(load_quantized_model(a.model));
+  if (quantized) qm = std::make_unique<QuantizedViT>(load_quantized_model(a.model, {a.allow_non_finite}));
   ViTModel model;  // the integer run needs only the config (no FP32 copy of the weights)
   if (!quantized) model = load_vit_model(a.model, {a.allow_non_finite});
   else if (a.simulate) model = dequantized_model(*qm);
@@ -189,10 +189,10 @@ void add_eval_command(CLI::App& app) {
                 "--class-map). Without it, a class_map.txt in the data directory or its parent is used if "
                 "present, else sorted folder order");
   c->add_flag("--no-auto-class-map", a->no_auto_map, "Do not look for class_map.txt; use sorted folder order");
-  c->add_option("--batch", a->batch, "Images per forward pass")->capture_default_str();
-  c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
-  c->add_option("--limit", a->limit, "Evaluate a deterministic random subset of N images (0 = all)");
-  c->add_option("--seed", a->seed, "Seed of the --limit subset")->capture_default_str();
+  c->add_option("--batch", a->batch, "Images per forward pass")->capture_default_str()->check(opt::integer(1, opt::kMaxBatch));
+  c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str()->check(opt::integer(0, opt::kMaxThreads));
+  c->add_option("--limit", a->limit, "Evaluate a deterministic random subset of N images (0 = all)")->check(opt::integer(0, 1LL << 40));
+  c->add_option("--seed", a->seed, "Seed of the --limit subset")->capture_default_str()->check(opt::seed());
   c->add_option("--json", a->json_out,
                 "Also write the results as JSON to this file (replaced whole at the end; never one of the inputs)");
   c->add_flag("--skip-bad-images", a->skip_bad,

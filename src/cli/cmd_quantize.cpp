@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/model_export.h"
 #include "cli/progress.h"
+#include "cli/validators.h"
 #include "core/error.h"
 #include "io/output_dir.h"
 #include "model/vit_model.h"
@@ -227,7 +228,8 @@ void add_quantize_command(CLI::App& app) {
                 "training split, train-*, is used; the labels file is not needed)");
   c->add_option("--random-calibration", a->random_calib,
                 "Calibrate on N images of standard normal pixels instead of --calib (speed tests of random-weight "
-                "models)");
+                "models)")
+      ->check(opt::integer(1, 4096));
   c->add_flag("--plan-only", a->plan_only,
               "Write only plan.json and report.json, not the quantized model (model.safetensors, config.json)");
   c->add_option("--class-map", a->class_map, "Class map of the calibration ImageFolder (only to read it)");
@@ -235,52 +237,71 @@ void add_quantize_command(CLI::App& app) {
               "Report unreadable/corrupt calibration images and calibrate on the others (default: stop with an "
               "error naming the file); it is an error if none can be read");
   c->add_option("--method", a->method, "PTQ method: " + method_names())->capture_default_str();
-  c->add_option("--bits", a->bits, "Weight and activation bits (2-10)");
-  c->add_option("--wbits", a->wbits, "Weight bits (with --abits)");
-  c->add_option("--abits", a->abits, "Activation bits (with --wbits)");
+  c->add_option("--bits", a->bits, "Weight and activation bits (2-10)")
+      ->check(opt::integer(kMinBits, kMaxBits));
+  c->add_option("--wbits", a->wbits, "Weight bits (with --abits)")
+      ->check(opt::integer(kMinBits, kMaxBits));
+  c->add_option("--abits", a->abits, "Activation bits (with --wbits)")
+      ->check(opt::integer(kMinBits, kMaxBits));
   c->add_option("--mixed-precision", a->mixed_precision,
                 "Mixed precision at the size of the uniform B-bit model: bits per MSA/MLP module from the nuclear "
-                "norm sensitivity (candidates B-2..B+2), weights and inputs alike");
+                "norm sensitivity (candidates B-2..B+2), weights and inputs alike")
+      ->check(opt::integer(kMinBits, kMaxBits));
   c->add_option("--mp-candidates", a->mp_candidates, "Mixed precision: candidate bit-widths (default B-2..B+2)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->check(opt::integer(kMinBits, kMaxBits));
   c->add_option("--mp-svd-images", a->mp_svd_images, "Mixed precision: images used for the nuclear norms")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::integer(1, 65536));
   c->add_option("--calib-size", a->calib_size, "Calibration images, a seeded random subset (0 = all)")
-      ->capture_default_str();
-  c->add_option("--seed", a->margs.seed, "Seed of the calibration subset and of any sampling")->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::integer(0, 1 << 24));
+  c->add_option("--seed", a->margs.seed, "Seed of the calibration subset and of any sampling")->capture_default_str()
+      ->check(opt::seed());
   c->add_option("--calib-inputs", a->calib_inputs,
                 "Where each site's calibration inputs come from: 'quant' = the model with the earlier sites "
                 "already quantized, 'fp' = the FP32 model")
       ->capture_default_str();
   c->add_flag("--quantize-head", a->quantize_head, "Also quantize the classifier head (default: FP32)");
-  c->add_option("--percentile", a->margs.percentile, "percentile: the percentile of |x| (0-100]")->capture_default_str();
+  c->add_option("--percentile", a->margs.percentile, "percentile: the percentile of |x| (0-100]")->capture_default_str()
+      ->check(opt::real(0, 100, /*lo_open=*/true));
   c->add_option("--similarity", a->margs.similarity,
                 "Search objective: pearson (liu2021 default), cosine (easyquant default), mse");
-  c->add_option("--candidates", a->margs.candidates, "Search: candidate steps per operand")->capture_default_str();
+  c->add_option("--candidates", a->margs.candidates, "Search: candidate steps per operand")->capture_default_str()
+      ->check(opt::integer(1, 10000));
   c->add_option("--alpha", a->margs.alpha, "Search: smallest candidate, as a fraction of the max-based step")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::real(0, 100, /*lo_open=*/true));
   c->add_option("--beta", a->margs.beta, "Search: largest candidate, as a fraction of the max-based step")
-      ->capture_default_str();
-  c->add_option("--max-rounds", a->margs.max_rounds, "Search: alternating rounds at most")->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::real(0, 100, /*lo_open=*/true));
+  c->add_option("--max-rounds", a->margs.max_rounds, "Search: alternating rounds at most")->capture_default_str()
+      ->check(opt::integer(1, 1000));
   c->add_flag("--no-ranking", a->no_ranking, "liu2021: no ranking-aware loss at matmul_qk");
   c->add_flag("--no-bias-correction", a->no_bias_correction, "liu2021: no bias correction");
-  c->add_option("--gamma", a->margs.gamma, "liu2021: weight of the ranking loss")->capture_default_str();
-  c->add_option("--theta", a->margs.theta, "liu2021: margin of the ranking loss")->capture_default_str();
+  c->add_option("--gamma", a->margs.gamma, "liu2021: weight of the ranking loss")->capture_default_str()
+      ->check(opt::real(0, 1e6));
+  c->add_option("--theta", a->margs.theta, "liu2021: margin of the ranking loss")->capture_default_str()
+      ->check(opt::real(0, 1e6));
   c->add_option("--rank-tokens", a->margs.rank_tokens,
                 "liu2021: ranking loss over the pairs within this many random key tokens per score row "
                 "(0 = all pairs, exact)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::integer(0, 1 << 20));
   c->add_option("--search-tokens", a->margs.search_tokens,
                 "Search: tokens per image used to score candidates (0 = all)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::integer(0, 1 << 20));
   c->add_option("--screen-tokens", a->margs.screen_tokens,
                 "Search: candidate screen. Each sweep scores all candidates on this many random tokens per "
                 "image, then the --screen-keep best of them on all tokens, and keeps the best there "
                 "(0 = every candidate on all tokens). The report counts the sweeps where the screen's own "
                 "best was not the best on all tokens")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::integer(0, 1 << 20));
   c->add_option("--screen-keep", a->margs.screen_keep, "Search: candidates the screen passes on")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::integer(1, 10000));
   c->add_flag("--fast", a->fast,
               "Search (easyquant, liu2021): --coarse-stride 10 and (liu2021) --rank-tokens 64 where those are "
               "left at 0 - the fast configuration whose accuracy the README measures for liu2021. About 4x "
@@ -289,7 +310,8 @@ void add_quantize_command(CLI::App& app) {
                 "Search: coarse-to-fine sweeps. Score every S-th candidate (and the last), then the candidates "
                 "between the best one's coarse neighbours (0 = every candidate, exact). Approximate: the same "
                 "choice only where the objective has a single peak over the candidates")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::integer(0, 10000));
   c->add_flag("--unsigned-softmax", a->margs.unsigned_softmax,
               "Fix: quantize the softmax output (input of matmul_av) on an unsigned grid [0, 2^b-1] "
               "instead of the paper's signed grid, which wastes its negative half");
@@ -299,7 +321,7 @@ void add_quantize_command(CLI::App& app) {
               "max|W_k|^(1-alpha); the same FP function) before calibrating, so that one activation step suits "
               "post-LN channels of very different ranges. The factors go into the plan");
   c->add_option("--smooth-alpha", a->smooth_alpha, "--smooth-ln: migration strength alpha in [0, 1]")
-      ->check(CLI::Range(0.0, 1.0))
+      ->check(opt::real(0, 1))
       ->capture_default_str();
   c->add_flag("--per-channel-weights", a->margs.per_channel_weights,
               "minmax/percentile: one weight step per output channel");
@@ -317,27 +339,34 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--lapq-p", a->margs.lapq_p,
                 "lapq: the p of the Lp-norm initialisations, comma-separated; the network loss picks one")
       ->delimiter(',')
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::real(0.5, 8));
   c->add_option("--lapq-evals", a->margs.lapq_evals,
                 "lapq: network loss evaluations of the network-level step in all (one per p, the joint BOBYQA "
                 "steps, one final check); one block's optimisation needs 2n+2 for its n steps (26 for a ViT block)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::integer(1, 1000000));
   c->add_option("--lapq-loss-images", a->margs.lapq_loss_images,
                 "lapq: calibration images the network loss is computed on (the first of the seeded calibration "
                 "subset; 0 = all)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::integer(0, 65536));
   c->add_option("--lapq-range", a->margs.lapq_range,
                 "lapq: the joint step keeps each step within [init / r, init * r]")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::real(1, 16, /*lo_open=*/true));
   c->add_flag("--lapq-no-joint", a->lapq_no_joint, "lapq: stop after choosing p, no joint optimisation (ablation)");
   c->add_option("--bitsplit-act", a->margs.bitsplit_act,
                 "bitsplit: method of the activation steps (minmax, percentile, aciq, easyquant, liu2021)")
       ->capture_default_str();
   c->add_option("--bitsplit-epochs", a->margs.bitsplit_epochs,
                 "bitsplit: alternating rounds (steps, then each bit plane) at most; stops earlier when nothing changes")
-      ->capture_default_str();
-  c->add_option("--batch", a->batch, "Images per forward pass during calibration")->capture_default_str();
-  c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str();
+      ->capture_default_str()
+      ->check(opt::integer(1, 10000));
+  c->add_option("--batch", a->batch, "Images per forward pass during calibration")->capture_default_str()
+      ->check(opt::integer(1, opt::kMaxBatch));
+  c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str()
+      ->check(opt::integer(0, opt::kMaxThreads));
   c->add_option("-o,--out", a->out,
                 "Output directory (plan.json, report.json; plan_codes.safetensors for methods that choose "
                 "integer weights: bitsplit, aciq with bias correction; and the quantized model: model.safetensors "

@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "cli/validators.h"
 #include "core/error.h"
 
 namespace vitq {
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
   vitq::add_eval_command(app);
   vitq::add_info_command(app);
   vitq::add_bench_command(app);
+  vitq::opt::require_finite_reals(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
