@@ -6,6 +6,7 @@ with the site where the first NaN/Inf appears, by eval and by quantize (before a
 written); with --allow-non-finite such images count as wrong, never as a top-5 hit."""
 import json
 import os
+import shutil
 import struct
 
 from cli_common import Cli, parse_args, read_json
@@ -77,6 +78,23 @@ def main():
                                                 "--bits", "8", "-q", "-o", cli.path("overflow_q")], "model",
                r"site blocks\.0\.mlp\.fc[12]", r"non-finite")
     cli.check(not os.path.exists(cli.path("overflow_q")), "overflow: quantize wrote no output")
+
+    # A quantized model directory whose float tensors (LayerNorm, biases, steps) were damaged after
+    # it was written: refused at load, naming the tensor, by every command that loads it.
+    q = cli.path("qdir")
+    cli.expect("quantize a clean model", ["quantize", "--model", cli.model, "--calib", data, "--method", "minmax",
+                                          "--bits", "8", "-q", "-o", q], "ok")
+    for k, (tensor, vals) in enumerate((("blocks.0.norm1.weight", lambda n: {1: nan}),
+                                        ("blocks.2.mlp.fc1.bias", lambda n: {n - 1: inf}),
+                                        ("pos_embed", lambda n: {0: -inf}))):
+        d = cli.path(f"qdir_{k}")
+        shutil.copytree(q, d)
+        set_values(os.path.join(d, "model.safetensors"), tensor, vals)
+        for cmd in (["eval", "--model", d, "--data", data, "-q"], ["eval", "--model", d, "--data", data, "-q",
+                                                                   "--simulate"],
+                    ["bench", "--model", d, "--iters", "1", "--warmup", "0"], ["info", "--model", d]):
+            cli.expect(f"{' '.join(cmd[:1] + cmd[-1:])}: quantized dir with non-finite {tensor}", cmd, "model",
+                       tensor.replace(".", r"\."), "non-finite", r"model\.safetensors")
     cli.finish()
 
 
