@@ -111,7 +111,14 @@ struct MethodArgs {
   int bitsplit_epochs = 30;                 // alternating rounds at most
 };
 
+// The registered methods, in the order of --help (quant/methods/registry.cpp).
+struct MethodEntry {
+  const char* name;
+  std::unique_ptr<Method> (*make)(const MethodArgs&);
+  const char* summary;
+};
+const std::vector<MethodEntry>& registered_methods();
 std::unique_ptr<Method> make_method(const std::string& name, const MethodArgs& args);
-std::string method_names();  // for --help
+std::string method_names();  // for --help: the registered names, comma-separated
 
 }  // namespace vitq

@@ -15,6 +15,7 @@
 #include "quant/method.h"
 #include "quant/methods/lapq.h"
 #include "quant/simulate.h"
+#include "tiny_model_util.h"
 
 namespace vitq {
 namespace {
@@ -56,45 +57,6 @@ TEST(Lapq, KlFromLogits) {
 }
 
 // A tiny ViT with random weights: 8x8 images, 4x4 patches, dim 16, 2 blocks, 2 heads, 5 classes.
-ViTModel tiny_model(uint64_t seed) {
-  ViTModel m;
-  ViTConfig& c = m.cfg;
-  c.architecture = "test_tiny";
-  c.img_size = 8;
-  c.patch_size = 4;
-  c.in_chans = 3;
-  c.embed_dim = 16;
-  c.depth = 2;
-  c.num_heads = 2;
-  c.mlp_hidden = 32;
-  c.num_classes = 5;
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0, 1);
-  auto tensor = [&](Shape s, float scale, float offset = 0) {
-    Tensor t(std::move(s));
-    for (auto& v : t.data) v = offset + scale * nd(rng);
-    return t;
-  };
-  auto linear = [&](int out, int in) { return LinearWeights{tensor({out, in}, 1.0f / std::sqrt(float(in))), tensor({out}, 0.1f)}; };
-  const int D = c.embed_dim;
-  m.patch_embed = linear(D, c.patch_dim());
-  m.cls_token = tensor({D}, 0.5f);
-  m.pos_embed = tensor({c.tokens(), D}, 0.2f);
-  m.blocks.resize(size_t(c.depth));
-  for (auto& b : m.blocks) {
-    b.norm1 = {tensor({D}, 0.1f, 1.0f), tensor({D}, 0.1f)};
-    b.norm2 = {tensor({D}, 0.1f, 1.0f), tensor({D}, 0.1f)};
-    b.qkv = linear(3 * D, D);
-    b.proj = linear(D, D);
-    b.fc1 = linear(c.mlp_hidden, D);
-    b.fc2 = linear(D, c.mlp_hidden);
-  }
-  m.norm = {tensor({D}, 0.1f, 1.0f), tensor({D}, 0.1f)};
-  m.head = linear(c.num_classes, D);
-  m.head.w = tensor({c.num_classes, D}, 1.5f);  // confident outputs: a loss that reacts to the steps
-  return m;
-}
-
 double plan_loss(const ViTModel& m, const std::vector<float>& images, int n, const QuantPlan& plan) {
   ViTForward fwd(m);
   const int C = m.cfg.num_classes;
@@ -123,7 +85,7 @@ TEST(Lapq, JointStepNeverEndsAboveItsInitialisation) {
     int n;
     ~Restore() { omp_set_num_threads(n); }
   } restore{threads};
-  const ViTModel m = tiny_model(21);
+  const ViTModel m = test::tiny_model(21);
   const int n = 24;
   std::vector<float> images(size_t(n) * 3 * 8 * 8);
   std::mt19937_64 rng(22);
