@@ -20,7 +20,6 @@ namespace detail {
 inline bool parse_real(const std::string& s, double* v) {
   if (s.empty()) return false;
   char* end = nullptr;
-  errno = 0;
   *v = std::strtod(s.c_str(), &end);
   return end == s.c_str() + s.size();  // ERANGE (1e400 -> inf, 1e-400 -> 0) is judged by the range
 }

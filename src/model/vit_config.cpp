@@ -13,16 +13,6 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-// An integer JSON value in [lo, hi], compared before any narrowing (4294967299 is not 3).
-bool int_in(const json& v, long long lo, long long hi, int* out) {
-  if (!v.is_number_integer()) return false;
-  if (v.is_number_unsigned() && v.get<unsigned long long>() > static_cast<unsigned long long>(hi)) return false;
-  const long long x = v.get<long long>();
-  if (x < lo || x > hi) return false;
-  *out = static_cast<int>(x);
-  return true;
-}
-
 // Normalisation constants of the preprocessing (pixel values in [0, 1]): a mean outside
 // [-kMaxNorm, kMaxNorm] or a std outside [kMinStd, kMaxNorm] cannot come from a real model and
 // would make every input non-finite or meaningless.
@@ -42,7 +32,7 @@ struct Fields {
     const json& v = j[k];
     if (!v.is_number_integer()) bad(k, "must be an integer");
     int x = 0;
-    if (!int_in(v, lo, hi, &x)) bad(k, cat("must be in [", lo, ", ", hi, "]").c_str());
+    if (!json_int_in(v, lo, hi, &x)) bad(k, cat("must be in [", lo, ", ", hi, "]").c_str());
     return x;
   }
   double get_num(const char* k, double lo, double hi) const {
@@ -100,7 +90,7 @@ void parse_pretrained_cfg(const Fields& f, ViTConfig& c) {
         !s[2].is_number_integer())
       f.bad("input_size", "must be [channels, height, width]");
     int ch = 0, h = 0, w = 0;
-    if (!int_in(s[0], 1, 3, &ch) || ch == 2 || !int_in(s[1], 1, 8192, &h) || !int_in(s[2], 1, 8192, &w))
+    if (!json_int_in(s[0], 1, 3, &ch) || ch == 2 || !json_int_in(s[1], 1, 8192, &h) || !json_int_in(s[2], 1, 8192, &w))
       f.bad("input_size", "must have 1 or 3 channels and a size in [1, 8192]");
     if (h != w) f.bad("input_size", "must be square (vitq supports square inputs)");
     c.in_chans = ch;
@@ -134,7 +124,7 @@ void parse_model_args(const Fields& f, ViTConfig& c) {
     if (k == "img_size") {
       const json& v = it.value();
       if (v.is_array()) {
-        if (v.size() != 2 || !int_in(v[0], 1, 8192, &c.img_size) || v[0] != v[1])
+        if (v.size() != 2 || !json_int_in(v[0], 1, 8192, &c.img_size) || v[0] != v[1])
           f.bad("img_size", "must be an integer in [1, 8192] or a square [h, w] of them");
       } else {
         c.img_size = f.get_int("img_size", 1, 8192);
@@ -264,17 +254,17 @@ ViTConfig parse_hf(const json& j, const std::string& file, const std::string& di
     const json pj = read_json_file(pp_path);
     if (!pj.is_object()) fail(ErrorKind::Model, pp_path, ": must be a JSON object");
     Fields pf{pj, pp_path, ""};
-    with_json_errors(pp_path, [&] {
+    with_json_errors(pp_path, [&] {  // a type error here names this file, not config.json
       if (pf.has("image_mean")) p.mean = pf.get_norm("image_mean", false);
       if (pf.has("image_std")) p.std = pf.get_norm("image_std", true);
+      if (pf.has("resample")) {
+        int r = pf.get_int("resample", 0, 5);  // PIL codes: 0 nearest, 2 bilinear, 3 bicubic
+        if (r == 0) p.interp = Interp::Nearest;
+        else if (r == 2) p.interp = Interp::Bilinear;
+        else if (r == 3) p.interp = Interp::Bicubic;
+        else pf.bad("resample", "must be 0 (nearest), 2 (bilinear) or 3 (bicubic)");
+      }
     });
-    if (pf.has("resample")) {
-      int r = pf.get_int("resample", 0, 5);  // PIL codes: 0 nearest, 2 bilinear, 3 bicubic
-      if (r == 0) p.interp = Interp::Nearest;
-      else if (r == 2) p.interp = Interp::Bilinear;
-      else if (r == 3) p.interp = Interp::Bicubic;
-      else pf.bad("resample", "must be 0 (nearest), 2 (bilinear) or 3 (bicubic)");
-    }
   }
   return c;
 }

@@ -102,11 +102,8 @@ float positive_scale(const Ctx& c, const std::string& field, const json& v) {
 
 int bits_of(const Ctx& c, const std::string& field, const json& v, bool allow_zero) {
   if (!v.is_number_integer()) c.bad(field, cat("must be an integer (got ", v.dump(), ")"));
-  // Compared before any narrowing conversion: 4294967304 is not 8.
-  const bool ok = v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t(kMaxBits) : v.get<int64_t>() >= 0 &&
-                                                                                            v.get<int64_t>() <= kMaxBits;
-  const int b = ok ? int(v.get<int64_t>()) : -1;
-  if ((b == 0 && allow_zero) || (b >= kMinBits && b <= kMaxBits)) return b;
+  int b = -1;
+  if (json_int_in(v, 0, kMaxBits, &b) && ((b == 0 && allow_zero) || b >= kMinBits)) return b;
   c.bad(field, cat("must be ", allow_zero ? "0 (FP32) or " : "", "in [", kMinBits, ", ", kMaxBits, "] (got ", v.dump(),
                    ")"));
 }
@@ -241,7 +238,7 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   if (!j.contains("sites") || !j["sites"].is_object()) top.bad("sites", "must be an object");
   std::vector<std::string> coded;  // sites whose weight codes are in the companion file
   for (auto it = j["sites"].begin(); it != j["sites"].end(); ++it) {
-    SiteId id;  // parse_site_name also range-checks the block index
+    SiteId id;
     Ctx c{source, "sites." + it.key() + "."};
     if (!parse_site_name(it.key(), &id)) top.bad("sites", cat("'", it.key(), "' is not a site name"));
     const json& e = it.value();

@@ -3,7 +3,6 @@
 // ends above its initialisation's loss, and the loss it reports is the loss of the plan it
 // leaves, recomputed independently here.
 #include <gtest/gtest.h>
-#include <omp.h>
 
 #include <cmath>
 #include <random>
@@ -77,14 +76,7 @@ double plan_loss(const ViTModel& m, const std::vector<float>& images, int n, con
 }
 
 TEST(Lapq, JointStepNeverEndsAboveItsInitialisation) {
-  // One thread: this tiny model runs thousands of very short parallel regions, each of which
-  // waits for every thread to be scheduled — on a loaded machine that alone took minutes.
-  const int threads = omp_get_max_threads();
-  omp_set_num_threads(1);
-  struct Restore {
-    int n;
-    ~Restore() { omp_set_num_threads(n); }
-  } restore{threads};
+  const test::SingleThreadScope one_thread;
   const ViTModel m = test::tiny_model(21);
   const int n = 24;
   std::vector<float> images(size_t(n) * 3 * 8 * 8);

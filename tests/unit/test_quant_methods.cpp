@@ -2,7 +2,6 @@
 // a plan that is valid for the model, survives a save/load round trip unchanged, and — at W8A8 —
 // keeps the FP32 model's predictions. A method added to the registry is covered here unasked.
 #include <gtest/gtest.h>
-#include <omp.h>
 
 #include <cmath>
 #include <cstdio>
@@ -48,12 +47,7 @@ TEST(Methods, RegistryListsDistinctNamesAndRefusesUnknownOnes) {
 }
 
 TEST(Methods, EveryMethodMakesAValidPlanThatKeepsW8A8Predictions) {
-  const int threads = omp_get_max_threads();  // tiny model: one thread avoids scheduling waits
-  omp_set_num_threads(1);
-  struct Restore {
-    int n;
-    ~Restore() { omp_set_num_threads(n); }
-  } restore{threads};
+  const test::SingleThreadScope one_thread;
   const ViTModel m = test::tiny_model(31);
   const int n = 24, C = m.cfg.num_classes;
   std::vector<float> images(size_t(n) * 3 * 8 * 8);

@@ -4,9 +4,21 @@
 #include <cmath>
 #include <random>
 
+#include <omp.h>
+
 #include "model/vit_model.h"
 
 namespace vitq::test {
+
+// One OpenMP thread while in scope: this tiny model runs thousands of very short parallel
+// regions, each of which waits for every thread to be scheduled (minutes on a loaded machine).
+struct SingleThreadScope {
+  int saved = omp_get_max_threads();
+  SingleThreadScope() { omp_set_num_threads(1); }
+  ~SingleThreadScope() { omp_set_num_threads(saved); }
+  SingleThreadScope(const SingleThreadScope&) = delete;
+  SingleThreadScope& operator=(const SingleThreadScope&) = delete;
+};
 
 inline ViTModel tiny_model(uint64_t seed) {
   ViTModel m;
