@@ -21,7 +21,7 @@ void run_info_quantized(const std::string& dir) {
   std::printf("%-26s %7s %7s %-13s %s\n", "site", "x bits", "w bits", "storage", "w steps");
   for (const SiteShape& s : model_sites(q.cfg)) {
     const SitePlan* sp = q.plan.find(s.id);
-    const std::string x = !sp ? "FP32" : cat(sp->x.bits, sp->x.is_unsigned ? "u" : "");
+    const std::string x = !sp ? "FP32" : cat(sp->x.bits, sp->x.grid == Grid::Unsigned ? "u" : "");
     std::string w = !sp ? "FP32" : cat(sp->w.bits);
     std::string storage = "-", steps = sp ? (sp->w.per_channel() ? "per channel" : "per tensor") : "-";
     if (!s.id.is_attention()) {

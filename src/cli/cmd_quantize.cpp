@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/method_options_cli.h"
 #include "cli/model_export.h"
 #include "cli/progress.h"
 #include "cli/validators.h"
@@ -34,13 +35,13 @@ struct QuantizeArgs {
   bool plan_only = false;   // --plan-only: no quantized model directory
   bool force = false;       // --force: replace a non-empty output directory
   bool allow_non_finite = false;
-  bool fast = false;        // --fast: the measured fast search (coarse-to-fine, ranking on key subsets)
+  bool fast = false;        // --fast: the method's measured fast configuration (MethodOptions::apply_fast)
   bool smooth_ln = false;   // --smooth-ln
   double smooth_alpha = 0.5;
-  bool quantize_head = false, quiet = false, no_ranking = false, no_bias_correction = false;
+  bool unsigned_softmax = false;
+  bool quantize_head = false, quiet = false;
   bool skip_bad = false;    // --skip-bad-images
-  bool aciq_no_clip = false, aciq_no_bit_alloc = false, aciq_no_bias_correction = false, lapq_no_joint = false;
-  MethodArgs margs;
+  MethodConfig methods;     // every method's options (each method declares its own)
 };
 
 double peak_rss_mb() {
@@ -59,7 +60,7 @@ void print_table(const CalibrationResult& r) {
               "mean over calibration images of the Pearson correlation of the site output with the FP output.\n");
 }
 
-void run_quantize(QuantizeArgs a) {
+void run_quantize(QuantizeArgs& a) {
   set_threads(a.threads);
   if (a.mixed_precision) {
     if (a.bits || a.wbits || a.abits)
@@ -77,19 +78,10 @@ void run_quantize(QuantizeArgs a) {
     if (b < kMinBits || b > kMaxBits) fail(ErrorKind::Usage, "bit-widths must be in [", kMinBits, ", ", kMaxBits, "]");
   if (a.calib_inputs != "quant" && a.calib_inputs != "fp")
     fail(ErrorKind::Usage, "--calib-inputs must be 'quant' or 'fp'");
-  if (a.fast) {  // fills in only what was left at its exhaustive default
-    if (a.method != "liu2021" && a.method != "easyquant")
-      fail(ErrorKind::Usage, "--fast applies to the searches (easyquant, liu2021), not to --method ", a.method);
-    if (a.margs.coarse_stride == 0) a.margs.coarse_stride = 10;
-    if (a.margs.rank_tokens == 0 && a.method == "liu2021") a.margs.rank_tokens = 64;
-  }
-  a.margs.ranking = !a.no_ranking;
-  a.margs.bias_correction = !a.no_bias_correction;
-  a.margs.aciq_clip = !a.aciq_no_clip;
-  a.margs.aciq_bit_alloc = !a.aciq_no_bit_alloc;
-  a.margs.aciq_bias_correction = !a.aciq_no_bias_correction;
-  a.margs.lapq_joint = !a.lapq_no_joint;
-  std::unique_ptr<Method> method = make_method(a.method, a.margs);
+  if (a.fast && !a.methods.of(a.method).apply_fast())  // fills in only what was left at its exhaustive default
+    fail(ErrorKind::Usage, "--fast applies to the methods with a fast configuration (", fast_method_names(),
+         "), not to --method ", a.method);
+  std::unique_ptr<Method> method = make_method(a.method, a.methods);
   // Before minutes of calibration: the output must not be (or contain) an input, must be empty
   // unless --force, and must be writable. Everything is written into a staging directory that
   // replaces OUT only at the end.
@@ -103,13 +95,13 @@ void run_quantize(QuantizeArgs a) {
   std::unique_ptr<Dataset> data;
   CalibrationSet cs;
   if (a.random_calib > 0) {
-    cs = random_calibration_set(a.random_calib, a.margs.seed, model.cfg.preprocess);
+    cs = random_calibration_set(a.random_calib, a.methods.common.seed, model.cfg.preprocess);
     a.calib = cat("random:", a.random_calib);
   } else {
     dopt.use = DatasetUse::Calibration;  // a directory of IDX files: the training split, no labels
     data = open_dataset(a.calib, dopt);
     std::fprintf(stderr, "loading calibration images from %s ...\n", data->describe().c_str());
-    cs = load_calibration_set(*data, a.calib_size, a.margs.seed, model.cfg.preprocess, a.skip_bad);
+    cs = load_calibration_set(*data, a.calib_size, a.methods.common.seed, model.cfg.preprocess, a.skip_bad);
     for (const auto& s : cs.skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
     if (!cs.skipped.empty())
       std::fprintf(stderr, "warning: %zu unreadable calibration images skipped; calibrating on the %d others\n",
@@ -120,12 +112,13 @@ void run_quantize(QuantizeArgs a) {
   opt.bits = {a.wbits, a.abits};
   opt.inputs = a.calib_inputs == "fp" ? CalibInputs::FP : CalibInputs::Quantized;
   opt.quantize_head = a.quantize_head;
+  opt.grids.unsigned_softmax = a.unsigned_softmax;
   if (a.smooth_ln) opt.smooth_ln_alpha = a.smooth_alpha;
   opt.batch = a.batch;
 
   std::printf("model    %s (%s)\n", a.model.c_str(), model.cfg.architecture.c_str());
   std::printf("method   %s, W%dA%d, %s\n", method->name().c_str(), a.wbits, a.abits,
-              method->settings().dump().c_str());
+              method->settings(opt.grids).dump().c_str());
   std::printf("calib    %d images from %s (%s); site inputs from the %s model\n", cs.n, a.calib.c_str(),
               data ? data->describe().c_str() : "standard normal pixels", opt.inputs == CalibInputs::FP ? "FP32" : "partly quantized");
   if (!cs.skipped.empty())
@@ -165,7 +158,7 @@ void run_quantize(QuantizeArgs a) {
   bar.finish();
   // All of the calibration: with mixed precision, the sensitivity and perturbation passes too.
   const double calib_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_calib).count();
-  r.plan.calibration = cs.identity(a.calib, a.margs.seed);
+  r.plan.calibration = cs.identity(a.calib, a.methods.common.seed);
   r.plan.calibration["inputs"] = opt.inputs == CalibInputs::FP ? "fp" : "quantized";
   r.plan.settings["wbits"] = a.wbits;
   r.plan.settings["abits"] = a.abits;
@@ -256,63 +249,18 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--calib-size", a->calib_size, "Calibration images, a seeded random subset (0 = all)")
       ->capture_default_str()
       ->check(opt::integer(0, 1 << 24));
-  c->add_option("--seed", a->margs.seed, "Seed of the calibration subset and of any sampling")->capture_default_str()
+  c->add_option("--seed", a->methods.common.seed, "Seed of the calibration subset and of any sampling")->capture_default_str()
       ->check(opt::seed());
   c->add_option("--calib-inputs", a->calib_inputs,
                 "Where each site's calibration inputs come from: 'quant' = the model with the earlier sites "
                 "already quantized, 'fp' = the FP32 model")
       ->capture_default_str();
   c->add_flag("--quantize-head", a->quantize_head, "Also quantize the classifier head (default: FP32)");
-  c->add_option("--percentile", a->margs.percentile, "percentile: the percentile of |x| (0-100]")->capture_default_str()
-      ->check(opt::real(0, 100, /*lo_open=*/true));
-  c->add_option("--similarity", a->margs.similarity,
-                "Search objective: pearson (liu2021 default), cosine (easyquant default), mse");
-  c->add_option("--candidates", a->margs.candidates, "Search: candidate steps per operand")->capture_default_str()
-      ->check(opt::integer(1, 10000));
-  c->add_option("--alpha", a->margs.alpha, "Search: smallest candidate, as a fraction of the max-based step")
-      ->capture_default_str()
-      ->check(opt::real(0, 100, /*lo_open=*/true));
-  c->add_option("--beta", a->margs.beta, "Search: largest candidate, as a fraction of the max-based step")
-      ->capture_default_str()
-      ->check(opt::real(0, 100, /*lo_open=*/true));
-  c->add_option("--max-rounds", a->margs.max_rounds, "Search: alternating rounds at most")->capture_default_str()
-      ->check(opt::integer(1, 1000));
-  c->add_flag("--no-ranking", a->no_ranking, "liu2021: no ranking-aware loss at matmul_qk");
-  c->add_flag("--no-bias-correction", a->no_bias_correction, "liu2021: no bias correction");
-  c->add_option("--gamma", a->margs.gamma, "liu2021: weight of the ranking loss")->capture_default_str()
-      ->check(opt::real(0, 1e6));
-  c->add_option("--theta", a->margs.theta, "liu2021: margin of the ranking loss")->capture_default_str()
-      ->check(opt::real(0, 1e6));
-  c->add_option("--rank-tokens", a->margs.rank_tokens,
-                "liu2021: ranking loss over the pairs within this many random key tokens per score row "
-                "(0 = all pairs, exact)")
-      ->capture_default_str()
-      ->check(opt::integer(0, 1 << 20));
-  c->add_option("--search-tokens", a->margs.search_tokens,
-                "Search: tokens per image used to score candidates (0 = all)")
-      ->capture_default_str()
-      ->check(opt::integer(0, 1 << 20));
-  c->add_option("--screen-tokens", a->margs.screen_tokens,
-                "Search: candidate screen. Each sweep scores all candidates on this many random tokens per "
-                "image, then the --screen-keep best of them on all tokens, and keeps the best there "
-                "(0 = every candidate on all tokens). The report counts the sweeps where the screen's own "
-                "best was not the best on all tokens")
-      ->capture_default_str()
-      ->check(opt::integer(0, 1 << 20));
-  c->add_option("--screen-keep", a->margs.screen_keep, "Search: candidates the screen passes on")
-      ->capture_default_str()
-      ->check(opt::integer(1, 10000));
   c->add_flag("--fast", a->fast,
-              "Search (easyquant, liu2021): --coarse-stride 10 and (liu2021) --rank-tokens 64 where those are "
-              "left at 0 - the fast configuration whose accuracy the README measures for liu2021. About 4x "
-              "faster calibration; approximate, the plan differs from the exhaustive search's");
-  c->add_option("--coarse-stride", a->margs.coarse_stride,
-                "Search: coarse-to-fine sweeps. Score every S-th candidate (and the last), then the candidates "
-                "between the best one's coarse neighbours (0 = every candidate, exact). Approximate: the same "
-                "choice only where the objective has a single peak over the candidates")
-      ->capture_default_str()
-      ->check(opt::integer(0, 10000));
-  c->add_flag("--unsigned-softmax", a->margs.unsigned_softmax,
+              "The method's fast configuration, for the options left at their defaults: easyquant --coarse-stride "
+              "10; liu2021 --coarse-stride 10 --rank-tokens 64 (the configuration whose accuracy the README "
+              "measures). About 4x faster calibration; approximate, the plan differs from the exhaustive search's");
+  c->add_flag("--unsigned-softmax", a->unsigned_softmax,
               "Fix: quantize the softmax output (input of matmul_av) on an unsigned grid [0, 2^b-1] "
               "instead of the paper's signed grid, which wastes its negative half");
   c->add_flag("--smooth-ln", a->smooth_ln,
@@ -323,46 +271,6 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--smooth-alpha", a->smooth_alpha, "--smooth-ln: migration strength alpha in [0, 1]")
       ->check(opt::real(0, 1))
       ->capture_default_str();
-  c->add_flag("--per-channel-weights", a->margs.per_channel_weights,
-              "minmax/percentile: one weight step per output channel");
-  c->add_flag("--aciq-no-clip", a->aciq_no_clip,
-              "aciq: no analytical clipping; activations keep their max-based steps (ablation)");
-  c->add_option("--aciq-dist", a->margs.aciq_dist,
-                "aciq: distribution fitted to each activation for the clipping: auto (the likelier of the two "
-                "maximum-likelihood fits, reported per site), laplace, gauss")
-      ->capture_default_str();
-  c->add_flag("--aciq-no-bit-alloc", a->aciq_no_bit_alloc,
-              "aciq: no per-channel weight bit allocation; every channel gets the layer's bits, with its own "
-              "max-based step (ablation)");
-  c->add_flag("--aciq-no-bias-correction", a->aciq_no_bias_correction,
-              "aciq: no weight bias correction (restoring each channel's FP mean and norm) (ablation)");
-  c->add_option("--lapq-p", a->margs.lapq_p,
-                "lapq: the p of the Lp-norm initialisations, comma-separated; the network loss picks one")
-      ->delimiter(',')
-      ->capture_default_str()
-      ->check(opt::real(0.5, 8));
-  c->add_option("--lapq-evals", a->margs.lapq_evals,
-                "lapq: network loss evaluations of the network-level step in all (one per p, the joint BOBYQA "
-                "steps, one final check); one block's optimisation needs 2n+2 for its n steps (26 for a ViT block)")
-      ->capture_default_str()
-      ->check(opt::integer(1, 1000000));
-  c->add_option("--lapq-loss-images", a->margs.lapq_loss_images,
-                "lapq: calibration images the network loss is computed on (the first of the seeded calibration "
-                "subset; 0 = all)")
-      ->capture_default_str()
-      ->check(opt::integer(0, 65536));
-  c->add_option("--lapq-range", a->margs.lapq_range,
-                "lapq: the joint step keeps each step within [init / r, init * r]")
-      ->capture_default_str()
-      ->check(opt::real(1, 16, /*lo_open=*/true));
-  c->add_flag("--lapq-no-joint", a->lapq_no_joint, "lapq: stop after choosing p, no joint optimisation (ablation)");
-  c->add_option("--bitsplit-act", a->margs.bitsplit_act,
-                "bitsplit: method of the activation steps (minmax, percentile, aciq, easyquant, liu2021)")
-      ->capture_default_str();
-  c->add_option("--bitsplit-epochs", a->margs.bitsplit_epochs,
-                "bitsplit: alternating rounds (steps, then each bit plane) at most; stops earlier when nothing changes")
-      ->capture_default_str()
-      ->check(opt::integer(1, 10000));
   c->add_option("--batch", a->batch, "Images per forward pass during calibration")->capture_default_str()
       ->check(opt::integer(1, opt::kMaxBatch));
   c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str()
@@ -379,6 +287,7 @@ void add_quantize_command(CLI::App& app) {
               "write go too; a directory holding subdirectories is never replaced)");
   add_allow_non_finite_flag(c, a->allow_non_finite);
   c->add_flag("-q,--quiet", a->quiet, "No progress output and no per-site table");
+  add_method_options(c, a->methods);
   c->callback([a] { run_quantize(*a); });
 }
 

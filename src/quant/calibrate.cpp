@@ -64,19 +64,22 @@ class CaptureHook : public SiteHook {
 }  // namespace
 
 Bits Calibrator::site_bits(const SiteId& id, const CalibOptions& opt) {
-  if (opt.block_bits.empty() || id.block < 0) return opt.bits;
-  const bool msa = id.kind == SiteKind::Qkv || id.kind == SiteKind::MatmulQK || id.kind == SiteKind::MatmulAV ||
-                   id.kind == SiteKind::Proj;
-  return opt.block_bits.at(size_t(2 * id.block + (msa ? 0 : 1)));
+  Bits b = opt.bits;
+  if (!opt.block_bits.empty() && id.block >= 0) {
+    const bool msa = id.kind == SiteKind::Qkv || id.kind == SiteKind::MatmulQK || id.kind == SiteKind::MatmulAV ||
+                     id.kind == SiteKind::Proj;
+    b = opt.block_bits.at(size_t(2 * id.block + (msa ? 0 : 1)));
+  }
+  b.x_grid = opt.grids.unsigned_softmax && id.kind == SiteKind::MatmulAV ? Grid::Unsigned : Grid::Signed;
+  return b;
 }
 
 Calibrator::Calibrator(const ViTModel& model, const float* images, int n) : m_(model), images_(images), n_(n) {}
 
-SitePlan minmax_site_plan(const SiteObservation& obs, Bits bits, bool unsigned_softmax) {
+SitePlan minmax_site_plan(const SiteObservation& obs, Bits bits) {
   SitePlan sp;
-  const bool uns = unsigned_softmax && obs.shape.id.kind == SiteKind::MatmulAV;
   sp.x.bits = bits.x;
-  sp.x.is_unsigned = uns;
+  sp.x.grid = bits.x_grid;
   sp.x.scale = max_step(max_abs(obs.x, size_t(obs.x_per_image()) * size_t(obs.images)), sp.x.range());
   sp.w.bits = bits.w;
   const size_t wn = obs.attention() ? size_t(obs.w_per_image()) * size_t(obs.images) : size_t(obs.shape.N) * obs.shape.K;
@@ -137,7 +140,7 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   CalibrationResult res;
   QuantPlan& plan = res.plan;
   plan.method = method.name();
-  plan.settings = method.settings();
+  plan.settings = method.settings(opt.grids);
   plan.tool_version = VITQ_VERSION;
   plan.architecture = c.architecture;
 
@@ -231,7 +234,7 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
       if (!std::isfinite(sp.x.scale) || !std::isfinite(sp.w.scale))
         fail(ErrorKind::Internal, "method ", method.name(), " chose a non-finite step at site ", id.name(),
              " from finite inputs (x step ", sp.x.scale, ", w step ", sp.w.scale, ")");
-      SiteEval before = evaluate_site_plan(obs, minmax_site_plan(obs, rep.bits));
+      SiteEval before = evaluate_site_plan(obs, minmax_site_plan(obs, {rep.bits.w, rep.bits.x}));
       SiteEval after = evaluate_site_plan(obs, sp);
       rep.sim_before = before.pearson;
       rep.sim_after = after.pearson;

@@ -19,8 +19,9 @@ namespace vitq {
 enum class CalibInputs { Quantized, FP };
 
 struct CalibOptions {
-  Bits bits;                      // uniform bit-widths
+  Bits bits;                      // uniform bit-widths (their grid: from `grids`)
   std::vector<Bits> block_bits;   // per-block override: [2·i] = MSA of block i, [2·i+1] = MLP; empty = uniform
+  GridPolicy grids;               // the grid of each site's input operand (site_bits)
   CalibInputs inputs = CalibInputs::Quantized;
   bool quantize_patch_embed = true;
   bool quantize_head = false;
@@ -61,7 +62,7 @@ class Calibrator {
   CalibrationResult run(Method& method, const CalibOptions& opt,
                         const std::function<void(const CalibProgress&)>& progress = {});
 
-  // Bits used for a site under the options (uniform or per block).
+  // The format of a site under the options: bits uniform or per block, the input's grid by `grids`.
   static Bits site_bits(const SiteId& id, const CalibOptions& opt);
 
  private:
@@ -77,7 +78,7 @@ struct SiteEval {
 };
 SiteEval evaluate_site_plan(const SiteObservation& obs, const SitePlan& sp);
 
-// The max-based (MinMax) plan of a site: Δ = max|·| / qmax for both operands.
-SitePlan minmax_site_plan(const SiteObservation& obs, Bits bits, bool unsigned_softmax = false);
+// The max-based (MinMax) plan of a site: Δ = max|·| / qmax for both operands, on bits.x_grid.
+SitePlan minmax_site_plan(const SiteObservation& obs, Bits bits);
 
 }  // namespace vitq

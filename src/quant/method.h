@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/site.h"
+#include "quant/method_options.h"
 #include "quant/plan.h"
 
 namespace vitq {
@@ -51,8 +52,16 @@ struct SiteNotes {
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
 };
 
+// The format the driver chose for a site: bit-widths, and the grid of the input operand.
 struct Bits {
   int w = 8, x = 8;
+  Grid x_grid = Grid::Signed;
+};
+
+// Grid choices the driver makes for every method (calibrate.h: CalibOptions::grids). A method
+// gets the result in Bits; its settings echo the policy.
+struct GridPolicy {
+  bool unsigned_softmax = false;  // unsigned grid for the softmax output (the input of matmul_av)
 };
 
 struct ViTModel;
@@ -69,56 +78,50 @@ class Method {
  public:
   virtual ~Method() = default;
   virtual std::string name() const = 0;
-  virtual nlohmann::ordered_json settings() const = 0;
-  // Chooses the site's quantization at the given bit-widths.
+  // The method's settings as they go into the plan (`grids`: the driver's, echoed).
+  virtual nlohmann::ordered_json settings(const GridPolicy& grids) const = 0;
+  // Chooses the site's quantization at the given format.
   virtual SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) = 0;
   // Optional step over the whole network once every site has a plan entry (e.g. LAPQ's joint
   // optimisation of all steps on the network loss). `notes` goes to the report.
   virtual void refine(const NetworkContext& /*net*/, QuantPlan& /*plan*/, nlohmann::ordered_json& /*notes*/) {}
 };
 
-// Method options from the command line (each method reads the ones it uses).
-struct MethodArgs {
-  double percentile = 99.99;
-  // Similarity search (easyquant, liu2021)
-  std::string similarity;  // empty: the method's own default
-  int candidates = 100;
-  double alpha = 0.5, beta = 1.2;
-  int max_rounds = 20;
-  bool ranking = true, bias_correction = true;
-  double gamma = 0.1, theta = 0.2;
-  int rank_tokens = 0;         // ranking loss: 0 = exact pair sum; m = pairs within m random tokens per row
-  int search_tokens = 0;       // 0 = all tokens; k = k random tokens per image in the search
-  int screen_tokens = 0;       // candidate screen: rows per image that rank all candidates (0 = none)
-  int screen_keep = 8;         // candidate screen: how many of the screen's best are scored on all rows
-  int coarse_stride = 0;       // coarse-to-fine sweeps: every this-many-th candidate first (0 = all)
-  bool unsigned_softmax = false;  // fix: unsigned grid for the softmax output (matmul_av x)
-  bool per_channel_weights = false;
-  uint64_t seed = 0;
-  // ACIQ (Banner et al. 2019): each part can be switched off for an ablation.
-  bool aciq_clip = true;             // analytical activation clipping
-  std::string aciq_dist = "auto";    // auto (likelier fit) | laplace | gauss
-  bool aciq_bit_alloc = true;        // per-channel weight bit allocation
-  bool aciq_bias_correction = true;  // per-channel weight mean/norm restoration
-  // LAPQ (Nahshan et al. 2019)
-  std::vector<double> lapq_p = {2, 2.5, 3, 3.5, 4};  // Lp norms of the initialisation
-  int lapq_evals = 400;        // network loss evaluations in the network-level step, all included
-  int lapq_loss_images = 32;   // calibration images the loss is computed on (0 = all)
-  double lapq_range = 2.0;     // joint step: each step within [init / r, init · r]
-  bool lapq_joint = true;      // false: stop after choosing p (ablation)
-  // Bit-Split (Wang et al. 2020)
-  std::string bitsplit_act = "percentile";  // method of the activation steps
-  int bitsplit_epochs = 30;                 // alternating rounds at most
+// Options every method may read that are not its own.
+struct CommonOptions {
+  uint64_t seed = 0;  // --seed: the calibration subset's and any sampling's
 };
 
-// The registered methods, in the order of --help (quant/methods/registry.cpp).
+// The options of every registered method, by method name, each at its defaults until changed.
+class MethodConfig {
+ public:
+  CommonOptions common;
+  // The options object of a registered method (made at its defaults on first use).
+  MethodOptions& of(const std::string& method) const;
+  template <class T>
+  T& get(const std::string& method) const {
+    return dynamic_cast<T&>(of(method));
+  }
+
+ private:
+  mutable std::map<std::string, std::unique_ptr<MethodOptions>> opts_;
+};
+
+// A registered method. The built-in ones are listed in quant/methods/registry.cpp; a test or a
+// plug-in adds one with register_method().
 struct MethodEntry {
   const char* name;
-  std::unique_ptr<Method> (*make)(const MethodArgs&);
-  const char* summary;
+  const char* summary;  // one line for --help
+  std::unique_ptr<MethodOptions> (*make_options)();
+  // Makes the method from its options (cfg.of(name)) and the common ones; a bad combination of
+  // options is an Error(Usage) naming them.
+  std::unique_ptr<Method> (*make)(const MethodConfig& cfg);
 };
-const std::vector<MethodEntry>& registered_methods();
-std::unique_ptr<Method> make_method(const std::string& name, const MethodArgs& args);
+const std::vector<MethodEntry>& registered_methods();  // in the order of --help
+void register_method(const MethodEntry& e);             // refuses a name already registered
+std::unique_ptr<Method> make_method(const std::string& name, const MethodConfig& cfg);
 std::string method_names();  // for --help: the registered names, comma-separated
+// The methods with a fast configuration (MethodOptions::apply_fast), comma-separated.
+std::string fast_method_names();
 
 }  // namespace vitq

@@ -36,7 +36,7 @@ ojson operand_to_json(const OperandQuant& q) {
   ojson j;
   j["bits"] = q.bits;
   if (!q.quantized()) return j;
-  if (q.is_unsigned) j["unsigned"] = true;
+  if (q.grid == Grid::Unsigned) j["unsigned"] = true;  // the signed grid is the default
   j["scale"] = q.scale;
   if (q.per_channel()) j["channel_scales"] = q.channel_scales;
   if (!q.channel_bits.empty()) j["channel_bits"] = q.channel_bits;
@@ -116,7 +116,7 @@ OperandQuant operand_from_json(const Ctx& c, const std::string& name, const json
   if (!q.quantized()) return q;
   if (j.contains("unsigned")) {
     if (!j["unsigned"].is_boolean()) c.bad(name + ".unsigned", "must be true or false");
-    q.is_unsigned = j["unsigned"].get<bool>();
+    q.grid = j["unsigned"].get<bool>() ? Grid::Unsigned : Grid::Signed;
   }
   if (!j.contains("scale")) c.bad(name + ".scale", "is missing");
   q.scale = positive_scale(c, name + ".scale", j["scale"]);
@@ -249,7 +249,7 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
     s.x = operand_from_json(c, "x", e["x"]);
     s.w = operand_from_json(c, "w", e["w"]);
     if (s.x.per_channel()) c.bad("x.channel_scales", "per-channel scales are for weights only");
-    if (s.w.is_unsigned) c.bad("w.unsigned", "only the input operand may use an unsigned grid");
+    if (s.w.grid != Grid::Signed) c.bad("w.unsigned", "only the input operand may use an unsigned grid");
     if (s.x.quantized() != s.w.quantized())
       c.bad("x.bits", "x and w must both be quantized or both FP32 (an integer product needs both)");
     if (e.contains("bias_correction")) s.bias_correction = float_array(c, "bias_correction", e["bias_correction"]);

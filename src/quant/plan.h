@@ -25,7 +25,7 @@ namespace vitq {
 // How one operand of a site is quantized. bits == 0: stays FP32.
 struct OperandQuant {
   int bits = 0;
-  bool is_unsigned = false;         // grid [0, 2^b − 1] instead of [−2^(b−1), 2^(b−1) − 1]
+  Grid grid = Grid::Signed;         // the integer grid of the codes (quantizer.h)
   float scale = 0.0f;               // per-tensor step Δ
   // Per-output-channel steps Δw_c (weights of linear sites only; empty = `scale` for all). When
   // present, `scale` is informational (the largest channel step).
@@ -37,8 +37,8 @@ struct OperandQuant {
 
   bool quantized() const { return bits > 0; }
   bool per_channel() const { return !channel_scales.empty(); }
-  QRange range() const { return qrange(bits, is_unsigned); }
-  QRange channel_range(size_t c) const { return qrange(channel_bits.empty() ? bits : channel_bits[c], is_unsigned); }
+  QRange range() const { return qrange(bits, grid); }
+  QRange channel_range(size_t c) const { return qrange(channel_bits.empty() ? bits : channel_bits[c], grid); }
   bool operator==(const OperandQuant&) const = default;
 };
 

@@ -14,20 +14,21 @@ constexpr int kMinBits = 2, kMaxBits = 10;
 inline int32_t qmax(int bits) { return (int32_t(1) << (bits - 1)) - 1; }
 inline int32_t qmin(int bits) { return -(int32_t(1) << (bits - 1)); }
 
-// The integer range of a grid: signed [−2^(b−1), 2^(b−1)−1] (the paper's), or unsigned
-// [0, 2^b − 1] for operands that are never negative (softmax output; a vitq option).
+// The kind of an operand's integer grid: uniform signed [−2^(b−1), 2^(b−1)−1] (the paper's),
+// or uniform unsigned [0, 2^b − 1] for operands that are never negative (the softmax output; a
+// vitq option). A new kind (e.g. a log-domain grid) is added here and in the plan's JSON.
+enum class Grid : uint8_t { Signed, Unsigned };
+
 struct QRange {
   int32_t lo, hi;
 };
-inline QRange qrange(int bits, bool is_unsigned = false) {
-  return is_unsigned ? QRange{0, (int32_t(1) << bits) - 1} : QRange{qmin(bits), qmax(bits)};
+inline QRange qrange(int bits, Grid g = Grid::Signed) {
+  return g == Grid::Unsigned ? QRange{0, (int32_t(1) << bits) - 1} : QRange{qmin(bits), qmax(bits)};
 }
 
-// Round half to even in float, independent of the FP environment's rounding mode.
-inline float round_half_even(float v) {
-  const float r = std::nearbyint(v);  // default mode FE_TONEAREST; checked in tests
-  return r;
-}
+// Round half to even in float: std::nearbyint in the FP environment's default rounding mode
+// (FE_TONEAREST), which vitq never changes; tests check the ties.
+inline float round_half_even(float v) { return std::nearbyint(v); }
 
 // Integer code of x for step `delta` (> 0): clip(round(x / Δ), lo, hi). A true division
 // (not x · (1/Δ), which can land on the other side of a .5 tie); every quantizing code path

@@ -29,7 +29,7 @@ class Evaluator {
     N_ = s.N;
     K_ = s.K;
     rows_ = (rows > 0 && rows < s.M) ? rows : s.M;
-    xr_ = qrange(bits.x, opt.unsigned_softmax && s.id.kind == SiteKind::MatmulAV);
+    xr_ = qrange(bits.x, bits.x_grid);
     wr_ = qrange(bits.w);
     int_path_ = bits.x <= 8 && bits.w <= 8;
     x_unsigned_ = xr_.lo == 0;
@@ -430,7 +430,7 @@ SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOp
   }
   SitePlan sp;
   sp.x.bits = bits.x;
-  sp.x.is_unsigned = ev.xrange().lo == 0;
+  sp.x.grid = bits.x_grid;
   sp.x.scale = dx;
   sp.w.bits = bits.w;
   sp.w.scale = dw;

@@ -37,7 +37,6 @@ struct SearchOptions {
   // choice as scoring all when the objective has one peak over the grid; not exact otherwise.
   // 0 = every candidate.
   int coarse_stride = 0;
-  bool unsigned_softmax = false;
   uint64_t seed = 0;
 };
 

@@ -20,7 +20,7 @@
 namespace vitq {
 
 // Zero point of the A-side encoding of a grid.
-inline int32_t a_zero_point(int bits, bool is_unsigned) { return is_unsigned ? 0 : (bits <= 8 ? 128 : 512); }
+inline int32_t a_zero_point(int bits, Grid g) { return g == Grid::Unsigned ? 0 : (bits <= 8 ? 128 : 512); }
 // Planes of an operand of `bits` bits: 1 up to 8 bits, 2 for 9..10.
 inline int operand_planes(int bits) { return bits <= 8 ? 1 : 2; }
 

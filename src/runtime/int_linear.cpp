@@ -17,7 +17,7 @@ ActQuant ActQuant::of(const OperandQuant& q) {
   a.bits = q.bits;
   a.delta = q.scale;
   a.range = q.range();
-  a.zp = a_zero_point(q.bits, q.is_unsigned);
+  a.zp = a_zero_point(q.bits, q.grid);
   a.planes = operand_planes(q.bits);
   return a;
 }

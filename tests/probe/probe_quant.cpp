@@ -47,7 +47,7 @@ void register_quant(CLI::App& app) {
       ->required();
   c->callback([q] {
     std::vector<float> x = read_all_f32(q->input);
-    const QRange r = qrange(q->bits, q->is_unsigned);
+    const QRange r = qrange(q->bits, q->is_unsigned ? Grid::Unsigned : Grid::Signed);
     std::vector<int32_t> codes(x.size());
     for (size_t i = 0; i < x.size(); ++i) codes[i] = quantize_one(x[i], q->scale, r);
     std::vector<int16_t> c16(x.size());

@@ -12,6 +12,7 @@
 #include "model/vit_model.h"
 #include "quant/calibrate.h"
 #include "quant/method.h"
+#include "quant/methods/methods.h"
 
 namespace vitq::test {
 
@@ -95,11 +96,11 @@ inline QuantPlan minmax_plan(const ViTModel& m, int bits, bool quantize_head, bo
                              double smooth_ln_alpha = -1.0) {
   const std::vector<float> images = random_images(m.cfg, 8, 99);
   Calibrator cal(m, images.data(), 8);
-  MethodArgs a;
-  a.unsigned_softmax = unsigned_softmax;
-  a.per_channel_weights = per_channel;
-  auto method = make_method("minmax", a);
+  MethodConfig cfg;
+  cfg.get<MinmaxOptions>("minmax").per_channel_weights = per_channel;
+  auto method = make_method("minmax", cfg);
   CalibOptions opt;
+  opt.grids.unsigned_softmax = unsigned_softmax;
   opt.bits = {bits, bits};
   opt.block_bits = std::move(block_bits);
   opt.quantize_head = quantize_head;

@@ -206,8 +206,7 @@ struct Site : test::LinearSite {
 
 TEST(Aciq, BiasCorrectionRestoresChannelMeanAndNormThroughThePlan) {
   Site s;
-  MethodArgs a;
-  std::unique_ptr<Method> m = make_method("aciq", a);
+  std::unique_ptr<Method> m = make_method("aciq", MethodConfig());
   SiteNotes notes;
   const SitePlan sp = m->calibrate(s.obs, {4, 4}, notes);
   ASSERT_EQ(sp.weight_codes.size(), size_t(s.N) * s.K);
@@ -261,12 +260,13 @@ TEST(Aciq, BiasCorrectionRestoresChannelMeanAndNormThroughThePlan) {
 
 TEST(Aciq, PartsSwitchOff) {
   Site s;
-  MethodArgs a;
-  a.aciq_clip = false;
-  a.aciq_bit_alloc = false;
-  a.aciq_bias_correction = false;
+  MethodConfig cfg;
+  AciqOptions& a = cfg.get<AciqOptions>("aciq");
+  a.clip = false;
+  a.bit_alloc = false;
+  a.bias_correction = false;
   SiteNotes notes;
-  const SitePlan sp = make_method("aciq", a)->calibrate(s.obs, {4, 4}, notes);
+  const SitePlan sp = make_method("aciq", cfg)->calibrate(s.obs, {4, 4}, notes);
   const SitePlan mm = minmax_site_plan(s.obs, {4, 4});
   EXPECT_EQ(sp.x.scale, mm.x.scale);        // no clipping: max-based
   EXPECT_TRUE(sp.w.channel_bits.empty());   // no allocation

@@ -107,10 +107,10 @@ TEST(BitSplit, MethodPutsTheCodesInThePlanAndTheSimulatorUsesThem) {
   obs.w = L.w.data();
   obs.bias = L.b.data();
   obs.target = L.y.data();
-  MethodArgs a;
-  a.bitsplit_act = "minmax";
+  MethodConfig cfg;
+  cfg.get<BitSplitOptions>("bitsplit").act = "minmax";
   SiteNotes notes;
-  const SitePlan sp = make_method("bitsplit", a)->calibrate(obs, {3, 6}, notes);
+  const SitePlan sp = make_method("bitsplit", cfg)->calibrate(obs, {3, 6}, notes);
   ASSERT_EQ(sp.weight_codes.size(), size_t(L.N) * L.K);
   ASSERT_EQ(sp.w.channel_scales.size(), size_t(L.N));
   EXPECT_EQ(sp.w.bits, 3);

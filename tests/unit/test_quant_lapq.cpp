@@ -84,10 +84,11 @@ TEST(Lapq, JointStepNeverEndsAboveItsInitialisation) {
   std::normal_distribution<float> nd(0, 1);
   for (auto& v : images) v = nd(rng);
   for (int bits : {3, 4}) {
-    MethodArgs a;
-    a.lapq_evals = 130;      // 5 p + two blocks of 14 and 12 steps (30 + 26 needed) + a second sweep
-    a.lapq_loss_images = 0;  // all
-    std::unique_ptr<Method> method = make_method("lapq", a);
+    MethodConfig cfg;
+    LapqOptions& a = cfg.get<LapqOptions>("lapq");
+    a.evals = 130;      // 5 p + two blocks of 14 and 12 steps (30 + 26 needed) + a second sweep
+    a.loss_images = 0;  // all
+    std::unique_ptr<Method> method = make_method("lapq", cfg);
     Calibrator cal(m, images.data(), n);
     CalibOptions opt;
     opt.bits = {bits, bits};
@@ -101,7 +102,7 @@ TEST(Lapq, JointStepNeverEndsAboveItsInitialisation) {
     EXPECT_EQ(init, min_p);  // the initialisation is the best p
     EXPECT_LE(fin, init) << "bits " << bits;
     EXPECT_LT(fin, init) << "bits " << bits << ": the joint step should find something on this model";
-    EXPECT_LE(int(notes["evaluations"]), a.lapq_evals);
+    EXPECT_LE(int(notes["evaluations"]), a.evals);
     EXPECT_EQ(notes["loss_curve"].size(), size_t(notes["evaluations"]));
     double curve_min = INFINITY;
     for (const auto& l : notes["loss_curve"]) curve_min = std::min(curve_min, l.get<double>());

@@ -1,6 +1,8 @@
 // Every registered PTQ method, through the same interface: calibrates a whole (tiny) network into
-// a plan that is valid for the model, survives a save/load round trip unchanged, and — at W8A8 —
-// keeps the FP32 model's predictions. A method added to the registry is covered here unasked.
+// a plan that is valid for the model, is the same byte for byte when made twice, survives a
+// save/load round trip unchanged, runs in the integer runtime as simulated, and — at W8A8 —
+// keeps the FP32 model's predictions. A method added to the registry is covered here unasked:
+// the toy method below is registered from this file alone, with an option of its own.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,12 +17,45 @@
 #include "quant/calibrate.h"
 #include "quant/method.h"
 #include "quant/plan.h"
+#include "quant/methods/lapq.h"
 #include "quant/simulate.h"
+#include "runtime/int_vit_forward.h"
+#include "runtime/quantized_model.h"
 #include "runtime_test_util.h"
 #include "tiny_model_util.h"
 
 namespace vitq {
 namespace {
+
+// A method defined and registered here only: max-based steps times a factor of its own option.
+struct ToyOptions : MethodOptions {
+  double factor = 0.9;
+  void declare(OptionDecls& d) override { d.real("--toy-factor", &factor, 0, 1, "step factor", true); }
+};
+
+class Toy : public Method {
+ public:
+  explicit Toy(double f) : f_(f) {}
+  std::string name() const override { return "toy"; }
+  nlohmann::ordered_json settings(const GridPolicy&) const override { return {{"factor", f_}}; }
+  SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes&) override {
+    SitePlan sp = minmax_site_plan(obs, bits);
+    sp.x.scale *= float(f_);
+    return sp;
+  }
+
+ private:
+  double f_;
+};
+
+const bool toy_registered = [] {
+  register_method({"toy", "a test-only method (max-based steps times --toy-factor)",
+                   [] { return std::unique_ptr<MethodOptions>(new ToyOptions); },
+                   [](const MethodConfig& c) -> std::unique_ptr<Method> {
+                     return std::make_unique<Toy>(c.get<ToyOptions>("toy").factor);
+                   }});
+  return true;
+}();
 
 int argmax(const float* v, int n) {
   int b = 0;
@@ -36,14 +71,42 @@ TEST(Methods, RegistryListsDistinctNamesAndRefusesUnknownOnes) {
     EXPECT_NE(method_names().find(e.name), std::string::npos) << e.name << " missing from --help";
     EXPECT_GT(std::string(e.summary).size(), 10u) << e.name;
   }
-  EXPECT_GE(names.size(), 7u);
+  EXPECT_GE(names.size(), 8u);
+  EXPECT_TRUE(toy_registered && names.count("toy"));
+  EXPECT_THROW(register_method(registered_methods().front()), Error);  // a name twice
   try {
-    make_method("no-such-method", MethodArgs{});
+    make_method("no-such-method", MethodConfig());
     FAIL() << "an unknown method was made";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Usage);
     EXPECT_NE(std::string(e.what()).find("minmax"), std::string::npos) << e.what();
   }
+}
+
+TEST(Methods, OptionsAreDeclaredPerMethodAndReachTheMethod) {
+  MethodConfig cfg;
+  std::set<std::string> flags;
+  for (const MethodEntry& e : registered_methods()) {
+    OptionDecls d;
+    cfg.of(e.name).declare(d);
+    for (const OptionDecl& o : d.list()) {
+      EXPECT_EQ(o.flag.rfind("--", 0), 0u) << e.name << " " << o.flag;
+      EXPECT_FALSE(o.help.empty()) << o.flag;
+      flags.insert(o.flag);
+    }
+  }
+  for (const char* f : {"--toy-factor", "--lapq-p", "--aciq-no-clip", "--no-ranking", "--candidates", "--percentile"})
+    EXPECT_TRUE(flags.count(f)) << f;
+  // An option set in the config is what the method's settings report.
+  cfg.get<ToyOptions>("toy").factor = 0.25;
+  EXPECT_EQ(make_method("toy", cfg)->settings({})["factor"], 0.25);
+  cfg.get<LapqOptions>("lapq").evals = 77;
+  EXPECT_EQ(make_method("lapq", cfg)->settings({})["evals"], 77);
+  // --fast: the searches have a fast configuration, the others do not.
+  EXPECT_TRUE(cfg.of("liu2021").apply_fast());
+  EXPECT_FALSE(cfg.of("minmax").apply_fast());
+  EXPECT_NE(fast_method_names().find("liu2021"), std::string::npos);
+  EXPECT_EQ(fast_method_names().find("toy"), std::string::npos);
 }
 
 TEST(Methods, EveryMethodMakesAValidPlanThatKeepsW8A8Predictions) {
@@ -62,16 +125,19 @@ TEST(Methods, EveryMethodMakesAValidPlanThatKeepsW8A8Predictions) {
 
   for (const MethodEntry& e : registered_methods()) {
     SCOPED_TRACE(e.name);
-    MethodArgs a;
-    a.lapq_evals = 60;  // enough for the p choice and a few joint steps; the LAPQ tests cover the rest
-    std::unique_ptr<Method> method = e.make(a);
-    EXPECT_EQ(method->name(), e.name);
+    MethodConfig cfg;
+    cfg.get<LapqOptions>("lapq").evals = 60;  // enough for the p choice and a few joint steps (LAPQ tests: the rest)
     Calibrator cal(m, images.data(), n);
     CalibOptions opt;
     opt.bits = {8, 8};
     opt.batch = 8;
+    std::unique_ptr<Method> method = e.make(cfg);
+    EXPECT_EQ(method->name(), e.name);
     const CalibrationResult r = cal.run(*method, opt);
     const QuantPlan& p = r.plan;
+    const CalibrationResult again = cal.run(*e.make(cfg), opt);
+    EXPECT_EQ(plan_to_json(again.plan).dump(), plan_to_json(p).dump()) << "not deterministic";
+    EXPECT_EQ(again.plan.sites.at("blocks.0.mlp.fc1").weight_codes, p.sites.at("blocks.0.mlp.fc1").weight_codes);
     EXPECT_EQ(p.method, e.name);
     ASSERT_NO_THROW(check_plan_matches(p, m.cfg, "plan"));
     for (const SiteShape& s : model_sites(m.cfg)) {
@@ -91,9 +157,16 @@ TEST(Methods, EveryMethodMakesAValidPlanThatKeepsW8A8Predictions) {
     save_plan(p, path);
     EXPECT_TRUE(load_plan(path) == p) << "plan changed in a save/load round trip";
 
-    std::vector<float> q(size_t(n) * C);
+    std::vector<float> q(size_t(n) * C), qi(q.size());
     PlanSimulator sim(m, p);
     fwd.run(images.data(), n, q.data(), &sim);
+    // The integer runtime computes the plan as the simulator does (test_runtime: within 1e-5 of
+    // the largest logit from the stored model, and the stored model within 1e-5 of the source).
+    const QuantizedViT qm = quantize_model(m, p);
+    IntViTForward(qm).run(images.data(), n, qi.data());
+    float mx = 0;
+    for (float v : q) mx = std::max(mx, std::fabs(v));
+    for (size_t i = 0; i < q.size(); ++i) ASSERT_NEAR(qi[i], q[i], 2e-5f * mx) << "integer run, logit " << i;
     // Pearson correlation of all logits with the FP32 ones (in double), and top-1 agreement.
     double sa = 0, sb = 0, saa = 0, sbb = 0, sab = 0;
     int agree = 0;

@@ -26,17 +26,17 @@ QuantPlan sample_plan() {
   p.settings = {{"similarity", "pearson"}, {"candidates", 100}};
   p.calibration = {{"images", 3}, {"samples", {"a.jpg", "b.jpg", "c.jpg"}}};
   SitePlan s;
-  s.x = {6, false, 0.0123456789f, {}, {}};
-  s.w = {6, false, 3.3e-5f, {}, {}};
+  s.x = {6, Grid::Signed, 0.0123456789f, {}, {}};
+  s.w = {6, Grid::Signed, 3.3e-5f, {}, {}};
   s.bias_correction = {0.1f, -1e-7f, 3.0f};
   p.sites["blocks.0.attn.qkv"] = s;
   SitePlan av;
-  av.x = {8, true, 1.0f / 255, {}, {}};
-  av.w = {8, false, 0.07f, {}, {}};
+  av.x = {8, Grid::Unsigned, 1.0f / 255, {}, {}};
+  av.w = {8, Grid::Signed, 0.07f, {}, {}};
   p.sites["blocks.0.attn.matmul_av"] = av;
   SitePlan pc;
-  pc.x = {4, false, 0.5f, {}, {}};
-  pc.w = {4, false, 0.25f, {0.1f, 0.2f, 0.30000001f}, {3, 4, 8}};
+  pc.x = {4, Grid::Signed, 0.5f, {}, {}};
+  pc.w = {4, Grid::Signed, 0.25f, {0.1f, 0.2f, 0.30000001f}, {3, 4, 8}};
   p.sites["head"] = pc;
   p.ln_smoothing["blocks.0.attn.qkv"] = {0.5f, 2.0f, 1.0f / 3};
   p.ln_smoothing["blocks.1.mlp.fc1"] = {7.25f, 1e-3f, 1e3f};
@@ -116,8 +116,8 @@ QuantPlan coded_plan() {
   h.weight_offset = {0.5f, -0.25f, 1e-8f};
   h.weight_codes = {-4, 3, 0, 1, 7, -8, 2, 2, 127, -128, 0, -1};  // channel bits 3, 4, 8
   SitePlan fc;
-  fc.x = {4, false, 0.1f, {}, {}};
-  fc.w = {4, false, 0.2f, {0.2f, 0.1f}, {}};
+  fc.x = {4, Grid::Signed, 0.1f, {}, {}};
+  fc.w = {4, Grid::Signed, 0.2f, {0.2f, 0.1f}, {}};
   fc.weight_codes = {-7, 7, 0, 1, 2, 3};
   p.sites["blocks.1.mlp.fc1"] = fc;
   return p;

@@ -98,9 +98,9 @@ TEST(Int8Kernels, QuantizersMatchTheScalarReference) {
   std::normal_distribution<float> nd(0, 1);
   for (int bits = 2; bits <= 8; ++bits)
     for (bool uns : {false, true}) {
-      const QRange r = qrange(bits, uns);
+      const QRange r = qrange(bits, uns ? Grid::Unsigned : Grid::Signed);
       const float delta = 3.0f / float(r.hi);
-      const int32_t zp = a_zero_point(bits, uns);
+      const int32_t zp = a_zero_point(bits, uns ? Grid::Unsigned : Grid::Signed);
       for (size_t n : {size_t(0), size_t(1), size_t(15), size_t(16), size_t(17), size_t(64), size_t(197), size_t(1000)}) {
         std::vector<float> x(n);
         for (size_t i = 0; i < n; ++i) {
@@ -143,7 +143,7 @@ OperandQuant op(int bits, float scale, bool is_unsigned = false) {
   OperandQuant q;
   q.bits = bits;
   q.scale = scale;
-  q.is_unsigned = is_unsigned;
+  q.grid = is_unsigned ? Grid::Unsigned : Grid::Signed;
   return q;
 }
 
@@ -250,7 +250,7 @@ TEST(IntegerSites, PerChannelStepsBitsCodesAndOffsets) {
   c.sp.bias_correction.assign(size_t(c.N), -0.5f);
   check_site(c);
   SiteCase d{"unsigned 8-bit input grid", SiteKind::Fc2, linear_plan(8, 8, 2.0f / 255, 1.5f / 127)};
-  d.sp.x.is_unsigned = true;
+  d.sp.x.grid = Grid::Unsigned;
   d.positive_x = true;
   check_site(d);
 }
@@ -275,7 +275,7 @@ TEST(IntegerSites, AttentionSites) {
   check_site(qk);
   SiteCase av{"P·V unsigned softmax grid", SiteKind::MatmulAV, linear_plan(8, 8, 1.0f / 255, 5.0f / 127), 2, 3,
               29, 16, 29, false, true};
-  av.sp.x.is_unsigned = true;
+  av.sp.x.grid = Grid::Unsigned;
   check_site(av);
   SiteCase avs = av;
   avs.what = "P·V signed grid";

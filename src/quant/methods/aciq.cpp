@@ -81,7 +81,7 @@ AciqFit aciq_fit(const float* x, size_t n) {
 }
 
 double aciq_expected_mse(AciqDist d, double mu, double s, double alpha, int bits, bool is_unsigned) {
-  const double hi = double(qrange(bits, is_unsigned).hi);
+  const double hi = double(qrange(bits, is_unsigned ? Grid::Unsigned : Grid::Signed).hi);
   const double delta = alpha / hi;
   double e = tail(d, s, alpha - mu) + delta * delta / 12;
   if (!is_unsigned) e += tail(d, s, alpha * (1 + 1 / hi) + mu);  // lower end of the grid: −(hi+1)Δ
@@ -161,23 +161,23 @@ namespace {
 
 class Aciq : public Method {
  public:
-  explicit Aciq(const MethodArgs& a) : a_(a) {
-    if (a.aciq_dist != "auto" && a.aciq_dist != "laplace" && a.aciq_dist != "gauss")
-      fail(ErrorKind::Usage, "--aciq-dist must be auto, laplace or gauss (got '", a.aciq_dist, "')");
+  explicit Aciq(const AciqOptions& a) : a_(a) {
+    if (a.dist != "auto" && a.dist != "laplace" && a.dist != "gauss")
+      fail(ErrorKind::Usage, "--aciq-dist must be auto, laplace or gauss (got '", a.dist, "')");
   }
   std::string name() const override { return "aciq"; }
-  nlohmann::ordered_json settings() const override {
-    return {{"clip", a_.aciq_clip},
-            {"dist", a_.aciq_dist},
-            {"bit_alloc", a_.aciq_bit_alloc},
+  nlohmann::ordered_json settings(const GridPolicy& g) const override {
+    return {{"clip", a_.clip},
+            {"dist", a_.dist},
+            {"bit_alloc", a_.bit_alloc},
             {"max_channel_bits", kMaxChannelBits},
-            {"bias_correction", a_.aciq_bias_correction},
-            {"unsigned_softmax", a_.unsigned_softmax}};
+            {"bias_correction", a_.bias_correction},
+            {"unsigned_softmax", g.unsigned_softmax}};
   }
 
   SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {
-    SitePlan sp = minmax_site_plan(obs, bits, a_.unsigned_softmax);
-    if (a_.aciq_clip) {
+    SitePlan sp = minmax_site_plan(obs, bits);
+    if (a_.clip) {
       clip(obs.x, size_t(obs.x_per_image()) * size_t(obs.images), sp.x, notes.j["x"]);
       if (obs.attention()) clip(obs.w, size_t(obs.w_per_image()) * size_t(obs.images), sp.w, notes.j["w"]);
     }
@@ -191,8 +191,8 @@ class Aciq : public Method {
   // Sets the operand's step from the analytical clip of its calibration values.
   void clip(const float* x, size_t n, OperandQuant& q, nlohmann::ordered_json& note) const {
     const AciqFit f = aciq_fit(x, n);
-    const AciqDist d = a_.aciq_dist == "laplace" ? AciqDist::Laplace
-                       : a_.aciq_dist == "gauss" ? AciqDist::Gauss
+    const AciqDist d = a_.dist == "laplace" ? AciqDist::Laplace
+                       : a_.dist == "gauss" ? AciqDist::Gauss
                                                  : f.best;
     note["dist"] = aciq_dist_name(d);
     note["mean"] = f.mean;
@@ -204,8 +204,8 @@ class Aciq : public Method {
       note["alpha"] = nullptr;
       return;
     }
-    const double cap = q.is_unsigned ? f.max_pos : f.max_abs;
-    const double alpha = std::min(aciq_optimal_clip(d, f.mean, f.scale(d), q.bits, q.is_unsigned), cap);
+    const double cap = (q.grid == Grid::Unsigned) ? f.max_pos : f.max_abs;
+    const double alpha = std::min(aciq_optimal_clip(d, f.mean, f.scale(d), q.bits, (q.grid == Grid::Unsigned)), cap);
     note["alpha"] = alpha;
     note["alpha_over_max"] = cap > 0 ? alpha / cap : 1.0;
     if (alpha > 0) q.scale = max_step(float(alpha), q.range());
@@ -216,7 +216,7 @@ class Aciq : public Method {
     OperandQuant& w = sp.w;
     std::vector<double> range(static_cast<size_t>(N));
     for (int c = 0; c < N; ++c) range[size_t(c)] = max_abs(obs.w + size_t(c) * K, size_t(K));
-    if (a_.aciq_bit_alloc && w.bits < kMaxChannelBits) {
+    if (a_.bit_alloc && w.bits < kMaxChannelBits) {
       w.channel_bits = aciq_allocate_bits(range, w.bits, kMinBits, kMaxChannelBits);
       const auto [mn, mx] = std::minmax_element(w.channel_bits.begin(), w.channel_bits.end());
       note["channel_bits_min"] = *mn;
@@ -226,7 +226,7 @@ class Aciq : public Method {
     }
     w.channel_scales.resize(size_t(N));
     for (int c = 0; c < N; ++c) w.channel_scales[size_t(c)] = max_step(float(range[size_t(c)]), w.channel_range(size_t(c)));
-    if (a_.aciq_bias_correction) correct_bias(obs, sp, note);
+    if (a_.bias_correction) correct_bias(obs, sp, note);
     w.scale = *std::max_element(w.channel_scales.begin(), w.channel_scales.end());
   }
 
@@ -276,11 +276,23 @@ class Aciq : public Method {
     note["offset_max_abs"] = off_max;
   }
 
-  MethodArgs a_;
+  AciqOptions a_;
 };
 
 }  // namespace
 
-std::unique_ptr<Method> make_aciq(const MethodArgs& a) { return std::make_unique<Aciq>(a); }
+void AciqOptions::declare(OptionDecls& d) {
+  d.off_switch("--aciq-no-clip", &clip, "no analytical clipping; activations keep their max-based steps (ablation)");
+  d.text("--aciq-dist", &dist,
+         "distribution fitted to each activation for the clipping: auto (the likelier of the two maximum-likelihood "
+         "fits, reported per site), laplace, gauss");
+  d.off_switch("--aciq-no-bit-alloc", &bit_alloc,
+               "no per-channel weight bit allocation; every channel gets the layer's bits, with its own max-based "
+               "step (ablation)");
+  d.off_switch("--aciq-no-bias-correction", &bias_correction,
+               "no weight bias correction (restoring each channel's FP mean and norm) (ablation)");
+}
+
+std::unique_ptr<Method> make_aciq(const MethodConfig& cfg) { return std::make_unique<Aciq>(cfg.get<AciqOptions>("aciq")); }
 
 }  // namespace vitq

@@ -6,7 +6,18 @@
 #include <string>
 #include <vector>
 
+#include "quant/method_options.h"
+
 namespace vitq {
+
+// The method's options; each part can be switched off for an ablation.
+struct AciqOptions : MethodOptions {
+  bool clip = true;             // analytical activation clipping
+  std::string dist = "auto";    // auto (likelier fit) | laplace | gauss
+  bool bit_alloc = true;        // per-channel weight bit allocation
+  bool bias_correction = true;  // per-channel weight mean/norm restoration
+  void declare(OptionDecls& d) override;
+};
 
 enum class AciqDist { Laplace, Gauss };
 const char* aciq_dist_name(AciqDist d);

@@ -205,15 +205,15 @@ namespace {
 
 class BitSplit : public Method {
  public:
-  explicit BitSplit(const MethodArgs& a) : a_(a) {
-    if (a.bitsplit_act == "bitsplit" || a.bitsplit_act == "lapq")
+  BitSplit(const BitSplitOptions& a, const MethodConfig& cfg) : a_(a) {
+    if (a.act == "bitsplit" || a.act == "lapq")
       fail(ErrorKind::Usage, "--bitsplit-act must be a per-site method (minmax, percentile, aciq, easyquant, liu2021)");
-    if (a.bitsplit_epochs < 1) fail(ErrorKind::Usage, "--bitsplit-epochs must be >= 1");
-    act_ = make_method(a.bitsplit_act, a);
+    if (a.epochs < 1) fail(ErrorKind::Usage, "--bitsplit-epochs must be >= 1");
+    act_ = make_method(a.act, cfg);
   }
   std::string name() const override { return "bitsplit"; }
-  nlohmann::ordered_json settings() const override {
-    return {{"act_method", act_->name()}, {"act_settings", act_->settings()}, {"max_epochs", a_.bitsplit_epochs}};
+  nlohmann::ordered_json settings(const GridPolicy& g) const override {
+    return {{"act_method", act_->name()}, {"act_settings", act_->settings(g)}, {"max_epochs", a_.epochs}};
   }
 
   SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {
@@ -225,7 +225,7 @@ class BitSplit : public Method {
     sp.x = a.x;  // the activation method's input step only; its weight choices are dropped
     const SiteShape& s = obs.shape;
     const BitSplitResult r =
-        bit_split(obs.x, int64_t(obs.images) * s.M, s.K, obs.w, s.N, bits.w, a_.bitsplit_epochs, &sp.x);
+        bit_split(obs.x, int64_t(obs.images) * s.M, s.K, obs.w, s.N, bits.w, a_.epochs, &sp.x);
     sp.w.bits = bits.w;
     sp.w.channel_scales = r.alpha;
     for (float& v : sp.w.channel_scales)  // a channel with all-zero codes keeps some positive step
@@ -240,12 +240,20 @@ class BitSplit : public Method {
   }
 
  private:
-  MethodArgs a_;
+  BitSplitOptions a_;
   std::unique_ptr<Method> act_;
 };
 
 }  // namespace
 
-std::unique_ptr<Method> make_bitsplit(const MethodArgs& a) { return std::make_unique<BitSplit>(a); }
+void BitSplitOptions::declare(OptionDecls& d) {
+  d.text("--bitsplit-act", &act, "method of the activation steps (minmax, percentile, aciq, easyquant, liu2021)");
+  d.integer("--bitsplit-epochs", &epochs, 1, 10000,
+            "alternating rounds (steps, then each bit plane) at most; stops earlier when nothing changes");
+}
+
+std::unique_ptr<Method> make_bitsplit(const MethodConfig& cfg) {
+  return std::make_unique<BitSplit>(cfg.get<BitSplitOptions>("bitsplit"), cfg);
+}
 
 }  // namespace vitq

@@ -5,9 +5,18 @@
 #include <cstdint>
 #include <vector>
 
+#include <string>
+
+#include "quant/method_options.h"
 #include "quant/plan.h"
 
 namespace vitq {
+
+struct BitSplitOptions : MethodOptions {
+  std::string act = "percentile";  // method of the activation steps (with its own options)
+  int epochs = 30;                 // alternating rounds at most
+  void declare(OptionDecls& d) override;
+};
 
 struct BitSplitResult {
   int bits = 0;

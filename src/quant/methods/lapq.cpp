@@ -231,43 +231,43 @@ int stage_of(const SiteId& id, int depth) {
 
 class Lapq : public Method {
  public:
-  explicit Lapq(const MethodArgs& a) : a_(a) {
-    if (a.lapq_p.empty()) fail(ErrorKind::Usage, "--lapq-p needs at least one value");
-    for (double p : a.lapq_p)
+  Lapq(const LapqOptions& a, uint64_t seed) : a_(a), seed_(seed) {
+    if (a.p.empty()) fail(ErrorKind::Usage, "--lapq-p needs at least one value");
+    for (double p : a.p)
       if (!(p >= 0.5 && p <= 8)) fail(ErrorKind::Usage, "--lapq-p values must be in [0.5, 8] (got ", p, ")");
-    if (a.lapq_evals < int(a.lapq_p.size()) + 1)
+    if (a.evals < int(a.p.size()) + 1)
       fail(ErrorKind::Usage, "--lapq-evals must be at least the number of --lapq-p values + 1");
-    if (a.lapq_loss_images < 0) fail(ErrorKind::Usage, "--lapq-loss-images must be >= 0");
-    if (!(a.lapq_range > 1 && a.lapq_range <= 16)) fail(ErrorKind::Usage, "--lapq-range must be in (1, 16]");
+    if (a.loss_images < 0) fail(ErrorKind::Usage, "--lapq-loss-images must be >= 0");
+    if (!(a.range > 1 && a.range <= 16)) fail(ErrorKind::Usage, "--lapq-range must be in (1, 16]");
     // The driver's per-site pass uses the middle p (the network-level step then picks one).
-    p_default_ = a.lapq_p.size() / 2;
+    p_default_ = a.p.size() / 2;
   }
   std::string name() const override { return "lapq"; }
-  nlohmann::ordered_json settings() const override {
-    return {{"p", a_.lapq_p},
-            {"joint", a_.lapq_joint},
-            {"evals", a_.lapq_evals},
-            {"loss_images", a_.lapq_loss_images},
-            {"range", a_.lapq_range},
+  nlohmann::ordered_json settings(const GridPolicy& g) const override {
+    return {{"p", a_.p},
+            {"joint", a_.joint},
+            {"evals", a_.evals},
+            {"loss_images", a_.loss_images},
+            {"range", a_.range},
             {"loss", "kl_fp32"},
             {"optimizer", "nlopt LN_BOBYQA, block-coordinate"},
-            {"unsigned_softmax", a_.unsigned_softmax},
-            {"seed", a_.seed}};
+            {"unsigned_softmax", g.unsigned_softmax},
+            {"seed", seed_}};
   }
 
   SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {
-    SitePlan sp = minmax_site_plan(obs, bits, a_.unsigned_softmax);
+    SitePlan sp = minmax_site_plan(obs, bits);
     const size_t nx = size_t(obs.x_per_image()) * obs.images;
     const size_t nw = obs.attention() ? size_t(obs.w_per_image()) * obs.images : size_t(obs.shape.N) * obs.shape.K;
-    const uint64_t seed = a_.seed * 0x9e3779b97f4a7c15ull + std::hash<std::string>{}(obs.shape.id.name());
+    const uint64_t seed = seed_ * 0x9e3779b97f4a7c15ull + std::hash<std::string>{}(obs.shape.id.name());
     Init& in = init_[obs.shape.id.name()];
-    in.x = lp_optimal_steps(obs.x, nx, sp.x.range(), a_.lapq_p, size_t(1) << 16, seed);
-    in.w = lp_optimal_steps(obs.w, nw, sp.w.range(), a_.lapq_p, size_t(1) << 16, seed + 1);
+    in.x = lp_optimal_steps(obs.x, nx, sp.x.range(), a_.p, size_t(1) << 16, seed);
+    in.w = lp_optimal_steps(obs.w, nw, sp.w.range(), a_.p, size_t(1) << 16, seed + 1);
     sp.x.scale = in.x[p_default_];
     sp.w.scale = in.w[p_default_];
     nlohmann::ordered_json jx = nlohmann::ordered_json::object(), jw = nlohmann::ordered_json::object();
-    for (size_t j = 0; j < a_.lapq_p.size(); ++j) {
-      const std::string k = nlohmann::ordered_json(a_.lapq_p[j]).dump();
+    for (size_t j = 0; j < a_.p.size(); ++j) {
+      const std::string k = nlohmann::ordered_json(a_.p[j]).dump();
       jx[k] = in.x[j];
       jw[k] = in.w[j];
     }
@@ -290,7 +290,8 @@ class Lapq : public Method {
     float init = 0;                   // step at the chosen p
     int stage = 0;
   };
-  MethodArgs a_;
+  LapqOptions a_;
+  uint64_t seed_;
   size_t p_default_ = 0;
   std::map<std::string, Init> init_;
 };
@@ -299,7 +300,7 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
   using clock_type = std::chrono::steady_clock;
   const auto t0 = clock_type::now();
   const ViTConfig& cfg = net.model.cfg;
-  const int n_loss = a_.lapq_loss_images == 0 ? net.n : std::min(net.n, a_.lapq_loss_images);
+  const int n_loss = a_.loss_images == 0 ? net.n : std::min(net.n, a_.loss_images);
 
   // The variables: both steps of every planned site, in execution order.
   std::vector<Var> vars;
@@ -326,13 +327,13 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
   nlohmann::ordered_json p_losses = nlohmann::ordered_json::object();
   size_t best_p = 0;
   double init_loss = INFINITY;
-  for (size_t j = 0; j < a_.lapq_p.size(); ++j) {
+  for (size_t j = 0; j < a_.p.size(); ++j) {
     for (const Var& v : vars) set_step(v, (*v.steps)[j]);
     forget_all();
     ev.advance_to(0);
     const double l = ev.loss();
     curve.push_back(l);
-    p_losses[nlohmann::ordered_json(a_.lapq_p[j]).dump()] = l;
+    p_losses[nlohmann::ordered_json(a_.p[j]).dump()] = l;
     if (l < init_loss) init_loss = l, best_p = j;
   }
   for (Var& v : vars) {
@@ -356,15 +357,15 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
   }
   std::vector<double> xcur(vars.size(), 0.0);
   double best_loss = init_loss;
-  int budget = a_.lapq_evals - int(a_.lapq_p.size()) - 1;  // 1 for the final check
-  const double bound = std::log(a_.lapq_range);
+  int budget = a_.evals - int(a_.p.size()) - 1;  // 1 for the final check
+  const double bound = std::log(a_.range);
   nlohmann::ordered_json group_log = nlohmann::ordered_json::array();
   int sweeps = 0;
   auto need = [](const Group& g) { return 2 * int(g.vars.size()) + 2; };
   int total_need = 0;
   for (const Group& g : groups) total_need += need(g);
   const bool enough = budget >= total_need;
-  while (a_.lapq_joint && sweeps < 4 && budget >= (sweeps == 0 ? need(groups.front()) : total_need)) {
+  while (a_.joint && sweeps < 4 && budget >= (sweeps == 0 ? need(groups.front()) : total_need)) {
     const double rho = 0.15 / double(1 << sweeps);
     int dims_left = int(vars.size());
     for (const Group& g : groups) {
@@ -462,7 +463,7 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
                       " calibration images (no labels: the calibration set is unlabelled)");
   notes["loss_images"] = n_loss;
   notes["p_losses"] = p_losses;
-  notes["chosen_p"] = a_.lapq_p[best_p];
+  notes["chosen_p"] = a_.p[best_p];
   notes["init_loss"] = init_loss;
   notes["final_loss"] = std::min(final_loss, init_loss);
   notes["optimizer"] = "NLopt LN_BOBYQA (Powell), one block's steps at a time, log(step/init) in [-ln r, ln r]";
@@ -480,6 +481,20 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
 
 }  // namespace
 
-std::unique_ptr<Method> make_lapq(const MethodArgs& a) { return std::make_unique<Lapq>(a); }
+void LapqOptions::declare(OptionDecls& d) {
+  d.reals("--lapq-p", &p, 0.5, 8, "the p of the Lp-norm initialisations, comma-separated; the network loss picks one");
+  d.integer("--lapq-evals", &evals, 1, 1000000,
+            "network loss evaluations of the network-level step in all (one per p, the joint BOBYQA steps, one final "
+            "check); one block's optimisation needs 2n+2 for its n steps (26 for a ViT block)");
+  d.integer("--lapq-loss-images", &loss_images, 0, 65536,
+            "calibration images the network loss is computed on (the first of the seeded calibration subset; 0 = "
+            "all)");
+  d.real("--lapq-range", &range, 1, 16, "the joint step keeps each step within [init / r, init * r]", true);
+  d.off_switch("--lapq-no-joint", &joint, "stop after choosing p, no joint optimisation (ablation)");
+}
+
+std::unique_ptr<Method> make_lapq(const MethodConfig& cfg) {
+  return std::make_unique<Lapq>(cfg.get<LapqOptions>("lapq"), cfg.common.seed);
+}
 
 }  // namespace vitq

@@ -6,9 +6,19 @@
 #include <cstdint>
 #include <vector>
 
+#include "quant/method_options.h"
 #include "quant/quantizer.h"
 
 namespace vitq {
+
+struct LapqOptions : MethodOptions {
+  std::vector<double> p = {2, 2.5, 3, 3.5, 4};  // Lp norms of the initialisation
+  int evals = 400;        // network loss evaluations in the network-level step, all included
+  int loss_images = 32;   // calibration images the loss is computed on (0 = all)
+  double range = 2.0;     // joint step: each step within [init / r, init · r]
+  bool joint = true;      // false: stop after choosing p (ablation)
+  void declare(OptionDecls& d) override;
+};
 
 // For each p of `ps`, the step Δ minimising Σ_i |v_i − Q_Δ(v_i)|^p over the values (the paper's
 // layer-wise Lp-norm initialisation), Q_Δ the quantizer of grid `r`. Searched over

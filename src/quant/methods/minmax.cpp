@@ -3,27 +3,34 @@
 #include "quant/methods/methods.h"
 
 namespace vitq {
+
+void MinmaxOptions::declare(OptionDecls& d) {
+  d.flag("--per-channel-weights", &per_channel_weights, "one weight step per output channel");
+}
+
 namespace {
 
 class MinMax : public Method {
  public:
-  explicit MinMax(const MethodArgs& a) : a_(a) {}
+  explicit MinMax(const MinmaxOptions& o) : o_(o) {}
   std::string name() const override { return "minmax"; }
-  nlohmann::ordered_json settings() const override {
-    return {{"unsigned_softmax", a_.unsigned_softmax}, {"per_channel_weights", a_.per_channel_weights}};
+  nlohmann::ordered_json settings(const GridPolicy& g) const override {
+    return {{"unsigned_softmax", g.unsigned_softmax}, {"per_channel_weights", o_.per_channel_weights}};
   }
   SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes&) override {
-    SitePlan sp = minmax_site_plan(obs, bits, a_.unsigned_softmax);
-    if (a_.per_channel_weights && !obs.attention()) set_channel_max_scales(obs, sp.w);
+    SitePlan sp = minmax_site_plan(obs, bits);
+    if (o_.per_channel_weights && !obs.attention()) set_channel_max_scales(obs, sp.w);
     return sp;
   }
 
  private:
-  MethodArgs a_;
+  MinmaxOptions o_;
 };
 
 }  // namespace
 
-std::unique_ptr<Method> make_minmax(const MethodArgs& a) { return std::make_unique<MinMax>(a); }
+std::unique_ptr<Method> make_minmax(const MethodConfig& cfg) {
+  return std::make_unique<MinMax>(cfg.get<MinmaxOptions>("minmax"));
+}
 
 }  // namespace vitq

@@ -5,38 +5,46 @@
 #include "quant/stats.h"
 
 namespace vitq {
+
+void PercentileOptions::declare(OptionDecls& d) {
+  d.real("--percentile", &percentile, 0, 100, "the percentile of |x| (0-100]", /*lo_open=*/true);
+  d.flag("--per-channel-weights", &per_channel_weights, "one weight step per output channel");
+}
+
 namespace {
 
 class Percentile : public Method {
  public:
-  explicit Percentile(const MethodArgs& a) : a_(a) {}
+  explicit Percentile(const PercentileOptions& o) : o_(o) {}
   std::string name() const override { return "percentile"; }
-  nlohmann::ordered_json settings() const override {
-    return {{"percentile", a_.percentile},
-            {"unsigned_softmax", a_.unsigned_softmax},
-            {"per_channel_weights", a_.per_channel_weights}};
+  nlohmann::ordered_json settings(const GridPolicy& g) const override {
+    return {{"percentile", o_.percentile},
+            {"unsigned_softmax", g.unsigned_softmax},
+            {"per_channel_weights", o_.per_channel_weights}};
   }
   SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {
-    SitePlan sp = minmax_site_plan(obs, bits, a_.unsigned_softmax);
-    const double px = percentile_abs(obs.x, size_t(obs.x_per_image()) * size_t(obs.images), a_.percentile);
+    SitePlan sp = minmax_site_plan(obs, bits);
+    const double px = percentile_abs(obs.x, size_t(obs.x_per_image()) * size_t(obs.images), o_.percentile);
     sp.x.scale = max_step(float(px), sp.x.range());
     notes.j["x_percentile_value"] = px;
     if (obs.attention()) {  // the second operand is an activation too
-      const double pw = percentile_abs(obs.w, size_t(obs.w_per_image()) * size_t(obs.images), a_.percentile);
+      const double pw = percentile_abs(obs.w, size_t(obs.w_per_image()) * size_t(obs.images), o_.percentile);
       sp.w.scale = max_step(float(pw), sp.w.range());
       notes.j["w_percentile_value"] = pw;
-    } else if (a_.per_channel_weights) {
+    } else if (o_.per_channel_weights) {
       set_channel_max_scales(obs, sp.w);
     }
     return sp;
   }
 
  private:
-  MethodArgs a_;
+  PercentileOptions o_;
 };
 
 }  // namespace
 
-std::unique_ptr<Method> make_percentile(const MethodArgs& a) { return std::make_unique<Percentile>(a); }
+std::unique_ptr<Method> make_percentile(const MethodConfig& cfg) {
+  return std::make_unique<Percentile>(cfg.get<PercentileOptions>("percentile"));
+}
 
 }  // namespace vitq

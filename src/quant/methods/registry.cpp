@@ -1,5 +1,9 @@
-// Method names → constructors.
+// The registry of PTQ methods: the built-in ones in one table, plus any registered at run time.
+
 #include "core/error.h"
+#include "quant/methods/aciq.h"
+#include "quant/methods/bitsplit.h"
+#include "quant/methods/lapq.h"
 #include "quant/methods/methods.h"
 #include "quant/quantizer.h"
 
@@ -12,30 +16,70 @@ void set_channel_max_scales(const SiteObservation& obs, OperandQuant& w) {
     w.channel_scales[size_t(n)] = max_step(max_abs(obs.w + size_t(n) * K, size_t(K)), w.range());
 }
 
-// The one list of methods: adding one is a file with its make_* function and a line here.
-const std::vector<MethodEntry>& registered_methods() {
-  static const std::vector<MethodEntry> k = {
-      {"minmax", make_minmax, "max-based steps (the baseline)"},
-      {"percentile", make_percentile, "activation steps from a percentile of |x|"},
-      {"easyquant", make_easyquant, "EasyQuant: alternating cosine-similarity search of the steps"},
-      {"liu2021", make_liu2021, "Liu et al. 2021: Pearson search, ranking loss, bias correction"},
-      {"aciq", make_aciq, "ACIQ: analytical clipping, per-channel bit allocation, bias correction"},
-      {"lapq", make_lapq, "LAPQ: Lp-norm initialisation, then joint steps on the network loss"},
-      {"bitsplit", make_bitsplit, "Bit-Split: weights as optimised bit planes"},
+namespace {
+
+template <class T>
+std::unique_ptr<MethodOptions> options() {
+  return std::make_unique<T>();
+}
+
+std::vector<MethodEntry>& entries() {
+  // The built-in methods: adding one is a file with its options, its make_* function and a line here.
+  static std::vector<MethodEntry> k = {
+      {"minmax", "max-based steps (the baseline)", options<MinmaxOptions>, make_minmax},
+      {"percentile", "activation steps from a percentile of |x|", options<PercentileOptions>, make_percentile},
+      {"easyquant", "EasyQuant: alternating cosine-similarity search of the steps", options<SearchMethodOptions>,
+       make_easyquant},
+      {"liu2021", "Liu et al. 2021: Pearson search, ranking loss, bias correction", options<Liu2021Options>,
+       make_liu2021},
+      {"aciq", "ACIQ: analytical clipping, per-channel bit allocation, bias correction", options<AciqOptions>,
+       make_aciq},
+      {"lapq", "LAPQ: Lp-norm initialisation, then joint steps on the network loss", options<LapqOptions>, make_lapq},
+      {"bitsplit", "Bit-Split: weights as optimised bit planes", options<BitSplitOptions>, make_bitsplit},
   };
   return k;
 }
 
+const MethodEntry* find_entry(const std::string& name) {
+  for (const MethodEntry& e : entries())
+    if (name == e.name) return &e;
+  return nullptr;
+}
+
+}  // namespace
+
+const std::vector<MethodEntry>& registered_methods() { return entries(); }
+
+void register_method(const MethodEntry& e) {
+  if (find_entry(e.name)) fail(ErrorKind::Internal, "method ", e.name, " is registered twice");
+  entries().push_back(e);
+}
+
+MethodOptions& MethodConfig::of(const std::string& method) const {
+  auto it = opts_.find(method);
+  if (it != opts_.end()) return *it->second;
+  const MethodEntry* e = find_entry(method);
+  if (!e) fail(ErrorKind::Usage, "unknown --method '", method, "' (available: ", method_names(), ")");
+  return *(opts_[method] = e->make_options());
+}
+
 std::string method_names() {
   std::string s;
-  for (const MethodEntry& e : registered_methods()) s += (s.empty() ? "" : ", ") + std::string(e.name);
+  for (const MethodEntry& e : entries()) s += (s.empty() ? "" : ", ") + std::string(e.name);
   return s;
 }
 
-std::unique_ptr<Method> make_method(const std::string& name, const MethodArgs& a) {
-  for (const MethodEntry& e : registered_methods())
-    if (name == e.name) return e.make(a);
-  fail(ErrorKind::Usage, "unknown --method '", name, "' (available: ", method_names(), ")");
+std::string fast_method_names() {
+  std::string s;
+  for (const MethodEntry& e : entries())
+    if (e.make_options()->apply_fast()) s += (s.empty() ? "" : ", ") + std::string(e.name);
+  return s;
+}
+
+std::unique_ptr<Method> make_method(const std::string& name, const MethodConfig& cfg) {
+  const MethodEntry* e = find_entry(name);
+  if (!e) fail(ErrorKind::Usage, "unknown --method '", name, "' (available: ", method_names(), ")");
+  return e->make(cfg);
 }
 
 }  // namespace vitq

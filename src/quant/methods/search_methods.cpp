@@ -6,13 +6,53 @@
 #include "quant/scale_search.h"
 
 namespace vitq {
+
+void SearchMethodOptions::declare(OptionDecls& d) {
+  d.text("--similarity", &similarity, "Search objective: pearson (liu2021 default), cosine (easyquant default), mse");
+  d.integer("--candidates", &candidates, 1, 10000, "Search: candidate steps per operand");
+  d.real("--alpha", &alpha, 0, 100, "Search: smallest candidate, as a fraction of the max-based step", true);
+  d.real("--beta", &beta, 0, 100, "Search: largest candidate, as a fraction of the max-based step", true);
+  d.integer("--max-rounds", &max_rounds, 1, 1000, "Search: alternating rounds at most");
+  d.integer("--search-tokens", &search_tokens, 0, 1 << 20, "Search: tokens per image used to score candidates (0 = all)");
+  d.integer("--screen-tokens", &screen_tokens, 0, 1 << 20,
+            "Search: candidate screen. Each sweep scores all candidates on this many random tokens per image, then "
+            "the --screen-keep best of them on all tokens, and keeps the best there (0 = every candidate on all "
+            "tokens). The report counts the sweeps where the screen's own best was not the best on all tokens");
+  d.integer("--screen-keep", &screen_keep, 1, 10000, "Search: candidates the screen passes on");
+  d.integer("--coarse-stride", &coarse_stride, 0, 10000,
+            "Search: coarse-to-fine sweeps. Score every S-th candidate (and the last), then the candidates between "
+            "the best one's coarse neighbours (0 = every candidate, exact). Approximate: the same choice only where "
+            "the objective has a single peak over the candidates");
+}
+
+bool SearchMethodOptions::apply_fast() {
+  if (coarse_stride == 0) coarse_stride = 10;
+  return true;
+}
+
+void Liu2021Options::declare(OptionDecls& d) {
+  SearchMethodOptions::declare(d);
+  d.off_switch("--no-ranking", &ranking, "no ranking-aware loss at matmul_qk");
+  d.off_switch("--no-bias-correction", &bias_correction, "no bias correction");
+  d.real("--gamma", &gamma, 0, 1e6, "weight of the ranking loss");
+  d.real("--theta", &theta, 0, 1e6, "margin of the ranking loss");
+  d.integer("--rank-tokens", &rank_tokens, 0, 1 << 20,
+            "ranking loss over the pairs within this many random key tokens per score row (0 = all pairs, exact)");
+}
+
+bool Liu2021Options::apply_fast() {
+  SearchMethodOptions::apply_fast();
+  if (rank_tokens == 0) rank_tokens = 64;
+  return true;
+}
+
 namespace {
 
 class SearchMethod : public Method {
  public:
-  SearchMethod(std::string name, const SearchOptions& o, const MethodArgs& a) : name_(std::move(name)), o_(o), a_(a) {}
+  SearchMethod(std::string name, const SearchOptions& o) : name_(std::move(name)), o_(o) {}
   std::string name() const override { return name_; }
-  nlohmann::ordered_json settings() const override {
+  nlohmann::ordered_json settings(const GridPolicy& g) const override {
     nlohmann::ordered_json j;
     j["similarity"] = similarity_name(o_.similarity);
     j["candidates"] = o_.candidates;
@@ -30,7 +70,7 @@ class SearchMethod : public Method {
     j["screen_tokens_per_image"] = o_.screen_rows;     // 0 = no candidate screen
     if (o_.screen_rows > 0) j["screen_keep"] = o_.screen_keep;
     if (o_.coarse_stride > 0) j["coarse_stride"] = o_.coarse_stride;  // absent: every candidate
-    j["unsigned_softmax"] = o_.unsigned_softmax;
+    j["unsigned_softmax"] = g.unsigned_softmax;
     j["seed"] = o_.seed;
     return j;
   }
@@ -41,10 +81,9 @@ class SearchMethod : public Method {
  private:
   std::string name_;
   SearchOptions o_;
-  MethodArgs a_;
 };
 
-SearchOptions common(const MethodArgs& a, Similarity default_sim) {
+SearchOptions common(const SearchMethodOptions& a, Similarity default_sim, uint64_t seed) {
   SearchOptions o;
   o.similarity = default_sim;
   if (!a.similarity.empty() && !parse_similarity(a.similarity, &o.similarity))
@@ -52,8 +91,7 @@ SearchOptions common(const MethodArgs& a, Similarity default_sim) {
   if (a.candidates < 1 || a.candidates > 10000) fail(ErrorKind::Usage, "--candidates must be in [1, 10000]");
   if (!(a.alpha > 0 && a.alpha <= a.beta)) fail(ErrorKind::Usage, "need 0 < --alpha <= --beta");
   if (a.max_rounds < 1) fail(ErrorKind::Usage, "--max-rounds must be >= 1");
-  if (a.search_tokens < 0 || a.rank_tokens < 0 || a.rank_tokens == 1)
-    fail(ErrorKind::Usage, "--search-tokens must be >= 0 and --rank-tokens 0 or >= 2");
+  if (a.search_tokens < 0) fail(ErrorKind::Usage, "--search-tokens must be >= 0");
   o.candidates = a.candidates;
   o.alpha = a.alpha;
   o.beta = a.beta;
@@ -68,26 +106,27 @@ SearchOptions common(const MethodArgs& a, Similarity default_sim) {
   if (a.coarse_stride > 0 && a.screen_tokens > 0)
     fail(ErrorKind::Usage, "--coarse-stride and --screen-tokens cannot be combined");
   o.coarse_stride = a.coarse_stride;
-  o.unsigned_softmax = a.unsigned_softmax;
-  o.seed = a.seed;
+  o.seed = seed;
   return o;
 }
 
 }  // namespace
 
-std::unique_ptr<Method> make_easyquant(const MethodArgs& a) {
-  SearchOptions o = common(a, Similarity::Cosine);
-  return std::make_unique<SearchMethod>("easyquant", o, a);
+std::unique_ptr<Method> make_easyquant(const MethodConfig& cfg) {
+  SearchOptions o = common(cfg.get<SearchMethodOptions>("easyquant"), Similarity::Cosine, cfg.common.seed);
+  return std::make_unique<SearchMethod>("easyquant", o);
 }
 
-std::unique_ptr<Method> make_liu2021(const MethodArgs& a) {
-  SearchOptions o = common(a, Similarity::Pearson);
+std::unique_ptr<Method> make_liu2021(const MethodConfig& cfg) {
+  const Liu2021Options& a = cfg.get<Liu2021Options>("liu2021");
+  SearchOptions o = common(a, Similarity::Pearson, cfg.common.seed);
+  if (a.rank_tokens < 0 || a.rank_tokens == 1) fail(ErrorKind::Usage, "--rank-tokens must be 0 or >= 2");
   o.ranking = a.ranking;
   o.gamma = a.gamma;
   o.theta = a.theta;
   o.rank_tokens = a.rank_tokens;
   o.bias_correction = a.bias_correction;
-  return std::make_unique<SearchMethod>("liu2021", o, a);
+  return std::make_unique<SearchMethod>("liu2021", o);
 }
 
 }  // namespace vitq
