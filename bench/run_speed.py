@@ -25,7 +25,7 @@ The machine's other load is measured from /proc/stat (before, during and after) 
 Needs: /usr/bin/python3 (torch, onnx), node + `npm install --ignore-scripts` in bench/,
 a build with the vitq and vitq_gemm_roofline targets (--build-dir).
 
-  /usr/bin/python3 bench/run_speed.py --out out/speed.json --readme README.md   # full run (~25 min idle)
+  /usr/bin/python3 bench/run_speed.py --out out/speed.json --results docs/RESULTS.md   # full run (~25 min idle)
   /usr/bin/python3 bench/run_speed.py --quick --models vit_ti --batches 1 --out /tmp/s.json
 """
 import argparse
@@ -508,7 +508,7 @@ def goals_table(best, models, batches):
 
 
 def markdown(meta, rows, models, batches, failures, level=1, detail=True):
-    """The report; level = heading level of its title (3 inside the README), detail = add the table
+    """The report; level = heading level of its title (2 inside docs/RESULTS.md), detail = add the table
     of every (engine, thread count)."""
     best = best_rows(rows)
     h = "#" * level
@@ -528,8 +528,9 @@ def markdown(meta, rows, models, batches, failures, level=1, detail=True):
     return "\n".join(out) + "\n"
 
 
-def update_readme(path, text):
-    """Replaces the block between <!-- speed:begin --> and <!-- speed:end --> of the README."""
+def update_results(path, text):
+    """Replaces the block between <!-- speed:begin --> and <!-- speed:end --> of a markdown file
+    (docs/RESULTS.md)."""
     with open(path) as f:
         s = f.read()
     a, b = "<!-- speed:begin -->", "<!-- speed:end -->"
@@ -558,7 +559,9 @@ def parse_args():
                     help="build with the vitq and vitq_gemm_roofline targets (default: <repo>/build)")
     ap.add_argument("--work-dir", help="keep checkpoints/ONNX/raw outputs here and reuse them "
                                        "(default: a temporary dir, removed)")
-    ap.add_argument("--readme", help="also replace the <!-- speed:begin/end --> block of this README with the tables")
+    ap.add_argument("--results", "--readme", dest="results", metavar="MD",
+                    help="also replace the <!-- speed:begin/end --> block of this markdown file (docs/RESULTS.md; "
+                         "--readme is the old name) with the tables")
     ap.add_argument("--merge", help="comma-separated result JSONs of earlier runs (e.g. one per model, each measured "
                                     "in a quiet moment of a shared machine): write their combined tables instead of "
                                     "measuring")
@@ -581,7 +584,7 @@ def parse_args():
 
 
 def write_results(a, meta, runs, models, batches):
-    """The results JSON (meta, summary, raw runs), its markdown next to it, and the README block."""
+    """The results JSON (meta, summary, raw runs), its markdown next to it, and the docs/RESULTS.md block."""
     rows, failures = summarize(runs)
     md = markdown(meta, rows, models, batches, failures)
     with open(a.out, "w") as f:
@@ -590,9 +593,9 @@ def write_results(a, meta, runs, models, batches):
     with open(md_path, "w") as f:
         f.write(md)
     log(f"wrote {a.out} and {md_path}")
-    if a.readme:
-        update_readme(a.readme, markdown(meta, rows, models, batches, failures, level=3, detail=False))
-        log(f"updated {a.readme}")
+    if a.results:
+        update_results(a.results, markdown(meta, rows, models, batches, failures, level=2, detail=False))
+        log(f"updated {a.results}")
     print(md)
 
 
