@@ -18,8 +18,12 @@ Engines (see ENGINE_GROUPS; adding one is one function returning an Engine):
 The W8A8 plan of a random-weight model comes from `vitq quantize --method minmax --bits 8
 --random-calibration 4` (speed does not depend on the steps); the head stays FP32 (vitq's
 default), as it does in the PyTorch and ONNX Runtime int8 models.
-PyTorch runs with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset and glibc malloc tuned, as
-shared/docs/BENCHMARKING.md prescribes. Peak RSS of each process comes from /usr/bin/time -v.
+PyTorch runs with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset and glibc malloc tuned (its best
+configuration, measured on the machine of the tables): where those variables are set (the
+developers' environment sets Haswell and 512), Debian's OpenBLAS runs AVX2 kernels and FP32 GEMM
+at about half speed; with glibc's default thresholds, malloc hands PyTorch's large buffers back
+to the OS on every forward (ViT-Ti batch 8 4x slower). Peak RSS of each process comes from
+/usr/bin/time -v.
 The machine's other load is measured from /proc/stat (before, during and after) and reported.
 
 Needs: /usr/bin/python3 (torch, onnx), node + `npm install --ignore-scripts` in bench/,
@@ -50,7 +54,7 @@ PYTHON = "/usr/bin/python3"
 TIME = "/usr/bin/time"
 CORE_BUDGET = 2
 PROCESS_TIMEOUT_S = 1800  # one engine process (a hang must not stall the whole run)
-# PyTorch's environment (BENCHMARKING.md): OpenBLAS at its native kernels, malloc kept from trimming.
+# PyTorch's environment (module comment): OpenBLAS at its native kernels, malloc kept from trimming.
 TORCH_UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 TORCH_MALLOC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295"
 
@@ -402,7 +406,7 @@ def header_lines(meta):
         f"Method: {meta['repeats']} interleaved repetitions (one process per engine each), {meta['warmup']} warmup "
         f"+ {meta['iters']} timed forwards per process; ms per image = median over repetitions of each process's "
         f"median; ± = half the min–max range over repetitions. PyTorch with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE "
-        f"unset and glibc malloc tuned (shared/docs/BENCHMARKING.md)."
+        f"unset and glibc malloc tuned (why: `bench/run_speed.py`)."
         + (" **--quick: smoke test, not a measurement.**" if meta["quick"] else ""),
     ]
 
