@@ -15,10 +15,11 @@ and prints them against the goals of the issues: liu2021 on ViT-Ti <= 3 min, on 
 Wall time is what `vitq quantize` reports for calibration (loading images excluded) and the
 process's wall time around it; peak memory is the process's maximum resident set.
 
-  /usr/bin/python3 bench/calib_cost.py --out out/calib_cost.json --readme README.md
+  /usr/bin/python3 bench/calib_cost.py --out bench/results/calib_cost.json --results docs/RESULTS.md
   /usr/bin/python3 bench/calib_cost.py --methods liu2021 --skip-deit --out /tmp/c.json
 The --out file is also read back: rows measured earlier the same day with the same settings
-are kept, so a long run can be done in parts.
+are kept, so a long run can be done in parts. --results (old name: --readme) replaces the block
+between <!-- calibcost:begin --> and <!-- calibcost:end --> of that file (docs/RESULTS.md).
 
 Needs ../shared for the ViT-Ti part (skipped with a message if absent) and Debian's torch for
 the random DeiT-S checkpoint (tests/parity/ref_vit.py writes it).
@@ -101,7 +102,7 @@ def table(res):
     return "\n".join(lines) + "\n"
 
 
-def update_readme(path, text):
+def update_results(path, text):
     with open(path) as f:
         s = f.read()
     a, b = "<!-- calibcost:begin -->", "<!-- calibcost:end -->"
@@ -127,7 +128,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--extra", default="", help="extra vitq quantize arguments for every run (space-separated)")
     ap.add_argument("--out", required=True, help="results JSON")
-    ap.add_argument("--readme", help="update the <!-- calibcost --> block of this README")
+    ap.add_argument("--results", "--readme", dest="results", metavar="MD",
+                    help="replace the <!-- calibcost:begin/end --> block of this markdown file (docs/RESULTS.md; "
+                         "--readme is the old name)")
     args = ap.parse_args()
     if not os.path.exists(args.vitq):
         sys.exit(f"calib_cost: {args.vitq} not found; build first (./setup.sh)")
@@ -191,8 +194,8 @@ def main():
     save()
     text = table(res)
     print(text)
-    if args.readme:
-        update_readme(args.readme, text)
+    if args.results:
+        update_results(args.results, text)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,18 @@ Engines (see ENGINE_GROUPS; adding one is one function returning an Engine):
 The W8A8 plan of a random-weight model comes from `vitq quantize --method minmax --bits 8
 --random-calibration 4` (speed does not depend on the steps); the head stays FP32 (vitq's
 default), as it does in the PyTorch and ONNX Runtime int8 models.
-PyTorch runs with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset and glibc malloc tuned, as
-shared/docs/BENCHMARKING.md prescribes. Peak RSS of each process comes from /usr/bin/time -v.
+PyTorch runs with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset and glibc malloc tuned (its best
+configuration, measured on the machine of the tables): where those variables are set (the
+developers' environment sets Haswell and 512), Debian's OpenBLAS runs AVX2 kernels and FP32 GEMM
+at about half speed; with glibc's default thresholds, malloc hands PyTorch's large buffers back
+to the OS on every forward (ViT-Ti batch 8 4x slower). Peak RSS of each process comes from
+/usr/bin/time -v.
 The machine's other load is measured from /proc/stat (before, during and after) and reported.
 
 Needs: /usr/bin/python3 (torch, onnx), node + `npm install --ignore-scripts` in bench/,
 a build with the vitq and vitq_gemm_roofline targets (--build-dir).
 
-  /usr/bin/python3 bench/run_speed.py --out out/speed.json --readme README.md   # full run (~25 min idle)
+  /usr/bin/python3 bench/run_speed.py --out out/speed.json --results docs/RESULTS.md   # full run (~25 min idle)
   /usr/bin/python3 bench/run_speed.py --quick --models vit_ti --batches 1 --out /tmp/s.json
 """
 import argparse
@@ -50,7 +54,7 @@ PYTHON = "/usr/bin/python3"
 TIME = "/usr/bin/time"
 CORE_BUDGET = 2
 PROCESS_TIMEOUT_S = 1800  # one engine process (a hang must not stall the whole run)
-# PyTorch's environment (BENCHMARKING.md): OpenBLAS at its native kernels, malloc kept from trimming.
+# PyTorch's environment (module comment): OpenBLAS at its native kernels, malloc kept from trimming.
 TORCH_UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 TORCH_MALLOC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295"
 
@@ -402,7 +406,7 @@ def header_lines(meta):
         f"Method: {meta['repeats']} interleaved repetitions (one process per engine each), {meta['warmup']} warmup "
         f"+ {meta['iters']} timed forwards per process; ms per image = median over repetitions of each process's "
         f"median; ± = half the min–max range over repetitions. PyTorch with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE "
-        f"unset and glibc malloc tuned (shared/docs/BENCHMARKING.md)."
+        f"unset and glibc malloc tuned (why: `bench/run_speed.py`)."
         + (" **--quick: smoke test, not a measurement.**" if meta["quick"] else ""),
     ]
 
@@ -508,7 +512,7 @@ def goals_table(best, models, batches):
 
 
 def markdown(meta, rows, models, batches, failures, level=1, detail=True):
-    """The report; level = heading level of its title (3 inside the README), detail = add the table
+    """The report; level = heading level of its title (2 inside docs/RESULTS.md), detail = add the table
     of every (engine, thread count)."""
     best = best_rows(rows)
     h = "#" * level
@@ -528,8 +532,9 @@ def markdown(meta, rows, models, batches, failures, level=1, detail=True):
     return "\n".join(out) + "\n"
 
 
-def update_readme(path, text):
-    """Replaces the block between <!-- speed:begin --> and <!-- speed:end --> of the README."""
+def update_results(path, text):
+    """Replaces the block between <!-- speed:begin --> and <!-- speed:end --> of a markdown file
+    (docs/RESULTS.md)."""
     with open(path) as f:
         s = f.read()
     a, b = "<!-- speed:begin -->", "<!-- speed:end -->"
@@ -558,7 +563,9 @@ def parse_args():
                     help="build with the vitq and vitq_gemm_roofline targets (default: <repo>/build)")
     ap.add_argument("--work-dir", help="keep checkpoints/ONNX/raw outputs here and reuse them "
                                        "(default: a temporary dir, removed)")
-    ap.add_argument("--readme", help="also replace the <!-- speed:begin/end --> block of this README with the tables")
+    ap.add_argument("--results", "--readme", dest="results", metavar="MD",
+                    help="also replace the <!-- speed:begin/end --> block of this markdown file (docs/RESULTS.md; "
+                         "--readme is the old name) with the tables")
     ap.add_argument("--merge", help="comma-separated result JSONs of earlier runs (e.g. one per model, each measured "
                                     "in a quiet moment of a shared machine): write their combined tables instead of "
                                     "measuring")
@@ -581,7 +588,7 @@ def parse_args():
 
 
 def write_results(a, meta, runs, models, batches):
-    """The results JSON (meta, summary, raw runs), its markdown next to it, and the README block."""
+    """The results JSON (meta, summary, raw runs), its markdown next to it, and the docs/RESULTS.md block."""
     rows, failures = summarize(runs)
     md = markdown(meta, rows, models, batches, failures)
     with open(a.out, "w") as f:
@@ -590,9 +597,9 @@ def write_results(a, meta, runs, models, batches):
     with open(md_path, "w") as f:
         f.write(md)
     log(f"wrote {a.out} and {md_path}")
-    if a.readme:
-        update_readme(a.readme, markdown(meta, rows, models, batches, failures, level=3, detail=False))
-        log(f"updated {a.readme}")
+    if a.results:
+        update_results(a.results, markdown(meta, rows, models, batches, failures, level=2, detail=False))
+        log(f"updated {a.results}")
     print(md)
 
 

@@ -1,12 +1,15 @@
 #!/usr/bin/python3
-"""Accuracy of every PTQ method and bit-width on the shared models — the README's table.
+"""Accuracy of every PTQ method and bit-width on the shared models — the table of docs/RESULTS.md.
 
 For each model and configuration: `vitq quantize` on the calibration split, then
 `vitq eval --plan` on the dev split (simulated quantization). Records top-1, calibration
 time and peak memory (from vitq's report), and writes JSON plus a markdown table. With
---readme, replaces the block between <!-- accuracy:begin --> and <!-- accuracy:end -->.
+--results (old name: --readme), replaces the block between <!-- accuracy:begin --> and
+<!-- accuracy:end --> of that file. The JSON (--out) is the raw data of the table; the
+committed one belongs in bench/results/accuracy.json, beside the speed results.
 
-  /usr/bin/python3 tools/run_accuracy.py --out out/accuracy.json --readme README.md
+  /usr/bin/python3 tools/run_accuracy.py --out bench/results/accuracy.json --results docs/RESULTS.md \\
+      --calib-sizes vit_ti=64,cifar=256
   /usr/bin/python3 tools/run_accuracy.py --models cifar --configs liu2021-w6a6 --out /tmp/a.json
 
 Needs ../shared (models and data); exits with a message if it is absent.
@@ -98,7 +101,9 @@ def main():
     ap.add_argument("--configs", default="all", help="comma-separated config names, or 'all'")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="results JSON (also read to resume: finished rows are kept)")
-    ap.add_argument("--readme", help="update the accuracy block of this README")
+    ap.add_argument("--results", "--readme", dest="results", metavar="MD",
+                    help="replace the <!-- accuracy:begin/end --> block of this markdown file (docs/RESULTS.md; "
+                         "--readme is the old name)")
     ap.add_argument("--calib-sizes", default="",
                     help="calibration images per model, e.g. vit_ti=64,cifar=256 (default: all of calib: "
                          + ", ".join(f"{k}={m['calib_size']}" for k, m in MODELS.items()) + ")")
@@ -162,8 +167,8 @@ def main():
             fp = os.path.join(args.shared_dir, MODELS[row["model"]]["model"], "model.safetensors")
             row["file_ratio"] = os.path.getsize(qfile) / os.path.getsize(fp)
     save(args, results)
-    if args.readme:
-        update_readme(args.readme, table(results))
+    if args.results:
+        update_results(args.results, table(results))
 
 
 def calib_seconds(rep):
@@ -204,7 +209,7 @@ def table(results):
     return "\n".join(lines)
 
 
-def update_readme(path, text):
+def update_results(path, text):
     with open(path) as f:
         s = f.read()
     a, b = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
