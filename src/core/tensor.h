@@ -22,7 +22,6 @@ struct Tensor {
 
   int64_t numel() const { return static_cast<int64_t>(data.size()); }
   int64_t dim(int i) const { return shape.at(static_cast<size_t>(i < 0 ? i + int(shape.size()) : i)); }
-  int ndim() const { return static_cast<int>(shape.size()); }
   float* ptr() { return data.data(); }
   const float* ptr() const { return data.data(); }
   bool empty() const { return data.empty(); }

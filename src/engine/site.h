@@ -28,7 +28,6 @@ struct SiteId {
 
   std::string name() const;  // "patch_embed", "blocks.3.attn.qkv", "blocks.3.attn.matmul_qk", ...
   bool is_attention() const { return kind == SiteKind::MatmulQK || kind == SiteKind::MatmulAV; }
-  bool has_weight() const { return !is_attention(); }  // the second operand is a parameter
   bool operator==(const SiteId&) const = default;
   auto operator<=>(const SiteId&) const = default;
 };

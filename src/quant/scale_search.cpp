@@ -181,7 +181,6 @@ class Evaluator {
     }
     sim /= images_;
     rank /= images_;
-    last_sim_ = sim;
     last_rank_ = rank;
     if (err) {
       err->assign(size_t(C), 0.0);
@@ -193,7 +192,6 @@ class Evaluator {
     return ranking_ ? sim - opt_.gamma * rank : sim;
   }
 
-  double last_sim() const { return last_sim_; }
   double last_rank() const { return last_rank_; }
 
  private:
@@ -246,7 +244,7 @@ class Evaluator {
   std::vector<double> sim_, rank_;
   std::vector<double> so_, so2_, err_img_;  // Σo, Σo² per image (fixed), per-image channel errors
   avector<float> bc_;                       // bias + correction per group
-  double last_sim_ = 0, last_rank_ = 0;
+  double last_rank_ = 0;
 };
 
 // Moments beyond this are not worth their memory; such sites evaluate weight steps directly.

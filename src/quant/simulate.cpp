@@ -4,58 +4,10 @@
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
 #include "quant/quantizer.h"
+#include "quant/weight_codes.h"
 #include "runtime/int8_kernels.h"
 
 namespace vitq {
-
-void fake_quantize_weight(const float* w, float* out, int rows, int cols, const OperandQuant& q) {
-  if (!q.per_channel()) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; ++r)
-      fake_quantize(w + size_t(r) * cols, out + size_t(r) * cols, size_t(cols), q.scale, q.range());
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r) {
-    fake_quantize(w + size_t(r) * cols, out + size_t(r) * cols, size_t(cols), q.channel_scales[size_t(r)],
-                  q.channel_range(size_t(r)));
-  }
-}
-
-void plan_weight(const float* w, float* out, int rows, int cols, const SitePlan& sp) {
-  if (!sp.has_weight_codes()) {
-    fake_quantize_weight(w, out, rows, cols, sp.w);
-    return;
-  }
-  if (sp.weight_codes.size() != size_t(rows) * size_t(cols) || sp.w.channel_scales.size() != size_t(rows))
-    fail(ErrorKind::Internal, "weight codes of ", sp.weight_codes.size(), " entries for a ", rows, " x ", cols,
-         " weight with ", sp.w.channel_scales.size(), " channel steps");
-#pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r) {
-    const float d = sp.w.channel_scales[size_t(r)];
-    const int16_t* q = sp.weight_codes.data() + size_t(r) * cols;
-    float* o = out + size_t(r) * cols;
-    for (int k = 0; k < cols; ++k) o[k] = float(q[k]) * d;
-  }
-}
-
-void plan_weight_codes_f32(const float* w, float* out, int rows, int cols, const SitePlan& sp) {
-  if (sp.has_weight_codes() &&
-      (sp.weight_codes.size() != size_t(rows) * size_t(cols) || sp.w.channel_scales.size() != size_t(rows)))
-    fail(ErrorKind::Internal, "weight codes of ", sp.weight_codes.size(), " entries for a ", rows, " x ", cols,
-         " weight with ", sp.w.channel_scales.size(), " channel steps");
-#pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r) {
-    float* o = out + size_t(r) * cols;
-    if (sp.has_weight_codes()) {
-      const int16_t* q = sp.weight_codes.data() + size_t(r) * cols;
-      for (int k = 0; k < cols; ++k) o[k] = float(q[k]);
-    } else {
-      const float d = sp.w.per_channel() ? sp.w.channel_scales[size_t(r)] : sp.w.scale;
-      quantize_to_f32_codes(w + size_t(r) * cols, o, size_t(cols), d, sp.w.channel_range(size_t(r)));
-    }
-  }
-}
 
 void add_weight_offset(const SiteCall& c, const std::vector<float>& off) {
   if (off.empty()) return;
@@ -111,7 +63,7 @@ void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, av
   } else {
     const size_t n = size_t(call.N) * size_t(call.K);
     if (wbuf.size() < n) wbuf.resize(n);
-    plan_weight_codes_f32(call.w, wbuf.data(), call.N, call.K, sp);
+    site_weight_codes_f32(call.w, call.N, call.K, sp, wbuf.data());
     q.w = wbuf.data();
   }
   site_gemm_f32(q);  // Σ_k qx·qw
@@ -170,7 +122,7 @@ bool PlanSimulator::compute(const SiteCall& call) {
       if (!lw) fail(ErrorKind::Internal, "no weight for site ", call.site.name());
       avector<float>& dst = wq_[call.site];
       dst.resize(size_t(lw->w.numel()));
-      plan_weight_codes_f32(lw->w.ptr(), dst.data(), lw->out(), lw->in(), *sp);
+      site_weight_codes_f32(lw->w.ptr(), lw->out(), lw->in(), *sp, dst.data());
       it = wq_.find(call.site);
     }
     wq = it->second.data();

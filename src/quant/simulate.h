@@ -12,16 +12,6 @@
 
 namespace vitq {
 
-// Fake-quantizes a weight matrix [rows x cols] as the plan's operand says (per-tensor or
-// per-output-channel, with per-channel bit-widths if given).
-void fake_quantize_weight(const float* w, float* out, int rows, int cols, const OperandQuant& q);
-// The dequantized weight ŵ of a linear site's plan: its weight codes times the channel steps
-// if it has codes, else fake_quantize_weight of the FP weight `w`.
-void plan_weight(const float* w, float* out, int rows, int cols, const SitePlan& sp);
-// The integer weight codes of a linear site's plan, stored as floats (what the simulator's GEMM
-// multiplies): the plan's weight codes, else clip(round(W / Δw_c)) per channel.
-void plan_weight_codes_f32(const float* w, float* out, int rows, int cols, const SitePlan& sp);
-
 class PlanSimulator : public SiteHook {
  public:
   // Keeps references to model and plan. A site's weights are quantized on its first call and
@@ -41,7 +31,7 @@ class PlanSimulator : public SiteHook {
 
 // Applies the site plan to one call with float GEMMs: the reference computation shared by
 // the simulator and the calibration search. `wq` = the weight codes as floats
-// (plan_weight_codes_f32; or null to quantize call.w here).
+// (site_weight_codes_f32, quant/weight_codes.h; or null to quantize call.w here).
 //
 // The GEMM multiplies the integer codes (integer-valued floats: the sums are exact below 2^24),
 // and the epilogue scales each output by Δx·Δw_c and adds bias, bias correction and weight

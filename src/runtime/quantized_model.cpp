@@ -16,6 +16,7 @@
 #include "model/vit_config.h"
 #include "quant/ln_smoothing.h"
 #include "quant/quantizer.h"
+#include "quant/weight_codes.h"
 #include "runtime/pack_bits.h"
 
 namespace vitq {
@@ -62,23 +63,8 @@ void plan_weight_codes(const float* w, int N, int K, const SitePlan& sp, std::ve
     (*bits)[size_t(c)] = q.channel_bits.empty() ? q.bits : q.channel_bits[size_t(c)];
     (*steps)[size_t(c)] = q.per_channel() ? q.channel_scales[size_t(c)] : q.scale;
   }
-  const size_t n = size_t(N) * size_t(K);
-  if (sp.has_weight_codes()) {
-    if (sp.weight_codes.size() != n)
-      fail(ErrorKind::Internal, "weight codes of ", sp.weight_codes.size(), " entries for ", N, " x ", K);
-    codes->assign(sp.weight_codes.begin(), sp.weight_codes.end());
-    return;
-  }
-  codes->resize(n);
-#pragma omp parallel for schedule(static)
-  for (int c = 0; c < N; ++c) {
-    const QRange r = q.channel_range(size_t(c));
-    const float d = (*steps)[size_t(c)];
-    for (int k = 0; k < K; ++k) {
-      const size_t i = size_t(c) * size_t(K) + size_t(k);
-      (*codes)[i] = int16_t(quantize_one(w[i], d, r));
-    }
-  }
+  codes->resize(size_t(N) * size_t(K));
+  site_weight_codes(w, N, K, sp, codes->data());
 }
 
 QuantizedViT quantize_model(const ViTModel& model, const QuantPlan& plan) {

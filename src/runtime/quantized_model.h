@@ -53,7 +53,7 @@ struct QuantizedViT {
 };
 
 // The integer weights of a quantized linear site under its plan: the plan's weight_codes if it
-// has them, else clip(round(W / Δw_c)) on each channel's grid (the simulator's expression);
+// has them, else clip(round(W / Δw_c)) on each channel's grid (quant/weight_codes.h);
 // with the bit-width and step of every output channel.
 void plan_weight_codes(const float* w, int N, int K, const SitePlan& sp, std::vector<int16_t>* codes,
                        std::vector<int>* bits, std::vector<float>* steps);
