@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <bit>
 
-#define VITQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#include "numerics/multiversion.h"
 
 namespace vitq {
 namespace {

@@ -10,7 +10,7 @@
 #include "core/finite.h"
 #include "engine/vit_forward.h"
 #include "quant/ln_smoothing.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 #include "quant/similarity.h"
 #include "quant/simulate.h"
 

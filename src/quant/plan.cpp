@@ -12,7 +12,7 @@
 #include "io/safetensors.h"
 #include "model/vit_config.h"
 #include "quant/calib_data.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 
 namespace vitq {
 

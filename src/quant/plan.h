@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "engine/site.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 
 namespace vitq {
 

@@ -11,7 +11,7 @@
 
 #include "core/aligned.h"
 #include "core/error.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 #include "quant/weight_moments.h"
 
 namespace vitq {

@@ -7,6 +7,8 @@
 #include <numeric>
 #include <random>
 
+#include "numerics/multiversion.h"
+
 namespace vitq {
 
 bool parse_similarity(const std::string& s, Similarity* out) {
@@ -72,7 +74,6 @@ PairStats pair_stats(const float* o, const float* q, size_t n) {
   return s;
 }
 
-#define VITQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 
 VITQ_MULTIVERSION
 RowSums row_sums_i32(const int32_t* y, const float* o, const float* b, float s, size_t n, float* out) {

@@ -3,9 +3,9 @@
 #include "core/error.h"
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 #include "quant/weight_codes.h"
-#include "runtime/int8_kernels.h"
+#include "numerics/int8_kernels.h"
 
 namespace vitq {
 

@@ -35,7 +35,7 @@ class PlanSimulator : public SiteHook {
 //
 // The GEMM multiplies the integer codes (integer-valued floats: the sums are exact below 2^24),
 // and the epilogue scales each output by Δx·Δw_c and adds bias, bias correction and weight
-// offset with the integer runtime's kernels (runtime/int8_kernels.h). Mathematically this is
+// offset with the integer runtime's kernels (numerics/int8_kernels.h). Mathematically this is
 // the quantize-dequantize product x̂·ŵᵀ of plan.h; numerically it is what the integer runtime
 // computes, so simulated and integer runs agree bit for bit whenever no sum reaches 2^24.
 void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, avector<float>& xbuf,

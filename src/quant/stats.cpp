@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 
 namespace vitq {
 namespace {

@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 
 namespace vitq {
 

@@ -13,7 +13,7 @@
 
 #include "core/aligned.h"
 #include "quant/method.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 #include "quant/similarity.h"
 
 namespace vitq {

@@ -5,7 +5,7 @@
 #include "core/error.h"
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
-#include "runtime/int8_kernels.h"
+#include "numerics/int8_kernels.h"
 #include "runtime/quantized_model.h"
 
 namespace vitq {

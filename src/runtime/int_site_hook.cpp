@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "core/error.h"
-#include "runtime/int8_kernels.h"
+#include "numerics/int8_kernels.h"
 
 namespace vitq {
 namespace {

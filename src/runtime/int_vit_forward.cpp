@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
-#include "runtime/int8_kernels.h"
+#include "numerics/int8_kernels.h"
 
 namespace vitq {
 namespace {

@@ -15,9 +15,9 @@
 #include "io/safetensors.h"
 #include "model/vit_config.h"
 #include "quant/ln_smoothing.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 #include "quant/weight_codes.h"
-#include "runtime/pack_bits.h"
+#include "numerics/pack_bits.h"
 
 namespace vitq {
 

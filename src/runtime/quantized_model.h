@@ -19,7 +19,7 @@ constexpr const char* kQuantizedFormat = "vitq-quantized";
 constexpr int kQuantizedFormatVersion = 1;
 
 // How the codes of a quantized linear site are stored: I8 [N, K] when every channel has 8 bits,
-// I16 [N, K] when any channel has 9 or 10, else U8 [bytes] packed (runtime/pack_bits.h).
+// I16 [N, K] when any channel has 9 or 10, else U8 [bytes] packed (numerics/pack_bits.h).
 enum class CodeStorage { I8, I16, Packed };
 CodeStorage code_storage(const std::vector<int>& channel_bits);
 const char* code_storage_name(CodeStorage s);

@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 #include "probe.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 #include "quant/similarity.h"
 
 namespace vitq::probe {

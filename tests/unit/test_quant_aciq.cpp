@@ -14,7 +14,7 @@
 #include "quant/calibrate.h"
 #include "quant/method.h"
 #include "quant/methods/aciq.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 #include "quant/simulate.h"
 #include "quant_test_util.h"
 

@@ -10,7 +10,7 @@
 #include "core/aligned.h"
 #include "quant/method.h"
 #include "quant/methods/bitsplit.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 #include "quant/simulate.h"
 
 namespace vitq {

@@ -13,10 +13,10 @@
 #include "engine/vit_forward.h"
 #include "quant/ln_smoothing.h"
 #include "quant/simulate.h"
-#include "runtime/int8_kernels.h"
+#include "numerics/int8_kernels.h"
 #include "runtime/int_site_hook.h"
 #include "runtime/int_vit_forward.h"
-#include "runtime/pack_bits.h"
+#include "numerics/pack_bits.h"
 #include "runtime/quantized_model.h"
 #include "runtime_test_util.h"
 

@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
-#include "runtime/pack_bits.h"
+#include "numerics/pack_bits.h"
 #include "runtime/quantized_model.h"
 #include "runtime_test_util.h"
 

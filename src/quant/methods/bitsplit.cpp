@@ -22,7 +22,7 @@
 #include "core/error.h"
 #include "quant/calibrate.h"
 #include "quant/methods/methods.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 
 namespace vitq {
 namespace {

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "quant/method_options.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 
 namespace vitq {
 

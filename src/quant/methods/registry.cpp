@@ -5,7 +5,7 @@
 #include "quant/methods/bitsplit.h"
 #include "quant/methods/lapq.h"
 #include "quant/methods/methods.h"
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 
 namespace vitq {
 

@@ -1,7 +1,7 @@
 // 16 values per step: a true division by the step, round half to even (roundscale with an
 // explicit nearest-even mode, the default mode nearbyint uses), clip, convert, narrow to bytes.
 // The tail is handled with masked loads and stores.
-#include "runtime/int8_kernels_avx512.h"
+#include "numerics/int8_kernels_avx512.h"
 
 // GCC 12's unmasked AVX-512 intrinsics pass _mm512_undefined_*() as the merge source, which
 // -Wmaybe-uninitialized reports inside the header (a known false positive).

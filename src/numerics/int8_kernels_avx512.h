@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 
 namespace vitq {
 

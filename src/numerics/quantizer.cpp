@@ -1,8 +1,8 @@
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 
 #include <algorithm>
 
-#define VITQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#include "numerics/multiversion.h"
 
 namespace vitq {
 

@@ -1,10 +1,10 @@
-#include "runtime/int8_kernels.h"
+#include "numerics/int8_kernels.h"
 
-#include "runtime/int8_kernels_avx512.h"
+#include "numerics/int8_kernels_avx512.h"
 
 #include <cmath>
 
-#define VITQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#include "numerics/multiversion.h"
 
 namespace vitq {
 

@@ -1,4 +1,4 @@
-#include "runtime/pack_bits.h"
+#include "numerics/pack_bits.h"
 
 namespace vitq {
 

@@ -1,6 +1,6 @@
 // Row kernels of the integer runtime: quantize float rows into the operand codes of an int8
 // GEMM, and turn its int32 accumulators back into floats. Every quantizing kernel computes
-// exactly quant/quantizer.h's expression clip(nearbyint(x / Δ), lo, hi) (a true division), so
+// exactly numerics/quantizer.h's expression clip(nearbyint(x / Δ), lo, hi) (a true division), so
 // the codes equal the simulator's for the same float input. Single-threaded over the values
 // they are given; compiled for several x86-64 levels, the best chosen at run time.
 //
@@ -15,7 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "quant/quantizer.h"
+#include "numerics/quantizer.h"
 
 namespace vitq {
 
@@ -25,7 +25,7 @@ inline int32_t a_zero_point(int bits, Grid g) { return g == Grid::Unsigned ? 0 :
 inline int operand_planes(int bits) { return bits <= 8 ? 1 : 2; }
 
 // A side: u = clip(nearbyint(x / Δ), lo, hi) + zp into u8 (bits <= 8). AVX-512 when the CPU has
-// it (runtime/int8_kernels_avx512.cpp), else the portable loop; `_ref` is the scalar reference
+// it (numerics/int8_kernels_avx512.cpp), else the portable loop; `_ref` is the scalar reference
 // (quantize_one per value) the tests compare both with.
 void quantize_a_u8(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp);
 void quantize_a_u8_ref(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp);
