@@ -1,7 +1,10 @@
 #include "cli/method_options_cli.h"
 
 #include <map>
-#include <memory>
+#include <sstream>
+#include <string>
+#include <variant>
+#include <vector>
 
 #include "cli/validators.h"
 #include "core/error.h"

@@ -1,13 +1,17 @@
 #include "quant/weight_codes.h"
 
-#include <vector>
+#include <algorithm>
 
 #include "core/error.h"
 #include "numerics/quantizer.h"
 
 namespace vitq {
 
-void site_weight_codes(const float* w, int N, int K, const SitePlan& sp, int16_t* codes) {
+namespace {
+
+// The codes into int16 or float storage, without an intermediate copy.
+template <class T>
+void weight_codes_into(const float* w, int N, int K, const SitePlan& sp, T* codes) {
   const OperandQuant& q = sp.w;
   const size_t n = size_t(N) * size_t(K);
   if ((q.per_channel() && q.channel_scales.size() != size_t(N)) ||
@@ -16,7 +20,7 @@ void site_weight_codes(const float* w, int N, int K, const SitePlan& sp, int16_t
     fail(ErrorKind::Internal, "the weight plan (", sp.weight_codes.size(), " codes, ", q.channel_scales.size(),
          " channel steps, ", q.channel_bits.size(), " channel widths) does not fit a ", N, " x ", K, " weight");
   if (sp.has_weight_codes()) {
-    std::copy(sp.weight_codes.begin(), sp.weight_codes.end(), codes);
+    std::transform(sp.weight_codes.begin(), sp.weight_codes.end(), codes, [](int16_t v) { return T(v); });
     return;
   }
 #pragma omp parallel for schedule(static)
@@ -24,16 +28,19 @@ void site_weight_codes(const float* w, int N, int K, const SitePlan& sp, int16_t
     const QRange r = q.channel_range(size_t(c));
     const float d = q.per_channel() ? q.channel_scales[size_t(c)] : q.scale;
     const float* wc = w + size_t(c) * size_t(K);
-    int16_t* o = codes + size_t(c) * size_t(K);
-    for (int k = 0; k < K; ++k) o[k] = int16_t(quantize_one(wc[k], d, r));
+    T* o = codes + size_t(c) * size_t(K);
+    for (int k = 0; k < K; ++k) o[k] = T(quantize_one(wc[k], d, r));
   }
 }
 
+}  // namespace
+
+void site_weight_codes(const float* w, int N, int K, const SitePlan& sp, int16_t* codes) {
+  weight_codes_into(w, N, K, sp, codes);
+}
+
 void site_weight_codes_f32(const float* w, int N, int K, const SitePlan& sp, float* codes) {
-  std::vector<int16_t> q(size_t(N) * size_t(K));
-  site_weight_codes(w, N, K, sp, q.data());
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < int64_t(q.size()); ++i) codes[i] = float(q[size_t(i)]);
+  weight_codes_into(w, N, K, sp, codes);
 }
 
 }  // namespace vitq

@@ -46,6 +46,21 @@ const MethodEntry* find_entry(const std::string& name) {
   return nullptr;
 }
 
+const MethodEntry& entry_or_fail(const std::string& name) {
+  const MethodEntry* e = find_entry(name);
+  if (!e) fail(ErrorKind::Usage, "unknown --method '", name, "' (available: ", method_names(), ")");
+  return *e;
+}
+
+// The names of the registered methods that pass `keep`, comma-separated.
+template <class F>
+std::string names_where(F keep) {
+  std::string s;
+  for (const MethodEntry& e : entries())
+    if (keep(e)) s += (s.empty() ? "" : ", ") + std::string(e.name);
+  return s;
+}
+
 }  // namespace
 
 const std::vector<MethodEntry>& registered_methods() { return entries(); }
@@ -58,28 +73,19 @@ void register_method(const MethodEntry& e) {
 MethodOptions& MethodConfig::of(const std::string& method) const {
   auto it = opts_.find(method);
   if (it != opts_.end()) return *it->second;
-  const MethodEntry* e = find_entry(method);
-  if (!e) fail(ErrorKind::Usage, "unknown --method '", method, "' (available: ", method_names(), ")");
-  return *(opts_[method] = e->make_options());
+  return *(opts_[method] = entry_or_fail(method).make_options());
 }
 
 std::string method_names() {
-  std::string s;
-  for (const MethodEntry& e : entries()) s += (s.empty() ? "" : ", ") + std::string(e.name);
-  return s;
+  return names_where([](const MethodEntry&) { return true; });
 }
 
 std::string fast_method_names() {
-  std::string s;
-  for (const MethodEntry& e : entries())
-    if (e.make_options()->apply_fast()) s += (s.empty() ? "" : ", ") + std::string(e.name);
-  return s;
+  return names_where([](const MethodEntry& e) { return e.make_options()->apply_fast(); });
 }
 
 std::unique_ptr<Method> make_method(const std::string& name, const MethodConfig& cfg) {
-  const MethodEntry* e = find_entry(name);
-  if (!e) fail(ErrorKind::Usage, "unknown --method '", name, "' (available: ", method_names(), ")");
-  return e->make(cfg);
+  return entry_or_fail(name).make(cfg);
 }
 
 }  // namespace vitq
