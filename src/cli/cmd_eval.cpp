@@ -14,7 +14,7 @@
 #include "eval/evaluate.h"
 #include "model/vit_model.h"
 #include "quant/plan.h"
-#include "quant/ln_smoothing.h"
+#include "quant/plan_transforms.h"
 #include "quant/simulate.h"
 #include "runtime/int_vit_forward.h"
 #include "runtime/quantized_model.h"
@@ -73,8 +73,10 @@ void run_eval(const EvalArgs& a) {
   if (!a.plan.empty()) {
     plan = std::make_unique<QuantPlan>(load_plan(a.plan));
     check_plan_matches(*plan, model.cfg, a.plan);
-    // A plan with LayerNorm smoothing is for the rewritten checkpoint (the same FP function).
-    if (!plan->ln_smoothing.empty()) model = apply_ln_smoothing(model, plan->ln_smoothing, a.plan);
+    // A plan with transforms is for the rewritten checkpoint (the same FP function).
+    std::unique_ptr<ViTModel> rewritten;
+    apply_plan_transforms(model, *plan, rewritten, a.plan);
+    if (rewritten) model = std::move(*rewritten);
     sim = std::make_unique<PlanSimulator>(model, *plan);
   } else if (quantized && a.simulate) {
     plan = std::make_unique<QuantPlan>(simulation_plan(*qm));

@@ -19,6 +19,7 @@
 #include "model/vit_model.h"
 #include "quant/calib_data.h"
 #include "quant/calib_random.h"
+#include "quant/calib_report.h"
 #include "quant/calibrate.h"
 #include "quant/method.h"
 #include "quant/mixed_precision.h"
@@ -113,7 +114,7 @@ void run_quantize(QuantizeArgs& a) {
   opt.inputs = a.calib_inputs == "fp" ? CalibInputs::FP : CalibInputs::Quantized;
   opt.quantize_head = a.quantize_head;
   opt.grids.unsigned_softmax = a.unsigned_softmax;
-  if (a.smooth_ln) opt.smooth_ln_alpha = a.smooth_alpha;
+  if (a.smooth_ln) opt.transforms.smooth_ln_alpha = a.smooth_alpha;
   opt.batch = a.batch;
 
   std::printf("model    %s (%s)\n", a.model.c_str(), model.cfg.architecture.c_str());
@@ -170,36 +171,9 @@ void run_quantize(QuantizeArgs& a) {
   const std::string& dir = out.path();
   save_plan(r.plan, dir + "/plan.json");
 
-  nlohmann::ordered_json rep;
-  rep["tool_version"] = VITQ_VERSION;
-  rep["model"] = a.model;
-  rep["architecture"] = model.cfg.architecture;
-  rep["method"] = r.plan.method;
-  rep["settings"] = r.plan.settings;
-  rep["calibration"] = r.plan.calibration;
-  rep["threads"] = omp_get_max_threads();
-  rep["seconds"] = calib_seconds;
-  if (a.mixed_precision) rep["final_calibration_seconds"] = r.seconds;
-  rep["peak_rss_mb"] = peak_rss_mb();
-  nlohmann::ordered_json sites = nlohmann::ordered_json::array();
-  for (const auto& s : r.sites) {
-    nlohmann::ordered_json j;
-    j["site"] = s.site;
-    j["wbits"] = s.bits.w;
-    j["abits"] = s.bits.x;
-    j["x_scale"] = s.x_scale;
-    j["w_scale"] = s.w_scale;
-    j["pearson_minmax"] = s.sim_before;
-    j["pearson"] = s.sim_after;
-    j["cosine"] = s.cosine_after;
-    j["mse"] = s.mse_after;
-    j["seconds"] = s.seconds;
-    j["method"] = s.notes.j;
-    sites.push_back(j);
-  }
-  rep["sites"] = sites;
-  if (a.mixed_precision) rep["mixed_precision"] = mp_report;
-  if (!r.refine_notes.is_null()) rep["network_step"] = r.refine_notes;
+  CalibRunInfo run{a.model, model.cfg.architecture, omp_get_max_threads(), calib_seconds, peak_rss_mb(),
+                   std::move(mp_report)};
+  const nlohmann::ordered_json rep = calibration_report(r, run);
   {
     std::ofstream f(dir + "/report.json");
     f << rep.dump(1) << "\n";

@@ -28,6 +28,8 @@ struct SiteId {
 
   std::string name() const;  // "patch_embed", "blocks.3.attn.qkv", "blocks.3.attn.matmul_qk", ...
   bool is_attention() const { return kind == SiteKind::MatmulQK || kind == SiteKind::MatmulAV; }
+  // qkv, matmul_qk, matmul_av, proj: the sites of a block's attention module (the rest: its MLP).
+  bool in_attention_module() const { return is_attention() || kind == SiteKind::Qkv || kind == SiteKind::Proj; }
   bool operator==(const SiteId&) const = default;
   auto operator<=>(const SiteId&) const = default;
 };

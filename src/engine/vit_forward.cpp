@@ -8,6 +8,27 @@
 #include "engine/kernels.h"
 
 namespace vitq {
+namespace {
+
+// An attention site's call: groups = images · heads, each with its own M × K input and N × K
+// second operand (packed one after the other), no bias.
+SiteCall attention_call(SiteId site, int images, int heads, int M, int N, int K, const float* x, const float* w,
+                        float* y) {
+  SiteCall c;
+  c.site = site;
+  c.images = images;
+  c.groups = images * heads;
+  c.M = M;
+  c.N = N;
+  c.K = K;
+  c.x = x;
+  c.w = w;
+  c.w_stride = int64_t(N) * K;
+  c.y = y;
+  return c;
+}
+
+}  // namespace
 
 ViTForward::ViTForward(const ViTModel& model, FpGemm gemm) : m_(model), gemm_(gemm) {
   if (gemm == FpGemm::Packed) {  // shapes fixed by the config; primitives come on first use
@@ -160,17 +181,7 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
     }
   }
 
-  SiteCall qk;
-  qk.site = {SiteKind::MatmulQK, index};
-  qk.images = batch;
-  qk.groups = batch * H;
-  qk.M = T;
-  qk.N = T;
-  qk.K = d;
-  qk.x = q_.data();
-  qk.w = k_.data();
-  qk.w_stride = int64_t(TD);
-  qk.y = s_.data();
+  const SiteCall qk = attention_call({SiteKind::MatmulQK, index}, batch, H, T, T, d, q_.data(), k_.data(), s_.data());
   if (plain) qk_mm_->run(qk.groups, q_.data(), k_.data(), s_.data());
   else run_site(qk, hook);
 
@@ -179,17 +190,7 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < srows; ++r) softmax_rows(s_.data() + size_t(r) * T, 1, size_t(T), scale);
 
-  SiteCall av;
-  av.site = {SiteKind::MatmulAV, index};
-  av.images = batch;
-  av.groups = batch * H;
-  av.M = T;
-  av.N = d;
-  av.K = T;
-  av.x = s_.data();
-  av.w = vt_.data();
-  av.w_stride = int64_t(TD);
-  av.y = o_.data();
+  const SiteCall av = attention_call({SiteKind::MatmulAV, index}, batch, H, T, d, T, s_.data(), vt_.data(), o_.data());
   if (plain) av_mm_->run(av.groups, s_.data(), vt_.data(), o_.data());
   else run_site(av, hook);
 

@@ -8,13 +8,14 @@
 
 namespace vitq {
 
+namespace {
+
 VITQ_MULTIVERSION
 void quantize_a_u8_portable(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp) {
   const float lo = float(r.lo), hi = float(r.hi);
 #pragma omp simd
   for (size_t i = 0; i < n; ++i) {
-    float q = std::nearbyint(x[i] / delta);
-    q = q < lo ? lo : (q > hi ? hi : q);
+    const float q = code_f(x[i], delta, lo, hi);
     u[i] = uint8_t(int32_t(q) + zp);
   }
 }
@@ -25,8 +26,7 @@ int32_t quantize_b_s8_portable(const float* x, int8_t* q8, size_t n, float delta
   int32_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (size_t i = 0; i < n; ++i) {
-    float q = std::nearbyint(x[i] / delta);
-    q = q < lo ? lo : (q > hi ? hi : q);
+    const float q = code_f(x[i], delta, lo, hi);
     const int32_t c = int32_t(q);
     sum += c;
     q8[i] = int8_t(c);
@@ -34,10 +34,18 @@ int32_t quantize_b_s8_portable(const float* x, int8_t* q8, size_t n, float delta
   return sum;
 }
 
-namespace {
 const bool kAvx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                      __builtin_cpu_supports("avx512vl");
+
 }  // namespace
+
+const std::vector<QuantizerVariant>& quantizer_variants() {
+  static const std::vector<QuantizerVariant> v = {
+      {"avx512", kAvx512, quantize_a_u8_avx512, quantize_b_s8_avx512},
+      {"portable", true, quantize_a_u8_portable, quantize_b_s8_portable},
+  };
+  return v;
+}
 
 bool int8_kernels_use_avx512() { return kAvx512; }
 
@@ -70,8 +78,7 @@ int32_t quantize_a_u8_split(const float* x, uint8_t* lo_plane, uint8_t* hi_plane
   int32_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (size_t i = 0; i < n; ++i) {
-    float q = std::nearbyint(x[i] / delta);
-    q = q < lo ? lo : (q > hi ? hi : q);
+    const float q = code_f(x[i], delta, lo, hi);
     const int32_t c = int32_t(q);
     sum += c;
     const int32_t v = c + zp;
@@ -88,8 +95,7 @@ int32_t quantize_b_s8_split(const float* x, int8_t* lo_plane, int8_t* hi_plane, 
   int32_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (size_t i = 0; i < n; ++i) {
-    float q = std::nearbyint(x[i] / delta);
-    q = q < lo ? lo : (q > hi ? hi : q);
+    const float q = code_f(x[i], delta, lo, hi);
     const int32_t c = int32_t(q);
     sum += c;
     lo_plane[i] = int8_t(c & 127);

@@ -14,6 +14,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "numerics/quantizer.h"
 
@@ -35,9 +36,16 @@ int32_t quantize_a_u8_split(const float* x, uint8_t* lo, uint8_t* hi, size_t n, 
 int32_t quantize_b_s8(const float* x, int8_t* q, size_t n, float delta, QRange r);
 int32_t quantize_b_s8_ref(const float* x, int8_t* q, size_t n, float delta, QRange r);
 
-// The portable (auto-vectorised) versions, used without AVX-512; exposed for the tests.
-void quantize_a_u8_portable(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp);
-int32_t quantize_b_s8_portable(const float* x, int8_t* q, size_t n, float delta, QRange r);
+// Every implementation of the two quantizers, the dispatched one first among those the CPU can
+// run (XNNPACK-style: tests run each available variant against the `_ref` functions, so the
+// portable loop is checked on AVX-512 machines too).
+struct QuantizerVariant {
+  const char* name;  // "avx512", "portable"
+  bool available;    // the CPU can run it
+  void (*a_u8)(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp);
+  int32_t (*b_s8)(const float* x, int8_t* q, size_t n, float delta, QRange r);
+};
+const std::vector<QuantizerVariant>& quantizer_variants();
 
 // Whether the AVX-512 kernels are used on this CPU.
 bool int8_kernels_use_avx512();

@@ -13,6 +13,15 @@
 #define VITQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 
 namespace vitq {
+namespace {
+
+// code_f (numerics/quantizer.h) for 16 values: round(x / Δ) half to even, clipped to [lo, hi].
+VITQ_AVX512 inline __m512 code16(__m512 x, __m512 vd, __m512 lo, __m512 hi) {
+  const __m512 q = _mm512_roundscale_ps(_mm512_div_ps(x, vd), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+}
+
+}  // namespace
 
 VITQ_AVX512
 void quantize_a_u8_avx512(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp) {
@@ -20,17 +29,13 @@ void quantize_a_u8_avx512(const float* x, uint8_t* u, size_t n, float delta, QRa
   const __m512i vzp = _mm512_set1_epi32(zp);
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    __m512 q = _mm512_div_ps(_mm512_loadu_ps(x + i), vd);
-    q = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+    const __m512 q = code16(_mm512_loadu_ps(x + i), vd, lo, hi);
     const __m512i c = _mm512_add_epi32(_mm512_cvtps_epi32(q), vzp);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(u + i), _mm512_cvtepi32_epi8(c));
   }
   if (i < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    __m512 q = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), vd);
-    q = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+    const __m512 q = code16(_mm512_maskz_loadu_ps(m, x + i), vd, lo, hi);
     _mm512_mask_cvtepi32_storeu_epi8(u + i, m, _mm512_add_epi32(_mm512_cvtps_epi32(q), vzp));
   }
 }
@@ -41,18 +46,14 @@ int32_t quantize_b_s8_avx512(const float* x, int8_t* q8, size_t n, float delta, 
   __m512i sum = _mm512_setzero_si512();
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    __m512 q = _mm512_div_ps(_mm512_loadu_ps(x + i), vd);
-    q = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+    const __m512 q = code16(_mm512_loadu_ps(x + i), vd, lo, hi);
     const __m512i c = _mm512_cvtps_epi32(q);
     sum = _mm512_add_epi32(sum, c);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q8 + i), _mm512_cvtepi32_epi8(c));
   }
   if (i < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    __m512 q = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + i), vd);
-    q = _mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+    const __m512 q = code16(_mm512_maskz_loadu_ps(m, x + i), vd, lo, hi);
     const __m512i c = _mm512_maskz_mov_epi32(m, _mm512_cvtps_epi32(q));
     sum = _mm512_add_epi32(sum, c);
     _mm512_mask_cvtepi32_storeu_epi8(q8 + i, m, c);

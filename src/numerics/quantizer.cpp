@@ -10,55 +10,21 @@ VITQ_MULTIVERSION
 void fake_quantize(const float* x, float* y, size_t n, float delta, QRange r) {
   const float lo = float(r.lo), hi = float(r.hi);
 #pragma omp simd
-  for (size_t i = 0; i < n; ++i) {
-    float q = std::nearbyint(x[i] / delta);
-    q = q < lo ? lo : (q > hi ? hi : q);
-    y[i] = q * delta;
-  }
+  for (size_t i = 0; i < n; ++i) y[i] = code_f(x[i], delta, lo, hi) * delta;
 }
 
-VITQ_MULTIVERSION
-void quantize_to_i8(const float* x, int8_t* q, size_t n, float delta, QRange r) {
-  const float lo = float(r.lo), hi = float(r.hi);
-#pragma omp simd
-  for (size_t i = 0; i < n; ++i) {
-    float v = std::nearbyint(x[i] / delta);
-    v = v < lo ? lo : (v > hi ? hi : v);
-    q[i] = int8_t(v);
+// The integer codes into each storage type: one loop, cloned per ISA.
+#define VITQ_QUANTIZE_TO(NAME, T)                                           \
+  VITQ_MULTIVERSION                                                         \
+  void NAME(const float* x, T* q, size_t n, float delta, QRange r) {        \
+    const float lo = float(r.lo), hi = float(r.hi);                         \
+    _Pragma("omp simd") for (size_t i = 0; i < n; ++i) q[i] = T(code_f(x[i], delta, lo, hi)); \
   }
-}
-
-VITQ_MULTIVERSION
-void quantize_to_u8(const float* x, uint8_t* q, size_t n, float delta, QRange r) {
-  const float lo = float(r.lo), hi = float(r.hi);
-#pragma omp simd
-  for (size_t i = 0; i < n; ++i) {
-    float v = std::nearbyint(x[i] / delta);
-    v = v < lo ? lo : (v > hi ? hi : v);
-    q[i] = uint8_t(v);
-  }
-}
-
-VITQ_MULTIVERSION
-void quantize_to_i16(const float* x, int16_t* q, size_t n, float delta, QRange r) {
-  const float lo = float(r.lo), hi = float(r.hi);
-#pragma omp simd
-  for (size_t i = 0; i < n; ++i) {
-    float v = std::nearbyint(x[i] / delta);
-    v = v < lo ? lo : (v > hi ? hi : v);
-    q[i] = int16_t(v);
-  }
-}
-
-VITQ_MULTIVERSION
-void quantize_to_f32_codes(const float* x, float* q, size_t n, float delta, QRange r) {
-  const float lo = float(r.lo), hi = float(r.hi);
-#pragma omp simd
-  for (size_t i = 0; i < n; ++i) {
-    float v = std::nearbyint(x[i] / delta);
-    q[i] = v < lo ? lo : (v > hi ? hi : v);
-  }
-}
+VITQ_QUANTIZE_TO(quantize_to_i8, int8_t)
+VITQ_QUANTIZE_TO(quantize_to_u8, uint8_t)
+VITQ_QUANTIZE_TO(quantize_to_i16, int16_t)
+VITQ_QUANTIZE_TO(quantize_to_f32_codes, float)
+#undef VITQ_QUANTIZE_TO
 
 VITQ_MULTIVERSION
 float max_abs(const float* x, size_t n) {

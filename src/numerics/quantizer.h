@@ -33,11 +33,13 @@ inline float round_half_even(float v) { return std::nearbyint(v); }
 // Integer code of x for step `delta` (> 0): clip(round(x / Δ), lo, hi). A true division
 // (not x · (1/Δ), which can land on the other side of a .5 tie); every quantizing code path
 // of vitq computes exactly this expression.
+// code_f is that code as a float (lo, hi = the range as floats), for the vectorised loops.
+__attribute__((always_inline)) inline float code_f(float x, float delta, float lo, float hi) {
+  const float q = round_half_even(x / delta);
+  return q < lo ? lo : (q > hi ? hi : q);
+}
 inline int32_t quantize_one(float x, float delta, QRange r) {
-  float q = round_half_even(x / delta);
-  const float lo = float(r.lo), hi = float(r.hi);
-  q = q < lo ? lo : (q > hi ? hi : q);
-  return int32_t(q);
+  return int32_t(code_f(x, delta, float(r.lo), float(r.hi)));
 }
 
 // x̂ = q(x) · Δ for n values (fake quantization), vectorised.

@@ -4,71 +4,39 @@
 #include <cmath>
 #include <map>
 #include <memory>
-#include <set>
 
 #include "core/error.h"
 #include "core/finite.h"
-#include "engine/vit_forward.h"
-#include "quant/ln_smoothing.h"
 #include "numerics/quantizer.h"
+#include "quant/observers.h"
+#include "quant/plan_transforms.h"
 #include "quant/similarity.h"
 #include "quant/simulate.h"
+#include "quant/staged_forward.h"
 
 namespace vitq {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-// Thrown by a capture hook once it has what it came for, to skip the rest of a stage.
-struct StopForward {};
-
-// Per-site buffers holding one tensor of every calibration image.
-struct SiteBuffers {
-  avector<float> x, w, y;
-};
-
-// Captures site tensors of a batch into whole-calibration-set buffers, optionally delegating
-// the computation to an inner hook (the simulator of the plan so far).
-class CaptureHook : public SiteHook {
- public:
-  CaptureHook(const std::map<SiteId, SiteShape>& shapes, int n_images) : shapes_(shapes), n_(n_images) {}
-
-  SiteHook* inner = nullptr;
-  std::set<SiteId> want_y, want_xw;  // outputs / inputs to capture
-  SiteId stop_after{SiteKind::Head, -2};  // stop the stage after capturing this site
-  int offset = 0;                       // first image of the current batch
-  std::map<SiteId, SiteBuffers> buf;
-
-  bool compute(const SiteCall& c) override { return inner ? inner->compute(c) : false; }
-
-  void observe(const SiteCall& c) override {
-    const SiteShape& s = shapes_.at(c.site);
-    const int64_t rows = int64_t(s.groups_per_image) * s.M;
-    if (want_y.count(c.site)) copy(buf[c.site].y, c.y, rows * s.N, c.images);
-    if (want_xw.count(c.site)) {
-      copy(buf[c.site].x, c.x, rows * s.K, c.images);
-      if (c.site.is_attention()) copy(buf[c.site].w, c.w, int64_t(s.groups_per_image) * s.N * s.K, c.images);
-    }
-    if (c.site == stop_after) throw StopForward{};
+// The sites to quantize, by stage (staged_forward.h), in execution order.
+std::vector<std::vector<SiteId>> planned_sites(const std::vector<SiteShape>& order, const CalibOptions& opt,
+                                               int depth) {
+  std::vector<std::vector<SiteId>> by_stage(size_t(depth + 2));
+  for (const auto& s : order) {
+    const SiteId& id = s.id;
+    const bool q = id.block >= 0 || (id.kind == SiteKind::PatchEmbed ? opt.quantize_patch_embed : opt.quantize_head);
+    if (q) by_stage[size_t(stage_of(id, depth))].push_back(id);
   }
-
- private:
-  void copy(avector<float>& dst, const float* src, int64_t per_image, int images) {
-    if (dst.size() != size_t(per_image) * size_t(n_)) dst.assign(size_t(per_image) * size_t(n_), 0.0f);
-    std::copy_n(src, per_image * images, dst.data() + per_image * offset);
-  }
-  const std::map<SiteId, SiteShape>& shapes_;
-  int n_;
-};
+  return by_stage;
+}
 
 }  // namespace
 
 Bits Calibrator::site_bits(const SiteId& id, const CalibOptions& opt) {
   Bits b = opt.bits;
   if (!opt.block_bits.empty() && id.block >= 0) {
-    const bool msa = id.kind == SiteKind::Qkv || id.kind == SiteKind::MatmulQK || id.kind == SiteKind::MatmulAV ||
-                     id.kind == SiteKind::Proj;
-    b = opt.block_bits.at(size_t(2 * id.block + (msa ? 0 : 1)));
+    b = opt.block_bits.at(size_t(2 * id.block + (id.in_attention_module() ? 0 : 1)));
   }
   b.x_grid = opt.grids.unsigned_softmax && id.kind == SiteKind::MatmulAV ? Grid::Unsigned : Grid::Signed;
   return b;
@@ -118,146 +86,110 @@ static void check_finite_operand(const SiteId& id, const char* what, const avect
        shape.M, "x", shape.K, " per image and group)");
 }
 
+// One site: its observation from the captured tensors, the method's plan entry (into `plan`),
+// and the report line.
+static SiteReport calibrate_site(Method& method, const ViTModel& model, const SiteShape& shape, int n,
+                                 const SiteTensors& in, const SiteTensors& fp, const CalibOptions& opt,
+                                 QuantPlan& plan) {
+  const auto t0 = clock_type::now();
+  const SiteId& id = shape.id;
+  SiteObservation obs;
+  obs.shape = shape;
+  obs.images = n;
+  obs.x = in.x.data();
+  const LinearWeights* lw = site_weights(model, id);
+  obs.w = lw ? lw->w.ptr() : in.w.data();
+  obs.bias = lw && !lw->b.empty() ? lw->b.ptr() : nullptr;
+  obs.target = fp.y.data();
+  // A NaN/Inf here would turn every similarity into nan and every step into garbage.
+  check_finite_operand(id, "input (first operand)", in.x, shape, n, opt.inputs);
+  if (!lw) check_finite_operand(id, "second operand", in.w, shape, n, opt.inputs);
+  check_finite_operand(id, "FP32 output", fp.y, shape, n, CalibInputs::FP);
+
+  SiteReport rep;
+  rep.site = id.name();
+  rep.bits = Calibrator::site_bits(id, opt);
+  SitePlan sp = method.calibrate(obs, rep.bits, rep.notes);
+  rep.x_scale = sp.x.scale;
+  rep.w_scale = sp.w.scale;
+  if (!std::isfinite(sp.x.scale) || !std::isfinite(sp.w.scale))
+    fail(ErrorKind::Internal, "method ", method.name(), " chose a non-finite step at site ", id.name(),
+         " from finite inputs (x step ", sp.x.scale, ", w step ", sp.w.scale, ")");
+  SiteEval before = evaluate_site_plan(obs, minmax_site_plan(obs, {rep.bits.w, rep.bits.x}));
+  SiteEval after = evaluate_site_plan(obs, sp);
+  rep.sim_before = before.pearson;
+  rep.sim_after = after.pearson;
+  rep.cosine_after = after.cosine;
+  rep.mse_after = after.mse;
+  plan.sites[id.name()] = std::move(sp);
+  rep.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+  return rep;
+}
+
 CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
                                   const std::function<void(const CalibProgress&)>& progress) {
   const auto t_start = clock_type::now();
   const ViTConfig& c = m_.cfg;
-  // With LayerNorm smoothing every site sees the rewritten model; the plan gets the factors at
-  // the end (a plan that has them rewrites the checkpoint it is applied to).
-  std::map<std::string, std::vector<float>> smoothing;
-  if (opt.smooth_ln_alpha >= 0.0)
-    smoothing = ln_smoothing_factors(m_, images_, n_, opt.smooth_ln_alpha, std::max(1, opt.batch));
-  std::unique_ptr<ViTModel> smoothed;
-  const ViTModel& model = smoothed_model(m_, smoothing, smoothed, "ln_smoothing");
-  const int N = n_, T = c.tokens(), D = c.embed_dim, B = std::max(1, opt.batch);
-  const size_t img_floats = size_t(c.in_chans) * c.img_size * c.img_size;
-  const size_t tok_floats = size_t(T) * D;
-
-  std::map<SiteId, SiteShape> shapes;
-  std::vector<SiteShape> order = model_sites(c);
-  for (const auto& s : order) shapes[s.id] = s;
-
   CalibrationResult res;
   QuantPlan& plan = res.plan;
   plan.method = method.name();
   plan.settings = method.settings(opt.grids);
   plan.tool_version = VITQ_VERSION;
   plan.architecture = c.architecture;
+  // The transforms first: every site sees the rewritten model.
+  fit_plan_transforms(m_, images_, n_, opt.batch, opt.transforms, plan);
+  std::unique_ptr<ViTModel> rewritten;
+  const ViTModel& model = apply_plan_transforms(m_, plan, rewritten, "ln_smoothing");
 
-  // Which sites get quantized, grouped by stage: 0 = embed, 1..depth = blocks, depth+1 = head.
-  const int stages = c.depth + 2;
-  std::vector<std::vector<SiteId>> stage_sites(static_cast<size_t>(stages));
-  size_t total_sites = 0;
-  for (const auto& s : order) {
-    const SiteId& id = s.id;
-    int st = id.block >= 0 ? id.block + 1 : (id.kind == SiteKind::PatchEmbed ? 0 : stages - 1);
-    bool q = id.block >= 0 || (id.kind == SiteKind::PatchEmbed ? opt.quantize_patch_embed : opt.quantize_head);
-    if (q) {
-      stage_sites[size_t(st)].push_back(id);
-      ++total_sites;
-    }
-  }
+  std::map<SiteId, SiteShape> shapes;
+  for (const auto& s : model_sites(c)) shapes[s.id] = s;
+  const std::vector<std::vector<SiteId>> stage_sites = planned_sites(model_sites(c), opt, c.depth);
+  size_t total_sites = 0, done = 0;
+  for (const auto& v : stage_sites) total_sites += v.size();
 
-  ViTForward fwd(model, FpGemm::PerCall);
+  StagedForward fwd(model, images_, n_, opt.batch);
   PlanSimulator sim(model, plan);
-  avector<float> xf(size_t(N) * tok_floats), xq(size_t(N) * tok_floats), scratch(size_t(B) * tok_floats);
-  std::vector<float> logits(size_t(B) * size_t(c.num_classes));
-
-  // Runs stage `st` on images [i0, i0 + b): embed reads the images and writes `x`; blocks
-  // update `x` in place; the head reads `x`.
-  auto run_stage = [&](int st, int i0, int b, float* x, SiteHook* hook) {
-    if (st == 0) fwd.embed(images_ + size_t(i0) * img_floats, b, x, hook);
-    else if (st == stages - 1) fwd.head(x, b, logits.data(), hook);
-    else fwd.block(st - 1, x, b, hook);
-  };
-
-  size_t done = 0;
-  for (int st = 0; st < stages; ++st) {
+  // The FP model's residual stream and the partly quantized model's (calibrate.h).
+  avector<float> xf = fwd.new_stream(), xq = fwd.new_stream();
+  for (int st = 0; st < fwd.stages(); ++st) {
     const auto& sites = stage_sites[size_t(st)];
-    const bool last = st == stages - 1;
+    const bool last = st == fwd.stages() - 1;
     if (sites.empty() && last) break;
 
     // 1. FP pass: targets of this stage's sites (and FP inputs), advancing the FP stream.
-    CaptureHook fp(shapes, N);
+    SiteTensorCapture fp(shapes, n_);
     fp.want_y.insert(sites.begin(), sites.end());
     if (opt.inputs == CalibInputs::FP) fp.want_xw.insert(sites.begin(), sites.end());
-    for (int i0 = 0; i0 < N; i0 += B) {
-      const int b = std::min(B, N - i0);
-      fp.offset = i0;
-      run_stage(st, i0, b, xf.data() + size_t(i0) * tok_floats, &fp);
-    }
+    fwd.advance(st, xf.data(), &fp);
 
-    // 2. Each site in execution order.
+    // 2. Each site in execution order, its inputs from the plan so far.
     for (const SiteId& id : sites) {
-      const auto t0 = clock_type::now();
       if (progress) progress({done, total_sites, id.name()});
-      const SiteShape& shape = shapes.at(id);
-      SiteBuffers* in = nullptr;
-      CaptureHook qc(shapes, N);
+      SiteTensorCapture qc(shapes, n_);
       if (opt.inputs == CalibInputs::Quantized) {
         qc.inner = &sim;
         qc.want_xw.insert(id);
         qc.stop_after = id;
-        for (int i0 = 0; i0 < N; i0 += B) {
-          const int b = std::min(B, N - i0);
-          qc.offset = i0;
-          float* x = scratch.data();
-          if (st > 0) std::copy_n(xq.data() + size_t(i0) * tok_floats, size_t(b) * tok_floats, x);
-          try {
-            run_stage(st, i0, b, x, &qc);
-          } catch (const StopForward&) {
-          }
-        }
-        in = &qc.buf[id];
-      } else {
-        in = &fp.buf[id];
+        fwd.replay(st, st, xq.data(), &qc);
       }
-      SiteObservation obs;
-      obs.shape = shape;
-      obs.images = N;
-      obs.x = in->x.data();
-      const LinearWeights* lw = site_weights(model, id);
-      obs.w = lw ? lw->w.ptr() : in->w.data();
-      obs.bias = lw && !lw->b.empty() ? lw->b.ptr() : nullptr;
-      obs.target = fp.buf[id].y.data();
-      // A NaN/Inf here would turn every similarity into nan and every step into garbage.
-      check_finite_operand(id, "input (first operand)", in->x, shape, N, opt.inputs);
-      if (!lw) check_finite_operand(id, "second operand", in->w, shape, N, opt.inputs);
-      check_finite_operand(id, "FP32 output", fp.buf[id].y, shape, N, CalibInputs::FP);
-
-      SiteReport rep;
-      rep.site = id.name();
-      rep.bits = site_bits(id, opt);
-      SitePlan sp = method.calibrate(obs, rep.bits, rep.notes);
-      rep.x_scale = sp.x.scale;
-      rep.w_scale = sp.w.scale;
-      if (!std::isfinite(sp.x.scale) || !std::isfinite(sp.w.scale))
-        fail(ErrorKind::Internal, "method ", method.name(), " chose a non-finite step at site ", id.name(),
-             " from finite inputs (x step ", sp.x.scale, ", w step ", sp.w.scale, ")");
-      SiteEval before = evaluate_site_plan(obs, minmax_site_plan(obs, {rep.bits.w, rep.bits.x}));
-      SiteEval after = evaluate_site_plan(obs, sp);
-      rep.sim_before = before.pearson;
-      rep.sim_after = after.pearson;
-      rep.cosine_after = after.cosine;
-      rep.mse_after = after.mse;
-      plan.sites[id.name()] = std::move(sp);
-      rep.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
-      res.sites.push_back(std::move(rep));
+      const SiteTensors& in = opt.inputs == CalibInputs::Quantized ? qc.buf[id] : fp.buf[id];
+      res.sites.push_back(calibrate_site(method, model, shapes.at(id), n_, in, fp.buf[id], opt, plan));
       ++done;
-      if (opt.inputs == CalibInputs::Quantized) qc.buf.clear();
     }
 
-    // 3. Quantized pass: advance the quantized stream with the stage's plan.
-    if (!last) {
-      for (int i0 = 0; i0 < N; i0 += B) {
-        const int b = std::min(B, N - i0);
-        run_stage(st, i0, b, xq.data() + size_t(i0) * tok_floats, &sim);
-      }
+    // 3. The method's step over the whole block, if it has one.
+    if (st >= 1 && st <= c.depth && !sites.empty()) {
+      BlockContext blk{fwd, st - 1, xq.data(), xf.data(), sim};
+      nlohmann::ordered_json notes;
+      method.calibrate_block(blk, plan, notes);
+      if (!notes.is_null()) res.block_notes[cat("blocks.", st - 1)] = std::move(notes);
     }
+
+    // 4. Quantized pass: advance the quantized stream with the stage's plan.
+    if (!last) fwd.advance(st, xq.data(), &sim);
   }
   if (progress) progress({done, total_sites, ""});
-  method.refine(NetworkContext{model, images_, n_, B}, plan, res.refine_notes);
-  plan.ln_smoothing = std::move(smoothing);
+  method.refine(NetworkContext{model, images_, n_, fwd.batch()}, plan, res.refine_notes);
   res.seconds = std::chrono::duration<double>(clock_type::now() - t_start).count();
   return res;
 }

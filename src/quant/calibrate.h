@@ -1,10 +1,12 @@
 // The calibration driver: runs the calibration images through the model block by block,
 // shows each site to the method in execution order, and assembles the plan.
 //
-// Per block it keeps two residual streams for all calibration images: the FP model's (whose
+// Stage by stage (quant/staged_forward.h), it keeps two residual streams for all calibration images: the FP model's (whose
 // site outputs are the targets O) and the partly quantized model's (whose site inputs are
 // what the quantized site will really see). With CalibInputs::FP the site inputs come from
-// the FP stream instead. Memory: the two streams plus one block's site tensors.
+// the FP stream instead. After a block's sites, a method may optimise the block as a whole
+// (Method::calibrate_block); after every stage, Method::refine sees the network. Memory: the
+// two streams plus one block's site tensors.
 #pragma once
 #include <functional>
 #include <string>
@@ -12,6 +14,7 @@
 
 #include "quant/method.h"
 #include "quant/plan.h"
+#include "quant/plan_transforms.h"
 #include "model/vit_model.h"
 
 namespace vitq {
@@ -26,9 +29,9 @@ struct CalibOptions {
   bool quantize_patch_embed = true;
   bool quantize_head = false;
   int batch = 32;
-  // LayerNorm smoothing (quant/ln_smoothing.h): calibrate the model rewritten with factors of
-  // this α from the calibration images; the plan records them. < 0 = off.
-  double smooth_ln_alpha = -1.0;
+  // Checkpoint rewrites fitted before any site is observed and recorded in the plan
+  // (quant/plan_transforms.h); every site is calibrated on the rewritten model.
+  TransformOptions transforms;
 };
 
 struct SiteReport {
@@ -50,6 +53,7 @@ struct CalibProgress {
 struct CalibrationResult {
   QuantPlan plan;
   std::vector<SiteReport> sites;
+  nlohmann::ordered_json block_notes;   // from Method::calibrate_block, by block name, if any
   nlohmann::ordered_json refine_notes;  // from Method::refine, if the method has that step
   double seconds = 0;
 };

@@ -4,41 +4,17 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "engine/vit_forward.h"
+#include "quant/observers.h"
+#include "quant/staged_forward.h"
 
 namespace vitq {
-namespace {
-
-// Per-channel max |x| of the inputs of the LN-fed sites, over every row of every call.
-class ChannelMaxHook : public SiteHook {
- public:
-  std::map<std::string, std::vector<float>> max_abs;
-  void observe(const SiteCall& c) override {
-    if (c.site.kind != SiteKind::Qkv && c.site.kind != SiteKind::Fc1) return;
-    std::vector<float>& m = max_abs[c.site.name()];
-    m.resize(size_t(c.K), 0.0f);
-    const int64_t rows = int64_t(c.groups) * c.M;
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* x = c.x + r * c.K;
-      for (int k = 0; k < c.K; ++k) m[size_t(k)] = std::max(m[size_t(k)], std::fabs(x[k]));
-    }
-  }
-};
-
-}  // namespace
 
 std::map<std::string, std::vector<float>> ln_smoothing_factors(const ViTModel& model, const float* images, int n,
                                                                double alpha, int batch) {
   if (!(alpha >= 0.0 && alpha <= 1.0)) fail(ErrorKind::Usage, "--smooth-alpha must be in [0, 1], got ", alpha);
-  const ViTConfig& c = model.cfg;
-  const size_t img_floats = size_t(c.in_chans) * c.img_size * c.img_size;
-  ViTForward fwd(model, FpGemm::PerCall);
-  ChannelMaxHook hook;
-  std::vector<float> logits(size_t(batch) * size_t(c.num_classes));
-  for (int i0 = 0; i0 < n; i0 += batch) {
-    const int b = std::min(batch, n - i0);
-    fwd.run(images + size_t(i0) * img_floats, b, logits.data(), &hook);
-  }
+  StagedForward fwd(model, images, n, batch);
+  ChannelAbsMax hook({SiteKind::Qkv, SiteKind::Fc1});
+  fwd.replay(0, fwd.stages() - 1, nullptr, &hook);
   std::map<std::string, std::vector<float>> out;
   for (const auto& [name, xmax] : hook.max_abs) {
     SiteId id;
@@ -89,13 +65,6 @@ ViTModel apply_ln_smoothing(const ViTModel& model, const std::map<std::string, s
     }
   }
   return m;
-}
-
-const ViTModel& smoothed_model(const ViTModel& model, const std::map<std::string, std::vector<float>>& factors,
-                               std::unique_ptr<ViTModel>& holder, const std::string& source) {
-  if (factors.empty()) return model;
-  holder = std::make_unique<ViTModel>(apply_ln_smoothing(model, factors, source));
-  return *holder;
 }
 
 }  // namespace vitq

@@ -9,11 +9,10 @@
 //     s_k = max|x_k|^α / max_c |W[c][k]|^(1−α)
 // with max|x_k| over the calibration images (FP model) and α = 0.5 by default; s_k = 1 where a
 // channel or its weight column is all zero. Any method then calibrates the rewritten model; the
-// plan records the factors (QuantPlan::ln_smoothing) and everything that applies a plan to a
-// checkpoint (simulator, export, integer runtime) rewrites it first.
+// plan records the factors (QuantPlan::ln_smoothing), and everything that applies a plan to a
+// checkpoint rewrites it first, through the plan's transform step (plan_transforms.h).
 #pragma once
 #include <map>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,10 +30,5 @@ std::map<std::string, std::vector<float>> ln_smoothing_factors(const ViTModel& m
 // `source` if a site is not fed by a LayerNorm or a length does not match.
 ViTModel apply_ln_smoothing(const ViTModel& model, const std::map<std::string, std::vector<float>>& factors,
                             const std::string& source);
-
-// The model a plan with these factors applies to: `model` itself if `factors` is empty, else its
-// rewrite, kept alive in `holder`.
-const ViTModel& smoothed_model(const ViTModel& model, const std::map<std::string, std::vector<float>>& factors,
-                               std::unique_ptr<ViTModel>& holder, const std::string& source);
 
 }  // namespace vitq

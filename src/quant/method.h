@@ -65,6 +65,8 @@ struct GridPolicy {
 };
 
 struct ViTModel;
+class StagedForward;
+class PlanSimulator;
 
 // What a network-level step sees: the model and the calibration images (n × C × H × W).
 struct NetworkContext {
@@ -72,6 +74,16 @@ struct NetworkContext {
   const float* images;
   int n;
   int batch;
+};
+
+// What a block-level step sees (Method::calibrate_block): one transformer block once each of its
+// sites has a plan entry. Streams are n × tokens × embed_dim, image-major.
+struct BlockContext {
+  StagedForward& forward;    // the model being calibrated (transforms applied), stage by stage
+  int block;                 // 0-based; its stage is block + 1
+  const float* x_in;         // the block's input in the partly quantized model (earlier blocks' plans)
+  const float* fp_out;       // the FP model's output of the block
+  PlanSimulator& simulator;  // the plan so far; forget(site) after changing a site's entry
 };
 
 class Method {
@@ -82,6 +94,10 @@ class Method {
   virtual nlohmann::ordered_json settings(const GridPolicy& grids) const = 0;
   // Chooses the site's quantization at the given format.
   virtual SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) = 0;
+  // Optional step over one block once its sites have plan entries (e.g. block reconstruction:
+  // choose the block's entries so that its output from x_in matches fp_out). Runs before the
+  // next block is observed, so later sites see the result. `notes` goes to the report.
+  virtual void calibrate_block(BlockContext& /*block*/, QuantPlan& /*plan*/, nlohmann::ordered_json& /*notes*/) {}
   // Optional step over the whole network once every site has a plan entry (e.g. LAPQ's joint
   // optimisation of all steps on the network loss). `notes` goes to the report.
   virtual void refine(const NetworkContext& /*net*/, QuantPlan& /*plan*/, nlohmann::ordered_json& /*notes*/) {}

@@ -5,12 +5,12 @@
 #include <memory>
 #include <chrono>
 #include <map>
-#include <set>
 
 #include "core/error.h"
-#include "engine/vit_forward.h"
-#include "quant/ln_smoothing.h"
+#include "quant/plan_transforms.h"
+#include "quant/observers.h"
 #include "quant/simulate.h"
+#include "quant/staged_forward.h"
 
 namespace vitq {
 
@@ -51,29 +51,103 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-bool is_msa(SiteKind k) {
-  return k == SiteKind::Qkv || k == SiteKind::MatmulQK || k == SiteKind::MatmulAV || k == SiteKind::Proj;
-}
-
-// Delegates to the simulator only for an allowed set of sites; copies chosen outputs.
-class ModuleHook : public SiteHook {
- public:
-  SiteHook* inner = nullptr;
-  std::set<SiteId> allowed;
-  std::map<SiteId, float*> capture;  // destination per site (batch's first image)
-  std::function<void(const SiteCall&)> on_site;
-  bool compute(const SiteCall& c) override { return inner && allowed.count(c.site) ? inner->compute(c) : false; }
-  void observe(const SiteCall& c) override {
-    auto it = capture.find(c.site);
-    if (it != capture.end()) std::copy_n(c.y, int64_t(c.groups) * c.M * c.N, it->second);
-    if (on_site) on_site(c);
-  }
-};
-
 double nuclear_norm(const float* a, int rows, int cols) {
   Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> m(a, rows, cols);
   Eigen::BDCSVD<Eigen::MatrixXf> svd(m.cast<float>());
   return double(svd.singularValues().cast<double>().sum());
+}
+
+// Per module (2·block = attention, 2·block + 1 = MLP): σ, the mean nuclear norm of its
+// sensitivity matrix over the first svd_n images, and the perturbation at each candidate plan.
+struct Sensitivity {
+  std::vector<double> sigma;
+  std::vector<std::vector<double>> pert;  // [module][candidate], Σ over images of ||Ŷ − Y||²
+};
+
+// Sums of the nuclear norms of a block's sensitivity matrices and their counts.
+struct NormSums {
+  double msa = 0, mlp = 0;
+  int count_msa = 0, count_mlp = 0;
+};
+
+// Adds the nuclear norms of the sensitivity matrices in one block's FP pass on a batch (the
+// first svd_here images of it) to `sums`: the attention maps P (matmul_av's input, per image
+// and head) and the MLP output (fc2's).
+class SensitivityHook : public SelectiveSimulation {
+ public:
+  SensitivityHook(int blk, int svd_here, int T, int D, int H, NormSums& sums) {
+    on_site = [=, this, &sums](const SiteCall& call) {
+      if (svd_here == 0) return;
+      if (call.site == SiteId{SiteKind::MatmulAV, blk}) {  // call.x holds P, image-major
+        vals_.assign(size_t(svd_here) * H, 0.0);
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int g = 0; g < svd_here * H; ++g) vals_[size_t(g)] = nuclear_norm(call.x + size_t(g) * T * T, T, T);
+        for (double v : vals_) sums.msa += v;
+        sums.count_msa += svd_here * H;
+      } else if (call.site == SiteId{SiteKind::Fc2, blk}) {
+        vals_.assign(size_t(svd_here), 0.0);
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int g = 0; g < svd_here; ++g) vals_[size_t(g)] = nuclear_norm(call.y + size_t(g) * T * D, T, D);
+        for (double v : vals_) sums.mlp += v;
+        sums.count_mlp += svd_here;
+      }
+    };
+  }
+ private:
+  std::vector<double> vals_;
+};
+
+Sensitivity module_sensitivity(const ViTModel& run_model, const float* images, int n, int batch,
+                               const std::vector<QuantPlan>& plans, int svd_n) {
+  const ViTConfig& c = run_model.cfg;
+  const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, C = int(plans.size());
+  StagedForward fwd(run_model, images, n, batch);
+  const int B = fwd.batch();
+  const size_t tok = fwd.stream_floats();
+  Sensitivity r{std::vector<double>(size_t(2 * c.depth), 0.0),
+                std::vector<std::vector<double>>(size_t(2 * c.depth), std::vector<double>(size_t(C), 0.0))};
+  avector<float> x = fwd.new_stream(), work(size_t(B) * tok);
+  fwd.advance(0, x.data(), nullptr);
+  avector<float> y_msa(size_t(B) * tok), y_mlp(size_t(B) * tok), q_out(size_t(B) * tok);
+  for (int blk = 0; blk < c.depth; ++blk) {
+    const SiteId proj{SiteKind::Proj, blk}, fc2{SiteKind::Fc2, blk};
+    NormSums sums;
+    for (int i0 = 0; i0 < n; i0 += B) {
+      const int b = std::min(B, n - i0);
+      // FP block: outputs of both modules, and the sensitivity matrices.
+      SensitivityHook fp(blk, std::max(0, std::min(b, svd_n - i0)), T, D, H, sums);
+      fp.capture[proj] = y_msa.data();
+      fp.capture[fc2] = y_mlp.data();
+      float* xb = x.data() + size_t(i0) * tok;
+      std::copy_n(xb, size_t(b) * tok, work.data());
+      fwd.run(blk + 1, i0, b, work.data(), &fp);
+      // Each module alone at each candidate width.
+      for (int k = 0; k < C; ++k) {
+        PlanSimulator sim(run_model, plans[size_t(k)]);
+        for (int msa = 1; msa >= 0; --msa) {
+          SelectiveSimulation q;
+          q.inner = &sim;
+          for (SiteKind kind : {SiteKind::Qkv, SiteKind::MatmulQK, SiteKind::MatmulAV, SiteKind::Proj, SiteKind::Fc1,
+                                SiteKind::Fc2})
+            if (SiteId{kind, blk}.in_attention_module() == bool(msa)) q.allowed.insert({kind, blk});
+          q.capture[msa ? proj : fc2] = q_out.data();
+          std::copy_n(xb, size_t(b) * tok, work.data());
+          fwd.run(blk + 1, i0, b, work.data(), &q);
+          const float* ref = msa ? y_msa.data() : y_mlp.data();
+          double e = 0;
+          for (size_t j = 0; j < size_t(b) * tok; ++j) {
+            const double d = double(q_out[j]) - ref[j];
+            e += d * d;
+          }
+          r.pert[size_t(2 * blk + (msa ? 0 : 1))][size_t(k)] += e;
+        }
+      }
+      fwd.run(blk + 1, i0, b, xb, nullptr);  // advance the FP stream
+    }
+    r.sigma[size_t(2 * blk)] = sums.count_msa ? sums.msa / sums.count_msa : 0;
+    r.sigma[size_t(2 * blk + 1)] = sums.count_mlp ? sums.mlp / sums.count_mlp : 0;
+  }
+  return r;
 }
 
 }  // namespace
@@ -89,8 +163,6 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
     for (int b = mpo.target_bits - 2; b <= mpo.target_bits + 2; ++b)
       if (b >= kMinBits && b <= kMaxBits) cand.push_back(b);
   const int modules = 2 * c.depth, C = int(cand.size());
-  const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, B = std::max(1, base.batch);
-  const size_t tok = size_t(T) * D;
 
   // 1. A uniform plan at every candidate bit-width, from the method itself.
   std::vector<QuantPlan> plans;
@@ -103,78 +175,15 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
     plans.push_back(cal.run(method, o, progress).plan);
   }
 
-  // 2. Sensitivity and perturbations, module by module along the FP model.
+  // 2. Sensitivity and perturbations, module by module along the FP model. With transforms the
+  // plans are for the rewritten model (the same FP function, the same rewrite for every width).
   if (stage) stage("sensitivity (nuclear norms) and perturbations");
-  // With LayerNorm smoothing the plans are for the rewritten model (the same FP function, the
-  // same factors for every width): both streams run it.
-  std::unique_ptr<ViTModel> smoothed;
-  const ViTModel& run_model = smoothed_model(model, plans.at(0).ln_smoothing, smoothed, "mixed precision");
-  ViTForward fwd(run_model, FpGemm::PerCall);
-  avector<float> x(size_t(n) * tok), work(size_t(B) * tok);
-  std::vector<double> sigma(size_t(modules), 0.0);
-  std::vector<std::vector<double>> pert(size_t(modules), std::vector<double>(size_t(C), 0.0));
+  std::unique_ptr<ViTModel> rewritten;
+  const ViTModel& run_model = apply_plan_transforms(model, plans.at(0), rewritten, "mixed precision");
   const int svd_n = std::min(n, std::max(1, mpo.svd_images));
-  for (int i0 = 0; i0 < n; i0 += B) fwd.embed(images + size_t(i0) * c.in_chans * c.img_size * c.img_size,
-                                              std::min(B, n - i0), x.data() + size_t(i0) * tok);
-  avector<float> y_msa(size_t(B) * tok), y_mlp(size_t(B) * tok), q_out(size_t(B) * tok);
-  std::vector<double> svd_vals;
-  for (int blk = 0; blk < c.depth; ++blk) {
-    const SiteId proj{SiteKind::Proj, blk}, fc2{SiteKind::Fc2, blk}, av{SiteKind::MatmulAV, blk};
-    double sig_msa = 0, sig_mlp = 0;
-    int count_msa = 0, count_mlp = 0;
-    for (int i0 = 0; i0 < n; i0 += B) {
-      const int b = std::min(B, n - i0);
-      // FP block: outputs of both modules, attention maps and MLP outputs for the SVDs.
-      ModuleHook fp;
-      fp.capture[proj] = y_msa.data();
-      fp.capture[fc2] = y_mlp.data();
-      const int svd_here = std::max(0, std::min(b, svd_n - i0));
-      fp.on_site = [&](const SiteCall& call) {
-        if (svd_here == 0) return;
-        if (call.site == av) {  // call.x holds the attention maps P, image-major
-          svd_vals.assign(size_t(svd_here) * H, 0.0);
-#pragma omp parallel for schedule(dynamic, 1)
-          for (int g = 0; g < svd_here * H; ++g)
-            svd_vals[size_t(g)] = nuclear_norm(call.x + size_t(g) * T * T, T, T);
-          for (double v : svd_vals) sig_msa += v;
-          count_msa += svd_here * H;
-        } else if (call.site == fc2) {
-          svd_vals.assign(size_t(svd_here), 0.0);
-#pragma omp parallel for schedule(dynamic, 1)
-          for (int g = 0; g < svd_here; ++g) svd_vals[size_t(g)] = nuclear_norm(call.y + size_t(g) * tok, T, D);
-          for (double v : svd_vals) sig_mlp += v;
-          count_mlp += svd_here;
-        }
-      };
-      float* xb = x.data() + size_t(i0) * tok;
-      std::copy_n(xb, size_t(b) * tok, work.data());
-      fwd.block(blk, work.data(), b, &fp);
-      // Each module alone at each candidate width.
-      for (int k = 0; k < C; ++k) {
-        PlanSimulator sim(run_model, plans[size_t(k)]);
-        for (int msa = 1; msa >= 0; --msa) {
-          ModuleHook q;
-          q.inner = &sim;
-          for (SiteKind kind : {SiteKind::Qkv, SiteKind::MatmulQK, SiteKind::MatmulAV, SiteKind::Proj, SiteKind::Fc1,
-                                SiteKind::Fc2})
-            if (is_msa(kind) == bool(msa)) q.allowed.insert({kind, blk});
-          q.capture[msa ? proj : fc2] = q_out.data();
-          std::copy_n(xb, size_t(b) * tok, work.data());
-          fwd.block(blk, work.data(), b, &q);
-          const float* ref = msa ? y_msa.data() : y_mlp.data();
-          double e = 0;
-          for (size_t j = 0; j < size_t(b) * tok; ++j) {
-            const double d = double(q_out[j]) - ref[j];
-            e += d * d;
-          }
-          pert[size_t(2 * blk + (msa ? 0 : 1))][size_t(k)] += e;
-        }
-      }
-      fwd.block(blk, xb, b);  // advance the FP stream
-    }
-    sigma[size_t(2 * blk)] = count_msa ? sig_msa / count_msa : 0;
-    sigma[size_t(2 * blk + 1)] = count_mlp ? sig_mlp / count_mlp : 0;
-  }
+  Sensitivity sens = module_sensitivity(run_model, images, n, base.batch, plans, svd_n);
+  const std::vector<double>& sigma = sens.sigma;
+  std::vector<std::vector<double>>& pert = sens.pert;
   for (auto& row : pert)
     for (auto& v : row) v /= n;  // mean squared-error norm per image
 

@@ -16,8 +16,8 @@ class PlanSimulator : public SiteHook {
  public:
   // Keeps references to model and plan. A site's weights are quantized on its first call and
   // cached: a site's plan entry must not change afterwards (call forget() if it does). A plan
-  // with LayerNorm smoothing is for the rewritten model: pass apply_ln_smoothing(checkpoint, ...)
-  // and run the forward on that same model (ln_smoothing.h).
+  // with transforms is for the rewritten model: pass apply_plan_transforms(checkpoint, plan, ...)
+  // and run the forward on that same model (plan_transforms.h).
   PlanSimulator(const ViTModel& model, const QuantPlan& plan);
   bool compute(const SiteCall& call) override;
   void forget(const SiteId& id) { wq_.erase(id); }

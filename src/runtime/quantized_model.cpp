@@ -14,7 +14,7 @@
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/vit_config.h"
-#include "quant/ln_smoothing.h"
+#include "quant/plan_transforms.h"
 #include "numerics/quantizer.h"
 #include "quant/weight_codes.h"
 #include "numerics/pack_bits.h"
@@ -68,9 +68,9 @@ void plan_weight_codes(const float* w, int N, int K, const SitePlan& sp, std::ve
 }
 
 QuantizedViT quantize_model(const ViTModel& model, const QuantPlan& plan) {
-  // A plan with LayerNorm smoothing is for the rewritten model: that one is stored.
-  std::unique_ptr<ViTModel> smoothed;
-  const ViTModel& m = smoothed_model(model, plan.ln_smoothing, smoothed, "plan");
+  // A plan with transforms is for the rewritten model: that one is stored.
+  std::unique_ptr<ViTModel> rewritten;
+  const ViTModel& m = apply_plan_transforms(model, plan, rewritten, "plan");
   QuantizedViT q;
   q.cfg = m.cfg;
   q.plan = plan;
@@ -481,7 +481,7 @@ void drop_linear_weights(QuantizedViT& q) {
 
 QuantPlan simulation_plan(const QuantizedViT& q) {
   QuantPlan p = q.plan;
-  p.ln_smoothing.clear();  // the stored LayerNorms and weights are the rewritten ones
+  drop_plan_transforms(p);  // the stored LayerNorms and weights are the rewritten ones
   for (auto& [name, sp] : p.sites) {
     SiteId id;
     if (parse_site_name(name, &id) && !id.is_attention()) sp.bias_correction.clear();

@@ -105,7 +105,7 @@ inline QuantPlan minmax_plan(const ViTModel& m, int bits, bool quantize_head, bo
   opt.block_bits = std::move(block_bits);
   opt.quantize_head = quantize_head;
   opt.batch = 4;
-  opt.smooth_ln_alpha = smooth_ln_alpha;
+  opt.transforms.smooth_ln_alpha = smooth_ln_alpha;
   QuantPlan p = cal.run(*method, opt).plan;
   p.tool_version = "test";
   p.architecture = m.cfg.architecture;

@@ -2,7 +2,8 @@
 // a plan that is valid for the model, is the same byte for byte when made twice, survives a
 // save/load round trip unchanged, runs in the integer runtime as simulated, and — at W8A8 —
 // keeps the FP32 model's predictions. A method added to the registry is covered here unasked:
-// the toy method below is registered from this file alone, with an option of its own.
+// the toy method below is registered from this file alone, with an option of its own. A method's
+// block-level step (Method::calibrate_block) is checked against an independent staged forward.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -19,6 +20,7 @@
 #include "quant/plan.h"
 #include "quant/methods/lapq.h"
 #include "quant/simulate.h"
+#include "quant/staged_forward.h"
 #include "runtime/int_vit_forward.h"
 #include "runtime/quantized_model.h"
 #include "runtime_test_util.h"
@@ -187,6 +189,65 @@ TEST(Methods, EveryMethodMakesAValidPlanThatKeepsW8A8Predictions) {
     // against 0.9996-0.9998 for the others), a property of those objectives, not of the plans.
     EXPECT_GT(rho, 0.9) << "W8A8 logits should follow the FP32 ones";
     EXPECT_GE(agree, n / 2) << agree << "/" << n << " predictions kept at W8A8";
+  }
+}
+
+// A method with a block-level step: it records what each block's step sees and halves fc2's
+// weight step there (a change the driver must carry into the next block's inputs).
+class BlockToy : public Toy {
+ public:
+  BlockToy() : Toy(1.0) {}
+  struct Seen {
+    int block;
+    std::vector<float> x_in, fp_out;
+  };
+  std::vector<Seen> seen;
+  void calibrate_block(BlockContext& b, QuantPlan& plan, nlohmann::ordered_json& notes) override {
+    const size_t len = size_t(b.forward.images()) * b.forward.stream_floats();
+    seen.push_back({b.block, std::vector<float>(b.x_in, b.x_in + len), std::vector<float>(b.fp_out, b.fp_out + len)});
+    const SiteId fc2{SiteKind::Fc2, b.block};
+    plan.sites.at(fc2.name()).w.scale *= 0.5f;
+    b.simulator.forget(fc2);
+    notes["halved"] = fc2.name();
+  }
+};
+
+TEST(Methods, BlockStepSeesTheQuantizedInputAndTheFpOutputAndItsChangesCarryForward) {
+  const test::SingleThreadScope one_thread;
+  const ViTModel m = test::tiny_model(33);
+  const int n = 12, B = 4;
+  const size_t img = size_t(3) * 8 * 8, tok = size_t(m.cfg.tokens()) * m.cfg.embed_dim;
+  std::vector<float> images(size_t(n) * img);
+  std::mt19937_64 rng(34);
+  std::normal_distribution<float> nd(0, 1);
+  for (auto& v : images) v = nd(rng);
+  BlockToy method;
+  CalibOptions opt;
+  opt.bits = {6, 6};
+  opt.batch = B;
+  const CalibrationResult r = Calibrator(m, images.data(), n).run(method, opt);
+  ASSERT_EQ(method.seen.size(), size_t(m.cfg.depth));
+  ASSERT_EQ(r.block_notes.size(), size_t(m.cfg.depth));
+  EXPECT_EQ(r.block_notes["blocks.1"]["halved"], "blocks.1.mlp.fc2");
+
+  // Independent reference: the plain staged forward, batch by batch, with the final plan (which
+  // holds the halved steps) for the quantized stream and no hook for the FP one.
+  ViTForward fwd(m, FpGemm::PerCall);
+  PlanSimulator sim(m, r.plan);
+  std::vector<float> xq(size_t(n) * tok), xf(size_t(n) * tok);
+  for (int i0 = 0; i0 < n; i0 += B) {
+    fwd.embed(images.data() + size_t(i0) * img, B, xq.data() + size_t(i0) * tok, &sim);
+    fwd.embed(images.data() + size_t(i0) * img, B, xf.data() + size_t(i0) * tok);
+  }
+  for (int blk = 0; blk < m.cfg.depth; ++blk) {
+    SCOPED_TRACE(blk);
+    EXPECT_EQ(method.seen[size_t(blk)].block, blk);
+    EXPECT_EQ(method.seen[size_t(blk)].x_in, xq) << "the block's input is not the partly quantized model's";
+    for (int i0 = 0; i0 < n; i0 += B) {
+      fwd.block(blk, xq.data() + size_t(i0) * tok, B, &sim);
+      fwd.block(blk, xf.data() + size_t(i0) * tok, B);
+    }
+    EXPECT_EQ(method.seen[size_t(blk)].fp_out, xf) << "fp_out is not the FP model's block output";
   }
 }
 

@@ -108,24 +108,36 @@ TEST(Int8Kernels, QuantizersMatchTheScalarReference) {
           // exact ties k + 1/2 (round half to even), values far outside the grid, and zeros
           x[i] = i % 5 == 0 ? (float(int(v * 4)) + 0.5f) * delta : i % 7 == 0 ? 50.0f * v : i % 11 == 0 ? 0.0f : v;
         }
-        std::vector<uint8_t> a(n), a_ref(n), a_port(n);
-        quantize_a_u8(x.data(), a.data(), n, delta, r, zp);
+        std::vector<uint8_t> a(n), a_ref(n);
         quantize_a_u8_ref(x.data(), a_ref.data(), n, delta, r, zp);
-        quantize_a_u8_portable(x.data(), a_port.data(), n, delta, r, zp);
+        quantize_a_u8(x.data(), a.data(), n, delta, r, zp);  // the dispatched variant
         ASSERT_EQ(a, a_ref) << bits << " " << uns << " " << n;
-        ASSERT_EQ(a_port, a_ref) << bits << " " << uns << " " << n;
-        if (uns) continue;
-        std::vector<int8_t> b(n), b_ref(n), b_port(n);
-        const int32_t s = quantize_b_s8(x.data(), b.data(), n, delta, r);
+        std::vector<int8_t> b(n), b_ref(n);
         const int32_t s_ref = quantize_b_s8_ref(x.data(), b_ref.data(), n, delta, r);
-        const int32_t s_port = quantize_b_s8_portable(x.data(), b_port.data(), n, delta, r);
-        ASSERT_EQ(b, b_ref) << bits << " " << n;
-        ASSERT_EQ(b_port, b_ref) << bits << " " << n;
-        ASSERT_EQ(s, s_ref);
-        ASSERT_EQ(s_port, s_ref);
+        if (!uns) {
+          ASSERT_EQ(quantize_b_s8(x.data(), b.data(), n, delta, r), s_ref);
+          ASSERT_EQ(b, b_ref) << bits << " " << n;
+        }
+        for (const QuantizerVariant& v : quantizer_variants()) {
+          if (!v.available) continue;
+          SCOPED_TRACE(v.name);
+          std::fill(a.begin(), a.end(), uint8_t(0));
+          v.a_u8(x.data(), a.data(), n, delta, r, zp);
+          ASSERT_EQ(a, a_ref) << bits << " " << uns << " " << n;
+          if (uns) continue;
+          std::fill(b.begin(), b.end(), int8_t(0));
+          ASSERT_EQ(v.b_s8(x.data(), b.data(), n, delta, r), s_ref);
+          ASSERT_EQ(b, b_ref) << bits << " " << n;
+        }
       }
     }
-  std::printf("AVX-512 kernels %s\n", int8_kernels_use_avx512() ? "in use (compared)" : "not available here");
+  int run = 0;
+  for (const QuantizerVariant& v : quantizer_variants()) {
+    std::printf("quantizer variant %-8s %s\n", v.name, v.available ? "compared" : "not available on this CPU");
+    run += v.available;
+  }
+  EXPECT_GE(run, 1);
+  EXPECT_TRUE(quantizer_variants().back().available) << "the portable variant runs everywhere";
 }
 
 // ------------------------------------------------------------------------------ sites

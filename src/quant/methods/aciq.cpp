@@ -17,6 +17,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/golden_section.h"
 #include "quant/calibrate.h"
 #include "quant/methods/methods.h"
 #include "numerics/quantizer.h"
@@ -93,19 +94,9 @@ double aciq_optimal_clip(AciqDist d, double mu, double s, int bits, bool is_unsi
   // The error is convex in α (T'' = 2·P(U > a) ≥ 0, plus a parabola), so golden-section search
   // on a bracket surely holding the minimum converges to it: beyond |μ| + 60 s both tails are
   // below e^-60 s² (Laplace) while the rounding noise only grows.
-  double lo = 0, hi = std::fabs(mu) + 60 * s;
-  const double g = (std::sqrt(5.0) - 1) / 2;
-  auto f = [&](double a) { return aciq_expected_mse(d, mu, s, a, bits, is_unsigned); };
-  double a = hi - g * (hi - lo), b = lo + g * (hi - lo), fa = f(a), fb = f(b);
-  while (hi - lo > 1e-12 * (std::fabs(mu) + s)) {
-    if (fa < fb) {
-      hi = b, b = a, fb = fa;
-      a = hi - g * (hi - lo), fa = f(a);
-    } else {
-      lo = a, a = b, fa = fb;
-      b = lo + g * (hi - lo), fb = f(b);
-    }
-  }
+  const auto [lo, hi] = golden_section(
+      [&](double a) { return aciq_expected_mse(d, mu, s, a, bits, is_unsigned); }, 0.0, std::fabs(mu) + 60 * s,
+      [&](double l, double h, int) { return h - l > 1e-12 * (std::fabs(mu) + s); });
   return 0.5 * (lo + hi);
 }
 

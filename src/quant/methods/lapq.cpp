@@ -36,10 +36,11 @@
 
 #include "core/aligned.h"
 #include "core/error.h"
-#include "engine/vit_forward.h"
+#include "core/golden_section.h"
 #include "quant/calibrate.h"
 #include "quant/methods/methods.h"
 #include "quant/simulate.h"
+#include "quant/staged_forward.h"
 
 namespace vitq {
 namespace {
@@ -117,30 +118,21 @@ std::vector<float> lp_optimal_steps(const float* v, size_t n, QRange r, const st
   for (int i = 0; i < G; ++i) t[size_t(i)] = std::exp2(-8.0 + 8.0 * i / (G - 1));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int i = 0; i < G; ++i) lp_errors(v, n, float(d0 * t[size_t(i)]), r, ps, err.data() + size_t(i) * P);
-  const double g = (std::sqrt(5.0) - 1) / 2;
 #pragma omp parallel for schedule(dynamic, 1)
   for (size_t j = 0; j < P; ++j) {
     int best = 0;
     for (int i = 1; i < G; ++i)
       if (err[size_t(i) * P + j] < err[size_t(best) * P + j]) best = i;
     // Golden-section refinement between the neighbours of the best grid point.
-    double lo = t[size_t(std::max(best - 1, 0))], hi = t[size_t(std::min(best + 1, G - 1))];
+    // 20 steps; the best point evaluated is kept.
     double bt = t[size_t(best)], be = err[size_t(best) * P + j];
     auto f = [&](double x) {
       const double e = lp_error(v, n, float(d0 * x), r, ps[j]);
       if (e < be) be = e, bt = x;
       return e;
     };
-    double a = hi - g * (hi - lo), b = lo + g * (hi - lo), fa = f(a), fb = f(b);
-    for (int it = 0; it < 20; ++it) {
-      if (fa < fb) {
-        hi = b, b = a, fb = fa;
-        a = hi - g * (hi - lo), fa = f(a);
-      } else {
-        lo = a, a = b, fa = fb;
-        b = lo + g * (hi - lo), fb = f(b);
-      }
-    }
+    golden_section(f, t[size_t(std::max(best - 1, 0))], t[size_t(std::min(best + 1, G - 1))],
+                   [](double, double, int step) { return step < 20; });
     steps[j] = float(d0 * bt);
   }
   return steps;
@@ -174,60 +166,34 @@ namespace {
 class LossEval {
  public:
   LossEval(const ViTModel& m, const float* images, int n, int batch, const QuantPlan& plan)
-      : m_(m), images_(images), n_(n), B_(std::max(1, batch)), sim_(m, plan), fwd_(m, FpGemm::PerCall) {
-    const ViTConfig& c = m.cfg;
-    tok_ = size_t(c.tokens()) * c.embed_dim;
-    img_ = size_t(c.in_chans) * c.img_size * c.img_size;
-    classes_ = c.num_classes;
-    fp_.resize(size_t(n) * classes_);
-    q_.resize(size_t(n) * classes_);
-    for (int i0 = 0; i0 < n; i0 += B_) fwd_.run(images + size_t(i0) * img_, std::min(B_, n - i0), fp_.data() + size_t(i0) * classes_);
-    cache_.resize(size_t(n) * tok_);
-    scratch_.resize(size_t(B_) * tok_);
+      : fwd_(m, images, n, batch), sim_(m, plan) {
+    fp_.resize(size_t(n) * fwd_.logit_floats());
+    q_.resize(size_t(n) * fwd_.logit_floats());
+    fwd_.replay(0, fwd_.stages() - 1, nullptr, nullptr, fp_.data());
+    cache_ = fwd_.new_stream();
   }
-  int stages() const { return m_.cfg.depth + 2; }
   void forget(const SiteId& id) { sim_.forget(id); }
 
   double loss() {
-    for (int i0 = 0; i0 < n_; i0 += B_) {
-      const int b = std::min(B_, n_ - i0);
-      float* x = scratch_.data();
-      if (from_ > 0) std::copy_n(cache_.data() + size_t(i0) * tok_, size_t(b) * tok_, x);
-      for (int s = from_; s < stages(); ++s) run_stage(s, i0, b, x, q_.data() + size_t(i0) * classes_);
-    }
+    fwd_.replay(from_, fwd_.stages() - 1, cache_.data(), &sim_, q_.data());
     ++evals_;
-    return kl_from_logits(fp_.data(), q_.data(), n_, classes_);
+    return kl_from_logits(fp_.data(), q_.data(), fwd_.images(), int(fwd_.logit_floats()));
   }
 
   // Moves the cache to the input of stage s under the current plan (s < from restarts at 0).
   void advance_to(int s) {
     if (s < from_) from_ = 0;
-    for (; from_ < s; ++from_)
-      for (int i0 = 0; i0 < n_; i0 += B_)
-        run_stage(from_, i0, std::min(B_, n_ - i0), cache_.data() + size_t(i0) * tok_, nullptr);
+    for (; from_ < s; ++from_) fwd_.advance(from_, cache_.data(), &sim_);
   }
   int evals() const { return evals_; }
 
  private:
-  void run_stage(int s, int i0, int b, float* x, float* logits) {
-    if (s == 0) fwd_.embed(images_ + size_t(i0) * img_, b, x, &sim_);
-    else if (s == stages() - 1) fwd_.head(x, b, logits, &sim_);
-    else fwd_.block(s - 1, x, b, &sim_);
-  }
-  const ViTModel& m_;
-  const float* images_;
-  int n_, B_, classes_ = 0, from_ = 0, evals_ = 0;
-  size_t tok_ = 0, img_ = 0;
+  StagedForward fwd_;
   PlanSimulator sim_;
-  ViTForward fwd_;
+  int from_ = 0, evals_ = 0;
   std::vector<float> fp_, q_;
-  avector<float> cache_, scratch_;
+  avector<float> cache_;
 };
-
-int stage_of(const SiteId& id, int depth) {
-  if (id.block >= 0) return id.block + 1;
-  return id.kind == SiteKind::PatchEmbed ? 0 : depth + 1;
-}
 
 class Lapq : public Method {
  public:
