@@ -43,6 +43,7 @@ struct QuantizeArgs {
   bool quantize_head = false, quiet = false;
   bool skip_bad = false;    // --skip-bad-images
   MethodConfig methods;     // every method's options (each method declares its own)
+  MethodOptionFlags method_flags;  // which of them the command line gave
 };
 
 double peak_rss_mb() {
@@ -83,6 +84,7 @@ void run_quantize(QuantizeArgs& a) {
     fail(ErrorKind::Usage, "--fast applies to the methods with a fast configuration (", fast_method_names(),
          "), not to --method ", a.method);
   std::unique_ptr<Method> method = make_method(a.method, a.methods);
+  a.method_flags.warn_unused(a.method, a.methods);
   // Before minutes of calibration: the output must not be (or contain) an input, must be empty
   // unless --force, and must be writable. Everything is written into a staging directory that
   // replaces OUT only at the end.
@@ -261,7 +263,7 @@ void add_quantize_command(CLI::App& app) {
               "write go too; a directory holding subdirectories is never replaced)");
   add_allow_non_finite_flag(c, a->allow_non_finite);
   c->add_flag("-q,--quiet", a->quiet, "No progress output and no per-site table");
-  add_method_options(c, a->methods);
+  a->method_flags = add_method_options(c, a->methods);
   c->callback([a] { run_quantize(*a); });
 }
 

@@ -1,5 +1,6 @@
 #include "cli/method_options_cli.h"
 
+#include <cstdio>
 #include <map>
 #include <sstream>
 #include <string>
@@ -99,7 +100,8 @@ CLI::Option* add_binding(CLI::App* cmd, const std::string& flag, const Binding& 
 
 }  // namespace
 
-void add_method_options(CLI::App* cmd, MethodConfig& cfg) {
+MethodOptionFlags add_method_options(CLI::App* cmd, MethodConfig& cfg) {
+  MethodOptionFlags out;
   // Flags in the order the methods declare them; the methods of each flag in registry order.
   std::vector<std::string> order;
   std::map<std::string, Binding> by_flag;
@@ -120,7 +122,34 @@ void add_method_options(CLI::App* cmd, MethodConfig& cfg) {
     const Binding& b = by_flag.at(flag);
     std::string group;
     for (const std::string& m : b.methods) group += (group.empty() ? "" : ", ") + m;
-    add_binding(cmd, flag, b)->group("Options of --method " + group);
+    CLI::Option* o = add_binding(cmd, flag, b);
+    o->group("Options of --method " + group);
+    out.entries_.push_back({o, b.methods});
+  }
+  return out;
+}
+
+std::vector<std::string> MethodOptionFlags::given_but_unused(const std::set<std::string>& used) const {
+  std::vector<std::string> flags;
+  for (const Entry& e : entries_) {
+    if (e.option->count() == 0) continue;
+    bool any = false;
+    for (const std::string& m : e.methods) any |= used.count(m) > 0;
+    if (!any) flags.push_back(e.option->get_name());
+  }
+  return flags;
+}
+
+void MethodOptionFlags::warn_unused(const std::string& method, const MethodConfig& cfg) const {
+  std::set<std::string> used = {method};
+  for (const std::string& m : cfg.of(method).uses_methods()) used.insert(m);
+  for (const std::string& flag : given_but_unused(used)) {
+    std::string owners;
+    for (const Entry& e : entries_)
+      if (e.option->get_name() == flag)
+        for (const std::string& m : e.methods) owners += (owners.empty() ? "" : ", ") + m;
+    std::fprintf(stderr, "warning: %s is an option of --method %s; it has no effect with --method %s\n", flag.c_str(),
+                 owners.c_str(), method.c_str());
   }
 }
 

@@ -63,6 +63,8 @@ class MethodOptions {
   // --fast: switch to the method's measured fast configuration where the options are still at
   // their exhaustive defaults. false: the method has no fast configuration.
   virtual bool apply_fast() { return false; }
+  // Other methods whose options this one reads (e.g. bitsplit's --bitsplit-act method).
+  virtual std::vector<std::string> uses_methods() const { return {}; }
 };
 
 // A method without options of its own.

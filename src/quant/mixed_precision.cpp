@@ -150,6 +150,44 @@ Sensitivity module_sensitivity(const ViTModel& run_model, const float* images, i
   return r;
 }
 
+// The report of the allocation: the chosen bits per module, its inputs, and the Pareto frontier.
+nlohmann::ordered_json allocation_report(int target_bits, const std::vector<int>& cand, int64_t budget,
+                                         const AllocationPoint& best, const std::vector<AllocationPoint>& front,
+                                         const std::vector<double>& sigma, const std::vector<std::vector<double>>& pert,
+                                         const std::vector<std::vector<double>>& cost, int svd_n) {
+  const int modules = int(sigma.size());
+  nlohmann::ordered_json r;
+  r["target_bits"] = target_bits;
+  r["candidates"] = cand;
+  r["budget_weight_bits"] = budget;
+  r["chosen_weight_bits"] = best.size;
+  r["omega"] = best.omega;
+  r["svd_images"] = svd_n;
+  r["sensitivity"] = "nuclear norm of the attention map (MSA, mean over images and heads) / of the MLP output "
+                     "(mean over images)";
+  r["perturbation"] = "||Y_hat - Y||^2 of the module output (attention proj / fc2), module alone quantized, "
+                      "mean over calibration images";
+  nlohmann::ordered_json mods = nlohmann::ordered_json::array();
+  for (int m = 0; m < modules; ++m) {
+    nlohmann::ordered_json j;
+    j["module"] = cat("blocks.", m / 2, m % 2 == 0 ? ".attn" : ".mlp");
+    j["sigma"] = sigma[size_t(m)];
+    j["perturbation"] = pert[size_t(m)];
+    j["omega"] = cost[size_t(m)];
+    j["bits"] = cand[size_t(best.choice[size_t(m)])];
+    mods.push_back(j);
+  }
+  r["modules"] = mods;
+  nlohmann::ordered_json fr = nlohmann::ordered_json::array();
+  for (const auto& p : front) {
+    std::vector<int> bits;
+    for (int k : p.choice) bits.push_back(cand[size_t(k)]);
+    fr.push_back({{"weight_bits", p.size}, {"omega", p.omega}, {"bits", bits}});
+  }
+  r["pareto_frontier"] = fr;
+  return r;
+}
+
 }  // namespace
 
 MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const float* images, int n, Method& method,
@@ -217,36 +255,8 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
   MixedPrecisionResult res;
   res.final = cal.run(method, fin, progress);
 
-  auto& r = res.report;
-  r["target_bits"] = mpo.target_bits;
-  r["candidates"] = cand;
-  r["budget_weight_bits"] = budget;
-  r["chosen_weight_bits"] = best.size;
-  r["omega"] = best.omega;
-  r["svd_images"] = svd_n;
-  r["sensitivity"] = "nuclear norm of the attention map (MSA, mean over images and heads) / of the MLP output "
-                     "(mean over images)";
-  r["perturbation"] = "||Y_hat - Y||^2 of the module output (attention proj / fc2), module alone quantized, "
-                      "mean over calibration images";
-  nlohmann::ordered_json mods = nlohmann::ordered_json::array();
-  for (int m = 0; m < modules; ++m) {
-    nlohmann::ordered_json j;
-    j["module"] = cat("blocks.", m / 2, m % 2 == 0 ? ".attn" : ".mlp");
-    j["sigma"] = sigma[size_t(m)];
-    j["perturbation"] = pert[size_t(m)];
-    j["omega"] = cost[size_t(m)];
-    j["bits"] = cand[size_t(best.choice[size_t(m)])];
-    mods.push_back(j);
-  }
-  r["modules"] = mods;
-  nlohmann::ordered_json fr = nlohmann::ordered_json::array();
-  for (const auto& p : front) {
-    std::vector<int> bits;
-    for (int k : p.choice) bits.push_back(cand[size_t(k)]);
-    fr.push_back({{"weight_bits", p.size}, {"omega", p.omega}, {"bits", bits}});
-  }
-  r["pareto_frontier"] = fr;
-  r["seconds"] = std::chrono::duration<double>(clock_type::now() - t0).count();
+  res.report = allocation_report(mpo.target_bits, cand, budget, best, front, sigma, pert, cost, svd_n);
+  res.report["seconds"] = std::chrono::duration<double>(clock_type::now() - t0).count();
   return res;
 }
 

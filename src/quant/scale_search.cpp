@@ -321,139 +321,178 @@ SweepResult sweep(Evaluator& full, Evaluator* screen, int keep, int stride, cons
   return r;
 }
 
+// The alternating search of one site: its state across rounds.
+class AlternatingSearch {
+ public:
+  AlternatingSearch(const SiteObservation& obs, Bits bits, const SearchOptions& opt)
+      : obs_(obs), bits_(bits), opt_(opt), ev_(obs, bits, opt, opt.search_tokens, opt.seed) {
+    if (opt.screen_rows > 0 && opt.screen_rows < ev_.rows() && opt.screen_keep < opt.candidates)
+      screen_ = std::make_unique<Evaluator>(obs, bits, opt, opt.screen_rows, opt.seed + 1);
+    dx0_ = dx_ = ev_.dx0();
+    dw0_ = dw_ = ev_.dw0();
+    cx_ = candidates(dx0_, opt);
+    cw_ = candidates(dw0_, opt);
+    if (opt.bias_correction) corr_.assign(size_t(ev_.channels()), 0.0f);
+    ev_.set_x(dx_);
+    ev_.set_w(dw_);
+    if (screen_) {
+      screen_->set_x(dx_);
+      screen_->set_w(dw_);
+    }
+    j_start_ = j_ = ev_.objective(corr_);
+    // Linear sites score weight candidates exactly from per-image moments (weight_moments.h),
+    // on all tokens; attention sites (and sites too large for the moments) evaluate directly.
+    if (!obs.attention() && WeightMoments::bytes_needed(obs) <= kMomentBytesLimit)
+      wm_ = std::make_unique<WeightMoments>(obs, ev_.xrange(), ev_.wrange(), ev_.int_path());
+  }
+
+  void run();
+  SitePlan plan() const;
+  void write_notes(SiteNotes& notes);
+  const nlohmann::ordered_json& trace() const { return trace_; }
+
+ private:
+  void moments_at(float x) {
+    if (wm_dx_ != x) {
+      wm_->set_x(x);
+      wm_dx_ = x;
+    }
+  }
+  // The trace entry of the round so far: its steps (relative to the max-based ones) and objective.
+  nlohmann::ordered_json& trace_round() {
+    trace_.push_back({{"round", rounds_}, {"dx", dx_ / dx0_}, {"dw", dw_ / dw0_}, {"objective", j_}});
+    return trace_.back();
+  }
+  float sweep_w();
+  // Bias correction: removes the mean output error per channel; returns its mean magnitude.
+  double correct_bias();
+
+  const SiteObservation& obs_;
+  Bits bits_;
+  const SearchOptions& opt_;
+  Evaluator ev_;
+  std::unique_ptr<Evaluator> screen_;  // the candidate screen (SearchOptions::screen_rows)
+  std::unique_ptr<WeightMoments> wm_;
+  float wm_dx_ = -1.0f;  // the step the moments were built at
+  float dx0_ = 0, dw0_ = 0, dx_ = 0, dw_ = 0;
+  std::vector<float> cx_, cw_, corr_;
+  double j_start_ = 0, j_ = 0;
+  nlohmann::ordered_json trace_ = nlohmann::ordered_json::array();
+  int rounds_ = 0, evals_ = 1, sweeps_ = 0, screen_misses_ = 0;
+};
+
+// Δw with Δx fixed (x codes stay as they are).
+float AlternatingSearch::sweep_w() {
+  float best_w = dw_;
+  if (wm_) {
+    double best = -1e300;
+    moments_at(dx_);
+    const std::vector<double> v = wm_->objectives(cw_, corr_, opt_.similarity);
+    evals_ += int(cw_.size());
+    for (size_t k = 0; k < cw_.size(); ++k)
+      if (v[k] > best) { best = v[k]; best_w = cw_[k]; }
+    ev_.set_w(best_w);
+  } else {
+    const SweepResult r = sweep(ev_, screen_.get(), opt_.screen_keep, opt_.coarse_stride, cw_, corr_,
+                                [](Evaluator& e, float c) { e.set_w(c); }, evals_);
+    best_w = r.step;
+    ++sweeps_;
+    screen_misses_ += !r.screen_top_won;
+  }
+  if (screen_) screen_->set_w(best_w);
+  return best_w;
+}
+
+double AlternatingSearch::correct_bias() {
+  std::vector<double> err;
+  if (wm_) {
+    moments_at(dx_);
+    err = wm_->channel_error(dw_, corr_);
+  } else {
+    ev_.objective(corr_, &err);
+    ++evals_;
+  }
+  double mean_abs_err = 0;
+  for (size_t ch = 0; ch < corr_.size(); ++ch) {
+    corr_[ch] -= float(err[ch]);
+    mean_abs_err += std::fabs(err[ch]);
+  }
+  j_ = ev_.objective(corr_);
+  ++evals_;
+  return mean_abs_err / double(corr_.size());
+}
+
+void AlternatingSearch::run() {
+  for (int round = 0; round < opt_.max_rounds; ++round) {
+    ++rounds_;
+    const float best_w = sweep_w();
+    // Without bias correction nothing but the steps changes between rounds: if this Δw sweep
+    // kept the Δw of the last round, the Δx sweep would see exactly the inputs of the last one
+    // and keep Δx too, so the search has converged (the same plan, one sweep fewer).
+    if (!opt_.bias_correction && round > 0 && best_w == dw_ && !screen_) {
+      trace_round()["converged_after_w_sweep"] = true;  // j stays the last Δx sweep's best
+      break;
+    }
+    // Δx with Δw fixed.
+    const SweepResult rx = sweep(ev_, screen_.get(), opt_.screen_keep, opt_.coarse_stride, cx_, corr_,
+                                 [](Evaluator& e, float c) { e.set_x(c); }, evals_);
+    ++sweeps_;
+    screen_misses_ += !rx.screen_top_won;
+    if (screen_) screen_->set_x(rx.step);
+    const bool changed = best_w != dw_ || rx.step != dx_;
+    dw_ = best_w;
+    dx_ = rx.step;
+    j_ = rx.objective;
+    const double mean_abs_err = opt_.bias_correction ? correct_bias() : 0.0;
+    nlohmann::ordered_json& r = trace_round();
+    if (opt_.bias_correction) r["mean_abs_bias_error_removed"] = mean_abs_err;
+    if (!changed) break;
+  }
+}
+
+SitePlan AlternatingSearch::plan() const {
+  SitePlan sp;
+  sp.x.bits = bits_.x;
+  sp.x.grid = bits_.x_grid;
+  sp.x.scale = dx_;
+  sp.w.bits = bits_.w;
+  sp.w.scale = dw_;
+  if (opt_.bias_correction) sp.bias_correction = corr_;
+  return sp;
+}
+
+void AlternatingSearch::write_notes(SiteNotes& notes) {
+  notes.j["objective_start"] = j_start_;
+  notes.j["objective"] = j_;
+  if (opt_.ranking && obs_.shape.id.kind == SiteKind::MatmulQK) {
+    // Without bias correction the last evaluation was of the sweep's last candidate, not of the
+    // chosen steps (which ev holds).
+    if (!opt_.bias_correction) ev_.objective(corr_);
+    notes.j["rank_loss"] = ev_.last_rank();
+  }
+  notes.j["dx_over_max"] = dx_ / dx0_;
+  notes.j["dw_over_max"] = dw_ / dw0_;
+  notes.j["rounds"] = rounds_;
+  notes.j["evaluations"] = evals_;
+  notes.j["search_rows_per_image"] = ev_.rows();
+  if (screen_) {
+    notes.j["screen_rows_per_image"] = screen_->rows();
+    notes.j["screen_sweeps"] = sweeps_;
+    notes.j["screen_top_not_best"] = screen_misses_;
+  }
+}
+
 }  // namespace
 
 SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOptions& opt, SiteNotes& notes) {
   const auto t0 = std::chrono::steady_clock::now();
   if (obs.shape.M > 65535 || obs.shape.N > 65535) fail(ErrorKind::Internal, "site too large for the search");
-  Evaluator ev(obs, bits, opt, opt.search_tokens, opt.seed);
-  // Candidate screen: a smaller row sample that ranks all candidates, of which the best few are
-  // scored on all of `ev`'s rows (SearchOptions::screen_rows).
-  std::unique_ptr<Evaluator> screen;
-  if (opt.screen_rows > 0 && opt.screen_rows < ev.rows() && opt.screen_keep < opt.candidates)
-    screen = std::make_unique<Evaluator>(obs, bits, opt, opt.screen_rows, opt.seed + 1);
-  const float dx0 = ev.dx0(), dw0 = ev.dw0();
-  const std::vector<float> cx = candidates(dx0, opt), cw = candidates(dw0, opt);
-  float dx = dx0, dw = dw0;
-  std::vector<float> corr;
-  if (opt.bias_correction) corr.assign(size_t(ev.channels()), 0.0f);
-  ev.set_x(dx);
-  ev.set_w(dw);
-  if (screen) {
-    screen->set_x(dx);
-    screen->set_w(dw);
-  }
-  const double j_start = ev.objective(corr);
-  nlohmann::ordered_json trace = nlohmann::ordered_json::array();
-  int rounds = 0, evals = 1, sweeps = 0, screen_misses = 0;
-  double j = j_start;
-  // Linear sites score weight candidates exactly from per-image moments (weight_moments.h),
-  // on all tokens; attention sites (and sites too large for the moments) evaluate directly.
-  std::unique_ptr<WeightMoments> wm;
-  if (!obs.attention() && WeightMoments::bytes_needed(obs) <= kMomentBytesLimit)
-    wm = std::make_unique<WeightMoments>(obs, ev.xrange(), ev.wrange(), ev.int_path());
-  float wm_dx = -1.0f;  // the step the moments were built at
-  auto moments_at = [&](float x) {
-    if (wm_dx != x) {
-      wm->set_x(x);
-      wm_dx = x;
-    }
-  };
-  auto set_x = [](Evaluator& e, float c) { e.set_x(c); };
-  auto set_w = [](Evaluator& e, float c) { e.set_w(c); };
-  // The trace entry of the round so far: its steps (relative to the max-based ones) and objective.
-  auto trace_round = [&]() -> nlohmann::ordered_json& {
-    trace.push_back({{"round", rounds}, {"dx", dx / dx0}, {"dw", dw / dw0}, {"objective", j}});
-    return trace.back();
-  };
-  for (int round = 0; round < opt.max_rounds; ++round) {
-    ++rounds;
-    // Δw with Δx fixed (x codes stay as they are).
-    float best_w = dw;
-    double best = -1e300;
-    if (wm) {
-      moments_at(dx);
-      const std::vector<double> v = wm->objectives(cw, corr, opt.similarity);
-      evals += int(cw.size());
-      for (size_t k = 0; k < cw.size(); ++k)
-        if (v[k] > best) { best = v[k]; best_w = cw[k]; }
-      ev.set_w(best_w);
-    } else {
-      const SweepResult r = sweep(ev, screen.get(), opt.screen_keep, opt.coarse_stride, cw, corr, set_w, evals);
-      best_w = r.step;
-      ++sweeps;
-      screen_misses += !r.screen_top_won;
-    }
-    if (screen) screen->set_w(best_w);
-    // Without bias correction nothing but the steps changes between rounds: if this Δw sweep
-    // kept the Δw of the last round, the Δx sweep would see exactly the inputs of the last one
-    // and keep Δx too, so the search has converged (the same plan, one sweep fewer).
-    if (!opt.bias_correction && round > 0 && best_w == dw && !screen) {
-      trace_round()["converged_after_w_sweep"] = true;  // j stays the last Δx sweep's best
-      break;
-    }
-    // Δx with Δw fixed.
-    const SweepResult rx = sweep(ev, screen.get(), opt.screen_keep, opt.coarse_stride, cx, corr, set_x, evals);
-    const float best_x = rx.step;
-    best = rx.objective;
-    ++sweeps;
-    screen_misses += !rx.screen_top_won;
-    if (screen) screen->set_x(best_x);
-    const bool changed = best_w != dw || best_x != dx;
-    dw = best_w;
-    dx = best_x;
-    j = best;
-    // Bias correction: remove the mean output error per channel.
-    double mean_abs_err = 0;
-    if (opt.bias_correction) {
-      std::vector<double> err;
-      if (wm) {
-        moments_at(dx);
-        err = wm->channel_error(dw, corr);
-      } else {
-        ev.objective(corr, &err);
-        ++evals;
-      }
-      for (size_t ch = 0; ch < corr.size(); ++ch) {
-        corr[ch] -= float(err[ch]);
-        mean_abs_err += std::fabs(err[ch]);
-      }
-      mean_abs_err /= double(corr.size());
-      j = ev.objective(corr);
-      ++evals;
-    }
-    nlohmann::ordered_json& r = trace_round();
-    if (opt.bias_correction) r["mean_abs_bias_error_removed"] = mean_abs_err;
-    if (!changed) break;
-  }
-  SitePlan sp;
-  sp.x.bits = bits.x;
-  sp.x.grid = bits.x_grid;
-  sp.x.scale = dx;
-  sp.w.bits = bits.w;
-  sp.w.scale = dw;
-  if (opt.bias_correction) sp.bias_correction = corr;
-  notes.j["objective_start"] = j_start;
-  notes.j["objective"] = j;
-  if (opt.ranking && obs.shape.id.kind == SiteKind::MatmulQK) {
-    // Without bias correction the last evaluation was of the sweep's last candidate, not of the
-    // chosen steps (which ev holds).
-    if (!opt.bias_correction) ev.objective(corr);
-    notes.j["rank_loss"] = ev.last_rank();
-  }
-  notes.j["dx_over_max"] = dx / dx0;
-  notes.j["dw_over_max"] = dw / dw0;
-  notes.j["rounds"] = rounds;
-  notes.j["evaluations"] = evals;
-  notes.j["search_rows_per_image"] = ev.rows();
-  if (screen) {
-    notes.j["screen_rows_per_image"] = screen->rows();
-    notes.j["screen_sweeps"] = sweeps;
-    notes.j["screen_top_not_best"] = screen_misses;
-  }
+  AlternatingSearch search(obs, bits, opt);
+  search.run();
+  search.write_notes(notes);
   notes.j["search_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  notes.j["trace"] = trace;
-  return sp;
+  notes.j["trace"] = search.trace();
+  return search.plan();
 }
 
 }  // namespace vitq

@@ -102,6 +102,44 @@ void WeightMoments::weight_codes(float dw, float* out_f, int8_t* out_i8) {
   if (out_i8) quantize_to_i8(obs_.w, out_i8, NK, dw, wr_);
 }
 
+void WeightMoments::candidate_products(const float* dws, size_t C, const std::vector<double>& b) {
+  const size_t K = size_t(K_), N = size_t(N_), NK = N * K, KK = K * K;
+  avector<float>&Af = Af_, &Wf = Wf_, &ws = ws_, &wb = wb_;
+  Af.resize(C * KK);
+  Wf.resize(C * NK);
+  ws.assign(C * K, 0.0f);
+  wb.assign(C * K, 0.0f);
+  const size_t nts = static_cast<size_t>(omp_get_max_threads());
+  if (wi_.size() < nts) {
+    wi_.resize(nts);
+    a32_.resize(nts);
+  }
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < C; ++c) {
+    float* wf = Wf.data() + c * NK;
+    auto& wi = wi_[size_t(omp_get_thread_num())];
+    wi.resize(int8_ ? NK : 0);
+    weight_codes(dws[c], wf, int8_ ? wi.data() : nullptr);
+    float* A = Af.data() + c * KK;
+    if (int8_) {  // ŴᵀŴ exactly in int32
+      auto& a32 = a32_[size_t(omp_get_thread_num())];
+      a32.resize(KK);
+      const int32_t zero = 0;
+      check(dnnl_gemm_s8s8s32('T', 'N', 'F', K_, K_, N_, 1.0f, wi.data(), K_, 0, wi.data(), K_, 0, 0.0f, a32.data(),
+                              K_, &zero),
+            "s8s8 gemm");
+      for (size_t k = 0; k < KK; ++k) A[k] = float(a32[k]);
+    } else {
+      check(dnnl_sgemm('T', 'N', K_, K_, N_, 1.0f, wf, K_, wf, K_, 0.0f, A, K_), "sgemm");
+    }
+    for (size_t n = 0; n < N; ++n)
+      for (size_t k = 0; k < K; ++k) {
+        ws[c * K + k] += wf[n * K + k];
+        wb[c * K + k] += float(b[n]) * wf[n * K + k];
+      }
+  }
+}
+
 std::vector<double> WeightMoments::objectives(const std::vector<float>& dws, const std::vector<float>& corr,
                                               Similarity sim) {
   const size_t K = size_t(K_), N = size_t(N_), NK = N * K, KK = K * K, I = size_t(images_);
@@ -121,50 +159,18 @@ std::vector<double> WeightMoments::objectives(const std::vector<float>& dws, con
   std::vector<double> out(dws.size(), 0.0);
   // Scratch kept across calls: a block this size is mapped fresh on every allocation, and the
   // page faults of re-mapping it every round cost more than the products computed in it.
-  avector<float>&Af = Af_, &Wf = Wf_, &ws = ws_, &wb = wb_, &Q = Q_, &R = R_, &Uw = Uw_, &Ub = Ub_;
+  avector<float>&Q = Q_, &R = R_, &Uw = Uw_, &Ub = Ub_;
   for (size_t c0 = 0; c0 < dws.size(); c0 += chunk) {
     const size_t C = std::min(chunk, dws.size() - c0);
-    Af.resize(C * KK);
-    Wf.resize(C * NK);
-    ws.assign(C * K, 0.0f);
-    wb.assign(C * K, 0.0f);
-    const size_t nts = static_cast<size_t>(omp_get_max_threads());
-    if (wi_.size() < nts) {
-      wi_.resize(nts);
-      a32_.resize(nts);
-    }
-#pragma omp parallel for schedule(static)
-    for (size_t c = 0; c < C; ++c) {
-      float* wf = Wf.data() + c * NK;
-      auto& wi = wi_[size_t(omp_get_thread_num())];
-      wi.resize(int8_ ? NK : 0);
-      weight_codes(dws[c0 + c], wf, int8_ ? wi.data() : nullptr);
-      float* A = Af.data() + c * KK;
-      if (int8_) {  // ŴᵀŴ exactly in int32
-        auto& a32 = a32_[size_t(omp_get_thread_num())];
-        a32.resize(KK);
-        const int32_t zero = 0;
-        check(dnnl_gemm_s8s8s32('T', 'N', 'F', K_, K_, N_, 1.0f, wi.data(), K_, 0, wi.data(), K_, 0, 0.0f, a32.data(),
-                                K_, &zero),
-              "s8s8 gemm");
-        for (size_t k = 0; k < KK; ++k) A[k] = float(a32[k]);
-      } else {
-        check(dnnl_sgemm('T', 'N', K_, K_, N_, 1.0f, wf, K_, wf, K_, 0.0f, A, K_), "sgemm");
-      }
-      for (size_t n = 0; n < N; ++n)
-        for (size_t k = 0; k < K; ++k) {
-          ws[c * K + k] += wf[n * K + k];
-          wb[c * K + k] += float(b[n]) * wf[n * K + k];
-        }
-    }
+    candidate_products(dws.data() + c0, C, b);
     Q.resize(I * C);
     R.resize(I * C);
     Uw.resize(I * C);
     Ub.resize(I * C);
-    check(dnnl_sgemm('N', 'T', images_, C, KK, 1.0f, H_.data(), KK, Af.data(), KK, 0.0f, Q.data(), C), "sgemm");
-    check(dnnl_sgemm('N', 'T', images_, C, NK, 1.0f, G_.data(), NK, Wf.data(), NK, 0.0f, R.data(), C), "sgemm");
-    check(dnnl_sgemm('N', 'T', images_, C, K_, 1.0f, U_.data(), K_, ws.data(), K_, 0.0f, Uw.data(), C), "sgemm");
-    check(dnnl_sgemm('N', 'T', images_, C, K_, 1.0f, U_.data(), K_, wb.data(), K_, 0.0f, Ub.data(), C), "sgemm");
+    check(dnnl_sgemm('N', 'T', images_, C, KK, 1.0f, H_.data(), KK, Af_.data(), KK, 0.0f, Q.data(), C), "sgemm");
+    check(dnnl_sgemm('N', 'T', images_, C, NK, 1.0f, G_.data(), NK, Wf_.data(), NK, 0.0f, R.data(), C), "sgemm");
+    check(dnnl_sgemm('N', 'T', images_, C, K_, 1.0f, U_.data(), K_, ws_.data(), K_, 0.0f, Uw.data(), C), "sgemm");
+    check(dnnl_sgemm('N', 'T', images_, C, K_, 1.0f, U_.data(), K_, wb_.data(), K_, 0.0f, Ub.data(), C), "sgemm");
     for (size_t c = 0; c < C; ++c) {
       const double s = double(dx_) * double(dws[c0 + c]);
       double total = 0;

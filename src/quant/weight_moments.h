@@ -34,6 +34,9 @@ class WeightMoments {
 
  private:
   void weight_codes(float dw, float* out_codes_f, int8_t* out_codes_i8);
+  // For C candidate steps: per candidate the codes Ŵ (Wf_), ŴᵀŴ (Af_), Σ_n Ŵ[n] (ws_) and
+  // Σ_n b′[n]·Ŵ[n] (wb_).
+  void candidate_products(const float* dws, size_t C, const std::vector<double>& b);
 
   const SiteObservation& obs_;
   QRange xr_, wr_;

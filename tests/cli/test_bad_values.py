@@ -9,7 +9,8 @@ internal errors; misleading configuration fields named at load time.
   where a JSON file is expected is exit 5.
 - Options (classes 3, 5): every floating-point option of every command refuses NaN/Inf
   (exit 2 naming the option); counts out of range (2147483647 threads, -1 images) likewise.
-- Configuration (class 6): a zero/huge std or mean is refused at load naming the field."""
+- Configuration (class 6): a zero/huge std or mean is refused at load naming the field.
+- Method options: one that the chosen method does not read is named in a warning."""
 import copy
 import os
 import re
@@ -163,6 +164,17 @@ def main():
         cli.expect(f"quantize --percentile {v}", base["quantize"] + ["--method", "percentile", "--percentile", v],
                    "usage", "--percentile")
     cli.check(not os.path.exists(cli.path("never")), "no option error left an output directory")
+
+    # An option of another method is named in a warning (the run goes on); one the method (or
+    # the activation method bitsplit uses) reads is not.
+    out = cli.expect("minmax with --lapq-p and --gamma", ["quantize", "--model", m, "--calib", data, "--method", "minmax",
+                     "--bits", "8", "--plan-only", "-q", "--lapq-p", "2", "--gamma", "3", "-o", cli.path("warn1")], "ok",
+                     r"warning: --lapq-p is an option of --method lapq; it has no effect with --method minmax",
+                     r"warning: --gamma is an option of --method liu2021")
+    out = cli.expect("bitsplit with its activation method's --percentile", ["quantize", "--model", m, "--calib", data,
+                     "--method", "bitsplit", "--bits", "8", "--plan-only", "-q", "--percentile", "99.9",
+                     "-o", cli.path("warn2")], "ok")
+    cli.check("warning: --percentile" not in out, "no warning for an option the activation method reads", out)
     cli.finish()
 
 

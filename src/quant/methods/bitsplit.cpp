@@ -52,33 +52,31 @@ void mat_vec(const double* h, const int16_t* q, double* out, int K) {  // out = 
   }
 }
 
-}  // namespace
-
-BitSplitResult bit_split(const float* x, int64_t rows, int K, const float* w, int N, int bits, int max_epochs,
-                         const OperandQuant* xq) {
-  if (bits < kMinBits || bits > kMaxBits) fail(ErrorKind::Usage, "bit-split: bits must be in [2, 10]");
-  const int planes = bits - 1, qm = qmax(bits);
-  const size_t KK = size_t(K) * K, NK = size_t(N) * K;
-
-  // The objective per channel is ‖X(w_c − α_c q_c)‖² = (w_c − α_c q_c)ᵀ H (w_c − α_c q_c), with
-  // H = XᵀX accumulated over the calibration rows in chunks (bounded memory), in double.
+// H = X̂ᵀX̂ over the calibration rows (X̂: x fake-quantized by xq if given), accumulated in
+// chunks (bounded memory), in double.
+std::vector<double> input_gram(const float* x, int64_t rows, int K, const OperandQuant* xq) {
+  const size_t KK = size_t(K) * K;
   std::vector<double> H(KK, 0.0);
-  {
-    const int64_t chunk = 8192;
-    avector<float> xc(size_t(std::min(rows, chunk)) * K), hc(KK);
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-      const int64_t nr = std::min(chunk, rows - r0);
-      const float* xs = x + r0 * K;
-      if (xq && xq->quantized()) {
-        fake_quantize(xs, xc.data(), size_t(nr) * K, xq->scale, xq->range());
-        xs = xc.data();
-      }
-      sgemm_tn(K, K, nr, xs, K, xs, K, hc.data());
-      for (size_t i = 0; i < KK; ++i) H[i] += hc[i];
+  const int64_t chunk = 8192;
+  avector<float> xc(size_t(std::min(rows, chunk)) * K), hc(KK);
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t nr = std::min(chunk, rows - r0);
+    const float* xs = x + r0 * K;
+    if (xq && xq->quantized()) {
+      fake_quantize(xs, xc.data(), size_t(nr) * K, xq->scale, xq->range());
+      xs = xc.data();
     }
+    sgemm_tn(K, K, nr, xs, K, xs, K, hc.data());
+    for (size_t i = 0; i < KK; ++i) H[i] += hc[i];
   }
-  // T_c = H w_c (= X̂ᵀ y_c for the target y_c = X̂ w_c) and ‖y_c‖² = w_cᵀ H w_c.
-  std::vector<double> T(NK, 0.0), yy(static_cast<size_t>(N), 0.0);
+  return H;
+}
+
+// T_c = H w_c (= X̂ᵀ y_c for the target y_c = X̂ w_c) and ‖y_c‖² = w_cᵀ H w_c, per channel.
+void gram_targets(const std::vector<double>& H, const float* w, int N, int K, std::vector<double>& T,
+                  std::vector<double>& yy) {
+  T.assign(size_t(N) * K, 0.0);
+  yy.assign(size_t(N), 0.0);
 #pragma omp parallel for schedule(static)
   for (int c = 0; c < N; ++c) {
     const float* wc = w + size_t(c) * K;
@@ -93,6 +91,92 @@ BitSplitResult bit_split(const float* x, int64_t rows, int K, const float* w, in
     }
     yy[size_t(c)] = s;
   }
+}
+
+void round_codes(const float* wc, int K, double alpha, int qm, int16_t* q) {
+  for (int k = 0; k < K; ++k) q[k] = int16_t(std::clamp(std::nearbyint(wc[k] / alpha), double(-qm), double(qm)));
+}
+
+// The step minimising the weight error with round-to-nearest codes on the symmetric grid
+// ±qm that b − 1 ternary planes can represent (alternate codes and least-squares step until
+// the step settles), from alpha. q: scratch for the codes.
+double weight_lsq_step(const float* wc, int K, int qm, double alpha, int16_t* q) {
+  for (int it = 0; it < 100; ++it) {
+    double wq = 0, qq = 0;
+    round_codes(wc, K, alpha, qm, q);
+    for (int k = 0; k < K; ++k) {
+      wq += double(wc[k]) * q[k];
+      qq += double(q[k]) * q[k];
+    }
+    if (!(qq > 0) || !(wq > 0)) break;
+    const double next = wq / qq;
+    const bool done = std::fabs(next - alpha) <= 1e-12 * alpha;
+    alpha = next;
+    if (done) break;
+  }
+  return alpha;
+}
+
+// One channel's ternary planes t[m] (K values each) and codes q, optimised in place: rounds of
+// a least-squares step for the codes and a coordinate sweep over every ternary value, until
+// no value changes or max_epochs. hq = H q on return. Returns the rounds run.
+int ternary_sweeps(const std::vector<double>& H, const double* tcv, int K, const std::vector<int8_t*>& t, int max_epochs,
+                   int16_t* q, double& alpha, std::vector<double>& hq) {
+  auto refit = [&] {  // least-squares step for the current codes (kept positive: otherwise unchanged)
+    double tq = 0, qhq = 0;
+    for (int k = 0; k < K; ++k) {
+      tq += tcv[k] * q[k];
+      qhq += hq[k] * q[k];
+    }
+    if (qhq > 0 && tq > 0 && std::isfinite(tq / qhq)) alpha = tq / qhq;
+  };
+  int ep = 0;
+  for (; ep < max_epochs; ++ep) {
+    mat_vec(H.data(), q, hq.data(), K);  // fresh H q each round (no drift from the updates)
+    refit();
+    int changed = 0;
+    for (int m = 0; m < int(t.size()); ++m) {
+      const double p2 = double(1 << m), a = alpha * p2;
+      for (int k = 0; k < K; ++k) {
+        const double hkk = H[size_t(k) * K + k];
+        if (!(hkk > 0)) continue;  // a dead input feature: the output does not depend on it
+        // With every other ternary value fixed, the error as a function of this one is
+        // a²·H_kk·v² − 2a·g·v + const, g = ⟨X_k, residual without this term⟩.
+        const double g = tcv[k] - alpha * (hq[k] - p2 * t[m][k] * hkk);
+        auto f = [&](int v) { return a * a * hkk * v * v - 2 * a * g * v; };
+        int best = t[m][k];
+        for (int v = -1; v <= 1; ++v)
+          if (f(v) < f(best) - 1e-12 * std::fabs(f(best))) best = v;
+        if (best == t[m][k]) continue;
+        const int delta = (best - t[m][k]) << m;
+        t[m][k] = int8_t(best);
+        q[k] = int16_t(q[k] + delta);
+        const double* hk = H.data() + size_t(k) * K;
+        for (int j = 0; j < K; ++j) hq[j] += delta * hk[j];
+        ++changed;
+      }
+    }
+    if (!changed) {
+      ++ep;
+      break;
+    }
+  }
+  mat_vec(H.data(), q, hq.data(), K);
+  refit();
+  return ep;
+}
+
+}  // namespace
+
+BitSplitResult bit_split(const float* x, int64_t rows, int K, const float* w, int N, int bits, int max_epochs,
+                         const OperandQuant* xq) {
+  if (bits < kMinBits || bits > kMaxBits) fail(ErrorKind::Usage, "bit-split: bits must be in [2, 10]");
+  const int planes = bits - 1, qm = qmax(bits);
+  const size_t NK = size_t(N) * K;
+  // The objective per channel is ‖X(w_c − α_c q_c)‖² = (w_c − α_c q_c)ᵀ H (w_c − α_c q_c).
+  const std::vector<double> H = input_gram(x, rows, K, xq);
+  std::vector<double> T, yy;
+  gram_targets(H, w, N, K, T, yy);
 
   BitSplitResult res;
   res.bits = bits;
@@ -112,84 +196,28 @@ BitSplitResult bit_split(const float* x, int64_t rows, int K, const float* w, in
 
     // Plain rounding at the max-based step (the reference the method is measured against).
     const double amax = max_step(max_abs(wc, size_t(K)), qrange(bits));
-    for (int k = 0; k < K; ++k) q[k] = int16_t(std::clamp(std::nearbyint(wc[k] / amax), double(-qm), double(qm)));
+    round_codes(wc, K, amax, qm, q);
     mat_vec(H.data(), q, hq.data(), K);
     e_max[size_t(c)] = channel_error(yy[size_t(c)], amax, tcv, hq.data(), q, K);
 
-    // Initialisation: the step minimising the weight error with round-to-nearest codes on the
-    // symmetric grid ±(2^(b−1) − 1) that b − 1 ternary planes can represent (alternate codes and
-    // least-squares step until the step settles).
-    double alpha = amax;
-    for (int it = 0; it < 100; ++it) {
-      double wq = 0, qq = 0;
-      for (int k = 0; k < K; ++k) {
-        q[k] = int16_t(std::clamp(std::nearbyint(wc[k] / alpha), double(-qm), double(qm)));
-        wq += double(wc[k]) * q[k];
-        qq += double(q[k]) * q[k];
-      }
-      if (!(qq > 0) || !(wq > 0)) break;
-      const double next = wq / qq;
-      const bool done = std::fabs(next - alpha) <= 1e-12 * alpha;
-      alpha = next;
-      if (done) break;
-    }
-    for (int k = 0; k < K; ++k) q[k] = int16_t(std::clamp(std::nearbyint(wc[k] / alpha), double(-qm), double(qm)));
+    // Initialisation: the least-squares step of the weights with rounded codes.
+    double alpha = weight_lsq_step(wc, K, qm, amax, q);
+    round_codes(wc, K, alpha, qm, q);
     mat_vec(H.data(), q, hq.data(), K);
     e_init[size_t(c)] = channel_error(yy[size_t(c)], alpha, tcv, hq.data(), q, K);
 
-    // Split the codes into ternary planes: t_m = sign(q) · bit m of |q|.
-    for (int m = 0; m < planes; ++m)
+    // Split the codes into ternary planes: t_m = sign(q) · bit m of |q|; then optimise them.
+    std::vector<int8_t*> t(static_cast<size_t>(planes));
+    for (int m = 0; m < planes; ++m) {
+      t[size_t(m)] = res.planes[size_t(m)].data() + size_t(c) * K;
       for (int k = 0; k < K; ++k) {
         const int a = std::abs(int(q[k]));
-        res.planes[size_t(m)][size_t(c) * K + k] = int8_t(((a >> m) & 1) * (q[k] < 0 ? -1 : 1));
-      }
-
-    // Least-squares step for the current codes (kept positive: otherwise unchanged).
-    auto refit = [&] {
-      double tq = 0, qhq = 0;
-      for (int k = 0; k < K; ++k) {
-        tq += tcv[k] * q[k];
-        qhq += hq[k] * q[k];
-      }
-      if (qhq > 0 && tq > 0 && std::isfinite(tq / qhq)) alpha = tq / qhq;
-    };
-    int ep = 0;
-    for (; ep < max_epochs; ++ep) {
-      mat_vec(H.data(), q, hq.data(), K);  // fresh H q each round (no drift from the updates)
-      refit();
-      int changed = 0;
-      for (int m = 0; m < planes; ++m) {
-        int8_t* t = res.planes[size_t(m)].data() + size_t(c) * K;
-        const double p2 = double(1 << m), a = alpha * p2;
-        for (int k = 0; k < K; ++k) {
-          const double hkk = H[size_t(k) * K + k];
-          if (!(hkk > 0)) continue;  // a dead input feature: the output does not depend on it
-          // With every other ternary value fixed, the error as a function of this one is
-          // a²·H_kk·t² − 2a·g·t + const, g = ⟨X_k, residual without this term⟩.
-          const double g = tcv[k] - alpha * (hq[k] - p2 * t[k] * hkk);
-          auto f = [&](int v) { return a * a * hkk * v * v - 2 * a * g * v; };
-          int best = t[k];
-          for (int v = -1; v <= 1; ++v)
-            if (f(v) < f(best) - 1e-12 * std::fabs(f(best))) best = v;
-          if (best == t[k]) continue;
-          const int delta = (best - t[k]) << m;
-          t[k] = int8_t(best);
-          q[k] = int16_t(q[k] + delta);
-          const double* hk = H.data() + size_t(k) * K;
-          for (int j = 0; j < K; ++j) hq[j] += delta * hk[j];
-          ++changed;
-        }
-      }
-      if (!changed) {
-        ++ep;
-        break;
+        t[size_t(m)][k] = int8_t(((a >> m) & 1) * (q[k] < 0 ? -1 : 1));
       }
     }
-    mat_vec(H.data(), q, hq.data(), K);
-    refit();
+    epochs[size_t(c)] = ternary_sweeps(H, tcv, K, t, max_epochs, q, alpha, hq);
     res.alpha[size_t(c)] = float(alpha);
     e_final[size_t(c)] = channel_error(yy[size_t(c)], double(res.alpha[size_t(c)]), tcv, hq.data(), q, K);
-    epochs[size_t(c)] = ep;
   }
   const double denom = double(rows) * N;
   for (int c = 0; c < N; ++c) {

@@ -16,6 +16,7 @@ struct BitSplitOptions : MethodOptions {
   std::string act = "percentile";  // method of the activation steps (with its own options)
   int epochs = 30;                 // alternating rounds at most
   void declare(OptionDecls& d) override;
+  std::vector<std::string> uses_methods() const override { return {act}; }
 };
 
 struct BitSplitResult {

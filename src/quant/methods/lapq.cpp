@@ -195,6 +195,88 @@ class LossEval {
   avector<float> cache_;
 };
 
+// One variable of the network-level optimisation: a step of a planned site.
+struct Var {
+  std::string site;
+  SiteId id;
+  bool is_w;
+  const std::vector<float>* steps;  // per p
+  float init = 0;                   // step at the chosen p
+  int stage = 0;
+};
+
+// The variables one BOBYQA run optimises together: the steps of one block (stage key).
+struct Group {
+  int key = 0, first_stage = 0;
+  std::vector<size_t> vars;
+};
+
+// Consecutive variables of one block form a group; patch_embed joins block 0, the head the last.
+std::vector<Group> block_groups(const std::vector<Var>& vars, int depth) {
+  std::vector<Group> groups;
+  for (size_t i = 0; i < vars.size(); ++i) {
+    const int key = std::clamp(vars[i].stage, 1, depth);
+    if (groups.empty() || groups.back().key != key) groups.push_back({key, vars[i].stage, {}});
+    groups.back().vars.push_back(i);
+    groups.back().first_stage = std::min(groups.back().first_stage, vars[i].stage);
+  }
+  return groups;
+}
+
+struct BobyqaResult {
+  std::vector<double> best;  // the best point evaluated (x0 if nothing beat start_loss)
+  double best_loss = 0;
+  std::string status;        // NLopt's result, or the reason it stopped
+};
+
+// Minimises loss over [-bound, bound]^n from x0 with NLopt's LN_BOBYQA (initial trust region
+// rho, at most max_evals evaluations), keeping the best point seen. An exception thrown by
+// loss stops the run and is rethrown.
+BobyqaResult bobyqa_minimize(const std::function<double(const double*)>& loss, const std::vector<double>& x0,
+                             double start_loss, double bound, double rho, int max_evals) {
+  const unsigned n = unsigned(x0.size());
+  BobyqaResult r{x0, start_loss, ""};
+  std::exception_ptr err;
+  nlopt::opt opt(nlopt::LN_BOBYQA, n);
+  struct Ctx {
+    const std::function<double(const double*)>* loss;
+    BobyqaResult* r;
+    std::exception_ptr* err;
+    nlopt::opt* opt;
+  } ctx{&loss, &r, &err, &opt};
+  opt.set_min_objective(
+      [](unsigned nn, const double* x, double*, void* data) -> double {
+        auto* c = static_cast<Ctx*>(data);
+        try {
+          const double l = (*c->loss)(x);
+          if (l < c->r->best_loss) {
+            c->r->best_loss = l;
+            c->r->best.assign(x, x + nn);
+          }
+          return l;
+        } catch (...) {
+          *c->err = std::current_exception();
+          c->opt->force_stop();
+          return HUGE_VAL;
+        }
+      },
+      &ctx);
+  opt.set_lower_bounds(std::vector<double>(n, -bound));
+  opt.set_upper_bounds(std::vector<double>(n, bound));
+  opt.set_initial_step(rho);
+  opt.set_maxeval(max_evals);
+  opt.set_xtol_abs(1e-3);
+  std::vector<double> x = x0;
+  double fx = 0;
+  try {
+    r.status = nlopt_result_to_string(nlopt_result(opt.optimize(x, fx)));
+  } catch (const std::exception& e) {  // roundoff-limited, forced stop, ...: keep the best seen
+    r.status = e.what();
+  }
+  if (err) std::rethrow_exception(err);
+  return r;
+}
+
 class Lapq : public Method {
  public:
   Lapq(const LapqOptions& a, uint64_t seed) : a_(a), seed_(seed) {
@@ -245,22 +327,112 @@ class Lapq : public Method {
   void refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_json& notes) override;
 
  private:
+  struct Refine;
   struct Init {
     std::vector<float> x, w;  // Lp-optimal steps per p
-  };
-  struct Var {
-    std::string site;
-    SiteId id;
-    bool is_w;
-    const std::vector<float>* steps;  // per p
-    float init = 0;                   // step at the chosen p
-    int stage = 0;
   };
   LapqOptions a_;
   uint64_t seed_;
   size_t p_default_ = 0;
   std::map<std::string, Init> init_;
 };
+
+// The state of one network-level step: the variables, the loss and its log.
+struct Lapq::Refine {
+  const LapqOptions& a;
+  QuantPlan& plan;
+  std::vector<Var> vars;
+  LossEval ev;
+  nlohmann::ordered_json curve = nlohmann::ordered_json::array();
+  std::vector<double> xcur;  // log(step / init) per variable
+
+  void set_step(const Var& v, float step) {
+    SitePlan& sp = plan.sites.at(v.site);
+    (v.is_w ? sp.w.scale : sp.x.scale) = step;
+  }
+  void forget_all() {
+    for (const Var& v : vars) ev.forget(v.id);
+  }
+  double full_loss() {
+    ev.advance_to(0);
+    const double l = ev.loss();
+    curve.push_back(l);
+    return l;
+  }
+  size_t select_p(double& init_loss, nlohmann::ordered_json& p_losses);
+  int sweep(const std::vector<Group>& groups, int sweep_index, int budget, double& best_loss,
+            nlohmann::ordered_json& group_log);
+};
+
+// Step 2: every site at its Lp-optimal steps for each p; the p of the least network loss.
+size_t Lapq::Refine::select_p(double& init_loss, nlohmann::ordered_json& p_losses) {
+  size_t best_p = 0;
+  init_loss = INFINITY;
+  for (size_t j = 0; j < a.p.size(); ++j) {
+    for (const Var& v : vars) set_step(v, (*v.steps)[j]);
+    forget_all();
+    const double l = full_loss();
+    p_losses[nlohmann::ordered_json(a.p[j]).dump()] = l;
+    if (l < init_loss) init_loss = l, best_p = j;
+  }
+  for (Var& v : vars) {
+    v.init = (*v.steps)[best_p];
+    set_step(v, v.init);
+  }
+  forget_all();
+  return best_p;
+}
+
+// Step 3, one sweep over the blocks in log(step / init) space, the budget shared in proportion
+// to each group's size. Returns the evaluations used.
+int Lapq::Refine::sweep(const std::vector<Group>& groups, int sweep_index, int budget, double& best_loss,
+                        nlohmann::ordered_json& group_log) {
+  auto need = [](const Group& g) { return 2 * int(g.vars.size()) + 2; };
+  const double rho = 0.15 / double(1 << sweep_index), bound = std::log(a.range);
+  int dims_left = int(vars.size()), used_total = 0;
+  for (const Group& g : groups) {
+    const int n = int(g.vars.size());
+    const int gb = std::min(budget, std::max(need(g), int(double(budget) * n / dims_left)));
+    dims_left -= n;
+    if (gb < need(g)) {
+      group_log.push_back({{"sweep", sweep_index}, {"first_site", vars[g.vars.front()].site}, {"skipped", "budget"}});
+      continue;
+    }
+    ev.advance_to(g.first_stage);
+    std::vector<double> x0(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) x0[size_t(i)] = xcur[g.vars[size_t(i)]];
+    const int evals0 = ev.evals();
+    auto apply = [&](const double* x) {
+      for (int i = 0; i < n; ++i) {
+        const Var& v = vars[g.vars[size_t(i)]];
+        set_step(v, float(v.init * std::exp(x[i])));
+        if (v.is_w) ev.forget(v.id);
+      }
+    };
+    const BobyqaResult r = bobyqa_minimize(
+        [&](const double* x) {
+          apply(x);
+          const double l = ev.loss();
+          curve.push_back(l);
+          return l;
+        },
+        x0, best_loss, bound, rho, gb);
+    apply(r.best.data());  // the best point seen (the start if nothing beat it)
+    for (int i = 0; i < n; ++i) xcur[g.vars[size_t(i)]] = r.best[size_t(i)];
+    const int used = ev.evals() - evals0;
+    budget -= used;
+    used_total += used;
+    group_log.push_back({{"sweep", sweep_index},
+                         {"first_site", vars[g.vars.front()].site},
+                         {"steps", n},
+                         {"evals", used},
+                         {"start_loss", best_loss},
+                         {"best_loss", r.best_loss},
+                         {"nlopt", r.status}});
+    best_loss = r.best_loss;
+  }
+  return used_total;
+}
 
 void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_json& notes) {
   using clock_type = std::chrono::steady_clock;
@@ -278,152 +450,38 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
     vars.push_back({s.id.name(), s.id, true, &in->second.w, 0, stage_of(s.id, cfg.depth)});
   }
   if (vars.empty()) return;
-  auto set_step = [&](const Var& v, float step) {
-    SitePlan& sp = plan.sites.at(v.site);
-    (v.is_w ? sp.w.scale : sp.x.scale) = step;
-  };
-
-  LossEval ev(net.model, net.images, n_loss, net.batch, plan);
-  nlohmann::ordered_json curve = nlohmann::ordered_json::array();
-  auto forget_all = [&] {
-    for (const Var& v : vars) ev.forget(v.id);
-  };
+  const size_t nv = vars.size();
+  Refine st{a_, plan, std::move(vars), LossEval(net.model, net.images, n_loss, net.batch, plan), {},
+            std::vector<double>(nv, 0.0)};
 
   // 2. Choose p by the network loss.
   nlohmann::ordered_json p_losses = nlohmann::ordered_json::object();
-  size_t best_p = 0;
   double init_loss = INFINITY;
-  for (size_t j = 0; j < a_.p.size(); ++j) {
-    for (const Var& v : vars) set_step(v, (*v.steps)[j]);
-    forget_all();
-    ev.advance_to(0);
-    const double l = ev.loss();
-    curve.push_back(l);
-    p_losses[nlohmann::ordered_json(a_.p[j]).dump()] = l;
-    if (l < init_loss) init_loss = l, best_p = j;
-  }
-  for (Var& v : vars) {
-    v.init = (*v.steps)[best_p];
-    set_step(v, v.init);
-  }
-  forget_all();
+  const size_t best_p = st.select_p(init_loss, p_losses);
   const double t_select = std::chrono::duration<double>(clock_type::now() - t0).count();
 
-  // 3. Joint optimisation, block by block (see the file comment), in log(step / init) space.
-  struct Group {
-    int key = 0, first_stage = 0;  // key: the block the group optimises (stage 1..depth)
-    std::vector<size_t> vars;
-  };
-  std::vector<Group> groups;
-  for (size_t i = 0; i < vars.size(); ++i) {
-    const int key = std::clamp(vars[i].stage, 1, cfg.depth);  // patch_embed joins block 0, the head the last
-    if (groups.empty() || groups.back().key != key) groups.push_back({key, vars[i].stage, {}});
-    groups.back().vars.push_back(i);
-    groups.back().first_stage = std::min(groups.back().first_stage, vars[i].stage);
-  }
-  std::vector<double> xcur(vars.size(), 0.0);
+  // 3. Joint optimisation, block by block (see the file comment).
+  const std::vector<Group> groups = block_groups(st.vars, cfg.depth);
   double best_loss = init_loss;
   int budget = a_.evals - int(a_.p.size()) - 1;  // 1 for the final check
-  const double bound = std::log(a_.range);
   nlohmann::ordered_json group_log = nlohmann::ordered_json::array();
-  int sweeps = 0;
-  auto need = [](const Group& g) { return 2 * int(g.vars.size()) + 2; };
-  int total_need = 0;
-  for (const Group& g : groups) total_need += need(g);
+  int sweeps = 0, total_need = 0;
+  for (const Group& g : groups) total_need += 2 * int(g.vars.size()) + 2;
   const bool enough = budget >= total_need;
-  while (a_.joint && sweeps < 4 && budget >= (sweeps == 0 ? need(groups.front()) : total_need)) {
-    const double rho = 0.15 / double(1 << sweeps);
-    int dims_left = int(vars.size());
-    for (const Group& g : groups) {
-      const int n = int(g.vars.size());
-      int gb = std::min(budget, std::max(need(g), int(double(budget) * n / dims_left)));
-      dims_left -= n;
-      if (gb < need(g)) {
-        group_log.push_back({{"sweep", sweeps}, {"first_site", vars[g.vars.front()].site}, {"skipped", "budget"}});
-        continue;
-      }
-      ev.advance_to(g.first_stage);
-      std::vector<double> x0(static_cast<size_t>(n)), gbest(static_cast<size_t>(n));
-      for (int i = 0; i < n; ++i) x0[size_t(i)] = gbest[size_t(i)] = xcur[g.vars[size_t(i)]];
-      double gbest_loss = best_loss;
-      const int evals0 = ev.evals();
-      std::exception_ptr err;
-      nlopt::opt opt(nlopt::LN_BOBYQA, unsigned(n));
-      std::function<void(const double*)> apply = [&](const double* x) {
-        for (int i = 0; i < n; ++i) {
-          const Var& v = vars[g.vars[size_t(i)]];
-          set_step(v, float(v.init * std::exp(x[i])));
-          if (v.is_w) ev.forget(v.id);
-        }
-      };
-      struct Ctx {
-        std::function<void(const double*)>* apply_fn;
-        LossEval* ev;
-        nlohmann::ordered_json* curve;
-        std::vector<double>* gbest;
-        double* gbest_loss;
-        std::exception_ptr* err;
-        nlopt::opt* opt;
-      } ctx{&apply, &ev, &curve, &gbest, &gbest_loss, &err, &opt};
-      opt.set_min_objective(
-          [](unsigned nn, const double* x, double*, void* data) -> double {
-            auto* c = static_cast<Ctx*>(data);
-            try {
-              (*c->apply_fn)(x);
-              const double l = c->ev->loss();
-              c->curve->push_back(l);
-              if (l < *c->gbest_loss) {
-                *c->gbest_loss = l;
-                c->gbest->assign(x, x + nn);
-              }
-              return l;
-            } catch (...) {
-              *c->err = std::current_exception();
-              c->opt->force_stop();
-              return HUGE_VAL;
-            }
-          },
-          &ctx);
-      opt.set_lower_bounds(std::vector<double>(size_t(n), -bound));
-      opt.set_upper_bounds(std::vector<double>(size_t(n), bound));
-      opt.set_initial_step(rho);
-      opt.set_maxeval(gb);
-      opt.set_xtol_abs(1e-3);
-      std::vector<double> x = x0;
-      double fx = 0;
-      std::string status;
-      try {
-        status = nlopt_result_to_string(nlopt_result(opt.optimize(x, fx)));
-      } catch (const std::exception& e) {  // roundoff-limited, forced stop, ...: keep the best seen
-        status = e.what();
-      }
-      if (err) std::rethrow_exception(err);
-      apply(gbest.data());  // the best point seen (the start if nothing beat it)
-      for (int i = 0; i < n; ++i) xcur[g.vars[size_t(i)]] = gbest[size_t(i)];
-      const int used = ev.evals() - evals0;
-      budget -= used;
-      group_log.push_back({{"sweep", sweeps},
-                           {"first_site", vars[g.vars.front()].site},
-                           {"steps", n},
-                           {"evals", used},
-                           {"start_loss", best_loss},
-                           {"best_loss", gbest_loss},
-                           {"nlopt", status}});
-      best_loss = gbest_loss;
-    }
+  while (a_.joint && sweeps < 4 && budget >= (sweeps == 0 ? 2 * int(groups.front().vars.size()) + 2 : total_need)) {
+    budget -= st.sweep(groups, sweeps, budget, best_loss, group_log);
     ++sweeps;
   }
   // Final check: a full evaluation of the plan kept (deterministic: equals the best seen).
-  ev.advance_to(0);
-  const double final_loss = ev.loss();
-  curve.push_back(final_loss);
+  const double final_loss = st.full_loss();
   if (final_loss > init_loss) {  // cannot happen with a deterministic forward; guard anyway
-    for (Var& v : vars) set_step(v, v.init);
-    forget_all();
+    for (Var& v : st.vars) st.set_step(v, v.init);
+    st.forget_all();
   }
   nlohmann::ordered_json steps = nlohmann::ordered_json::object();
-  for (size_t i = 0; i < vars.size(); ++i)
-    steps[vars[i].site + (vars[i].is_w ? ".w" : ".x")] = {{"init", vars[i].init}, {"ratio", std::exp(xcur[i])}};
+  for (size_t i = 0; i < nv; ++i)
+    steps[st.vars[i].site + (st.vars[i].is_w ? ".w" : ".x")] = {{"init", st.vars[i].init},
+                                                                {"ratio", std::exp(st.xcur[i])}};
   notes["method"] = "lapq";
   notes["loss"] = cat("mean KL(softmax FP32 || softmax quantized) over ", n_loss,
                       " calibration images (no labels: the calibration set is unlabelled)");
@@ -433,14 +491,14 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
   notes["init_loss"] = init_loss;
   notes["final_loss"] = std::min(final_loss, init_loss);
   notes["optimizer"] = "NLopt LN_BOBYQA (Powell), one block's steps at a time, log(step/init) in [-ln r, ln r]";
-  notes["variables"] = vars.size();
+  notes["variables"] = nv;
   notes["groups"] = groups.size();
   notes["sweeps"] = sweeps;
   notes["budget_covers_one_sweep"] = enough;
-  notes["evaluations"] = ev.evals();
+  notes["evaluations"] = st.ev.evals();
   notes["seconds_p_selection"] = t_select;
   notes["seconds"] = std::chrono::duration<double>(clock_type::now() - t0).count();
-  notes["loss_curve"] = curve;
+  notes["loss_curve"] = st.curve;
   notes["group_steps"] = group_log;
   notes["steps"] = steps;
 }
