@@ -38,6 +38,7 @@ struct QuantizeArgs {
   bool allow_non_finite = false;
   bool fast = false;        // --fast: the method's measured fast configuration (MethodOptions::apply_fast)
   bool smooth_ln = false;   // --smooth-ln
+  bool ln_center = false;   // --ln-center
   double smooth_alpha = 0.5;
   bool unsigned_softmax = false;
   bool quantize_head = false, quiet = false;
@@ -117,6 +118,7 @@ void run_quantize(QuantizeArgs& a) {
   opt.quantize_head = a.quantize_head;
   opt.grids.unsigned_softmax = a.unsigned_softmax;
   if (a.smooth_ln) opt.transforms.smooth_ln_alpha = a.smooth_alpha;
+  opt.transforms.ln_center = a.ln_center;
   opt.batch = a.batch;
 
   std::printf("model    %s (%s)\n", a.model.c_str(), model.cfg.architecture.c_str());
@@ -129,6 +131,8 @@ void run_quantize(QuantizeArgs& a) {
   std::printf("head     %s\n", opt.quantize_head ? "quantized" : "kept in FP32 (use --quantize-head to quantize it)");
   if (a.smooth_ln)
     std::printf("smooth   LayerNorm smoothing, alpha %g: qkv and fc1 calibrated on the rewritten model\n", a.smooth_alpha);
+  if (a.ln_center)
+    std::printf("center   LayerNorm centring: qkv and fc1 inputs centred per channel, the shift in the layer's bias\n");
   std::fflush(stdout);
 
   Progress bar("calibrate", 1, a.quiet);
@@ -167,6 +171,7 @@ void run_quantize(QuantizeArgs& a) {
   r.plan.settings["abits"] = a.abits;
   r.plan.settings["quantize_head"] = opt.quantize_head;
   if (a.smooth_ln) r.plan.settings["smooth_ln_alpha"] = a.smooth_alpha;
+  if (a.ln_center) r.plan.settings["ln_center"] = true;
   if (a.mixed_precision) r.plan.settings["mixed_precision"] = a.mixed_precision;
 
   if (!a.quiet) print_table(r);
@@ -244,6 +249,11 @@ void add_quantize_command(CLI::App& app) {
               "(LN gamma/beta divided, qkv/fc1 weight columns multiplied by s_k = max|x_k|^alpha / "
               "max|W_k|^(1-alpha); the same FP function) before calibrating, so that one activation step suits "
               "post-LN channels of very different ranges. The factors go into the plan");
+  c->add_flag("--ln-center", a->ln_center,
+              "Fix (any method): centre each LayerNorm output channel before qkv and fc1 (LN beta minus the "
+              "channel's mid-range (min+max)/2 over the calibration images, added back through the layer's bias; "
+              "the same FP function), so that the symmetric activation grid is not wasted on one-sided channels. "
+              "With --smooth-ln the factors then use the centred ranges. The shifts go into the plan");
   c->add_option("--smooth-alpha", a->smooth_alpha, "--smooth-ln: migration strength alpha in [0, 1]")
       ->check(opt::real(0, 1))
       ->capture_default_str();

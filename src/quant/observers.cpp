@@ -26,14 +26,18 @@ void SiteTensorCapture::append(avector<float>& dst, size_t& cursor, const float*
   cursor += size_t(images);
 }
 
-void ChannelAbsMax::observe(const SiteCall& c) {
+void ChannelRange::observe(const SiteCall& c) {
   if (!kinds_.count(c.site.kind)) return;
-  std::vector<float>& m = max_abs[c.site.name()];
-  m.resize(size_t(c.K), 0.0f);
+  Range& m = range[c.site.name()];
+  m.lo.resize(size_t(c.K), INFINITY);
+  m.hi.resize(size_t(c.K), -INFINITY);
   const int64_t rows = int64_t(c.groups) * c.M;
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = c.x + r * c.K;
-    for (int k = 0; k < c.K; ++k) m[size_t(k)] = std::max(m[size_t(k)], std::fabs(x[k]));
+    for (int k = 0; k < c.K; ++k) {
+      m.lo[size_t(k)] = std::min(m.lo[size_t(k)], x[k]);
+      m.hi[size_t(k)] = std::max(m.hi[size_t(k)], x[k]);
+    }
   }
 }
 

@@ -3,7 +3,7 @@
 // image order.
 //   SiteTensorCapture   whole-set copies of chosen sites' operands and outputs (the calibration
 //                       driver's site observations)
-//   ChannelAbsMax       per-input-channel max |x| of chosen sites (LayerNorm smoothing)
+//   ChannelRange        per-input-channel min and max of x at chosen sites (LayerNorm rewrites)
 //   SelectiveSimulation computes only a chosen set of sites with an inner hook and copies
 //                       chosen outputs of the current batch (mixed precision's perturbations)
 #pragma once
@@ -44,10 +44,13 @@ class SiteTensorCapture : public SiteHook {
   std::map<SiteId, size_t> cursor_y_, cursor_x_, cursor_w_;  // images captured so far
 };
 
-class ChannelAbsMax : public SiteHook {
+class ChannelRange : public SiteHook {
  public:
-  explicit ChannelAbsMax(std::set<SiteKind> kinds) : kinds_(std::move(kinds)) {}
-  std::map<std::string, std::vector<float>> max_abs;  // site name -> K values
+  explicit ChannelRange(std::set<SiteKind> kinds) : kinds_(std::move(kinds)) {}
+  struct Range {
+    std::vector<float> lo, hi;  // K values each: min and max over every row of every call
+  };
+  std::map<std::string, Range> range;  // by site name
   void observe(const SiteCall& c) override;
 
  private:

@@ -27,7 +27,7 @@ const SitePlan* QuantPlan::find(const SiteId& id) const {
 bool QuantPlan::operator==(const QuantPlan& o) const {
   return method == o.method && settings == o.settings && calibration == o.calibration &&
          tool_version == o.tool_version && architecture == o.architecture && sites == o.sites &&
-         ln_smoothing == o.ln_smoothing;
+         ln_smoothing == o.ln_smoothing && ln_shift == o.ln_shift;
 }
 
 namespace {
@@ -215,6 +215,11 @@ ojson plan_to_json(const QuantPlan& p, const std::string& codes_file) {
     for (const auto& [name, v] : p.ln_smoothing) sm[name] = v;
     j["ln_smoothing"] = sm;
   }
+  if (!p.ln_shift.empty()) {
+    ojson sh = ojson::object();
+    for (const auto& [name, v] : p.ln_shift) sh[name] = v;
+    j["ln_shift"] = sh;
+  }
   return j;
 }
 
@@ -284,6 +289,16 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
       p.ln_smoothing[it.key()] = std::move(v);
     }
   }
+  if (j.contains("ln_shift")) {
+    if (!j["ln_shift"].is_object()) top.bad("ln_shift", "must be an object (site name -> shifts)");
+    for (auto it = j["ln_shift"].begin(); it != j["ln_shift"].end(); ++it) {
+      SiteId id;
+      Ctx c{source, "ln_shift."};
+      if (!parse_site_name(it.key(), &id) || (id.kind != SiteKind::Qkv && id.kind != SiteKind::Fc1))
+        c.bad(it.key(), "is not a site fed by a LayerNorm (blocks.N.attn.qkv or blocks.N.mlp.fc1)");
+      p.ln_shift[it.key()] = float_array(c, it.key(), it.value());
+    }
+  }
   return p;
 }
 
@@ -345,14 +360,17 @@ void check_plan_matches(const QuantPlan& plan, const ViTConfig& cfg, const std::
       fail(ErrorKind::Model, source, ": site '", name, "': bias_correction has ", sp.bias_correction.size(),
            " entries, expected ", nb);
   }
-  for (const auto& [name, v] : plan.ln_smoothing) {
-    auto it = shapes.find(name);
-    if (it == shapes.end())
-      fail(ErrorKind::Model, source, ": ln_smoothing: site '", name, "' does not exist in this model (",
-           cfg.architecture, ", depth ", cfg.depth, ")");
-    if (v.size() != size_t(it->second.K))
-      fail(ErrorKind::Model, source, ": ln_smoothing: site '", name, "' has ", v.size(), " factors, the layer has ",
-           it->second.K, " input channels");
+  for (const auto* field : {&plan.ln_smoothing, &plan.ln_shift}) {
+    const char* what = field == &plan.ln_shift ? "ln_shift" : "ln_smoothing";
+    for (const auto& [name, v] : *field) {
+      auto it = shapes.find(name);
+      if (it == shapes.end())
+        fail(ErrorKind::Model, source, ": ", what, ": site '", name, "' does not exist in this model (",
+             cfg.architecture, ", depth ", cfg.depth, ")");
+      if (v.size() != size_t(it->second.K))
+        fail(ErrorKind::Model, source, ": ", what, ": site '", name, "' has ", v.size(),
+             field == &plan.ln_shift ? " shifts" : " factors", ", the layer has ", it->second.K, " input channels");
+    }
   }
 }
 

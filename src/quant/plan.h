@@ -75,6 +75,10 @@ struct QuantPlan {
   // The plan applies to the model rewritten as LN γ_k/s_k, β_k/s_k and weight columns W[:,k]·s_k
   // (the same FP function); its steps and codes are those of the rewritten model. Empty = none.
   std::map<std::string, std::vector<float>> ln_smoothing;
+  // LayerNorm centring (--ln-center; quant/ln_smoothing.h): for the same sites, shifts μ_k per
+  // input channel, applied before the factors: LN β_k − μ_k and the layer's bias b + W·μ (the
+  // same FP function). Empty = none.
+  std::map<std::string, std::vector<float>> ln_shift;
 
   const SitePlan* find(const SiteId& id) const;
   bool operator==(const QuantPlan& o) const;

@@ -1,5 +1,5 @@
-// The checkpoint rewrites a plan records, as one pipeline step: LayerNorm smoothing today
-// (ln_smoothing.h); reparameterisations and rotations join here. Each keeps the FP function
+// The checkpoint rewrites a plan records, as one pipeline step: LayerNorm centring and
+// smoothing today (ln_smoothing.h); further reparameterisations and rotations join here. Each keeps the FP function
 // and moves range between activations and weights, so every site is calibrated, simulated,
 // exported and run on the rewritten model.
 //
@@ -20,6 +20,7 @@ namespace vitq {
 
 struct TransformOptions {
   double smooth_ln_alpha = -1.0;  // LayerNorm smoothing with this α (--smooth-ln); < 0 = off
+  bool ln_center = false;         // LayerNorm centring (--ln-center)
 };
 
 // Fits the enabled transforms on the FP model (n calibration images, `batch` per pass) and

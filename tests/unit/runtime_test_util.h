@@ -90,10 +90,10 @@ inline std::vector<float> random_images(const ViTConfig& c, int n, uint64_t seed
 }
 
 // A MinMax plan at `bits` (per block overrides in block_bits), calibrated on random images
-// (with LayerNorm smoothing of that alpha if >= 0).
+// (with LayerNorm smoothing of that alpha if >= 0, and centring if ln_center).
 inline QuantPlan minmax_plan(const ViTModel& m, int bits, bool quantize_head, bool unsigned_softmax = false,
                              std::vector<Bits> block_bits = {}, bool per_channel = false,
-                             double smooth_ln_alpha = -1.0) {
+                             double smooth_ln_alpha = -1.0, bool ln_center = false) {
   const std::vector<float> images = random_images(m.cfg, 8, 99);
   Calibrator cal(m, images.data(), 8);
   MethodConfig cfg;
@@ -106,6 +106,7 @@ inline QuantPlan minmax_plan(const ViTModel& m, int bits, bool quantize_head, bo
   opt.quantize_head = quantize_head;
   opt.batch = 4;
   opt.transforms.smooth_ln_alpha = smooth_ln_alpha;
+  opt.transforms.ln_center = ln_center;
   QuantPlan p = cal.run(*method, opt).plan;
   p.tool_version = "test";
   p.architecture = m.cfg.architecture;

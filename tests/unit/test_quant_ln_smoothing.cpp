@@ -1,5 +1,6 @@
-// LayerNorm smoothing (--smooth-ln): the rewrite keeps the FP function, and its factors move the
-// range of each post-LN channel into the weights as SmoothQuant's formula says.
+// LayerNorm rewrites (--smooth-ln, --ln-center): the rewrite keeps the FP function, its factors
+// move the range of each post-LN channel into the weights as SmoothQuant's formula says, and its
+// shifts centre each channel on the calibration images.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -70,6 +71,86 @@ TEST(LnSmoothing, RewriteKeepsTheFpFunction) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4f * mx) << i;
   // The rewrite really changed the layers (not a no-op).
   EXPECT_NE(sm.blocks[0].norm1.gamma.data[0], m.blocks[0].norm1.gamma.data[0]);
+  std::filesystem::remove_all(dir);
+}
+
+// Per-channel min and max of every qkv / fc1 input.
+struct InputRange : SiteHook {
+  std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> r;
+  void observe(const SiteCall& c) override {
+    if (c.site.kind != SiteKind::Qkv && c.site.kind != SiteKind::Fc1) return;
+    auto& [lo, hi] = r[c.site.name()];
+    lo.resize(size_t(c.K), 1e300);
+    hi.resize(size_t(c.K), -1e300);
+    for (int64_t row = 0; row < int64_t(c.groups) * c.M; ++row)
+      for (int k = 0; k < c.K; ++k) {
+        lo[size_t(k)] = std::min(lo[size_t(k)], double(c.x[row * c.K + k]));
+        hi[size_t(k)] = std::max(hi[size_t(k)], double(c.x[row * c.K + k]));
+      }
+  }
+};
+
+TEST(LnSmoothing, ShiftsAndFactorsTogetherKeepTheFpFunction) {
+  const std::string dir = tmp_dir("shiftfn");
+  test::TinyDims d;
+  d.depth = 2;
+  const ViTModel m = test::write_tiny_checkpoint(dir, d, 8);
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> u(std::log(0.2f), std::log(5.0f)), sh(-2.0f, 2.0f);
+  SiteVectors f, mu;
+  for (int b = 0; b < d.depth; ++b)
+    for (const char* s : {".attn.qkv", ".mlp.fc1"}) {
+      std::vector<float> v(size_t(d.dim)), w(size_t(d.dim));
+      for (auto& e : v) e = std::exp(u(rng));
+      for (auto& e : w) e = sh(rng);
+      f["blocks." + std::to_string(b) + s] = v;
+      mu["blocks." + std::to_string(b) + s] = w;
+    }
+  const ViTModel r = apply_ln_rewrite(m, f, mu, "test");
+  const std::vector<float> x = test::random_images(m.cfg, 3, 12);
+  const std::vector<float> a = logits(m, x, 3), b = logits(r, x, 3);
+  float mx = 0;
+  for (float v : a) mx = std::max(mx, std::fabs(v));
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4f * mx) << i;
+  EXPECT_NE(r.blocks[1].qkv.b.data[0], m.blocks[1].qkv.b.data[0]) << "the shift did not reach the bias";
+  std::filesystem::remove_all(dir);
+}
+
+TEST(LnSmoothing, CentringCentresEveryChannelOnTheCalibrationImages) {
+  const std::string dir = tmp_dir("center");
+  const ViTModel m = test::write_tiny_checkpoint(dir, {}, 9);
+  const int n = 5;
+  const std::vector<float> x = test::random_images(m.cfg, n, 22);
+  const LnRewrite rw = fit_ln_rewrite(m, x.data(), n, 2, -1.0, true);
+  EXPECT_TRUE(rw.factors.empty());
+  ASSERT_EQ(rw.shifts.size(), size_t(2 * m.cfg.depth));
+  InputRange before, after;
+  logits(m, x, n, &before);
+  logits(apply_ln_rewrite(m, rw.factors, rw.shifts, "test"), x, n, &after);
+  for (const auto& [site, lohi] : after.r) {
+    const auto& [lo, hi] = lohi;
+    const auto& [lo0, hi0] = before.r.at(site);
+    for (size_t k = 0; k < lo.size(); ++k) {
+      const double half = 0.5 * (hi0[k] - lo0[k]);
+      EXPECT_NEAR(rw.shifts.at(site)[k], 0.5 * (hi0[k] + lo0[k]), 1e-5 * (1 + std::fabs(hi0[k]))) << site << " " << k;
+      EXPECT_NEAR(hi[k], half, 1e-4 * (1 + half)) << site << " channel " << k;
+      EXPECT_NEAR(lo[k], -half, 1e-4 * (1 + half)) << site << " channel " << k;
+    }
+  }
+  // Recorded in the plan, saved and loaded unchanged, checked against the model.
+  QuantPlan p;
+  p.method = "minmax";
+  p.ln_shift = rw.shifts;
+  const std::string path = dir + "/plan.json";
+  save_plan(p, path);
+  EXPECT_TRUE(load_plan(path) == p);
+  p.ln_shift["blocks.0.mlp.fc1"].pop_back();
+  try {
+    check_plan_matches(p, m.cfg, "plan.json");
+    ADD_FAILURE() << "accepted a wrong length";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ln_shift"), std::string::npos) << e.what();
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -339,8 +339,8 @@ void check_forward(const std::string& name, const test::TinyDims& dims, const st
   vf.run(x.data(), B, unfused.data(), &ih);
   PlanSimulator ps(dq, splan);
   vf.run(x.data(), B, sim.data(), &ps);
-  // A plan with LayerNorm smoothing is for the rewritten checkpoint.
-  const ViTModel ms = plan.ln_smoothing.empty() ? m : apply_ln_smoothing(m, plan.ln_smoothing, "test");
+  // A plan with LayerNorm rewrites is for the rewritten checkpoint.
+  const ViTModel ms = apply_ln_rewrite(m, plan.ln_smoothing, plan.ln_shift, "test");
   ViTForward vs(ms);
   PlanSimulator ps_src(ms, plan);
   vs.run(x.data(), B, sim_src.data(), &ps_src);
@@ -363,6 +363,14 @@ TEST(IntegerForward, W6A6LayerNormSmoothing) {
   check_forward("w6smooth", {}, [](const ViTModel& m) {
     QuantPlan p = test::minmax_plan(m, 6, false, true, {}, false, 0.5);
     EXPECT_EQ(p.ln_smoothing.size(), size_t(2 * m.cfg.depth));
+    return p;
+  });
+}
+
+TEST(IntegerForward, W4A4LayerNormCentringAndSmoothing) {
+  check_forward("w4center", {}, [](const ViTModel& m) {
+    QuantPlan p = test::minmax_plan(m, 4, false, true, {}, true, 0.5, /*ln_center=*/true);
+    EXPECT_EQ(p.ln_shift.size(), size_t(2 * m.cfg.depth));
     return p;
   });
 }
