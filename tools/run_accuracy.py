@@ -59,6 +59,15 @@ def configs():
                                       ["--method", "liu2021", "--bits", str(b), "--smooth-ln", "--unsigned-softmax"])
         c[f"percentile-ln-w{b}a{b}"] = ("percentile + LayerNorm smoothing", f"{b}/{b}",
                                         ["--method", "percentile", "--bits", str(b), "--smooth-ln"])
+        # The peers' operating point (issue 14): per-channel weights, the unsigned softmax grid, and
+        # the LayerNorm centring on top.
+        c[f"percentile-pc-us-w{b}a{b}"] = ("percentile + per-channel weights + unsigned softmax", f"{b}/{b}",
+                                           ["--method", "percentile", "--bits", str(b), "--per-channel-weights",
+                                            "--unsigned-softmax"])
+        c[f"percentile-pc-us-center-w{b}a{b}"] = ("percentile + per-channel weights + unsigned softmax + LN centring",
+                                                  f"{b}/{b}", ["--method", "percentile", "--bits", str(b),
+                                                               "--per-channel-weights", "--unsigned-softmax",
+                                                               "--ln-center"])
         # The seed methods (issue 5), at their defaults: ACIQ with all three parts, LAPQ with its
         # default evaluation budget and loss subset, Bit-Split with percentile activations.
         c[f"aciq-w{b}a{b}"] = ("aciq", f"{b}/{b}", ["--method", "aciq", "--bits", str(b)])

@@ -26,8 +26,7 @@ int32_t quantize_b_s8_portable(const float* x, int8_t* q8, size_t n, float delta
   int32_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (size_t i = 0; i < n; ++i) {
-    const float q = code_f(x[i], delta, lo, hi);
-    const int32_t c = int32_t(q);
+    const int32_t c = int32_t(code_f(x[i], delta, lo, hi));
     sum += c;
     q8[i] = int8_t(c);
   }
@@ -78,8 +77,7 @@ int32_t quantize_a_u8_split(const float* x, uint8_t* lo_plane, uint8_t* hi_plane
   int32_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (size_t i = 0; i < n; ++i) {
-    const float q = code_f(x[i], delta, lo, hi);
-    const int32_t c = int32_t(q);
+    const int32_t c = int32_t(code_f(x[i], delta, lo, hi));
     sum += c;
     const int32_t v = c + zp;
     lo_plane[i] = uint8_t(v & 255);
@@ -95,8 +93,7 @@ int32_t quantize_b_s8_split(const float* x, int8_t* lo_plane, int8_t* hi_plane, 
   int32_t sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (size_t i = 0; i < n; ++i) {
-    const float q = code_f(x[i], delta, lo, hi);
-    const int32_t c = int32_t(q);
+    const int32_t c = int32_t(code_f(x[i], delta, lo, hi));
     sum += c;
     lo_plane[i] = int8_t(c & 127);
     hi_plane[i] = int8_t(c >> 7);  // arithmetic shift: floor(c / 128)
