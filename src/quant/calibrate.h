@@ -1,9 +1,9 @@
 // The calibration driver: runs the calibration images through the model block by block,
 // shows each site to the method in execution order, and assembles the plan.
 //
-// Stage by stage (quant/staged_forward.h), it keeps two residual streams for all calibration images: the FP model's (whose
-// site outputs are the targets O) and the partly quantized model's (whose site inputs are
-// what the quantized site will really see). With CalibInputs::FP the site inputs come from
+// Stage by stage (quant/staged_forward.h), it keeps two residual streams for all calibration
+// images: the FP model's (whose site outputs are the targets O) and the partly quantized
+// model's (whose site inputs are what the quantized site will really see). With CalibInputs::FP the site inputs come from
 // the FP stream instead. After a block's sites, a method may optimise the block as a whole
 // (Method::calibrate_block); after every stage, Method::refine sees the network. Memory: the
 // two streams plus one block's site tensors.
