@@ -223,6 +223,22 @@ ojson plan_to_json(const QuantPlan& p, const std::string& codes_file) {
   return j;
 }
 
+// A top-level object of LayerNorm-fed site name -> finite float32 values (ln_smoothing, ln_shift).
+static std::map<std::string, std::vector<float>> ln_site_vectors(const json& j, const char* field, const char* what,
+                                                                 const std::string& source) {
+  std::map<std::string, std::vector<float>> out;
+  if (!j.contains(field)) return out;
+  if (!j[field].is_object()) Ctx{source, ""}.bad(field, cat("must be an object (site name -> ", what, ")"));
+  Ctx c{source, std::string(field) + "."};
+  for (auto it = j[field].begin(); it != j[field].end(); ++it) {
+    SiteId id;
+    if (!parse_site_name(it.key(), &id) || (id.kind != SiteKind::Qkv && id.kind != SiteKind::Fc1))
+      c.bad(it.key(), "is not a site fed by a LayerNorm (blocks.N.attn.qkv or blocks.N.mlp.fc1)");
+    out[it.key()] = float_array(c, it.key(), it.value());
+  }
+  return out;
+}
+
 QuantPlan plan_from_json(const json& j, const std::string& source) {
   Ctx top{source, ""};
   if (!j.is_object()) top.bad("plan", "must be a JSON object");
@@ -276,29 +292,11 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
     p.sites[it.key()] = std::move(s);
   }
   if (!coded.empty()) read_codes(j, source, coded, p);
-  if (j.contains("ln_smoothing")) {
-    if (!j["ln_smoothing"].is_object()) top.bad("ln_smoothing", "must be an object (site name -> factors)");
-    for (auto it = j["ln_smoothing"].begin(); it != j["ln_smoothing"].end(); ++it) {
-      SiteId id;
-      Ctx c{source, "ln_smoothing."};
-      if (!parse_site_name(it.key(), &id) || (id.kind != SiteKind::Qkv && id.kind != SiteKind::Fc1))
-        c.bad(it.key(), "is not a site fed by a LayerNorm (blocks.N.attn.qkv or blocks.N.mlp.fc1)");
-      std::vector<float> v = float_array(c, it.key(), it.value());
-      for (float f : v)
-        if (!(f >= FLT_MIN) || !std::isfinite(f)) c.bad(it.key(), "factors must be positive and finite (normal float32 values)");
-      p.ln_smoothing[it.key()] = std::move(v);
-    }
-  }
-  if (j.contains("ln_shift")) {
-    if (!j["ln_shift"].is_object()) top.bad("ln_shift", "must be an object (site name -> shifts)");
-    for (auto it = j["ln_shift"].begin(); it != j["ln_shift"].end(); ++it) {
-      SiteId id;
-      Ctx c{source, "ln_shift."};
-      if (!parse_site_name(it.key(), &id) || (id.kind != SiteKind::Qkv && id.kind != SiteKind::Fc1))
-        c.bad(it.key(), "is not a site fed by a LayerNorm (blocks.N.attn.qkv or blocks.N.mlp.fc1)");
-      p.ln_shift[it.key()] = float_array(c, it.key(), it.value());
-    }
-  }
+  p.ln_smoothing = ln_site_vectors(j, "ln_smoothing", "factors", source);
+  for (const auto& [name, v] : p.ln_smoothing)
+    for (float f : v)
+      if (!(f >= FLT_MIN)) Ctx{source, "ln_smoothing."}.bad(name, "factors must be positive and finite (normal float32 values)");
+  p.ln_shift = ln_site_vectors(j, "ln_shift", "shifts", source);
   return p;
 }
 
