@@ -160,6 +160,29 @@ void scale_bias_row_scalar(float* y, float scale, const float* bias, size_t n) {
 }
 
 VITQ_MULTIVERSION
+void dequantize_row_token(const int32_t* acc, int32_t zp, const int32_t* colsum, const float* wscale, float delta,
+                          const float* bias, float* y, size_t n) {
+  if (bias) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = float(acc[j] - zp * colsum[j]) * (delta * wscale[j]) + bias[j];
+  } else {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = float(acc[j] - zp * colsum[j]) * (delta * wscale[j]);
+  }
+}
+
+VITQ_MULTIVERSION
+void scale_bias_row_token(float* y, const float* wscale, float delta, const float* bias, size_t n) {
+  if (bias) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = y[j] * (delta * wscale[j]) + bias[j];
+  } else {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) y[j] = y[j] * (delta * wscale[j]);
+  }
+}
+
+VITQ_MULTIVERSION
 void add_scaled_row(float* y, const float* v, float s, size_t n) {
 #pragma omp simd
   for (size_t j = 0; j < n; ++j) y[j] += v[j] * s;

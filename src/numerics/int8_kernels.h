@@ -59,6 +59,13 @@ void dequantize_row(const int32_t* acc, const int32_t* comp, const float* scale,
 void dequantize_row_scalar(const int32_t* acc, const int32_t* comp, float scale, const float* bias, float* y,
                            size_t n);
 
+// Per-token rows (quantizer.h: TokenQuant): y[j] = float(acc[j] − zp·colsum[j]) · (delta · wscale[j]) + bias[j]
+// (bias may be null); the row's step `delta` times each channel's weight step, then as above.
+void dequantize_row_token(const int32_t* acc, int32_t zp, const int32_t* colsum, const float* wscale, float delta,
+                          const float* bias, float* y, size_t n);
+// The same on a sum already in float: y[j] = y[j] · (delta · wscale[j]) + bias[j].
+void scale_bias_row_token(float* y, const float* wscale, float delta, const float* bias, size_t n);
+
 // In place y[j] = y[j] · scale[j] + bias[j] (bias may be null): the same float operations as
 // dequantize_row on the int32 sum, for a sum already in float (the simulator's GEMM of codes,
 // exact below 2^24, and the 9..10-bit combinations).

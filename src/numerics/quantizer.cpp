@@ -37,6 +37,19 @@ float max_abs(const float* x, size_t n) {
   return m;
 }
 
+VITQ_MULTIVERSION
+TokenQuant token_quant(const float* x, size_t n, int bits) {
+  float mn = 0.0f, mx = 0.0f;
+#pragma omp simd reduction(min : mn) reduction(max : mx)
+  for (size_t i = 0; i < n; ++i) {
+    mn = x[i] < mn ? x[i] : mn;
+    mx = x[i] > mx ? x[i] : mx;
+  }
+  float delta = (mx - mn) / float((int32_t(1) << bits) - 1);
+  if (!(delta >= 1e-30f)) delta = 1.0f;  // an all-zero row (or a vanishing range): every code 0
+  return {delta, int32_t(round_half_even(mn / delta))};
+}
+
 float max_step(float max_abs_value, QRange r) {
   return std::max(max_abs_value, 1e-12f) / float(r.hi);
 }

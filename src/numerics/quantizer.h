@@ -14,14 +14,24 @@ constexpr int kMinBits = 2, kMaxBits = 10;
 inline int32_t qmax(int bits) { return (int32_t(1) << (bits - 1)) - 1; }
 inline int32_t qmin(int bits) { return -(int32_t(1) << (bits - 1)); }
 
-// The kind of an operand's integer grid: uniform signed [−2^(b−1), 2^(b−1)−1] (the paper's),
-// or uniform unsigned [0, 2^b − 1] for operands that are never negative (the softmax output; a
-// vitq option). A new kind (e.g. a log-domain grid) is added here and in the plan's JSON.
-enum class Grid : uint8_t { Signed, Unsigned };
+// The kind of an operand's grid:
+//   Signed    uniform [−2^(b−1), 2^(b−1)−1] (the paper's)
+//   Unsigned  uniform [0, 2^b − 1], for operands that are never negative (the softmax output)
+//   Log2      levels 0 and 2^−e (FQ-ViT's log2 quantizer), and
+//   Float     levels of a small unsigned float (b − 4 mantissa bits; numerics/level_grid.h), both
+//             for operands in [0, 1] (the softmax output): codes are fixed-point values in units
+//             of 2^−15, the operand's step is 2^−15.
+// Uniform grids take a step Δ; level grids have a fixed table.
+enum class Grid : uint8_t { Signed, Unsigned, Log2, Float };
+inline bool is_level_grid(Grid g) { return g == Grid::Log2 || g == Grid::Float; }
+inline const char* grid_name(Grid g) {
+  return g == Grid::Signed ? "signed" : g == Grid::Unsigned ? "unsigned" : g == Grid::Log2 ? "log2" : "float";
+}
 
 struct QRange {
   int32_t lo, hi;
 };
+// The code range of a uniform grid (a level grid's codes lie in [0, 2^15]: level_grid.h).
 inline QRange qrange(int bits, Grid g = Grid::Signed) {
   return g == Grid::Unsigned ? QRange{0, (int32_t(1) << bits) - 1} : QRange{qmin(bits), qmax(bits)};
 }
@@ -50,6 +60,18 @@ void quantize_to_u8(const float* x, uint8_t* q, size_t n, float delta, QRange r)
 void quantize_to_i16(const float* x, int16_t* q, size_t n, float delta, QRange r);
 // Integer codes stored as floats (for bit-widths whose products a float GEMM takes).
 void quantize_to_f32_codes(const float* x, float* q, size_t n, float delta, QRange r);
+
+// Per-token (dynamic, asymmetric) quantization of one row of n values at b bits, computed at run
+// time from the row itself: with mn = min(min_k x_k, 0) and mx = max(max_k x_k, 0),
+//     Δ = (mx − mn) / (2^b − 1)   (1 for an all-zero row),   lo = nearbyint(mn / Δ),
+// and the codes clip(round(x / Δ), lo, lo + 2^b − 1): 2^b levels that cover [mn, mx], zero among
+// them. The A-side encoding is u = code − lo in [0, 2^b − 1] (zero point −lo).
+struct TokenQuant {
+  float delta;
+  int32_t lo;
+  QRange range(int bits) const { return {lo, lo + (int32_t(1) << bits) - 1}; }
+};
+TokenQuant token_quant(const float* x, size_t n, int bits);
 
 // The max-based step Δ₀ = max|x| / hi (a tiny positive value for all-zero input).
 float max_abs(const float* x, size_t n);

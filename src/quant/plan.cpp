@@ -12,6 +12,7 @@
 #include "io/safetensors.h"
 #include "model/vit_config.h"
 #include "quant/calib_data.h"
+#include "numerics/level_grid.h"
 #include "numerics/quantizer.h"
 
 namespace vitq {
@@ -36,10 +37,14 @@ ojson operand_to_json(const OperandQuant& q) {
   ojson j;
   j["bits"] = q.bits;
   if (!q.quantized()) return j;
-  if (q.grid == Grid::Unsigned) j["unsigned"] = true;  // the signed grid is the default
-  j["scale"] = q.scale;
+  // The signed grid is the default; "unsigned": true is the format-1 spelling of that grid.
+  if (q.grid == Grid::Unsigned) j["unsigned"] = true;
+  if (is_level_grid(q.grid)) j["grid"] = grid_name(q.grid);  // its step is fixed (2^-15)
+  if (q.per_token) j["granularity"] = "token";                // no stored step
+  if (!q.per_token && !is_level_grid(q.grid)) j["scale"] = q.scale;
   if (q.per_channel()) j["channel_scales"] = q.channel_scales;
   if (!q.channel_bits.empty()) j["channel_bits"] = q.channel_bits;
+  if (q.per_head()) j["head_scales"] = q.head_scales;
   return j;
 }
 
@@ -108,29 +113,72 @@ int bits_of(const Ctx& c, const std::string& field, const json& v, bool allow_ze
                    ")"));
 }
 
-OperandQuant operand_from_json(const Ctx& c, const std::string& name, const json& j) {
+std::vector<float> scale_array(const Ctx& c, const std::string& field, const json& a) {
+  if (!a.is_array() || a.empty()) c.bad(field, "must be a non-empty array");
+  std::vector<float> v;
+  for (size_t i = 0; i < a.size(); ++i) v.push_back(positive_scale(c, cat(field, "[", i, "]"), a[i]));
+  return v;
+}
+
+Grid grid_of(const Ctx& c, const std::string& name, const json& j) {
+  Grid g = Grid::Signed;
+  if (j.contains("unsigned")) {
+    if (!j["unsigned"].is_boolean()) c.bad(name + ".unsigned", "must be true or false");
+    if (j["unsigned"].get<bool>()) g = Grid::Unsigned;
+  }
+  if (j.contains("grid")) {
+    const json& v = j["grid"];
+    if (!v.is_string() || (v != "log2" && v != "float" && v != "signed" && v != "unsigned"))
+      c.bad(name + ".grid", cat("must be \"signed\", \"unsigned\", \"log2\" or \"float\" (got ", v.dump(), ")"));
+    const Grid named = v == "log2" ? Grid::Log2 : v == "float" ? Grid::Float : v == "unsigned" ? Grid::Unsigned : Grid::Signed;
+    if (j.contains("unsigned") && named != g) c.bad(name + ".grid", "contradicts \"unsigned\"");
+    g = named;
+  }
+  return g;
+}
+
+// `name` is "x" (the input operand) or "w" of site `id`: which grids and granularities it may use.
+OperandQuant operand_from_json(const Ctx& c, const std::string& name, const json& j, const SiteId& id) {
   if (!j.is_object()) c.bad(name, "must be an object");
+  const bool input = name == "x";
   OperandQuant q;
   if (!j.contains("bits")) c.bad(name + ".bits", "is missing");
   q.bits = bits_of(c, name + ".bits", j["bits"], true);
   if (!q.quantized()) return q;
-  if (j.contains("unsigned")) {
-    if (!j["unsigned"].is_boolean()) c.bad(name + ".unsigned", "must be true or false");
-    q.grid = j["unsigned"].get<bool>() ? Grid::Unsigned : Grid::Signed;
+  q.grid = grid_of(c, name, j);
+  if (j.contains("granularity")) {
+    const json& v = j["granularity"];
+    if (!v.is_string() || (v != "tensor" && v != "token"))
+      c.bad(name + ".granularity", cat("must be \"tensor\" or \"token\" (got ", v.dump(), ")"));
+    q.per_token = v == "token";
   }
-  if (!j.contains("scale")) c.bad(name + ".scale", "is missing");
-  q.scale = positive_scale(c, name + ".scale", j["scale"]);
-  if (j.contains("channel_scales")) {
-    const json& a = j["channel_scales"];
-    if (!a.is_array() || a.empty()) c.bad(name + ".channel_scales", "must be a non-empty array");
-    for (size_t i = 0; i < a.size(); ++i) q.channel_scales.push_back(positive_scale(c, cat(name, ".channel_scales[", i, "]"), a[i]));
+  if (q.grid == Grid::Unsigned && !input) c.bad("w.unsigned", "only the input operand may use an unsigned grid");
+  if (is_level_grid(q.grid) && !input) c.bad("w.grid", "only the input operand may use a level grid");
+  if (is_level_grid(q.grid) && id.kind != SiteKind::MatmulAV)
+    c.bad(name + ".grid", "level grids are for the softmax output (the input of matmul_av) only");
+  if (q.per_token && !input) c.bad(name + ".granularity", "per-token steps are for the input operand only");
+  if (q.per_token && id.is_attention()) c.bad(name + ".granularity", "per-token steps are for the inputs of linear sites");
+  if (q.per_token && q.grid != Grid::Signed) c.bad(name + ".granularity", "per-token steps use their own (asymmetric) grid, not " + std::string(grid_name(q.grid)));
+  if (q.per_token && q.bits > 8) c.bad(name + ".bits", cat("per-token quantization takes 2..8 bits (got ", q.bits, ")"));
+  if (q.per_token || is_level_grid(q.grid)) {
+    if (j.contains("scale")) c.bad(name + ".scale", q.per_token ? "is not stored for per-token steps (each row has its own)" : "is fixed (2^-15) for a level grid");
+    q.scale = q.per_token ? 0.0f : kLevelStep;
+  } else {
+    if (!j.contains("scale")) c.bad(name + ".scale", "is missing");
+    q.scale = positive_scale(c, name + ".scale", j["scale"]);
   }
+  if (j.contains("channel_scales")) q.channel_scales = scale_array(c, name + ".channel_scales", j["channel_scales"]);
   if (j.contains("channel_bits")) {
     const json& a = j["channel_bits"];
     if (!a.is_array() || a.empty()) c.bad(name + ".channel_bits", "must be a non-empty array");
     for (size_t i = 0; i < a.size(); ++i) q.channel_bits.push_back(bits_of(c, cat(name, ".channel_bits[", i, "]"), a[i], false));
     if (q.channel_scales.size() != q.channel_bits.size())
       c.bad(name + ".channel_bits", "needs channel_scales of the same length");
+  }
+  if (j.contains("head_scales")) {
+    if (!id.is_attention()) c.bad(name + ".head_scales", "per-head steps are for attention sites only");
+    if (q.per_token || is_level_grid(q.grid)) c.bad(name + ".head_scales", "need a uniform grid with a stored step");
+    q.head_scales = scale_array(c, name + ".head_scales", j["head_scales"]);
   }
   return q;
 }
@@ -267,10 +315,9 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
     SitePlan s;
     if (!e.contains("x")) c.bad("x", "is missing");
     if (!e.contains("w")) c.bad("w", "is missing");
-    s.x = operand_from_json(c, "x", e["x"]);
-    s.w = operand_from_json(c, "w", e["w"]);
+    s.x = operand_from_json(c, "x", e["x"], id);
+    s.w = operand_from_json(c, "w", e["w"], id);
     if (s.x.per_channel()) c.bad("x.channel_scales", "per-channel scales are for weights only");
-    if (s.w.grid != Grid::Signed) c.bad("w.unsigned", "only the input operand may use an unsigned grid");
     if (s.x.quantized() != s.w.quantized())
       c.bad("x.bits", "x and w must both be quantized or both FP32 (an integer product needs both)");
     if (e.contains("bias_correction")) s.bias_correction = float_array(c, "bias_correction", e["bias_correction"]);
@@ -353,6 +400,10 @@ void check_plan_matches(const QuantPlan& plan, const ViTConfig& cfg, const std::
     if (sp.has_weight_codes() && sp.weight_codes.size() != size_t(sh.N) * size_t(sh.K))
       fail(ErrorKind::Model, source, ": site '", name, "': weight codes have ", sp.weight_codes.size(),
            " entries, the layer has ", sh.N, " x ", sh.K, " weights");
+    for (const OperandQuant* q : {&sp.x, &sp.w})
+      if (q->per_head() && q->head_scales.size() != size_t(sh.groups_per_image))
+        fail(ErrorKind::Model, source, ": site '", name, "': ", q == &sp.x ? "x" : "w", ".head_scales has ",
+             q->head_scales.size(), " entries, the model has ", sh.groups_per_image, " heads");
     const size_t nb = size_t(sh.groups_per_image) * size_t(sh.N);
     if (!sp.bias_correction.empty() && sp.bias_correction.size() != nb)
       fail(ErrorKind::Model, source, ": site '", name, "': bias_correction has ", sp.bias_correction.size(),

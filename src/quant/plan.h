@@ -25,8 +25,8 @@ namespace vitq {
 // How one operand of a site is quantized. bits == 0: stays FP32.
 struct OperandQuant {
   int bits = 0;
-  Grid grid = Grid::Signed;         // the integer grid of the codes (quantizer.h)
-  float scale = 0.0f;               // per-tensor step Δ
+  Grid grid = Grid::Signed;         // the grid of the codes (quantizer.h); level grids: x of matmul_av only
+  float scale = 0.0f;               // per-tensor step Δ (a level grid's: 2^−15; per-token: unused, 0)
   // Per-output-channel steps Δw_c (weights of linear sites only; empty = `scale` for all). When
   // present, `scale` is informational (the largest channel step).
   std::vector<float> channel_scales;
@@ -34,9 +34,17 @@ struct OperandQuant {
   // `bits` for all). Channel c's codes lie in [−2^(b_c−1), 2^(b_c−1) − 1]; `bits` is then the
   // layer's nominal (average) width, and Σ_c b_c ≤ N·bits.
   std::vector<int> channel_bits;
+  // Per-token (dynamic) quantization (x of linear sites only): each input row gets its own step
+  // and zero point at run time, from its own range (quantizer.h: TokenQuant); no stored step.
+  bool per_token = false;
+  // Per-head steps (the operands of attention sites; empty = `scale` for every head). When
+  // present, `scale` is informational (the largest).
+  std::vector<float> head_scales;
 
   bool quantized() const { return bits > 0; }
   bool per_channel() const { return !channel_scales.empty(); }
+  bool per_head() const { return !head_scales.empty(); }
+  float head_scale(int h) const { return head_scales.empty() ? scale : head_scales[size_t(h)]; }
   QRange range() const { return qrange(bits, grid); }
   QRange channel_range(size_t c) const { return qrange(channel_bits.empty() ? bits : channel_bits[c], grid); }
   bool operator==(const OperandQuant&) const = default;

@@ -6,6 +6,7 @@
 #include "numerics/quantizer.h"
 #include "quant/weight_codes.h"
 #include "numerics/int8_kernels.h"
+#include "numerics/level_grid.h"
 
 namespace vitq {
 
@@ -34,6 +35,122 @@ void add_bias_correction(const SiteCall& c, const std::vector<float>& corr) {
   }
 }
 
+namespace {
+
+constexpr int64_t kChunk = 4096;
+
+int heads_of(const SiteCall& c) { return c.groups / std::max(1, c.images); }
+
+// The codes of the input operand as floats into xbuf (integer-valued): per tensor, per head
+// (attention: group g is head g % heads) or per token (row_delta[r] = row r's step). A level grid
+// writes two planes, lo = level & 255 at xbuf[0, n) and hi = level >> 8 at xbuf[n, 2n).
+void input_codes(const SiteCall& c, const OperandQuant& x, avector<float>& xbuf, std::vector<float>& row_delta) {
+  const int64_t n = int64_t(c.groups) * c.x_stride();
+  const bool levels = is_level_grid(x.grid);
+  if (xbuf.size() < size_t(levels ? 2 * n : n)) xbuf.resize(size_t(levels ? 2 * n : n));
+  if (levels) {
+    const LevelGrid& g = LevelGrid::get(x.grid, x.bits);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += kChunk) {
+      const size_t m = size_t(std::min(kChunk, n - i));
+      for (size_t j = 0; j < m; ++j) {
+        const uint16_t l = g.of(c.x[size_t(i) + j]);
+        xbuf[size_t(i) + j] = float(l & 255);
+        xbuf[size_t(n + i) + j] = float(l >> 8);
+      }
+    }
+  } else if (x.per_token) {
+    const int64_t rows = int64_t(c.groups) * c.M;
+    row_delta.resize(size_t(rows));
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = c.x + r * c.K;
+      const TokenQuant t = token_quant(xr, size_t(c.K), x.bits);
+      row_delta[size_t(r)] = t.delta;
+      quantize_to_f32_codes(xr, xbuf.data() + r * c.K, size_t(c.K), t.delta, t.range(x.bits));
+    }
+  } else if (x.per_head()) {
+    const int heads = heads_of(c);
+#pragma omp parallel for schedule(static)
+    for (int g = 0; g < c.groups; ++g)
+      quantize_to_f32_codes(c.x + g * c.x_stride(), xbuf.data() + g * c.x_stride(), size_t(c.x_stride()),
+                            x.head_scale(g % heads), x.range());
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += kChunk)
+      quantize_to_f32_codes(c.x + i, xbuf.data() + i, size_t(std::min(kChunk, n - i)), x.scale, x.range());
+  }
+}
+
+// The second operand's codes of an attention call (K or Vᵀ, per group) into wbuf.
+void attention_w_codes(const SiteCall& c, const OperandQuant& w, avector<float>& wbuf) {
+  const int heads = heads_of(c);
+  const int64_t n = int64_t(c.groups) * c.w_stride;
+  if (wbuf.size() < size_t(n)) wbuf.resize(size_t(n));
+#pragma omp parallel for schedule(static)
+  for (int g = 0; g < c.groups; ++g)
+    quantize_to_f32_codes(c.w + g * c.w_stride, wbuf.data() + g * c.w_stride, size_t(c.w_stride),
+                          w.head_scale(g % heads), w.range());
+}
+
+// y = (lo-plane sum) + 256 · (hi-plane sum), both integer-valued floats, combined exactly.
+void combine_level_planes(float* y, const float* y_hi, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = float(int64_t(y[i]) + 256 * int64_t(y_hi[i]));
+}
+
+// Attention epilogue: y = Σ · (Δx_h · Δw_h) + bias_correction[h], group g in head h = g % heads.
+void attention_epilogue(const SiteCall& call, const SitePlan& sp) {
+  const int heads = heads_of(call);
+  const std::vector<float>& corr = sp.bias_correction;
+  const int64_t rows = int64_t(call.groups) * call.M;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int h = int((r / call.M) % heads);
+    const float* b = corr.empty() ? nullptr : corr.data() + size_t(h) * size_t(call.N);
+    scale_bias_row_scalar(call.y + r * call.N, sp.x.head_scale(h) * sp.w.head_scale(h), b, size_t(call.N));
+  }
+}
+
+// Linear epilogue, as the integer runtime's: y = Σ·(Δx·Δw_c) + (bias + bias_correction) + o_c·Δx·Σ_k qx,
+// with Δx the row's own step for per-token inputs.
+void linear_epilogue(const SiteCall& call, const SitePlan& sp, const avector<float>& xbuf,
+                     const std::vector<float>& row_delta) {
+  const int N = call.N;
+  const std::vector<float>& corr = sp.bias_correction;
+  std::vector<float> wscale(static_cast<size_t>(N)), scale(static_cast<size_t>(N)), bias, offset;
+  for (int n = 0; n < N; ++n) {
+    wscale[size_t(n)] = sp.w.per_channel() ? sp.w.channel_scales[size_t(n)] : sp.w.scale;
+    scale[size_t(n)] = sp.x.scale * wscale[size_t(n)];
+  }
+  if (call.bias || !corr.empty()) {
+    bias.assign(size_t(N), 0.0f);
+    for (int n = 0; n < N; ++n) {
+      if (call.bias) bias[size_t(n)] = call.bias[n];
+      if (!corr.empty()) bias[size_t(n)] += corr[size_t(n)];
+    }
+  }
+  if (!sp.weight_offset.empty() && !sp.x.per_token) {
+    offset.resize(size_t(N));
+    for (int n = 0; n < N; ++n) offset[size_t(n)] = sp.weight_offset[size_t(n)] * sp.x.scale;
+  }
+  const float* b = bias.empty() ? nullptr : bias.data();
+  const int64_t rows = int64_t(call.groups) * call.M;  // a linear site's groups share its weight
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* y = call.y + r * N;
+    if (sp.x.per_token) scale_bias_row_token(y, wscale.data(), row_delta[size_t(r)], b, size_t(N));
+    else scale_bias_row(y, scale.data(), b, size_t(N));
+    if (sp.weight_offset.empty()) continue;
+    double sx = 0;  // Σ_k qx: integers, exact
+    for (int k = 0; k < call.K; ++k) sx += double(xbuf[size_t(r) * size_t(call.K) + size_t(k)]);
+    if (sp.x.per_token) add_scaled_row(y, sp.weight_offset.data(), row_delta[size_t(r)] * float(sx), size_t(N));
+    else add_scaled_row(y, offset.data(), float(sx), size_t(N));
+  }
+}
+
+}  // namespace
+
 void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, avector<float>& xbuf,
                    avector<float>& wbuf) {
   if (!sp.x.quantized() || !sp.w.quantized()) {  // (a valid plan quantizes both operands or neither)
@@ -44,21 +161,13 @@ void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, av
   }
   SiteCall q = call;
   q.bias = nullptr;  // added in the epilogue, after the scaling
-  const int64_t nx = int64_t(call.groups) * call.x_stride();
-  if (xbuf.size() < size_t(nx)) xbuf.resize(size_t(nx));
-  const int64_t chunk = 4096;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < nx; i += chunk)
-    quantize_to_f32_codes(call.x + i, xbuf.data() + i, size_t(std::min(chunk, nx - i)), sp.x.scale, sp.x.range());
+  std::vector<float> row_delta;
+  input_codes(call, sp.x, xbuf, row_delta);
   q.x = xbuf.data();
   if (wq) {
     q.w = wq;
   } else if (call.site.is_attention()) {
-    const int64_t n = int64_t(call.groups) * call.w_stride;
-    if (wbuf.size() < size_t(n)) wbuf.resize(size_t(n));
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i += chunk)
-      quantize_to_f32_codes(call.w + i, wbuf.data() + i, size_t(std::min(chunk, n - i)), sp.w.scale, sp.w.range());
+    attention_w_codes(call, sp.w, wbuf);
     q.w = wbuf.data();
   } else {
     const size_t n = size_t(call.N) * size_t(call.K);
@@ -66,47 +175,17 @@ void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, av
     site_weight_codes_f32(call.w, call.N, call.K, sp, wbuf.data());
     q.w = wbuf.data();
   }
-  site_gemm_f32(q);  // Σ_k qx·qw
-
-  // Epilogue, as the integer runtime's: y = Σ·(Δx·Δw_c) + (bias + bias_correction) + (o_c·Δx)·Σ_k qx.
-  const int N = call.N;
-  const std::vector<float>& corr = sp.bias_correction;
-  if (call.site.is_attention()) {
-    const int heads = call.groups / std::max(1, call.images);
-    const float s = sp.x.scale * sp.w.scale;
-    const int64_t rows = int64_t(call.groups) * call.M;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* b = corr.empty() ? nullptr : corr.data() + size_t((r / call.M) % heads) * size_t(N);
-      scale_bias_row_scalar(call.y + r * N, s, b, size_t(N));
-    }
-    return;
+  site_gemm_f32(q);  // Σ_k qx·qw (exact while the sums stay below 2^24)
+  if (is_level_grid(sp.x.grid)) {  // the hi plane of the levels, then the exact combination
+    const int64_t ny = int64_t(call.groups) * call.y_stride();
+    avector<float> y_hi(static_cast<size_t>(ny));
+    q.x = xbuf.data() + int64_t(call.groups) * call.x_stride();
+    q.y = y_hi.data();
+    site_gemm_f32(q);
+    combine_level_planes(call.y, y_hi.data(), ny);
   }
-  std::vector<float> scale(static_cast<size_t>(N)), bias, offset;
-  for (int n = 0; n < N; ++n)
-    scale[size_t(n)] = sp.x.scale * (sp.w.per_channel() ? sp.w.channel_scales[size_t(n)] : sp.w.scale);
-  if (call.bias || !corr.empty()) {
-    bias.assign(size_t(N), 0.0f);
-    for (int n = 0; n < N; ++n) {
-      if (call.bias) bias[size_t(n)] = call.bias[n];
-      if (!corr.empty()) bias[size_t(n)] += corr[size_t(n)];
-    }
-  }
-  if (!sp.weight_offset.empty()) {
-    offset.resize(size_t(N));
-    for (int n = 0; n < N; ++n) offset[size_t(n)] = sp.weight_offset[size_t(n)] * sp.x.scale;
-  }
-  const int64_t rows = int64_t(call.groups) * call.M;  // a linear site's groups share its weight
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    float* y = call.y + r * N;
-    scale_bias_row(y, scale.data(), bias.empty() ? nullptr : bias.data(), size_t(N));
-    if (!offset.empty()) {
-      double sx = 0;  // Σ_k qx: integers, exact
-      for (int k = 0; k < call.K; ++k) sx += double(xbuf[size_t(r) * size_t(call.K) + size_t(k)]);
-      add_scaled_row(y, offset.data(), float(sx), size_t(N));
-    }
-  }
+  if (call.site.is_attention()) attention_epilogue(call, sp);
+  else linear_epilogue(call, sp, xbuf, row_delta);
 }
 
 PlanSimulator::PlanSimulator(const ViTModel& model, const QuantPlan& plan) : m_(model), plan_(plan) {}

@@ -16,10 +16,32 @@ ActQuant ActQuant::of(const OperandQuant& q) {
   a.on = true;
   a.bits = q.bits;
   a.delta = q.scale;
+  a.per_token = q.per_token;
+  if (is_level_grid(q.grid)) {
+    a.levels = &LevelGrid::get(q.grid, q.bits);
+    a.range = {0, kLevelOne};
+    a.zp = 0;
+    a.planes = 2;
+    return a;
+  }
   a.range = q.range();
-  a.zp = a_zero_point(q.bits, q.grid);
+  a.zp = q.per_token ? 0 : a_zero_point(q.bits, q.grid);  // per token: the row's own
   a.planes = operand_planes(q.bits);
   return a;
+}
+
+void emit_a_codes(const ActQuant& aq, const float* x, size_t n, uint8_t* u8, size_t plane_stride, RowQuant* rq) {
+  if (aq.levels) {
+    quantize_levels_u8_split(x, u8, u8 + plane_stride, n, *aq.levels);
+  } else if (aq.per_token) {  // (at most 8 bits: one plane)
+    const TokenQuant t = token_quant(x, n, aq.bits);
+    quantize_a_u8(x, u8, n, t.delta, t.range(aq.bits), -t.lo);
+    *rq = {t.delta, -t.lo};
+  } else if (aq.planes == 1) {
+    quantize_a_u8(x, u8, n, aq.delta, aq.range, aq.zp);
+  } else {
+    quantize_a_u8_split(x, u8, u8 + plane_stride, n, aq.delta, aq.range, aq.zp);
+  }
 }
 
 IntLinear::IntLinear(const StoredLinear& s, const OperandQuant& x) : id_(s.id), N_(s.N), K_(s.K) {
@@ -54,9 +76,12 @@ IntLinear::IntLinear(const StoredLinear& s, const OperandQuant& x) : id_(s.id), 
   }
   comp_.resize(size_t(N_));
   for (int n = 0; n < N_; ++n) comp_[size_t(n)] = int32_t(int64_t(x_.zp) * colsum_[size_t(n)]);
+  colsum32_.assign(colsum_.begin(), colsum_.end());
+  wscale_.assign(s.scale.begin(), s.scale.end());
   scale_.resize(size_t(N_));
   for (int n = 0; n < N_; ++n) scale_[size_t(n)] = x_.delta * s.scale[size_t(n)];
-  if (!s.weight_offset.empty()) {
+  if (!s.weight_offset.empty() && x_.per_token) woffset_.assign(s.weight_offset.begin(), s.weight_offset.end());
+  if (!s.weight_offset.empty() && !x_.per_token) {
     offset_.resize(size_t(N_));
     for (int n = 0; n < N_; ++n) offset_[size_t(n)] = s.weight_offset[size_t(n)] * x_.delta;
   }
@@ -76,13 +101,16 @@ void IntLinear::gemm_tile(int rows, const uint8_t* a, size_t plane_stride, int32
       mm_[size_t(q)]->run(rows, a + size_t(p) * plane_stride, K_, acc + size_t(p * Q + q) * blk, N_);
 }
 
-void IntLinear::epilogue_row(const int32_t* acc, int rows, int r, const uint8_t* a, size_t plane_stride,
-                             float* y) const {
+void IntLinear::epilogue_row(const int32_t* acc, int rows, int r, const uint8_t* a, size_t plane_stride, float* y,
+                             const RowQuant& rq) const {
   const int P = a_planes(), Q = b_planes();
   const size_t blk = size_t(rows) * size_t(N_);
   const int32_t* row = acc + size_t(r) * size_t(N_);
   const float* bias = bias_.empty() ? nullptr : bias_.data();
-  if (P == 1 && Q == 1) {
+  const int32_t zp = x_.per_token ? rq.zp : x_.zp;
+  if (x_.per_token && Q == 1) {
+    dequantize_row_token(row, zp, colsum32_.data(), wscale_.data(), rq.delta, bias, y, size_t(N_));
+  } else if (P == 1 && Q == 1) {
     dequantize_row(row, x_.zp ? comp_.data() : nullptr, scale_.data(), bias, y, size_t(N_));
   } else {
     // Exact combination of the plane products: Σ u·qw = Σ_p Σ_q 256^p · 128^q · (plane p · plane q).
@@ -91,16 +119,19 @@ void IntLinear::epilogue_row(const int32_t* acc, int rows, int r, const uint8_t*
       for (int p = 0; p < P; ++p)
         for (int q = 0; q < Q; ++q)
           t += (int64_t(row[size_t(p * Q + q) * blk + size_t(n)]) << (8 * p + 7 * q));
-      y[n] = float(t - int64_t(x_.zp) * colsum_[size_t(n)]);
+      y[n] = float(t - int64_t(zp) * colsum_[size_t(n)]);
     }
-    scale_bias_row(y, scale_.data(), bias, size_t(N_));
+    if (x_.per_token) scale_bias_row_token(y, wscale_.data(), rq.delta, bias, size_t(N_));
+    else scale_bias_row(y, scale_.data(), bias, size_t(N_));
   }
-  if (!offset_.empty()) {
+  if (!offset_.empty() || (x_.per_token && !woffset_.empty())) {
     // Σ_k qx[r][k] = Σ_k u − K·zp, u = lo + 256·hi.
     int64_t s = 0;
     for (int p = 0; p < P; ++p)
       s += sum_u8(a + size_t(p) * plane_stride + size_t(r) * size_t(K_), size_t(K_)) << (8 * p);
-    add_scaled_row(y, offset_.data(), float(s - int64_t(K_) * x_.zp), size_t(N_));
+    const float sx = float(s - int64_t(K_) * zp);
+    if (x_.per_token) add_scaled_row(y, woffset_.data(), rq.delta * sx, size_t(N_));
+    else add_scaled_row(y, offset_.data(), sx, size_t(N_));
   }
 }
 

@@ -16,6 +16,7 @@
 #include "core/aligned.h"
 #include "engine/site.h"
 #include "quant/plan.h"
+#include "numerics/level_grid.h"
 #include "runtime/u8s8_matmul.h"
 
 namespace vitq {
@@ -30,8 +31,18 @@ struct ActQuant {
   QRange range{0, 0};
   int32_t zp = 0;
   int planes = 1;
-  static ActQuant of(const OperandQuant& q);  // the signed/unsigned encoding of the plan's operand
+  bool per_token = false;             // each row: its own step and zero point (TokenQuant)
+  const LevelGrid* levels = nullptr;  // a level grid: the A codes are levels (two planes, zp 0)
+  static ActQuant of(const OperandQuant& q);  // the encoding of the plan's operand
 };
+
+// The A codes of one row of n values (planes `plane_stride` apart); for a per-token operand the
+// row's step and zero point (its TokenQuant) go to *rq.
+struct RowQuant {
+  float delta = 1.0f;
+  int32_t zp = 0;
+};
+void emit_a_codes(const ActQuant& aq, const float* x, size_t n, uint8_t* u8, size_t plane_stride, RowQuant* rq);
 
 class IntLinear {
  public:
@@ -49,9 +60,11 @@ class IntLinear {
   size_t acc_elems(int rows) const { return size_t(rows) * size_t(N_) * size_t(a_planes() * b_planes()); }
 
   // Quantized: the GEMMs of rows [0, rows) of the A planes (plane p at a + p·plane_stride, rows
-  // K apart) into acc; then output row r of that tile into y (N floats).
+  // K apart) into acc; then output row r of that tile into y (N floats). rq: row r's step and zero
+  // point for a per-token input (ignored otherwise).
   void gemm_tile(int rows, const uint8_t* a, size_t plane_stride, int32_t* acc) const;
-  void epilogue_row(const int32_t* acc, int rows, int r, const uint8_t* a, size_t plane_stride, float* y) const;
+  void epilogue_row(const int32_t* acc, int rows, int r, const uint8_t* a, size_t plane_stride, float* y,
+                    const RowQuant& rq = {}) const;
 
   // FP32: y (rows x N) = x (rows x K) · Wᵀ; epilogue_row_f32 adds the bias.
   void gemm_tile_f32(int rows, const float* x, float* y) const;
@@ -66,10 +79,13 @@ class IntLinear {
   ActQuant x_;
   std::vector<std::unique_ptr<U8S8Matmul>> mm_;  // one per B plane
   std::vector<int64_t> colsum_;                  // Σ_k qw[n][k]
+  avector<int32_t> colsum32_;                    // the same as int32 (per-token epilogue)
+  avector<float> wscale_;                        // Δw_n
   avector<int32_t> comp_;                        // zp·colsum (single-plane case)
   avector<float> scale_;                         // Δx·Δw_n
   avector<float> bias_;                          // N or empty
   avector<float> offset_;                        // o_n·Δx, or empty
+  avector<float> woffset_;                       // o_n (per-token input), or empty
   avector<float> w_;                             // FP32 weights N x K
 };
 

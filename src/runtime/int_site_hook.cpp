@@ -17,13 +17,9 @@ void run_linear(const IntLinear& L, const SiteCall& c) {
   const ActQuant& aq = L.input();
   const size_t ps = size_t(M) * size_t(K);
   avector<uint8_t> a(size_t(aq.planes) * ps);
+  std::vector<RowQuant> rq(static_cast<size_t>(M));
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < M; ++r) {
-    const float* x = c.x + size_t(r) * K;
-    uint8_t* u = a.data() + size_t(r) * K;
-    if (aq.planes == 1) quantize_a_u8(x, u, size_t(K), aq.delta, aq.range, aq.zp);
-    else quantize_a_u8_split(x, u, u + ps, size_t(K), aq.delta, aq.range, aq.zp);
-  }
+  for (int r = 0; r < M; ++r) emit_a_codes(aq, c.x + size_t(r) * K, size_t(K), a.data() + size_t(r) * K, ps, &rq[size_t(r)]);
   const int mb = 64, tiles = (M + mb - 1) / mb;
 #pragma omp parallel
   {
@@ -33,19 +29,20 @@ void run_linear(const IntLinear& L, const SiteCall& c) {
       const int r0 = t * mb, rows = std::min(mb, M - r0);
       const uint8_t* at = a.data() + size_t(r0) * K;
       L.gemm_tile(rows, at, ps, acc.data());
-      for (int r = 0; r < rows; ++r) L.epilogue_row(acc.data(), rows, r, at, ps, c.y + size_t(r0 + r) * N);
+      for (int r = 0; r < rows; ++r)
+        L.epilogue_row(acc.data(), rows, r, at, ps, c.y + size_t(r0 + r) * N, rq[size_t(r0 + r)]);
     }
   }
 }
 
-// Attention site: both operands quantized per group; B (call.w, N x K per group) as s8 planes.
+// Attention site: both operands quantized per group (with the group's head's steps); A as u8
+// planes (levels for a level grid), B (call.w, N x K per group) as s8 planes.
 void run_attention(const SiteCall& c, const SitePlan& sp, const std::vector<float>* corr) {
   const int G = c.groups, M = c.M, N = c.N, K = c.K;
   const int heads = G / std::max(1, c.images);
-  const ActQuant aq = ActQuant::of(sp.x);
-  const int Q = operand_planes(sp.w.bits);
+  const ActQuant aq0 = ActQuant::of(sp.x);
+  const int P = aq0.planes, Q = operand_planes(sp.w.bits);
   const QRange wr = sp.w.range();
-  const float scale = sp.x.scale * sp.w.scale;
   U8S8Matmul mm(N, K, BLayout::NK);
 #pragma omp parallel
   {
@@ -55,28 +52,29 @@ void run_attention(const SiteCall& c, const SitePlan& sp, const std::vector<floa
     avector<int32_t> comp(static_cast<size_t>(N)), acc(4 * blk);
 #pragma omp for schedule(static)
     for (int g = 0; g < G; ++g) {
+      const int h = g % heads;
+      ActQuant aq = aq0;
+      aq.delta = sp.x.head_scale(h);
+      const float wd = sp.w.head_scale(h), scale = aq.delta * wd;
       const float* x = c.x + size_t(g) * size_t(c.x_stride());
       const float* w = c.w + size_t(g) * size_t(c.w_stride);
-      for (int r = 0; r < M; ++r) {
-        uint8_t* u = a.data() + size_t(r) * K;
-        if (aq.planes == 1) quantize_a_u8(x + size_t(r) * K, u, size_t(K), aq.delta, aq.range, aq.zp);
-        else quantize_a_u8_split(x + size_t(r) * K, u, u + aps, size_t(K), aq.delta, aq.range, aq.zp);
-      }
+      RowQuant unused;
+      for (int r = 0; r < M; ++r) emit_a_codes(aq, x + size_t(r) * K, size_t(K), a.data() + size_t(r) * K, aps, &unused);
       for (int n = 0; n < N; ++n) {
         int8_t* q = b.data() + size_t(n) * K;
-        const int32_t s = Q == 1 ? quantize_b_s8(w + size_t(n) * K, q, size_t(K), sp.w.scale, wr)
-                                 : quantize_b_s8_split(w + size_t(n) * K, q, q + bps, size_t(K), sp.w.scale, wr);
+        const int32_t s = Q == 1 ? quantize_b_s8(w + size_t(n) * K, q, size_t(K), wd, wr)
+                                 : quantize_b_s8_split(w + size_t(n) * K, q, q + bps, size_t(K), wd, wr);
         comp[size_t(n)] = aq.zp * s;
       }
-      for (int p = 0; p < aq.planes; ++p)
+      for (int p = 0; p < P; ++p)
         for (int q = 0; q < Q; ++q)
           mm.run(M, a.data() + size_t(p) * aps, K, acc.data() + size_t(p * Q + q) * blk, N, b.data() + size_t(q) * bps);
-      const float* bias = corr && !corr->empty() ? corr->data() + size_t(g % heads) * size_t(N) : nullptr;
+      const float* bias = corr && !corr->empty() ? corr->data() + size_t(h) * size_t(N) : nullptr;
       float* y = c.y + size_t(g) * size_t(c.y_stride());
       for (int r = 0; r < M; ++r) {
         for (int n = 0; n < N; ++n) {
           int64_t v = 0;
-          for (int p = 0; p < aq.planes; ++p)
+          for (int p = 0; p < P; ++p)
             for (int q = 0; q < Q; ++q)
               v += int64_t(acc[size_t(p * Q + q) * blk + size_t(r) * N + size_t(n)]) << (8 * p + 7 * q);
           y[size_t(r) * N + size_t(n)] = float(v - comp[size_t(n)]);

@@ -16,32 +16,43 @@
 namespace vitq {
 namespace {
 
-// The input of a linear site: u8 code planes (quantized site) or floats (FP32 site).
+// The input of a linear site: u8 code planes (quantized site; per-token inputs also the step and
+// zero point of every row) or floats (FP32 site).
 struct ActBuf {
   avector<uint8_t> u8;
   avector<float> f32;
+  std::vector<RowQuant> rq;
   size_t plane_stride = 0;
 
-  void reserve(size_t elems, bool codes, bool floats) {
+  void reserve(size_t elems, size_t rows, bool codes, bool floats) {
     plane_stride = elems;
-    if (codes) u8.resize(2 * elems);
+    if (codes) {
+      u8.resize(2 * elems);
+      rq.resize(rows);
+    }
     if (floats) f32.resize(elems);
   }
 };
 
 // The B-side (K or V) encoding of an attention site.
 struct BQuant {
-  float delta = 1.0f;
   QRange range{0, 0};
   int planes = 1;
 };
 
+// An attention site: per head h, the A side's step a_delta[h], the B side's b_delta[h] and the
+// output scale[h] = Δa·Δb.
 struct AttnSite {
   bool on = false;
   ActQuant a;                   // Q (matmul_qk) or P (matmul_av)
   BQuant b;                     // K or V
-  float scale = 1.0f;           // Δa·Δb
+  std::vector<float> a_delta, b_delta, scale;
   const float* bias = nullptr;  // heads x N (bias correction), or null
+  ActQuant a_of(int h) const {
+    ActQuant q = a;
+    q.delta = a_delta[size_t(h)];
+    return q;
+  }
 };
 
 struct Block {
@@ -59,21 +70,22 @@ struct Scratch {
   avector<float> otile;     // P·V float (FP32 matmul_av)
 };
 
-// y (n floats) as the A codes of a quantized consumer.
-void emit_codes(const ActQuant& aq, const float* y, size_t n, uint8_t* u8, size_t plane_stride) {
-  if (aq.planes == 1) quantize_a_u8(y, u8, n, aq.delta, aq.range, aq.zp);
-  else quantize_a_u8_split(y, u8, u8 + plane_stride, n, aq.delta, aq.range, aq.zp);
-}
-
-// y as the input of a consumer: its A codes if it is quantized, else the floats.
-void emit(const ActQuant& aq, const float* y, size_t n, uint8_t* u8, size_t plane_stride, float* f32) {
-  if (aq.on) emit_codes(aq, y, n, u8, plane_stride);
+// y (n floats) as the input of a consumer: its A codes (rq: the row's step and zero point if it
+// is per-token) if it is quantized, else the floats.
+void emit(const ActQuant& aq, const float* y, size_t n, uint8_t* u8, size_t plane_stride, float* f32, RowQuant* rq) {
+  if (aq.on) emit_a_codes(aq, y, n, u8, plane_stride, rq);
   else std::copy(y, y + n, f32);
 }
 
-int32_t emit_b(const BQuant& bq, const float* y, size_t n, int8_t* s8, size_t plane_stride) {
-  return bq.planes == 1 ? quantize_b_s8(y, s8, n, bq.delta, bq.range)
-                        : quantize_b_s8_split(y, s8, s8 + plane_stride, n, bq.delta, bq.range);
+// Row r of a linear input buffer.
+void emit_row(const ActQuant& aq, const float* y, size_t n, ActBuf& buf, size_t r) {
+  emit(aq, y, n, buf.u8.data() + r * n, buf.plane_stride, buf.f32.data() + r * n,
+       aq.on ? &buf.rq[r] : nullptr);
+}
+
+int32_t emit_b(const BQuant& bq, float delta, const float* y, size_t n, int8_t* s8, size_t plane_stride) {
+  return bq.planes == 1 ? quantize_b_s8(y, s8, n, delta, bq.range)
+                        : quantize_b_s8_split(y, s8, s8 + plane_stride, n, delta, bq.range);
 }
 
 AttnSite attention_site(const QuantizedViT& q, const SiteId& id) {
@@ -82,8 +94,12 @@ AttnSite attention_site(const QuantizedViT& q, const SiteId& id) {
   if (!sp || !sp->x.quantized()) return s;
   s.on = true;
   s.a = ActQuant::of(sp->x);
-  s.b = {sp->w.scale, sp->w.range(), operand_planes(sp->w.bits)};
-  s.scale = sp->x.scale * sp->w.scale;
+  s.b = {sp->w.range(), operand_planes(sp->w.bits)};
+  for (int h = 0; h < q.cfg.num_heads; ++h) {
+    s.a_delta.push_back(sp->x.head_scale(h));
+    s.b_delta.push_back(sp->w.head_scale(h));
+    s.scale.push_back(s.a_delta.back() * s.b_delta.back());
+  }
   if (const std::vector<float>* b = q.attention_bias_of(id)) s.bias = b->data();
   return s;
 }
@@ -103,10 +119,8 @@ struct IntViTForward::Impl {
   bool any_fp_attention = false, any_int_attention = false;
 
   int capacity = 0, threads = 0;
-  avector<float> x, patches_f, tok, logits2, fp_out;
-  avector<uint8_t> patches_u8;
-  size_t patches_ps = 0;
-  ActBuf buf_a, buf_b, head_in;
+  avector<float> x, tok, logits2, fp_out;
+  ActBuf patches, buf_a, buf_b, head_in;
   avector<uint8_t> qc;
   avector<int8_t> kc, vc;
   avector<int32_t> compk;
@@ -174,19 +188,19 @@ struct IntViTForward::Impl {
     const size_t NP = size_t(c.num_patches()), PD = size_t(c.patch_dim()), H = size_t(c.num_heads);
     const size_t d = size_t(c.head_dim()), NC = size_t(c.num_classes);
     x.resize(B * T * D);
-    patches_ps = B * NP * PD;
-    if (patch->quantized()) patches_u8.resize(2 * patches_ps);
-    else patches_f.resize(patches_ps);
+    patches.reserve(B * NP * PD, B * NP, patch->quantized(), !patch->quantized());
     bool a_codes = false, a_f32 = false, b_codes = false, b_f32 = false;
     for (const Block& b : blocks) {
       for (const IntLinear* l : {b.qkv.get(), b.fc1.get()}) (l->quantized() ? a_codes : a_f32) = true;
       for (const IntLinear* l : {b.proj.get(), b.fc2.get()}) (l->quantized() ? b_codes : b_f32) = true;
     }
-    buf_a.reserve(B * T * D, a_codes, a_f32);
-    buf_b.reserve(B * T * std::max(D, F), b_codes, b_f32);
+    // A per-token proj input is quantized once a row is whole (all heads): the float rows first.
+    for (const Block& b : blocks) b_f32 = b_f32 || (b.proj->quantized() && b.proj->input().per_token);
+    buf_a.reserve(B * T * D, B * T, a_codes, a_f32);
+    buf_b.reserve(B * T * std::max(D, F), B * T, b_codes, b_f32);
     const bool hq = head->quantized() || (head_dist && head_dist->quantized());
     const bool hf = !head->quantized() || (head_dist && !head_dist->quantized());
-    head_in.reserve(2 * B * D, hq, hf);
+    head_in.reserve(2 * B * D, 2 * B, hq, hf);
     tok.resize(2 * B * D);
     logits2.resize(B * NC);
     attn_ps = B * H * T * d;
@@ -232,12 +246,15 @@ struct IntViTForward::Impl {
     }
   }
 
-  // Runs linear site L on M rows of `in`; consume(row, y) gets each output row (N floats, with
-  // the bias; y may be modified).
+  // Runs linear site L on rows [row0, row0 + M) of `in`; consume(row, y) gets each output row (N
+  // floats, with the bias; y may be modified; row counted from row0).
   template <class Consume>
-  void linear(const IntLinear& L, int M, const uint8_t* in_u8, size_t plane_stride, const float* in_f32,
-              Consume&& consume) {
+  void linear(const IntLinear& L, int M, const ActBuf& in, size_t row0, Consume&& consume) {
     const int K = L.K(), N = L.N();
+    const size_t plane_stride = in.plane_stride;
+    const uint8_t* in_u8 = in.u8.data() + row0 * size_t(K);
+    const float* in_f32 = in.f32.data() + row0 * size_t(K);
+    const RowQuant* in_rq = in.rq.empty() ? nullptr : in.rq.data() + row0;
     if (!L.quantized()) {
       // FP32 site: one oneDNN GEMM over all rows, as the FP32 forward does it (a float GEMM's
       // rounding may depend on how its rows are split), then the row epilogues in parallel.
@@ -260,7 +277,7 @@ struct IntViTForward::Impl {
       const uint8_t* a = in_u8 + size_t(r0) * size_t(K);
       L.gemm_tile(rows, a, plane_stride, s.acc.data());
       for (int r = 0; r < rows; ++r) {
-        L.epilogue_row(s.acc.data(), rows, r, a, plane_stride, s.row.data());
+        L.epilogue_row(s.acc.data(), rows, r, a, plane_stride, s.row.data(), in_rq ? in_rq[r0 + r] : RowQuant{});
         consume(r0 + r, s.row.data());
       }
     }
@@ -271,7 +288,7 @@ struct IntViTForward::Impl {
                float* tmp) const {
     const size_t D = size_t(q.cfg.embed_dim);
     layernorm_rows(xr, tmp, 1, D, ln.gamma.ptr(), ln.beta.ptr(), q.cfg.ln_eps);
-    emit(next.input(), tmp, D, buf.u8.data() + r * D, buf.plane_stride, buf.f32.data() + r * D);
+    emit_row(next.input(), tmp, D, buf, r);
   }
 
   void embed(const float* images, int batch) {
@@ -289,12 +306,11 @@ struct IntViTForward::Impl {
           const float* src = img + (size_t(ch) * S + size_t(gy * P + ky)) * S + size_t(gx * P);
           std::copy(src, src + P, row + (ch * P + ky) * P);
         }
-      emit(pa, row, size_t(PD), patches_u8.data() + size_t(bp) * PD, patches_ps,
-           patches_f.data() + size_t(bp) * PD);
+      emit_row(pa, row, size_t(PD), patches, size_t(bp));
     }
     const float* pos = q.pos_embed.ptr();
     const IntLinear& qkv0 = *blocks[0].qkv;
-    linear(*patch, batch * NP, patches_u8.data(), patches_ps, patches_f.data(), [&](int r, float* y) {
+    linear(*patch, batch * NP, patches, 0, [&](int r, float* y) {
       const int b = r / NP, t = npre + r % NP;
       const size_t xr = size_t(b) * T + size_t(t);
       float* dst = x.data() + xr * D;
@@ -346,7 +362,7 @@ struct IntViTForward::Impl {
           float* sr = s.srows.data() + size_t(r) * T;
           const int32_t* acc = s.sacc.data() + size_t(r) * T;
           if (P == 1 && Q == 1) {
-            dequantize_row_scalar(acc, qk.a.zp ? comp : nullptr, qk.scale, bias, sr, size_t(T));
+            dequantize_row_scalar(acc, qk.a.zp ? comp : nullptr, qk.scale[size_t(h)], bias, sr, size_t(T));
           } else {
             for (int n = 0; n < T; ++n) {
               int64_t v = 0;
@@ -354,7 +370,7 @@ struct IntViTForward::Impl {
                 for (int qq = 0; qq < Q; ++qq) v += int64_t(acc[size_t(p * Q + qq) * blk + size_t(n)]) << (8 * p + 7 * qq);
               sr[n] = float(v - comp[n]);
             }
-            scale_bias_row_scalar(sr, qk.scale, bias, size_t(T));
+            scale_bias_row_scalar(sr, qk.scale[size_t(h)], bias, size_t(T));
           }
         }
       } else {
@@ -363,10 +379,11 @@ struct IntViTForward::Impl {
       }
       // Softmax, then the probabilities as A codes of P·V (or kept in float).
       const size_t pblk = size_t(rows) * T;
+      const ActQuant pq = av.on ? av.a_of(h) : ActQuant{};
       for (int r = 0; r < rows; ++r) {
         float* sr = s.srows.data() + size_t(r) * T;
         softmax_rows(sr, 1, size_t(T), sm_scale);
-        if (av.on) emit_codes(av.a, sr, size_t(T), s.pcodes.data() + size_t(r) * T, pblk);
+        if (av.on) emit_a_codes(pq, sr, size_t(T), s.pcodes.data() + size_t(r) * T, pblk, nullptr);
       }
       // P·V rows x d, then the rows of the proj input (ctx, heads merged).
       float* orow = s.otile.data();
@@ -382,7 +399,7 @@ struct IntViTForward::Impl {
           const int32_t* acc = s.oacc.data() + size_t(r) * d;
           float* o = orow + size_t(r) * d;
           if (P == 1 && Q == 1) {
-            dequantize_row_scalar(acc, nullptr, av.scale, bias, o, size_t(d));
+            dequantize_row_scalar(acc, nullptr, av.scale[size_t(h)], bias, o, size_t(d));
           } else {
             for (int n = 0; n < d; ++n) {
               int64_t v = 0;
@@ -390,7 +407,7 @@ struct IntViTForward::Impl {
                 for (int qq = 0; qq < Q; ++qq) v += int64_t(acc[size_t(p * Q + qq) * blk + size_t(n)]) << (8 * p + 7 * qq);
               o[n] = float(v);
             }
-            scale_bias_row_scalar(o, av.scale, bias, size_t(d));
+            scale_bias_row_scalar(o, av.scale[size_t(h)], bias, size_t(d));
           }
         }
       } else {
@@ -399,8 +416,14 @@ struct IntViTForward::Impl {
       for (int r = 0; r < rows; ++r) {
         const size_t cr = size_t(b) * T + size_t(t0 + r);
         const size_t off = cr * D + size_t(h) * d;
-        emit(pa, orow + size_t(r) * d, size_t(d), buf_b.u8.data() + off, buf_b.plane_stride, buf_b.f32.data() + off);
+        const float* o = orow + size_t(r) * d;
+        if (pa.on && !pa.per_token) emit_a_codes(pa, o, size_t(d), buf_b.u8.data() + off, buf_b.plane_stride, nullptr);
+        else std::copy(o, o + d, buf_b.f32.data() + off);
       }
+    }
+    if (pa.on && pa.per_token) {  // the proj input's rows are whole now: one step per row
+#pragma omp parallel for schedule(static)
+      for (int r = 0; r < batch * T; ++r) emit_row(pa, buf_b.f32.data() + size_t(r) * D, size_t(D), buf_b, size_t(r));
     }
   }
 
@@ -412,20 +435,20 @@ struct IntViTForward::Impl {
     const size_t TD = size_t(T) * d;
     // qkv: Q/K/V of every (image, head), as the codes (or floats) the attention sites take.
     mark(kFc2);  // the previous block's fc2 (nothing before block 0)
-    linear(*bl.qkv, rows, buf_a.u8.data(), buf_a.plane_stride, buf_a.f32.data(), [&](int r, float* y) {
+    linear(*bl.qkv, rows, buf_a, 0, [&](int r, float* y) {
       const int b = r / T, t = r % T;
       for (int h = 0; h < H; ++h) {
         const size_t g = size_t(b) * H + size_t(h), off = g * TD + size_t(t) * d;
         const float *yq = y + size_t(h) * d, *yk = yq + D, *yv = yk + D;
         if (bl.qk.on) {
-          emit_codes(bl.qk.a, yq, size_t(d), qc.data() + off, attn_ps);
-          const int32_t sum = emit_b(bl.qk.b, yk, size_t(d), kc.data() + off, attn_ps);
+          emit_a_codes(bl.qk.a_of(h), yq, size_t(d), qc.data() + off, attn_ps, nullptr);
+          const int32_t sum = emit_b(bl.qk.b, bl.qk.b_delta[size_t(h)], yk, size_t(d), kc.data() + off, attn_ps);
           compk[g * T + size_t(t)] = bl.qk.a.zp * sum;
         } else {
           std::copy(yq, yq + d, qf.data() + off);
           std::copy(yk, yk + d, kf.data() + off);
         }
-        if (bl.av.on) emit_b(bl.av.b, yv, size_t(d), vc.data() + off, attn_ps);
+        if (bl.av.on) emit_b(bl.av.b, bl.av.b_delta[size_t(h)], yv, size_t(d), vc.data() + off, attn_ps);
         else std::copy(yv, yv + d, vf.data() + off);
       }
     });
@@ -433,7 +456,7 @@ struct IntViTForward::Impl {
     attention(i, batch);
     mark(kAttention);
     // proj + residual, LayerNorm 2 -> fc1 input.
-    linear(*bl.proj, rows, buf_b.u8.data(), buf_b.plane_stride, buf_b.f32.data(), [&](int r, float* y) {
+    linear(*bl.proj, rows, buf_b, 0, [&](int r, float* y) {
       float* xr = x.data() + size_t(r) * D;
       add_bias_residual_rows(xr, y, 1, size_t(D), nullptr);
       ln_emit(q.norm2[size_t(i)], xr, *bl.fc1, buf_a, size_t(r), y);
@@ -441,14 +464,14 @@ struct IntViTForward::Impl {
     mark(kProj);
     // fc1 + GELU -> fc2 input.
     const ActQuant& f2 = bl.fc2->input();
-    linear(*bl.fc1, rows, buf_a.u8.data(), buf_a.plane_stride, buf_a.f32.data(), [&](int r, float* y) {
+    linear(*bl.fc1, rows, buf_a, 0, [&](int r, float* y) {
       bias_gelu_rows(y, 1, size_t(F), nullptr);
-      emit(f2, y, size_t(F), buf_b.u8.data() + size_t(r) * F, buf_b.plane_stride, buf_b.f32.data() + size_t(r) * F);
+      emit_row(f2, y, size_t(F), buf_b, size_t(r));
     });
     mark(kFc1);
     // fc2 + residual, then the next block's LayerNorm 1 -> its qkv input.
     const bool last = i + 1 == c.depth;
-    linear(*bl.fc2, rows, buf_b.u8.data(), buf_b.plane_stride, buf_b.f32.data(), [&](int r, float* y) {
+    linear(*bl.fc2, rows, buf_b, 0, [&](int r, float* y) {
       float* xr = x.data() + size_t(r) * D;
       add_bias_residual_rows(xr, y, 1, size_t(D), nullptr);
       if (!last) ln_emit(q.norm1[size_t(i) + 1], xr, *blocks[size_t(i) + 1].qkv, buf_a, size_t(r), y);
@@ -467,14 +490,12 @@ struct IntViTForward::Impl {
         float* tr = tok.data() + r * D;
         layernorm_rows(x.data() + (size_t(b) * T + size_t(t)) * D, tr, 1, size_t(D), q.norm.gamma.ptr(),
                        q.norm.beta.ptr(), c.ln_eps);
-        emit(L.input(), tr, size_t(D), head_in.u8.data() + r * D, head_in.plane_stride, head_in.f32.data() + r * D);
+        emit_row(L.input(), tr, size_t(D), head_in, r);
       }
     }
-    linear(*head, batch, head_in.u8.data(), head_in.plane_stride, head_in.f32.data(),
-           [&](int r, float* y) { std::copy(y, y + NC, logits + size_t(r) * NC); });
+    linear(*head, batch, head_in, 0, [&](int r, float* y) { std::copy(y, y + NC, logits + size_t(r) * NC); });
     if (!c.distilled) return;
-    const size_t o = size_t(batch) * D;
-    linear(*head_dist, batch, head_in.u8.data() + o, head_in.plane_stride, head_in.f32.data() + o,
+    linear(*head_dist, batch, head_in, size_t(batch),
            [&](int r, float* y) { std::copy(y, y + NC, logits2.data() + size_t(r) * NC); });
     for (size_t k = 0; k < size_t(batch) * NC; ++k) logits[k] = 0.5f * (logits[k] + logits2[k]);
   }
@@ -519,11 +540,11 @@ size_t IntViTForward::weight_bytes() const {
 
 size_t IntViTForward::workspace_bytes() const {
   const Impl& m = *impl_;
-  size_t n = (m.x.capacity() + m.fp_out.capacity() + m.patches_f.capacity() + m.tok.capacity() + m.logits2.capacity() + m.qf.capacity() +
-              m.kf.capacity() + m.vf.capacity() + m.buf_a.f32.capacity() + m.buf_b.f32.capacity() +
-              m.head_in.f32.capacity()) * 4 +
-             m.patches_u8.capacity() + m.qc.capacity() + m.kc.capacity() + m.vc.capacity() + m.compk.capacity() * 4 +
-             m.buf_a.u8.capacity() + m.buf_b.u8.capacity() + m.head_in.u8.capacity();
+  size_t n = (m.x.capacity() + m.fp_out.capacity() + m.tok.capacity() + m.logits2.capacity() + m.qf.capacity() +
+              m.kf.capacity() + m.vf.capacity()) * 4 +
+             m.qc.capacity() + m.kc.capacity() + m.vc.capacity() + m.compk.capacity() * 4;
+  for (const ActBuf* b : {&m.patches, &m.buf_a, &m.buf_b, &m.head_in})
+    n += b->f32.capacity() * 4 + b->u8.capacity() + b->rq.capacity() * sizeof(RowQuant);
   for (const Scratch& s : m.scratch)
     n += (s.acc.capacity() + s.row.capacity() + s.sacc.capacity() + s.srows.capacity() +
           s.oacc.capacity() + s.otile.capacity()) * 4 + s.pcodes.capacity();

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "numerics/level_grid.h"
 #include "quant/plan.h"
 
 namespace vitq {
@@ -26,18 +27,30 @@ QuantPlan sample_plan() {
   p.settings = {{"similarity", "pearson"}, {"candidates", 100}};
   p.calibration = {{"images", 3}, {"samples", {"a.jpg", "b.jpg", "c.jpg"}}};
   SitePlan s;
-  s.x = {6, Grid::Signed, 0.0123456789f, {}, {}};
-  s.w = {6, Grid::Signed, 3.3e-5f, {}, {}};
+  s.x = {6, Grid::Signed, 0.0123456789f, {}, {}, false, {}};
+  s.w = {6, Grid::Signed, 3.3e-5f, {}, {}, false, {}};
   s.bias_correction = {0.1f, -1e-7f, 3.0f};
   p.sites["blocks.0.attn.qkv"] = s;
   SitePlan av;
-  av.x = {8, Grid::Unsigned, 1.0f / 255, {}, {}};
-  av.w = {8, Grid::Signed, 0.07f, {}, {}};
+  av.x = {8, Grid::Unsigned, 1.0f / 255, {}, {}, false, {}};
+  av.w = {8, Grid::Signed, 0.07f, {}, {}, false, {}};
   p.sites["blocks.0.attn.matmul_av"] = av;
   SitePlan pc;
-  pc.x = {4, Grid::Signed, 0.5f, {}, {}};
-  pc.w = {4, Grid::Signed, 0.25f, {0.1f, 0.2f, 0.30000001f}, {3, 4, 8}};
+  pc.x = {4, Grid::Signed, 0.5f, {}, {}, false, {}};
+  pc.w = {4, Grid::Signed, 0.25f, {0.1f, 0.2f, 0.30000001f}, {3, 4, 8}, false, {}};
   p.sites["head"] = pc;
+  SitePlan tok;  // per-token input, per-channel weight
+  tok.x = {6, Grid::Signed, 0.0f, {}, {}, true, {}};
+  tok.w = {6, Grid::Signed, 0.5f, {0.5f, 0.25f, 0.125f}, {}, false, {}};
+  p.sites["blocks.1.attn.proj"] = tok;
+  SitePlan lv;  // level grid softmax output, per-head V steps
+  lv.x = {6, Grid::Float, kLevelStep, {}, {}, false, {}};
+  lv.w = {6, Grid::Signed, 0.3f, {}, {}, false, {0.1f, 0.3f, 0.2f}};
+  p.sites["blocks.1.attn.matmul_av"] = lv;
+  SitePlan hq;  // per-head Q and K steps
+  hq.x = {4, Grid::Signed, 0.7f, {}, {}, false, {0.5f, 0.7f, 0.6f}};
+  hq.w = {4, Grid::Signed, 0.9f, {}, {}, false, {0.9f, 0.8f, 0.7f}};
+  p.sites["blocks.1.attn.matmul_qk"] = hq;
   p.ln_smoothing["blocks.0.attn.qkv"] = {0.5f, 2.0f, 1.0f / 3};
   p.ln_smoothing["blocks.1.mlp.fc1"] = {7.25f, 1e-3f, 1e3f};
   return p;
@@ -98,6 +111,45 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   j = good;
   j["ln_smoothing"]["blocks.0.attn.qkv"][0] = -0.5;
   expect(j, "ln_smoothing.blocks.0.attn.qkv");
+  // The formats of issue 14: per-token inputs, level grids, per-head steps.
+  j = good;
+  j["sites"]["blocks.1.attn.proj"]["x"]["granularity"] = "row";
+  expect(j, "sites.blocks.1.attn.proj.x.granularity");
+  j = good;
+  j["sites"]["blocks.1.attn.proj"]["x"]["scale"] = 0.5;
+  expect(j, "each row has its own");
+  j = good;
+  j["sites"]["blocks.1.attn.proj"]["x"]["bits"] = 9;
+  expect(j, "per-token quantization takes 2..8 bits");
+  j = good;
+  j["sites"]["blocks.1.attn.proj"]["w"]["granularity"] = "token";
+  expect(j, "w.granularity");
+  j = good;
+  j["sites"]["blocks.1.attn.matmul_qk"]["x"]["granularity"] = "token";
+  expect(j, "inputs of linear sites");
+  j = good;
+  j["sites"]["blocks.1.attn.matmul_av"]["x"]["grid"] = "log3";
+  expect(j, "sites.blocks.1.attn.matmul_av.x.grid");
+  j = good;
+  j["sites"]["blocks.1.attn.matmul_av"]["x"]["scale"] = 0.5;
+  expect(j, "fixed (2^-15)");
+  j = good;
+  j["sites"]["blocks.1.attn.matmul_qk"]["x"]["grid"] = "float";
+  expect(j, "softmax output");
+  j = good;
+  j["sites"]["blocks.1.attn.matmul_av"]["w"]["grid"] = "log2";
+  j["sites"]["blocks.1.attn.matmul_av"]["w"].erase("scale");
+  j["sites"]["blocks.1.attn.matmul_av"]["w"].erase("head_scales");
+  expect(j, "w.grid");
+  j = good;
+  j["sites"]["blocks.1.attn.matmul_av"]["x"]["unsigned"] = true;
+  expect(j, "contradicts");
+  j = good;
+  j["sites"]["blocks.1.attn.matmul_qk"]["w"]["head_scales"][1] = 0;
+  expect(j, "w.head_scales[1]");
+  j = good;
+  j["sites"]["blocks.1.attn.proj"]["w"]["head_scales"] = {1.0};
+  expect(j, "attention sites only");
   j = good;
   j["ln_smoothing"]["blocks.1.mlp.fc1"][1] = 0;
   expect(j, "positive and finite");
@@ -116,8 +168,8 @@ QuantPlan coded_plan() {
   h.weight_offset = {0.5f, -0.25f, 1e-8f};
   h.weight_codes = {-4, 3, 0, 1, 7, -8, 2, 2, 127, -128, 0, -1};  // channel bits 3, 4, 8
   SitePlan fc;
-  fc.x = {4, Grid::Signed, 0.1f, {}, {}};
-  fc.w = {4, Grid::Signed, 0.2f, {0.2f, 0.1f}, {}};
+  fc.x = {4, Grid::Signed, 0.1f, {}, {}, false, {}};
+  fc.w = {4, Grid::Signed, 0.2f, {0.2f, 0.1f}, {}, false, {}};
   fc.weight_codes = {-7, 7, 0, 1, 2, 3};
   p.sites["blocks.1.mlp.fc1"] = fc;
   return p;

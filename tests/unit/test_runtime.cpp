@@ -14,6 +14,8 @@
 #include "quant/ln_smoothing.h"
 #include "quant/simulate.h"
 #include "numerics/int8_kernels.h"
+#include "numerics/level_grid.h"
+#include "core/error.h"
 #include "runtime/int_site_hook.h"
 #include "runtime/int_vit_forward.h"
 #include "numerics/pack_bits.h"
@@ -192,37 +194,69 @@ void check_site(const SiteCase& sc) {
   avector<float> xb, wb;
   simulate_site(c, sc.sp, nullptr, xb, wb);
 
-  // Double-precision reference from the codes (plan.h).
+  // Double-precision reference from the codes (plan.h), with every quantizer written out here
+  // from its definition (quantizer.h, level_grid.h): per tensor, per head, per token, levels.
   const SitePlan& sp = sc.sp;
   std::vector<int16_t> wcodes;
   std::vector<int> wbits;
   std::vector<float> wsteps;
   if (!attn) plan_weight_codes(w.data(), c.N, c.K, sp, &wcodes, &wbits, &wsteps);
-  const int heads = c.groups / c.images;
+  const int heads = std::max(1, c.groups / c.images);  // (linear sites: one group)
+  auto level_of = [&](float p) {  // nearest level to v = round(p · 2^15), ties to the larger
+    const double v = std::clamp(std::nearbyint(double(p) * 32768.0), 0.0, 32768.0);
+    int32_t best = 0;
+    for (int32_t l : LevelGrid::get(sp.x.grid, sp.x.bits).levels())
+      if (std::fabs(l - v) <= std::fabs(best - v)) best = l;
+    return best;
+  };
+  // Row (g, r) of x: its codes and step.
+  auto x_row = [&](int g, int r, std::vector<int32_t>& q) {
+    const float* xr = x.data() + (size_t(g) * c.M + r) * c.K;
+    q.resize(size_t(c.K));
+    if (is_level_grid(sp.x.grid)) {
+      for (int k = 0; k < c.K; ++k) q[size_t(k)] = level_of(xr[k]);
+      return 1.0 / 32768.0;
+    }
+    float step = sp.x.head_scale(g % heads);
+    int32_t lo = sp.x.range().lo, hi = sp.x.range().hi;
+    if (sp.x.per_token) {
+      float mn = 0, mx = 0;
+      for (int k = 0; k < c.K; ++k) mn = std::min(mn, xr[k]), mx = std::max(mx, xr[k]);
+      step = (mx - mn) / float((1 << sp.x.bits) - 1);
+      lo = int32_t(std::nearbyint(mn / step));
+      hi = lo + (1 << sp.x.bits) - 1;
+    }
+    for (int k = 0; k < c.K; ++k) q[size_t(k)] = std::clamp(int32_t(std::nearbyint(xr[k] / step)), lo, hi);
+    return double(step);
+  };
   size_t exact = 0;
+  std::vector<int32_t> qx;
   for (int g = 0; g < c.groups; ++g)
-    for (int r = 0; r < c.M; ++r)
+    for (int r = 0; r < c.M; ++r) {
+      const double xstep = x_row(g, r, qx);
       for (int n = 0; n < c.N; ++n) {
+        const float wd = sp.w.head_scale(g % heads);
         double acc = 0, mag = 0, sx = 0;
         for (int k = 0; k < c.K; ++k) {
-          const int qx = quantize_one(x[(size_t(g) * c.M + r) * c.K + k], sp.x.scale, sp.x.range());
-          const int qw = attn ? quantize_one(w[(size_t(g) * c.N + n) * c.K + k], sp.w.scale, sp.w.range())
+          const int qw = attn ? std::clamp(int(std::nearbyint(w[(size_t(g) * c.N + n) * c.K + k] / wd)),
+                                           sp.w.range().lo, sp.w.range().hi)
                               : wcodes[size_t(n) * c.K + k];
-          acc += double(qx) * qw;
-          mag += std::fabs(double(qx) * qw);
-          sx += qx;
+          acc += double(qx[size_t(k)]) * qw;
+          mag += std::fabs(double(qx[size_t(k)]) * qw);
+          sx += qx[size_t(k)];
         }
-        const double step = attn ? double(sp.w.scale) : double(wsteps[size_t(n)]);
-        double ref = acc * double(sp.x.scale) * step;
-        mag *= double(sp.x.scale) * step;
+        const double step = attn ? double(wd) : double(wsteps[size_t(n)]);
+        double ref = acc * xstep * step;
+        mag *= xstep * step;
         if (c.bias) ref += b[size_t(n)];
         if (!sp.bias_correction.empty()) ref += sp.bias_correction[(attn ? size_t(g % heads) * c.N : 0) + size_t(n)];
-        if (!sp.weight_offset.empty()) ref += double(sp.weight_offset[size_t(n)]) * double(sp.x.scale) * sx;
+        if (!sp.weight_offset.empty()) ref += double(sp.weight_offset[size_t(n)]) * xstep * sx;
         const size_t i = (size_t(g) * c.M + r) * c.N + n;
         ASSERT_NEAR(yi[i], ref, 1e-5 * (mag + std::fabs(ref) + 1e-3)) << g << " " << r << " " << n;
         ASSERT_NEAR(ys[i], yi[i], 1e-5 * (mag + std::fabs(ref) + 1e-3)) << g << " " << r << " " << n;
         exact += ys[i] == yi[i];
       }
+    }
   // The simulator multiplies the codes as floats: its sums are exact here (all below 2^24), and
   // it scales and adds with the runtime's kernels, so the two agree bit for bit.
   EXPECT_EQ(exact, ny);
@@ -308,6 +342,39 @@ TEST(IntegerSites, AttentionSites) {
   av4.sp.x = op(4, 1.0f / 15, true);
   av4.sp.w = op(4, 5.0f / 7);
   check_site(av4);
+}
+
+TEST(IntegerSites, PerTokenInputs) {
+  for (int bits : {8, 6, 4}) {
+    SiteCase a{cat("W", bits, "A", bits, " per-token input, per-channel weights with offsets"), SiteKind::Fc2,
+               linear_plan(bits, bits, 0.0f, 0.05f)};
+    a.sp.x.per_token = true;
+    for (int n = 0; n < a.N; ++n) {
+      a.sp.w.channel_scales.push_back(0.02f + 0.004f * float(n));
+      a.sp.weight_offset.push_back(0.01f * float(n % 5) - 0.02f);
+    }
+    check_site(a);
+    SiteCase p = a;  // one-sided rows (post-GELU-like): the zero point moves to the row's minimum
+    p.what += ", positive inputs";
+    p.positive_x = true;
+    p.kind = SiteKind::Qkv;
+    check_site(p);
+  }
+}
+
+TEST(IntegerSites, PerHeadStepsAndLevelGrids) {
+  SiteCase qk{"Q·Kᵀ per-head steps", SiteKind::MatmulQK, linear_plan(6, 6, 1.0f, 1.0f), 2, 3, 29, 29, 16, false};
+  qk.sp.x.head_scales = {6.0f / 31, 3.0f / 31, 9.0f / 31};
+  qk.sp.w.head_scales = {5.0f / 31, 2.0f / 31, 4.0f / 31};
+  check_site(qk);
+  for (Grid g : {Grid::Log2, Grid::Float})
+    for (int bits : {4, 6, 8}) {
+      SiteCase av{cat("P·V ", grid_name(g), " grid at ", bits, " bits, per-head V"), SiteKind::MatmulAV,
+                  linear_plan(bits, bits, kLevelStep, 1.0f), 2, 3, 29, 16, 29, false, true};
+      av.sp.x.grid = g;
+      av.sp.w.head_scales = {5.0f / 127, 3.0f / 127, 4.0f / 127};
+      check_site(av);
+    }
 }
 
 // ------------------------------------------------------------------------------ whole models

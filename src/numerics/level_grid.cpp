@@ -1,0 +1,76 @@
+#include "numerics/level_grid.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+
+namespace vitq {
+
+namespace {
+
+// The positive levels of the grid, descending (see the header).
+std::vector<int32_t> positive_levels(Grid g, int bits) {
+  const int mant = g == Grid::Float ? std::max(bits - 4, 0) : 0;
+  const size_t want = (size_t(1) << bits) - 1;
+  std::vector<int32_t> out;
+  for (int e = 0; out.size() < want; ++e) {
+    for (int m = 0; m < (1 << mant) && out.size() < want; ++m) {
+      // 2^15 · 2^−e · (1 − m / 2^(M+1)) = (2^(M+1) − m) · 2^(15 − e − M − 1), exact in double.
+      const double v = std::ldexp(double((1 << (mant + 1)) - m), kLevelFracBits - e - mant - 1);
+      const int32_t l = int32_t(std::nearbyint(v));
+      if (l == 0) return out;
+      if (out.empty() || l < out.back()) out.push_back(l);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+LevelGrid::LevelGrid(Grid g, int bits) {
+  levels_ = positive_levels(g, bits);
+  levels_.push_back(0);
+  std::reverse(levels_.begin(), levels_.end());
+  lookup_.resize(size_t(kLevelOne) + 1);
+  size_t i = 0;  // levels_[i] <= v < levels_[i + 1]
+  for (int32_t v = 0; v <= kLevelOne; ++v) {
+    while (i + 1 < levels_.size() && levels_[i + 1] <= v) ++i;
+    if (i + 1 == levels_.size()) {
+      lookup_[size_t(v)] = uint16_t(levels_[i]);
+      continue;
+    }
+    const int32_t a = levels_[i], b = levels_[i + 1];
+    lookup_[size_t(v)] = uint16_t(v - a < b - v ? a : b);  // ties to the larger level
+  }
+}
+
+const LevelGrid& LevelGrid::get(Grid g, int bits) {
+  static std::mutex mu;
+  static std::map<std::pair<int, int>, std::unique_ptr<LevelGrid>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& p = cache[{int(g), bits}];
+  if (!p) p.reset(new LevelGrid(g, bits));
+  return *p;
+}
+
+uint16_t LevelGrid::of(float p) const {
+  const float v = round_half_even(p * float(kLevelOne));  // exact scaling by a power of two
+  const int32_t i = !(v > 0.0f) ? 0 : (v >= float(kLevelOne) ? kLevelOne : int32_t(v));  // NaN -> 0
+  return lookup_[size_t(i)];
+}
+
+void quantize_levels_f32(const float* p, float* levels, size_t n, const LevelGrid& g) {
+  for (size_t i = 0; i < n; ++i) levels[i] = float(g.of(p[i]));
+}
+
+void quantize_levels_u8_split(const float* p, uint8_t* lo, uint8_t* hi, size_t n, const LevelGrid& g) {
+  for (size_t i = 0; i < n; ++i) {
+    const uint16_t l = g.of(p[i]);
+    lo[i] = uint8_t(l & 255);
+    hi[i] = uint8_t(l >> 8);
+  }
+}
+
+}  // namespace vitq

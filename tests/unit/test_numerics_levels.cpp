@@ -1,0 +1,81 @@
+// The level grids of the softmax output (numerics/level_grid.h): the tables against their
+// definitions written out here, and the quantizer against a brute-force nearest-level search.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "numerics/level_grid.h"
+
+namespace vitq {
+namespace {
+
+std::vector<int32_t> sorted(std::set<int32_t> s) { return {s.begin(), s.end()}; }
+
+TEST(LevelGrids, Log2LevelsArePowersOfTwoCappedByTheResolution) {
+  EXPECT_EQ(LevelGrid::get(Grid::Log2, 2).levels(), (std::vector<int32_t>{0, 8192, 16384, 32768}));
+  for (int bits : {3, 4, 5, 8, 10}) {
+    std::set<int32_t> want{0};
+    const int n = std::min((1 << bits) - 1, 16);  // 2^0 .. 2^-(n-1), at most down to 2^-15
+    for (int e = 0; e < n; ++e) want.insert(32768 >> e);
+    EXPECT_EQ(LevelGrid::get(Grid::Log2, bits).levels(), sorted(want)) << bits;
+  }
+  EXPECT_EQ(LevelGrid::get(Grid::Log2, 4).levels().size(), 16u);  // every 4-bit code used
+}
+
+TEST(LevelGrids, FloatLevelsHaveTheirMantissaStepsPerOctave) {
+  // 5 bits, one mantissa bit: 2^(15-e) and 1.5·2^(14-e) per octave while exact, then 2 and 1.
+  std::set<int32_t> want{0, 1, 2};
+  for (int e = 0; e <= 13; ++e) want.insert(32768 >> e), want.insert(3 << (13 - e));
+  EXPECT_EQ(LevelGrid::get(Grid::Float, 5).levels(), sorted(want));
+  // At 4 bits and below it is the log2 grid.
+  EXPECT_EQ(LevelGrid::get(Grid::Float, 4).levels(), LevelGrid::get(Grid::Log2, 4).levels());
+  for (int bits : {6, 7, 8}) {
+    const int M = bits - 4;
+    const auto& L = LevelGrid::get(Grid::Float, bits).levels();
+    EXPECT_LE(L.size(), size_t(1) << bits);
+    EXPECT_EQ(L.front(), 0);
+    EXPECT_EQ(L.back(), 32768);
+    // Octave (2^14, 2^15]: 2^M equal steps of 2^(14-M), exactly.
+    std::vector<int32_t> top(L.end() - (1 << M) - 1, L.end());
+    for (size_t i = 1; i < top.size(); ++i) EXPECT_EQ(top[i] - top[i - 1], 1 << (14 - M)) << bits;
+    // Below the octaves the fixed point resolves, every integer is a level.
+    for (int32_t v = 0; v <= 8; ++v) EXPECT_TRUE(std::binary_search(L.begin(), L.end(), v)) << bits << " " << v;
+    // Strictly ascending.
+    EXPECT_TRUE(std::adjacent_find(L.begin(), L.end(), std::greater_equal<int32_t>()) == L.end());
+  }
+}
+
+TEST(LevelGrids, QuantizingPicksTheNearestLevelOfTheFixedPointValue) {
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(0, 1);
+  for (Grid g : {Grid::Log2, Grid::Float})
+    for (int bits : {3, 4, 6, 8}) {
+      const LevelGrid& lg = LevelGrid::get(g, bits);
+      auto nearest = [&](double v) {
+        int32_t best = 0;
+        for (int32_t l : lg.levels())
+          if (std::fabs(l - v) <= std::fabs(best - v)) best = l;  // ascending: ties go to the larger
+        return best;
+      };
+      for (int32_t v = 0; v <= 32768; ++v) ASSERT_EQ(lg.of_fixed(v), nearest(v)) << bits << " " << v;
+      std::vector<float> p(4096);
+      for (auto& x : p) x = u(rng) * u(rng) * u(rng);
+      p[0] = 0, p[1] = 1, p[2] = 1.5f, p[3] = -0.25f, p[4] = std::nanf("");
+      std::vector<float> f(p.size());
+      std::vector<uint8_t> lo(p.size()), hi(p.size());
+      quantize_levels_f32(p.data(), f.data(), p.size(), lg);
+      quantize_levels_u8_split(p.data(), lo.data(), hi.data(), p.size(), lg);
+      for (size_t i = 0; i < p.size(); ++i) {
+        const double v = std::isnan(p[i]) ? 0 : std::clamp(std::nearbyint(double(p[i]) * 32768), 0.0, 32768.0);
+        ASSERT_EQ(f[i], float(nearest(v))) << p[i];
+        ASSERT_EQ(lo[i] + 256 * hi[i], nearest(v)) << p[i];
+      }
+    }
+}
+
+}  // namespace
+}  // namespace vitq
