@@ -41,6 +41,9 @@ struct QuantizeArgs {
   bool ln_center = false;   // --ln-center
   double smooth_alpha = 0.5;
   bool unsigned_softmax = false;
+  std::string softmax_grid;  // --softmax-grid (empty: signed, or unsigned with --unsigned-softmax)
+  bool per_token = false;    // --per-token
+  int patch_embed_abits = 0; // --patch-embed-abits
   bool quantize_head = false, quiet = false;
   bool skip_bad = false;    // --skip-bad-images
   MethodConfig methods;     // every method's options (each method declares its own)
@@ -116,7 +119,13 @@ void run_quantize(QuantizeArgs& a) {
   opt.bits = {a.wbits, a.abits};
   opt.inputs = a.calib_inputs == "fp" ? CalibInputs::FP : CalibInputs::Quantized;
   opt.quantize_head = a.quantize_head;
-  opt.grids.unsigned_softmax = a.unsigned_softmax;
+  if (a.unsigned_softmax && !a.softmax_grid.empty() && a.softmax_grid != "unsigned")
+    fail(ErrorKind::Usage, "--unsigned-softmax and --softmax-grid ", a.softmax_grid, " contradict each other");
+  if (a.unsigned_softmax || a.softmax_grid == "unsigned") opt.grids.softmax = Grid::Unsigned;
+  if (a.softmax_grid == "log2") opt.grids.softmax = Grid::Log2;
+  if (a.softmax_grid == "float") opt.grids.softmax = Grid::Float;
+  opt.grids.per_token = a.per_token;
+  opt.grids.patch_embed_abits = a.patch_embed_abits;
   if (a.smooth_ln) opt.transforms.smooth_ln_alpha = a.smooth_alpha;
   opt.transforms.ln_center = a.ln_center;
   opt.batch = a.batch;
@@ -244,6 +253,18 @@ void add_quantize_command(CLI::App& app) {
   c->add_flag("--unsigned-softmax", a->unsigned_softmax,
               "Fix: quantize the softmax output (input of matmul_av) on an unsigned grid [0, 2^b-1] "
               "instead of the paper's signed grid, which wastes its negative half");
+  c->add_option("--softmax-grid", a->softmax_grid,
+                "Grid of the softmax output (the input of matmul_av): 'signed' (the paper's), 'unsigned' (= "
+                "--unsigned-softmax), 'log2' (levels 2^-e, FQ-ViT), 'float' (a small float on [0, 1]: b-4 mantissa "
+                "bits, uniform within each octave; log2 at 4 bits). The level grids run P.V as 16-bit fixed point "
+                "(docs/FORMAT.md)")
+      ->check(CLI::IsMember({"signed", "unsigned", "log2", "float"}));
+  c->add_flag("--per-token", a->per_token,
+              "Quantize the input of every linear site per token: each row gets its own step and zero point from "
+              "its own range, computed at run time (asymmetric, dynamic); the method then chooses only the weights");
+  c->add_option("--patch-embed-abits", a->patch_embed_abits,
+                "Bits of the patch embedding's input (the normalized pixels); default: the activation bits")
+      ->check(opt::integer(kMinBits, kMaxBits));
   c->add_flag("--smooth-ln", a->smooth_ln,
               "Fix (any method): move the range of each LayerNorm output channel into the following weights "
               "(LN gamma/beta divided, qkv/fc1 weight columns multiplied by s_k = max|x_k|^alpha / "

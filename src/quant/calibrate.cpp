@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/finite.h"
+#include "numerics/level_grid.h"
 #include "numerics/quantizer.h"
 #include "quant/observers.h"
 #include "quant/plan_transforms.h"
@@ -38,17 +39,29 @@ Bits Calibrator::site_bits(const SiteId& id, const CalibOptions& opt) {
   if (!opt.block_bits.empty() && id.block >= 0) {
     b = opt.block_bits.at(size_t(2 * id.block + (id.in_attention_module() ? 0 : 1)));
   }
-  b.x_grid = opt.grids.unsigned_softmax && id.kind == SiteKind::MatmulAV ? Grid::Unsigned : Grid::Signed;
+  b.x_grid = id.kind == SiteKind::MatmulAV ? opt.grids.softmax : Grid::Signed;
+  b.x_per_token = opt.grids.per_token && !id.is_attention();
+  if (id.kind == SiteKind::PatchEmbed && opt.grids.patch_embed_abits) b.x = opt.grids.patch_embed_abits;
   return b;
 }
 
 Calibrator::Calibrator(const ViTModel& model, const float* images, int n) : m_(model), images_(images), n_(n) {}
 
+void set_input_format(OperandQuant& x, Bits bits) {
+  if (!bits.x_fixed()) return;
+  x.bits = bits.x;
+  x.grid = bits.x_grid;
+  x.per_token = bits.x_per_token;
+  x.scale = bits.x_per_token ? 0.0f : kLevelStep;
+  x.head_scales.clear();
+}
+
 SitePlan minmax_site_plan(const SiteObservation& obs, Bits bits) {
   SitePlan sp;
   sp.x.bits = bits.x;
   sp.x.grid = bits.x_grid;
-  sp.x.scale = max_step(max_abs(obs.x, size_t(obs.x_per_image()) * size_t(obs.images)), sp.x.range());
+  if (bits.x_fixed()) set_input_format(sp.x, bits);
+  else sp.x.scale = max_step(max_abs(obs.x, size_t(obs.x_per_image()) * size_t(obs.images)), sp.x.range());
   sp.w.bits = bits.w;
   const size_t wn = obs.attention() ? size_t(obs.w_per_image()) * size_t(obs.images) : size_t(obs.shape.N) * obs.shape.K;
   sp.w.scale = max_step(max_abs(obs.w, wn), sp.w.range());
@@ -110,12 +123,13 @@ static SiteReport calibrate_site(Method& method, const ViTModel& model, const Si
   rep.site = id.name();
   rep.bits = Calibrator::site_bits(id, opt);
   SitePlan sp = method.calibrate(obs, rep.bits, rep.notes);
+  set_input_format(sp.x, rep.bits);  // per-token inputs and level grids have no step to choose
   rep.x_scale = sp.x.scale;
   rep.w_scale = sp.w.scale;
   if (!std::isfinite(sp.x.scale) || !std::isfinite(sp.w.scale))
     fail(ErrorKind::Internal, "method ", method.name(), " chose a non-finite step at site ", id.name(),
          " from finite inputs (x step ", sp.x.scale, ", w step ", sp.w.scale, ")");
-  SiteEval before = evaluate_site_plan(obs, minmax_site_plan(obs, {rep.bits.w, rep.bits.x}));
+  SiteEval before = evaluate_site_plan(obs, minmax_site_plan(obs, rep.bits));
   SiteEval after = evaluate_site_plan(obs, sp);
   rep.sim_before = before.pearson;
   rep.sim_after = after.pearson;
@@ -134,6 +148,10 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   QuantPlan& plan = res.plan;
   plan.method = method.name();
   plan.settings = method.settings(opt.grids);
+  // The driver's format choices beyond the method's own echo (absent at their defaults).
+  if (is_level_grid(opt.grids.softmax)) plan.settings["softmax_grid"] = grid_name(opt.grids.softmax);
+  if (opt.grids.per_token) plan.settings["per_token_inputs"] = true;
+  if (opt.grids.patch_embed_abits) plan.settings["patch_embed_abits"] = opt.grids.patch_embed_abits;
   plan.tool_version = VITQ_VERSION;
   plan.architecture = c.architecture;
   // The transforms first: every site sees the rewritten model.

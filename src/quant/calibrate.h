@@ -82,7 +82,10 @@ struct SiteEval {
 };
 SiteEval evaluate_site_plan(const SiteObservation& obs, const SitePlan& sp);
 
-// The max-based (MinMax) plan of a site: Δ = max|·| / qmax for both operands, on bits.x_grid.
+// The max-based (MinMax) plan of a site: Δ = max|·| / qmax for both operands, on bits.x_grid;
+// an input whose format fixes its step (bits.x_fixed()) in that format.
 SitePlan minmax_site_plan(const SiteObservation& obs, Bits bits);
+// Puts the input operand in its fixed format (per token, or a level grid), if bits has one.
+void set_input_format(OperandQuant& x, Bits bits);
 
 }  // namespace vitq

@@ -52,16 +52,24 @@ struct SiteNotes {
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
 };
 
-// The format the driver chose for a site: bit-widths, and the grid of the input operand.
+// The format the driver chose for a site: bit-widths, the grid of the input operand, and whether
+// the input is quantized per token (dynamic; linear sites). Per-token inputs and level grids have
+// no step to choose: a method leaves them as minmax_site_plan makes them (the driver enforces it).
 struct Bits {
   int w = 8, x = 8;
   Grid x_grid = Grid::Signed;
+  bool x_per_token = false;
+  // The input's step is fixed by its format (per token, or a level grid).
+  bool x_fixed() const { return x_per_token || is_level_grid(x_grid); }
 };
 
-// Grid choices the driver makes for every method (calibrate.h: CalibOptions::grids). A method
-// gets the result in Bits; its settings echo the policy.
+// Format choices the driver makes for every method (calibrate.h: CalibOptions::grids). A method
+// gets the result in Bits; its settings echo unsigned_softmax(), the driver records the rest.
 struct GridPolicy {
-  bool unsigned_softmax = false;  // unsigned grid for the softmax output (the input of matmul_av)
+  Grid softmax = Grid::Signed;  // the grid of the softmax output (the input of matmul_av)
+  bool per_token = false;       // the inputs of linear sites per token (dynamic steps)
+  int patch_embed_abits = 0;    // bits of the patch embedding's input (0: the activation bits)
+  bool unsigned_softmax() const { return softmax == Grid::Unsigned; }
 };
 
 struct ViTModel;

@@ -100,7 +100,7 @@ inline QuantPlan minmax_plan(const ViTModel& m, int bits, bool quantize_head, bo
   cfg.get<MinmaxOptions>("minmax").per_channel_weights = per_channel;
   auto method = make_method("minmax", cfg);
   CalibOptions opt;
-  opt.grids.unsigned_softmax = unsigned_softmax;
+  if (unsigned_softmax) opt.grids.softmax = Grid::Unsigned;
   opt.bits = {bits, bits};
   opt.block_bits = std::move(block_bits);
   opt.quantize_head = quantize_head;

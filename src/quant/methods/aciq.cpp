@@ -163,7 +163,7 @@ class Aciq : public Method {
             {"bit_alloc", a_.bit_alloc},
             {"max_channel_bits", kMaxChannelBits},
             {"bias_correction", a_.bias_correction},
-            {"unsigned_softmax", g.unsigned_softmax}};
+            {"unsigned_softmax", g.unsigned_softmax()}};
   }
 
   SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {

@@ -299,7 +299,7 @@ class Lapq : public Method {
             {"range", a_.range},
             {"loss", "kl_fp32"},
             {"optimizer", "nlopt LN_BOBYQA, block-coordinate"},
-            {"unsigned_softmax", g.unsigned_softmax},
+            {"unsigned_softmax", g.unsigned_softmax()},
             {"seed", seed_}};
   }
 
@@ -440,13 +440,16 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
   const ViTConfig& cfg = net.model.cfg;
   const int n_loss = a_.loss_images == 0 ? net.n : std::min(net.n, a_.loss_images);
 
-  // The variables: both steps of every planned site, in execution order.
+  // The variables: both steps of every planned site, in execution order (not an input whose
+  // format fixes its step: per token, or a level grid).
   std::vector<Var> vars;
   for (const SiteShape& s : model_sites(cfg)) {
     auto it = plan.sites.find(s.id.name());
     auto in = init_.find(s.id.name());
     if (it == plan.sites.end() || in == init_.end() || !it->second.x.quantized()) continue;
-    vars.push_back({s.id.name(), s.id, false, &in->second.x, 0, stage_of(s.id, cfg.depth)});
+    const OperandQuant& x = it->second.x;
+    if (!x.per_token && !is_level_grid(x.grid))
+      vars.push_back({s.id.name(), s.id, false, &in->second.x, 0, stage_of(s.id, cfg.depth)});
     vars.push_back({s.id.name(), s.id, true, &in->second.w, 0, stage_of(s.id, cfg.depth)});
   }
   if (vars.empty()) return;

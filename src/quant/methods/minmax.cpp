@@ -15,7 +15,7 @@ class MinMax : public Method {
   explicit MinMax(const MinmaxOptions& o) : o_(o) {}
   std::string name() const override { return "minmax"; }
   nlohmann::ordered_json settings(const GridPolicy& g) const override {
-    return {{"unsigned_softmax", g.unsigned_softmax}, {"per_channel_weights", o_.per_channel_weights}};
+    return {{"unsigned_softmax", g.unsigned_softmax()}, {"per_channel_weights", o_.per_channel_weights}};
   }
   SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes&) override {
     SitePlan sp = minmax_site_plan(obs, bits);

@@ -19,7 +19,7 @@ class Percentile : public Method {
   std::string name() const override { return "percentile"; }
   nlohmann::ordered_json settings(const GridPolicy& g) const override {
     return {{"percentile", o_.percentile},
-            {"unsigned_softmax", g.unsigned_softmax},
+            {"unsigned_softmax", g.unsigned_softmax()},
             {"per_channel_weights", o_.per_channel_weights}};
   }
   SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {

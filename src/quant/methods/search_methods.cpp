@@ -70,7 +70,7 @@ class SearchMethod : public Method {
     j["screen_tokens_per_image"] = o_.screen_rows;     // 0 = no candidate screen
     if (o_.screen_rows > 0) j["screen_keep"] = o_.screen_keep;
     if (o_.coarse_stride > 0) j["coarse_stride"] = o_.coarse_stride;  // absent: every candidate
-    j["unsigned_softmax"] = g.unsigned_softmax;
+    j["unsigned_softmax"] = g.unsigned_softmax();
     j["seed"] = o_.seed;
     return j;
   }
