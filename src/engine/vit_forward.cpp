@@ -4,8 +4,10 @@
 
 #include <cmath>
 
+#include "core/error.h"
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
+#include "numerics/hadamard.h"
 
 namespace vitq {
 namespace {
@@ -31,6 +33,10 @@ SiteCall attention_call(SiteId site, int images, int heads, int M, int N, int K,
 }  // namespace
 
 ViTForward::ViTForward(const ViTModel& model, FpGemm gemm) : m_(model), gemm_(gemm) {
+  const int F = m_.cfg.mlp_hidden;
+  if (!m_.mlp_rotation_signs.empty() && (m_.mlp_rotation_signs.size() != size_t(F) || !hadamard_supported(F)))
+    fail(ErrorKind::Model, "MLP rotation: ", m_.mlp_rotation_signs.size(), " signs for mlp_hidden = ", F,
+         " (needs one per hidden unit and a Hadamard order: 2^k or 12·2^k)");
   if (gemm == FpGemm::Packed) {  // shapes fixed by the config; primitives come on first use
     const int T = m_.cfg.tokens(), d = m_.cfg.head_dim();
     qk_mm_ = std::make_unique<BatchedMatmulF32>(T, T, d);
@@ -236,8 +242,15 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
   fc1.y = hidden_.data();
   run_site(fc1, hook);
 
+  // GELU, then (a rotated model) fc2's input h ← h·H_F·diag(s)/√F.
+  const float* mlp_signs = m_.mlp_rotation_signs.empty() ? nullptr : m_.mlp_rotation_signs.data();
+  const float mlp_scale = 1.0f / std::sqrt(static_cast<float>(F));
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r) bias_gelu_rows(hidden_.data() + size_t(r) * F, 1, size_t(F), nullptr);
+  for (int r = 0; r < rows; ++r) {
+    float* h = hidden_.data() + size_t(r) * F;
+    bias_gelu_rows(h, 1, size_t(F), nullptr);
+    if (mlp_signs) hadamard_sign_rows(h, 1, F, mlp_signs, mlp_scale);
+  }
 
   SiteCall fc2;
   fc2.site = {SiteKind::Fc2, index};

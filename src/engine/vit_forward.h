@@ -1,6 +1,8 @@
 // Batched FP32 forward pass of a ViT/DeiT, with every matmul routed through a named site
 // (see site.h) so that a SiteHook can observe or replace it. Workspace memory is
-// proportional to one batch and reused across calls; one ViTForward per thread of use.
+// proportional to one batch and reused across calls; one ViTForward per thread of use. A model
+// with an MLP rotation (ViTModel::mlp_rotation_signs, quant/rotation.h) has every block's GELU
+// output rotated before fc2, so the fc2 site sees (and a hook quantizes) the rotated rows.
 #pragma once
 #include <map>
 #include <memory>

@@ -38,6 +38,10 @@ struct ViTModel {
   LayerNormWeights norm;
   LinearWeights head;       // [classes, dim]
   LinearWeights head_dist;  // distilled only
+  // Online rotation of every block's fc2 input (quant/rotation.h): mlp_hidden signs s; when not
+  // empty, the forward multiplies the GELU output h by M = H_F·diag(s)/√F (numerics/hadamard.h)
+  // before fc2, whose weight then holds W·M. Empty (every loaded checkpoint): none.
+  std::vector<float> mlp_rotation_signs;
 
   int64_t parameter_count() const;
 };

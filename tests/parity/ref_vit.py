@@ -64,8 +64,10 @@ def write_safetensors(path, tensors, dtype="F32"):
             f.write(b)
 
 
-def vit_forward(sd, num_heads, eps=1e-6, distilled=False, patch_size=None):
-    """Returns a function images(B,C,H,W) -> logits(B,classes) for timm state dict sd."""
+def vit_forward(sd, num_heads, eps=1e-6, distilled=False, patch_size=None, fc2_input=None):
+    """Returns a function images(B,C,H,W) -> logits(B,classes) for timm state dict sd.
+    fc2_input: optional function applied to every block's GELU output before fc2 (a rotated
+    model's online transform, tests/parity/test_rotation.py)."""
     pw = sd["patch_embed.proj.weight"]
     p = patch_size or pw.shape[-1]
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
@@ -92,6 +94,8 @@ def vit_forward(sd, num_heads, eps=1e-6, distilled=False, patch_size=None):
             x = x + F.linear(y, sd[pre + "attn.proj.weight"], sd[pre + "attn.proj.bias"])
             y = F.layer_norm(x, (c,), sd[pre + "norm2.weight"], sd[pre + "norm2.bias"], eps)
             y = F.gelu(F.linear(y, sd[pre + "mlp.fc1.weight"], sd[pre + "mlp.fc1.bias"]))
+            if fc2_input is not None:
+                y = fc2_input(y)
             x = x + F.linear(y, sd[pre + "mlp.fc2.weight"], sd[pre + "mlp.fc2.bias"])
         x = F.layer_norm(x, (c,), sd["norm.weight"], sd["norm.bias"], eps)
         logits = F.linear(x[:, 0], sd["head.weight"], sd["head.bias"])

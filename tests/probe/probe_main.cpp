@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   vitq::probe::register_preprocess(app);
   vitq::probe::register_forward(app);
   vitq::probe::register_quant(app);
+  vitq::probe::register_rotate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
