@@ -1,4 +1,6 @@
-// Probe subcommands for the quantizer and the similarity measures (compared with numpy).
+// Probe subcommands for the quantizer and the similarity measures (compared with numpy), and
+// GPTQ rounding (compared with a PyTorch GPTQ).
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -7,20 +9,23 @@
 #include "core/error.h"
 #include "probe.h"
 #include "numerics/quantizer.h"
+#include "quant/gptq.h"
 #include "quant/similarity.h"
 
 namespace vitq::probe {
 namespace {
 
-std::vector<float> read_all_f32(const std::string& path) {
+template <class T>
+std::vector<T> read_all(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) fail(ErrorKind::Io, path, ": cannot open");
   const size_t bytes = size_t(f.tellg());
-  std::vector<float> v(bytes / sizeof(float));
+  std::vector<T> v(bytes / sizeof(T));
   f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(v.size() * sizeof(float)));
+  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(v.size() * sizeof(T)));
   return v;
 }
+std::vector<float> read_all_f32(const std::string& path) { return read_all<float>(path); }
 
 struct QArgs {
   std::string input, out;
@@ -32,6 +37,59 @@ struct QArgs {
 struct SArgs {
   std::string a, b;
 };
+
+struct GArgs {
+  std::string w, h, out;
+  int n = 0, k = 0, bits = 4, block = 128;
+  double damp = 0.01;
+  bool act_order = false;
+};
+
+// The gptq subcommand: grid fit (weighted by diag H), RTN and GPTQ codes, the output errors.
+void register_gptq(CLI::App& app) {
+  auto a = std::make_shared<GArgs>();
+  CLI::App* c = app.add_subcommand("gptq", "GPTQ and RTN codes of a weight W [n,k] (raw f32) with H [k,k] (raw f64)");
+  c->add_option("--w", a->w)->required();
+  c->add_option("--h", a->h)->required();
+  c->add_option("--n", a->n)->required();
+  c->add_option("--k", a->k)->required();
+  c->add_option("--bits", a->bits)->required();
+  c->add_option("--block", a->block);
+  c->add_option("--damp", a->damp);
+  c->add_flag("--act-order", a->act_order);
+  c->add_option("--out", a->out, "prefix: writes PREFIX.gptq.i16, PREFIX.rtn.i16 (codes), PREFIX.step.f32, "
+                                  "PREFIX.offset.f32, PREFIX.ratio.f32 (the grid); prints JSON")
+      ->required();
+  c->callback([a] {
+    const std::vector<float> W = read_all<float>(a->w);
+    const std::vector<double> H = read_all<double>(a->h);
+    const size_t n = size_t(a->n), k = size_t(a->k);
+    if (W.size() != n * k || H.size() != k * k) fail(ErrorKind::Usage, "W or H does not have the given shape");
+    std::vector<double> hd(k);
+    for (size_t i = 0; i < k; ++i) hd[i] = H[i * k + i];
+    const ChannelGrid g = fit_channel_grid(W.data(), a->n, a->k, a->bits, hd.data());
+    std::vector<int16_t> rtn(W.size()), gq(W.size());
+    round_to_grid(W.data(), a->n, a->k, g, rtn.data());
+    GptqOptions o;
+    o.block = a->block;
+    o.damp = a->damp;
+    o.act_order = a->act_order;
+    GptqInfo info;
+    const auto t0 = std::chrono::steady_clock::now();
+    gptq_round(W.data(), a->n, a->k, H.data(), g, o, gq.data(), &info);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    write_raw(a->out + ".gptq.i16", gq.data(), gq.size());
+    write_raw(a->out + ".rtn.i16", rtn.data(), rtn.size());
+    write_raw(a->out + ".step.f32", g.step.data(), n);
+    write_raw(a->out + ".offset.f32", g.offset.data(), n);
+    write_raw(a->out + ".ratio.f32", g.ratio.data(), n);
+    std::printf("{\"error_gptq\": %.17g, \"error_rtn\": %.17g, \"damp\": %.17g, \"retries\": %d, \"dead\": %d, "
+                "\"seconds\": %.6f}\n",
+                weighted_output_error(W.data(), gq.data(), g, a->n, a->k, H.data()),
+                weighted_output_error(W.data(), rtn.data(), g, a->n, a->k, H.data()), info.damp, info.retries,
+                info.dead, seconds);
+  });
+}
 
 }  // namespace
 
@@ -71,6 +129,8 @@ void register_quant(CLI::App& app) {
                 st.pearson(), st.cosine(), st.mse(), pearson(a.data(), b.data(), a.size()),
                 cosine_similarity(a.data(), b.data(), a.size()));
   });
+
+  register_gptq(app);
 }
 
 }  // namespace vitq::probe
