@@ -44,6 +44,11 @@ struct QuantizeArgs {
   std::string softmax_grid;  // --softmax-grid (empty: signed, or unsigned with --unsigned-softmax)
   bool per_token = false;    // --per-token
   int patch_embed_abits = 0; // --patch-embed-abits
+  bool rotate = false, rotate_mlp = false;  // --rotate, --rotate-mlp
+  uint64_t rotation_seed = 0;
+  std::string weight_rounding;  // --weight-rounding (empty: nearest, or the method's recipe)
+  GptqOptions gptq;
+  CLI::App* cmd = nullptr;      // to tell which options the command line gave
   bool quantize_head = false, quiet = false;
   bool skip_bad = false;    // --skip-bad-images
   MethodConfig methods;     // every method's options (each method declares its own)
@@ -64,6 +69,40 @@ void print_table(const CalibrationResult& r) {
                 double(s.x_scale), double(s.w_scale), s.sim_before, s.sim_after, s.mse_after, s.seconds);
   std::printf("pearson0 = similarity at max-based steps (MinMax), pearson = with the method's plan; both are the\n"
               "mean over calibration images of the Pearson correlation of the site output with the FP output.\n");
+}
+
+// The method's recipe (Method::recipe) for every driver option the command line did not give;
+// returns what it set, for the header.
+std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& opt) {
+  const Recipe r = method.recipe(a.wbits, a.abits);
+  auto given = [&](const char* flag) { return a.cmd->get_option(flag)->count() > 0; };
+  std::string out;
+  auto note = [&](const std::string& s) { out += (out.empty() ? "" : ", ") + s; };
+  if (r.softmax && !given("--softmax-grid") && !given("--unsigned-softmax")) {
+    opt.grids.softmax = *r.softmax;
+    note(cat(grid_name(*r.softmax), " softmax grid"));
+  }
+  if (r.per_token && !given("--per-token")) {
+    a.per_token = opt.grids.per_token = *r.per_token;
+    if (*r.per_token) note("per-token inputs");
+  }
+  if (r.patch_embed_abits && !given("--patch-embed-abits")) {
+    opt.grids.patch_embed_abits = *r.patch_embed_abits;
+    note(cat("patch embedding input at ", *r.patch_embed_abits, " bits"));
+  }
+  if (r.gptq && !given("--weight-rounding")) {
+    opt.weight_rounding = *r.gptq ? WeightRounding::Gptq : WeightRounding::Nearest;
+    if (*r.gptq) note("GPTQ weight rounding");
+  }
+  if (r.rotate && !given("--rotate")) {
+    a.rotate = *r.rotate;
+    if (a.rotate) note("rotation");
+  }
+  if (r.rotate_mlp && !given("--rotate-mlp")) {
+    a.rotate_mlp = *r.rotate_mlp;
+    if (a.rotate_mlp) note("MLP rotation");
+  }
+  return out;
 }
 
 void run_quantize(QuantizeArgs& a) {
@@ -128,6 +167,10 @@ void run_quantize(QuantizeArgs& a) {
   opt.grids.patch_embed_abits = a.patch_embed_abits;
   if (a.smooth_ln) opt.transforms.smooth_ln_alpha = a.smooth_alpha;
   opt.transforms.ln_center = a.ln_center;
+  if (a.weight_rounding == "gptq") opt.weight_rounding = WeightRounding::Gptq;
+  opt.gptq = a.gptq;
+  const std::string recipe = apply_recipe(*method, a, opt);
+  if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
   opt.batch = a.batch;
 
   std::printf("model    %s (%s)\n", a.model.c_str(), model.cfg.architecture.c_str());
@@ -138,6 +181,7 @@ void run_quantize(QuantizeArgs& a) {
   if (!cs.skipped.empty())
     std::printf("skipped  %zu unreadable calibration images (listed in plan.json)\n", cs.skipped.size());
   std::printf("head     %s\n", opt.quantize_head ? "quantized" : "kept in FP32 (use --quantize-head to quantize it)");
+  if (!recipe.empty()) std::printf("recipe   %s (the method's at W%dA%d; each can be overridden)\n", recipe.c_str(), a.wbits, a.abits);
   if (a.smooth_ln)
     std::printf("smooth   LayerNorm smoothing, alpha %g: qkv and fc1 calibrated on the rewritten model\n", a.smooth_alpha);
   if (a.ln_center)
@@ -181,6 +225,7 @@ void run_quantize(QuantizeArgs& a) {
   r.plan.settings["quantize_head"] = opt.quantize_head;
   if (a.smooth_ln) r.plan.settings["smooth_ln_alpha"] = a.smooth_alpha;
   if (a.ln_center) r.plan.settings["ln_center"] = true;
+  if (!recipe.empty()) r.plan.settings["recipe"] = recipe;
   if (a.mixed_precision) r.plan.settings["mixed_precision"] = a.mixed_precision;
 
   if (!a.quiet) print_table(r);
@@ -259,7 +304,7 @@ void add_quantize_command(CLI::App& app) {
                 "bits, uniform within each octave; log2 at 4 bits). The level grids run P.V as 16-bit fixed point "
                 "(docs/FORMAT.md)")
       ->check(CLI::IsMember({"signed", "unsigned", "log2", "float"}));
-  c->add_flag("--per-token", a->per_token,
+  c->add_flag("--per-token,!--no-per-token", a->per_token,
               "Quantize the input of every linear site per token: each row gets its own step and zero point from "
               "its own range, computed at run time (asymmetric, dynamic); the method then chooses only the weights");
   c->add_option("--patch-embed-abits", a->patch_embed_abits,
@@ -275,6 +320,27 @@ void add_quantize_command(CLI::App& app) {
               "channel's mid-range (min+max)/2 over the calibration images, added back through the layer's bias; "
               "the same FP function), so that the symmetric activation grid is not wasted on one-sided channels. "
               "With --smooth-ln the factors then use the centred ranges. The shifts go into the plan");
+  c->add_flag("--rotate,!--no-rotate", a->rotate,
+              "Rotate the model before calibrating (any method; the same FP function, no run-time cost): centre "
+              "the residual stream's writers, fold each LayerNorm's gamma/beta into the next layer, rotate the "
+              "stream by a randomized Hadamard matrix, and each head's Q/K and V by Hadamard matrices, which "
+              "spreads outlier channels over all channels (QuaRot-style). Recorded in the plan");
+  c->add_flag("--rotate-mlp,!--no-rotate-mlp", a->rotate_mlp,
+              "Also rotate fc2's input (after GELU) by a randomized Hadamard transform at run time (fc2's weight "
+              "rotated to match): spreads the outliers of the MLP's hidden units; costs one fast transform per token "
+              "and block (see docs/RESULTS.md)");
+  c->add_option("--weight-rounding", a->weight_rounding,
+                "How the integer weights are rounded on the method's grid: 'nearest' (the method's own codes), or "
+                "'gptq' (GPTQ: column by column, each rounding error spread over the columns not yet rounded through "
+                "the inverse of E[x x^T] of the site's quantized calibration inputs; any method)")
+      ->check(CLI::IsMember({"nearest", "gptq"}));
+  c->add_option("--gptq-damp", a->gptq.damp, "GPTQ: damping added to E[x x^T]'s diagonal, relative to its mean")
+      ->capture_default_str()
+      ->check(opt::real(0, 10));
+  c->add_flag("--gptq-act-order", a->gptq.act_order, "GPTQ: round the columns in order of decreasing E[x_k^2]");
+  c->add_option("--rotation-seed", a->rotation_seed, "Seed of the rotations' random signs")
+      ->capture_default_str()
+      ->check(opt::seed());
   c->add_option("--smooth-alpha", a->smooth_alpha, "--smooth-ln: migration strength alpha in [0, 1]")
       ->check(opt::real(0, 1))
       ->capture_default_str();
@@ -295,6 +361,7 @@ void add_quantize_command(CLI::App& app) {
   add_allow_non_finite_flag(c, a->allow_non_finite);
   c->add_flag("-q,--quiet", a->quiet, "No progress output and no per-site table");
   a->method_flags = add_method_options(c, a->methods);
+  a->cmd = c;
   c->callback([a] { run_quantize(*a); });
 }
 

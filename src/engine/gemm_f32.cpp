@@ -16,6 +16,12 @@ void gemm_nt_f32(int64_t M, int64_t N, int64_t K, const float* x, const float* w
   if (st != dnnl_success) fail(ErrorKind::Internal, "oneDNN sgemm failed (status ", int(st), ") for M=", M, " N=", N, " K=", K);
 }
 
+void gemm_tn_f32(int64_t M, int64_t N, int64_t K, const float* a, const float* b, float* y) {
+  if (M == 0 || N == 0) return;
+  dnnl_status_t st = dnnl_sgemm('T', 'N', M, N, K, 1.0f, a, M, b, N, 0.0f, y, N);
+  if (st != dnnl_success) fail(ErrorKind::Internal, "oneDNN sgemm failed (status ", int(st), ") for M=", M, " N=", N, " K=", K);
+}
+
 void site_gemm_f32(const SiteCall& c) {
   if (c.groups == 1) {
     gemm_nt_f32(c.M, c.N, c.K, c.x, c.w, c.y);

@@ -9,6 +9,8 @@ struct SiteCall;
 // y (M x N) = x (M x K) · wᵀ (w: N x K, row-major) + beta · y. Uses oneDNN's threads when
 // called outside a parallel region, runs single-threaded inside one.
 void gemm_nt_f32(int64_t M, int64_t N, int64_t K, const float* x, const float* w, float* y, float beta = 0.0f);
+// y (M x N) = aᵀ (a: K x M) · b (b: K x N), row-major: a Gram matrix when a = b.
+void gemm_tn_f32(int64_t M, int64_t N, int64_t K, const float* a, const float* b, float* y);
 
 // The reference computation of a site: y[g] = x[g] · w[g]ᵀ + bias, all groups, parallelised
 // over groups and row blocks for attention sites.

@@ -124,6 +124,7 @@ static SiteReport calibrate_site(Method& method, const ViTModel& model, const Si
   rep.bits = Calibrator::site_bits(id, opt);
   SitePlan sp = method.calibrate(obs, rep.bits, rep.notes);
   set_input_format(sp.x, rep.bits);  // per-token inputs and level grids have no step to choose
+  if (opt.weight_rounding == WeightRounding::Gptq) gptq_weight_step(obs, sp, opt.gptq, rep.notes.j);
   rep.x_scale = sp.x.scale;
   rep.w_scale = sp.w.scale;
   if (!std::isfinite(sp.x.scale) || !std::isfinite(sp.w.scale))
@@ -152,6 +153,9 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   if (is_level_grid(opt.grids.softmax)) plan.settings["softmax_grid"] = grid_name(opt.grids.softmax);
   if (opt.grids.per_token) plan.settings["per_token_inputs"] = true;
   if (opt.grids.patch_embed_abits) plan.settings["patch_embed_abits"] = opt.grids.patch_embed_abits;
+  if (opt.weight_rounding == WeightRounding::Gptq)
+    plan.settings["weight_rounding"] = {{"method", "gptq"}, {"damp", opt.gptq.damp}, {"block", opt.gptq.block},
+                                        {"act_order", opt.gptq.act_order}};
   plan.tool_version = VITQ_VERSION;
   plan.architecture = c.architecture;
   // The transforms first: every site sees the rewritten model.

@@ -15,6 +15,7 @@
 #include "quant/method.h"
 #include "quant/plan.h"
 #include "quant/plan_transforms.h"
+#include "quant/weight_rounding.h"
 #include "model/vit_model.h"
 
 namespace vitq {
@@ -32,6 +33,10 @@ struct CalibOptions {
   // Checkpoint rewrites fitted before any site is observed and recorded in the plan
   // (quant/plan_transforms.h); every site is calibrated on the rewritten model.
   TransformOptions transforms;
+  // After the method's plan of each linear site: its integer weights by GPTQ on the method's
+  // grid (quant/weight_rounding.h), or the method's own.
+  WeightRounding weight_rounding = WeightRounding::Nearest;
+  GptqOptions gptq;
 };
 
 struct SiteReport {

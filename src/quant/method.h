@@ -4,6 +4,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -72,6 +73,16 @@ struct GridPolicy {
   bool unsigned_softmax() const { return softmax == Grid::Unsigned; }
 };
 
+// A method's recommended driver options at given bit-widths (Method::recipe): the CLI applies each
+// one the user did not set on the command line. Unset = the driver's default.
+struct Recipe {
+  std::optional<Grid> softmax;            // --softmax-grid
+  std::optional<bool> per_token;          // --per-token
+  std::optional<int> patch_embed_abits;   // --patch-embed-abits
+  std::optional<bool> rotate, rotate_mlp; // --rotate, --rotate-mlp
+  std::optional<bool> gptq;               // --weight-rounding gptq
+};
+
 struct ViTModel;
 class StagedForward;
 class PlanSimulator;
@@ -106,6 +117,8 @@ class Method {
   // choose the block's entries so that its output from x_in matches fp_out). Runs before the
   // next block is observed, so later sites see the result. `notes` goes to the report.
   virtual void calibrate_block(BlockContext& /*block*/, QuantPlan& /*plan*/, nlohmann::ordered_json& /*notes*/) {}
+  // The driver options the method is meant to run with at these bit-widths (default: none).
+  virtual Recipe recipe(int /*wbits*/, int /*abits*/) const { return {}; }
   // Optional step over the whole network once every site has a plan entry (e.g. LAPQ's joint
   // optimisation of all steps on the network loss). `notes` goes to the report.
   virtual void refine(const NetworkContext& /*net*/, QuantPlan& /*plan*/, nlohmann::ordered_json& /*notes*/) {}

@@ -28,7 +28,7 @@ const SitePlan* QuantPlan::find(const SiteId& id) const {
 bool QuantPlan::operator==(const QuantPlan& o) const {
   return method == o.method && settings == o.settings && calibration == o.calibration &&
          tool_version == o.tool_version && architecture == o.architecture && sites == o.sites &&
-         ln_smoothing == o.ln_smoothing && ln_shift == o.ln_shift;
+         ln_smoothing == o.ln_smoothing && ln_shift == o.ln_shift && rotation == o.rotation;
 }
 
 namespace {
@@ -268,6 +268,10 @@ ojson plan_to_json(const QuantPlan& p, const std::string& codes_file) {
     for (const auto& [name, v] : p.ln_shift) sh[name] = v;
     j["ln_shift"] = sh;
   }
+  if (p.rotation) {
+    const PlanRotation& r = *p.rotation;
+    j["rotation"] = {{"seed", r.seed}, {"residual", r.residual}, {"heads", r.heads}, {"mlp", r.mlp}};
+  }
   return j;
 }
 
@@ -284,6 +288,26 @@ static std::map<std::string, std::vector<float>> ln_site_vectors(const json& j, 
       c.bad(it.key(), "is not a site fed by a LayerNorm (blocks.N.attn.qkv or blocks.N.mlp.fc1)");
     out[it.key()] = float_array(c, it.key(), it.value());
   }
+  return out;
+}
+
+static PlanRotation rotation_from_json(const json& r, const std::string& source) {
+  Ctx c{source, "rotation."};
+  if (!r.is_object()) Ctx{source, ""}.bad("rotation", "must be an object {seed, residual, heads, mlp}");
+  PlanRotation out;
+  for (auto it = r.begin(); it != r.end(); ++it)
+    if (it.key() != "seed" && it.key() != "residual" && it.key() != "heads" && it.key() != "mlp")
+      c.bad(it.key(), "is not a rotation field (seed, residual, heads, mlp)");
+  if (r.contains("seed")) {
+    if (!r["seed"].is_number_unsigned()) c.bad("seed", cat("must be an integer in [0, 2^64) (got ", r["seed"].dump(), ")"));
+    out.seed = r["seed"].get<uint64_t>();
+  }
+  for (auto [key, field] : {std::pair{"residual", &out.residual}, {"heads", &out.heads}, {"mlp", &out.mlp}}) {
+    if (!r.contains(key)) continue;
+    if (!r[key].is_boolean()) c.bad(key, "must be true or false");
+    *field = r[key].get<bool>();
+  }
+  if (!out.residual && !out.heads && !out.mlp) c.bad("residual", "a rotation rotates something: residual, heads or mlp");
   return out;
 }
 
@@ -344,6 +368,7 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
     for (float f : v)
       if (!(f >= FLT_MIN)) Ctx{source, "ln_smoothing."}.bad(name, "factors must be positive and finite (normal float32 values)");
   p.ln_shift = ln_site_vectors(j, "ln_shift", "shifts", source);
+  if (j.contains("rotation")) p.rotation = rotation_from_json(j["rotation"], source);
   return p;
 }
 

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -71,6 +72,13 @@ struct SitePlan {
   bool operator==(const SitePlan&) const = default;
 };
 
+// An orthogonal rotation of the model (quant/rotation.h), recorded in the plan as a transform.
+struct PlanRotation {
+  uint64_t seed = 0;
+  bool residual = true, heads = true, mlp = false;
+  bool operator==(const PlanRotation&) const = default;
+};
+
 struct QuantPlan {
   std::string method;                 // "liu2021", "minmax", ...
   nlohmann::ordered_json settings;    // method settings as given (bits, flags, ...)
@@ -87,6 +95,9 @@ struct QuantPlan {
   // input channel, applied before the factors: LN β_k − μ_k and the layer's bias b + W·μ (the
   // same FP function). Empty = none.
   std::map<std::string, std::vector<float>> ln_shift;
+  // Rotation (--rotate; quant/rotation.h): applied to the checkpoint before the LayerNorm
+  // rewrites; the plan's sites and LayerNorm vectors are those of the rotated model. None = unset.
+  std::optional<PlanRotation> rotation;
 
   const SitePlan* find(const SiteId& id) const;
   bool operator==(const QuantPlan& o) const;

@@ -3,28 +3,45 @@
 #include <algorithm>
 
 #include "quant/ln_smoothing.h"
+#include "quant/rotation.h"
 
 namespace vitq {
 
+namespace {
+
+RotationSpec spec_of(const PlanRotation& r) { return {r.seed, r.residual, r.heads, r.mlp}; }
+
+}  // namespace
+
 void fit_plan_transforms(const ViTModel& model, const float* images, int n, int batch, const TransformOptions& opt,
                          QuantPlan& plan) {
-  LnRewrite r = fit_ln_rewrite(model, images, n, std::max(1, batch), opt.smooth_ln_alpha, opt.ln_center);
+  plan.rotation = opt.rotation;
+  std::unique_ptr<ViTModel> rotated;
+  if (plan.rotation) rotated = std::make_unique<ViTModel>(rotate_model(model, spec_of(*plan.rotation)));
+  const ViTModel& m = rotated ? *rotated : model;
+  LnRewrite r = fit_ln_rewrite(m, images, n, std::max(1, batch), opt.smooth_ln_alpha, opt.ln_center);
   plan.ln_smoothing = std::move(r.factors);
   plan.ln_shift = std::move(r.shifts);
 }
 
-bool has_plan_transforms(const QuantPlan& plan) { return !plan.ln_smoothing.empty() || !plan.ln_shift.empty(); }
+bool has_plan_transforms(const QuantPlan& plan) {
+  return !plan.ln_smoothing.empty() || !plan.ln_shift.empty() || plan.rotation.has_value();
+}
 
 const ViTModel& apply_plan_transforms(const ViTModel& checkpoint, const QuantPlan& plan,
                                       std::unique_ptr<ViTModel>& holder, const std::string& source) {
   if (!has_plan_transforms(plan)) return checkpoint;
-  holder = std::make_unique<ViTModel>(apply_ln_rewrite(checkpoint, plan.ln_smoothing, plan.ln_shift, source));
+  if (plan.rotation) holder = std::make_unique<ViTModel>(rotate_model(checkpoint, spec_of(*plan.rotation)));
+  if (plan.ln_smoothing.empty() && plan.ln_shift.empty()) return *holder;
+  const ViTModel& base = holder ? *holder : checkpoint;
+  holder = std::make_unique<ViTModel>(apply_ln_rewrite(base, plan.ln_smoothing, plan.ln_shift, source));
   return *holder;
 }
 
 void drop_plan_transforms(QuantPlan& plan) {
   plan.ln_smoothing.clear();
   plan.ln_shift.clear();
+  plan.rotation.reset();
 }
 
 }  // namespace vitq

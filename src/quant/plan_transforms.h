@@ -1,5 +1,5 @@
-// The checkpoint rewrites a plan records, as one pipeline step: LayerNorm centring and
-// smoothing today (ln_smoothing.h); further reparameterisations and rotations join here. Each keeps the FP function
+// The checkpoint rewrites a plan records, as one pipeline step: a rotation (rotation.h) first,
+// then LayerNorm centring and smoothing (ln_smoothing.h), fitted on the rotated model. Each keeps the FP function
 // and moves range between activations and weights, so every site is calibrated, simulated,
 // exported and run on the rewritten model.
 //
@@ -11,6 +11,7 @@
 //                           rewritten ones
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "model/vit_model.h"
@@ -21,6 +22,7 @@ namespace vitq {
 struct TransformOptions {
   double smooth_ln_alpha = -1.0;  // LayerNorm smoothing with this α (--smooth-ln); < 0 = off
   bool ln_center = false;         // LayerNorm centring (--ln-center)
+  std::optional<PlanRotation> rotation;  // rotation (--rotate), applied first
 };
 
 // Fits the enabled transforms on the FP model (n calibration images, `batch` per pass) and

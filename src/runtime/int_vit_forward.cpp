@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
+#include "numerics/hadamard.h"
 #include "numerics/int8_kernels.h"
 
 namespace vitq {
@@ -464,8 +465,11 @@ struct IntViTForward::Impl {
     mark(kProj);
     // fc1 + GELU -> fc2 input.
     const ActQuant& f2 = bl.fc2->input();
+    const float* mlp_signs = q.mlp_rotation_signs.empty() ? nullptr : q.mlp_rotation_signs.data();
+    const float mlp_scale = 1.0f / std::sqrt(static_cast<float>(F));
     linear(*bl.fc1, rows, buf_a, 0, [&](int r, float* y) {
       bias_gelu_rows(y, 1, size_t(F), nullptr);
+      if (mlp_signs) hadamard_sign_rows(y, 1, F, mlp_signs, mlp_scale);  // a rotated model's fc2 input
       emit_row(f2, y, size_t(F), buf_b, size_t(r));
     });
     mark(kFc1);

@@ -43,6 +43,13 @@ const char* code_storage_name(CodeStorage s) {
 
 bool linear_has_bias(const ViTConfig& cfg, const SiteId& id) { return id.kind != SiteKind::Qkv || cfg.qkv_bias; }
 
+bool stored_has_bias(const ViTConfig& cfg, const QuantPlan& plan, const SiteId& id) {
+  const SitePlan* sp = plan.find(id);
+  if (linear_has_bias(cfg, id) || (sp && !sp->bias_correction.empty())) return true;
+  // qkv without a bias of its own: the rotation's folded β, or a LayerNorm shift, makes one.
+  return (plan.rotation && plan.rotation->residual) || plan.ln_shift.count(id.name());
+}
+
 const StoredLinear& QuantizedViT::linear(const SiteId& id) const {
   auto it = linears.find(id);
   if (it == linears.end()) fail(ErrorKind::Internal, "quantized model has no linear site ", id.name());
@@ -82,6 +89,7 @@ QuantizedViT quantize_model(const ViTModel& model, const QuantPlan& plan) {
     q.norm2.push_back(b.norm2);
   }
   q.norm = m.norm;
+  q.mlp_rotation_signs = m.mlp_rotation_signs;
   for (const SiteShape& sh : model_sites(m.cfg)) {
     const SitePlan* sp = plan.find(sh.id);
     if (sh.id.is_attention()) {
@@ -102,7 +110,7 @@ QuantizedViT quantize_model(const ViTModel& model, const QuantPlan& plan) {
       s.w = lw->w;
     }
     const std::vector<float>* corr = sp ? &sp->bias_correction : nullptr;
-    if (!lw->b.empty() || (corr && !corr->empty())) {
+    if (stored_has_bias(model.cfg, plan, sh.id)) {
       s.bias.assign(size_t(s.N), 0.0f);
       if (!lw->b.empty()) std::copy(lw->b.data.begin(), lw->b.data.end(), s.bias.begin());
       if (corr && !corr->empty())
@@ -186,6 +194,9 @@ WrittenModel write_quantized_model(const QuantizedViT& q, const std::string& src
     blobs.push_back(f32_blob(p + "norm2.weight", n2.gamma.ptr(), size_t(D), {D}));
     blobs.push_back(f32_blob(p + "norm2.bias", n2.beta.ptr(), size_t(D), {D}));
   }
+  if (!q.mlp_rotation_signs.empty())
+    blobs.push_back(f32_blob("mlp_rotation.signs", q.mlp_rotation_signs.data(), q.mlp_rotation_signs.size(),
+                             {int64_t(q.mlp_rotation_signs.size())}));
   blobs.push_back(f32_blob("norm.weight", q.norm.gamma.ptr(), size_t(D), {D}));
   blobs.push_back(f32_blob("norm.bias", q.norm.beta.ptr(), size_t(D), {D}));
   for (const auto& [id, s] : q.linears) {
@@ -386,6 +397,12 @@ QuantizedViT load_quantized_model(const std::string& dir, const LoadOptions& opt
     q.norm2.push_back({L.f32_tensor(p + "norm2.weight", {D}, {D}), L.f32_tensor(p + "norm2.bias", {D}, {D})});
   }
   q.norm = {L.f32_tensor("norm.weight", {D}, {D}), L.f32_tensor("norm.bias", {D}, {D})};
+  if (q.plan.rotation && q.plan.rotation->mlp) {
+    q.mlp_rotation_signs = L.f32("mlp_rotation.signs", {c.mlp_hidden});
+    for (size_t i = 0; i < q.mlp_rotation_signs.size(); ++i)
+      if (std::fabs(q.mlp_rotation_signs[i]) != 1.0f)
+        L.bad("mlp_rotation.signs", cat("entry ", i, " is ", q.mlp_rotation_signs[i], "; signs must be +1 or -1"));
+  }
 
   for (const SiteShape& sh : model_sites(c)) {
     const std::string n = sh.id.name();
@@ -429,7 +446,7 @@ QuantizedViT load_quantized_model(const std::string& dir, const LoadOptions& opt
     } else {
       s.w = L.f32_tensor(n + ".weight", {s.N, s.K}, {s.N, s.K});
     }
-    if (linear_has_bias(c, sh.id) || (sp && !sp->bias_correction.empty())) s.bias = L.f32(n + ".bias", {s.N});
+    if (stored_has_bias(c, q.plan, sh.id)) s.bias = L.f32(n + ".bias", {s.N});
     q.linears[sh.id] = std::move(s);
   }
   L.check_all_used();
@@ -443,6 +460,7 @@ ViTModel dequantized_model(const QuantizedViT& q) {
   m.dist_token = q.dist_token;
   m.pos_embed = q.pos_embed;
   m.norm = q.norm;
+  m.mlp_rotation_signs = q.mlp_rotation_signs;
   m.blocks.resize(size_t(q.cfg.depth));
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     m.blocks[i].norm1 = q.norm1[i];

@@ -47,6 +47,7 @@ struct QuantizedViT {
   LayerNormWeights norm;
   std::map<SiteId, StoredLinear> linears;               // every linear site of the model
   std::map<SiteId, std::vector<float>> attention_bias;  // heads x N, attention sites with a bias correction
+  std::vector<float> mlp_rotation_signs;  // F, or empty: fc2's input is h·H_F∘s/√F (quant/rotation.h)
 
   const StoredLinear& linear(const SiteId& id) const;
   const std::vector<float>* attention_bias_of(const SiteId& id) const;
@@ -92,5 +93,8 @@ void drop_linear_weights(QuantizedViT& q);
 
 // Whether the FP layer of a linear site has a bias (qkv may not).
 bool linear_has_bias(const ViTConfig& cfg, const SiteId& id);
+// Whether a quantized model directory stores a bias for the site: the layer's own, or one the
+// plan's transforms (rotation, LayerNorm centring) or bias correction made.
+bool stored_has_bias(const ViTConfig& cfg, const QuantPlan& plan, const SiteId& id);
 
 }  // namespace vitq

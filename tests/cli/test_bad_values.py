@@ -150,7 +150,7 @@ def main():
         for o, t in opts.items():
             if t == "FLOAT":
                 bad = ["nan", "inf", "-inf", "1e400"]
-            elif o in ("--seed", "--limit"):  # any 64-bit unsigned integer is a seed; a limit up to 2^40
+            elif o in ("--seed", "--limit", "--rotation-seed"):  # any 64-bit unsigned integer is a seed; a limit up to 2^40
                 bad = ["99999999999999999999", "1.5", "-1"]
             else:
                 bad = ["2147483648", "99999999999999999999", "1.5", "-1" if t == "UINT" else "2147483647"]

@@ -113,4 +113,17 @@ inline QuantPlan minmax_plan(const ViTModel& m, int bits, bool quantize_head, bo
   return p;
 }
 
+// A plan from `method` with every driver option of `opt` (bits, grids, transforms), calibrated on
+// 8 random images.
+inline QuantPlan plan_with(const ViTModel& m, const std::string& method, const MethodConfig& cfg, CalibOptions opt) {
+  const std::vector<float> images = random_images(m.cfg, 8, 99);
+  Calibrator cal(m, images.data(), 8);
+  auto meth = make_method(method, cfg);
+  opt.batch = 4;
+  QuantPlan p = cal.run(*meth, opt).plan;
+  p.tool_version = "test";
+  p.architecture = m.cfg.architecture;
+  return p;
+}
+
 }  // namespace vitq::test

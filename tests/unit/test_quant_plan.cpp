@@ -53,6 +53,7 @@ QuantPlan sample_plan() {
   p.sites["blocks.1.attn.matmul_qk"] = hq;
   p.ln_smoothing["blocks.0.attn.qkv"] = {0.5f, 2.0f, 1.0f / 3};
   p.ln_smoothing["blocks.1.mlp.fc1"] = {7.25f, 1e-3f, 1e3f};
+  p.rotation = PlanRotation{18446744073709551557ull, true, false, true};
   return p;
 }
 
@@ -150,6 +151,18 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   j = good;
   j["sites"]["blocks.1.attn.proj"]["w"]["head_scales"] = {1.0};
   expect(j, "attention sites only");
+  j = good;
+  j["rotation"]["seed"] = -1;
+  expect(j, "rotation.seed");
+  j = good;
+  j["rotation"]["mlp"] = 1;
+  expect(j, "rotation.mlp");
+  j = good;
+  j["rotation"]["angle"] = 0.5;
+  expect(j, "rotation.angle");
+  j = good;
+  j["rotation"] = {{"residual", false}, {"heads", false}, {"mlp", false}};
+  expect(j, "rotates something");
   j = good;
   j["ln_smoothing"]["blocks.1.mlp.fc1"][1] = 0;
   expect(j, "positive and finite");

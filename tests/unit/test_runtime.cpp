@@ -12,6 +12,7 @@
 
 #include "engine/vit_forward.h"
 #include "quant/ln_smoothing.h"
+#include "quant/plan_transforms.h"
 #include "quant/simulate.h"
 #include "numerics/int8_kernels.h"
 #include "numerics/level_grid.h"
@@ -406,8 +407,9 @@ void check_forward(const std::string& name, const test::TinyDims& dims, const st
   vf.run(x.data(), B, unfused.data(), &ih);
   PlanSimulator ps(dq, splan);
   vf.run(x.data(), B, sim.data(), &ps);
-  // A plan with LayerNorm rewrites is for the rewritten checkpoint.
-  const ViTModel ms = apply_ln_rewrite(m, plan.ln_smoothing, plan.ln_shift, "test");
+  // A plan with transforms (rotation, LayerNorm rewrites) is for the rewritten checkpoint.
+  std::unique_ptr<ViTModel> holder;
+  const ViTModel& ms = apply_plan_transforms(m, plan, holder, "test");
   ViTForward vs(ms);
   PlanSimulator ps_src(ms, plan);
   vs.run(x.data(), B, sim_src.data(), &ps_src);
@@ -420,6 +422,34 @@ void check_forward(const std::string& name, const test::TinyDims& dims, const st
   }
   std::filesystem::remove_all(src);
   std::filesystem::remove_all(out);
+}
+
+// The formats of issue 14 together: rotation (residual, heads, MLP), per-token inputs, a level
+// grid for the softmax output, per-head steps and per-channel weights, on a model whose qkv has no
+// bias of its own (the rotation makes one).
+TEST(IntegerForward, RotatedPerTokenLevelGridPerHead) {
+  for (Grid g : {Grid::Log2, Grid::Float})
+    for (int bits : {4, 6, 8}) {
+      test::TinyDims dims;
+      dims.qkv_bias = false;
+      check_forward(cat("rot", bits, grid_name(g)), dims, [&](const ViTModel& m) {
+        MethodConfig cfg;
+        cfg.get<MinmaxOptions>("minmax").per_channel_weights = true;
+        cfg.get<MinmaxOptions>("minmax").per_head = true;
+        CalibOptions opt;
+        opt.bits = {bits, bits};
+        opt.grids.softmax = g;
+        opt.grids.per_token = true;
+        opt.grids.patch_embed_abits = 8;
+        opt.quantize_head = bits == 8;
+        opt.transforms.rotation = PlanRotation{3, true, true, true};
+        QuantPlan p = test::plan_with(m, "minmax", cfg, opt);
+        EXPECT_TRUE(p.sites.at("blocks.0.attn.qkv").x.per_token);
+        EXPECT_EQ(p.sites.at("blocks.1.attn.matmul_av").x.grid, g);
+        EXPECT_EQ(p.sites.at("blocks.1.attn.matmul_qk").w.head_scales.size(), size_t(dims.heads));
+        return p;
+      });
+    }
 }
 
 TEST(IntegerForward, W8A8UnsignedSoftmaxQuantizedHead) {

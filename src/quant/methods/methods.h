@@ -2,7 +2,9 @@
 // header of their own, and helpers they share. quant/methods/registry.cpp lists them.
 #pragma once
 #include <memory>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "quant/method.h"
 
@@ -10,12 +12,14 @@ namespace vitq {
 
 struct MinmaxOptions : MethodOptions {
   bool per_channel_weights = false;
+  bool per_head = false;
   void declare(OptionDecls& d) override;
 };
 
 struct PercentileOptions : MethodOptions {
   double percentile = 99.99;
   bool per_channel_weights = false;
+  bool per_head = false;
   void declare(OptionDecls& d) override;
 };
 
@@ -41,7 +45,14 @@ struct Liu2021Options : SearchMethodOptions {
   bool apply_fast() override;  // and --rank-tokens 64
 };
 
+// vitq's own method (methods/vitq.cpp).
+struct VitqOptions : MethodOptions {
+  bool per_head = true;
+  void declare(OptionDecls& d) override;
+};
+
 std::unique_ptr<Method> make_minmax(const MethodConfig& cfg);
+std::unique_ptr<Method> make_vitq(const MethodConfig& cfg);
 std::unique_ptr<Method> make_percentile(const MethodConfig& cfg);
 std::unique_ptr<Method> make_easyquant(const MethodConfig& cfg);
 std::unique_ptr<Method> make_liu2021(const MethodConfig& cfg);
@@ -51,5 +62,14 @@ std::unique_ptr<Method> make_bitsplit(const MethodConfig& cfg);
 
 // Per-output-channel max-based weight steps (the per-channel option).
 void set_channel_max_scales(const SiteObservation& obs, OperandQuant& w);
+
+// The values of head h of an attention site's operand (images · heads groups of `per_group`
+// values each, image-major), gathered.
+std::vector<float> head_values(const float* v, int images, int heads, size_t per_group, int h);
+// Per-head steps for both operands of an attention site (the per-head option): for each head,
+// the step from `extent` (the largest |value| to represent) of that head's values; an operand
+// whose format fixes its step (a level grid) is left alone.
+void set_head_scales(const SiteObservation& obs, SitePlan& sp,
+                     const std::function<float(const std::vector<float>&, QRange)>& extent);
 
 }  // namespace vitq

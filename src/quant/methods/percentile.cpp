@@ -9,6 +9,7 @@ namespace vitq {
 void PercentileOptions::declare(OptionDecls& d) {
   d.real("--percentile", &percentile, 0, 100, "the percentile of |x| (0-100]", /*lo_open=*/true);
   d.flag("--per-channel-weights", &per_channel_weights, "one weight step per output channel");
+  d.flag("--per-head", &per_head, "one step per head for both operands of the attention matmuls");
 }
 
 namespace {
@@ -18,9 +19,11 @@ class Percentile : public Method {
   explicit Percentile(const PercentileOptions& o) : o_(o) {}
   std::string name() const override { return "percentile"; }
   nlohmann::ordered_json settings(const GridPolicy& g) const override {
-    return {{"percentile", o_.percentile},
+    nlohmann::ordered_json j = {{"percentile", o_.percentile},
             {"unsigned_softmax", g.unsigned_softmax()},
             {"per_channel_weights", o_.per_channel_weights}};
+    if (o_.per_head) j["per_head"] = true;
+    return j;
   }
   SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {
     SitePlan sp = minmax_site_plan(obs, bits);
@@ -31,6 +34,10 @@ class Percentile : public Method {
       const double pw = percentile_abs(obs.w, size_t(obs.w_per_image()) * size_t(obs.images), o_.percentile);
       sp.w.scale = max_step(float(pw), sp.w.range());
       notes.j["w_percentile_value"] = pw;
+      if (o_.per_head) {
+        const double pct = o_.percentile;
+        set_head_scales(obs, sp, [pct](const std::vector<float>& v, QRange) { return float(percentile_abs(v.data(), v.size(), pct)); });
+      }
     } else if (o_.per_channel_weights) {
       set_channel_max_scales(obs, sp.w);
     }

@@ -1,5 +1,8 @@
 // The registry of PTQ methods: the built-in ones in one table, plus any registered at run time.
 
+#include <algorithm>
+#include <tuple>
+
 #include "core/error.h"
 #include "quant/methods/aciq.h"
 #include "quant/methods/bitsplit.h"
@@ -16,6 +19,28 @@ void set_channel_max_scales(const SiteObservation& obs, OperandQuant& w) {
     w.channel_scales[size_t(n)] = max_step(max_abs(obs.w + size_t(n) * K, size_t(K)), w.range());
 }
 
+std::vector<float> head_values(const float* v, int images, int heads, size_t per_group, int h) {
+  std::vector<float> out;
+  out.reserve(size_t(images) * per_group);
+  for (int i = 0; i < images; ++i) {
+    const float* g = v + (size_t(i) * size_t(heads) + size_t(h)) * per_group;
+    out.insert(out.end(), g, g + per_group);
+  }
+  return out;
+}
+
+void set_head_scales(const SiteObservation& obs, SitePlan& sp,
+                     const std::function<float(const std::vector<float>&, QRange)>& extent) {
+  const int H = obs.shape.groups_per_image;
+  const size_t px = size_t(obs.shape.M) * size_t(obs.shape.K), pw = size_t(obs.shape.N) * size_t(obs.shape.K);
+  for (auto [q, v, per] : {std::tuple{&sp.x, obs.x, px}, std::tuple{&sp.w, obs.w, pw}}) {
+    if (is_level_grid(q->grid)) continue;
+    q->head_scales.resize(size_t(H));
+    for (int h = 0; h < H; ++h) q->head_scales[size_t(h)] = max_step(extent(head_values(v, obs.images, H, per, h), q->range()), q->range());
+    q->scale = *std::max_element(q->head_scales.begin(), q->head_scales.end());
+  }
+}
+
 namespace {
 
 template <class T>
@@ -28,6 +53,8 @@ std::vector<MethodEntry>& entries() {
   static std::vector<MethodEntry> k = {
       {"minmax", "max-based steps (the baseline)", options<MinmaxOptions>, make_minmax},
       {"percentile", "activation steps from a percentile of |x|", options<PercentileOptions>, make_percentile},
+      {"vitq", "vitq's recipe: per-channel asymmetric MSE weights + GPTQ, per-token inputs, small-float softmax, "
+               "per-head steps, rotations at <= 6 bits (docs/RESULTS.md)", options<VitqOptions>, make_vitq},
       {"easyquant", "EasyQuant: alternating cosine-similarity search of the steps", options<SearchMethodOptions>,
        make_easyquant},
       {"liu2021", "Liu et al. 2021: Pearson search, ranking loss, bias correction", options<Liu2021Options>,

@@ -1,0 +1,109 @@
+// vitq: the project's own method — the recipe that measured best on the shared ViT-Ti and CIFAR
+// models (docs/RESULTS.md has the ablation), every part of it an option of its own:
+//   weights          per output channel, asymmetric (codes on the signed grid plus an offset): the
+//                    clipping ratio of each channel's [min, max] that minimises the squared
+//                    rounding error (quant/gptq.h: fit_channel_grid); the driver's GPTQ step then
+//                    chooses the codes on that grid (recipe: --weight-rounding gptq);
+//   attention        one step per head for Q, K, V (and P on a uniform grid), each the clipped
+//                    max-based step of least squared error over the calibration values;
+//   other inputs     a per-tensor step of least squared error, unless the driver quantizes them
+//                    per token (recipe: --per-token) or on a level grid (recipe: --softmax-grid float);
+//   recipe           also the patch embedding's input at 8 bits, and at 6 bits or fewer the
+//                    rotations (--rotate --rotate-mlp).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "quant/calibrate.h"
+#include "quant/gptq.h"
+#include "quant/methods/methods.h"
+
+namespace vitq {
+
+void VitqOptions::declare(OptionDecls& d) {
+  d.off_switch("--vitq-no-per-head", &per_head, "one step per tensor (not per head) for the attention operands");
+}
+
+namespace {
+
+constexpr size_t kSearchValues = size_t(1) << 18;  // values an MSE search looks at (an even subsample)
+constexpr int kRatios = 80;                        // clipping ratios 1.00, 0.99, ..., 0.21
+
+// The extent a (step = a / hi) among ratio · max|v| that minimises Σ (v − Q(v))² on grid r, over
+// an even subsample of at most kSearchValues values.
+float mse_extent(const float* v, size_t n, QRange r) {
+  const size_t stride = std::max<size_t>(1, (n + kSearchValues - 1) / kSearchValues);
+  std::vector<float> s;
+  for (size_t i = 0; i < n; i += stride) s.push_back(v[i]);
+  const float mx = max_abs(s.data(), s.size());
+  if (!(mx > 0)) return 0.0f;
+  std::vector<float> y(s.size());
+  float best = mx;
+  double best_err = INFINITY;
+  for (int i = 0; i < kRatios; ++i) {
+    const float a = mx * float(100 - i) / 100.0f;
+    fake_quantize(s.data(), y.data(), s.size(), max_step(a, r), r);
+    double e = 0;
+    for (size_t k = 0; k < s.size(); ++k) e += double(y[k] - s[k]) * double(y[k] - s[k]);
+    if (e < best_err) best_err = e, best = a;
+  }
+  return best;
+}
+
+class Vitq : public Method {
+ public:
+  explicit Vitq(const VitqOptions& o) : o_(o) {}
+  std::string name() const override { return "vitq"; }
+  nlohmann::ordered_json settings(const GridPolicy& g) const override {
+    return {{"unsigned_softmax", g.unsigned_softmax()}, {"per_head", o_.per_head},
+            {"weights", "per-channel asymmetric, MSE clipping"}, {"activations", "MSE clipping"}};
+  }
+  Recipe recipe(int wbits, int abits) const override {
+    Recipe r;
+    r.softmax = Grid::Float;
+    r.per_token = true;
+    r.patch_embed_abits = std::max(8, abits);
+    r.gptq = true;
+    const bool low = std::min(wbits, abits) <= 6;
+    r.rotate = low;
+    r.rotate_mlp = low;
+    return r;
+  }
+  SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {
+    SitePlan sp = minmax_site_plan(obs, bits);
+    if (obs.attention()) {
+      if (o_.per_head) {
+        set_head_scales(obs, sp, [](const std::vector<float>& v, QRange r) { return mse_extent(v.data(), v.size(), r); });
+      } else {
+        sp.w.scale = max_step(mse_extent(obs.w, size_t(obs.w_per_image()) * size_t(obs.images), sp.w.range()), sp.w.range());
+        if (!bits.x_fixed())
+          sp.x.scale = max_step(mse_extent(obs.x, size_t(obs.x_per_image()) * size_t(obs.images), sp.x.range()), sp.x.range());
+      }
+      return sp;
+    }
+    if (!bits.x_fixed())
+      sp.x.scale = max_step(mse_extent(obs.x, size_t(obs.x_per_image()) * size_t(obs.images), sp.x.range()), sp.x.range());
+    const int N = obs.shape.N, K = obs.shape.K;
+    const ChannelGrid g = fit_channel_grid(obs.w, N, K, bits.w, nullptr);
+    sp.w.channel_scales = g.step;
+    sp.w.scale = *std::max_element(g.step.begin(), g.step.end());
+    sp.weight_offset = g.offset;
+    sp.weight_codes.resize(size_t(N) * size_t(K));
+    round_to_grid(obs.w, N, K, g, sp.weight_codes.data());
+    double mean_ratio = 0;
+    for (float r : g.ratio) mean_ratio += r;
+    notes.j["mean_clip_ratio"] = mean_ratio / N;
+    return sp;
+  }
+
+ private:
+  VitqOptions o_;
+};
+
+}  // namespace
+
+std::unique_ptr<Method> make_vitq(const MethodConfig& cfg) {
+  return std::make_unique<Vitq>(cfg.get<VitqOptions>("vitq"));
+}
+
+}  // namespace vitq

@@ -1,0 +1,109 @@
+#include "quant/weight_rounding.h"
+
+#include <omp.h>
+
+#include <algorithm>
+
+#include "core/aligned.h"
+#include "core/error.h"
+#include "engine/gemm_f32.h"
+#include "numerics/quantizer.h"
+#include "quant/weight_codes.h"
+
+namespace vitq {
+
+namespace {
+
+constexpr int64_t kGramChunk = 1024;  // rows per float Gram product
+
+// Rows [r0, r0 + n) of the observation's input, quantize-dequantized with x, into out (n × K).
+void dequantized_rows(const SiteObservation& obs, const OperandQuant& x, int64_t r0, int64_t n, float* out) {
+  const int K = obs.shape.K;
+  for (int64_t r = 0; r < n; ++r) {
+    const float* src = obs.x + (r0 + r) * K;
+    float* dst = out + r * K;
+    if (!x.quantized()) {
+      std::copy(src, src + K, dst);
+    } else if (x.per_token) {
+      const TokenQuant t = token_quant(src, size_t(K), x.bits);
+      fake_quantize(src, dst, size_t(K), t.delta, t.range(x.bits));
+    } else {
+      fake_quantize(src, dst, size_t(K), x.scale, x.range());
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<double> quantized_input_gram(const SiteObservation& obs, const OperandQuant& x) {
+  const int K = obs.shape.K;
+  const int64_t rows = int64_t(obs.images) * obs.rows_per_image();
+  const int64_t chunks = (rows + kGramChunk - 1) / kGramChunk;
+  const int T = std::max(1, omp_get_max_threads());
+  std::vector<double> H(size_t(K) * size_t(K), 0.0);
+  std::vector<avector<float>> xs(static_cast<size_t>(T)), gs(static_cast<size_t>(T));
+  // Rounds of T chunks: each thread one chunk's Gram (single-threaded sgemm inside the parallel
+  // region), then the chunks added to H in chunk order.
+  for (int64_t c0 = 0; c0 < chunks; c0 += T) {
+    const int nt = int(std::min<int64_t>(T, chunks - c0));
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int t = 0; t < nt; ++t) {
+      const int64_t r0 = (c0 + t) * kGramChunk, n = std::min(kGramChunk, rows - r0);
+      xs[size_t(t)].resize(size_t(n) * size_t(K));
+      gs[size_t(t)].resize(size_t(K) * size_t(K));
+      dequantized_rows(obs, x, r0, n, xs[size_t(t)].data());
+      gemm_tn_f32(K, K, n, xs[size_t(t)].data(), xs[size_t(t)].data(), gs[size_t(t)].data());
+    }
+    for (int t = 0; t < nt; ++t)
+      for (size_t i = 0; i < H.size(); ++i) H[i] += double(gs[size_t(t)][i]);
+  }
+  return H;
+}
+
+bool plan_channel_grid(const SitePlan& sp, int N, ChannelGrid* g) {
+  const OperandQuant& w = sp.w;
+  if (!w.channel_bits.empty()) return false;
+  g->bits = w.bits;
+  g->step.resize(size_t(N));
+  g->offset.assign(size_t(N), 0.0f);
+  g->ratio.assign(size_t(N), 1.0f);
+  for (int c = 0; c < N; ++c) {
+    g->step[size_t(c)] = w.per_channel() ? w.channel_scales[size_t(c)] : w.scale;
+    if (!sp.weight_offset.empty()) g->offset[size_t(c)] = sp.weight_offset[size_t(c)];
+  }
+  return true;
+}
+
+bool gptq_weight_step(const SiteObservation& obs, SitePlan& sp, const GptqOptions& opt, nlohmann::ordered_json& notes) {
+  const int N = obs.shape.N, K = obs.shape.K;
+  ChannelGrid g;
+  if (obs.attention() || !sp.w.quantized() || !plan_channel_grid(sp, N, &g)) return false;
+  const std::vector<double> H = quantized_input_gram(obs, sp.x);
+  std::vector<int16_t> rtn(size_t(N) * size_t(K)), codes(rtn.size());
+  site_weight_codes(obs.w, N, K, sp, rtn.data());  // the method's own codes
+  GptqInfo info;
+  gptq_round(obs.w, N, K, H.data(), g, opt, codes.data(), &info);
+  double ref = 0;  // Σ_c wᵀHw: the output's expected energy, to make the errors relative
+  for (int c = 0; c < N; ++c) {
+    const float* w = obs.w + size_t(c) * size_t(K);
+    for (int i = 0; i < K; ++i) {
+      double s = 0;
+      for (int k = 0; k < K; ++k) s += H[size_t(i) * size_t(K) + size_t(k)] * double(w[k]);
+      ref += double(w[i]) * s;
+    }
+  }
+  const double e_rtn = weighted_output_error(obs.w, rtn.data(), g, N, K, H.data());
+  const double e_gptq = weighted_output_error(obs.w, codes.data(), g, N, K, H.data());
+  notes["gptq"] = {{"error_method", ref > 0 ? e_rtn / ref : e_rtn},
+                   {"error_gptq", ref > 0 ? e_gptq / ref : e_gptq},
+                   {"damp", info.damp},
+                   {"retries", info.retries},
+                   {"dead_inputs", info.dead}};
+  sp.w.channel_scales = g.step;
+  sp.w.scale = *std::max_element(g.step.begin(), g.step.end());
+  if (std::any_of(g.offset.begin(), g.offset.end(), [](float o) { return o != 0.0f; })) sp.weight_offset = g.offset;
+  sp.weight_codes = std::move(codes);
+  return true;
+}
+
+}  // namespace vitq

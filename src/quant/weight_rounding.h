@@ -1,0 +1,33 @@
+// The weight-rounding step of the calibration driver (--weight-rounding gptq): after a method
+// has chosen a linear site's weight grid (its steps, and offsets if any), GPTQ (quant/gptq.h)
+// chooses the integer codes on that grid so as to minimise the expected squared output error
+// over the site's calibration inputs — as the quantized site will see them: the partly quantized
+// model's input, quantized with the site's own input format (per tensor or per token). Any method
+// can be followed by it; the plan then holds the codes (SitePlan::weight_codes) with the grid's
+// per-channel steps and offsets (w.channel_scales, weight_offset).
+#pragma once
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "quant/gptq.h"
+#include "quant/method.h"
+
+namespace vitq {
+
+enum class WeightRounding { Nearest, Gptq };
+
+// H = Σ_r x̂_r x̂_rᵀ over the observation's input rows, x̂ = the rows quantize-dequantized with
+// `x` (FP32 rows if x is not quantized): K × K row-major, double. Float products within chunks of
+// rows, double across chunks, in a fixed order: the result does not depend on the thread count.
+std::vector<double> quantized_input_gram(const SiteObservation& obs, const OperandQuant& x);
+
+// The site's grid as a ChannelGrid: per channel the plan's step (channel_scales or scale) and
+// offset (weight_offset or 0). False if the plan has per-channel bit-widths (not supported).
+bool plan_channel_grid(const SitePlan& sp, int N, ChannelGrid* g);
+
+// Replaces the codes of linear site `obs` by GPTQ's on the plan's grid; notes get the expected
+// output errors of round-to-nearest and of GPTQ (Σ_c eᵀHe / Σ_c wᵀHw) and the damping used.
+// Leaves attention sites, FP32 weights and per-channel bit-widths alone (returns false).
+bool gptq_weight_step(const SiteObservation& obs, SitePlan& sp, const GptqOptions& opt, nlohmann::ordered_json& notes);
+
+}  // namespace vitq

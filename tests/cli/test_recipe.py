@@ -1,0 +1,88 @@
+#!/usr/bin/python3
+"""`vitq quantize --method vitq`: the method's recipe sets the driver options the command line
+did not give, and says so; every part can be overridden; the plan records what was used; the
+quantized model directory runs in integers with the simulator's predictions.
+
+On the bundled model with Debian's Fashion-MNIST (skips without it): 64 calibration images,
+128 test images."""
+import json
+import os
+import sys
+
+from cli_common import Cli, parse_args, read_json
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def predictions(cli, what, model, data, *extra):
+    out = cli.path(f"{what}.json")
+    cli.expect(f"{what}: eval", ["eval", "--model", model, "--data", data, "--limit", "128", "-q", "--json", out, *extra],
+               "ok")
+    return read_json(out)["predictions"] if os.path.exists(out) else None
+
+
+def main():
+    cli = Cli(parse_args())
+    if not os.path.isdir(FMNIST):
+        print(f"skip: {FMNIST} (Debian package dataset-fashion-mnist) is not installed")
+        sys.exit(77)
+    m = cli.model
+    calib = os.path.join(FMNIST, "train-images-idx3-ubyte.gz")
+    q = ["quantize", "--model", m, "--calib", calib, "--calib-size", "64", "--method", "vitq"]
+
+    out = cli.expect("vitq W4A4: the recipe is applied and printed", q + ["--bits", "4", "-o", cli.path("v4")], "ok",
+                     r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, GPTQ weight "
+                     r"rounding, rotation, MLP rotation")
+    plan = read_json(cli.path("v4", "plan.json"))
+    s = plan["settings"]
+    cli.check(s.get("softmax_grid") == "float" and s.get("per_token_inputs") is True and
+              s.get("patch_embed_abits") == 8 and s.get("weight_rounding", {}).get("method") == "gptq",
+              "W4A4 plan settings record the recipe's driver options", json.dumps(s))
+    cli.check(plan.get("rotation") == {"seed": 0, "residual": True, "heads": True, "mlp": True},
+              "W4A4 plan records the rotation", json.dumps(plan.get("rotation")))
+    qkv = plan["sites"]["blocks.0.attn.qkv"]
+    cli.check(qkv["x"].get("granularity") == "token" and qkv.get("weight_codes") is True and "weight_offset" in qkv,
+              "qkv: per-token input, GPTQ codes, per-channel offsets", json.dumps(qkv)[:300])
+    av = plan["sites"]["blocks.0.attn.matmul_av"]
+    cli.check(av["x"].get("grid") == "float" and len(av["w"].get("head_scales", [])) == 4,
+              "matmul_av: float grid for P, per-head V steps", json.dumps(av)[:300])
+    cli.check(plan["sites"]["patch_embed"]["x"]["bits"] == 8, "patch embedding input at 8 bits")
+    # The directory in integers and the same plan simulated give the same predictions.
+    a = predictions(cli, "v4_int", cli.path("v4"), FMNIST)
+    b = predictions(cli, "v4_sim", cli.path("v4"), FMNIST, "--simulate")
+    c = predictions(cli, "v4_plan", m, FMNIST, "--plan", cli.path("v4", "plan.json"))
+    cli.check(a is not None and a == b == c, "W4A4: integer = simulated directory = simulated plan (128 images)")
+
+    cli.expect("vitq W8A8: no rotation at 8 bits", q + ["--bits", "8", "--plan-only", "-o", cli.path("v8")], "ok",
+               r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, GPTQ weight rounding "
+               r"\(the method's")
+    cli.check("rotation" not in read_json(cli.path("v8", "plan.json")), "W8A8 plan has no rotation")
+
+    # Every part overridden on the command line.
+    cli.expect("vitq W4A4 with every recipe part overridden",
+               q + ["--bits", "4", "--plan-only", "--softmax-grid", "unsigned", "--no-per-token", "--patch-embed-abits",
+                    "4", "--weight-rounding", "nearest", "--no-rotate", "--no-rotate-mlp", "-o", cli.path("v4o")], "ok")
+    p = read_json(cli.path("v4o", "plan.json"))
+    s = p["settings"]
+    cli.check("rotation" not in p and "per_token_inputs" not in s and "weight_rounding" not in s and
+              "softmax_grid" not in s and "recipe" not in s, "overridden parts are absent from the plan", json.dumps(s))
+    cli.check(p["sites"]["blocks.0.attn.matmul_av"]["x"].get("unsigned") is True and
+              "granularity" not in p["sites"]["blocks.0.attn.qkv"]["x"] and p["sites"]["patch_embed"]["x"]["bits"] == 4,
+              "overridden formats reach the sites")
+    cli.expect("--unsigned-softmax contradicts --softmax-grid float",
+               q + ["--bits", "4", "--unsigned-softmax", "--softmax-grid", "float", "-o", cli.path("never")], "usage",
+               "contradict")
+    # The driver options work with any method.
+    cli.expect("minmax with --per-token --softmax-grid log2 --weight-rounding gptq --rotate",
+               ["quantize", "--model", m, "--calib", calib, "--calib-size", "32", "--method", "minmax", "--bits", "6",
+                "--per-token", "--softmax-grid", "log2", "--weight-rounding", "gptq", "--rotate", "--plan-only", "-q",
+                "-o", cli.path("mm")], "ok")
+    p = read_json(cli.path("mm", "plan.json"))
+    cli.check(p["sites"]["blocks.0.mlp.fc2"].get("weight_codes") is True and
+              p["sites"]["blocks.0.attn.matmul_av"]["x"].get("grid") == "log2" and
+              p.get("rotation", {}).get("mlp") is False, "minmax + driver options reach the plan")
+    cli.finish()
+
+
+if __name__ == "__main__":
+    main()
