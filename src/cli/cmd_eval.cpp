@@ -23,7 +23,7 @@ namespace vitq {
 namespace {
 
 struct EvalArgs {
-  std::string model, data, class_map, json_out, plan;
+  std::string model, data, class_map, json_out, plan, reference;
   bool no_auto_map = false, skip_bad = false, quiet = false, simulate = false, allow_non_finite = false;
   int batch = 16, threads = 0;
   size_t limit = 0;
@@ -44,7 +44,8 @@ void run_eval(const EvalArgs& a) {
   // --json: never one of the inputs; checked writable now, written whole at the end.
   std::unique_ptr<StagedFile> json_out;
   if (!a.json_out.empty())
-    json_out = std::make_unique<StagedFile>(a.json_out, OutputCheck{"--json", {a.model, a.data, a.plan, a.class_map}});
+    json_out = std::make_unique<StagedFile>(a.json_out,
+                                            OutputCheck{"--json", {a.model, a.data, a.plan, a.class_map, a.reference}});
   std::unique_ptr<QuantizedViT> qm;
   if (quantized) qm = std::make_unique<QuantizedViT>(load_quantized_model(a.model, {a.allow_non_finite}));
   ViTModel model;  // the integer run needs only the config (no FP32 copy of the weights)
@@ -68,6 +69,19 @@ void run_eval(const EvalArgs& a) {
                  "one per line) to label them correctly.\n",
                  a.data.c_str(), data->num_classes(), model.cfg.num_classes, data->num_classes());
   std::vector<size_t> idx = select_subset(data->size(), a.limit, a.seed);
+  // --reference: an FP32 checkpoint run on the same preprocessed images.
+  std::unique_ptr<ViTModel> ref;
+  if (!a.reference.empty()) {
+    if (is_quantized_model_dir(a.reference))
+      fail(ErrorKind::Usage, "--reference ", a.reference, " is a quantized model directory; give the FP32 checkpoint");
+    ref = std::make_unique<ViTModel>(load_vit_model(a.reference, {a.allow_non_finite}));
+    const Preprocess &p = model.cfg.preprocess, &q = ref->cfg.preprocess;
+    if (ref->cfg.num_classes != model.cfg.num_classes || p.channels != q.channels || p.height != q.height ||
+        p.width != q.width || p.interp != q.interp || p.crop_pct != q.crop_pct || p.mean != q.mean || p.std != q.std ||
+        p.resize_exact != q.resize_exact)
+      fail(ErrorKind::Usage, "--reference ", a.reference, ": its classes or preprocessing differ from ", a.model,
+           "'s, so the two cannot be compared image by image");
+  }
   std::unique_ptr<QuantPlan> plan;
   std::unique_ptr<PlanSimulator> sim;
   if (!a.plan.empty()) {
@@ -120,6 +134,17 @@ void run_eval(const EvalArgs& a) {
     fwd.run(image, 1, lg.data(), &probe);
     return probe.found().empty() ? "the classifier head" : probe.found();
   };
+  ReferenceAgreement agreement;
+  std::unique_ptr<ViTForward> ref_fwd;
+  std::vector<float> ref_logits;
+  if (ref) {
+    ref_fwd = std::make_unique<ViTForward>(*ref);
+    opt.on_batch = [&](const float* images, int n, const float* logits) {
+      ref_logits.resize(size_t(n) * size_t(ref->cfg.num_classes));
+      ref_fwd->run(images, n, ref_logits.data());
+      agreement.add(logits, ref_logits.data(), n, ref->cfg.num_classes);
+    };
+  }
   ForwardFn forward = [&](const float* x, int b, float* logits) {
     if (ifwd) ifwd->run(x, b, logits);
     else fwd.run(x, b, logits, sim.get());
@@ -137,6 +162,10 @@ void run_eval(const EvalArgs& a) {
   if (!r.skipped.empty()) std::printf("skipped  %zu unreadable images (not counted)\n", r.skipped.size());
   if (r.non_finite)
     std::printf("non-finite  %zu images with NaN/Inf logits, counted as wrong (--allow-non-finite)\n", r.non_finite);
+  if (ref)
+    std::printf("vs ref   agreement %.2f %%  (%zu/%zu same top-1 as %s), mean KL(ref || model) %.5f\n",
+                agreement.agreement_pct(), agreement.agree(), agreement.images(), a.reference.c_str(),
+                agreement.kl_mean());
   std::printf("speed    %.1f images/s end to end, %.1f images/s in the forward (batch %d, %d threads)\n",
               r.seconds > 0 ? double(r.images) / r.seconds : 0.0,
               r.forward_seconds > 0 ? double(r.images) / r.forward_seconds : 0.0, a.batch, threads);
@@ -163,6 +192,9 @@ void run_eval(const EvalArgs& a) {
     j["seconds"] = r.seconds;
     j["forward_seconds"] = r.forward_seconds;
     j["images_per_second"] = r.seconds > 0 ? double(r.images) / r.seconds : 0.0;
+    if (ref)
+      j["reference"] = {{"model", a.reference}, {"agreement", agreement.agreement_pct()},
+                        {"agreement_count", agreement.agree()}, {"kl_mean", agreement.kl_mean()}};
     j["evaluated"] = r.evaluated;      // dataset index of each evaluated image
     j["predictions"] = r.predictions;  // its top-1 class
     json_out->commit(j.dump(2) + "\n");
@@ -195,6 +227,11 @@ void add_eval_command(CLI::App& app) {
   c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str()->check(opt::integer(0, opt::kMaxThreads));
   c->add_option("--limit", a->limit, "Evaluate a deterministic random subset of N images (0 = all)")->check(opt::integer(0, 1LL << 40));
   c->add_option("--seed", a->seed, "Seed of the --limit subset")->capture_default_str()->check(opt::seed());
+  c->add_option("--reference", a->reference,
+                "An FP32 checkpoint (e.g. the model a quantized one came from) run on the same images: reports the "
+                "share of images with the same top-1 prediction and the mean KL divergence KL(p_ref || p) of the "
+                "two softmax outputs (the paired measures of how far quantization moved the model; the reference "
+                "costs one FP32 forward per image; the end-to-end speed includes it)");
   c->add_option("--json", a->json_out,
                 "Also write the results as JSON to this file (replaced whole at the end; never one of the inputs)");
   c->add_flag("--skip-bad-images", a->skip_bad,

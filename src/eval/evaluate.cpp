@@ -3,7 +3,9 @@
 #include <omp.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 #include "core/finite.h"
@@ -18,6 +20,34 @@ bool in_top_k(const float* logits, int classes, int label, int k) {
   for (int j = 0; j < classes; ++j)
     if (std::isnan(logits[j]) || logits[j] > v || (logits[j] == v && j < label)) ++before;
   return before < k;
+}
+
+void ReferenceAgreement::add(const float* logits, const float* ref, int n, int classes) {
+  auto log_softmax = [classes](const float* l, std::vector<double>& out) {
+    double mx = l[0];
+    for (int k = 1; k < classes; ++k) mx = std::max(mx, double(l[k]));
+    double s = 0;
+    for (int k = 0; k < classes; ++k) s += std::exp(double(l[k]) - mx);
+    const double lse = mx + std::log(s);
+    for (int k = 0; k < classes; ++k) out[size_t(k)] = double(l[k]) - lse;
+  };
+  std::vector<double> lp(static_cast<size_t>(classes)), lr(static_cast<size_t>(classes));
+  for (int i = 0; i < n; ++i) {
+    const float* a = logits + size_t(i) * size_t(classes);
+    const float* b = ref + size_t(i) * size_t(classes);
+    int pa = 0, pb = 0;
+    for (int k = 1; k < classes; ++k) {
+      if (a[k] > a[pa]) pa = k;
+      if (b[k] > b[pb]) pb = k;
+    }
+    log_softmax(a, lp);
+    log_softmax(b, lr);
+    double kl = 0;
+    for (int k = 0; k < classes; ++k) kl += std::exp(lr[size_t(k)]) * (lr[size_t(k)] - lp[size_t(k)]);
+    kl_ += kl;
+    agree_ += pa == pb;
+    ++n_;
+  }
 }
 
 EvalResult evaluate(ViTForward& fwd, const Dataset& data, const std::vector<size_t>& indices,
@@ -73,6 +103,7 @@ EvalResult evaluate(const ViTConfig& c, const ForwardFn& forward, const Dataset&
       const auto f0 = clock::now();
       forward(images.data(), m, logits.data());
       res.forward_seconds += std::chrono::duration<double>(clock::now() - f0).count();
+      if (opt.on_batch) opt.on_batch(images.data(), m, logits.data());
     }
     for (int j = 0; j < m; ++j) {
       const size_t idx = indices[start + ok_slots[size_t(j)]];

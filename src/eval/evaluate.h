@@ -21,6 +21,24 @@ struct EvalOptions {
   // given, where in the network they arose), unless allowed: then the image counts as wrong.
   bool allow_non_finite = false;
   std::function<std::string(const float* image)> locate_non_finite;
+  // Called after each forward with the batch's n preprocessed images and their logits (n × classes).
+  std::function<void(const float* images, int n, const float* logits)> on_batch;
+};
+
+// How a model's predictions agree with a reference model's on the same images: top-1 agreement
+// and the mean KL divergence KL(p_ref || p) of the softmax distributions (in nats, double).
+class ReferenceAgreement {
+ public:
+  // Adds n images: logits of the model and of the reference, n × classes each.
+  void add(const float* logits, const float* ref_logits, int n, int classes);
+  size_t images() const { return n_; }
+  size_t agree() const { return agree_; }
+  double agreement_pct() const { return n_ ? 100.0 * double(agree_) / double(n_) : 0.0; }
+  double kl_mean() const { return n_ ? kl_ / double(n_) : 0.0; }
+
+ private:
+  size_t n_ = 0, agree_ = 0;
+  double kl_ = 0;
 };
 
 struct EvalProgress {

@@ -52,6 +52,16 @@ def main():
     b = predictions(cli, "v4_sim", cli.path("v4"), FMNIST, "--simulate")
     c = predictions(cli, "v4_plan", m, FMNIST, "--plan", cli.path("v4", "plan.json"))
     cli.check(a is not None and a == b == c, "W4A4: integer = simulated directory = simulated plan (128 images)")
+    # --reference: the paired measures against the FP32 model.
+    out = cli.expect("eval --reference FP32 model", ["eval", "--model", cli.path("v4"), "--data", FMNIST, "--limit", "64",
+                     "-q", "--reference", m, "--json", cli.path("ref.json")], "ok",
+                     r"vs ref\s+agreement \d+\.\d+ %\s+\(\d+/64 same top-1")
+    r = read_json(cli.path("ref.json"))["reference"]
+    cli.check(0 < r["agreement"] <= 100 and r["kl_mean"] > 0, "W4A4 against FP32: some agreement, positive KL", json.dumps(r))
+    cli.expect("eval --reference itself", ["eval", "--model", m, "--data", FMNIST, "--limit", "16", "-q", "--reference", m],
+               "ok", r"agreement 100\.00 %\s+\(16/16.*KL\(ref \|\| model\) 0\.00000")
+    cli.expect("eval --reference a quantized directory", ["eval", "--model", m, "--data", FMNIST, "--limit", "4", "-q",
+               "--reference", cli.path("v4")], "usage", "quantized model directory")
 
     cli.expect("vitq W8A8: no rotation at 8 bits", q + ["--bits", "8", "--plan-only", "-o", cli.path("v8")], "ok",
                r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, GPTQ weight rounding "
