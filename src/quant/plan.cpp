@@ -236,10 +236,20 @@ std::string plan_codes_file_name(const std::string& plan_path) {
   return std::filesystem::path(plan_path).stem().string() + "_codes.safetensors";
 }
 
+int plan_format_version(const QuantPlan& p) {
+  // Format 2 adds what a format-1 reader would silently misread (per-head steps, a rotation);
+  // per-token inputs and level grids lack the `scale` a format-1 reader requires, so it refuses them.
+  if (p.rotation) return 2;
+  for (const auto& kv : p.sites)
+    if (kv.second.x.per_head() || kv.second.w.per_head() || kv.second.x.per_token || is_level_grid(kv.second.x.grid))
+      return 2;
+  return 1;
+}
+
 ojson plan_to_json(const QuantPlan& p, const std::string& codes_file) {
   ojson j;
   j["format"] = "vitq-plan";
-  j["format_version"] = 1;
+  j["format_version"] = plan_format_version(p);
   j["tool_version"] = p.tool_version;
   j["method"] = p.method;
   j["architecture"] = p.architecture;
@@ -316,8 +326,9 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   if (!j.is_object()) top.bad("plan", "must be a JSON object");
   if (!j.contains("format") || !j["format"].is_string() || j["format"] != "vitq-plan")
     top.bad("format", cat("must be \"vitq-plan\" (got ", j.contains("format") ? j["format"].dump() : "nothing", ")"));
-  if (!j.contains("format_version") || !j["format_version"].is_number_integer() || j["format_version"] != 1)
-    top.bad("format_version", "must be 1 (this vitq reads plan format 1)");
+  if (!j.contains("format_version") || !j["format_version"].is_number_integer() ||
+      (j["format_version"] != 1 && j["format_version"] != 2))
+    top.bad("format_version", "must be 1 or 2 (this vitq reads plan formats 1 and 2)");
   QuantPlan p;
   auto str = [&](const char* k) {
     if (!j.contains(k) || !j[k].is_string()) top.bad(k, "must be a string");

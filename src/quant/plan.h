@@ -107,6 +107,9 @@ struct QuantPlan {
 // live in the companion file `codes_file` (a name relative to the plan's directory), recorded at
 // the top level with the FNV-1a 64 hash of the codes' content.
 nlohmann::ordered_json plan_to_json(const QuantPlan& plan, const std::string& codes_file = "plan_codes.safetensors");
+// The plan format a plan is written in: 1, or 2 if it uses the fields of format 2 (per-token
+// inputs, level grids, per-head steps, a rotation), which format-1 readers would misread.
+int plan_format_version(const QuantPlan& plan);
 // Validates the JSON (field types, bit ranges 2..10, positive finite scales, site names);
 // errors name `source` (the file) and the field. If sites have weight codes, they are read
 // from the companion file in the directory of `source` (tensor per site, I16 [N, K]) and

@@ -86,8 +86,17 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   nlohmann::ordered_json good = plan_to_json(sample_plan());
   ASSERT_NO_THROW(plan_from_json(good, "plan.json"));
   auto j = good;
-  j["format_version"] = 2;
+  j["format_version"] = 3;
   expect(j, "format_version");
+  j = good;
+  j["format_version"] = 1;  // a format-2 plan: accepted (the fields decide what it means)
+  ASSERT_NO_THROW(plan_from_json(j, "plan.json"));
+  // Format 2 only when a format-1 reader would misread the plan.
+  EXPECT_EQ(good["format_version"], 2);
+  QuantPlan old = sample_plan();
+  old.rotation.reset();
+  for (const char* s : {"blocks.1.attn.proj", "blocks.1.attn.matmul_av", "blocks.1.attn.matmul_qk"}) old.sites.erase(s);
+  EXPECT_EQ(plan_to_json(old)["format_version"], 1);
   j = good;
   j["sites"]["blocks.0.attn.qkv"]["x"]["bits"] = 11;
   expect(j, "sites.blocks.0.attn.qkv.x.bits");
