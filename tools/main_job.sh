@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# vitq's main job on the bundled model: evaluate the FP32 model, quantize it with the
-# paper's method (liu2021) at W8A8, W6A6 and W4A4 from 256 unlabelled training images,
-# evaluate each plan, and print the accuracy table.
+# vitq's main job on the bundled model: evaluate the FP32 model, quantize it with vitq's own
+# method (vitq) and with the paper's (liu2021) at W8A8, W6A6 and W4A4 from 256 unlabelled
+# training images, evaluate each plan, and print the accuracy table.
 #
 #   tools/main_job.sh [MODEL_DIR] [EVAL_DATA] [CALIB_DATA] [OUT_DIR]
 #
@@ -25,17 +25,20 @@ mib() { /usr/bin/env python3 -c "import os,sys; print('%.2f' % (os.path.getsize(
 echo "model: $MODEL   eval: $DATA   calibration: 256 images of $CALIB"
 fp=$(top1 "$OUT/fp32.json" "$MODEL")
 rows=("FP32|32/32|$fp|-|-|-|$(mib "$MODEL/model.safetensors")")
-for b in 8 6 4; do
-  dir="$OUT/liu2021_w${b}a${b}"
-  "$VITQ" quantize --model "$MODEL" --calib "$CALIB" --method liu2021 --bits "$b" --calib-size 256 -o "$dir" --force --quiet > "$dir.log"
-  acc=$(top1 "$dir/eval_simulated.json" "$MODEL" --plan "$dir/plan.json")
-  int=$(top1 "$dir/eval_integer.json" "$dir")
-  secs=$(/usr/bin/env python3 -c "import json,sys; print('%.1f' % json.load(open(sys.argv[1]))['seconds'])" "$dir/report.json")
-  rows+=("liu2021|$b/$b|$acc|$(/usr/bin/env python3 -c "print('%+.2f' % ($acc - $fp))")|$int|$secs|$(mib "$dir/model.safetensors")")
+for method in vitq liu2021; do
+  for b in 8 6 4; do
+    dir="$OUT/${method}_w${b}a${b}"
+    "$VITQ" quantize --model "$MODEL" --calib "$CALIB" --method "$method" --bits "$b" --calib-size 256 -o "$dir" --force --quiet > "$dir.log"
+    acc=$(top1 "$dir/eval_simulated.json" "$MODEL" --plan "$dir/plan.json")
+    int=$(top1 "$dir/eval_integer.json" "$dir")
+    secs=$(/usr/bin/env python3 -c "import json,sys; print('%.1f' % json.load(open(sys.argv[1]))['seconds'])" "$dir/report.json")
+    rows+=("$method|$b/$b|$acc|$(/usr/bin/env python3 -c "print('%+.2f' % ($acc - $fp))")|$int|$secs|$(mib "$dir/model.safetensors")")
+  done
 done
 printf '\n%-9s %-6s %-10s %-8s %-10s %-14s %s\n' method W/A simulated "vs FP32" integer "calibration s" "file MiB"
 for r in "${rows[@]}"; do IFS='|' read -r m w a d i s f <<< "$r"; printf '%-9s %-6s %-10s %-8s %-10s %-14s %s\n' "$m" "$w" "$a" "$d" "$i" "$s" "$f"; done
 echo
 echo "simulated: the FP32 model run with the plan's quantize-dequantize (vitq eval --plan);"
-echo "integer: the quantized model directory run with int8 GEMMs (vitq eval --model $OUT/liu2021_w8a8)."
-echo "plans, reports and quantized models: $OUT/liu2021_w*a*/{plan.json,report.json,model.safetensors}"
+echo "integer: the quantized model directory run with int8 GEMMs (vitq eval --model $OUT/vitq_w8a8)."
+echo "vitq: the project's method (its recipe: docs/RESULTS.md); liu2021: the paper's."
+echo "plans, reports and quantized models: $OUT/{vitq,liu2021}_w*a*/{plan.json,report.json,model.safetensors}"

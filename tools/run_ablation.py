@@ -50,7 +50,8 @@ PARTS = {
     "rotate_mlp": ("MLP rotation", ["--rotate-mlp"], ["--no-rotate-mlp"]),
 }
 # Parts measured alone that the recipe does not use.
-EXTRA = {"log2_softmax": ("log2 softmax grid", ["--softmax-grid", "log2"])}
+EXTRA = {"log2_softmax": ("log2 softmax grid", ["--softmax-grid", "log2"]),
+         "ln_reparam": ("LayerNorm reparameterisation (RepQ-ViT, median target)", ["--ln-reparam"])}
 
 
 def off(part, bits):
@@ -66,7 +67,7 @@ def configs(bits):
         rest = [f for q in PARTS if q != p for f in off(q, bits)]
         c[f"+{p}"] = (f"base + {label}", base + rest + on)
     for p, (label, flags) in EXTRA.items():
-        rest = [f for q in PARTS if q != "float_softmax" for f in off(q, bits)]
+        rest = [f for q in PARTS if q != "float_softmax" or p != "log2_softmax" for f in off(q, bits)]
         c[f"+{p}"] = (f"base + {label}", base + rest + flags)
     for p, (label, _, _) in PARTS.items():
         c[f"-{p}"] = (f"recipe without {label}", base + off(p, bits))

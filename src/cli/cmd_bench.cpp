@@ -76,6 +76,7 @@ void run_bench(const BenchArgs& a) {
     fwd.run(x.data(), a.batch, logits.data());
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
+  nlohmann::ordered_json profile = nlohmann::ordered_json::object();
   if (a.profile && ifwd) {  // stage times over the timed runs
     ifwd->set_profiling(true);
     for (int i = 0; i < a.iters; ++i) fwd.run(x.data(), a.batch, logits.data());
@@ -84,6 +85,7 @@ void run_bench(const BenchArgs& a) {
     std::printf("stage        ms/image   share\n");
     for (const auto& [n, s] : ifwd->profile_seconds())
       std::printf("%-10s %10.3f %6.1f%%\n", n.c_str(), 1e3 * s / a.iters / a.batch, 100.0 * s / total);
+    for (const auto& [n, s] : ifwd->profile_seconds()) profile[n] = 1e3 * s / a.iters / a.batch;
   }
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
@@ -99,6 +101,7 @@ void run_bench(const BenchArgs& a) {
     j["threads"] = omp_get_max_threads();
     j["ms_per_batch"] = ms;
     j["median_ms_per_image"] = med / a.batch;
+    if (!profile.empty()) j["profile_ms_per_image"] = profile;
     json_out->commit(j.dump(2) + "\n");
   }
 }

@@ -39,6 +39,7 @@ struct QuantizeArgs {
   bool fast = false;        // --fast: the method's measured fast configuration (MethodOptions::apply_fast)
   bool smooth_ln = false;   // --smooth-ln
   bool ln_center = false;   // --ln-center
+  bool ln_reparam = false;  // --ln-reparam
   double smooth_alpha = 0.5;
   bool unsigned_softmax = false;
   std::string softmax_grid;  // --softmax-grid (empty: signed, or unsigned with --unsigned-softmax)
@@ -167,6 +168,7 @@ void run_quantize(QuantizeArgs& a) {
   opt.grids.patch_embed_abits = a.patch_embed_abits;
   if (a.smooth_ln) opt.transforms.smooth_ln_alpha = a.smooth_alpha;
   opt.transforms.ln_center = a.ln_center;
+  opt.transforms.ln_reparam = a.ln_reparam;
   if (a.weight_rounding == "gptq") opt.weight_rounding = WeightRounding::Gptq;
   opt.gptq = a.gptq;
   const std::string recipe = apply_recipe(*method, a, opt);
@@ -225,6 +227,7 @@ void run_quantize(QuantizeArgs& a) {
   r.plan.settings["quantize_head"] = opt.quantize_head;
   if (a.smooth_ln) r.plan.settings["smooth_ln_alpha"] = a.smooth_alpha;
   if (a.ln_center) r.plan.settings["ln_center"] = true;
+  if (a.ln_reparam) r.plan.settings["ln_reparam"] = true;
   if (!recipe.empty()) r.plan.settings["recipe"] = recipe;
   if (a.mixed_precision) r.plan.settings["mixed_precision"] = a.mixed_precision;
 
@@ -341,6 +344,11 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--rotation-seed", a->rotation_seed, "Seed of the rotations' random signs")
       ->capture_default_str()
       ->check(opt::seed());
+  c->add_flag("--ln-reparam", a->ln_reparam,
+              "Fix (any method): RepQ-ViT's reparameterisation of the post-LayerNorm activations (qkv and fc1 "
+              "inputs): each channel centred on its calibration mid-range and scaled to the median channel range "
+              "(DopQ-ViT's robust shared target), the shifts and scales folded into the LayerNorm and the next "
+              "layer (the same FP function), so that one per-tensor step fits every channel. Not with --smooth-ln");
   c->add_option("--smooth-alpha", a->smooth_alpha, "--smooth-ln: migration strength alpha in [0, 1]")
       ->check(opt::real(0, 1))
       ->capture_default_str();

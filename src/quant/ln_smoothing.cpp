@@ -78,10 +78,27 @@ void apply_factors(LayerNormWeights& ln, LinearWeights& lw, const std::vector<fl
   }
 }
 
+// s_k = h_k / median of the positive h_j (1 for a channel with h_k = 0, or if none is positive).
+std::vector<float> reparam_factors(const std::vector<double>& h) {
+  std::vector<double> pos;
+  for (double v : h)
+    if (v > 0.0) pos.push_back(v);
+  std::vector<float> s(h.size(), 1.0f);
+  if (pos.empty()) return s;
+  std::nth_element(pos.begin(), pos.begin() + long(pos.size() / 2), pos.end());
+  const double target = pos[pos.size() / 2];
+  for (size_t k = 0; k < h.size(); ++k)
+    if (h[k] > 0.0) s[k] = float(h[k] / target);
+  return s;
+}
+
 }  // namespace
 
-LnRewrite fit_ln_rewrite(const ViTModel& model, const float* images, int n, int batch, double alpha, bool center) {
+LnRewrite fit_ln_rewrite(const ViTModel& model, const float* images, int n, int batch, double alpha, bool center,
+                         bool reparam) {
   if (alpha >= 0.0 && !(alpha <= 1.0)) fail(ErrorKind::Usage, "--smooth-alpha must be in [0, 1], got ", alpha);
+  if (alpha >= 0.0 && reparam) fail(ErrorKind::Usage, "--smooth-ln and --ln-reparam choose the factors differently; give one");
+  center = center || reparam;  // RepQ-ViT's per-channel zero points
   LnRewrite out;
   if (alpha < 0.0 && !center) return out;
   StagedForward fwd(model, images, n, batch);
@@ -100,6 +117,7 @@ LnRewrite fit_ln_rewrite(const ViTModel& model, const float* images, int n, int 
     }
     if (center) out.shifts[name] = mu;
     if (alpha >= 0.0) out.factors[name] = smoothing_factors(*site_weights(model, id), h, alpha);
+    if (reparam) out.factors[name] = reparam_factors(h);
   }
   return out;
 }

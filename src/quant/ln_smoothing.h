@@ -10,8 +10,11 @@
 //     LN β_k → (β_k − μ_k) / s_k,  γ_k → γ_k / s_k,  W[:, k] → W[:, k] · s_k,  b → b + W · μ
 // (qkv after norm1, fc1 after norm2; W and b the original ones on the right-hand side), with
 //     μ_k = (min x_k + max x_k) / 2 with --ln-center, else 0;
-//     s_k = h_k^α / max_c |W[c][k]|^(1−α) with --smooth-ln, else 1; h_k = max |x_k − μ_k|
-// over the calibration images (FP model), α = 0.5 by default; s_k = 1 where a channel or its
+//     s_k = h_k^α / max_c |W[c][k]|^(1−α) with --smooth-ln,
+//     s_k = h_k / median_j h_j with --ln-reparam (RepQ-ViT's per-channel steps reparameterised
+//           into LN and the next layer, every channel then spanning the same range; the median
+//           as the shared target, robust to outlier channels as DopQ-ViT argues), else 1;
+// h_k = max |x_k − μ_k| over the calibration images (FP model), α = 0.5 by default; s_k = 1 where a channel or its
 // weight column is all zero. Any method then calibrates the rewritten model; the plan records
 // μ (QuantPlan::ln_shift) and s (QuantPlan::ln_smoothing), and everything that applies a plan to
 // a checkpoint rewrites it first, through the plan's transform step (plan_transforms.h).
@@ -33,9 +36,10 @@ struct LnRewrite {
 };
 
 // The rewrite of every blocks.i.attn.qkv and blocks.i.mlp.fc1 from an FP pass over `images`
-// (n preprocessed images, `batch` per pass): factors if alpha >= 0 (alpha in [0, 1]), shifts if
-// center.
-LnRewrite fit_ln_rewrite(const ViTModel& model, const float* images, int n, int batch, double alpha, bool center);
+// (n preprocessed images, `batch` per pass): smoothing factors if alpha >= 0 (alpha in [0, 1]),
+// shifts if center, RepQ-ViT factors (and shifts) if reparam (not with alpha >= 0).
+LnRewrite fit_ln_rewrite(const ViTModel& model, const float* images, int n, int batch, double alpha, bool center,
+                         bool reparam = false);
 
 // The model rewritten by factors and shifts (either may be empty, or lack a site: s = 1, μ = 0).
 // Throws Error(Model) naming `source` if a site is not fed by a LayerNorm, a length does not

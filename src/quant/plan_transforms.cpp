@@ -19,7 +19,7 @@ void fit_plan_transforms(const ViTModel& model, const float* images, int n, int 
   std::unique_ptr<ViTModel> rotated;
   if (plan.rotation) rotated = std::make_unique<ViTModel>(rotate_model(model, spec_of(*plan.rotation)));
   const ViTModel& m = rotated ? *rotated : model;
-  LnRewrite r = fit_ln_rewrite(m, images, n, std::max(1, batch), opt.smooth_ln_alpha, opt.ln_center);
+  LnRewrite r = fit_ln_rewrite(m, images, n, std::max(1, batch), opt.smooth_ln_alpha, opt.ln_center, opt.ln_reparam);
   plan.ln_smoothing = std::move(r.factors);
   plan.ln_shift = std::move(r.shifts);
 }

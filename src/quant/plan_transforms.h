@@ -22,6 +22,7 @@ namespace vitq {
 struct TransformOptions {
   double smooth_ln_alpha = -1.0;  // LayerNorm smoothing with this α (--smooth-ln); < 0 = off
   bool ln_center = false;         // LayerNorm centring (--ln-center)
+  bool ln_reparam = false;        // RepQ-ViT reparameterisation (--ln-reparam): centring and range factors
   std::optional<PlanRotation> rotation;  // rotation (--rotate), applied first
 };
 

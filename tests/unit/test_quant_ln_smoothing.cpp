@@ -154,6 +154,40 @@ TEST(LnSmoothing, CentringCentresEveryChannelOnTheCalibrationImages) {
   std::filesystem::remove_all(dir);
 }
 
+// --ln-reparam (RepQ-ViT with the median as the shared target): after the rewrite every
+// post-LN channel is centred and spans ± the median of the original centred half-ranges.
+TEST(LnSmoothing, ReparameterisationGivesEveryChannelTheMedianRange) {
+  const std::string dir = tmp_dir("reparam");
+  const ViTModel m = test::write_tiny_checkpoint(dir, {}, 9);
+  const int n = 5;
+  const std::vector<float> x = test::random_images(m.cfg, n, 22);
+  const LnRewrite rw = fit_ln_rewrite(m, x.data(), n, 2, -1.0, false, /*reparam=*/true);
+  ASSERT_EQ(rw.shifts.size(), size_t(2 * m.cfg.depth));
+  ASSERT_EQ(rw.factors.size(), size_t(2 * m.cfg.depth));
+  InputRange before, after;
+  const std::vector<float> a = logits(m, x, n, &before);
+  const ViTModel r = apply_ln_rewrite(m, rw.factors, rw.shifts, "test");
+  const std::vector<float> b = logits(r, x, n, &after);
+  float mx = 0;
+  for (float v : a) mx = std::max(mx, std::fabs(v));
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4f * mx) << i;  // the same FP function
+  for (const auto& [site, lohi] : after.r) {
+    const auto& [lo0, hi0] = before.r.at(site);
+    std::vector<double> half;
+    for (size_t k = 0; k < lo0.size(); ++k) half.push_back(0.5 * (hi0[k] - lo0[k]));
+    std::vector<double> sorted = half;
+    std::sort(sorted.begin(), sorted.end());
+    const double target = sorted[sorted.size() / 2];  // (every channel has a positive range here)
+    const auto& [lo, hi] = lohi;
+    for (size_t k = 0; k < lo.size(); ++k) {
+      EXPECT_NEAR(hi[k], target, 1e-4 * (1 + target)) << site << " channel " << k;
+      EXPECT_NEAR(lo[k], -target, 1e-4 * (1 + target)) << site << " channel " << k;
+    }
+  }
+  EXPECT_THROW(fit_ln_rewrite(m, x.data(), n, 2, 0.5, false, true), Error);  // not with --smooth-ln
+  std::filesystem::remove_all(dir);
+}
+
 TEST(LnSmoothing, FactorsMoveTheRangeAsTheFormulaSays) {
   const std::string dir = tmp_dir("alpha");
   const ViTModel m = test::write_tiny_checkpoint(dir, {}, 6);
