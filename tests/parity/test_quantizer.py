@@ -1,5 +1,10 @@
 """The quantizer and the similarity measures against numpy.
 
+Level grids (log2, small float) of the softmax output: the tables built here from their
+definitions (docs/FORMAT.md) with Python's exact integers and fractions, and the levels of random
+probabilities (nearest level of round(p·2^15), ties to the larger) by a numpy search. Per-token
+codes: each row's step (max(x,0) − min(x,0)) / (2^b − 1) in float32 and its zero point.
+
 Quantizer: clip(round(x / Δ), −2^(b−1), 2^(b−1)−1) with numpy's round-half-to-even, for
 every bit-width 2..10, signed and unsigned grids, on random values, exact .5 ties, values
 beyond the clip range, zeros and negative zeros. Pearson and cosine: numpy corrcoef and a
@@ -10,6 +15,26 @@ import os
 import numpy as np
 
 import common
+
+
+def level_table(grid, bits):
+    """The levels of a level grid (docs/FORMAT.md), ascending, from the definition."""
+    from fractions import Fraction
+    if grid == "log2":
+        n = min((1 << bits) - 1, 16)
+        return np.array(sorted([0] + [32768 >> e for e in range(n)]), np.int64)
+    mant = max(bits - 4, 0)
+    out, e = [], 0
+    while len(out) < (1 << bits) - 1:
+        for m in range(1 << mant):
+            v = Fraction(32768, 1 << e) * (1 - Fraction(m, 1 << (mant + 1)))
+            r = round(v)  # Python rounds a Fraction half to even
+            if r == 0 or len(out) == (1 << bits) - 1:
+                return np.array(sorted([0] + out), np.int64)
+            if not out or r < out[-1]:
+                out.append(r)
+        e += 1
+    return np.array(sorted([0] + out), np.int64)
 
 
 def main():
@@ -44,6 +69,45 @@ def main():
                     kind = "exact .5 ties" if sc == 1.0 else "random + near-ties + extremes"
                     chk.check(ok, f"{bits}-bit {'unsigned' if uns else 'signed'} grid, {kind}: "
                                   f"{int((got != ref).sum())} code mismatches of {len(ref)}")
+        # Level grids and per-token codes
+        p = np.concatenate([rng.random(4000, np.float32) ** 6, rng.random(4000, np.float32),
+                            np.array([0, 1, 1.5, -0.1, 2.0 ** -16, 2.0 ** -15, 3 * 2.0 ** -17], np.float32)])
+        p = p[: (len(p) // 64) * 64].astype(np.float32)
+        inp = os.path.join(tmp, "p.f32")
+        p.astype("<f4").tofile(inp)
+        for grid in ("log2", "float"):
+            for bits in (3, 4, 6, 8):
+                out = os.path.join(tmp, "l")
+                common.run([args.probe, "levels", "--input", inp, "--grid", grid, "--bits", bits, "--row", 64,
+                            "--out", out])
+                table = np.fromfile(out + ".table.i32", "<i4")
+                chk.check(np.array_equal(table, level_table(grid, bits)),
+                          f"{grid} grid, {bits} bits: table of {len(table)} levels = the definition's")
+                v = np.clip(np.round(p.astype(np.float64) * 32768), 0, 32768)  # numpy: half to even
+                t = level_table(grid, bits).astype(np.float64)
+                d = np.abs(v[:, None] - t[None, :])
+                best = t[len(t) - 1 - np.argmin(d[:, ::-1], axis=1)]            # ties: the larger level
+                got = np.fromfile(out + ".i32", "<i4")
+                chk.check(np.array_equal(got, best.astype(np.int64)),
+                          f"{grid} grid, {bits} bits: levels of {len(p)} values, {int((got != best).sum())} mismatches")
+        x = rng.normal(0.3, 2.0, 64 * 50).astype(np.float32)
+        x[:64] = np.abs(x[:64])  # a one-sided row
+        x[64:128] = 0             # an all-zero row
+        x.astype("<f4").tofile(inp)
+        for bits in (4, 8):
+            out = os.path.join(tmp, "t")
+            common.run([args.probe, "levels", "--input", inp, "--grid", "float", "--bits", bits, "--row", 64,
+                        "--out", out])
+            rows = x.reshape(-1, 64)
+            mn = np.minimum(rows.min(1), 0).astype(np.float32)
+            mx = np.maximum(rows.max(1), 0).astype(np.float32)
+            step = ((mx - mn) / np.float32((1 << bits) - 1)).astype(np.float32)
+            step[step < 1e-30] = 1
+            lo = np.round(mn / step)
+            ref = np.clip(np.round(rows / step[:, None]), lo[:, None], lo[:, None] + (1 << bits) - 1)
+            got = np.fromfile(out + ".tok.i32", "<i4").reshape(-1, 64)
+            chk.check(np.array_equal(np.fromfile(out + ".tok.f32", "<f4"), step) and np.array_equal(got, ref),
+                      f"per-token codes, {bits} bits: {int((got != ref).sum())} mismatches of {got.size}")
         # Pearson / cosine
         for n, corr in [(10, 0.5), (1000, 0.99), (100000, 0.9999), (197 * 192, -0.3)]:
             a = rng.normal(3.0, 2.0, n).astype(np.float32)

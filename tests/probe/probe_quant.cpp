@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "probe.h"
+#include "numerics/level_grid.h"
 #include "numerics/quantizer.h"
 #include "quant/gptq.h"
 #include "quant/similarity.h"
@@ -93,6 +94,11 @@ void register_gptq(CLI::App& app) {
 
 }  // namespace
 
+struct LArgs {
+  std::string input, grid, out;
+  int bits = 8, row = 64;
+};
+
 void register_quant(CLI::App& app) {
   auto q = std::make_shared<QArgs>();
   CLI::App* c = app.add_subcommand("quantize", "Integer codes (int32) and fake-quantized values (f32) of an input");
@@ -128,6 +134,36 @@ void register_quant(CLI::App& app) {
     std::printf("{\"pearson\": %.17g, \"cosine\": %.17g, \"mse\": %.17g, \"pearson_ref\": %.17g, \"cosine_ref\": %.17g}\n",
                 st.pearson(), st.cosine(), st.mse(), pearson(a.data(), b.data(), a.size()),
                 cosine_similarity(a.data(), b.data(), a.size()));
+  });
+
+  auto l = std::make_shared<LArgs>();
+  CLI::App* lc = app.add_subcommand("levels", "A level grid's table and the levels of an input (i32), and per-token codes");
+  lc->add_option("--input", l->input)->required();
+  lc->add_option("--grid", l->grid, "log2 | float")->required();
+  lc->add_option("--bits", l->bits)->required();
+  lc->add_option("--row", l->row, "row length for the per-token codes (PREFIX.tok.i32 codes, PREFIX.tok.f32 steps)")
+      ->required();
+  lc->add_option("--out", l->out, "prefix: PREFIX.table.i32 (levels), PREFIX.i32 (the input's levels)")->required();
+  lc->callback([l] {
+    std::vector<float> x = read_all_f32(l->input);
+    const LevelGrid& g = LevelGrid::get(l->grid == "log2" ? Grid::Log2 : Grid::Float, l->bits);
+    std::vector<int32_t> lv(x.size());
+    std::vector<float> f(x.size());
+    quantize_levels_f32(x.data(), f.data(), x.size(), g);
+    for (size_t i = 0; i < x.size(); ++i) lv[i] = int32_t(f[i]);
+    write_raw(l->out + ".table.i32", g.levels().data(), g.levels().size());
+    write_raw(l->out + ".i32", lv.data(), lv.size());
+    // Per-token codes of the input as rows of --row values (at --bits, when <= 8).
+    const size_t n = size_t(l->row), rows = x.size() / n;
+    std::vector<int32_t> codes(rows * n);
+    std::vector<float> steps(rows);
+    for (size_t r = 0; r < rows; ++r) {
+      const TokenQuant t = token_quant(x.data() + r * n, n, std::min(l->bits, 8));
+      steps[r] = t.delta;
+      for (size_t k = 0; k < n; ++k) codes[r * n + k] = quantize_one(x[r * n + k], t.delta, t.range(std::min(l->bits, 8)));
+    }
+    write_raw(l->out + ".tok.i32", codes.data(), codes.size());
+    write_raw(l->out + ".tok.f32", steps.data(), steps.size());
   });
 
   register_gptq(app);
