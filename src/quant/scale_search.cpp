@@ -15,6 +15,25 @@
 #include "quant/weight_moments.h"
 
 namespace vitq {
+
+std::vector<float> channel_step_ratios(const float* w, int N, int K, QRange wr) {
+  std::vector<float> r(static_cast<size_t>(N));
+  for (int c = 0; c < N; ++c) r[size_t(c)] = max_step(max_abs(w + size_t(c) * K, size_t(K)), wr);
+  const float mx = *std::max_element(r.begin(), r.end());
+  for (float& v : r) v /= mx;
+  return r;
+}
+
+void scaled_channel_codes(const float* w, int N, int K, float dw, const std::vector<float>& ratios, QRange wr,
+                          float* out) {
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < N; ++c) {
+    float* o = out + size_t(c) * K;
+    quantize_to_f32_codes(w + size_t(c) * K, o, size_t(K), dw * ratios[size_t(c)], wr);
+    for (int k = 0; k < K; ++k) o[k] *= ratios[size_t(c)];
+  }
+}
+
 namespace {
 
 // Evaluates the objective of candidate steps on (a row sample of) the calibration data.
@@ -31,7 +50,8 @@ class Evaluator {
     rows_ = (rows > 0 && rows < s.M) ? rows : s.M;
     xr_ = qrange(bits.x, bits.x_grid);
     wr_ = qrange(bits.w);
-    int_path_ = bits.x <= 8 && bits.w <= 8;
+    if (opt.per_channel_weights && !obs.attention()) ratios_ = channel_step_ratios(obs.w, s.N, s.K, wr_);
+    int_path_ = bits.x <= 8 && bits.w <= 8 && ratios_.empty();  // scaled codes are not integers
     x_unsigned_ = xr_.lo == 0;
     ranking_ = opt.ranking && s.id.kind == SiteKind::MatmulQK;
     score_scale_ = 1.0f / std::sqrt(float(s.K));  // attention logits = scores / √d
@@ -99,6 +119,7 @@ class Evaluator {
   QRange xrange() const { return xr_; }
   QRange wrange() const { return wr_; }
   bool int_path() const { return int_path_; }
+  const std::vector<float>& ratios() const { return ratios_; }
   int rows() const { return rows_; }
   int channels() const { return obs_.attention() ? groups_ * N_ : N_; }
 
@@ -116,6 +137,10 @@ class Evaluator {
 
   void set_w(float dw) {
     dw_ = dw;
+    if (!ratios_.empty()) {
+      scaled_channel_codes(obs_.w, N_, K_, dw, ratios_, wr_, wf_.data());
+      return;
+    }
     const int64_t n = int64_t(wn_), chunk = 1 << 14;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i += chunk) {
@@ -233,6 +258,7 @@ class Evaluator {
   bool int_path_ = true, x_unsigned_ = false, ranking_ = false;
   float score_scale_ = 1.0f;
   float dx_ = 1.0f, dw_ = 1.0f;
+  std::vector<float> ratios_;  // per-channel step ratios (SearchOptions::per_channel_weights)
   size_t wn_ = 0;
   avector<float> xs_, os_, xf_, wf_;
   avector<int8_t> xi8_, wi8_;
@@ -343,7 +369,7 @@ class AlternatingSearch {
     // Linear sites score weight candidates exactly from per-image moments (weight_moments.h),
     // on all tokens; attention sites (and sites too large for the moments) evaluate directly.
     if (!obs.attention() && WeightMoments::bytes_needed(obs) <= kMomentBytesLimit)
-      wm_ = std::make_unique<WeightMoments>(obs, ev_.xrange(), ev_.wrange(), ev_.int_path());
+      wm_ = std::make_unique<WeightMoments>(obs, ev_.xrange(), ev_.wrange(), ev_.int_path(), ev_.ratios());
   }
 
   void run();
@@ -457,6 +483,7 @@ SitePlan AlternatingSearch::plan() const {
   sp.x.scale = dx_;
   sp.w.bits = bits_.w;
   sp.w.scale = dw_;
+  for (float r : ev_.ratios()) sp.w.channel_scales.push_back(dw_ * r);
   if (opt_.bias_correction) sp.bias_correction = corr_;
   return sp;
 }

@@ -10,6 +10,7 @@
 // otherwise with a float GEMM of the integer codes.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "quant/method.h"
 #include "quant/similarity.h"
@@ -37,8 +38,20 @@ struct SearchOptions {
   // choice as scoring all when the objective has one peak over the grid; not exact otherwise.
   // 0 = every candidate.
   int coarse_stride = 0;
+  // Per-channel weight steps (linear sites): channel c's step is Δw·r_c with r_c = Δ₀_c / Δ₀ its
+  // max-based step relative to the largest; the search chooses the common factor Δw over the
+  // same candidates (per-channel initialisation, the paper's search on one scale factor). The
+  // candidate outputs then run as float GEMMs of the scaled codes r_c·q.
+  bool per_channel_weights = false;
   uint64_t seed = 0;
 };
+
+// r_c = Δ₀_c / max_c Δ₀_c of a weight (N × K) on grid wr: the per-channel search's step ratios.
+std::vector<float> channel_step_ratios(const float* w, int N, int K, QRange wr);
+// The codes of the per-channel search at common step dw: out[c][k] = r_c · q(w[c][k]) with
+// q on channel c's step dw·r_c (as floats).
+void scaled_channel_codes(const float* w, int N, int K, float dw, const std::vector<float>& ratios, QRange wr,
+                          float* out);
 
 SitePlan similarity_search(const SiteObservation& obs, Bits bits, const SearchOptions& opt, SiteNotes& notes);
 

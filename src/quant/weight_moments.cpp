@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "quant/scale_search.h"
 
 namespace vitq {
 namespace {
@@ -21,8 +22,10 @@ size_t WeightMoments::bytes_needed(const SiteObservation& obs) {
   return I * (K * K + N * K + K + N) * sizeof(float) + I * size_t(obs.shape.M) * K;
 }
 
-WeightMoments::WeightMoments(const SiteObservation& obs, QRange xr, QRange wr, bool int8_codes)
-    : obs_(obs), xr_(xr), wr_(wr), int8_(int8_codes) {
+WeightMoments::WeightMoments(const SiteObservation& obs, QRange xr, QRange wr, bool int8_codes,
+                             std::vector<float> ratios)
+    : obs_(obs), xr_(xr), wr_(wr), int8_(int8_codes), ratios_(std::move(ratios)) {
+  if (int8_ && !ratios_.empty()) fail(ErrorKind::Internal, "per-channel weight codes are scaled, not int8");
   if (obs.attention()) fail(ErrorKind::Internal, "weight moments are for linear sites");
   images_ = obs.images;
   M_ = obs.shape.M;
@@ -98,6 +101,10 @@ void WeightMoments::set_x(float dx) {
 
 void WeightMoments::weight_codes(float dw, float* out_f, int8_t* out_i8) {
   const size_t NK = size_t(N_) * K_;
+  if (!ratios_.empty()) {
+    scaled_channel_codes(obs_.w, N_, K_, dw, ratios_, wr_, out_f);
+    return;
+  }
   quantize_to_f32_codes(obs_.w, out_f, NK, dw, wr_);
   if (out_i8) quantize_to_i8(obs_.w, out_i8, NK, dw, wr_);
 }

@@ -20,7 +20,8 @@ namespace vitq {
 
 class WeightMoments {
  public:
-  WeightMoments(const SiteObservation& obs, QRange xr, QRange wr, bool int8_codes);
+  // ratios: per-channel step ratios (scale_search.h: channel_step_ratios), or empty for one step.
+  WeightMoments(const SiteObservation& obs, QRange xr, QRange wr, bool int8_codes, std::vector<float> ratios = {});
 
   // Bytes the moments of `obs` need (to decide whether to use them).
   static size_t bytes_needed(const SiteObservation& obs);
@@ -41,6 +42,7 @@ class WeightMoments {
   const SiteObservation& obs_;
   QRange xr_, wr_;
   bool int8_;
+  std::vector<float> ratios_;
   int images_, M_, N_, K_;
   float dx_ = 1.0f;
   avector<float> H_, G_, U_, colO_;  // images×K², images×N×K, images×K, images×N

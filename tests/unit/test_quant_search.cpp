@@ -36,14 +36,16 @@ double fq(double v, double d, int bits) {
   return std::clamp(std::nearbyint(v / d), lo, hi) * d;
 }
 
-double objective(const Synthetic& s, double dx, double dw, int bits) {
+// The objective with channel n's weight step dw·ratio[n] (ratio empty: dw for every channel).
+double objective(const Synthetic& s, double dx, double dw, int bits, const std::vector<double>& ratio = {}) {
   double total = 0;
   for (int i = 0; i < s.images; ++i) {
     std::vector<double> o, q;
     for (int r = i * s.M; r < (i + 1) * s.M; ++r)
       for (int n = 0; n < s.N; ++n) {
         double acc = s.b[size_t(n)];
-        for (int k = 0; k < s.K; ++k) acc += fq(s.x[size_t(r) * s.K + k], dx, bits) * fq(s.w[size_t(n) * s.K + k], dw, bits);
+        const double dn = ratio.empty() ? dw : double(float(dw) * float(ratio[size_t(n)]));
+        for (int k = 0; k < s.K; ++k) acc += fq(s.x[size_t(r) * s.K + k], dx, bits) * fq(s.w[size_t(n) * s.K + k], dn, bits);
         q.push_back(acc);
         o.push_back(s.y[size_t(r) * s.N + n]);
       }
@@ -101,6 +103,49 @@ TEST(ScaleSearch, FindsTheBruteForceBestStepsOfOneRound) {
     EXPECT_GT(best, objective(s, dx0, dw0, bits)) << bits << " bits";
     EXPECT_LT(sp.x.scale, dx0);
   }
+}
+
+// Per-channel weights in the search: channel n's step is Δw·r_n, r_n its max-based step over
+// the largest; one round's Δw is the brute-force best of the candidates, and on rows of very
+// different magnitudes it beats one step for all.
+TEST(ScaleSearch, PerChannelWeightsSearchOneFactorOverTheChannelsMaxSteps) {
+  const int bits = 4;
+  Synthetic s(31);
+  for (int n = 0; n < s.N; ++n)
+    for (int k = 0; k < s.K; ++k) s.w[size_t(n) * s.K + k] *= float(n + 1) / 4.0f;
+  s.observe();
+  SearchOptions o;
+  o.candidates = 30;
+  o.max_rounds = 1;
+  o.per_channel_weights = true;
+  SiteNotes notes;
+  const SitePlan sp = similarity_search(s.obs, {bits, bits}, o, notes);
+  const double qm = (1 << (bits - 1)) - 1;
+  std::vector<double> ratio(size_t(s.N));
+  double wmax = 0;
+  for (int n = 0; n < s.N; ++n) {
+    double m = 0;
+    for (int k = 0; k < s.K; ++k) m = std::max(m, double(std::fabs(s.w[size_t(n) * s.K + k])));
+    ratio[size_t(n)] = m;
+    wmax = std::max(wmax, m);
+  }
+  for (double& r : ratio) r = double(float(float(r) / float(qm)) / float(wmax / qm));  // as float steps
+  const double dx0 = maxabs(s.x) / qm, dw0 = wmax / qm;
+  auto cand = [&](double d0, int k) { return d0 * (0.5 + 0.7 * k / 29.0); };
+  int best_w = 0;
+  double best = -2;
+  for (int k = 0; k < 30; ++k) {
+    const double v = objective(s, dx0, cand(dw0, k), bits, ratio);
+    if (v > best) { best = v; best_w = k; }
+  }
+  const double dw = cand(dw0, best_w);
+  ASSERT_EQ(sp.w.channel_scales.size(), size_t(s.N));
+  EXPECT_NEAR(sp.w.scale, dw, 1e-6 * dw);
+  for (int n = 0; n < s.N; ++n)
+    EXPECT_NEAR(sp.w.channel_scales[size_t(n)], dw * ratio[size_t(n)], 1e-5 * dw) << n;
+  double best_tensor = -2;
+  for (int k = 0; k < 30; ++k) best_tensor = std::max(best_tensor, objective(s, dx0, cand(dw0, k), bits));
+  EXPECT_GT(best, best_tensor);
 }
 
 TEST(Simulate, LinearSiteWithOneGroupPerImageScalesEveryRow) {

@@ -33,6 +33,7 @@ struct SearchMethodOptions : MethodOptions {
   int screen_tokens = 0;  // candidate screen: rows per image that rank all candidates (0 = none)
   int screen_keep = 8;    // candidate screen: how many of the screen's best are scored on all rows
   int coarse_stride = 0;  // coarse-to-fine sweeps: every this-many-th candidate first (0 = all)
+  bool per_channel_weights = false;
   void declare(OptionDecls& d) override;
   bool apply_fast() override;  // --coarse-stride 10
 };

@@ -23,6 +23,8 @@ void SearchMethodOptions::declare(OptionDecls& d) {
             "Search: coarse-to-fine sweeps. Score every S-th candidate (and the last), then the candidates between "
             "the best one's coarse neighbours (0 = every candidate, exact). Approximate: the same choice only where "
             "the objective has a single peak over the candidates");
+  d.flag("--per-channel-weights", &per_channel_weights,
+         "one weight step per output channel: each channel's max-based step times one factor the search chooses");
 }
 
 bool SearchMethodOptions::apply_fast() {
@@ -70,6 +72,7 @@ class SearchMethod : public Method {
     j["screen_tokens_per_image"] = o_.screen_rows;     // 0 = no candidate screen
     if (o_.screen_rows > 0) j["screen_keep"] = o_.screen_keep;
     if (o_.coarse_stride > 0) j["coarse_stride"] = o_.coarse_stride;  // absent: every candidate
+    if (o_.per_channel_weights) j["per_channel_weights"] = true;
     j["unsigned_softmax"] = g.unsigned_softmax();
     j["seed"] = o_.seed;
     return j;
@@ -106,6 +109,7 @@ SearchOptions common(const SearchMethodOptions& a, Similarity default_sim, uint6
   if (a.coarse_stride > 0 && a.screen_tokens > 0)
     fail(ErrorKind::Usage, "--coarse-stride and --screen-tokens cannot be combined");
   o.coarse_stride = a.coarse_stride;
+  o.per_channel_weights = a.per_channel_weights;
   o.seed = seed;
   return o;
 }
