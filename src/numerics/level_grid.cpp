@@ -55,12 +55,6 @@ const LevelGrid& LevelGrid::get(Grid g, int bits) {
   return *p;
 }
 
-uint16_t LevelGrid::of(float p) const {
-  const float v = round_half_even(p * float(kLevelOne));  // exact scaling by a power of two
-  const int32_t i = !(v > 0.0f) ? 0 : (v >= float(kLevelOne) ? kLevelOne : int32_t(v));  // NaN -> 0
-  return lookup_[size_t(i)];
-}
-
 void quantize_levels_f32(const float* p, float* levels, size_t n, const LevelGrid& g) {
   for (size_t i = 0; i < n; ++i) levels[i] = float(g.of(p[i]));
 }

@@ -31,8 +31,12 @@ class LevelGrid {
   const std::vector<int32_t>& levels() const { return levels_; }  // ascending; 0 first, 2^15 last
   // The level of fixed-point value v ∈ [0, 2^15].
   uint16_t of_fixed(int32_t v) const { return lookup_[size_t(v)]; }
-  // The level of p.
-  uint16_t of(float p) const;
+  // The level of p (NaN: 0).
+  uint16_t of(float p) const {
+    const float v = round_half_even(p * float(kLevelOne));  // exact scaling by a power of two
+    const int32_t i = !(v > 0.0f) ? 0 : (v >= float(kLevelOne) ? kLevelOne : int32_t(v));
+    return lookup_[size_t(i)];
+  }
 
  private:
   LevelGrid(Grid g, int bits);
