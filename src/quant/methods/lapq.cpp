@@ -441,7 +441,7 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
   const int n_loss = a_.loss_images == 0 ? net.n : std::min(net.n, a_.loss_images);
 
   // The variables: both steps of every planned site, in execution order (not an input whose
-  // format fixes its step: per token, or a level grid).
+  // format fixes its step: per token, or a level grid)
   std::vector<Var> vars;
   for (const SiteShape& s : model_sites(cfg)) {
     auto it = plan.sites.find(s.id.name());
@@ -450,7 +450,10 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
     const OperandQuant& x = it->second.x;
     if (!x.per_token && !is_level_grid(x.grid))
       vars.push_back({s.id.name(), s.id, false, &in->second.x, 0, stage_of(s.id, cfg.depth)});
-    vars.push_back({s.id.name(), s.id, true, &in->second.w, 0, stage_of(s.id, cfg.depth)});
+    // (not a weight whose codes or per-channel steps were chosen after the method, e.g. by GPTQ:
+    // the per-tensor step no longer applies to it)
+    if (!it->second.has_weight_codes() && !it->second.w.per_channel())
+      vars.push_back({s.id.name(), s.id, true, &in->second.w, 0, stage_of(s.id, cfg.depth)});
   }
   if (vars.empty()) return;
   const size_t nv = vars.size();
