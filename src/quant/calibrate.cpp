@@ -124,7 +124,9 @@ static SiteReport calibrate_site(Method& method, const ViTModel& model, const Si
   rep.bits = Calibrator::site_bits(id, opt);
   SitePlan sp = method.calibrate(obs, rep.bits, rep.notes);
   set_input_format(sp.x, rep.bits);  // per-token inputs and level grids have no step to choose
-  if (opt.weight_rounding == WeightRounding::Gptq) gptq_weight_step(obs, sp, opt.gptq, rep.notes.j);
+  const bool gptq = opt.weight_rounding == WeightRounding::Gptq;
+  if (opt.ridge) ridge_weight_step(obs, sp, opt.ridge_opt, gptq ? &opt.gptq : nullptr, rep.notes.j);
+  else if (gptq) gptq_weight_step(obs, sp, opt.gptq, rep.notes.j);
   rep.x_scale = sp.x.scale;
   rep.w_scale = sp.w.scale;
   if (!std::isfinite(sp.x.scale) || !std::isfinite(sp.w.scale))
@@ -156,6 +158,9 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   if (opt.weight_rounding == WeightRounding::Gptq)
     plan.settings["weight_rounding"] = {{"method", "gptq"}, {"damp", opt.gptq.damp}, {"block", opt.gptq.block},
                                         {"act_order", opt.gptq.act_order}};
+  if (opt.ridge)
+    plan.settings["ridge_update"] = {{"damp", opt.ridge_opt.damp},
+                                     {"target", opt.ridge_opt.target == RidgeTarget::Fp ? "fp" : "local"}};
   plan.tool_version = VITQ_VERSION;
   plan.architecture = c.architecture;
   // The transforms first: every site sees the rewritten model.

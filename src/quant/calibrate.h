@@ -15,6 +15,7 @@
 #include "quant/method.h"
 #include "quant/plan.h"
 #include "quant/plan_transforms.h"
+#include "quant/ridge_update.h"
 #include "quant/weight_rounding.h"
 #include "model/vit_model.h"
 
@@ -37,6 +38,10 @@ struct CalibOptions {
   // grid (quant/weight_rounding.h), or the method's own.
   WeightRounding weight_rounding = WeightRounding::Nearest;
   GptqOptions gptq;
+  // Before the rounding: the weights and bias refit to the FP output from the quantized inputs
+  // (quant/ridge_update.h).
+  bool ridge = false;
+  RidgeOptions ridge_opt;
 };
 
 struct SiteReport {

@@ -81,6 +81,7 @@ struct Recipe {
   std::optional<int> patch_embed_abits;   // --patch-embed-abits
   std::optional<bool> rotate, rotate_mlp; // --rotate, --rotate-mlp
   std::optional<bool> gptq;               // --weight-rounding gptq
+  std::optional<bool> ridge;              // --ridge-update
 };
 
 struct ViTModel;

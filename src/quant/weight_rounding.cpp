@@ -16,7 +16,8 @@ namespace {
 
 constexpr int64_t kGramChunk = 1024;  // rows per float Gram product
 
-// Rows [r0, r0 + n) of the observation's input, quantize-dequantized with x, into out (n × K).
+}  // namespace
+
 void dequantized_rows(const SiteObservation& obs, const OperandQuant& x, int64_t r0, int64_t n, float* out) {
   const int K = obs.shape.K;
   for (int64_t r = 0; r < n; ++r) {
@@ -32,8 +33,6 @@ void dequantized_rows(const SiteObservation& obs, const OperandQuant& x, int64_t
     }
   }
 }
-
-}  // namespace
 
 std::vector<double> quantized_input_gram(const SiteObservation& obs, const OperandQuant& x) {
   const int K = obs.shape.K;
@@ -74,26 +73,31 @@ bool plan_channel_grid(const SitePlan& sp, int N, ChannelGrid* g) {
   return true;
 }
 
-bool gptq_weight_step(const SiteObservation& obs, SitePlan& sp, const GptqOptions& opt, nlohmann::ordered_json& notes) {
+bool gptq_weight_step(const SiteObservation& obs, SitePlan& sp, const GptqOptions& opt, nlohmann::ordered_json& notes,
+                      const float* W, const std::vector<double>* H_given) {
   const int N = obs.shape.N, K = obs.shape.K;
   ChannelGrid g;
   if (obs.attention() || !sp.w.quantized() || !plan_channel_grid(sp, N, &g)) return false;
-  const std::vector<double> H = quantized_input_gram(obs, sp.x);
+  if (!W) W = obs.w;
+  std::vector<double> H_own;
+  if (!H_given) H_own = quantized_input_gram(obs, sp.x);
+  const std::vector<double>& H = H_given ? *H_given : H_own;
   std::vector<int16_t> rtn(size_t(N) * size_t(K)), codes(rtn.size());
-  site_weight_codes(obs.w, N, K, sp, rtn.data());  // the method's own codes
+  if (W == obs.w) site_weight_codes(W, N, K, sp, rtn.data());  // the method's own codes
+  else round_to_grid(W, N, K, g, rtn.data());                  // other weights: nearest on the method's grid
   GptqInfo info;
-  gptq_round(obs.w, N, K, H.data(), g, opt, codes.data(), &info);
+  gptq_round(W, N, K, H.data(), g, opt, codes.data(), &info);
   double ref = 0;  // Σ_c wᵀHw: the output's expected energy, to make the errors relative
   for (int c = 0; c < N; ++c) {
-    const float* w = obs.w + size_t(c) * size_t(K);
+    const float* w = W + size_t(c) * size_t(K);
     for (int i = 0; i < K; ++i) {
       double s = 0;
       for (int k = 0; k < K; ++k) s += H[size_t(i) * size_t(K) + size_t(k)] * double(w[k]);
       ref += double(w[i]) * s;
     }
   }
-  const double e_rtn = weighted_output_error(obs.w, rtn.data(), g, N, K, H.data());
-  const double e_gptq = weighted_output_error(obs.w, codes.data(), g, N, K, H.data());
+  const double e_rtn = weighted_output_error(W, rtn.data(), g, N, K, H.data());
+  const double e_gptq = weighted_output_error(W, codes.data(), g, N, K, H.data());
   notes["gptq"] = {{"error_method", ref > 0 ? e_rtn / ref : e_rtn},
                    {"error_gptq", ref > 0 ? e_gptq / ref : e_gptq},
                    {"damp", info.damp},

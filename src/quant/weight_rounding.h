@@ -16,6 +16,10 @@ namespace vitq {
 
 enum class WeightRounding { Nearest, Gptq };
 
+// Rows [r0, r0 + n) of the observation's input, quantize-dequantized with x (copied if x is not
+// quantized), into out (n × K).
+void dequantized_rows(const SiteObservation& obs, const OperandQuant& x, int64_t r0, int64_t n, float* out);
+
 // H = Σ_r x̂_r x̂_rᵀ over the observation's input rows, x̂ = the rows quantize-dequantized with
 // `x` (FP32 rows if x is not quantized): K × K row-major, double. Float products within chunks of
 // rows, double across chunks, in a fixed order: the result does not depend on the thread count.
@@ -28,6 +32,9 @@ bool plan_channel_grid(const SitePlan& sp, int N, ChannelGrid* g);
 // Replaces the codes of linear site `obs` by GPTQ's on the plan's grid; notes get the expected
 // output errors of round-to-nearest and of GPTQ (Σ_c eᵀHe / Σ_c wᵀHw) and the damping used.
 // Leaves attention sites, FP32 weights and per-channel bit-widths alone (returns false).
-bool gptq_weight_step(const SiteObservation& obs, SitePlan& sp, const GptqOptions& opt, nlohmann::ordered_json& notes);
+// W: the weights to round (N × K; null: the site's own, obs.w); H: the Gram matrix if already
+// computed (null: computed here).
+bool gptq_weight_step(const SiteObservation& obs, SitePlan& sp, const GptqOptions& opt, nlohmann::ordered_json& notes,
+                      const float* W = nullptr, const std::vector<double>* H = nullptr);
 
 }  // namespace vitq

@@ -1,0 +1,176 @@
+#include "quant/ridge_update.h"
+
+#include <omp.h>
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+
+#include "core/aligned.h"
+#include "core/error.h"
+#include "engine/gemm_f32.h"
+#include "quant/gptq.h"
+#include "quant/weight_rounding.h"
+
+namespace vitq {
+
+namespace {
+
+constexpr int64_t kChunk = 1024;  // rows per float product
+
+// Σ_r x̂_r y_rᵀ (K × N), Σ_r x̂_r (K), Σ_r y_r (N) and Σ_r ‖y_r‖², y the FP model's output or (local)
+// the site's own FP32 output of its unquantized input x·Wᵀ + b; float within chunks of rows,
+// double across chunks in chunk order: independent of the thread count.
+struct CrossMoments {
+  std::vector<double> xy, sx, sy;
+  double yy = 0;
+};
+
+CrossMoments cross_moments(const SiteObservation& obs, const OperandQuant& x, bool local) {
+  const int K = obs.shape.K, N = obs.shape.N;
+  const int64_t rows = int64_t(obs.images) * obs.rows_per_image();
+  const int64_t chunks = (rows + kChunk - 1) / kChunk;
+  const int T = std::max(1, omp_get_max_threads());
+  CrossMoments m;
+  m.xy.assign(size_t(K) * size_t(N), 0.0);
+  m.sx.assign(size_t(K), 0.0);
+  m.sy.assign(size_t(N), 0.0);
+  std::vector<avector<float>> xs(static_cast<size_t>(T)), cs(static_cast<size_t>(T)), ys(static_cast<size_t>(T));
+  std::vector<std::vector<double>> sxs(static_cast<size_t>(T)), sys(static_cast<size_t>(T));
+  std::vector<double> yys(static_cast<size_t>(T));
+  for (int64_t c0 = 0; c0 < chunks; c0 += T) {
+    const int nt = int(std::min<int64_t>(T, chunks - c0));
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int t = 0; t < nt; ++t) {
+      const size_t ts = size_t(t);
+      const int64_t r0 = (c0 + t) * kChunk, n = std::min(kChunk, rows - r0);
+      xs[ts].resize(size_t(n) * size_t(K));
+      cs[ts].resize(size_t(K) * size_t(N));
+      dequantized_rows(obs, x, r0, n, xs[ts].data());
+      const float* y = obs.target + r0 * N;
+      if (local) {  // the site's own FP32 output of its unquantized input: x·Wᵀ + b
+        ys[ts].resize(size_t(n) * size_t(N));
+        gemm_nt_f32(n, N, K, obs.x + r0 * K, obs.w, ys[ts].data());
+        if (obs.bias)
+          for (int64_t r = 0; r < n; ++r)
+            for (int c = 0; c < N; ++c) ys[ts][size_t(r * N + c)] += obs.bias[c];
+        y = ys[ts].data();
+      }
+      gemm_tn_f32(K, N, n, xs[ts].data(), y, cs[ts].data());
+      sxs[ts].assign(size_t(K), 0.0);
+      sys[ts].assign(size_t(N), 0.0);
+      yys[ts] = 0;
+      for (int64_t r = 0; r < n; ++r) {
+        for (int k = 0; k < K; ++k) sxs[ts][size_t(k)] += double(xs[ts][size_t(r * K + k)]);
+        for (int c = 0; c < N; ++c) {
+          const double v = double(y[r * N + c]);
+          sys[ts][size_t(c)] += v;
+          yys[ts] += v * v;
+        }
+      }
+    }
+    for (int t = 0; t < nt; ++t) {
+      const size_t ts = size_t(t);
+      for (size_t i = 0; i < m.xy.size(); ++i) m.xy[i] += double(cs[ts][i]);
+      for (int k = 0; k < K; ++k) m.sx[size_t(k)] += sxs[ts][size_t(k)];
+      for (int c = 0; c < N; ++c) m.sy[size_t(c)] += sys[ts][size_t(c)];
+      m.yy += yys[ts];
+    }
+  }
+  return m;
+}
+
+}  // namespace
+
+RidgeFit ridge_fit(const SiteObservation& obs, const OperandQuant& x, const std::vector<double>& H,
+                   const RidgeOptions& opt) {
+  const int K = obs.shape.K, N = obs.shape.N;
+  if (obs.attention()) fail(ErrorKind::Internal, "ridge_fit: ", obs.shape.id.name(), " has no weights");
+  if (!(opt.damp > 0) || !std::isfinite(opt.damp))
+    fail(ErrorKind::Usage, "--ridge-damp must be a positive number (got ", opt.damp, ")");
+  const double R = double(obs.images) * double(obs.rows_per_image());
+  const CrossMoments m = cross_moments(obs, x, opt.target == RidgeTarget::Local);
+
+  // A = X̃ᵀX̃ + λI ((K+1) × (K+1)), B = X̃ᵀY + λ[W b]ᵀ ((K+1) × N).
+  using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
+  Mat A(K + 1, K + 1), B(K + 1, N), W0(K + 1, N);
+  double mean_diag = 0;
+  for (int i = 0; i < K; ++i) mean_diag += H[size_t(i) * size_t(K) + size_t(i)];
+  mean_diag = (mean_diag + R) / double(K + 1);
+  const double lambda = opt.damp * mean_diag;
+  for (int i = 0; i < K; ++i) {
+    for (int j = 0; j < K; ++j) A(i, j) = H[size_t(i) * size_t(K) + size_t(j)];
+    A(i, K) = A(K, i) = m.sx[size_t(i)];
+  }
+  A(K, K) = R;
+  for (int c = 0; c < N; ++c) {
+    for (int k = 0; k < K; ++k) W0(k, c) = double(obs.w[size_t(c) * size_t(K) + size_t(k)]);
+    W0(K, c) = obs.bias ? double(obs.bias[c]) : 0.0;
+    for (int k = 0; k < K; ++k) B(k, c) = m.xy[size_t(k) * size_t(N) + size_t(c)];
+    B(K, c) = m.sy[size_t(c)];
+  }
+  if (!A.allFinite() || !B.allFinite())
+    fail(ErrorKind::Model, "site ", obs.shape.id.name(), ": non-finite input moments for the ridge update");
+  // Error Σ‖y − Θᵀx̃‖² = Σ‖y‖² − 2 tr(ΘᵀB₀) + tr(ΘᵀAΘ), B₀ = X̃ᵀY, A without λ.
+  auto error = [&](const Mat& Th) {
+    return m.yy - 2.0 * (Th.cwiseProduct(B)).sum() + (Th.cwiseProduct(A * Th)).sum();
+  };
+  RidgeFit f;
+  f.rel_error_before = m.yy > 0 ? error(W0) / m.yy : 0;
+  Mat Areg = A;
+  Areg.diagonal().array() += lambda;
+  const Mat rhs = B + lambda * W0;
+  Eigen::LLT<Mat> llt(Areg);
+  if (llt.info() != Eigen::Success)
+    fail(ErrorKind::Model, "site ", obs.shape.id.name(), ": the ridge system is not positive definite (damp ",
+         opt.damp, ")");
+  const Mat Th = llt.solve(rhs);
+  f.rel_error_after = m.yy > 0 ? error(Th) / m.yy : 0;
+  f.w.resize(size_t(N) * size_t(K));
+  f.b.resize(size_t(N));
+  for (int c = 0; c < N; ++c) {
+    for (int k = 0; k < K; ++k) f.w[size_t(c) * size_t(K) + size_t(k)] = float(Th(k, c));
+    f.b[size_t(c)] = float(Th(K, c));
+  }
+  f.mean_x.resize(size_t(K));
+  for (int k = 0; k < K; ++k) f.mean_x[size_t(k)] = R > 0 ? m.sx[size_t(k)] / R : 0.0;
+  if (std::any_of(f.w.begin(), f.w.end(), [](float v) { return !std::isfinite(v); }))
+    fail(ErrorKind::Model, "site ", obs.shape.id.name(), ": the ridge update gave non-finite weights");
+  return f;
+}
+
+bool ridge_weight_step(const SiteObservation& obs, SitePlan& sp, const RidgeOptions& opt, const GptqOptions* gptq,
+                       nlohmann::ordered_json& notes) {
+  const int N = obs.shape.N, K = obs.shape.K;
+  ChannelGrid g;
+  if (obs.attention() || !sp.w.quantized() || !plan_channel_grid(sp, N, &g)) return false;
+  const std::vector<double> H = quantized_input_gram(obs, sp.x);
+  const RidgeFit f = ridge_fit(obs, sp.x, H, opt);
+  notes["ridge"] = {{"damp", opt.damp}, {"error_before", f.rel_error_before}, {"error_after", f.rel_error_after}};
+  std::vector<int16_t> codes(size_t(N) * size_t(K));
+  if (gptq) {
+    gptq_weight_step(obs, sp, *gptq, notes, f.w.data(), &H);
+    codes = sp.weight_codes;
+    plan_channel_grid(sp, N, &g);  // as gptq_weight_step wrote it
+  } else {
+    round_to_grid(f.w.data(), N, K, g, codes.data());
+    sp.w.channel_scales = g.step;
+    sp.w.scale = *std::max_element(g.step.begin(), g.step.end());
+    if (std::any_of(g.offset.begin(), g.offset.end(), [](float o) { return o != 0.0f; })) sp.weight_offset = g.offset;
+    sp.weight_codes = codes;
+  }
+  // b'' = b' + (W' − Ŵ)·mean x̂, as a correction of the site's own bias.
+  sp.bias_correction.assign(size_t(N), 0.0f);
+  for (int c = 0; c < N; ++c) {
+    double d = 0;
+    for (int k = 0; k < K; ++k) {
+      const size_t i = size_t(c) * size_t(K) + size_t(k);
+      d += (double(f.w[i]) - grid_value(codes[i], g.step[size_t(c)], g.offset[size_t(c)])) * f.mean_x[size_t(k)];
+    }
+    const double b_old = obs.bias ? double(obs.bias[c]) : 0.0;
+    sp.bias_correction[size_t(c)] = float(double(f.b[size_t(c)]) + d - b_old);
+  }
+  return true;
+}
+
+}  // namespace vitq
