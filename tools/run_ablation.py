@@ -51,7 +51,11 @@ PARTS = {
 }
 # Parts measured alone that the recipe does not use.
 EXTRA = {"log2_softmax": ("log2 softmax grid", ["--softmax-grid", "log2"]),
+         "logsqrt2_softmax": ("log√2 softmax grid", ["--softmax-grid", "logsqrt2"]),
          "ln_reparam": ("LayerNorm reparameterisation (RepQ-ViT, median target)", ["--ln-reparam"])}
+
+# The recipe with one part exchanged for an alternative.
+SWAPS = {"logsqrt2_softmax": ("the log√2 softmax grid instead of the small-float one", ["--softmax-grid", "logsqrt2"])}
 
 
 def off(part, bits):
@@ -67,10 +71,12 @@ def configs(bits):
         rest = [f for q in PARTS if q != p for f in off(q, bits)]
         c[f"+{p}"] = (f"base + {label}", base + rest + on)
     for p, (label, flags) in EXTRA.items():
-        rest = [f for q in PARTS if q != "float_softmax" or p != "log2_softmax" for f in off(q, bits)]
+        rest = [f for q in PARTS if q != "float_softmax" or not p.endswith("_softmax") for f in off(q, bits)]
         c[f"+{p}"] = (f"base + {label}", base + rest + flags)
     for p, (label, _, _) in PARTS.items():
         c[f"-{p}"] = (f"recipe without {label}", base + off(p, bits))
+    for p, (label, flags) in SWAPS.items():
+        c[f"~{p}"] = (f"recipe with {label}", base + flags)
     c["recipe"] = ("**recipe** (`--method vitq`)", base)
     return c
 
@@ -104,7 +110,7 @@ def measure(args, mk, bits, name, qargs):
     m = MODELS[mk]
     model = os.path.join(args.shared_dir, m["model"])
     cm = ["--class-map", os.path.join(args.shared_dir, m["class_map"])] if m["class_map"] else []
-    out = os.path.join(args.work_dir, mk, f"w{bits}a{bits}", name.replace("+", "plus_").replace("-", "minus_"))
+    out = os.path.join(args.work_dir, mk, f"w{bits}a{bits}", name.replace("+", "plus_").replace("-", "minus_").replace("~", "swap_"))
     run([args.vitq, "quantize", "--model", model, "--calib", os.path.join(args.shared_dir, m["calib"]), *cm,
          "--calib-size", args.calib_size, "--threads", args.threads, "-o", out, "--force", "--quiet", *qargs])
     with open(os.path.join(out, "report.json")) as f:

@@ -49,6 +49,9 @@ struct QuantizeArgs {
   uint64_t rotation_seed = 0;
   std::string weight_rounding;  // --weight-rounding (empty: nearest, or the method's recipe)
   GptqOptions gptq;
+  bool ridge = false;           // --ridge-update
+  RidgeOptions ridge_opt;
+  std::string ridge_target = "local";
   CLI::App* cmd = nullptr;      // to tell which options the command line gave
   bool quantize_head = false, quiet = false;
   bool skip_bad = false;    // --skip-bad-images
@@ -94,6 +97,10 @@ std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& op
   if (r.gptq && !given("--weight-rounding")) {
     opt.weight_rounding = *r.gptq ? WeightRounding::Gptq : WeightRounding::Nearest;
     if (*r.gptq) note("GPTQ weight rounding");
+  }
+  if (r.ridge && !given("--ridge-update")) {
+    opt.ridge = *r.ridge;
+    if (opt.ridge) note("ridge weight update");
   }
   if (r.rotate && !given("--rotate")) {
     a.rotate = *r.rotate;
@@ -164,6 +171,7 @@ void run_quantize(QuantizeArgs& a) {
   if (a.unsigned_softmax || a.softmax_grid == "unsigned") opt.grids.softmax = Grid::Unsigned;
   if (a.softmax_grid == "log2") opt.grids.softmax = Grid::Log2;
   if (a.softmax_grid == "float") opt.grids.softmax = Grid::Float;
+  if (a.softmax_grid == "logsqrt2") opt.grids.softmax = Grid::LogSqrt2;
   opt.grids.per_token = a.per_token;
   opt.grids.patch_embed_abits = a.patch_embed_abits;
   if (a.smooth_ln) opt.transforms.smooth_ln_alpha = a.smooth_alpha;
@@ -171,6 +179,9 @@ void run_quantize(QuantizeArgs& a) {
   opt.transforms.ln_reparam = a.ln_reparam;
   if (a.weight_rounding == "gptq") opt.weight_rounding = WeightRounding::Gptq;
   opt.gptq = a.gptq;
+  opt.ridge = a.ridge;
+  opt.ridge_opt = a.ridge_opt;
+  opt.ridge_opt.target = a.ridge_target == "fp" ? RidgeTarget::Fp : RidgeTarget::Local;
   const std::string recipe = apply_recipe(*method, a, opt);
   if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
   opt.batch = a.batch;
@@ -303,10 +314,10 @@ void add_quantize_command(CLI::App& app) {
               "instead of the paper's signed grid, which wastes its negative half");
   c->add_option("--softmax-grid", a->softmax_grid,
                 "Grid of the softmax output (the input of matmul_av): 'signed' (the paper's), 'unsigned' (= "
-                "--unsigned-softmax), 'log2' (levels 2^-e, FQ-ViT), 'float' (a small float on [0, 1]: b-4 mantissa "
+                "--unsigned-softmax), 'log2' (levels 2^-e, FQ-ViT), 'logsqrt2' (levels 2^-e/2, RepQ-ViT), 'float' (a small float on [0, 1]: b-4 mantissa "
                 "bits, uniform within each octave; log2 at 4 bits). The level grids run P.V as 16-bit fixed point "
                 "(docs/FORMAT.md)")
-      ->check(CLI::IsMember({"signed", "unsigned", "log2", "float"}));
+      ->check(CLI::IsMember({"signed", "unsigned", "log2", "logsqrt2", "float"}));
   c->add_flag("--per-token,!--no-per-token", a->per_token,
               "Quantize the input of every linear site per token: each row gets its own step and zero point from "
               "its own range, computed at run time (asymmetric, dynamic); the method then chooses only the weights");
@@ -341,6 +352,22 @@ void add_quantize_command(CLI::App& app) {
       ->capture_default_str()
       ->check(opt::real(0, 10));
   c->add_flag("--gptq-act-order", a->gptq.act_order, "GPTQ: round the columns in order of decreasing E[x_k^2]");
+  c->add_flag("--ridge-update,!--no-ridge-update", a->ridge,
+              "Before rounding (any method): refit each linear site's FP32 weights and bias so that, fed its "
+              "quantized calibration inputs, it reproduces the FP32 model's output (ridge regression towards the "
+              "original weights, in closed form; ERQ-style activation-error compensation); the weights are then "
+              "rounded on the method's grid (--weight-rounding) and the rounding's mean error folded into the bias");
+  c->add_option("--ridge-target", a->ridge_target,
+                "Ridge update: what the refit site reproduces: 'local' (its own FP32 output of its unquantized "
+                "input, ERQ's) or 'fp' (the FP32 model's output of the site, also undoing earlier layers' errors; "
+                "measured much worse on ViT-Ti, docs/RESULTS.md)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"local", "fp"}));
+  c->add_option("--ridge-damp", a->ridge_opt.damp,
+                "Ridge update: the ridge penalty, relative to the mean of diag(E[x x^T]) (larger: closer to the "
+                "original weights)")
+      ->capture_default_str()
+      ->check(opt::real(1e-6, 100));
   c->add_option("--rotation-seed", a->rotation_seed, "Seed of the rotations' random signs")
       ->capture_default_str()
       ->check(opt::seed());

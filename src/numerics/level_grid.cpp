@@ -10,8 +10,26 @@ namespace vitq {
 
 namespace {
 
+// 2^15 · 2^(−e/2) rounded to the nearest integer: for odd e, 2^(15 − (e+1)/2) · √2 with √2 correctly
+// rounded (IEEE sqrt), so the table is the same on every machine.
+int32_t log_sqrt2_level(int e) {
+  const double v = e % 2 == 0 ? std::ldexp(1.0, kLevelFracBits - e / 2)
+                              : std::ldexp(std::sqrt(2.0), kLevelFracBits - (e + 1) / 2);
+  return int32_t(std::nearbyint(v));
+}
+
 // The positive levels of the grid, descending (see the header).
 std::vector<int32_t> positive_levels(Grid g, int bits) {
+  const size_t want_levels = (size_t(1) << bits) - 1;
+  if (g == Grid::LogSqrt2) {
+    std::vector<int32_t> out;
+    for (int e = 0; out.size() < want_levels; ++e) {
+      const int32_t l = log_sqrt2_level(e);
+      if (l == 0) break;
+      if (out.empty() || l < out.back()) out.push_back(l);
+    }
+    return out;
+  }
   const int mant = g == Grid::Float ? std::max(bits - 4, 0) : 0;
   const size_t want = (size_t(1) << bits) - 1;
   std::vector<int32_t> out;

@@ -1,8 +1,10 @@
-// The level grids (quantizer.h: Grid::Log2, Grid::Float) for operands in [0, 1] — the softmax
+// The level grids (quantizer.h: Grid::Log2, Grid::LogSqrt2, Grid::Float) for operands in [0, 1] — the softmax
 // output. A value p is represented by a level: an integer in [0, 2^15] (units of 2^−15), so
 // p̂ = level · 2^−15. The levels of b bits, largest first:
 //   Log2   2^15, 2^14, ..., 2^(15 − e) for e < min(2^b − 1, 16), then 0
 //          (FQ-ViT's log2 quantizer: 2^−e, capped by the fixed-point resolution);
+//   LogSqrt2  the distinct nonzero values of nearbyint(2^15 · 2^(−e/2)), e = 0, 1, ..., at most
+//          2^b − 1 of them, then 0 (RepQ-ViT's log√2 quantizer; 31 nonzero levels at most);
 //   Float  the 2^b − 1 largest distinct values of nearbyint(2^15 · 2^−e · (1 − m / 2^(M+1))),
 //          e ≥ 0, m ∈ [0, 2^M), M = max(b − 4, 0) mantissa bits — a small float on [0, 1]
 //          (uniform within each octave (2^−e−1, 2^−e], 2^M steps per octave; below the

@@ -17,15 +17,17 @@ inline int32_t qmin(int bits) { return -(int32_t(1) << (bits - 1)); }
 // The kind of an operand's grid:
 //   Signed    uniform [−2^(b−1), 2^(b−1)−1] (the paper's)
 //   Unsigned  uniform [0, 2^b − 1], for operands that are never negative (the softmax output)
-//   Log2      levels 0 and 2^−e (FQ-ViT's log2 quantizer), and
+//   Log2      levels 0 and 2^−e (FQ-ViT's log2 quantizer),
+//   LogSqrt2  levels 0 and 2^−e/2 (RepQ-ViT's log√2 quantizer), and
 //   Float     levels of a small unsigned float (b − 4 mantissa bits; numerics/level_grid.h), both
 //             for operands in [0, 1] (the softmax output): codes are fixed-point values in units
 //             of 2^−15, the operand's step is 2^−15.
 // Uniform grids take a step Δ; level grids have a fixed table.
-enum class Grid : uint8_t { Signed, Unsigned, Log2, Float };
-inline bool is_level_grid(Grid g) { return g == Grid::Log2 || g == Grid::Float; }
+enum class Grid : uint8_t { Signed, Unsigned, Log2, Float, LogSqrt2 };
+inline bool is_level_grid(Grid g) { return g == Grid::Log2 || g == Grid::Float || g == Grid::LogSqrt2; }
 inline const char* grid_name(Grid g) {
-  return g == Grid::Signed ? "signed" : g == Grid::Unsigned ? "unsigned" : g == Grid::Log2 ? "log2" : "float";
+  return g == Grid::Signed ? "signed" : g == Grid::Unsigned ? "unsigned" : g == Grid::Log2 ? "log2"
+         : g == Grid::LogSqrt2 ? "logsqrt2" : "float";
 }
 
 struct QRange {

@@ -128,9 +128,13 @@ Grid grid_of(const Ctx& c, const std::string& name, const json& j) {
   }
   if (j.contains("grid")) {
     const json& v = j["grid"];
-    if (!v.is_string() || (v != "log2" && v != "float" && v != "signed" && v != "unsigned"))
-      c.bad(name + ".grid", cat("must be \"signed\", \"unsigned\", \"log2\" or \"float\" (got ", v.dump(), ")"));
-    const Grid named = v == "log2" ? Grid::Log2 : v == "float" ? Grid::Float : v == "unsigned" ? Grid::Unsigned : Grid::Signed;
+    if (!v.is_string() || (v != "log2" && v != "logsqrt2" && v != "float" && v != "signed" && v != "unsigned"))
+      c.bad(name + ".grid", cat("must be \"signed\", \"unsigned\", \"log2\", \"logsqrt2\" or \"float\" (got ", v.dump(), ")"));
+    const Grid named = v == "log2"       ? Grid::Log2
+                       : v == "logsqrt2" ? Grid::LogSqrt2
+                       : v == "float"    ? Grid::Float
+                       : v == "unsigned" ? Grid::Unsigned
+                                         : Grid::Signed;
     if (j.contains("unsigned") && named != g) c.bad(name + ".grid", "contradicts \"unsigned\"");
     g = named;
   }

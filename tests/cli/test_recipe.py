@@ -91,6 +91,22 @@ def main():
     cli.check(p["sites"]["blocks.0.mlp.fc2"].get("weight_codes") is True and
               p["sites"]["blocks.0.attn.matmul_av"]["x"].get("grid") == "log2" and
               p.get("rotation", {}).get("mlp") is False, "minmax + driver options reach the plan")
+    # The ridge update and the log√2 grid: in the plan, and the quantized model runs in integers
+    # with the simulator's predictions.
+    cli.expect("percentile with --ridge-update --softmax-grid logsqrt2 --per-token",
+               ["quantize", "--model", m, "--calib", calib, "--calib-size", "64", "--method", "percentile", "--bits",
+                "6", "--ridge-update", "--softmax-grid", "logsqrt2", "--per-token", "-q", "-o", cli.path("ridge")], "ok")
+    p = read_json(cli.path("ridge", "plan.json"))
+    fc2 = p["sites"]["blocks.0.mlp.fc2"]
+    cli.check(p["settings"].get("ridge_update", {}).get("target") == "local" and fc2.get("weight_codes") is True and
+              len(fc2.get("bias_correction", [])) > 0 and
+              p["sites"]["blocks.0.attn.matmul_av"]["x"].get("grid") == "logsqrt2",
+              "ridge update: codes, bias correction and its settings in the plan; the log√2 grid reaches matmul_av",
+              json.dumps(p["settings"]))
+    pi = predictions(cli, "ridge integer", cli.path("ridge"), FMNIST)
+    ps = predictions(cli, "ridge simulated", cli.path("ridge"), FMNIST,
+                     "--simulate")
+    cli.check(pi is not None and pi == ps, "ridge update + log√2 grid: integer predictions = simulated (128 images)")
     cli.finish()
 
 

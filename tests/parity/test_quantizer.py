@@ -1,6 +1,6 @@
 """The quantizer and the similarity measures against numpy.
 
-Level grids (log2, small float) of the softmax output: the tables built here from their
+Level grids (log2, log√2, small float) of the softmax output: the tables built here from their
 definitions (docs/FORMAT.md) with Python's exact integers and fractions, and the levels of random
 probabilities (nearest level of round(p·2^15), ties to the larger) by a numpy search. Per-token
 codes: each row's step (max(x,0) − min(x,0)) / (2^b − 1) in float32 and its zero point.
@@ -10,6 +10,7 @@ every bit-width 2..10, signed and unsigned grids, on random values, exact .5 tie
 beyond the clip range, zeros and negative zeros. Pearson and cosine: numpy corrcoef and a
 float64 dot product."""
 import json
+import math
 import os
 
 import numpy as np
@@ -23,6 +24,18 @@ def level_table(grid, bits):
     if grid == "log2":
         n = min((1 << bits) - 1, 16)
         return np.array(sorted([0] + [32768 >> e for e in range(n)]), np.int64)
+    if grid == "logsqrt2":  # round(2^15 · 2^(-e/2)) = the integer nearest to sqrt(2^(30-e)), exactly
+        out, e = [], 0
+        while len(out) < (1 << bits) - 1:
+            n2 = Fraction(1 << 30, 1 << e)                  # the square of the value
+            r = math.isqrt(int(n2))                          # floor of the value (n2 < 1: 0)
+            r = r + 1 if n2 > Fraction((2 * r + 1) ** 2, 4) else r  # above r + 1/2? (never a tie: irrational or integer)
+            if r == 0:
+                break
+            if not out or r < out[-1]:
+                out.append(r)
+            e += 1
+        return np.array(sorted([0] + out), np.int64)
     mant = max(bits - 4, 0)
     out, e = [], 0
     while len(out) < (1 << bits) - 1:
@@ -75,7 +88,7 @@ def main():
         p = p[: (len(p) // 64) * 64].astype(np.float32)
         inp = os.path.join(tmp, "p.f32")
         p.astype("<f4").tofile(inp)
-        for grid in ("log2", "float"):
+        for grid in ("log2", "logsqrt2", "float"):
             for bits in (3, 4, 6, 8):
                 out = os.path.join(tmp, "l")
                 common.run([args.probe, "levels", "--input", inp, "--grid", grid, "--bits", bits, "--row", 64,

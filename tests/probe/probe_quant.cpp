@@ -1,5 +1,5 @@
-// Probe subcommands for the quantizer and the similarity measures (compared with numpy), and
-// GPTQ rounding (compared with a PyTorch GPTQ).
+// Probe subcommands for the quantizer and the similarity measures (compared with numpy), GPTQ
+// rounding (compared with a PyTorch GPTQ) and the ridge update (compared with numpy's lstsq).
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -11,6 +11,8 @@
 #include "numerics/level_grid.h"
 #include "numerics/quantizer.h"
 #include "quant/gptq.h"
+#include "quant/ridge_update.h"
+#include "quant/weight_rounding.h"
 #include "quant/similarity.h"
 
 namespace vitq::probe {
@@ -92,6 +94,53 @@ void register_gptq(CLI::App& app) {
   });
 }
 
+struct RArgs {
+  std::string x, y, w, b, out, target = "fp";
+  int rows = 0, n = 0, k = 0, bits = 0;
+  double damp = 0.01;
+};
+
+// The ridge subcommand: ridge_fit on a linear site with input X, FP target Y, weights W, bias b.
+void register_ridge(CLI::App& app) {
+  auto a = std::make_shared<RArgs>();
+  CLI::App* c = app.add_subcommand("ridge", "The ridge update of W [n,k], b [n] from inputs X [rows,k] and targets "
+                                            "Y [rows,n] (raw f32), the inputs per-token quantized at --bits (0: not)");
+  for (auto [name, dst] : {std::pair{"--x", &a->x}, {"--y", &a->y}, {"--w", &a->w}, {"--b", &a->b}})
+    c->add_option(name, *dst)->required();
+  c->add_option("--rows", a->rows)->required();
+  c->add_option("--n", a->n)->required();
+  c->add_option("--k", a->k)->required();
+  c->add_option("--bits", a->bits);
+  c->add_option("--damp", a->damp);
+  c->add_option("--target", a->target, "fp (Y) | local (X·Wᵀ + b)");
+  c->add_option("--out", a->out, "prefix: writes PREFIX.w.f32, PREFIX.b.f32; prints JSON")->required();
+  c->callback([a] {
+    const std::vector<float> X = read_all<float>(a->x), Y = read_all<float>(a->y), W = read_all<float>(a->w),
+                             B = read_all<float>(a->b);
+    const size_t rows = size_t(a->rows), n = size_t(a->n), k = size_t(a->k);
+    if (X.size() != rows * k || Y.size() != rows * n || W.size() != n * k || B.size() != n)
+      fail(ErrorKind::Usage, "X, Y, W or b does not have the given shape");
+    SiteObservation obs;
+    obs.shape = {{SiteKind::Fc1, 0}, 1, a->rows, a->n, a->k};
+    obs.images = 1;
+    obs.x = X.data();
+    obs.w = W.data();
+    obs.bias = B.data();
+    obs.target = Y.data();
+    OperandQuant q;
+    if (a->bits > 0) {
+      q.bits = a->bits;
+      q.per_token = true;
+    }
+    const std::vector<double> H = quantized_input_gram(obs, q);
+    const RidgeFit f =
+        ridge_fit(obs, q, H, RidgeOptions{a->damp, a->target == "local" ? RidgeTarget::Local : RidgeTarget::Fp});
+    write_raw(a->out + ".w.f32", f.w.data(), f.w.size());
+    write_raw(a->out + ".b.f32", f.b.data(), f.b.size());
+    std::printf("{\"error_before\": %.17g, \"error_after\": %.17g}\n", f.rel_error_before, f.rel_error_after);
+  });
+}
+
 }  // namespace
 
 struct LArgs {
@@ -139,14 +188,14 @@ void register_quant(CLI::App& app) {
   auto l = std::make_shared<LArgs>();
   CLI::App* lc = app.add_subcommand("levels", "A level grid's table and the levels of an input (i32), and per-token codes");
   lc->add_option("--input", l->input)->required();
-  lc->add_option("--grid", l->grid, "log2 | float")->required();
+  lc->add_option("--grid", l->grid, "log2 | logsqrt2 | float")->required();
   lc->add_option("--bits", l->bits)->required();
   lc->add_option("--row", l->row, "row length for the per-token codes (PREFIX.tok.i32 codes, PREFIX.tok.f32 steps)")
       ->required();
   lc->add_option("--out", l->out, "prefix: PREFIX.table.i32 (levels), PREFIX.i32 (the input's levels)")->required();
   lc->callback([l] {
     std::vector<float> x = read_all_f32(l->input);
-    const LevelGrid& g = LevelGrid::get(l->grid == "log2" ? Grid::Log2 : Grid::Float, l->bits);
+    const LevelGrid& g = LevelGrid::get(l->grid == "log2" ? Grid::Log2 : l->grid == "logsqrt2" ? Grid::LogSqrt2 : Grid::Float, l->bits);
     std::vector<int32_t> lv(x.size());
     std::vector<float> f(x.size());
     quantize_levels_f32(x.data(), f.data(), x.size(), g);
@@ -167,6 +216,7 @@ void register_quant(CLI::App& app) {
   });
 
   register_gptq(app);
+  register_ridge(app);
 }
 
 }  // namespace vitq::probe

@@ -26,6 +26,26 @@ TEST(LevelGrids, Log2LevelsArePowersOfTwoCappedByTheResolution) {
   EXPECT_EQ(LevelGrid::get(Grid::Log2, 4).levels().size(), 16u);  // every 4-bit code used
 }
 
+TEST(LevelGrids, LogSqrt2LevelsAreHalfOctavesCappedByTheResolution) {
+  // 2^15 · 2^(-e/2): even e exact powers of two, odd e the nearest integer to 2^(15-(e+1)/2)·√2
+  // (written out: 23170.48 → 23170, 11585.24 → 11585, ..., 2.83 → 3, 1.41 → 1, a repeat of e = 30).
+  const std::vector<int32_t> odd{23170, 11585, 5793, 2896, 1448, 724, 362, 181, 91, 45, 23, 11, 6, 3, 1};
+  std::vector<int32_t> all;  // descending, distinct
+  for (int e = 0; e <= 30; ++e) {
+    const int32_t l = e % 2 == 0 ? (32768 >> (e / 2)) : odd[size_t(e / 2)];
+    if (all.empty() || l < all.back()) all.push_back(l);
+  }
+  ASSERT_EQ(all.size(), 30u);
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
+    const size_t n = std::min(all.size(), (size_t(1) << bits) - 1);
+    std::set<int32_t> want(all.begin(), all.begin() + std::ptrdiff_t(n));
+    want.insert(0);
+    EXPECT_EQ(LevelGrid::get(Grid::LogSqrt2, bits).levels(), sorted(want)) << bits;
+  }
+  EXPECT_EQ(LevelGrid::get(Grid::LogSqrt2, 4).levels().front(), 0);
+  EXPECT_EQ(LevelGrid::get(Grid::LogSqrt2, 4).levels()[1], 256);  // 15 levels: 2^0 .. 2^-7
+}
+
 TEST(LevelGrids, FloatLevelsHaveTheirMantissaStepsPerOctave) {
   // 5 bits, one mantissa bit: 2^(15-e) and 1.5·2^(14-e) per octave while exact, then 2 and 1.
   std::set<int32_t> want{0, 1, 2};
@@ -52,7 +72,7 @@ TEST(LevelGrids, FloatLevelsHaveTheirMantissaStepsPerOctave) {
 TEST(LevelGrids, QuantizingPicksTheNearestLevelOfTheFixedPointValue) {
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> u(0, 1);
-  for (Grid g : {Grid::Log2, Grid::Float})
+  for (Grid g : {Grid::Log2, Grid::LogSqrt2, Grid::Float})
     for (int bits : {3, 4, 6, 8}) {
       const LevelGrid& lg = LevelGrid::get(g, bits);
       auto nearest = [&](double v) {

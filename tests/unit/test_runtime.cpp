@@ -368,7 +368,7 @@ TEST(IntegerSites, PerHeadStepsAndLevelGrids) {
   qk.sp.x.head_scales = {6.0f / 31, 3.0f / 31, 9.0f / 31};
   qk.sp.w.head_scales = {5.0f / 31, 2.0f / 31, 4.0f / 31};
   check_site(qk);
-  for (Grid g : {Grid::Log2, Grid::Float})
+  for (Grid g : {Grid::Log2, Grid::LogSqrt2, Grid::Float})
     for (int bits : {4, 6, 8}) {
       SiteCase av{cat("P·V ", grid_name(g), " grid at ", bits, " bits, per-head V"), SiteKind::MatmulAV,
                   linear_plan(bits, bits, kLevelStep, 1.0f), 2, 3, 29, 16, 29, false, true};
@@ -428,7 +428,7 @@ void check_forward(const std::string& name, const test::TinyDims& dims, const st
 // grid for the softmax output, per-head steps and per-channel weights, on a model whose qkv has no
 // bias of its own (the rotation makes one).
 TEST(IntegerForward, RotatedPerTokenLevelGridPerHead) {
-  for (Grid g : {Grid::Log2, Grid::Float})
+  for (Grid g : {Grid::Log2, Grid::LogSqrt2, Grid::Float})
     for (int bits : {4, 6, 8}) {
       test::TinyDims dims;
       dims.qkv_bias = false;
