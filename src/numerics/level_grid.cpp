@@ -6,6 +6,8 @@
 #include <memory>
 #include <mutex>
 
+#include "numerics/multiversion.h"
+
 namespace vitq {
 
 namespace {
@@ -45,6 +47,38 @@ std::vector<int32_t> positive_levels(Grid g, int bits) {
   return out;
 }
 
+// The arithmetic form (level_grid.h, LevelGrid::arithmetic) of n values: levels as two u8 planes, or
+// as floats. Integer operations only after the exact scaling, so every clone gives the same levels.
+VITQ_MULTIVERSION
+void levels_arith_u8_split(const float* p, uint8_t* lo, uint8_t* hi, size_t n, int mant, int32_t lmin) {
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) {
+    const float t = round_half_even(p[i] * float(kLevelOne));  // exact scaling by a power of two
+    const int32_t v = t > 0.0f ? (t >= float(kLevelOne) ? kLevelOne : int32_t(t)) : 0;  // NaN: 0
+    int32_t e = 0;  // ⌊log2 v⌋ (0 for v = 0)
+    for (int k = 1; k <= kLevelFracBits; ++k) e += v >= (int32_t(1) << k) ? 1 : 0;
+    const int32_t sh = e > mant ? e - mant : 0, base = int32_t(1) << e;
+    const int32_t up = base + (((v - base + ((int32_t(1) << sh) >> 1)) >> sh) << sh);
+    const int32_t l = v >= lmin ? up : (2 * v >= lmin ? lmin : 0);
+    lo[i] = uint8_t(l & 255);
+    hi[i] = uint8_t(l >> 8);
+  }
+}
+
+VITQ_MULTIVERSION
+void levels_arith_f32(const float* p, float* out, size_t n, int mant, int32_t lmin) {
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) {
+    const float t = round_half_even(p[i] * float(kLevelOne));
+    const int32_t v = t > 0.0f ? (t >= float(kLevelOne) ? kLevelOne : int32_t(t)) : 0;
+    int32_t e = 0;
+    for (int k = 1; k <= kLevelFracBits; ++k) e += v >= (int32_t(1) << k) ? 1 : 0;
+    const int32_t sh = e > mant ? e - mant : 0, base = int32_t(1) << e;
+    const int32_t up = base + (((v - base + ((int32_t(1) << sh) >> 1)) >> sh) << sh);
+    out[i] = float(v >= lmin ? up : (2 * v >= lmin ? lmin : 0));
+  }
+}
+
 }  // namespace
 
 LevelGrid::LevelGrid(Grid g, int bits) {
@@ -62,6 +96,17 @@ LevelGrid::LevelGrid(Grid g, int bits) {
     const int32_t a = levels_[i], b = levels_[i + 1];
     lookup_[size_t(v)] = uint16_t(v - a < b - v ? a : b);  // ties to the larger level
   }
+  // The arithmetic form, used only if it gives the table's level for every fixed-point value
+  // (computed by the same vectorised function the quantizers call).
+  if ((g == Grid::Float || g == Grid::Log2) && levels_.size() >= 2) {
+    mant_ = g == Grid::Float ? std::max(bits - 4, 0) : 0;
+    lmin_ = levels_[1];
+    std::vector<float> p(size_t(kLevelOne) + 1), got(p.size());
+    for (int32_t v = 0; v <= kLevelOne; ++v) p[size_t(v)] = float(v) * kLevelStep;
+    levels_arith_f32(p.data(), got.data(), p.size(), mant_, lmin_);
+    arith_ = true;
+    for (int32_t v = 0; v <= kLevelOne && arith_; ++v) arith_ = got[size_t(v)] == float(lookup_[size_t(v)]);
+  }
 }
 
 const LevelGrid& LevelGrid::get(Grid g, int bits) {
@@ -74,10 +119,12 @@ const LevelGrid& LevelGrid::get(Grid g, int bits) {
 }
 
 void quantize_levels_f32(const float* p, float* levels, size_t n, const LevelGrid& g) {
+  if (g.arith_) return levels_arith_f32(p, levels, n, g.mant_, g.lmin_);
   for (size_t i = 0; i < n; ++i) levels[i] = float(g.of(p[i]));
 }
 
 void quantize_levels_u8_split(const float* p, uint8_t* lo, uint8_t* hi, size_t n, const LevelGrid& g) {
+  if (g.arith_) return levels_arith_u8_split(p, lo, hi, n, g.mant_, g.lmin_);
   for (size_t i = 0; i < n; ++i) {
     const uint16_t l = g.of(p[i]);
     lo[i] = uint8_t(l & 255);

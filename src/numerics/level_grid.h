@@ -31,6 +31,13 @@ class LevelGrid {
   static const LevelGrid& get(Grid g, int bits);
 
   const std::vector<int32_t>& levels() const { return levels_; }  // ascending; 0 first, 2^15 last
+  // True if the vectorised arithmetic form gives this table's level for every fixed-point value
+  // (checked exhaustively when the grid is built; Log2 and Float grids): above the smallest
+  // nonzero level l₁, the levels of an octave [2^E, 2^(E+1)] are uniform with step 2^max(E−M, 0)
+  // (M mantissa bits: Float max(b − 4, 0), Log2 0), so the nearest one (ties up) is
+  // 2^E + ⌊(v − 2^E + s/2) / s⌋·s; below l₁ it is l₁ if 2v ≥ l₁, else 0. quantize_levels_* use it
+  // then; the table is the reference.
+  bool arithmetic() const { return arith_; }
   // The level of fixed-point value v ∈ [0, 2^15].
   uint16_t of_fixed(int32_t v) const { return lookup_[size_t(v)]; }
   // The level of p (NaN: 0).
@@ -44,6 +51,11 @@ class LevelGrid {
   LevelGrid(Grid g, int bits);
   std::vector<int32_t> levels_;
   std::vector<uint16_t> lookup_;  // 2^15 + 1 entries
+  bool arith_ = false;
+  int mant_ = 0;       // M of the arithmetic form
+  int32_t lmin_ = 0;   // l₁, the smallest nonzero level
+  friend void quantize_levels_f32(const float*, float*, size_t, const LevelGrid&);
+  friend void quantize_levels_u8_split(const float*, uint8_t*, uint8_t*, size_t, const LevelGrid&);
 };
 
 // Levels of n values: as floats (the simulator multiplies them), or as the two u8 planes of the

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <set>
 #include <vector>
@@ -95,6 +96,34 @@ TEST(LevelGrids, QuantizingPicksTheNearestLevelOfTheFixedPointValue) {
         ASSERT_EQ(lo[i] + 256 * hi[i], nearest(v)) << p[i];
       }
     }
+}
+
+// The vectorised arithmetic form of the Log2 and Float grids (the runtime's fast path) against the
+// table, on every fixed-point value, on values between them (ties of the scaling) and on values
+// outside [0, 1]; and it is in use for every width, so the runtime does not fall back silently.
+TEST(LevelGrids, ArithmeticFormEqualsTheTableEverywhere) {
+  for (Grid g : {Grid::Log2, Grid::Float})
+    for (int bits = 2; bits <= 10; ++bits) {
+      const LevelGrid& lg = LevelGrid::get(g, bits);
+      ASSERT_TRUE(lg.arithmetic()) << grid_name(g) << " " << bits;
+      std::vector<float> p;
+      for (int32_t v = 0; v <= 32768; ++v) {
+        p.push_back(float(v) / 32768.0f);
+        p.push_back((float(v) + 0.5f) / 32768.0f);  // exact .5 after the scaling: ties to even
+        p.push_back(std::nextafter(float(v) / 32768.0f, 2.0f));
+      }
+      for (float x : {-1.0f, -0.0f, 1.0f, 2.0f, 1e30f, -1e30f, std::nanf(""), std::numeric_limits<float>::infinity()})
+        p.push_back(x);
+      std::vector<float> f(p.size());
+      std::vector<uint8_t> lo(p.size()), hi(p.size());
+      quantize_levels_f32(p.data(), f.data(), p.size(), lg);
+      quantize_levels_u8_split(p.data(), lo.data(), hi.data(), p.size(), lg);
+      for (size_t i = 0; i < p.size(); ++i) {
+        ASSERT_EQ(f[i], float(lg.of(p[i]))) << grid_name(g) << " " << bits << " p " << p[i];
+        ASSERT_EQ(lo[i] + 256 * hi[i], lg.of(p[i])) << grid_name(g) << " " << bits << " p " << p[i];
+      }
+    }
+  EXPECT_FALSE(LevelGrid::get(Grid::LogSqrt2, 6).arithmetic());  // not uniform within octaves: the table
 }
 
 }  // namespace
