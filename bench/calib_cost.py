@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tools"))
 sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
-from run_accuracy import machine  # noqa: E402  (the same machine line as the accuracy table)
+from results_md import machine, replace_block  # noqa: E402  (the same machine line as the accuracy table)
 METHODS = ["minmax", "percentile", "easyquant", "liu2021", "aciq", "lapq", "bitsplit"]
 GOALS = {("vit_ti", "liu2021"): 180.0, ("deit_s", "liu2021"): 900.0, ("vit_ti", "lapq"): 900.0}
 MEM_GOAL_MB = 4096.0
@@ -100,17 +100,6 @@ def table(res):
                      f"({r['process_seconds']:.0f} s) | {r['peak_rss_mb']:.0f} MB | "
                      f"{format(r['top1'], '.2f') if 'top1' in r else '–'} | {'; '.join(g) or '–'} |")
     return "\n".join(lines) + "\n"
-
-
-def update_results(path, text):
-    with open(path) as f:
-        s = f.read()
-    a, b = "<!-- calibcost:begin -->", "<!-- calibcost:end -->"
-    if a not in s or b not in s:
-        sys.exit(f"{path}: markers {a} / {b} not found")
-    s = s[: s.index(a) + len(a)] + "\n" + text + s[s.index(b):]
-    with open(path, "w") as f:
-        f.write(s)
 
 
 def main():
@@ -195,7 +184,7 @@ def main():
     text = table(res)
     print(text)
     if args.results:
-        update_results(args.results, text)
+        replace_block(args.results, "calibcost", text.removesuffix("\n"))
 
 
 if __name__ == "__main__":

@@ -26,13 +26,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from results_md import machine, replace_block  # noqa: E402
 MODELS = {"vit_ti": ("vit_tiny_patch16_224", "ViT-Ti"), "deit_s": ("deit_small_patch16_224", "DeiT-S")}
 CONFIGS = {
     "fp32": None,
@@ -43,16 +44,6 @@ CONFIGS = {
     "vitq-w8a8": ["--method", "vitq", "--bits", "8"],
     "vitq-w4a4": ["--method", "vitq", "--bits", "4"],
 }
-
-
-def machine():
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def prepare(vitq, work, key):
@@ -118,7 +109,7 @@ def main():
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
     if args.results:
-        update(args.results, table(res))
+        replace_block(args.results, "recipe-speed", table(res))
 
 
 def table(res):
@@ -139,17 +130,6 @@ def table(res):
                              f"{r['vs_w8a8']:.2f}× | {st} |")
             lines.append("")
     return "\n".join(lines)
-
-
-def update(path, text):
-    with open(path) as f:
-        s = f.read()
-    a, b = "<!-- recipe-speed:begin -->", "<!-- recipe-speed:end -->"
-    if a not in s or b not in s:
-        sys.exit(f"{path}: markers {a} / {b} not found")
-    s = s[: s.index(a) + len(a)] + "\n" + text + "\n" + s[s.index(b):]
-    with open(path, "w") as f:
-        f.write(s)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ from typing import Callable, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from results_md import replace_block  # noqa: E402  (run_speed's machine() is its own: it also lists the ISA)
 PYTHON = "/usr/bin/python3"
 TIME = "/usr/bin/time"
 CORE_BUDGET = 2
@@ -532,19 +534,6 @@ def markdown(meta, rows, models, batches, failures, level=1, detail=True):
     return "\n".join(out) + "\n"
 
 
-def update_results(path, text):
-    """Replaces the block between <!-- speed:begin --> and <!-- speed:end --> of a markdown file
-    (docs/RESULTS.md)."""
-    with open(path) as f:
-        s = f.read()
-    a, b = "<!-- speed:begin -->", "<!-- speed:end -->"
-    if a not in s or b not in s:
-        sys.exit(f"{path}: markers {a} / {b} not found")
-    s = s[: s.index(a) + len(a)] + "\n" + text + "\n" + s[s.index(b):]
-    with open(path, "w") as f:
-        f.write(s)
-
-
 # ------------------------------------------------------------------------------ main
 
 def parse_args():
@@ -598,7 +587,7 @@ def write_results(a, meta, runs, models, batches):
         f.write(md)
     log(f"wrote {a.out} and {md_path}")
     if a.results:
-        update_results(a.results, markdown(meta, rows, models, batches, failures, level=2, detail=False))
+        replace_block(a.results, "speed", markdown(meta, rows, models, batches, failures, level=2, detail=False))
         log(f"updated {a.results}")
     print(md)
 

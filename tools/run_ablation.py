@@ -23,10 +23,10 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
+
+from results_md import machine, replace_block, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -79,24 +79,6 @@ def configs(bits):
         c[f"~{p}"] = (f"recipe with {label}", base + flags)
     c["recipe"] = ("**recipe** (`--method vitq`)", base)
     return c
-
-
-def run(cmd):
-    r = subprocess.run([str(x) for x in cmd], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.stderr.write(f"command failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr[-3000:]}\n")
-        raise SystemExit(1)
-    return r.stdout
-
-
-def machine():
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def evaluate(args, model, m, cm, qdir, json_path, *extra):
@@ -163,17 +145,6 @@ def table(results):
     return "\n".join(lines)
 
 
-def update_results(path, text):
-    with open(path) as f:
-        s = f.read()
-    a, b = "<!-- ablation:begin -->", "<!-- ablation:end -->"
-    if a not in s or b not in s:
-        sys.exit(f"{path}: markers {a} / {b} not found")
-    s = s[: s.index(a) + len(a)] + "\n" + text + "\n" + s[s.index(b):]
-    with open(path, "w") as f:
-        f.write(s)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared-dir", default=os.path.join(REPO, "..", "shared"))
@@ -216,7 +187,7 @@ def main():
                 save(args, results)
     save(args, results)
     if args.results:
-        update_results(args.results, table(results))
+        replace_block(args.results, "ablation", table(results))
 
 
 def save(args, results):

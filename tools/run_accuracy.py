@@ -18,10 +18,10 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
+
+from results_md import machine, replace_block, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -81,24 +81,6 @@ def configs():
     c["abl-rank"] = ("ablation: + ranking", "6/6", ["--method", "liu2021", "--bits", "6", "--no-bias-correction"])
     c["abl-bc"] = ("ablation: + bias correction", "6/6", ["--method", "liu2021", "--bits", "6", "--no-ranking"])
     return c
-
-
-def run(cmd):
-    r = subprocess.run([str(x) for x in cmd], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.stderr.write(f"command failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr[-3000:]}\n")
-        raise SystemExit(1)
-    return r.stdout
-
-
-def machine():
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def main():
@@ -177,7 +159,7 @@ def main():
             row["file_ratio"] = os.path.getsize(qfile) / os.path.getsize(fp)
     save(args, results)
     if args.results:
-        update_results(args.results, table(results))
+        replace_block(args.results, "accuracy", table(results))
 
 
 def calib_seconds(rep):
@@ -216,17 +198,6 @@ def table(results):
             lines.append(f"| {label} | {r['bits']} | {r['top1']:.2f} | {t} | {mem} | {size} |")
         lines.append("")
     return "\n".join(lines)
-
-
-def update_results(path, text):
-    with open(path) as f:
-        s = f.read()
-    a, b = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
-    if a not in s or b not in s:
-        sys.exit(f"{path}: markers {a} / {b} not found")
-    s = s[: s.index(a) + len(a)] + "\n" + text + "\n" + s[s.index(b):]
-    with open(path, "w") as f:
-        f.write(s)
 
 
 if __name__ == "__main__":
