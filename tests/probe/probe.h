@@ -4,8 +4,11 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
+
+#include "core/error.h"
 
 namespace vitq::probe {
 
@@ -23,6 +26,28 @@ void write_raw(const std::string& path, const T* data, size_t n) {
     throw std::runtime_error("cannot write " + path);
   }
   std::fclose(f);
+}
+
+// The whole file as elements of T (raw little-endian); throws vitq::Error(Io) if it cannot be opened.
+template <class T>
+std::vector<T> read_raw(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) fail(ErrorKind::Io, path, ": cannot open");
+  const size_t bytes = size_t(f.tellg());
+  std::vector<T> v(bytes / sizeof(T));
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(v.size() * sizeof(T)));
+  return v;
+}
+
+// `expected` float32 values; throws vitq::Error(Data) if the file holds any other number of bytes.
+inline std::vector<float> read_f32(const std::string& path, size_t expected) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) fail(ErrorKind::Io, path, ": cannot open");
+  const size_t bytes = size_t(f.tellg());
+  if (bytes != expected * sizeof(float))
+    fail(ErrorKind::Data, path, ": has ", bytes, " bytes, expected ", expected * sizeof(float));
+  return read_raw<float>(path);
 }
 
 }  // namespace vitq::probe

@@ -1,5 +1,4 @@
 // Probe subcommands for the forward pass: logits and site tensors for a raw input batch.
-#include <fstream>
 #include <memory>
 #include <vector>
 
@@ -10,18 +9,6 @@
 
 namespace vitq::probe {
 namespace {
-
-std::vector<float> read_f32(const std::string& path, size_t expected) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) fail(ErrorKind::Io, path, ": cannot open");
-  const size_t bytes = size_t(f.tellg());
-  if (bytes != expected * sizeof(float))
-    fail(ErrorKind::Data, path, ": has ", bytes, " bytes, expected ", expected * sizeof(float));
-  std::vector<float> v(expected);
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(bytes));
-  return v;
-}
 
 // Records the output of one named site.
 class Capture : public SiteHook {

@@ -2,7 +2,6 @@
 // rounding (compared with a PyTorch GPTQ) and the ridge update (compared with numpy's lstsq).
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <vector>
 
@@ -12,23 +11,11 @@
 #include "numerics/quantizer.h"
 #include "quant/gptq.h"
 #include "quant/ridge_update.h"
-#include "quant/weight_rounding.h"
 #include "quant/similarity.h"
+#include "quant/weight_rounding.h"
 
 namespace vitq::probe {
 namespace {
-
-template <class T>
-std::vector<T> read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) fail(ErrorKind::Io, path, ": cannot open");
-  const size_t bytes = size_t(f.tellg());
-  std::vector<T> v(bytes / sizeof(T));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(v.size() * sizeof(T)));
-  return v;
-}
-std::vector<float> read_all_f32(const std::string& path) { return read_all<float>(path); }
 
 struct QArgs {
   std::string input, out;
@@ -64,8 +51,8 @@ void register_gptq(CLI::App& app) {
                                   "PREFIX.offset.f32, PREFIX.ratio.f32 (the grid); prints JSON")
       ->required();
   c->callback([a] {
-    const std::vector<float> W = read_all<float>(a->w);
-    const std::vector<double> H = read_all<double>(a->h);
+    const std::vector<float> W = read_raw<float>(a->w);
+    const std::vector<double> H = read_raw<double>(a->h);
     const size_t n = size_t(a->n), k = size_t(a->k);
     if (W.size() != n * k || H.size() != k * k) fail(ErrorKind::Usage, "W or H does not have the given shape");
     std::vector<double> hd(k);
@@ -115,8 +102,8 @@ void register_ridge(CLI::App& app) {
   c->add_option("--target", a->target, "fp (Y) | local (X·Wᵀ + b)");
   c->add_option("--out", a->out, "prefix: writes PREFIX.w.f32, PREFIX.b.f32; prints JSON")->required();
   c->callback([a] {
-    const std::vector<float> X = read_all<float>(a->x), Y = read_all<float>(a->y), W = read_all<float>(a->w),
-                             B = read_all<float>(a->b);
+    const std::vector<float> X = read_raw<float>(a->x), Y = read_raw<float>(a->y), W = read_raw<float>(a->w),
+                             B = read_raw<float>(a->b);
     const size_t rows = size_t(a->rows), n = size_t(a->n), k = size_t(a->k);
     if (X.size() != rows * k || Y.size() != rows * n || W.size() != n * k || B.size() != n)
       fail(ErrorKind::Usage, "X, Y, W or b does not have the given shape");
@@ -159,7 +146,7 @@ void register_quant(CLI::App& app) {
                                   "PREFIX.f32 (fake_quantize)")
       ->required();
   c->callback([q] {
-    std::vector<float> x = read_all_f32(q->input);
+    std::vector<float> x = read_raw<float>(q->input);
     const QRange r = qrange(q->bits, q->is_unsigned ? Grid::Unsigned : Grid::Signed);
     std::vector<int32_t> codes(x.size());
     for (size_t i = 0; i < x.size(); ++i) codes[i] = quantize_one(x[i], q->scale, r);
@@ -177,7 +164,7 @@ void register_quant(CLI::App& app) {
   sc->add_option("--a", s->a)->required();
   sc->add_option("--b", s->b)->required();
   sc->callback([s] {
-    std::vector<float> a = read_all_f32(s->a), b = read_all_f32(s->b);
+    std::vector<float> a = read_raw<float>(s->a), b = read_raw<float>(s->b);
     if (a.size() != b.size()) fail(ErrorKind::Usage, "sizes differ");
     PairStats st = pair_stats(a.data(), b.data(), a.size());
     std::printf("{\"pearson\": %.17g, \"cosine\": %.17g, \"mse\": %.17g, \"pearson_ref\": %.17g, \"cosine_ref\": %.17g}\n",
@@ -194,7 +181,7 @@ void register_quant(CLI::App& app) {
       ->required();
   lc->add_option("--out", l->out, "prefix: PREFIX.table.i32 (levels), PREFIX.i32 (the input's levels)")->required();
   lc->callback([l] {
-    std::vector<float> x = read_all_f32(l->input);
+    std::vector<float> x = read_raw<float>(l->input);
     const LevelGrid& g = LevelGrid::get(l->grid == "log2" ? Grid::Log2 : l->grid == "logsqrt2" ? Grid::LogSqrt2 : Grid::Float, l->bits);
     std::vector<int32_t> lv(x.size());
     std::vector<float> f(x.size());

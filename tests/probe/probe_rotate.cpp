@@ -1,6 +1,5 @@
 // Probe subcommands for the rotations (quant/rotation.h): the rotated model's logits and state
 // dict, and the Hadamard matrices (numerics/hadamard.h), for tests/parity/test_rotation.py.
-#include <fstream>
 #include <memory>
 #include <vector>
 
@@ -13,18 +12,6 @@
 
 namespace vitq::probe {
 namespace {
-
-std::vector<float> read_f32(const std::string& path, size_t expected) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) fail(ErrorKind::Io, path, ": cannot open");
-  const size_t bytes = size_t(f.tellg());
-  if (bytes != expected * sizeof(float))
-    fail(ErrorKind::Data, path, ": has ", bytes, " bytes, expected ", expected * sizeof(float));
-  std::vector<float> v(expected);
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(bytes));
-  return v;
-}
 
 TensorBlob blob(const std::string& name, const Tensor& t, Shape shape) {
   TensorBlob b = make_f32_blob(name, t);
