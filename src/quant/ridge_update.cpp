@@ -16,80 +16,77 @@ namespace vitq {
 
 namespace {
 
-constexpr int64_t kChunk = 1024;  // rows per float product
-
-// Σ_r x̂_r y_rᵀ (K × N), Σ_r x̂_r (K), Σ_r y_r (N) and Σ_r ‖y_r‖², y the FP model's output or (local)
-// the site's own FP32 output of its unquantized input x·Wᵀ + b; float within chunks of rows,
-// double across chunks in chunk order: independent of the thread count.
-struct CrossMoments {
-  std::vector<double> xy, sx, sy;
+// Σ_r x̂_r x̂_rᵀ (K × K, as quantized_input_gram), Σ_r x̂_r y_rᵀ (K × N), Σ_r x̂_r (K), Σ_r y_r (N) and
+// Σ_r ‖y_r‖², y the FP model's output or (local) the site's own FP32 output of its unquantized input
+// x·Wᵀ + b; float within chunks of rows, double across chunks in chunk order: independent of the
+// thread count. One pass over the rows.
+struct Moments {
+  std::vector<double> xx, xy, sx, sy;
   double yy = 0;
 };
 
-CrossMoments cross_moments(const SiteObservation& obs, const OperandQuant& x, bool local) {
+Moments moments(const SiteObservation& obs, const OperandQuant& x, bool local) {
   const int K = obs.shape.K, N = obs.shape.N;
-  const int64_t rows = int64_t(obs.images) * obs.rows_per_image();
-  const int64_t chunks = (rows + kChunk - 1) / kChunk;
-  const int T = std::max(1, omp_get_max_threads());
-  CrossMoments m;
+  struct Slot {
+    avector<float> g, c, y;
+    std::vector<double> sx, sy;
+    double yy = 0;
+  };
+  std::vector<Slot> slots(static_cast<size_t>(std::max(1, omp_get_max_threads())));
+  Moments m;
+  m.xx.assign(size_t(K) * size_t(K), 0.0);
   m.xy.assign(size_t(K) * size_t(N), 0.0);
   m.sx.assign(size_t(K), 0.0);
   m.sy.assign(size_t(N), 0.0);
-  std::vector<avector<float>> xs(static_cast<size_t>(T)), cs(static_cast<size_t>(T)), ys(static_cast<size_t>(T));
-  std::vector<std::vector<double>> sxs(static_cast<size_t>(T)), sys(static_cast<size_t>(T));
-  std::vector<double> yys(static_cast<size_t>(T));
-  for (int64_t c0 = 0; c0 < chunks; c0 += T) {
-    const int nt = int(std::min<int64_t>(T, chunks - c0));
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int t = 0; t < nt; ++t) {
-      const size_t ts = size_t(t);
-      const int64_t r0 = (c0 + t) * kChunk, n = std::min(kChunk, rows - r0);
-      xs[ts].resize(size_t(n) * size_t(K));
-      cs[ts].resize(size_t(K) * size_t(N));
-      dequantized_rows(obs, x, r0, n, xs[ts].data());
-      const float* y = obs.target + r0 * N;
-      if (local) {  // the site's own FP32 output of its unquantized input: x·Wᵀ + b
-        ys[ts].resize(size_t(n) * size_t(N));
-        gemm_nt_f32(n, N, K, obs.x + r0 * K, obs.w, ys[ts].data());
-        if (obs.bias)
-          for (int64_t r = 0; r < n; ++r)
-            for (int c = 0; c < N; ++c) ys[ts][size_t(r * N + c)] += obs.bias[c];
-        y = ys[ts].data();
-      }
-      gemm_tn_f32(K, N, n, xs[ts].data(), y, cs[ts].data());
-      sxs[ts].assign(size_t(K), 0.0);
-      sys[ts].assign(size_t(N), 0.0);
-      yys[ts] = 0;
-      for (int64_t r = 0; r < n; ++r) {
-        for (int k = 0; k < K; ++k) sxs[ts][size_t(k)] += double(xs[ts][size_t(r * K + k)]);
-        for (int c = 0; c < N; ++c) {
-          const double v = double(y[r * N + c]);
-          sys[ts][size_t(c)] += v;
-          yys[ts] += v * v;
-        }
+  auto chunk = [&](int t, int64_t r0, int64_t n, const float* xs) {
+    Slot& sl = slots[size_t(t)];
+    sl.g.resize(size_t(K) * size_t(K));
+    sl.c.resize(size_t(K) * size_t(N));
+    gemm_tn_f32(K, K, n, xs, xs, sl.g.data());
+    const float* y = obs.target + r0 * N;
+    if (local) {  // the site's own FP32 output of its unquantized input: x·Wᵀ + b
+      sl.y.resize(size_t(n) * size_t(N));
+      gemm_nt_f32(n, N, K, obs.x + r0 * K, obs.w, sl.y.data());
+      if (obs.bias)
+        for (int64_t r = 0; r < n; ++r)
+          for (int c = 0; c < N; ++c) sl.y[size_t(r * N + c)] += obs.bias[c];
+      y = sl.y.data();
+    }
+    gemm_tn_f32(K, N, n, xs, y, sl.c.data());
+    sl.sx.assign(size_t(K), 0.0);
+    sl.sy.assign(size_t(N), 0.0);
+    sl.yy = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      for (int k = 0; k < K; ++k) sl.sx[size_t(k)] += double(xs[r * K + k]);
+      for (int c = 0; c < N; ++c) {
+        const double v = double(y[r * N + c]);
+        sl.sy[size_t(c)] += v;
+        sl.yy += v * v;
       }
     }
-    for (int t = 0; t < nt; ++t) {
-      const size_t ts = size_t(t);
-      for (size_t i = 0; i < m.xy.size(); ++i) m.xy[i] += double(cs[ts][i]);
-      for (int k = 0; k < K; ++k) m.sx[size_t(k)] += sxs[ts][size_t(k)];
-      for (int c = 0; c < N; ++c) m.sy[size_t(c)] += sys[ts][size_t(c)];
-      m.yy += yys[ts];
-    }
-  }
+  };
+  auto merge = [&](int t) {
+    const Slot& sl = slots[size_t(t)];
+    for (size_t i = 0; i < m.xx.size(); ++i) m.xx[i] += double(sl.g[i]);
+    for (size_t i = 0; i < m.xy.size(); ++i) m.xy[i] += double(sl.c[i]);
+    for (int k = 0; k < K; ++k) m.sx[size_t(k)] += sl.sx[size_t(k)];
+    for (int c = 0; c < N; ++c) m.sy[size_t(c)] += sl.sy[size_t(c)];
+    m.yy += sl.yy;
+  };
+  for_quantized_row_chunks(obs, x, chunk, merge);
   return m;
 }
 
 }  // namespace
 
-RidgeFit ridge_fit(const SiteObservation& obs, const OperandQuant& x, const std::vector<double>& H,
-                   const RidgeOptions& opt) {
+RidgeFit ridge_fit(const SiteObservation& obs, const OperandQuant& x, const RidgeOptions& opt) {
   const int K = obs.shape.K, N = obs.shape.N;
   if (obs.attention()) fail(ErrorKind::Internal, "ridge_fit: ", obs.shape.id.name(), " has no weights");
   if (!(opt.damp > 0) || !std::isfinite(opt.damp))
     fail(ErrorKind::Usage, "--ridge-damp must be a positive number (got ", opt.damp, ")");
   const double R = double(obs.images) * double(obs.rows_per_image());
-  const CrossMoments m = cross_moments(obs, x, opt.target == RidgeTarget::Local);
+  Moments m = moments(obs, x, opt.target == RidgeTarget::Local);
+  const std::vector<double>& H = m.xx;
 
   // A = X̃ᵀX̃ + λI ((K+1) × (K+1)), B = X̃ᵀY + λ[W b]ᵀ ((K+1) × N).
   using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
@@ -132,6 +129,7 @@ RidgeFit ridge_fit(const SiteObservation& obs, const OperandQuant& x, const std:
     for (int k = 0; k < K; ++k) f.w[size_t(c) * size_t(K) + size_t(k)] = float(Th(k, c));
     f.b[size_t(c)] = float(Th(K, c));
   }
+  f.H = std::move(m.xx);
   f.mean_x.resize(size_t(K));
   for (int k = 0; k < K; ++k) f.mean_x[size_t(k)] = R > 0 ? m.sx[size_t(k)] / R : 0.0;
   if (std::any_of(f.w.begin(), f.w.end(), [](float v) { return !std::isfinite(v); }))
@@ -144,12 +142,11 @@ bool ridge_weight_step(const SiteObservation& obs, SitePlan& sp, const RidgeOpti
   const int N = obs.shape.N, K = obs.shape.K;
   ChannelGrid g;
   if (obs.attention() || !sp.w.quantized() || !plan_channel_grid(sp, N, &g)) return false;
-  const std::vector<double> H = quantized_input_gram(obs, sp.x);
-  const RidgeFit f = ridge_fit(obs, sp.x, H, opt);
+  const RidgeFit f = ridge_fit(obs, sp.x, opt);
   notes["ridge"] = {{"damp", opt.damp}, {"error_before", f.rel_error_before}, {"error_after", f.rel_error_after}};
   std::vector<int16_t> codes(size_t(N) * size_t(K));
   if (gptq) {
-    gptq_weight_step(obs, sp, *gptq, notes, f.w.data(), &H);
+    gptq_weight_step(obs, sp, *gptq, notes, f.w.data(), &f.H);
     codes = sp.weight_codes;
     plan_channel_grid(sp, N, &g);  // as gptq_weight_step wrote it
   } else {

@@ -32,16 +32,15 @@ struct RidgeOptions {
 };
 
 // The solution W' (N × K row-major) and b' (N) for linear site `obs` with input format `x`
-// (opt.target Fp: obs.target is the FP output).
-// `H` is X̂ᵀX̂ (quantized_input_gram). Throws Error(Model) if the system is not positive definite
-// (it is whenever damp > 0 and the inputs are finite).
+// (opt.target Fp: obs.target is the FP output), from one pass over the rows. Throws Error(Model)
+// if the system is not positive definite (it is whenever damp > 0 and the inputs are finite).
 struct RidgeFit {
   std::vector<float> w, b;
+  std::vector<double> H;       // X̂ᵀX̂ (K × K), equal to quantized_input_gram's
   std::vector<double> mean_x;  // mean_r x̂_r (K)
   double rel_error_before = 0, rel_error_after = 0;  // Σ‖y − Wx̂ − b‖² and with W', b', ÷ Σ‖y‖²
 };
-RidgeFit ridge_fit(const SiteObservation& obs, const OperandQuant& x, const std::vector<double>& H,
-                   const RidgeOptions& opt);
+RidgeFit ridge_fit(const SiteObservation& obs, const OperandQuant& x, const RidgeOptions& opt);
 
 // The driver's step for linear site `obs` with the method's plan `sp`: the ridge fit, then its
 // weights rounded on the method's grid (GPTQ if `gptq`, else nearest) into sp.weight_codes, and

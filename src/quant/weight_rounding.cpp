@@ -12,12 +12,6 @@
 
 namespace vitq {
 
-namespace {
-
-constexpr int64_t kGramChunk = 1024;  // rows per float Gram product
-
-}  // namespace
-
 void dequantized_rows(const SiteObservation& obs, const OperandQuant& x, int64_t r0, int64_t n, float* out) {
   const int K = obs.shape.K;
   for (int64_t r = 0; r < n; ++r) {
@@ -34,28 +28,41 @@ void dequantized_rows(const SiteObservation& obs, const OperandQuant& x, int64_t
   }
 }
 
-std::vector<double> quantized_input_gram(const SiteObservation& obs, const OperandQuant& x) {
+void for_quantized_row_chunks(const SiteObservation& obs, const OperandQuant& x, const RowChunkFn& chunk,
+                              const std::function<void(int)>& merge) {
   const int K = obs.shape.K;
   const int64_t rows = int64_t(obs.images) * obs.rows_per_image();
-  const int64_t chunks = (rows + kGramChunk - 1) / kGramChunk;
+  const int64_t chunks = (rows + kRowChunk - 1) / kRowChunk;
   const int T = std::max(1, omp_get_max_threads());
-  std::vector<double> H(size_t(K) * size_t(K), 0.0);
-  std::vector<avector<float>> xs(static_cast<size_t>(T)), gs(static_cast<size_t>(T));
-  // Rounds of T chunks: each thread one chunk's Gram (single-threaded sgemm inside the parallel
-  // region), then the chunks added to H in chunk order.
+  std::vector<avector<float>> xs(static_cast<size_t>(T));
+  // Rounds of T chunks: each thread one chunk (single-threaded GEMMs inside the parallel region),
+  // then the chunks merged in chunk order.
   for (int64_t c0 = 0; c0 < chunks; c0 += T) {
     const int nt = int(std::min<int64_t>(T, chunks - c0));
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int t = 0; t < nt; ++t) {
-      const int64_t r0 = (c0 + t) * kGramChunk, n = std::min(kGramChunk, rows - r0);
+      const int64_t r0 = (c0 + t) * kRowChunk, n = std::min(kRowChunk, rows - r0);
       xs[size_t(t)].resize(size_t(n) * size_t(K));
-      gs[size_t(t)].resize(size_t(K) * size_t(K));
       dequantized_rows(obs, x, r0, n, xs[size_t(t)].data());
-      gemm_tn_f32(K, K, n, xs[size_t(t)].data(), xs[size_t(t)].data(), gs[size_t(t)].data());
+      chunk(t, r0, n, xs[size_t(t)].data());
     }
-    for (int t = 0; t < nt; ++t)
-      for (size_t i = 0; i < H.size(); ++i) H[i] += double(gs[size_t(t)][i]);
+    for (int t = 0; t < nt; ++t) merge(t);
   }
+}
+
+std::vector<double> quantized_input_gram(const SiteObservation& obs, const OperandQuant& x) {
+  const int K = obs.shape.K;
+  std::vector<double> H(size_t(K) * size_t(K), 0.0);
+  std::vector<avector<float>> gs(static_cast<size_t>(std::max(1, omp_get_max_threads())));
+  for_quantized_row_chunks(
+      obs, x,
+      [&](int t, int64_t, int64_t n, const float* xs) {
+        gs[size_t(t)].resize(size_t(K) * size_t(K));
+        gemm_tn_f32(K, K, n, xs, xs, gs[size_t(t)].data());
+      },
+      [&](int t) {
+        for (size_t i = 0; i < H.size(); ++i) H[i] += double(gs[size_t(t)][i]);
+      });
   return H;
 }
 

@@ -6,6 +6,7 @@
 // can be followed by it; the plan then holds the codes (SitePlan::weight_codes) with the grid's
 // per-channel steps and offsets (w.channel_scales, weight_offset).
 #pragma once
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -19,6 +20,16 @@ enum class WeightRounding { Nearest, Gptq };
 // Rows [r0, r0 + n) of the observation's input, quantize-dequantized with x (copied if x is not
 // quantized), into out (n × K).
 void dequantized_rows(const SiteObservation& obs, const OperandQuant& x, int64_t r0, int64_t n, float* out);
+
+// The observation's input rows in chunks of kRowChunk, quantize-dequantized with x: chunk(t, r0, n,
+// xs) for rows [r0, r0 + n) (xs: n × K) runs for up to omp_get_max_threads() chunks at a time in
+// parallel (t: the thread's slot, below that count; a GEMM inside runs single-threaded), then
+// merge(t) for each of them in chunk order — so sums merged in order do not depend on the thread
+// count.
+constexpr int64_t kRowChunk = 1024;
+using RowChunkFn = std::function<void(int t, int64_t r0, int64_t n, const float* xs)>;
+void for_quantized_row_chunks(const SiteObservation& obs, const OperandQuant& x, const RowChunkFn& chunk,
+                              const std::function<void(int)>& merge);
 
 // H = Σ_r x̂_r x̂_rᵀ over the observation's input rows, x̂ = the rows quantize-dequantized with
 // `x` (FP32 rows if x is not quantized): K × K row-major, double. Float products within chunks of

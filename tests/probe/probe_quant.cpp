@@ -12,7 +12,6 @@
 #include "quant/gptq.h"
 #include "quant/ridge_update.h"
 #include "quant/similarity.h"
-#include "quant/weight_rounding.h"
 
 namespace vitq::probe {
 namespace {
@@ -119,9 +118,8 @@ void register_ridge(CLI::App& app) {
       q.bits = a->bits;
       q.per_token = true;
     }
-    const std::vector<double> H = quantized_input_gram(obs, q);
     const RidgeFit f =
-        ridge_fit(obs, q, H, RidgeOptions{a->damp, a->target == "local" ? RidgeTarget::Local : RidgeTarget::Fp});
+        ridge_fit(obs, q, RidgeOptions{a->damp, a->target == "local" ? RidgeTarget::Local : RidgeTarget::Fp});
     write_raw(a->out + ".w.f32", f.w.data(), f.w.size());
     write_raw(a->out + ".b.f32", f.b.data(), f.b.size());
     std::printf("{\"error_before\": %.17g, \"error_after\": %.17g}\n", f.rel_error_before, f.rel_error_after);

@@ -75,7 +75,8 @@ TEST(RidgeUpdate, FitSatisfiesTheRegularisedNormalEquations) {
   const OperandQuant q = per_token_input(4);
   const std::vector<double> H = quantized_input_gram(lc.obs, q);
   const RidgeOptions opt{0.05, RidgeTarget::Fp};
-  const RidgeFit f = ridge_fit(lc.obs, q, H, opt);
+  const RidgeFit f = ridge_fit(lc.obs, q, opt);
+  EXPECT_EQ(f.H, H) << "the fit's Gram (one pass with the moments) differs from quantized_input_gram";
   ASSERT_EQ(f.w.size(), size_t(N) * K);
   ASSERT_EQ(f.b.size(), size_t(N));
   // x̂ rows (the same dequantization as the step: checked against the definitions in
@@ -107,7 +108,7 @@ TEST(RidgeUpdate, FitSatisfiesTheRegularisedNormalEquations) {
   // Thread count independence.
   const int threads = omp_get_max_threads();
   omp_set_num_threads(1);
-  const RidgeFit one = ridge_fit(lc.obs, q, H, opt);
+  const RidgeFit one = ridge_fit(lc.obs, q, opt);
   omp_set_num_threads(threads);
   EXPECT_EQ(one.w, f.w);
   EXPECT_EQ(one.b, f.b);
