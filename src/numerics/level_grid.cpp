@@ -47,19 +47,24 @@ std::vector<int32_t> positive_levels(Grid g, int bits) {
   return out;
 }
 
-// The arithmetic form (level_grid.h, LevelGrid::arithmetic) of n values: levels as two u8 planes, or
-// as floats. Integer operations only after the exact scaling, so every clone gives the same levels.
+// The arithmetic form (level_grid.h, LevelGrid::arithmetic) of one value. Integer operations
+// only after the exact scaling, so every clone of the loops below gives the same levels.
+__attribute__((always_inline)) inline int32_t arith_level(float p, int mant, int32_t lmin) {
+  const float t = round_half_even(p * float(kLevelOne));  // exact scaling by a power of two
+  const int32_t v = t > 0.0f ? (t >= float(kLevelOne) ? kLevelOne : int32_t(t)) : 0;  // NaN: 0
+  int32_t e = 0;  // ⌊log2 v⌋ (0 for v = 0)
+  for (int k = 1; k <= kLevelFracBits; ++k) e += v >= (int32_t(1) << k) ? 1 : 0;
+  const int32_t sh = e > mant ? e - mant : 0, base = int32_t(1) << e;
+  const int32_t up = base + (((v - base + ((int32_t(1) << sh) >> 1)) >> sh) << sh);
+  return v >= lmin ? up : (2 * v >= lmin ? lmin : 0);
+}
+
+// ... of n values: as two u8 planes, or as floats.
 VITQ_MULTIVERSION
 void levels_arith_u8_split(const float* p, uint8_t* lo, uint8_t* hi, size_t n, int mant, int32_t lmin) {
 #pragma omp simd
   for (size_t i = 0; i < n; ++i) {
-    const float t = round_half_even(p[i] * float(kLevelOne));  // exact scaling by a power of two
-    const int32_t v = t > 0.0f ? (t >= float(kLevelOne) ? kLevelOne : int32_t(t)) : 0;  // NaN: 0
-    int32_t e = 0;  // ⌊log2 v⌋ (0 for v = 0)
-    for (int k = 1; k <= kLevelFracBits; ++k) e += v >= (int32_t(1) << k) ? 1 : 0;
-    const int32_t sh = e > mant ? e - mant : 0, base = int32_t(1) << e;
-    const int32_t up = base + (((v - base + ((int32_t(1) << sh) >> 1)) >> sh) << sh);
-    const int32_t l = v >= lmin ? up : (2 * v >= lmin ? lmin : 0);
+    const int32_t l = arith_level(p[i], mant, lmin);
     lo[i] = uint8_t(l & 255);
     hi[i] = uint8_t(l >> 8);
   }
@@ -68,15 +73,7 @@ void levels_arith_u8_split(const float* p, uint8_t* lo, uint8_t* hi, size_t n, i
 VITQ_MULTIVERSION
 void levels_arith_f32(const float* p, float* out, size_t n, int mant, int32_t lmin) {
 #pragma omp simd
-  for (size_t i = 0; i < n; ++i) {
-    const float t = round_half_even(p[i] * float(kLevelOne));
-    const int32_t v = t > 0.0f ? (t >= float(kLevelOne) ? kLevelOne : int32_t(t)) : 0;
-    int32_t e = 0;
-    for (int k = 1; k <= kLevelFracBits; ++k) e += v >= (int32_t(1) << k) ? 1 : 0;
-    const int32_t sh = e > mant ? e - mant : 0, base = int32_t(1) << e;
-    const int32_t up = base + (((v - base + ((int32_t(1) << sh) >> 1)) >> sh) << sh);
-    out[i] = float(v >= lmin ? up : (2 * v >= lmin ? lmin : 0));
-  }
+  for (size_t i = 0; i < n; ++i) out[i] = float(arith_level(p[i], mant, lmin));
 }
 
 }  // namespace
