@@ -144,18 +144,14 @@ bool ridge_weight_step(const SiteObservation& obs, SitePlan& sp, const RidgeOpti
   if (obs.attention() || !sp.w.quantized() || !plan_channel_grid(sp, N, &g)) return false;
   const RidgeFit f = ridge_fit(obs, sp.x, opt);
   notes["ridge"] = {{"damp", opt.damp}, {"error_before", f.rel_error_before}, {"error_after", f.rel_error_after}};
-  std::vector<int16_t> codes(size_t(N) * size_t(K));
   if (gptq) {
-    gptq_weight_step(obs, sp, *gptq, notes, f.w.data(), &f.H);
-    codes = sp.weight_codes;
-    plan_channel_grid(sp, N, &g);  // as gptq_weight_step wrote it
+    gptq_weight_step(obs, sp, *gptq, notes, f.w.data(), &f.H);  // on the same grid g
   } else {
-    round_to_grid(f.w.data(), N, K, g, codes.data());
-    sp.w.channel_scales = g.step;
-    sp.w.scale = *std::max_element(g.step.begin(), g.step.end());
-    if (std::any_of(g.offset.begin(), g.offset.end(), [](float o) { return o != 0.0f; })) sp.weight_offset = g.offset;
-    sp.weight_codes = codes;
+    std::vector<int16_t> rtn(size_t(N) * size_t(K));
+    round_to_grid(f.w.data(), N, K, g, rtn.data());
+    set_plan_weight_codes(sp, g, std::move(rtn));
   }
+  const std::vector<int16_t>& codes = sp.weight_codes;
   // b'' = b' + (W' − Ŵ)·mean x̂, as a correction of the site's own bias.
   sp.bias_correction.assign(size_t(N), 0.0f);
   for (int c = 0; c < N; ++c) {

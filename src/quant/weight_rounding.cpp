@@ -110,11 +110,15 @@ bool gptq_weight_step(const SiteObservation& obs, SitePlan& sp, const GptqOption
                    {"damp", info.damp},
                    {"retries", info.retries},
                    {"dead_inputs", info.dead}};
+  set_plan_weight_codes(sp, g, std::move(codes));
+  return true;
+}
+
+void set_plan_weight_codes(SitePlan& sp, const ChannelGrid& g, std::vector<int16_t> codes) {
   sp.w.channel_scales = g.step;
   sp.w.scale = *std::max_element(g.step.begin(), g.step.end());
   if (std::any_of(g.offset.begin(), g.offset.end(), [](float o) { return o != 0.0f; })) sp.weight_offset = g.offset;
   sp.weight_codes = std::move(codes);
-  return true;
 }
 
 }  // namespace vitq

@@ -40,6 +40,10 @@ std::vector<double> quantized_input_gram(const SiteObservation& obs, const Opera
 // offset (weight_offset or 0). False if the plan has per-channel bit-widths (not supported).
 bool plan_channel_grid(const SitePlan& sp, int N, ChannelGrid* g);
 
+// Writes codes on grid g into the plan: per-channel steps (scale: the largest), the offsets if any
+// is nonzero, the codes.
+void set_plan_weight_codes(SitePlan& sp, const ChannelGrid& g, std::vector<int16_t> codes);
+
 // Replaces the codes of linear site `obs` by GPTQ's on the plan's grid; notes get the expected
 // output errors of round-to-nearest and of GPTQ (Σ_c eᵀHe / Σ_c wᵀHw) and the damping used.
 // Leaves attention sites, FP32 weights and per-channel bit-widths alone (returns false).
