@@ -52,6 +52,9 @@ struct QuantizeArgs {
   bool ridge = false;           // --ridge-update
   RidgeOptions ridge_opt;
   std::string ridge_target = "local";
+  bool qwt = false;             // --qwt
+  CompensationOptions qwt_opt;
+  std::string qwt_target = "local";
   CLI::App* cmd = nullptr;      // to tell which options the command line gave
   bool quantize_head = false, quiet = false;
   bool skip_bad = false;    // --skip-bad-images
@@ -101,6 +104,10 @@ std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& op
   if (r.ridge && !given("--ridge-update")) {
     opt.ridge = *r.ridge;
     if (opt.ridge) note("ridge weight update");
+  }
+  if (r.qwt && !given("--qwt")) {
+    opt.compensation.on = *r.qwt;
+    if (opt.compensation.on) note("QwT compensation");
   }
   if (r.rotate && !given("--rotate")) {
     a.rotate = *r.rotate;
@@ -182,6 +189,9 @@ void run_quantize(QuantizeArgs& a) {
   opt.ridge = a.ridge;
   opt.ridge_opt = a.ridge_opt;
   opt.ridge_opt.target = a.ridge_target == "fp" ? RidgeTarget::Fp : RidgeTarget::Local;
+  opt.compensation = a.qwt_opt;
+  opt.compensation.on = a.qwt;
+  opt.compensation.target = a.qwt_target == "fp" ? CompensationTarget::Fp : CompensationTarget::Local;
   const std::string recipe = apply_recipe(*method, a, opt);
   if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
   opt.batch = a.batch;
@@ -368,6 +378,20 @@ void add_quantize_command(CLI::App& app) {
                 "original weights)")
       ->capture_default_str()
       ->check(opt::real(1e-6, 100));
+  c->add_flag("--qwt,!--no-qwt", a->qwt,
+              "After each block (any method): QwT error compensation - a linear map of the block's input, fitted "
+              "in closed form to the error the quantized block leaves in its output, added to the block's output "
+              "(FP32 at run time: one embed_dim x embed_dim product per block and token; see docs/RESULTS.md for "
+              "its speed cost). Recorded in the plan");
+  c->add_option("--qwt-target", a->qwt_target,
+                "QwT: the error fitted: 'local' (the FP32 block's output of the same quantized input, QwT's) or "
+                "'fp' (the FP32 model's output of the block, also undoing earlier blocks' errors)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"local", "fp"}));
+  c->add_option("--qwt-damp", a->qwt_opt.damp,
+                "QwT: ridge penalty of the fit, relative to the mean of diag(E[x x^T]) of the block inputs")
+      ->capture_default_str()
+      ->check(opt::real(0, 100));
   c->add_option("--rotation-seed", a->rotation_seed, "Seed of the rotations' random signs")
       ->capture_default_str()
       ->check(opt::seed());

@@ -63,6 +63,7 @@ void ViTForward::reserve(int batch) {
   proj_.resize(B * T * D);
   hidden_.resize(B * T * size_t(c.mlp_hidden));
   fc2_.resize(B * T * D);
+  comp_.resize(B * T * D);
   tok_.resize(B * 2 * D);
   logits2_.resize(B * size_t(c.num_classes));
   capacity_ = batch;
@@ -71,7 +72,7 @@ void ViTForward::reserve(int batch) {
 size_t ViTForward::workspace_bytes() const {
   size_t n = 0;
   for (const auto* v : {&patches_, &pe_out_, &x_, &ln_, &qkv_, &q_, &k_, &vt_, &s_, &o_, &ctx_, &proj_, &hidden_,
-                        &fc2_, &tok_, &logits2_})
+                        &fc2_, &comp_, &tok_, &logits2_})
     n += v->capacity();
   return n * sizeof(float);
 }
@@ -144,6 +145,10 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
   const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim(), F = c.mlp_hidden;
   const int rows = batch * T;
   const size_t TD = size_t(T) * d;
+
+  // Error compensation (ViTModel: BlockWeights::compensation): x·Wᵀ + b of the block's input,
+  // added to its output at the end.
+  if (w.has_compensation()) compensate(w.compensation, x, rows, comp_.data());
 
   // --- attention ---
 #pragma omp parallel for schedule(static)
@@ -264,9 +269,31 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
   fc2.y = fc2_.data();
   run_site(fc2, hook);
 
+  const float* comp = w.has_compensation() ? comp_.data() : nullptr;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) {
+    float* xr = x + size_t(r) * D;
+    add_bias_residual_rows(xr, fc2_.data() + size_t(r) * D, 1, size_t(D), nullptr);
+    if (comp) add_bias_residual_rows(xr, comp + size_t(r) * D, 1, size_t(D), nullptr);
+  }
+}
+
+void ViTForward::compensate(const LinearWeights& c, const float* x, int rows, float* y) {
+  const int D = m_.cfg.embed_dim;
+  if (c.out() != D || c.in() != D || c.b.numel() != D)
+    fail(ErrorKind::Model, "error compensation: weight ", c.w.dim(0), "x", c.w.dim(1), ", bias ", c.b.numel(),
+         " for embed_dim ", D, " (needs ", D, "x", D, " and ", D, ")");
+  if (gemm_ == FpGemm::Packed) {
+    auto& p = packed_[{c.w.ptr(), c.b.ptr()}];
+    if (!p) p = std::make_unique<PackedLinearF32>(D, D, c.w.ptr(), c.b.ptr());
+    p->run(rows, x, y);
+    return;
+  }
+  gemm_nt_f32(rows, D, D, x, c.w.ptr(), y);
+  const float* b = c.b.ptr();
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < rows; ++r)
-    add_bias_residual_rows(x + size_t(r) * D, fc2_.data() + size_t(r) * D, 1, size_t(D), nullptr);
+    for (int j = 0; j < D; ++j) y[size_t(r) * D + size_t(j)] += b[j];
 }
 
 void ViTForward::head(const float* x, int batch, float* logits, SiteHook* hook) {

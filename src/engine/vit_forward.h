@@ -47,6 +47,8 @@ class ViTForward {
   // linear sites run on weights packed once for oneDNN's matmul (packed_linear_f32.h); with a
   // hook (simulation, observers) or FpGemm::PerCall every site runs through site_gemm_f32.
   void run_site(const SiteCall& call, SiteHook* hook);
+  // A block's error compensation: y (rows x D) = x · cᵀ + b, FP32 (not a site: never quantized).
+  void compensate(const LinearWeights& c, const float* x, int rows, float* y);
 
   const ViTModel& m_;
   FpGemm gemm_;
@@ -56,7 +58,7 @@ class ViTForward {
   std::map<std::pair<const float*, const float*>, std::unique_ptr<PackedLinearF32>> packed_;
   // FpGemm::Packed: Q·Kᵀ and P·V of all heads as batched products (batched_matmul_f32.h).
   std::unique_ptr<BatchedMatmulF32> qk_mm_, av_mm_;
-  avector<float> patches_, pe_out_, x_, ln_, qkv_, q_, k_, vt_, s_, o_, ctx_, proj_, hidden_, fc2_, tok_, logits2_;
+  avector<float> patches_, pe_out_, x_, ln_, qkv_, q_, k_, vt_, s_, o_, ctx_, proj_, hidden_, fc2_, comp_, tok_, logits2_;
 };
 
 }  // namespace vitq

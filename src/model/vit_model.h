@@ -26,6 +26,11 @@ struct BlockWeights {
   LinearWeights proj;  // [dim, dim]
   LinearWeights fc1;   // [mlp_hidden, dim]
   LinearWeights fc2;   // [dim, mlp_hidden]
+  // Error compensation (QwT, quant/compensation.h): a linear map of the block's input added to
+  // its output, x_out = block(x) + x·Wᵀ + b, W [dim, dim], b [dim]. Empty (every loaded
+  // checkpoint): none.
+  LinearWeights compensation;
+  bool has_compensation() const { return !compensation.w.empty(); }
 };
 
 struct ViTModel {

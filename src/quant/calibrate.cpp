@@ -32,6 +32,32 @@ std::vector<std::vector<SiteId>> planned_sites(const std::vector<SiteShape>& ord
   return by_stage;
 }
 
+// Fits block (stage st)'s compensation on its quantized inputs xq (fp_out: the FP model's output
+// of the block) and puts it into the plan and the model being calibrated.
+nlohmann::ordered_json compensate_block(StagedForward& fwd, PlanSimulator& sim, int st, const float* xq,
+                                        const float* fp_out, const CompensationOptions& opt, ViTModel& model,
+                                        QuantPlan& plan) {
+  const size_t n = size_t(fwd.images()) * fwd.stream_floats();
+  avector<float> yq(xq, xq + n), e(n);
+  fwd.advance(st, yq.data(), &sim);  // the quantized block
+  const float* target = fp_out;
+  avector<float> yf;
+  if (opt.target == CompensationTarget::Local) {  // the FP block on the same input
+    yf.assign(xq, xq + n);
+    fwd.advance(st, yf.data(), nullptr);
+    target = yf.data();
+  }
+  for (size_t i = 0; i < n; ++i) e[i] = target[i] - yq[i];
+  const int D = model.cfg.embed_dim;
+  const CompensationFit f = fit_compensation(xq, e.data(), target, int64_t(n / size_t(D)), D, opt.damp);
+  const int block = st - 1;
+  if (f.used()) {
+    plan.compensation[block] = f.comp;
+    set_model_compensation(model, plan);
+  }
+  return compensation_notes(f);
+}
+
 }  // namespace
 
 Bits Calibrator::site_bits(const SiteId& id, const CalibOptions& opt) {
@@ -158,6 +184,11 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   if (opt.weight_rounding == WeightRounding::Gptq)
     plan.settings["weight_rounding"] = {{"method", "gptq"}, {"damp", opt.gptq.damp}, {"block", opt.gptq.block},
                                         {"act_order", opt.gptq.act_order}};
+  if (opt.compensation.on)
+    plan.settings["compensation"] = {
+        {"method", "qwt"},
+        {"target", opt.compensation.target == CompensationTarget::Fp ? "fp" : "local"},
+        {"damp", opt.compensation.damp}};
   if (opt.ridge)
     plan.settings["ridge_update"] = {{"damp", opt.ridge_opt.damp},
                                      {"target", opt.ridge_opt.target == RidgeTarget::Fp ? "fp" : "local"}};
@@ -166,7 +197,10 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   // The transforms first: every site sees the rewritten model.
   fit_plan_transforms(m_, images_, n_, opt.batch, opt.transforms, plan);
   std::unique_ptr<ViTModel> rewritten;
-  const ViTModel& model = apply_plan_transforms(m_, plan, rewritten, "ln_smoothing");
+  apply_plan_transforms(m_, plan, rewritten, "ln_smoothing");
+  // The compensation goes into the model as each block's is fitted: it needs a copy of its own.
+  if (!rewritten && opt.compensation.on) rewritten = std::make_unique<ViTModel>(m_);
+  const ViTModel& model = rewritten ? *rewritten : m_;
 
   std::map<SiteId, SiteShape> shapes;
   for (const auto& s : model_sites(c)) shapes[s.id] = s;
@@ -212,7 +246,12 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
       if (!notes.is_null()) res.block_notes[cat("blocks.", st - 1)] = std::move(notes);
     }
 
-    // 4. Quantized pass: advance the quantized stream with the stage's plan.
+    // 4. The block's error compensation, if asked for: fitted to what the finished block leaves.
+    if (opt.compensation.on && st >= 1 && st <= c.depth && !sites.empty())
+      res.block_notes[cat("blocks.", st - 1)]["compensation"] =
+          compensate_block(fwd, sim, st, xq.data(), xf.data(), opt.compensation, *rewritten, plan);
+
+    // 5. Quantized pass: advance the quantized stream with the stage's plan.
     if (!last) fwd.advance(st, xq.data(), &sim);
   }
   if (progress) progress({done, total_sites, ""});

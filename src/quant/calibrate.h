@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "quant/compensation.h"
 #include "quant/method.h"
 #include "quant/plan.h"
 #include "quant/plan_transforms.h"
@@ -42,6 +43,9 @@ struct CalibOptions {
   // (quant/ridge_update.h).
   bool ridge = false;
   RidgeOptions ridge_opt;
+  // After each block (and the method's block step): QwT error compensation (quant/compensation.h),
+  // fitted on the block's quantized inputs; later blocks see the compensated model.
+  CompensationOptions compensation;
 };
 
 struct SiteReport {
@@ -63,7 +67,7 @@ struct CalibProgress {
 struct CalibrationResult {
   QuantPlan plan;
   std::vector<SiteReport> sites;
-  nlohmann::ordered_json block_notes;   // from Method::calibrate_block, by block name, if any
+  nlohmann::ordered_json block_notes;   // from Method::calibrate_block and the compensation, by block name
   nlohmann::ordered_json refine_notes;  // from Method::refine, if the method has that step
   double seconds = 0;
 };

@@ -82,6 +82,7 @@ struct Recipe {
   std::optional<bool> rotate, rotate_mlp; // --rotate, --rotate-mlp
   std::optional<bool> gptq;               // --weight-rounding gptq
   std::optional<bool> ridge;              // --ridge-update
+  std::optional<bool> qwt;                // --qwt
 };
 
 struct ViTModel;

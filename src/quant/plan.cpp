@@ -28,7 +28,8 @@ const SitePlan* QuantPlan::find(const SiteId& id) const {
 bool QuantPlan::operator==(const QuantPlan& o) const {
   return method == o.method && settings == o.settings && calibration == o.calibration &&
          tool_version == o.tool_version && architecture == o.architecture && sites == o.sites &&
-         ln_smoothing == o.ln_smoothing && ln_shift == o.ln_shift && rotation == o.rotation;
+         ln_smoothing == o.ln_smoothing && ln_shift == o.ln_shift && rotation == o.rotation &&
+         compensation == o.compensation;
 }
 
 namespace {
@@ -234,15 +235,90 @@ void read_codes(const json& j, const std::string& source, const std::vector<std:
          ")");
 }
 
+std::string compensation_tensor(int block, const char* what) { return cat("blocks.", block, ".compensation.", what); }
+
+// FNV-1a 64 over the compensation, in block order: block index (4 bytes LE), then the weight's
+// and the bias's floats (4 bytes LE each).
+std::string compensation_hash(const QuantPlan& p) {
+  uint64_t h = fnv1a64(nullptr, 0);
+  for (const auto& [i, c] : p.compensation) {
+    const int32_t b = i;
+    h = fnv1a64(&b, sizeof b, h);
+    h = fnv1a64(c.w.data(), c.w.size() * sizeof(float), h);
+    h = fnv1a64(c.b.data(), c.b.size() * sizeof(float), h);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+// Reads the compensation of the blocks the plan JSON lists from its companion file.
+void read_compensation(const json& j, const std::string& source, QuantPlan& p) {
+  Ctx top{source, "compensation."};
+  const json& cj = j["compensation"];
+  if (!cj.is_object()) Ctx{source, ""}.bad("compensation", "must be an object {file, blocks, content_fnv1a64}");
+  for (const char* k : {"file", "content_fnv1a64"})
+    if (!cj.contains(k) || !cj[k].is_string()) top.bad(k, "must be a string");
+  if (!cj.contains("blocks") || !cj["blocks"].is_array() || cj["blocks"].empty())
+    top.bad("blocks", "must be a non-empty array of block indices");
+  const std::string file = cj["file"].get<std::string>();
+  if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos)
+    top.bad("file", "must be a plain file name next to the plan");
+  const std::string path = (std::filesystem::path(source).parent_path() / file).string();
+  SafeTensorsFile st = SafeTensorsFile::open(path);
+  std::vector<std::string> expected;
+  for (size_t k = 0; k < cj["blocks"].size(); ++k) {
+    int b = -1;
+    if (!json_int_in(cj["blocks"][k], 0, 1 << 20, &b)) top.bad(cat("blocks[", k, "]"), "must be a block index >= 0");
+    if (p.compensation.count(b)) top.bad(cat("blocks[", k, "]"), cat("block ", b, " is listed twice"));
+    const std::string wn = compensation_tensor(b, "weight"), bn = compensation_tensor(b, "bias");
+    for (const auto& n : {wn, bn})
+      if (!st.has(n)) fail(ErrorKind::Model, path, ": no tensor '", n, "' (", source, " lists block ", b, ")");
+    const TensorInfo& wi = st.info(wn);
+    if (wi.dtype != DType::F32 || wi.shape.size() != 2 || wi.shape[0] != wi.shape[1] || wi.shape[0] < 1)
+      fail(ErrorKind::Model, path, ": tensor '", wn, "' must be F32 [D, D] (got ", dtype_name(wi.dtype), " ",
+           shape_str(wi.shape), ")");
+    BlockCompensation c;
+    {
+      const Tensor t = st.to_f32(wn);
+      c.w.assign(t.data.begin(), t.data.end());
+    }
+    {
+      const Tensor t = st.to_f32(bn, {wi.shape[0]});
+      c.b.assign(t.data.begin(), t.data.end());
+    }
+    for (const auto* v : {&c.w, &c.b})
+      for (float f : *v)
+        if (!std::isfinite(f))
+          fail(ErrorKind::Model, path, ": block ", b, " compensation holds a non-finite value (", f, ")");
+    p.compensation[b] = std::move(c);
+    expected.push_back(wn);
+    expected.push_back(bn);
+  }
+  for (const auto& name : st.names())
+    if (std::find(expected.begin(), expected.end(), name) == expected.end())
+      fail(ErrorKind::Model, path, ": tensor '", name, "' is not the compensation of a block listed in ", source);
+  const std::string want = cj["content_fnv1a64"].get<std::string>(), got = compensation_hash(p);
+  if (want != got)
+    fail(ErrorKind::Model, path, ": compensation does not match ", source, " (content hash ", got, ", plan says ", want,
+         ")");
+}
+
 }  // namespace
 
 std::string plan_codes_file_name(const std::string& plan_path) {
   return std::filesystem::path(plan_path).stem().string() + "_codes.safetensors";
 }
 
+std::string plan_compensation_file_name(const std::string& plan_path) {
+  return std::filesystem::path(plan_path).stem().string() + "_compensation.safetensors";
+}
+
 int plan_format_version(const QuantPlan& p) {
   // Format 2 adds what a format-1 reader would silently misread (per-head steps, a rotation);
   // per-token inputs and level grids lack the `scale` a format-1 reader requires, so it refuses them.
+  // Format 3 adds error compensation, which a format-2 reader would ignore.
+  if (!p.compensation.empty()) return 3;
   if (p.rotation) return 2;
   for (const auto& kv : p.sites)
     if (kv.second.x.per_head() || kv.second.w.per_head() || kv.second.x.per_token || is_level_grid(kv.second.x.grid))
@@ -250,7 +326,7 @@ int plan_format_version(const QuantPlan& p) {
   return 1;
 }
 
-ojson plan_to_json(const QuantPlan& p, const std::string& codes_file) {
+ojson plan_to_json(const QuantPlan& p, const std::string& codes_file, const std::string& compensation_file) {
   ojson j;
   j["format"] = "vitq-plan";
   j["format_version"] = plan_format_version(p);
@@ -285,6 +361,12 @@ ojson plan_to_json(const QuantPlan& p, const std::string& codes_file) {
   if (p.rotation) {
     const PlanRotation& r = *p.rotation;
     j["rotation"] = {{"seed", r.seed}, {"residual", r.residual}, {"heads", r.heads}, {"mlp", r.mlp}};
+  }
+  if (!p.compensation.empty()) {
+    ojson blocks = ojson::array();
+    for (const auto& kv : p.compensation) blocks.push_back(kv.first);
+    j["compensation"] = {{"file", compensation_file}, {"dtype", "F32"}, {"blocks", blocks},
+                         {"content_fnv1a64", compensation_hash(p)}};
   }
   return j;
 }
@@ -331,8 +413,8 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   if (!j.contains("format") || !j["format"].is_string() || j["format"] != "vitq-plan")
     top.bad("format", cat("must be \"vitq-plan\" (got ", j.contains("format") ? j["format"].dump() : "nothing", ")"));
   if (!j.contains("format_version") || !j["format_version"].is_number_integer() ||
-      (j["format_version"] != 1 && j["format_version"] != 2))
-    top.bad("format_version", "must be 1 or 2 (this vitq reads plan formats 1 and 2)");
+      (j["format_version"] != 1 && j["format_version"] != 2 && j["format_version"] != 3))
+    top.bad("format_version", "must be 1, 2 or 3 (this vitq reads plan formats 1 to 3)");
   QuantPlan p;
   auto str = [&](const char* k) {
     if (!j.contains(k) || !j[k].is_string()) top.bad(k, "must be a string");
@@ -384,6 +466,7 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
       if (!(f >= FLT_MIN)) Ctx{source, "ln_smoothing."}.bad(name, "factors must be positive and finite (normal float32 values)");
   p.ln_shift = ln_site_vectors(j, "ln_shift", "shifts", source);
   if (j.contains("rotation")) p.rotation = rotation_from_json(j["rotation"], source);
+  if (j.contains("compensation")) read_compensation(j, source, p);
   return p;
 }
 
@@ -408,10 +491,27 @@ void save_plan(const QuantPlan& plan, const std::string& path) {
     write_safetensors((std::filesystem::path(path).parent_path() / codes_file).string(), blobs,
                       {{"format", "vitq-plan-codes"}, {"layout", "I16 [N, K] integer weight codes per site"}});
   }
+  const std::string comp_file = plan_compensation_file_name(path);
+  if (!plan.compensation.empty()) {
+    std::vector<TensorBlob> blobs;
+    for (const auto& [i, c] : plan.compensation) {
+      const int64_t D = int64_t(c.b.size());
+      if (D == 0 || c.w.size() != size_t(D * D))
+        fail(ErrorKind::Internal, "block ", i, ": compensation is not [D, D] and [D]");
+      Tensor w({D, D}), b({D});
+      w.data.assign(c.w.begin(), c.w.end());
+      b.data.assign(c.b.begin(), c.b.end());
+      blobs.push_back(make_f32_blob(compensation_tensor(i, "weight"), w));
+      blobs.push_back(make_f32_blob(compensation_tensor(i, "bias"), b));
+    }
+    write_safetensors((std::filesystem::path(path).parent_path() / comp_file).string(), blobs,
+                      {{"format", "vitq-plan-compensation"},
+                       {"layout", "F32 blocks.i.compensation.weight [D, D] ([out, in]) and .bias [D] per block"}});
+  }
   std::ofstream f(path);
   if (!f) fail(ErrorKind::Io, path, ": cannot write");
   // nlohmann writes floats with the shortest representation that round-trips.
-  f << plan_to_json(plan, codes_file).dump(1) << "\n";
+  f << plan_to_json(plan, codes_file, comp_file).dump(1) << "\n";
   if (!f) fail(ErrorKind::Io, path, ": write failed");
 }
 
@@ -448,6 +548,14 @@ void check_plan_matches(const QuantPlan& plan, const ViTConfig& cfg, const std::
     if (!sp.bias_correction.empty() && sp.bias_correction.size() != nb)
       fail(ErrorKind::Model, source, ": site '", name, "': bias_correction has ", sp.bias_correction.size(),
            " entries, expected ", nb);
+  }
+  for (const auto& [i, comp] : plan.compensation) {
+    const size_t D = size_t(cfg.embed_dim);
+    if (i < 0 || i >= cfg.depth)
+      fail(ErrorKind::Model, source, ": compensation of block ", i, ": the model has ", cfg.depth, " blocks");
+    if (comp.b.size() != D || comp.w.size() != D * D)
+      fail(ErrorKind::Model, source, ": compensation of block ", i, " is for embed_dim ", comp.b.size(),
+           ", the model has ", D);
   }
   for (const auto* field : {&plan.ln_smoothing, &plan.ln_shift}) {
     const char* what = field == &plan.ln_shift ? "ln_shift" : "ln_smoothing";

@@ -79,6 +79,13 @@ struct PlanRotation {
   bool operator==(const PlanRotation&) const = default;
 };
 
+// Error compensation of one transformer block (QwT, quant/compensation.h): the block's output
+// gets x·Wᵀ + b of its input x added, W [dim, dim] row-major ([out, in]), b [dim]; FP32 at run time.
+struct BlockCompensation {
+  std::vector<float> w, b;
+  bool operator==(const BlockCompensation&) const = default;
+};
+
 struct QuantPlan {
   std::string method;                 // "liu2021", "minmax", ...
   nlohmann::ordered_json settings;    // method settings as given (bits, flags, ...)
@@ -98,6 +105,10 @@ struct QuantPlan {
   // Rotation (--rotate; quant/rotation.h): applied to the checkpoint before the LayerNorm
   // rewrites; the plan's sites and LayerNorm vectors are those of the rotated model. None = unset.
   std::optional<PlanRotation> rotation;
+  // Error compensation by block index (quant/compensation.h); empty = none. Applied to the model
+  // like the transforms (plan_transforms.h); the tensors live in the companion file
+  // `<stem>_compensation.safetensors` (save_plan), F32 blocks.i.compensation.{weight,bias}.
+  std::map<int, BlockCompensation> compensation;
 
   const SitePlan* find(const SiteId& id) const;
   bool operator==(const QuantPlan& o) const;
@@ -106,9 +117,11 @@ struct QuantPlan {
 // Sites with weight_codes are marked `"weight_codes": true` in the JSON; the codes themselves
 // live in the companion file `codes_file` (a name relative to the plan's directory), recorded at
 // the top level with the FNV-1a 64 hash of the codes' content.
-nlohmann::ordered_json plan_to_json(const QuantPlan& plan, const std::string& codes_file = "plan_codes.safetensors");
+nlohmann::ordered_json plan_to_json(const QuantPlan& plan, const std::string& codes_file = "plan_codes.safetensors",
+                                   const std::string& compensation_file = "plan_compensation.safetensors");
 // The plan format a plan is written in: 1, or 2 if it uses the fields of format 2 (per-token
-// inputs, level grids, per-head steps, a rotation), which format-1 readers would misread.
+// inputs, level grids, per-head steps, a rotation), which format-1 readers would misread, or 3 if
+// it has error compensation (which format-2 readers would ignore).
 int plan_format_version(const QuantPlan& plan);
 // Validates the JSON (field types, bit ranges 2..10, positive finite scales, site names);
 // errors name `source` (the file) and the field. If sites have weight codes, they are read
@@ -122,6 +135,7 @@ QuantPlan plan_from_json(const nlohmann::ordered_json& j, const std::string& sou
 void save_plan(const QuantPlan& plan, const std::string& path);
 QuantPlan load_plan(const std::string& path);
 std::string plan_codes_file_name(const std::string& plan_path);
+std::string plan_compensation_file_name(const std::string& plan_path);
 
 // Checks that every site of the plan exists in the model and that per-channel/bias/offset
 // vectors and weight codes have the model's sizes. Throws Error(Model) naming the plan file and site.

@@ -1,5 +1,6 @@
 // The checkpoint rewrites a plan records, as one pipeline step: a rotation (rotation.h) first,
-// then LayerNorm centring and smoothing (ln_smoothing.h), fitted on the rotated model. Each keeps the FP function
+// then LayerNorm centring and smoothing (ln_smoothing.h), fitted on the rotated model; and the
+// blocks' error compensation (compensation.h), which the calibration fits after each block. Each keeps the FP function
 // and moves range between activations and weights, so every site is calibrated, simulated,
 // exported and run on the rewritten model.
 //
@@ -32,6 +33,10 @@ void fit_plan_transforms(const ViTModel& model, const float* images, int n, int 
                          QuantPlan& plan);
 
 bool has_plan_transforms(const QuantPlan& plan);
+
+// The plan's error compensation (QuantPlan::compensation) as the model's blocks' (any other
+// block's removed).
+void set_model_compensation(ViTModel& m, const QuantPlan& plan);
 
 // The checkpoint rewritten by the plan's transforms: `checkpoint` itself if it has none, else the
 // rewrite, kept alive in `holder`. Throws Error(Model) naming `source` if the plan does not fit.

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
+#include "engine/packed_linear_f32.h"
 #include "numerics/hadamard.h"
 #include "numerics/int8_kernels.h"
 
@@ -59,6 +60,7 @@ struct AttnSite {
 struct Block {
   std::unique_ptr<IntLinear> qkv, proj, fc1, fc2;
   AttnSite qk, av;
+  std::unique_ptr<PackedLinearF32> comp;  // error compensation (plan.h: BlockCompensation), FP32; or null
 };
 
 struct Scratch {
@@ -120,7 +122,7 @@ struct IntViTForward::Impl {
   bool any_fp_attention = false, any_int_attention = false;
 
   int capacity = 0, threads = 0;
-  avector<float> x, tok, logits2, fp_out;
+  avector<float> x, comp_out, tok, logits2, fp_out;
   ActBuf patches, buf_a, buf_b, head_in;
   avector<uint8_t> qc;
   avector<int8_t> kc, vc;
@@ -155,6 +157,9 @@ struct IntViTForward::Impl {
       b.av = attention_site(q, {SiteKind::MatmulAV, i});
       b.av.a.zp = 0;  // softmax probabilities are >= 0: their codes need no shift to be u8
       for (const AttnSite* s : {&b.qk, &b.av}) (s->on ? any_int_attention : any_fp_attention) = true;
+      auto ci = q.plan.compensation.find(i);
+      if (ci != q.plan.compensation.end())
+        b.comp = std::make_unique<PackedLinearF32>(c.embed_dim, c.embed_dim, ci->second.w.data(), ci->second.b.data());
       blocks.push_back(std::move(b));
     }
     const int T = c.tokens(), d = c.head_dim();
@@ -189,6 +194,7 @@ struct IntViTForward::Impl {
     const size_t NP = size_t(c.num_patches()), PD = size_t(c.patch_dim()), H = size_t(c.num_heads);
     const size_t d = size_t(c.head_dim()), NC = size_t(c.num_classes);
     x.resize(B * T * D);
+    comp_out.resize(B * T * D);
     patches.reserve(B * NP * PD, B * NP, patch->quantized(), !patch->quantized());
     bool a_codes = false, a_f32 = false, b_codes = false, b_f32 = false;
     for (const Block& b : blocks) {
@@ -434,8 +440,11 @@ struct IntViTForward::Impl {
     const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim(), F = c.mlp_hidden;
     const int rows = batch * T;
     const size_t TD = size_t(T) * d;
-    // qkv: Q/K/V of every (image, head), as the codes (or floats) the attention sites take.
     mark(kFc2);  // the previous block's fc2 (nothing before block 0)
+    // Error compensation of the block's input, added to its output with fc2's residual.
+    if (bl.comp) bl.comp->run(rows, x.data(), comp_out.data());
+    const float* comp = bl.comp ? comp_out.data() : nullptr;
+    // qkv: Q/K/V of every (image, head), as the codes (or floats) the attention sites take.
     linear(*bl.qkv, rows, buf_a, 0, [&](int r, float* y) {
       const int b = r / T, t = r % T;
       for (int h = 0; h < H; ++h) {
@@ -478,6 +487,7 @@ struct IntViTForward::Impl {
     linear(*bl.fc2, rows, buf_b, 0, [&](int r, float* y) {
       float* xr = x.data() + size_t(r) * D;
       add_bias_residual_rows(xr, y, 1, size_t(D), nullptr);
+      if (comp) add_bias_residual_rows(xr, comp + size_t(r) * D, 1, size_t(D), nullptr);
       if (!last) ln_emit(q.norm1[size_t(i) + 1], xr, *blocks[size_t(i) + 1].qkv, buf_a, size_t(r), y);
     });
   }
@@ -537,14 +547,16 @@ std::vector<std::pair<std::string, double>> IntViTForward::profile_seconds() con
 size_t IntViTForward::weight_bytes() const {
   size_t n = impl_->patch->weight_bytes() + impl_->head->weight_bytes() +
              (impl_->head_dist ? impl_->head_dist->weight_bytes() : 0);
-  for (const auto& b : impl_->blocks)
+  for (const auto& b : impl_->blocks) {
     for (const IntLinear* l : {b.qkv.get(), b.proj.get(), b.fc1.get(), b.fc2.get()}) n += l->weight_bytes();
+    if (b.comp) n += b.comp->packed_bytes();
+  }
   return n;
 }
 
 size_t IntViTForward::workspace_bytes() const {
   const Impl& m = *impl_;
-  size_t n = (m.x.capacity() + m.fp_out.capacity() + m.tok.capacity() + m.logits2.capacity() + m.qf.capacity() +
+  size_t n = (m.x.capacity() + m.comp_out.capacity() + m.fp_out.capacity() + m.tok.capacity() + m.logits2.capacity() + m.qf.capacity() +
               m.kf.capacity() + m.vf.capacity()) * 4 +
              m.qc.capacity() + m.kc.capacity() + m.vc.capacity() + m.compk.capacity() * 4;
   for (const ActBuf* b : {&m.patches, &m.buf_a, &m.buf_b, &m.head_in})

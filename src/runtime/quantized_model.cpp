@@ -466,6 +466,7 @@ ViTModel dequantized_model(const QuantizedViT& q) {
     m.blocks[i].norm1 = q.norm1[i];
     m.blocks[i].norm2 = q.norm2[i];
   }
+  set_model_compensation(m, q.plan);  // simulation_plan drops it from the plan: the model has it
   for (const auto& [id, s] : q.linears) {
     LinearWeights* lw = const_cast<LinearWeights*>(site_weights(m, id));
     if (!lw) fail(ErrorKind::Internal, "no layer for site ", id.name());

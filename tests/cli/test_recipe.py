@@ -107,6 +107,21 @@ def main():
     ps = predictions(cli, "ridge simulated", cli.path("ridge"), FMNIST,
                      "--simulate")
     cli.check(pi is not None and pi == ps, "ridge update + log√2 grid: integer predictions = simulated (128 images)")
+    # QwT compensation: in the plan (format 3, its companion file), and run by the integer runtime.
+    cli.expect("minmax with --qwt", ["quantize", "--model", m, "--calib", calib, "--calib-size", "64", "--method",
+                                     "minmax", "--bits", "4", "--per-token", "--qwt", "-q", "-o", cli.path("qwt")],
+               "ok")
+    p = read_json(cli.path("qwt", "plan.json"))
+    r = read_json(cli.path("qwt", "report.json"))
+    comp = p.get("compensation", {})
+    cli.check(p["format_version"] == 3 and p["settings"].get("compensation", {}).get("method") == "qwt" and
+              len(comp.get("blocks", [])) > 0 and
+              os.path.exists(cli.path("qwt", comp.get("file", "missing"))) and
+              all("r2" in v["compensation"] for v in r.get("block_step", {}).values()),
+              "QwT: format 3, its blocks and file in the plan, R² per block in the report", json.dumps(comp))
+    pi = predictions(cli, "qwt integer", cli.path("qwt"), FMNIST)
+    ps = predictions(cli, "qwt simulated", cli.path("qwt"), FMNIST, "--simulate")
+    cli.check(pi is not None and pi == ps, "QwT: integer predictions = simulated (128 images)")
     cli.finish()
 
 

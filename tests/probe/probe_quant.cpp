@@ -9,6 +9,7 @@
 #include "probe.h"
 #include "numerics/level_grid.h"
 #include "numerics/quantizer.h"
+#include "quant/compensation.h"
 #include "quant/gptq.h"
 #include "quant/ridge_update.h"
 #include "quant/similarity.h"
@@ -126,6 +127,34 @@ void register_ridge(CLI::App& app) {
   });
 }
 
+struct CArgs {
+  std::string x, e, y, out;
+  int rows = 0, d = 0;
+  double damp = 1e-4;
+};
+
+// The qwt subcommand: the block error compensation fitted to inputs X and errors E.
+void register_qwt(CLI::App& app) {
+  auto a = std::make_shared<CArgs>();
+  CLI::App* c = app.add_subcommand("qwt", "QwT compensation W [d,d], b [d] fitted to errors E [rows,d] from inputs "
+                                          "X [rows,d]; Y [rows,d] the target outputs (raw f32)");
+  for (auto [name, dst] : {std::pair{"--x", &a->x}, {"--e", &a->e}, {"--y", &a->y}}) c->add_option(name, *dst)->required();
+  c->add_option("--rows", a->rows)->required();
+  c->add_option("--d", a->d)->required();
+  c->add_option("--damp", a->damp);
+  c->add_option("--out", a->out, "prefix: writes PREFIX.w.f32, PREFIX.b.f32; prints JSON")->required();
+  c->callback([a] {
+    const std::vector<float> X = read_raw<float>(a->x), E = read_raw<float>(a->e), Y = read_raw<float>(a->y);
+    const size_t n = size_t(a->rows) * size_t(a->d);
+    if (X.size() != n || E.size() != n || Y.size() != n) fail(ErrorKind::Usage, "X, E or Y does not have the given shape");
+    const CompensationFit f = fit_compensation(X.data(), E.data(), Y.data(), a->rows, a->d, a->damp);
+    write_raw(a->out + ".w.f32", f.comp.w.data(), f.comp.w.size());
+    write_raw(a->out + ".b.f32", f.comp.b.data(), f.comp.b.size());
+    std::printf("{\"r2\": %.17g, \"error_before\": %.17g, \"error_after\": %.17g, \"used\": %s}\n", f.r2,
+                f.rel_error_before, f.rel_error_after, f.used() ? "true" : "false");
+  });
+}
+
 }  // namespace
 
 struct LArgs {
@@ -202,6 +231,7 @@ void register_quant(CLI::App& app) {
 
   register_gptq(app);
   register_ridge(app);
+  register_qwt(app);
 }
 
 }  // namespace vitq::probe

@@ -452,6 +452,25 @@ TEST(IntegerForward, RotatedPerTokenLevelGridPerHead) {
     }
 }
 
+// QwT error compensation (an FP32 map per block, added with fc2's residual), on per-token inputs.
+TEST(IntegerForward, W4A4QwtCompensation) {
+  for (bool distilled : {false, true}) {
+    test::TinyDims dims;
+    dims.distilled = distilled;
+    check_forward(cat("qwt", distilled), dims, [&](const ViTModel& m) {
+      MethodConfig cfg;
+      cfg.get<MinmaxOptions>("minmax").per_channel_weights = true;
+      CalibOptions opt;
+      opt.bits = {4, 4};
+      opt.grids.per_token = true;
+      opt.compensation.on = true;
+      QuantPlan p = test::plan_with(m, "minmax", cfg, opt);
+      EXPECT_FALSE(p.compensation.empty());
+      return p;
+    });
+  }
+}
+
 TEST(IntegerForward, W8A8UnsignedSoftmaxQuantizedHead) {
   check_forward("w8", {}, [](const ViTModel& m) { return test::minmax_plan(m, 8, true, true); });
 }
