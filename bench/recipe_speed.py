@@ -19,6 +19,7 @@ Configurations:
   vitq-w8a8        `--method vitq --bits 8` (its recipe: the three above but the rotation, per-head
                    steps, per-channel asymmetric weights)
   vitq-w4a4        `--method vitq --bits 4` (+ rotations; 4-bit weights run as int8 GEMMs)
+  vitq-w4a4+qwt    the same with QwT error compensation (--qwt: one FP32 D × D GEMM per block)
 
   /usr/bin/python3 bench/recipe_speed.py --out bench/results/recipe-speed.json --results docs/RESULTS.md
 """
@@ -43,6 +44,7 @@ CONFIGS = {
     "w8a8+mlprot": ["--method", "minmax", "--bits", "8", "--rotate-mlp"],
     "vitq-w8a8": ["--method", "vitq", "--bits", "8"],
     "vitq-w4a4": ["--method", "vitq", "--bits", "4"],
+    "vitq-w4a4+qwt": ["--method", "vitq", "--bits", "4", "--qwt"],
 }
 
 
@@ -117,7 +119,7 @@ def table(res):
              "with 2 threads, configurations interleaved, median of 5 repetitions of 30 timed forwards; ratio to the "
              "plain W8A8 model (per-tensor steps) of the same run. Stage columns: `vitq bench --profile` (ms/image; "
              "each linear stage includes its fused epilogue, attention includes the softmax and P·V).", ""]
-    stages = ["embed", "qkv", "attention", "proj", "fc1", "fc2", "head"]
+    stages = ["embed", "qkv", "attention", "proj", "fc1", "fc2", "head", "compensation"]
     for mk, (_, label) in MODELS.items():
         for b in sorted({r["batch"] for r in res["rows"] if r["model"] == mk}):
             rows = [r for r in res["rows"] if r["model"] == mk and r["batch"] == b]

@@ -184,6 +184,10 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   if (opt.weight_rounding == WeightRounding::Gptq)
     plan.settings["weight_rounding"] = {{"method", "gptq"}, {"damp", opt.gptq.damp}, {"block", opt.gptq.block},
                                         {"act_order", opt.gptq.act_order}};
+  if (opt.recon.on())
+    plan.settings["reconstruction"] = {
+        {"iters", opt.recon.iters}, {"batch", opt.recon.batch}, {"lr", opt.recon.lr}, {"bias_lr", opt.recon.bias_lr},
+        {"target", opt.recon.target == ReconTarget::Fp ? "fp" : "local"}, {"seed", opt.recon.seed}};
   if (opt.compensation.on)
     plan.settings["compensation"] = {
         {"method", "qwt"},
@@ -225,7 +229,7 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
 
     // 2. Each site in execution order, its inputs from the plan so far.
     for (const SiteId& id : sites) {
-      if (progress) progress({done, total_sites, id.name()});
+      if (progress) progress({done, total_sites, id.name(), ""});
       SiteTensorCapture qc(shapes, n_);
       if (opt.inputs == CalibInputs::Quantized) {
         qc.inner = &sim;
@@ -246,15 +250,38 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
       if (!notes.is_null()) res.block_notes[cat("blocks.", st - 1)] = std::move(notes);
     }
 
-    // 4. The block's error compensation, if asked for: fitted to what the finished block leaves.
+    // 4. Block reconstruction, if asked for: the block's codes and bias corrections trained.
+    if (opt.recon.on() && st >= 1 && st <= c.depth && !sites.empty()) {
+      const int blk = st - 1;
+      const float* target = xf.data();  // the FP model's output of the block
+      avector<float> local;
+      if (opt.recon.target == ReconTarget::Local) {
+        local.assign(xq.begin(), xq.end());
+        fwd.advance(st, local.data(), nullptr);
+        target = local.data();
+      }
+      auto rp = [&](const ReconProgress& p) {
+        if (progress)
+          progress({done, total_sites, cat("blocks.", blk, " reconstruction ", p.iter, "/", p.iters, " loss ", p.loss), ""});
+      };
+      nlohmann::ordered_json n = reconstruct_block(fwd, sim, blk, xq.data(), target, plan, opt.recon, rp);
+      if (progress && n.contains("loss_before"))
+        progress({done, total_sites, "",
+                  cat("blocks.", blk, " reconstructed: block output MSE ", n["loss_before"].get<double>(), " -> ",
+                      n["loss_after"].get<double>(), n["reverted"].get<bool>() ? " (kept the start: no gain)" : "",
+                      ", ", n["seconds"].get<double>(), " s")});
+      res.block_notes[cat("blocks.", blk)]["reconstruction"] = std::move(n);
+    }
+
+    // 5. The block's error compensation, if asked for: fitted to what the finished block leaves.
     if (opt.compensation.on && st >= 1 && st <= c.depth && !sites.empty())
       res.block_notes[cat("blocks.", st - 1)]["compensation"] =
           compensate_block(fwd, sim, st, xq.data(), xf.data(), opt.compensation, *rewritten, plan);
 
-    // 5. Quantized pass: advance the quantized stream with the stage's plan.
+    // 6. Quantized pass: advance the quantized stream with the stage's plan.
     if (!last) fwd.advance(st, xq.data(), &sim);
   }
-  if (progress) progress({done, total_sites, ""});
+  if (progress) progress({done, total_sites, "", ""});
   method.refine(NetworkContext{model, images_, n_, fwd.batch()}, plan, res.refine_notes);
   res.seconds = std::chrono::duration<double>(clock_type::now() - t_start).count();
   return res;

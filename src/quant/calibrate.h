@@ -14,6 +14,7 @@
 
 #include "quant/compensation.h"
 #include "quant/method.h"
+#include "quant/reconstruct.h"
 #include "quant/plan.h"
 #include "quant/plan_transforms.h"
 #include "quant/ridge_update.h"
@@ -43,6 +44,9 @@ struct CalibOptions {
   // (quant/ridge_update.h).
   bool ridge = false;
   RidgeOptions ridge_opt;
+  // After each block's sites (and the method's block step): block reconstruction of its weight
+  // codes and bias corrections (quant/reconstruct.h), before the compensation.
+  ReconOptions recon;
   // After each block (and the method's block step): QwT error compensation (quant/compensation.h),
   // fitted on the block's quantized inputs; later blocks see the compensated model.
   CompensationOptions compensation;
@@ -61,7 +65,8 @@ struct SiteReport {
 
 struct CalibProgress {
   size_t done = 0, total = 0;  // sites
-  std::string site;
+  std::string site;            // the site being calibrated, or the block step's status
+  std::string event;           // a line worth keeping (a block step finished), or empty
 };
 
 struct CalibrationResult {

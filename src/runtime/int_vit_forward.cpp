@@ -131,7 +131,7 @@ struct IntViTForward::Impl {
   size_t attn_ps = 0;
   std::vector<Scratch> scratch;
 
-  enum Stage { kEmbed, kQkv, kAttention, kProj, kFc1, kFc2, kHead, kStages };
+  enum Stage { kEmbed, kQkv, kAttention, kProj, kFc1, kFc2, kHead, kCompensation, kStages };
   bool profiling = false;
   std::array<double, kStages> stage_s{};
   std::chrono::steady_clock::time_point t_last;
@@ -442,7 +442,10 @@ struct IntViTForward::Impl {
     const size_t TD = size_t(T) * d;
     mark(kFc2);  // the previous block's fc2 (nothing before block 0)
     // Error compensation of the block's input, added to its output with fc2's residual.
-    if (bl.comp) bl.comp->run(rows, x.data(), comp_out.data());
+    if (bl.comp) {
+      bl.comp->run(rows, x.data(), comp_out.data());
+      mark(kCompensation);
+    }
     const float* comp = bl.comp ? comp_out.data() : nullptr;
     // qkv: Q/K/V of every (image, head), as the codes (or floats) the attention sites take.
     linear(*bl.qkv, rows, buf_a, 0, [&](int r, float* y) {
@@ -538,7 +541,7 @@ void IntViTForward::set_profiling(bool on) {
 }
 
 std::vector<std::pair<std::string, double>> IntViTForward::profile_seconds() const {
-  static const char* names[] = {"embed", "qkv", "attention", "proj", "fc1", "fc2", "head"};
+  static const char* names[] = {"embed", "qkv", "attention", "proj", "fc1", "fc2", "head", "compensation"};
   std::vector<std::pair<std::string, double>> out;
   for (int s = 0; s < Impl::kStages; ++s) out.emplace_back(names[s], impl_->stage_s[size_t(s)]);
   return out;

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   vitq::probe::register_forward(app);
   vitq::probe::register_quant(app);
   vitq::probe::register_rotate(app);
+  vitq::probe::register_recon(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

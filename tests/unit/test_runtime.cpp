@@ -452,8 +452,9 @@ TEST(IntegerForward, RotatedPerTokenLevelGridPerHead) {
     }
 }
 
-// QwT error compensation (an FP32 map per block, added with fc2's residual), on per-token inputs.
-TEST(IntegerForward, W4A4QwtCompensation) {
+// Block reconstruction's codes and bias corrections, then QwT error compensation (an FP32 map per
+// block, added with fc2's residual), on per-token inputs.
+TEST(IntegerForward, W4A4ReconstructionAndQwtCompensation) {
   for (bool distilled : {false, true}) {
     test::TinyDims dims;
     dims.distilled = distilled;
@@ -464,8 +465,11 @@ TEST(IntegerForward, W4A4QwtCompensation) {
       opt.bits = {4, 4};
       opt.grids.per_token = true;
       opt.compensation.on = true;
+      opt.recon.iters = 20;
+      opt.recon.batch = 4;
       QuantPlan p = test::plan_with(m, "minmax", cfg, opt);
       EXPECT_FALSE(p.compensation.empty());
+      EXPECT_TRUE(p.sites.at("blocks.1.mlp.fc1").has_weight_codes());
       return p;
     });
   }

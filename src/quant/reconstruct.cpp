@@ -1,0 +1,465 @@
+#include "quant/reconstruct.h"
+
+#include <dnnl.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <random>
+
+#include "core/aligned.h"
+#include "core/error.h"
+#include "engine/gemm_f32.h"
+#include "engine/site.h"
+#include "engine/vit_forward.h"
+#include "numerics/hadamard.h"
+#include "numerics/level_grid.h"
+#include "numerics/quantizer.h"
+#include "quant/simulate.h"
+#include "quant/staged_forward.h"
+#include "quant/weight_codes.h"
+#include "quant/weight_rounding.h"
+
+namespace vitq {
+namespace {
+
+constexpr SiteKind kLinearKinds[] = {SiteKind::Qkv, SiteKind::Proj, SiteKind::Fc1, SiteKind::Fc2};
+
+// Row-major C (M × N) = op(A) · op(B) through oneDNN's sgemm (single-threaded inside a parallel region).
+void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+           float* C, int64_t ldc) {
+  if (dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc) != dnnl_success)
+    fail(ErrorKind::Internal, "dnnl_sgemm failed (", M, "x", N, "x", K, ")");
+}
+
+// The tensors of one site call of the block, copied as the simulator saw them.
+struct Rec {
+  SiteCall call;
+  avector<float> x, w, y;
+};
+
+// Runs the block's sites through the simulator and keeps a copy of every site's operands and output.
+class Recorder : public SiteHook {
+ public:
+  explicit Recorder(PlanSimulator& sim) : sim_(sim) {}
+  std::map<SiteKind, Rec> rec;
+  bool compute(const SiteCall& c) override { return sim_.compute(c); }
+  void observe(const SiteCall& c) override {
+    Rec& r = rec[c.site.kind];
+    r.call = c;
+    const size_t nx = size_t(c.groups) * size_t(c.x_stride()), ny = size_t(c.groups) * size_t(c.y_stride());
+    r.x.assign(c.x, c.x + nx);
+    r.y.assign(c.y, c.y + ny);
+    if (c.site.is_attention()) r.w.assign(c.w, c.w + size_t(c.groups) * size_t(c.w_stride));
+  }
+
+ private:
+  PlanSimulator& sim_;
+};
+
+// The dequantized values x̂ of a linear site's input rows (rows × K) under format q, and the
+// straight-through mask (1 where the quantizer did not clip; per-token grids never clip).
+void dequantize_linear_input(const float* x, int64_t rows, int K, const OperandQuant& q, float* xh, float* mask) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * K;
+    float* o = xh + r * K;
+    float* m = mask + r * K;
+    if (!q.quantized()) {
+      std::copy(xr, xr + K, o);
+      std::fill(m, m + K, 1.0f);
+    } else if (q.per_token) {
+      const TokenQuant t = token_quant(xr, size_t(K), q.bits);
+      const QRange rg = t.range(q.bits);
+      for (int k = 0; k < K; ++k) {
+        o[k] = code_f(xr[k], t.delta, float(rg.lo), float(rg.hi)) * t.delta;
+        m[k] = 1.0f;
+      }
+    } else {
+      const QRange rg = q.range();
+      for (int k = 0; k < K; ++k) {
+        const float c = round_half_even(xr[k] / q.scale);
+        m[k] = (c >= float(rg.lo) && c <= float(rg.hi)) ? 1.0f : 0.0f;
+        o[k] = std::min(std::max(c, float(rg.lo)), float(rg.hi)) * q.scale;
+      }
+    }
+  }
+}
+
+// The same for one group of an attention operand (head h): a uniform grid with the head's step,
+// or a level grid (values level · 2^−15, never clipped).
+void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& q, int h, float* xh, float* mask) {
+  if (!q.quantized()) {
+    std::copy(x, x + n, xh);
+    std::fill(mask, mask + n, 1.0f);
+  } else if (is_level_grid(q.grid)) {
+    const LevelGrid& g = LevelGrid::get(q.grid, q.bits);
+    for (size_t i = 0; i < n; ++i) {
+      xh[i] = float(g.of(x[i])) * kLevelStep;
+      mask[i] = 1.0f;
+    }
+  } else {
+    const QRange rg = q.range();
+    const float d = q.head_scale(h);
+    for (size_t i = 0; i < n; ++i) {
+      const float c = round_half_even(x[i] / d);
+      mask[i] = (c >= float(rg.lo) && c <= float(rg.hi)) ? 1.0f : 0.0f;
+      xh[i] = std::min(std::max(c, float(rg.lo)), float(rg.hi)) * d;
+    }
+  }
+}
+
+// The dequantized weight ŵ = Δ_c·q + o_c of a planned linear site (N × K); the layer's own
+// weights if the site is FP32.
+void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector<float>& w) {
+  const int N = lw.out(), K = lw.in();
+  w.resize(size_t(N) * K);
+  if (!sp || !sp->w.quantized()) {
+    std::copy(lw.w.data.begin(), lw.w.data.end(), w.begin());
+    return;
+  }
+  std::vector<int16_t> codes(size_t(N) * K);
+  site_weight_codes(lw.w.ptr(), N, K, *sp, codes.data());
+  for (int c = 0; c < N; ++c) {
+    const float d = sp->w.per_channel() ? sp->w.channel_scales[size_t(c)] : sp->w.scale;
+    const float o = sp->weight_offset.empty() ? 0.0f : sp->weight_offset[size_t(c)];
+    for (int k = 0; k < K; ++k) w[size_t(c) * K + size_t(k)] = d * float(codes[size_t(c) * K + size_t(k)]) + o;
+  }
+}
+
+double gelu_grad(double h) {
+  constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
+  return 0.5 * (1.0 + std::erf(h * kInvSqrt2)) + h * kInvSqrt2Pi * std::exp(-0.5 * h * h);
+}
+
+// The forward and backward of one block on a batch, reusing its buffers.
+class BlockTrainer {
+ public:
+  BlockTrainer(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block)
+      : m_(model), plan_(plan), block_(block), fwd_(model, FpGemm::PerCall), rec_(sim) {}
+
+  double run(const float* x_in, const float* target, int b, BlockGrads* grads) {
+    const ViTConfig& c = m_.cfg;
+    const int T = c.tokens(), D = c.embed_dim;
+    const int64_t rows = int64_t(b) * T;
+    out_.assign(x_in, x_in + size_t(rows) * D);
+    fwd_.block(block_, out_.data(), b, &rec_);
+    g_.resize(out_.size());
+    double loss = 0;
+    const double inv = 1.0 / double(out_.size());
+#pragma omp parallel for schedule(static) reduction(+ : loss)
+    for (int64_t i = 0; i < int64_t(out_.size()); ++i) {
+      const double d = double(out_[size_t(i)]) - double(target[size_t(i)]);
+      loss += d * d;
+      g_[size_t(i)] = float(2.0 * d * inv);
+    }
+    loss *= inv;
+    if (grads) backward(x_in, b, *grads);
+    return loss;
+  }
+
+ private:
+  const SitePlan* plan_of(SiteKind k) const { return plan_.find({k, block_}); }
+  const LinearWeights& weights_of(SiteKind k) const { return *site_weights(m_, {k, block_}); }
+
+  // dy (rows × N) → ∂L/∂ŵ, ∂L/∂b into the grads, and the input gradient dx (rows × K), straight
+  // through the site's input quantizer.
+  void linear_backward(SiteKind k, const float* dy, float* dx, BlockGrads& grads) {
+    const Rec& r = rec_.rec.at(k);
+    const int N = r.call.N, K = r.call.K;
+    const int64_t rows = int64_t(r.call.groups) * r.call.M;
+    xh_.resize(size_t(rows) * K);
+    mask_.resize(xh_.size());
+    const SitePlan* sp = plan_of(k);
+    dequantize_linear_input(r.x.data(), rows, K, sp ? sp->x : OperandQuant{}, xh_.data(), mask_.data());
+    const std::string name = SiteId{k, block_}.name();
+    grads.sites.push_back(name);
+    grads.dw.emplace_back(size_t(N) * K);
+    grads.db.emplace_back(size_t(N), 0.0f);
+    gemm_tn_f32(N, K, rows, dy, xh_.data(), grads.dw.back().data());
+    std::vector<double> db(size_t(N), 0.0);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int n = 0; n < N; ++n) db[size_t(n)] += dy[size_t(i) * N + size_t(n)];
+    for (int n = 0; n < N; ++n) grads.db.back()[size_t(n)] = float(db[size_t(n)]);
+    if (!dx) return;
+    dequantized_weight(weights_of(k), sp, w_);
+    sgemm('N', 'N', rows, K, N, dy, N, w_.data(), K, dx, K);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < rows * K; ++i) dx[i] *= mask_[size_t(i)];
+  }
+
+  void backward(const float* x_in, int b, BlockGrads& grads) {
+    grads = {};
+    const ViTConfig& c = m_.cfg;
+    const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim(), F = c.mlp_hidden;
+    const int64_t rows = int64_t(b) * T;
+    // fc2 (its input: GELU output, rotated if the model has the MLP rotation).
+    avector<float> dh(size_t(rows) * F), dx1(size_t(rows) * D), dln(size_t(rows) * D), dctx(size_t(rows) * D);
+    linear_backward(SiteKind::Fc2, g_.data(), dh.data(), grads);
+    if (!m_.mlp_rotation_signs.empty()) {  // r = (a·H)∘s/√F  →  da = ((dr∘s)·Hᵀ)/√F
+      std::vector<double> t(dh.size());
+      const float* s = m_.mlp_rotation_signs.data();
+      for (int64_t i = 0; i < rows; ++i)
+        for (int f = 0; f < F; ++f) t[size_t(i) * F + size_t(f)] = double(dh[size_t(i) * F + size_t(f)]) * s[f];
+      hadamard_rows(t.data(), rows, F, /*transposed=*/true);
+      const double sc = 1.0 / std::sqrt(double(F));
+      for (size_t i = 0; i < t.size(); ++i) dh[i] = float(t[i] * sc);
+    }
+    const avector<float>& h = rec_.rec.at(SiteKind::Fc1).y;  // fc1's output: GELU's input
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < rows * F; ++i) dh[size_t(i)] = float(double(dh[size_t(i)]) * gelu_grad(h[size_t(i)]));
+    linear_backward(SiteKind::Fc1, dh.data(), dln.data(), grads);
+    // LayerNorm 2 on x1 = x_in + proj's output; dx1 = g + LN2's input gradient.
+    const avector<float>& proj_y = rec_.rec.at(SiteKind::Proj).y;
+    const float* gamma = m_.blocks[size_t(block_)].norm2.gamma.ptr();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xi = x_in + r * D;
+      const float* py = proj_y.data() + r * D;
+      double mu = 0, var = 0;
+      for (int j = 0; j < D; ++j) mu += double(xi[j] + py[j]);
+      mu /= D;
+      for (int j = 0; j < D; ++j) {
+        const double v = double(xi[j] + py[j]) - mu;
+        var += v * v;
+      }
+      var /= D;
+      const double rstd = 1.0 / std::sqrt(var + double(c.ln_eps));
+      double m1 = 0, m2 = 0;
+      for (int j = 0; j < D; ++j) {
+        const double xh = (double(xi[j] + py[j]) - mu) * rstd, g = double(dln[size_t(r) * D + size_t(j)]) * gamma[j];
+        m1 += g;
+        m2 += g * xh;
+      }
+      m1 /= D;
+      m2 /= D;
+      for (int j = 0; j < D; ++j) {
+        const double xh = (double(xi[j] + py[j]) - mu) * rstd, g = double(dln[size_t(r) * D + size_t(j)]) * gamma[j];
+        dx1[size_t(r) * D + size_t(j)] = float(double(g_[size_t(r) * D + size_t(j)]) + rstd * (g - m1 - xh * m2));
+      }
+    }
+    linear_backward(SiteKind::Proj, dx1.data(), dctx.data(), grads);
+    // Attention, per (image, head): O = P̂·V̂, S = Q̂·K̂ᵀ, P = softmax(scale·S).
+    const Rec& qk = rec_.rec.at(SiteKind::MatmulQK);
+    const Rec& av = rec_.rec.at(SiteKind::MatmulAV);
+    const SitePlan* pqk = plan_of(SiteKind::MatmulQK);
+    const SitePlan* pav = plan_of(SiteKind::MatmulAV);
+    const OperandQuant none;
+    const float scale = 1.0f / std::sqrt(float(d));
+    const size_t TT = size_t(T) * T, TD = size_t(T) * d;
+    avector<float> dqkv(size_t(rows) * 3 * D);
+#pragma omp parallel
+    {
+      std::vector<float> ph(TT), pm(TT), vh(TD), vm(TD), qh(TD), qm(TD), kh(TD), km(TD), dO(TD), dP(TT), dVt(TD),
+          dQ(TD), dK(TD);
+#pragma omp for schedule(static)
+      for (int g = 0; g < b * H; ++g) {
+        const int bi = g / H, hh = g % H;
+        const float* P = av.x.data() + size_t(g) * TT;
+        dequantize_attention_operand(P, TT, pav ? pav->x : none, hh, ph.data(), pm.data());
+        dequantize_attention_operand(av.w.data() + size_t(g) * TD, TD, pav ? pav->w : none, hh, vh.data(), vm.data());
+        dequantize_attention_operand(qk.x.data() + size_t(g) * TD, TD, pqk ? pqk->x : none, hh, qh.data(), qm.data());
+        dequantize_attention_operand(qk.w.data() + size_t(g) * TD, TD, pqk ? pqk->w : none, hh, kh.data(), km.data());
+        for (int t = 0; t < T; ++t)
+          for (int j = 0; j < d; ++j)
+            dO[size_t(t) * d + size_t(j)] = dctx[(size_t(bi) * T + size_t(t)) * D + size_t(hh) * d + size_t(j)];
+        sgemm('N', 'N', T, T, d, dO.data(), d, vh.data(), T, dP.data(), T);   // dP̂ = dO · V̂ᵀ (vh: d × T)
+        sgemm('T', 'N', d, T, T, dO.data(), d, ph.data(), T, dVt.data(), T);  // dV̂ᵀ = dOᵀ · P̂
+        for (int t = 0; t < T; ++t) {  // through the softmax: dS = scale · P ∘ (dP − Σ_j dP_j P_j)
+          float* dr = dP.data() + size_t(t) * T;
+          const float* pr = P + size_t(t) * T;
+          const float* mr = pm.data() + size_t(t) * T;
+          double dot = 0;
+          for (int j = 0; j < T; ++j) dot += double(dr[j] * mr[j]) * pr[j];
+          for (int j = 0; j < T; ++j) dr[j] = float(scale * double(pr[j]) * (double(dr[j] * mr[j]) - dot));
+        }
+        sgemm('N', 'N', T, d, T, dP.data(), T, kh.data(), d, dQ.data(), d);  // dQ̂ = dS · K̂
+        sgemm('T', 'N', T, d, T, dP.data(), T, qh.data(), d, dK.data(), d);  // dK̂ = dSᵀ · Q̂
+        for (int t = 0; t < T; ++t) {
+          float* row = dqkv.data() + (size_t(bi) * T + size_t(t)) * 3 * D + size_t(hh) * d;
+          for (int j = 0; j < d; ++j) {
+            const size_t i = size_t(t) * d + size_t(j);
+            row[j] = dQ[i] * qm[i];
+            row[D + j] = dK[i] * km[i];
+            row[2 * D + j] = dVt[size_t(j) * T + size_t(t)] * vm[size_t(j) * T + size_t(t)];
+          }
+        }
+      }
+    }
+    linear_backward(SiteKind::Qkv, dqkv.data(), nullptr, grads);  // the block's input is data
+  }
+
+  const ViTModel& m_;
+  const QuantPlan& plan_;
+  int block_;
+  ViTForward fwd_;
+  Recorder rec_;
+  avector<float> out_, g_, xh_, mask_;
+  std::vector<float> w_;
+};
+
+// One linear site's trainable state: latent codes u (N × K) on its channel grid, Adam moments.
+struct Param {
+  SiteId id;
+  int N = 0, K = 0;
+  ChannelGrid grid;
+  QRange range{0, 0};
+  std::vector<float> u, mu, vu;
+  std::vector<float> bias0, mb, vb;  // the bias correction at the start, its moments
+  std::vector<int16_t> codes0;
+};
+
+void set_codes(const Param& p, SitePlan& sp) {
+  std::vector<int16_t> q(p.u.size());
+  for (size_t i = 0; i < q.size(); ++i)
+    q[i] = int16_t(std::min(std::max(round_half_even(p.u[i]), float(p.range.lo)), float(p.range.hi)));
+  sp.weight_codes = std::move(q);
+}
+
+// mean((block(x) − y)²) over all images, in batches of `batch`.
+double full_loss(BlockTrainer& tr, const float* x, const float* y, int n, size_t per_image, int batch) {
+  double s = 0;
+  for (int i0 = 0; i0 < n; i0 += batch) {
+    const int b = std::min(batch, n - i0);
+    s += tr.run(x + size_t(i0) * per_image, y + size_t(i0) * per_image, b, nullptr) * b;
+  }
+  return s / n;
+}
+
+}  // namespace
+
+double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
+                            const float* x, const float* target, int b, BlockGrads* grads) {
+  BlockTrainer tr(model, sim, plan, block);
+  return tr.run(x, target, b, grads);
+}
+
+nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim, int block, const float* x_in,
+                                         const float* y_target, QuantPlan& plan, const ReconOptions& opt,
+                                         const std::function<void(const ReconProgress&)>& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const ViTModel& model = fwd.model();
+  const int n = fwd.images();
+  const size_t per = fwd.stream_floats();
+  std::vector<Param> params;
+  for (SiteKind k : kLinearKinds) {
+    const SiteId id{k, block};
+    auto it = plan.sites.find(id.name());
+    if (it == plan.sites.end() || !it->second.w.quantized() || !it->second.w.channel_bits.empty()) continue;
+    SitePlan& sp = it->second;
+    const LinearWeights& lw = *site_weights(model, id);
+    Param p;
+    p.id = id;
+    p.N = lw.out();
+    p.K = lw.in();
+    if (!plan_channel_grid(sp, p.N, &p.grid)) continue;
+    p.codes0.resize(size_t(p.N) * p.K);
+    site_weight_codes(lw.w.ptr(), p.N, p.K, sp, p.codes0.data());
+    p.range = qrange(p.grid.bits);
+    set_plan_weight_codes(sp, p.grid, p.codes0);  // per-channel form, explicit codes
+    sim.forget(id);
+    p.u.assign(p.codes0.begin(), p.codes0.end());
+    p.mu.assign(p.u.size(), 0.0f);
+    p.vu.assign(p.u.size(), 0.0f);
+    p.bias0 = sp.bias_correction;
+    if (sp.bias_correction.empty()) sp.bias_correction.assign(size_t(p.N), 0.0f);
+    p.mb.assign(size_t(p.N), 0.0f);
+    p.vb.assign(size_t(p.N), 0.0f);
+    params.push_back(std::move(p));
+  }
+  nlohmann::ordered_json notes;
+  if (params.empty()) return {{"skipped", "no linear site of the block has per-channel codes to train"}};
+
+  BlockTrainer tr(model, sim, plan, block);
+  const int eval_batch = std::max(1, fwd.batch());
+  const double before = full_loss(tr, x_in, y_target, n, per, eval_batch);
+  std::mt19937_64 rng(opt.seed * 1000003ull + uint64_t(block));
+  std::vector<int> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  const int b = std::max(1, std::min(opt.batch, n));
+  avector<float> xb(size_t(b) * per), yb(size_t(b) * per);
+  BlockGrads grads;
+  constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
+  double running = 0;
+  size_t cursor = size_t(n);
+  for (int it = 0; it < opt.iters; ++it) {
+    if (cursor + size_t(b) > size_t(n)) {  // a new pass over the images in a new random order
+      std::shuffle(order.begin(), order.end(), rng);
+      cursor = 0;
+    }
+    for (int i = 0; i < b; ++i) {
+      const size_t src = size_t(order[cursor + size_t(i)]) * per;
+      std::copy_n(x_in + src, per, xb.data() + size_t(i) * per);
+      std::copy_n(y_target + src, per, yb.data() + size_t(i) * per);
+    }
+    cursor += size_t(b);
+    const double loss = tr.run(xb.data(), yb.data(), b, &grads);
+    running = it == 0 ? loss : 0.95 * running + 0.05 * loss;
+    const double cosine = 0.5 * (1.0 + std::cos(M_PI * double(it) / double(opt.iters)));
+    const double c1 = 1.0 - std::pow(kBeta1, it + 1), c2 = 1.0 - std::pow(kBeta2, it + 1);
+    for (Param& p : params) {
+      const std::string name = p.id.name();
+      const size_t gi = size_t(std::find(grads.sites.begin(), grads.sites.end(), name) - grads.sites.begin());
+      if (gi >= grads.sites.size()) fail(ErrorKind::Internal, "reconstruction: no gradient for ", name);
+      const std::vector<float>& dw = grads.dw[gi];
+      const double lr = opt.lr * cosine;
+      for (int ch = 0; ch < p.N; ++ch) {
+        const float step = p.grid.step[size_t(ch)];
+        for (int k = 0; k < p.K; ++k) {
+          const size_t i = size_t(ch) * p.K + size_t(k);
+          // Straight through the rounding, not past the grid's ends.
+          const bool clipped = (p.u[i] <= float(p.range.lo) && dw[i] > 0) || (p.u[i] >= float(p.range.hi) && dw[i] < 0);
+          const double g = clipped ? 0.0 : double(dw[i]) * step;
+          p.mu[i] = float(kBeta1 * p.mu[i] + (1 - kBeta1) * g);
+          p.vu[i] = float(kBeta2 * p.vu[i] + (1 - kBeta2) * g * g);
+          p.u[i] -= float(lr * (p.mu[i] / c1) / (std::sqrt(p.vu[i] / c2) + kEps));
+        }
+      }
+      SitePlan& sp = plan.sites.at(name);
+      set_codes(p, sp);
+      sim.forget(p.id);
+      if (opt.bias_lr > 0) {
+        const std::vector<float>& db = grads.db[gi];
+        const double blr = opt.bias_lr * cosine;
+        for (int ch = 0; ch < p.N; ++ch) {
+          const double g = db[size_t(ch)];
+          p.mb[size_t(ch)] = float(kBeta1 * p.mb[size_t(ch)] + (1 - kBeta1) * g);
+          p.vb[size_t(ch)] = float(kBeta2 * p.vb[size_t(ch)] + (1 - kBeta2) * g * g);
+          sp.bias_correction[size_t(ch)] -=
+              float(blr * (p.mb[size_t(ch)] / c1) / (std::sqrt(p.vb[size_t(ch)] / c2) + kEps));
+        }
+      }
+    }
+    if (progress && ((it + 1) % 10 == 0 || it + 1 == opt.iters)) progress({block, it + 1, opt.iters, running});
+  }
+  double after = full_loss(tr, x_in, y_target, n, per, eval_batch);
+  size_t changed = 0, total = 0;
+  for (const Param& p : params) {
+    const std::vector<int16_t>& q = plan.sites.at(p.id.name()).weight_codes;
+    for (size_t i = 0; i < q.size(); ++i) changed += q[i] != p.codes0[i];
+    total += q.size();
+  }
+  const bool revert = !(after < before);  // never leave the block worse on its own images
+  if (revert) {
+    for (const Param& p : params) {
+      SitePlan& sp = plan.sites.at(p.id.name());
+      sp.weight_codes = p.codes0;
+      sp.bias_correction = p.bias0;
+      sim.forget(p.id);
+    }
+    after = before;
+    changed = 0;
+  }
+  notes["loss_before"] = before;
+  notes["loss_after"] = after;
+  notes["reverted"] = revert;
+  notes["codes_changed"] = total ? double(changed) / double(total) : 0.0;
+  notes["iters"] = opt.iters;
+  notes["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return notes;
+}
+
+}  // namespace vitq

@@ -1,0 +1,69 @@
+// Block reconstruction (--reconstruct; the BRECQ / QDrop family, with straight-through weights as
+// in GLF-Q): after a transformer block's sites have their plan entries, the integer weight codes
+// and the bias corrections of its four linear sites are trained so that the block, run exactly as
+// the plan runs it (the simulator: every quantizer, grid and epilogue of the deployed model), maps
+// its inputs in the partly quantized model to the target outputs:
+//     min_θ  mean_r ‖block_Q(x_r; θ) − y_r‖²,
+// θ = a latent code u per weight (the code used is clip(round(u)) on the channel's grid; the
+// gradient passes the rounding straight through, in code units: ∂L/∂u = ∂L/∂ŵ · Δ_c) and the bias
+// correction of each linear site. Adam, a cosine-decayed learning rate, --recon-iters steps of
+// --recon-batch images drawn at random (seeded). The target y is
+//   fp     the FP model's output of the block (BRECQ's; the default), or
+//   local  the FP block's output of the same input.
+// The gradient of the block output is written out here (backward.cpp-style, on oneDNN's sgemm):
+// through fc2, the MLP rotation, GELU, fc1, LayerNorm 2, proj, P·V, softmax, Q·Kᵀ and qkv, every
+// activation quantizer passed straight through (zero outside a uniform grid's clipping range).
+// The result is ordinary plan data: weight codes (SitePlan::weight_codes) and bias corrections.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "model/vit_model.h"
+#include "quant/plan.h"
+
+namespace vitq {
+
+class StagedForward;
+class PlanSimulator;
+
+enum class ReconTarget { Fp, Local };
+
+struct ReconOptions {
+  int iters = 0;              // --recon-iters (0: off)
+  int batch = 8;              // --recon-batch: images per step
+  double lr = 2e-3;           // --recon-lr: Adam step of the latent codes, in code units
+  double bias_lr = 1e-4;      // --recon-bias-lr: Adam step of the bias corrections (0: not trained)
+  ReconTarget target = ReconTarget::Fp;
+  uint64_t seed = 0;
+  bool on() const { return iters > 0; }
+};
+
+struct ReconProgress {
+  int block = 0, iter = 0, iters = 0;
+  double loss = 0;  // running mean of the recent steps' losses
+};
+
+// Trains block `block` of `model` (stage block + 1 of fwd) in `plan`: x_in / y_target are the
+// block's inputs and targets for all of fwd's images (n × tokens × D). The plan's linear sites of
+// the block must be quantized with per-channel steps (or a per-tensor one) and no per-channel
+// bit-widths; sites that are not are left alone. Returns notes for the report (losses before and
+// after on all images, codes changed, seconds).
+nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim, int block, const float* x_in,
+                                         const float* y_target, QuantPlan& plan, const ReconOptions& opt,
+                                         const std::function<void(const ReconProgress&)>& progress = {});
+
+// One forward and backward of block `block` on b images (x: b × tokens × D, target likewise) under
+// `plan` (run by `sim` on `model`). Returns the loss mean((y − target)²); grads: per linear site name
+// (blocks.i.attn.qkv, ...) ∂L/∂ŵ (N × K, the dequantized weights ŵ = Δ_c·q + o_c) and ∂L/∂b (N).
+// For tests (the probe's recon_grad) and the training loop.
+struct BlockGrads {
+  std::vector<std::string> sites;
+  std::vector<std::vector<float>> dw, db;
+};
+double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
+                            const float* x, const float* target, int b, BlockGrads* grads);
+
+}  // namespace vitq

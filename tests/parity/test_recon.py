@@ -1,0 +1,149 @@
+"""Block reconstruction's gradients (src/quant/reconstruct.h) against torch.autograd.
+
+The probe (recon_grad) runs one block of a quantized plan on a batch of block inputs and returns
+the loss mean((block(x) − target)²), its gradients with respect to the four linear sites'
+dequantized weights ŵ = Δ_c·q + o_c and biases, and the parameters it used (ŵ, the biases with
+their corrections, the LayerNorms, the MLP rotation's signs). Here the same block is written in
+torch from those parameters and plan.json's formats — per-token activation quantizers (Δ = (max −
+min)/(2^b − 1) per row, zero on the grid), per-head uniform Q, K, V steps, the softmax output on
+the unsigned grid, the MLP rotation h·H·diag(s)/√F (Sylvester H) — every quantizer passed
+straight through (x + (q(x) − x).detach(), zero gradient where a uniform grid clips), and
+torch.autograd gives the reference gradients. Checks: the block output and the loss agree
+(float tolerance), and each gradient agrees within 1 % of its largest entry (a code can land on
+the other side of a rounding tie between the two float computations)."""
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import common
+
+
+def per_token_fq(x, bits):
+    mn = torch.clamp(x.amin(-1, keepdim=True), max=0)
+    mx = torch.clamp(x.amax(-1, keepdim=True), min=0)
+    step = (mx - mn) / float((1 << bits) - 1)
+    step = torch.where(step == 0, torch.ones_like(step), step)
+    lo = torch.round(mn / step)
+    q = torch.clamp(torch.round(x / step), lo, lo + (1 << bits) - 1) * step
+    return x + (q - x).detach()
+
+
+def uniform_fq(x, step, lo, hi):
+    """step broadcasts against x; zero gradient where the grid clips."""
+    c = torch.round(x / step)
+    inside = ((c >= lo) & (c <= hi)).to(x.dtype)
+    q = torch.clamp(c, lo, hi) * step
+    return x * inside + (q - x * inside).detach()
+
+
+def head_steps(op, heads):
+    return torch.tensor(op["head_scales"] if "head_scales" in op else [op["scale"]] * heads, dtype=torch.float32)
+
+
+def sylvester(n):
+    h = np.array([[1.0]])
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return torch.tensor(h, dtype=torch.float32)
+
+
+def torch_block(p, plan, blk, x, heads, eps):
+    s = plan["sites"]
+    name = lambda k: f"blocks.{blk}.{k}"
+    lin = lambda k, a: F.linear(a, p[k + ".w"], p[k + ".b"])
+    b, t, d = x.shape
+    hd = d // heads
+
+    def act(k, a):
+        xq = s[name(k)]["x"]
+        return per_token_fq(a, xq["bits"]) if xq.get("granularity") == "token" else a
+
+    h = F.layer_norm(x, (d,), p["norm1.g"], p["norm1.b"], eps)
+    qkv = lin("qkv", act("attn.qkv", h)).reshape(b, t, 3, heads, hd).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    qk, av = s[name("attn.matmul_qk")], s[name("attn.matmul_av")]
+    bq = qk["x"]["bits"]
+    q = uniform_fq(q, head_steps(qk["x"], heads).view(1, heads, 1, 1), -(1 << (bq - 1)), (1 << (bq - 1)) - 1)
+    k = uniform_fq(k, head_steps(qk["w"], heads).view(1, heads, 1, 1), -(1 << (bq - 1)), (1 << (bq - 1)) - 1)
+    a = (q @ k.transpose(-1, -2)) * hd ** -0.5
+    pr = a.softmax(-1)
+    ba = av["x"]["bits"]
+    assert av["x"].get("unsigned"), "the test's plan quantizes the softmax output on the unsigned grid"
+    pr = uniform_fq(pr, head_steps(av["x"], heads).view(1, heads, 1, 1), 0, (1 << ba) - 1)
+    v = uniform_fq(v, head_steps(av["w"], heads).view(1, heads, 1, 1), -(1 << (ba - 1)), (1 << (ba - 1)) - 1)
+    o = (pr @ v).transpose(1, 2).reshape(b, t, d)
+    x = x + lin("proj", act("attn.proj", o))
+    h = F.gelu(lin("fc1", act("mlp.fc1", F.layer_norm(x, (d,), p["norm2.g"], p["norm2.b"], eps))))
+    if "signs" in p:
+        f = h.shape[-1]
+        h = (h @ sylvester(f)) * p["signs"] / f ** 0.5
+    return x + lin("fc2", act("mlp.fc2", h))
+
+
+def main():
+    args = common.parse_args()
+    chk = common.Checker()
+    model = os.path.join(args.source_dir, "models", "vit_fmnist_patch4_28")
+    cfg = json.load(open(os.path.join(model, "config.json")))
+    D, heads, T = 64, 4, 50
+    with common.tmpdir() as tmp:
+        for label, extra in [("minmax W4A4, per-token, per-head, rotations", ["--method", "minmax", "--bits", "4",
+                                                                             "--rotate", "--rotate-mlp"]),
+                             ("vitq-style W6A6 grid (asymmetric per-channel GPTQ weights)",
+                              ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned"])]:
+            qdir = os.path.join(tmp, label.split()[0] + "_q")
+            common.run([args.vitq, "quantize", "--model", model, "--random-calibration", "8", "--plan-only", "-q",
+                        "-o", qdir, "--per-token", "--per-head", "--per-channel-weights", "--softmax-grid",
+                        "unsigned", *extra] if extra[1] == "minmax" else
+                       [args.vitq, "quantize", "--model", model, "--random-calibration", "8", "--plan-only", "-q",
+                        "-o", qdir, *extra])
+            plan = json.load(open(os.path.join(qdir, "plan.json")))
+            rng = np.random.default_rng(3)
+            for blk in (0, 1):
+                n = 3
+                x = rng.normal(0, 1, (n, T, D)).astype(np.float32)
+                x[:, :, 5] *= 8  # an outlier channel
+                tgt = (x + rng.normal(0, 0.5, x.shape)).astype(np.float32)
+                xp, tp = os.path.join(tmp, "x.f32"), os.path.join(tmp, "t.f32")
+                x.tofile(xp)
+                tgt.tofile(tp)
+                pre = os.path.join(tmp, "g")
+                r = json.loads(common.run([args.probe, "recon_grad", "--model", model, "--plan",
+                                           os.path.join(qdir, "plan.json"), "--block", blk, "--images", n, "--x", xp,
+                                           "--target", tp, "--out", pre]))
+                ld = lambda nm: torch.tensor(np.fromfile(f"{pre}.{nm}.f32", "<f4"))
+                p = {}
+                for k, (N, K) in {"qkv": (3 * D, D), "proj": (D, D), "fc1": (2 * D, D), "fc2": (D, 2 * D)}.items():
+                    p[k + ".w"] = ld(k + ".w").reshape(N, K).requires_grad_(True)
+                    p[k + ".b"] = ld(k + ".b").requires_grad_(True)
+                for k in ("norm1.g", "norm1.b", "norm2.g", "norm2.b"):
+                    p[k] = ld(k)
+                if r["rotated_mlp"]:
+                    p["signs"] = ld("signs")
+                name = f"{label}, block {blk}"
+                out = torch_block(p, plan, blk, torch.tensor(x), heads, 1e-6)
+                loss = ((out - torch.tensor(tgt)) ** 2).mean()
+                loss.backward()
+                vout = ld("out").reshape(out.shape)
+                dout = (vout - out.detach()).abs()
+                far = (dout > 1e-4 * out.abs().max()).float().mean().item()
+                chk.check(far <= 0.05, f"{name}: block output = torch's ({100 * far:.2f} % of the values differ by more "
+                                       f"than 1e-4 of the largest: codes on the other side of a rounding tie)")
+                chk.check(abs(r["loss"] - loss.item()) <= 1e-3 * loss.item(),
+                          f"{name}: loss {r['loss']:.6g} = torch's {loss.item():.6g}")
+                for k in ("qkv", "proj", "fc1", "fc2"):
+                    for part in ("w", "b"):
+                        ref = p[f"{k}.{part}"].grad
+                        got = ld(f"{k}.d{part}").reshape(ref.shape)
+                        diff = (got - ref).abs().max().item()
+                        scale = ref.abs().max().item()
+                        chk.check(diff <= 1e-2 * scale and scale > 0,
+                                  f"{name}: d{k}.{part} = torch.autograd's (max diff {diff:.2e} of {scale:.2e})")
+    chk.finish()
+
+
+if __name__ == "__main__":
+    main()
