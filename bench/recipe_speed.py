@@ -18,8 +18,10 @@ Configurations:
   w8a8+mlprot      the same with the online MLP rotation (--rotate-mlp)
   vitq-w8a8        `--method vitq --bits 8` (its recipe: the three above but the rotation, per-head
                    steps, per-channel asymmetric weights)
-  vitq-w4a4        `--method vitq --bits 4` (+ rotations; 4-bit weights run as int8 GEMMs)
-  vitq-w4a4+qwt    the same with QwT error compensation (--qwt: one FP32 D × D GEMM per block)
+  vitq-w4a4        `--method vitq --bits 4 --compensate none` (+ rotations; 4-bit weights run as
+                   int8 GEMMs)
+  vitq-w4a4+qwt    the same with QwT error compensation (`--compensate closed-form`, the default at
+                   W4A4: one FP32 D × D GEMM per block)
 
   /usr/bin/python3 bench/recipe_speed.py --out bench/results/recipe-speed.json --results docs/RESULTS.md
 """
@@ -43,8 +45,8 @@ CONFIGS = {
     "w8a8+float": ["--method", "minmax", "--bits", "8", "--softmax-grid", "float"],
     "w8a8+mlprot": ["--method", "minmax", "--bits", "8", "--rotate-mlp"],
     "vitq-w8a8": ["--method", "vitq", "--bits", "8"],
-    "vitq-w4a4": ["--method", "vitq", "--bits", "4"],
-    "vitq-w4a4+qwt": ["--method", "vitq", "--bits", "4", "--qwt"],
+    "vitq-w4a4": ["--method", "vitq", "--bits", "4", "--compensate", "none"],
+    "vitq-w4a4+qwt": ["--method", "vitq", "--bits", "4", "--compensate", "closed-form"],
 }
 
 

@@ -7,7 +7,17 @@ For each model (the shared ViT-Ti and CIFAR ViT) and bit-width (W8A8, W6A6, W4A4
               activation steps, the paper's signed softmax grid, the patch input at the same bits
   + X         the base plus one part X alone
   recipe − X  the recipe without part X
-  recipe      `vitq quantize --method vitq --bits B` as a user runs it
+  recipe      the recipe's formats without error compensation (`--compensate none`; the parts
+              above are all measured without it)
+and the error compensation on top of the recipe's formats (the <!-- compensation:begin/end -->
+table, --compensation):
+  none        = the recipe row
+  ridge       ERQ-style ridge update of each linear site (--ridge-update)
+  qwt         QwT per-block compensation (--compensate closed-form: `--method vitq` at W6/W4 as a
+              user runs it)
+  ridge+qwt   both
+  recon       block reconstruction alone (--recon-iters N, no QwT)
+  recon+qwt   --compensate reconstruct
 Each row: `vitq quantize` on the calibration split (--calib-size, default 200 images), the
 quantized model directory evaluated in integers on the dev split with --reference (the FP32
 checkpoint on the same images): top-1, agreement with FP32's top-1, mean KL(p_FP32 || p), and
@@ -77,8 +87,26 @@ def configs(bits):
         c[f"-{p}"] = (f"recipe without {label}", base + off(p, bits))
     for p, (label, flags) in SWAPS.items():
         c[f"~{p}"] = (f"recipe with {label}", base + flags)
-    c["recipe"] = ("**recipe** (`--method vitq`)", base)
-    return c
+    c["recipe"] = ("**recipe formats** (`--method vitq --compensate none`)", base)
+    return {k: (label, args + ["--compensate", "none"]) for k, (label, args) in c.items()}
+
+
+RECON_ITERS = 500  # --compensate reconstruct's (src/quant/methods/vitq.cpp: kReconIters)
+
+
+def comp_configs(bits):
+    """name -> (label, vitq quantize arguments): the error compensation on the recipe's formats."""
+    base = ["--method", "vitq", "--bits", str(bits)]
+    return {
+        "comp:none": ("no compensation (`--compensate none`)", base + ["--compensate", "none"]),
+        "comp:ridge": ("ridge update (`--ridge-update`)", base + ["--compensate", "none", "--ridge-update"]),
+        "comp:qwt": ("**closed-form**: QwT (`--compensate closed-form`)", base + ["--compensate", "closed-form"]),
+        "comp:ridge+qwt": ("ridge update + QwT", base + ["--compensate", "closed-form", "--ridge-update"]),
+        "comp:recon": (f"block reconstruction alone ({RECON_ITERS} steps/block)",
+                       base + ["--compensate", "none", "--recon-iters", str(RECON_ITERS)]),
+        "comp:recon+qwt": ("**reconstruct**: reconstruction + QwT (`--compensate reconstruct`)",
+                           base + ["--compensate", "reconstruct"]),
+    }
 
 
 def evaluate(args, model, m, cm, qdir, json_path, *extra):
@@ -104,7 +132,10 @@ def measure(args, mk, bits, name, qargs):
                file_ratio=os.path.getsize(os.path.join(out, "model.safetensors")) /
                os.path.getsize(os.path.join(model, "model.safetensors")),
                integer_images_per_second=e["images_per_second"])
-    if name == "recipe":
+    recon = [v["reconstruction"]["seconds"] for v in rep.get("block_step", {}).values() if "reconstruction" in v]
+    if recon:
+        row.update(recon_seconds_per_block=sum(recon) / len(recon))
+    if name == "recipe" or name.startswith("comp:"):
         s = evaluate(args, model, m, cm, out, os.path.join(out, "eval_simulated.json"), "--simulate")
         row.update(simulated_top1=s["top1"],
                    same_predictions=sum(a == b for a, b in zip(e["predictions"], s["predictions"])))
@@ -128,7 +159,7 @@ def table(results):
         lines += [f"**{m['label']}** — calibration: {', '.join(map(str, ncal))} images; dev: {dev} images"
                   + (f"; FP32 top-1 {fp['top1']:.2f}" if fp else ""), ""]
         for bits in (8, 6, 4):
-            br = [r for r in rows if r["bits"] == bits]
+            br = [r for r in rows if r["bits"] == bits and r["config"] in configs(bits)]
             if not br:
                 continue
             lines += [f"W{bits}A{bits}:", "", "| configuration | top-1 | agreement | KL | calib. | file ÷ FP32 |",
@@ -145,6 +176,35 @@ def table(results):
     return "\n".join(lines)
 
 
+def comp_table(results):
+    lines = [f"Measured {datetime.date.today().isoformat()} on {machine()}; `tools/run_ablation.py --compensation`: "
+             "the error compensation on top of the recipe's formats, each row's quantized model directory run in "
+             "integers on the dev split (and simulated: same predictions); columns as in the ablation above; "
+             "reconstruction time per block in the last column.", ""]
+    for mk, m in MODELS.items():
+        rows = [r for r in results.values() if r["model"] == mk and r["config"].startswith("comp:")]
+        if not rows:
+            continue
+        fp = results.get(f"{mk}/fp32")
+        ncal = sorted({r["calib_images"] for r in rows})
+        lines += [f"**{m['label']}** — calibration: {', '.join(map(str, ncal))} images"
+                  + (f"; FP32 top-1 {fp['top1']:.2f}" if fp else ""), ""]
+        for bits in (8, 6, 4):
+            br = [r for r in rows if r["bits"] == bits]
+            if not br:
+                continue
+            order = list(comp_configs(bits))
+            lines += [f"W{bits}A{bits}:", "", "| compensation | top-1 | agreement | KL | calib. | per block | "
+                      "integer = simulated |", "|---|---|---|---|---|---|---|"]
+            for r in sorted(br, key=lambda r: order.index(r["config"])):
+                pb = f"{r['recon_seconds_per_block']:.0f} s" if "recon_seconds_per_block" in r else "–"
+                same = f"{r['same_predictions']}/{r['images']}" if "same_predictions" in r else "–"
+                lines.append(f"| {comp_configs(bits)[r['config']][0]} | {r['top1']:.2f} | {r['agreement']:.2f} | "
+                             f"{r['kl']:.4f} | {r['calib_seconds']:.0f} s | {pb} | {same} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared-dir", default=os.path.join(REPO, "..", "shared"))
@@ -153,6 +213,9 @@ def main():
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--bits", default="8,6,4")
     ap.add_argument("--configs", default="all", help="comma-separated config names (base, +gptq, -rotate, recipe, ...)")
+    ap.add_argument("--compensation", action="store_true",
+                    help="measure the error-compensation configurations (comp:none, comp:qwt, ...) instead of the "
+                         "ablation of the formats")
     ap.add_argument("--calib-size", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="results JSON (also read to resume: finished rows are kept)")
@@ -175,7 +238,7 @@ def main():
             results[f"{mk}/fp32"] = dict(model=mk, bits=32, config="fp32", top1=e["top1"], images=e["images"],
                                          calib_images=0)
         for bits in map(int, args.bits.split(",")):
-            for name, (label, qargs) in configs(bits).items():
+            for name, (label, qargs) in (comp_configs(bits) if args.compensation else configs(bits)).items():
                 key = f"{mk}/w{bits}a{bits}/{name}"
                 if key in results or (args.configs != "all" and name not in args.configs.split(",")):
                     continue
@@ -188,6 +251,8 @@ def main():
     save(args, results)
     if args.results:
         replace_block(args.results, "ablation", table(results))
+        if any(r["config"].startswith("comp:") for r in results.values()):
+            replace_block(args.results, "compensation", comp_table(results))
 
 
 def save(args, results):

@@ -83,6 +83,7 @@ struct Recipe {
   std::optional<bool> gptq;               // --weight-rounding gptq
   std::optional<bool> ridge;              // --ridge-update
   std::optional<bool> qwt;                // --qwt
+  std::optional<int> recon_iters;         // --recon-iters
 };
 
 struct ViTModel;

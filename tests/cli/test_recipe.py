@@ -32,9 +32,11 @@ def main():
 
     out = cli.expect("vitq W4A4: the recipe is applied and printed", q + ["--bits", "4", "-o", cli.path("v4")], "ok",
                      r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, GPTQ weight "
-                     r"rounding, rotation, MLP rotation")
+                     r"rounding, QwT compensation, rotation, MLP rotation")
     plan = read_json(cli.path("v4", "plan.json"))
     s = plan["settings"]
+    cli.check(s.get("compensation", {}).get("method") == "qwt" and len(plan.get("compensation", {}).get("blocks", [])) > 0,
+              "W4A4: the default compensation (closed-form: QwT) is in the plan", json.dumps(s.get("compensation")))
     cli.check(s.get("softmax_grid") == "float" and s.get("per_token_inputs") is True and
               s.get("patch_embed_abits") == 8 and s.get("weight_rounding", {}).get("method") == "gptq",
               "W4A4 plan settings record the recipe's driver options", json.dumps(s))
@@ -71,11 +73,27 @@ def main():
     # Every part overridden on the command line.
     cli.expect("vitq W4A4 with every recipe part overridden",
                q + ["--bits", "4", "--plan-only", "--softmax-grid", "unsigned", "--no-per-token", "--patch-embed-abits",
-                    "4", "--weight-rounding", "nearest", "--no-rotate", "--no-rotate-mlp", "-o", cli.path("v4o")], "ok")
+                    "4", "--weight-rounding", "nearest", "--no-rotate", "--no-rotate-mlp", "--no-qwt", "-o", cli.path("v4o")],
+               "ok")
     p = read_json(cli.path("v4o", "plan.json"))
     s = p["settings"]
     cli.check("rotation" not in p and "per_token_inputs" not in s and "weight_rounding" not in s and
-              "softmax_grid" not in s and "recipe" not in s, "overridden parts are absent from the plan", json.dumps(s))
+              "softmax_grid" not in s and "recipe" not in s and "compensation" not in s and "compensation" not in p,
+              "overridden parts are absent from the plan", json.dumps(s))
+    # --compensate: the levels, and a bad one.
+    cli.expect("vitq --compensate none at W4A4", q + ["--bits", "4", "--plan-only", "--compensate", "none", "-q", "-o",
+                                                      cli.path("cnone")], "ok")
+    cli.check("compensation" not in read_json(cli.path("cnone", "plan.json")), "--compensate none: no compensation")
+    cli.expect("vitq --compensate reconstruct (20 steps)",
+               q + ["--bits", "6", "--plan-only", "--compensate", "reconstruct", "--recon-iters", "20", "-o",
+                    cli.path("crec")], "ok", r"blocks\.0 reconstructed: block output MSE")
+    pr = read_json(cli.path("crec", "plan.json"))
+    rr = read_json(cli.path("crec", "report.json"))
+    cli.check(pr["settings"].get("reconstruction", {}).get("iters") == 20 and "compensation" in pr and
+              all("reconstruction" in v and "seconds" in v["reconstruction"] for v in rr["block_step"].values()),
+              "--compensate reconstruct: reconstruction (20 steps, time per block) and QwT in the plan and report")
+    cli.expect("vitq --compensate bogus", q + ["--bits", "4", "--compensate", "bogus", "-o", cli.path("never")], "usage",
+               "--compensate must be none, closed-form, reconstruct or auto")
     cli.check(p["sites"]["blocks.0.attn.matmul_av"]["x"].get("unsigned") is True and
               "granularity" not in p["sites"]["blocks.0.attn.qkv"]["x"] and p["sites"]["patch_embed"]["x"]["bits"] == 4,
               "overridden formats reach the sites")

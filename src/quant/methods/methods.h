@@ -49,6 +49,9 @@ struct Liu2021Options : SearchMethodOptions {
 // vitq's own method (methods/vitq.cpp).
 struct VitqOptions : MethodOptions {
   bool per_head = true;
+  // --compensate: the error-compensation level of the recipe: none, closed-form (QwT), reconstruct
+  // (block reconstruction, then QwT), or auto (closed-form at 6 bits or fewer, none above).
+  std::string compensate = "auto";
   void declare(OptionDecls& d) override;
 };
 

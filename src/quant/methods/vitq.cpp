@@ -9,11 +9,17 @@
 //   other inputs     a per-tensor step of least squared error, unless the driver quantizes them
 //                    per token (recipe: --per-token) or on a level grid (recipe: --softmax-grid float);
 //   recipe           also the patch embedding's input at 8 bits, and at 6 bits or fewer the
-//                    rotations (--rotate --rotate-mlp).
+//                    rotations (--rotate --rotate-mlp);
+//   compensation     --compensate: none; closed-form = QwT's per-block linear compensation (--qwt,
+//                    about a minute on ViT-Ti); reconstruct = block reconstruction of the codes and
+//                    bias corrections (--recon-iters kReconIters, ~8 min on ViT-Ti, 2 cores), then
+//                    QwT; auto (the default) = closed-form at 6 bits or fewer, none above (at 8
+//                    bits it buys nothing measurable and costs run time: docs/RESULTS.md).
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "core/error.h"
 #include "quant/calibrate.h"
 #include "quant/gptq.h"
 #include "quant/methods/methods.h"
@@ -22,7 +28,15 @@ namespace vitq {
 
 void VitqOptions::declare(OptionDecls& d) {
   d.off_switch("--vitq-no-per-head", &per_head, "one step per tensor (not per head) for the attention operands");
+  d.text("--compensate", &compensate,
+         "error compensation: none, closed-form (QwT per-block linear compensation, --qwt; about a minute on "
+         "ViT-Ti), reconstruct (block reconstruction of the codes and bias corrections, then QwT; "
+         "--recon-iters 500 unless given, about 8 min on ViT-Ti with 2 cores), or auto (default: closed-form at "
+         "6 bits or fewer, none at more)");
 }
+
+// Block reconstruction steps per block at --compensate reconstruct.
+constexpr int kReconIters = 500;
 
 namespace {
 
@@ -67,6 +81,9 @@ class Vitq : public Method {
     const bool low = std::min(wbits, abits) <= 6;
     r.rotate = low;
     r.rotate_mlp = low;
+    const std::string& c = o_.compensate;
+    r.qwt = c == "closed-form" || c == "reconstruct" || (c == "auto" && low);
+    r.recon_iters = c == "reconstruct" ? kReconIters : 0;
     return r;
   }
   SitePlan calibrate(const SiteObservation& obs, Bits bits, SiteNotes& notes) override {
@@ -103,7 +120,10 @@ class Vitq : public Method {
 }  // namespace
 
 std::unique_ptr<Method> make_vitq(const MethodConfig& cfg) {
-  return std::make_unique<Vitq>(cfg.get<VitqOptions>("vitq"));
+  const VitqOptions& o = cfg.get<VitqOptions>("vitq");
+  if (o.compensate != "none" && o.compensate != "closed-form" && o.compensate != "reconstruct" && o.compensate != "auto")
+    fail(ErrorKind::Usage, "--compensate must be none, closed-form, reconstruct or auto (got '", o.compensate, "')");
+  return std::make_unique<Vitq>(o);
 }
 
 }  // namespace vitq
