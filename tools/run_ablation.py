@@ -126,7 +126,7 @@ def measure(args, mk, bits, name, qargs):
     with open(os.path.join(out, "report.json")) as f:
         rep = json.load(f)
     e = evaluate(args, model, m, cm, out, os.path.join(out, "eval_integer.json"), "--reference", model)
-    row = dict(model=mk, bits=bits, config=name, top1=e["top1"], images=e["images"],
+    row = dict(model=mk, bits=bits, config=name, date=datetime.date.today().isoformat(), top1=e["top1"], images=e["images"],
                agreement=e["reference"]["agreement"], kl=e["reference"]["kl_mean"], calib_seconds=rep["seconds"],
                calib_images=rep["calibration"]["images"], calib_peak_rss_mb=rep["peak_rss_mb"],
                file_ratio=os.path.getsize(os.path.join(out, "model.safetensors")) /
@@ -142,8 +142,15 @@ def measure(args, mk, bits, name, qargs):
     return row
 
 
+def measured(rows):
+    """The dates of the rows, as one date or a range."""
+    d = sorted({r.get("date", "?") for r in rows})
+    return d[0] if len(d) == 1 else f"{d[0]} to {d[-1]}"
+
+
 def table(results):
-    lines = [f"Measured {datetime.date.today().isoformat()} on {machine()}; `tools/run_ablation.py`. The quantized "
+    rows_all = [r for r in results.values() if r["config"] != "fp32" and not r["config"].startswith("comp:")]
+    lines = [f"Measured {measured(rows_all)} on {machine()}; `tools/run_ablation.py`. The quantized "
              "model directory run **in integers** on the dev split; agreement = share of images with the FP32 "
              "model's top-1 class, KL = mean KL(p_FP32 ‖ p) (both paired, far less noisy than top-1: 400 ViT-Ti dev "
              "images give top-1 about ±1.9 points of standard error). Calibration: `vitq quantize` with 2 threads "
@@ -177,7 +184,8 @@ def table(results):
 
 
 def comp_table(results):
-    lines = [f"Measured {datetime.date.today().isoformat()} on {machine()}; `tools/run_ablation.py --compensation`: "
+    rows_all = [r for r in results.values() if r["config"].startswith("comp:")]
+    lines = [f"Measured {measured(rows_all)} on {machine()}; `tools/run_ablation.py --compensation`: "
              "the error compensation on top of the recipe's formats, each row's quantized model directory run in "
              "integers on the dev split (and simulated: same predictions); columns as in the ablation above; "
              "reconstruction time per block in the last column.", ""]
