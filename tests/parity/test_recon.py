@@ -10,7 +10,8 @@ the unsigned grid, the MLP rotation h·H·diag(s)/√F (Sylvester H) — every q
 straight through (x + (q(x) − x).detach(), zero gradient where a uniform grid clips), and
 torch.autograd gives the reference gradients. Checks: the block output and the loss agree
 (float tolerance), and each gradient agrees within 1 % of its largest entry (a code can land on
-the other side of a rounding tie between the two float computations)."""
+the other side of a rounding tie between the two float computations). The plans have no QwT
+compensation: reconstruction trains a block before its compensation is fitted."""
 import json
 import os
 
@@ -93,7 +94,7 @@ def main():
         for label, extra in [("minmax W4A4, per-token, per-head, rotations", ["--method", "minmax", "--bits", "4",
                                                                              "--rotate", "--rotate-mlp"]),
                              ("vitq-style W6A6 grid (asymmetric per-channel GPTQ weights)",
-                              ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned"])]:
+                              ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate", "none"])]:
             qdir = os.path.join(tmp, label.split()[0] + "_q")
             common.run([args.vitq, "quantize", "--model", model, "--random-calibration", "8", "--plan-only", "-q",
                         "-o", qdir, "--per-token", "--per-head", "--per-channel-weights", "--softmax-grid",
