@@ -411,8 +411,8 @@ void add_quantize_command(CLI::App& app) {
       ->check(opt::real(0, 10));
   c->add_option("--recon-target", a->recon_target,
                 "Reconstruction: the output reproduced: 'local' (the FP32 block's output of the same quantized "
-                "input) or 'fp' (the FP32 model's block output, BRECQ's; fits the calibration images better and "
-                "held-out images worse on ViT-Ti)")
+                "input) or 'fp' (the FP32 model's block output, BRECQ's; measured worse on held-out images of "
+                "ViT-Ti)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp", "local"}));
   c->add_flag("--qwt,!--no-qwt", a->qwt,

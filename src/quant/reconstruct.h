@@ -10,8 +10,8 @@
 // --recon-batch images drawn at random (seeded). The target y is
 //   local  the FP block's output of the same input (the default), or
 //   fp     the FP model's output of the block (BRECQ's), which also asks the block to undo the
-//          error of the blocks before it: on a 150/50 split of ViT-Ti's calibration images it
-//          fitted the 150 better and the 50 worse (docs/RESULTS.md).
+//          error of the blocks before it: trained on 150 of ViT-Ti's calibration images it did
+//          worse than the local target on the other 50 (docs/RESULTS.md).
 // The gradient of the block output is written out here (backward.cpp-style, on oneDNN's sgemm):
 // through fc2, the MLP rotation, GELU, fc1, LayerNorm 2, proj, P·V, softmax, Q·Kᵀ and qkv, every
 // activation quantizer passed straight through (zero outside a uniform grid's clipping range).
