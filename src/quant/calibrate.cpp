@@ -32,21 +32,15 @@ std::vector<std::vector<SiteId>> planned_sites(const std::vector<SiteShape>& ord
   return by_stage;
 }
 
-// Fits block (stage st)'s compensation on its quantized inputs xq (fp_out: the FP model's output
-// of the block) and puts it into the plan and the model being calibrated.
+// Fits block (stage st)'s compensation on its quantized inputs xq to target − block_Q(xq) (target:
+// the FP model's output of the block, or the FP block's output of xq) and puts it into the plan
+// and the model being calibrated.
 nlohmann::ordered_json compensate_block(StagedForward& fwd, PlanSimulator& sim, int st, const float* xq,
-                                        const float* fp_out, const CompensationOptions& opt, ViTModel& model,
+                                        const float* target, const CompensationOptions& opt, ViTModel& model,
                                         QuantPlan& plan) {
   const size_t n = size_t(fwd.images()) * fwd.stream_floats();
   avector<float> yq(xq, xq + n), e(n);
   fwd.advance(st, yq.data(), &sim);  // the quantized block
-  const float* target = fp_out;
-  avector<float> yf;
-  if (opt.target == CompensationTarget::Local) {  // the FP block on the same input
-    yf.assign(xq, xq + n);
-    fwd.advance(st, yf.data(), nullptr);
-    target = yf.data();
-  }
   for (size_t i = 0; i < n; ++i) e[i] = target[i] - yq[i];
   const int D = model.cfg.embed_dim;
   const CompensationFit f = fit_compensation(xq, e.data(), target, int64_t(n / size_t(D)), D, opt.damp);
@@ -250,16 +244,21 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
       if (!notes.is_null()) res.block_notes[cat("blocks.", st - 1)] = std::move(notes);
     }
 
+    // The FP block's output of the quantized input (the local target of steps 4 and 5), computed
+    // once when first asked for: neither step changes the FP block or xq.
+    avector<float> fp_of_xq;
+    auto local_target = [&]() -> const float* {
+      if (fp_of_xq.empty()) {
+        fp_of_xq.assign(xq.begin(), xq.end());
+        fwd.advance(st, fp_of_xq.data(), nullptr);
+      }
+      return fp_of_xq.data();
+    };
+
     // 4. Block reconstruction, if asked for: the block's codes and bias corrections trained.
     if (opt.recon.on() && st >= 1 && st <= c.depth && !sites.empty()) {
       const int blk = st - 1;
-      const float* target = xf.data();  // the FP model's output of the block
-      avector<float> local;
-      if (opt.recon.target == ReconTarget::Local) {
-        local.assign(xq.begin(), xq.end());
-        fwd.advance(st, local.data(), nullptr);
-        target = local.data();
-      }
+      const float* target = opt.recon.target == ReconTarget::Local ? local_target() : xf.data();
       auto rp = [&](const ReconProgress& p) {
         if (progress)
           progress({done, total_sites, cat("blocks.", blk, " reconstruction ", p.iter, "/", p.iters, " loss ", p.loss), ""});
@@ -276,7 +275,9 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
     // 5. The block's error compensation, if asked for: fitted to what the finished block leaves.
     if (opt.compensation.on && st >= 1 && st <= c.depth && !sites.empty())
       res.block_notes[cat("blocks.", st - 1)]["compensation"] =
-          compensate_block(fwd, sim, st, xq.data(), xf.data(), opt.compensation, *rewritten, plan);
+          compensate_block(fwd, sim, st, xq.data(),
+                           opt.compensation.target == CompensationTarget::Local ? local_target() : xf.data(),
+                           opt.compensation, *rewritten, plan);
 
     // 6. Quantized pass: advance the quantized stream with the stage's plan.
     if (!last) fwd.advance(st, xq.data(), &sim);

@@ -49,6 +49,12 @@ ojson operand_to_json(const OperandQuant& q) {
   return j;
 }
 
+std::string hex64(uint64_t h) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
 // FNV-1a 64 over the codes of every site that has them, in site-name order: name, NUL, count
 // (8 bytes LE), codes (2 bytes LE each). Independent of the companion file's layout.
 std::string codes_hash(const QuantPlan& p) {
@@ -60,9 +66,7 @@ std::string codes_hash(const QuantPlan& p) {
     h = fnv1a64(&n, sizeof n, h);
     h = fnv1a64(s.weight_codes.data(), s.weight_codes.size() * sizeof(int16_t), h);
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
+  return hex64(h);
 }
 
 bool any_codes(const QuantPlan& p) {
@@ -78,6 +82,13 @@ struct Ctx {
     fail(ErrorKind::Model, source, ": ", where, field, ": ", why);
   }
 };
+
+// The path of a companion file named in the plan JSON (`field`): a plain file name next to the plan.
+std::string companion_path(const std::string& file, const Ctx& c, const std::string& field) {
+  if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos)
+    c.bad(field, "must be a plain file name next to the plan");
+  return (std::filesystem::path(c.source).parent_path() / file).string();
+}
 
 // Every number is checked in the type it is used in: a value that is finite as a double but
 // not as a float (1e39), or a step that is positive as a double but 0 or subnormal as a float
@@ -198,10 +209,7 @@ void read_codes(const json& j, const std::string& source, const std::vector<std:
   if (!wc.contains("file") || !wc["file"].is_string()) top.bad("weight_codes.file", "must be a string");
   if (!wc.contains("content_fnv1a64") || !wc["content_fnv1a64"].is_string())
     top.bad("weight_codes.content_fnv1a64", "must be a string");
-  const std::string file = wc["file"].get<std::string>();
-  if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos)
-    top.bad("weight_codes.file", "must be a plain file name next to the plan");
-  const std::string path = (std::filesystem::path(source).parent_path() / file).string();
+  const std::string path = companion_path(wc["file"].get<std::string>(), top, "weight_codes.file");
   SafeTensorsFile st = SafeTensorsFile::open(path);
   for (const auto& name : st.names())
     if (std::find(coded.begin(), coded.end(), name) == coded.end())
@@ -247,9 +255,7 @@ std::string compensation_hash(const QuantPlan& p) {
     h = fnv1a64(c.w.data(), c.w.size() * sizeof(float), h);
     h = fnv1a64(c.b.data(), c.b.size() * sizeof(float), h);
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
+  return hex64(h);
 }
 
 // Reads the compensation of the blocks the plan JSON lists from its companion file.
@@ -261,10 +267,7 @@ void read_compensation(const json& j, const std::string& source, QuantPlan& p) {
     if (!cj.contains(k) || !cj[k].is_string()) top.bad(k, "must be a string");
   if (!cj.contains("blocks") || !cj["blocks"].is_array() || cj["blocks"].empty())
     top.bad("blocks", "must be a non-empty array of block indices");
-  const std::string file = cj["file"].get<std::string>();
-  if (file.empty() || file.find('/') != std::string::npos || file.find('\\') != std::string::npos)
-    top.bad("file", "must be a plain file name next to the plan");
-  const std::string path = (std::filesystem::path(source).parent_path() / file).string();
+  const std::string path = companion_path(cj["file"].get<std::string>(), top, "file");
   SafeTensorsFile st = SafeTensorsFile::open(path);
   std::vector<std::string> expected;
   for (size_t k = 0; k < cj["blocks"].size(); ++k) {
