@@ -112,24 +112,6 @@ void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& 
   }
 }
 
-// The dequantized weight ŵ = Δ_c·q + o_c of a planned linear site (N × K); the layer's own
-// weights if the site is FP32.
-void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector<float>& w) {
-  const int N = lw.out(), K = lw.in();
-  w.resize(size_t(N) * K);
-  if (!sp || !sp->w.quantized()) {
-    std::copy(lw.w.data.begin(), lw.w.data.end(), w.begin());
-    return;
-  }
-  std::vector<int16_t> codes(size_t(N) * K);
-  site_weight_codes(lw.w.ptr(), N, K, *sp, codes.data());
-  for (int c = 0; c < N; ++c) {
-    const float d = sp->w.per_channel() ? sp->w.channel_scales[size_t(c)] : sp->w.scale;
-    const float o = sp->weight_offset.empty() ? 0.0f : sp->weight_offset[size_t(c)];
-    for (int k = 0; k < K; ++k) w[size_t(c) * K + size_t(k)] = d * float(codes[size_t(c) * K + size_t(k)]) + o;
-  }
-}
-
 double gelu_grad(double h) {
   constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
   return 0.5 * (1.0 + std::erf(h * kInvSqrt2)) + h * kInvSqrt2Pi * std::exp(-0.5 * h * h);
@@ -330,6 +312,22 @@ double full_loss(BlockTrainer& tr, const float* x, const float* y, int n, size_t
 }
 
 }  // namespace
+
+void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector<float>& w) {
+  const int N = lw.out(), K = lw.in();
+  w.resize(size_t(N) * K);
+  if (!sp || !sp->w.quantized()) {
+    std::copy(lw.w.data.begin(), lw.w.data.end(), w.begin());
+    return;
+  }
+  std::vector<int16_t> codes(size_t(N) * K);
+  site_weight_codes(lw.w.ptr(), N, K, *sp, codes.data());
+  for (int c = 0; c < N; ++c) {
+    const float d = sp->w.per_channel() ? sp->w.channel_scales[size_t(c)] : sp->w.scale;
+    const float o = sp->weight_offset.empty() ? 0.0f : sp->weight_offset[size_t(c)];
+    for (int k = 0; k < K; ++k) w[size_t(c) * K + size_t(k)] = d * float(codes[size_t(c) * K + size_t(k)]) + o;
+  }
+}
 
 double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
                             const float* x, const float* target, int b, BlockGrads* grads) {

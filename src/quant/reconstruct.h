@@ -65,6 +65,11 @@ struct BlockGrads {
   std::vector<std::string> sites;
   std::vector<std::vector<float>> dw, db;
 };
+// The dequantized weight ŵ = Δ_c·q + o_c of a linear site under its plan entry (N × K; the
+// plan's codes or its rounding of the layer's weights), or the layer's own weights if `sp` is
+// null or FP32.
+void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector<float>& w);
+
 double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
                             const float* x, const float* target, int b, BlockGrads* grads);
 

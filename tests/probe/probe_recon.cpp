@@ -12,7 +12,6 @@
 #include "quant/plan_transforms.h"
 #include "quant/reconstruct.h"
 #include "quant/simulate.h"
-#include "quant/weight_codes.h"
 
 namespace vitq::probe {
 namespace {
@@ -57,19 +56,9 @@ void register_recon(CLI::App& app) {
       const SiteId id{kind, a->block};
       const LinearWeights& lw = *site_weights(m, id);
       const SitePlan* sp = plan.find(id);
-      const int N = lw.out(), K = lw.in();
-      std::vector<float> w(size_t(N) * K), b(size_t(N), 0.0f);
-      if (sp && sp->w.quantized()) {
-        std::vector<int16_t> q(w.size());
-        site_weight_codes(lw.w.ptr(), N, K, *sp, q.data());
-        for (int ch = 0; ch < N; ++ch)
-          for (int k = 0; k < K; ++k)
-            w[size_t(ch) * K + size_t(k)] =
-                (sp->w.per_channel() ? sp->w.channel_scales[size_t(ch)] : sp->w.scale) * float(q[size_t(ch) * K + size_t(k)]) +
-                (sp->weight_offset.empty() ? 0.0f : sp->weight_offset[size_t(ch)]);
-      } else {
-        std::copy(lw.w.data.begin(), lw.w.data.end(), w.begin());
-      }
+      const int N = lw.out();
+      std::vector<float> w, b(size_t(N), 0.0f);
+      dequantized_weight(lw, sp, w);
       if (!lw.b.empty()) std::copy(lw.b.data.begin(), lw.b.data.end(), b.begin());
       if (sp && !sp->bias_correction.empty())
         for (int ch = 0; ch < N; ++ch) b[size_t(ch)] += sp->bias_correction[size_t(ch)];
