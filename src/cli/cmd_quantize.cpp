@@ -47,6 +47,7 @@ struct QuantizeArgs {
   int patch_embed_abits = 0; // --patch-embed-abits
   bool rotate = false, rotate_mlp = false;  // --rotate, --rotate-mlp
   uint64_t rotation_seed = 0;
+  float token_clip = 1.0f;      // --token-clip
   std::string weight_rounding;  // --weight-rounding (empty: nearest, or the method's recipe)
   GptqOptions gptq;
   bool ridge = false;           // --ridge-update
@@ -98,6 +99,10 @@ std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& op
   if (r.patch_embed_abits && !given("--patch-embed-abits")) {
     opt.grids.patch_embed_abits = *r.patch_embed_abits;
     note(cat("patch embedding input at ", *r.patch_embed_abits, " bits"));
+  }
+  if (r.token_clip && !given("--token-clip")) {
+    opt.grids.token_clip = *r.token_clip;
+    note(cat("token ranges clipped to ", *r.token_clip));
   }
   if (r.gptq && !given("--weight-rounding")) {
     opt.weight_rounding = *r.gptq ? WeightRounding::Gptq : WeightRounding::Nearest;
@@ -186,6 +191,7 @@ void run_quantize(QuantizeArgs& a) {
   if (a.softmax_grid == "float") opt.grids.softmax = Grid::Float;
   if (a.softmax_grid == "logsqrt2") opt.grids.softmax = Grid::LogSqrt2;
   opt.grids.per_token = a.per_token;
+  opt.grids.token_clip = a.token_clip;
   opt.grids.patch_embed_abits = a.patch_embed_abits;
   if (a.smooth_ln) opt.transforms.smooth_ln_alpha = a.smooth_alpha;
   opt.transforms.ln_center = a.ln_center;
@@ -366,6 +372,12 @@ void add_quantize_command(CLI::App& app) {
               "Also rotate fc2's input (after GELU) by a randomized Hadamard transform at run time (fc2's weight "
               "rotated to match): spreads the outliers of the MLP's hidden units; costs one fast transform per token "
               "and block (see docs/RESULTS.md)");
+  c->add_option("--token-clip", a->token_clip,
+                "Per-token inputs: quantize each row on alpha x [min, max] of its own range (alpha < 1 clips the "
+                "row's extremes for finer steps on the rest; recorded in the plan). The vitq method's recipe: 0.95 "
+                "at 4-bit activations")
+      ->capture_default_str()
+      ->check(opt::real(0.01, 1));
   c->add_option("--weight-rounding", a->weight_rounding,
                 "How the integer weights are rounded on the method's grid: 'nearest' (the method's own codes), or "
                 "'gptq' (GPTQ: column by column, each rounding error spread over the columns not yet rounded through "
@@ -409,6 +421,11 @@ void add_quantize_command(CLI::App& app) {
                 "Reconstruction: Adam learning rate of the bias corrections (0: biases not trained)")
       ->capture_default_str()
       ->check(opt::real(0, 10));
+  c->add_option("--recon-drop", a->recon.drop,
+                "Reconstruction: QDrop - in each training step every element of a quantized activation keeps its "
+                "float value with this probability (the losses reported and the revert check use the plan as is)")
+      ->capture_default_str()
+      ->check(opt::real(0, 1));
   c->add_option("--recon-target", a->recon_target,
                 "Reconstruction: the output reproduced: 'local' (the FP32 block's output of the same quantized "
                 "input) or 'fp' (the FP32 model's block output, BRECQ's; measured worse on held-out images of "

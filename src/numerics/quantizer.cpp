@@ -38,13 +38,15 @@ float max_abs(const float* x, size_t n) {
 }
 
 VITQ_MULTIVERSION
-TokenQuant token_quant(const float* x, size_t n, int bits) {
+TokenQuant token_quant(const float* x, size_t n, int bits, float clip) {
   float mn = 0.0f, mx = 0.0f;
 #pragma omp simd reduction(min : mn) reduction(max : mx)
   for (size_t i = 0; i < n; ++i) {
     mn = x[i] < mn ? x[i] : mn;
     mx = x[i] > mx ? x[i] : mx;
   }
+  mn *= clip;
+  mx *= clip;
   float delta = (mx - mn) / float((int32_t(1) << bits) - 1);
   if (!(delta >= 1e-30f)) delta = 1.0f;  // an all-zero row (or a vanishing range): every code 0
   return {delta, int32_t(round_half_even(mn / delta))};

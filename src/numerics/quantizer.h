@@ -67,13 +67,14 @@ void quantize_to_f32_codes(const float* x, float* q, size_t n, float delta, QRan
 // time from the row itself: with mn = min(min_k x_k, 0) and mx = max(max_k x_k, 0),
 //     Δ = (mx − mn) / (2^b − 1)   (1 for an all-zero row),   lo = nearbyint(mn / Δ),
 // and the codes clip(round(x / Δ), lo, lo + 2^b − 1): 2^b levels that cover [mn, mx], zero among
-// them. The A-side encoding is u = code − lo in [0, 2^b − 1] (zero point −lo).
+// them. The A-side encoding is u = code − lo in [0, 2^b − 1] (zero point −lo). With a clip ratio
+// α < 1 (the plan's token_clip) the range is [α·mn, α·mx]: the row's extremes clip.
 struct TokenQuant {
   float delta;
   int32_t lo;
   QRange range(int bits) const { return {lo, lo + (int32_t(1) << bits) - 1}; }
 };
-TokenQuant token_quant(const float* x, size_t n, int bits);
+TokenQuant token_quant(const float* x, size_t n, int bits, float clip = 1.0f);
 
 // The max-based step Δ₀ = max|x| / hi (a tiny positive value for all-zero input).
 float max_abs(const float* x, size_t n);

@@ -61,6 +61,7 @@ Bits Calibrator::site_bits(const SiteId& id, const CalibOptions& opt) {
   }
   b.x_grid = id.kind == SiteKind::MatmulAV ? opt.grids.softmax : Grid::Signed;
   b.x_per_token = opt.grids.per_token && !id.is_attention();
+  if (b.x_per_token) b.x_token_clip = opt.grids.token_clip;
   if (id.kind == SiteKind::PatchEmbed && opt.grids.patch_embed_abits) b.x = opt.grids.patch_embed_abits;
   return b;
 }
@@ -72,6 +73,7 @@ void set_input_format(OperandQuant& x, Bits bits) {
   x.bits = bits.x;
   x.grid = bits.x_grid;
   x.per_token = bits.x_per_token;
+  x.token_clip = bits.x_per_token ? bits.x_token_clip : 1.0f;
   x.scale = bits.x_per_token ? 0.0f : kLevelStep;
   x.head_scales.clear();
 }
@@ -174,6 +176,7 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   // The driver's format choices beyond the method's own echo (absent at their defaults).
   if (is_level_grid(opt.grids.softmax)) plan.settings["softmax_grid"] = grid_name(opt.grids.softmax);
   if (opt.grids.per_token) plan.settings["per_token_inputs"] = true;
+  if (opt.grids.per_token && opt.grids.token_clip != 1.0f) plan.settings["token_clip"] = opt.grids.token_clip;
   if (opt.grids.patch_embed_abits) plan.settings["patch_embed_abits"] = opt.grids.patch_embed_abits;
   if (opt.weight_rounding == WeightRounding::Gptq)
     plan.settings["weight_rounding"] = {{"method", "gptq"}, {"damp", opt.gptq.damp}, {"block", opt.gptq.block},

@@ -60,6 +60,7 @@ struct Bits {
   int w = 8, x = 8;
   Grid x_grid = Grid::Signed;
   bool x_per_token = false;
+  float x_token_clip = 1.0f;  // per-token inputs: the clip ratio of each row's range (plan.h)
   // The input's step is fixed by its format (per token, or a level grid).
   bool x_fixed() const { return x_per_token || is_level_grid(x_grid); }
 };
@@ -69,6 +70,7 @@ struct Bits {
 struct GridPolicy {
   Grid softmax = Grid::Signed;  // the grid of the softmax output (the input of matmul_av)
   bool per_token = false;       // the inputs of linear sites per token (dynamic steps)
+  float token_clip = 1.0f;      // their rows' ranges clipped to this share (1: not clipped)
   int patch_embed_abits = 0;    // bits of the patch embedding's input (0: the activation bits)
   bool unsigned_softmax() const { return softmax == Grid::Unsigned; }
 };
@@ -81,6 +83,7 @@ struct Recipe {
   std::optional<int> patch_embed_abits;   // --patch-embed-abits
   std::optional<bool> rotate, rotate_mlp; // --rotate, --rotate-mlp
   std::optional<bool> gptq;               // --weight-rounding gptq
+  std::optional<float> token_clip;        // --token-clip
   std::optional<bool> ridge;              // --ridge-update
   std::optional<bool> qwt;                // --qwt
   std::optional<int> recon_iters;         // --recon-iters

@@ -42,6 +42,7 @@ ojson operand_to_json(const OperandQuant& q) {
   if (q.grid == Grid::Unsigned) j["unsigned"] = true;
   if (is_level_grid(q.grid)) j["grid"] = grid_name(q.grid);  // its step is fixed (2^-15)
   if (q.per_token) j["granularity"] = "token";                // no stored step
+  if (q.per_token && q.token_clip != 1.0f) j["token_clip"] = q.token_clip;
   if (!q.per_token && !is_level_grid(q.grid)) j["scale"] = q.scale;
   if (q.per_channel()) j["channel_scales"] = q.channel_scales;
   if (!q.channel_bits.empty()) j["channel_bits"] = q.channel_bits;
@@ -175,6 +176,13 @@ OperandQuant operand_from_json(const Ctx& c, const std::string& name, const json
   if (q.per_token && !input) c.bad(name + ".granularity", "per-token steps are for the input operand only");
   if (q.per_token && id.is_attention()) c.bad(name + ".granularity", "per-token steps are for the inputs of linear sites");
   if (q.per_token && q.grid != Grid::Signed) c.bad(name + ".granularity", "per-token steps use their own (asymmetric) grid, not " + std::string(grid_name(q.grid)));
+  if (j.contains("token_clip")) {
+    if (!q.per_token) c.bad(name + ".token_clip", "is for per-token inputs (\"granularity\": \"token\") only");
+    const json& v = j["token_clip"];
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || !(v.get<double>() > 0) || !(v.get<double>() <= 1))
+      c.bad(name + ".token_clip", cat("must be a number in (0, 1] (got ", v.dump(), ")"));
+    q.token_clip = v.get<float>();
+  }
   if (q.per_token && q.bits > 8) c.bad(name + ".bits", cat("per-token quantization takes 2..8 bits (got ", q.bits, ")"));
   if (q.per_token || is_level_grid(q.grid)) {
     if (j.contains("scale")) c.bad(name + ".scale", q.per_token ? "is not stored for per-token steps (each row has its own)" : "is fixed (2^-15) for a level grid");
@@ -320,7 +328,10 @@ std::string plan_compensation_file_name(const std::string& plan_path) {
 int plan_format_version(const QuantPlan& p) {
   // Format 2 adds what a format-1 reader would silently misread (per-head steps, a rotation);
   // per-token inputs and level grids lack the `scale` a format-1 reader requires, so it refuses them.
-  // Format 3 adds error compensation, which a format-2 reader would ignore.
+  // Format 3 adds error compensation, which a format-2 reader would ignore; format 4 the per-token
+  // clip ratio, likewise.
+  for (const auto& kv : p.sites)
+    if (kv.second.x.per_token && kv.second.x.token_clip != 1.0f) return 4;
   if (!p.compensation.empty()) return 3;
   if (p.rotation) return 2;
   for (const auto& kv : p.sites)
@@ -416,8 +427,8 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   if (!j.contains("format") || !j["format"].is_string() || j["format"] != "vitq-plan")
     top.bad("format", cat("must be \"vitq-plan\" (got ", j.contains("format") ? j["format"].dump() : "nothing", ")"));
   if (!j.contains("format_version") || !j["format_version"].is_number_integer() ||
-      (j["format_version"] != 1 && j["format_version"] != 2 && j["format_version"] != 3))
-    top.bad("format_version", "must be 1, 2 or 3 (this vitq reads plan formats 1 to 3)");
+      j["format_version"] < 1 || j["format_version"] > 4)
+    top.bad("format_version", "must be 1, 2, 3 or 4 (this vitq reads plan formats 1 to 4)");
   QuantPlan p;
   auto str = [&](const char* k) {
     if (!j.contains(k) || !j[k].is_string()) top.bad(k, "must be a string");

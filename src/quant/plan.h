@@ -41,6 +41,8 @@ struct OperandQuant {
   // Per-head steps (the operands of attention sites; empty = `scale` for every head). When
   // present, `scale` is informational (the largest).
   std::vector<float> head_scales;
+  // Per-token inputs: the clip ratio α of each row's range (quantizer.h: token_quant); 1 = none.
+  float token_clip = 1.0f;
 
   bool quantized() const { return bits > 0; }
   bool per_channel() const { return !channel_scales.empty(); }

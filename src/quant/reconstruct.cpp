@@ -35,34 +35,45 @@ void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, in
     fail(ErrorKind::Internal, "dnnl_sgemm failed (", M, "x", N, "x", K, ")");
 }
 
+// QDrop's random dropping of activation quantization: during a training step each element of a
+// quantized activation operand keeps its float value with probability p. The choice is a hash
+// of (step seed, site, operand, element index), so the backward recomputes it without storing it.
+struct Drop {
+  uint64_t seed = 0;
+  double p = 0;  // 0: off
+  bool on() const { return p > 0; }
+  bool dropped(SiteKind k, int operand, uint64_t i) const {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (i + 1 + (uint64_t(int(k) * 2 + operand) << 40));
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return double(z >> 11) * 0x1.0p-53 < p;
+  }
+};
+
+// Elements [first, first + n) of operand `operand` of site k: dropped ones take their float value
+// back (x̂ = x) and pass the gradient (mask 1).
+void apply_drop(const Drop* drop, SiteKind k, int operand, uint64_t first, const float* x, size_t n, float* xh,
+                float* mask) {
+  if (!drop || !drop->on()) return;
+  for (size_t i = 0; i < n; ++i)
+    if (drop->dropped(k, operand, first + i)) {
+      xh[i] = x[i];
+      mask[i] = 1.0f;
+    }
+}
+
 // The tensors of one site call of the block, copied as the simulator saw them.
 struct Rec {
   SiteCall call;
   avector<float> x, w, y;
 };
 
-// Runs the block's sites through the simulator and keeps a copy of every site's operands and output.
-class Recorder : public SiteHook {
- public:
-  explicit Recorder(PlanSimulator& sim) : sim_(sim) {}
-  std::map<SiteKind, Rec> rec;
-  bool compute(const SiteCall& c) override { return sim_.compute(c); }
-  void observe(const SiteCall& c) override {
-    Rec& r = rec[c.site.kind];
-    r.call = c;
-    const size_t nx = size_t(c.groups) * size_t(c.x_stride()), ny = size_t(c.groups) * size_t(c.y_stride());
-    r.x.assign(c.x, c.x + nx);
-    r.y.assign(c.y, c.y + ny);
-    if (c.site.is_attention()) r.w.assign(c.w, c.w + size_t(c.groups) * size_t(c.w_stride));
-  }
-
- private:
-  PlanSimulator& sim_;
-};
-
 // The dequantized values x̂ of a linear site's input rows (rows × K) under format q, and the
-// straight-through mask (1 where the quantizer did not clip; per-token grids never clip).
-void dequantize_linear_input(const float* x, int64_t rows, int K, const OperandQuant& q, float* xh, float* mask) {
+// straight-through mask (1 where the quantizer did not clip; a per-token row clips only outside
+// its clipped range [α·mn, α·mx], not where its end codes round one step past the grid).
+void dequantize_linear_input(const float* x, int64_t rows, int K, const OperandQuant& q, float* xh, float* mask,
+                             SiteKind kind = SiteKind::Qkv, const Drop* drop = nullptr) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * K;
@@ -71,12 +82,16 @@ void dequantize_linear_input(const float* x, int64_t rows, int K, const OperandQ
     if (!q.quantized()) {
       std::copy(xr, xr + K, o);
       std::fill(m, m + K, 1.0f);
-    } else if (q.per_token) {
-      const TokenQuant t = token_quant(xr, size_t(K), q.bits);
+    } else if (q.per_token) {  // clipped: outside [α·mn, α·mx] (none at α = 1)
+      const TokenQuant t = token_quant(xr, size_t(K), q.bits, q.token_clip);
       const QRange rg = t.range(q.bits);
+      float mn = 0, mx = 0;
+      for (int k = 0; k < K; ++k) mn = std::min(mn, xr[k]), mx = std::max(mx, xr[k]);
+      mn *= q.token_clip;
+      mx *= q.token_clip;
       for (int k = 0; k < K; ++k) {
+        m[k] = (xr[k] >= mn && xr[k] <= mx) ? 1.0f : 0.0f;
         o[k] = code_f(xr[k], t.delta, float(rg.lo), float(rg.hi)) * t.delta;
-        m[k] = 1.0f;
       }
     } else {
       const QRange rg = q.range();
@@ -86,16 +101,21 @@ void dequantize_linear_input(const float* x, int64_t rows, int K, const OperandQ
         o[k] = std::min(std::max(c, float(rg.lo)), float(rg.hi)) * q.scale;
       }
     }
+    if (q.quantized()) apply_drop(drop, kind, 0, uint64_t(r) * uint64_t(K), xr, size_t(K), o, m);
   }
 }
 
 // The same for one group of an attention operand (head h): a uniform grid with the head's step,
 // or a level grid (values level · 2^−15, never clipped).
-void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& q, int h, float* xh, float* mask) {
+void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& q, int h, float* xh, float* mask,
+                                  SiteKind kind = SiteKind::MatmulQK, int operand = 0, uint64_t first = 0,
+                                  const Drop* drop = nullptr) {
   if (!q.quantized()) {
     std::copy(x, x + n, xh);
     std::fill(mask, mask + n, 1.0f);
-  } else if (is_level_grid(q.grid)) {
+    return;
+  }
+  if (is_level_grid(q.grid)) {
     const LevelGrid& g = LevelGrid::get(q.grid, q.bits);
     for (size_t i = 0; i < n; ++i) {
       xh[i] = float(g.of(x[i])) * kLevelStep;
@@ -110,7 +130,63 @@ void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& 
       xh[i] = std::min(std::max(c, float(rg.lo)), float(rg.hi)) * d;
     }
   }
+  apply_drop(drop, kind, operand, first, x, n, xh, mask);
 }
+
+// Runs the block's sites through the simulator and keeps a copy of every site's operands and
+// output. With a Drop on, a planned site is computed in float from its dequantized operands with
+// the dropped elements left unquantized (training steps only; the losses are the simulator's).
+class Recorder : public SiteHook {
+ public:
+  Recorder(PlanSimulator& sim, const ViTModel& model, const QuantPlan& plan) : sim_(sim), m_(model), plan_(plan) {}
+  std::map<SiteKind, Rec> rec;
+  const Drop* drop = nullptr;
+  bool compute(const SiteCall& c) override {
+    const SitePlan* sp = plan_.find(c.site);
+    if (!drop || !drop->on() || !sp || !sp->x.quantized() || !sp->w.quantized()) return sim_.compute(c);
+    const int64_t xs = c.x_stride(), nx = int64_t(c.groups) * xs;
+    xh_.resize(size_t(nx));
+    mask_.resize(size_t(nx));
+    SiteCall q = c;
+    if (c.site.is_attention()) {
+      const int heads = c.groups / std::max(1, c.images);
+      const int64_t ws = c.w_stride;
+      wh_.resize(size_t(int64_t(c.groups) * ws));
+      wmask_.resize(wh_.size());
+#pragma omp parallel for schedule(static)
+      for (int g = 0; g < c.groups; ++g) {
+        dequantize_attention_operand(c.x + g * xs, size_t(xs), sp->x, g % heads, xh_.data() + g * xs,
+                                     mask_.data() + g * xs, c.site.kind, 0, uint64_t(g * xs), drop);
+        dequantize_attention_operand(c.w + g * ws, size_t(ws), sp->w, g % heads, wh_.data() + g * ws,
+                                     wmask_.data() + g * ws, c.site.kind, 1, uint64_t(g * ws), drop);
+      }
+      q.w = wh_.data();
+    } else {
+      dequantize_linear_input(c.x, int64_t(c.groups) * c.M, c.K, sp->x, xh_.data(), mask_.data(), c.site.kind, drop);
+      dequantized_weight(*site_weights(m_, c.site), sp, wd_);
+      q.w = wd_.data();
+    }
+    q.x = xh_.data();
+    site_gemm_f32(q);
+    add_bias_correction(c, sp->bias_correction);
+    return true;
+  }
+  void observe(const SiteCall& c) override {
+    Rec& r = rec[c.site.kind];
+    r.call = c;
+    const size_t nx = size_t(c.groups) * size_t(c.x_stride()), ny = size_t(c.groups) * size_t(c.y_stride());
+    r.x.assign(c.x, c.x + nx);
+    r.y.assign(c.y, c.y + ny);
+    if (c.site.is_attention()) r.w.assign(c.w, c.w + size_t(c.groups) * size_t(c.w_stride));
+  }
+
+ private:
+  PlanSimulator& sim_;
+  const ViTModel& m_;
+  const QuantPlan& plan_;
+  avector<float> xh_, mask_, wh_, wmask_;
+  std::vector<float> wd_;
+};
 
 double gelu_grad(double h) {
   constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
@@ -121,9 +197,11 @@ double gelu_grad(double h) {
 class BlockTrainer {
  public:
   BlockTrainer(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block)
-      : m_(model), plan_(plan), block_(block), fwd_(model, FpGemm::PerCall), rec_(sim) {}
+      : m_(model), plan_(plan), block_(block), fwd_(model, FpGemm::PerCall), rec_(sim, model, plan) {}
 
-  double run(const float* x_in, const float* target, int b, BlockGrads* grads) {
+  // drop: QDrop's dropping for this call (null: every quantizer as planned).
+  double run(const float* x_in, const float* target, int b, BlockGrads* grads, const Drop* drop = nullptr) {
+    rec_.drop = drop;
     const ViTConfig& c = m_.cfg;
     const int T = c.tokens(), D = c.embed_dim;
     const int64_t rows = int64_t(b) * T;
@@ -156,7 +234,7 @@ class BlockTrainer {
     xh_.resize(size_t(rows) * K);
     mask_.resize(xh_.size());
     const SitePlan* sp = plan_of(k);
-    dequantize_linear_input(r.x.data(), rows, K, sp ? sp->x : OperandQuant{}, xh_.data(), mask_.data());
+    dequantize_linear_input(r.x.data(), rows, K, sp ? sp->x : OperandQuant{}, xh_.data(), mask_.data(), k, rec_.drop);
     const std::string name = SiteId{k, block_}.name();
     grads.sites.push_back(name);
     grads.dw.emplace_back(size_t(N) * K);
@@ -241,10 +319,15 @@ class BlockTrainer {
       for (int g = 0; g < b * H; ++g) {
         const int bi = g / H, hh = g % H;
         const float* P = av.x.data() + size_t(g) * TT;
-        dequantize_attention_operand(P, TT, pav ? pav->x : none, hh, ph.data(), pm.data());
-        dequantize_attention_operand(av.w.data() + size_t(g) * TD, TD, pav ? pav->w : none, hh, vh.data(), vm.data());
-        dequantize_attention_operand(qk.x.data() + size_t(g) * TD, TD, pqk ? pqk->x : none, hh, qh.data(), qm.data());
-        dequantize_attention_operand(qk.w.data() + size_t(g) * TD, TD, pqk ? pqk->w : none, hh, kh.data(), km.data());
+        const Drop* drp = rec_.drop;
+        const uint64_t gTT = uint64_t(g) * TT, gTD = uint64_t(g) * TD;
+        dequantize_attention_operand(P, TT, pav ? pav->x : none, hh, ph.data(), pm.data(), SiteKind::MatmulAV, 0, gTT, drp);
+        dequantize_attention_operand(av.w.data() + gTD, TD, pav ? pav->w : none, hh, vh.data(), vm.data(),
+                                     SiteKind::MatmulAV, 1, gTD, drp);
+        dequantize_attention_operand(qk.x.data() + gTD, TD, pqk ? pqk->x : none, hh, qh.data(), qm.data(),
+                                     SiteKind::MatmulQK, 0, gTD, drp);
+        dequantize_attention_operand(qk.w.data() + gTD, TD, pqk ? pqk->w : none, hh, kh.data(), km.data(),
+                                     SiteKind::MatmulQK, 1, gTD, drp);
         for (int t = 0; t < T; ++t)
           for (int j = 0; j < d; ++j)
             dO[size_t(t) * d + size_t(j)] = dctx[(size_t(bi) * T + size_t(t)) * D + size_t(hh) * d + size_t(j)];
@@ -330,9 +413,10 @@ void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector
 }
 
 double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
-                            const float* x, const float* target, int b, BlockGrads* grads) {
+                            const float* x, const float* target, int b, BlockGrads* grads, double drop) {
   BlockTrainer tr(model, sim, plan, block);
-  return tr.run(x, target, b, grads);
+  const Drop d{1, drop};
+  return tr.run(x, target, b, grads, &d);
 }
 
 nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim, int block, const float* x_in,
@@ -394,7 +478,8 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
       std::copy_n(y_target + src, per, yb.data() + size_t(i) * per);
     }
     cursor += size_t(b);
-    const double loss = tr.run(xb.data(), yb.data(), b, &grads);
+    const Drop drop{rng(), opt.drop};
+    const double loss = tr.run(xb.data(), yb.data(), b, &grads, &drop);
     running = it == 0 ? loss : 0.95 * running + 0.05 * loss;
     const double cosine = 0.5 * (1.0 + std::cos(M_PI * double(it) / double(opt.iters)));
     const double c1 = 1.0 - std::pow(kBeta1, it + 1), c2 = 1.0 - std::pow(kBeta2, it + 1);

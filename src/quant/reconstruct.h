@@ -39,6 +39,7 @@ struct ReconOptions {
   double lr = 5e-3;           // --recon-lr: Adam step of the latent codes, in code units
   double bias_lr = 1e-4;      // --recon-bias-lr: Adam step of the bias corrections (0: not trained)
   ReconTarget target = ReconTarget::Local;
+  double drop = 0;            // --recon-drop: QDrop's probability of leaving an activation element unquantized
   uint64_t seed = 0;
   bool on() const { return iters > 0; }
 };
@@ -70,7 +71,8 @@ struct BlockGrads {
 // null or FP32.
 void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector<float>& w);
 
+// drop: QDrop's probability (ReconOptions::drop) for this one call, with a fixed seed.
 double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
-                            const float* x, const float* target, int b, BlockGrads* grads);
+                            const float* x, const float* target, int b, BlockGrads* grads, double drop = 0);
 
 }  // namespace vitq

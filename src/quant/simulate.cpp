@@ -65,7 +65,7 @@ void input_codes(const SiteCall& c, const OperandQuant& x, avector<float>& xbuf,
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = c.x + r * c.K;
-      const TokenQuant t = token_quant(xr, size_t(c.K), x.bits);
+      const TokenQuant t = token_quant(xr, size_t(c.K), x.bits, x.token_clip);
       row_delta[size_t(r)] = t.delta;
       quantize_to_f32_codes(xr, xbuf.data() + r * c.K, size_t(c.K), t.delta, t.range(x.bits));
     }

@@ -20,7 +20,7 @@ void dequantized_rows(const SiteObservation& obs, const OperandQuant& x, int64_t
     if (!x.quantized()) {
       std::copy(src, src + K, dst);
     } else if (x.per_token) {
-      const TokenQuant t = token_quant(src, size_t(K), x.bits);
+      const TokenQuant t = token_quant(src, size_t(K), x.bits, x.token_clip);
       fake_quantize(src, dst, size_t(K), t.delta, t.range(x.bits));
     } else {
       fake_quantize(src, dst, size_t(K), x.scale, x.range());

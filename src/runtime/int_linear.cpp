@@ -17,6 +17,7 @@ ActQuant ActQuant::of(const OperandQuant& q) {
   a.bits = q.bits;
   a.delta = q.scale;
   a.per_token = q.per_token;
+  a.token_clip = q.token_clip;
   if (is_level_grid(q.grid)) {
     a.levels = &LevelGrid::get(q.grid, q.bits);
     a.range = {0, kLevelOne};
@@ -34,7 +35,7 @@ void emit_a_codes(const ActQuant& aq, const float* x, size_t n, uint8_t* u8, siz
   if (aq.levels) {
     quantize_levels_u8_split(x, u8, u8 + plane_stride, n, *aq.levels);
   } else if (aq.per_token) {  // (at most 8 bits: one plane)
-    const TokenQuant t = token_quant(x, n, aq.bits);
+    const TokenQuant t = token_quant(x, n, aq.bits, aq.token_clip);
     quantize_a_u8(x, u8, n, t.delta, t.range(aq.bits), -t.lo);
     *rq = {t.delta, -t.lo};
   } else if (aq.planes == 1) {

@@ -32,6 +32,7 @@ struct ActQuant {
   int32_t zp = 0;
   int planes = 1;
   bool per_token = false;             // each row: its own step and zero point (TokenQuant)
+  float token_clip = 1.0f;            // per token: the clip ratio of the row's range
   const LevelGrid* levels = nullptr;  // a level grid: the A codes are levels (two planes, zp 0)
   static ActQuant of(const OperandQuant& q);  // the encoding of the plan's operand
 };

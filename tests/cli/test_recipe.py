@@ -31,8 +31,8 @@ def main():
     q = ["quantize", "--model", m, "--calib", calib, "--calib-size", "64", "--method", "vitq"]
 
     out = cli.expect("vitq W4A4: the recipe is applied and printed", q + ["--bits", "4", "-o", cli.path("v4")], "ok",
-                     r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, GPTQ weight "
-                     r"rounding, QwT compensation, rotation, MLP rotation")
+                     r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, token ranges "
+                     r"clipped to 0.95, GPTQ weight rounding, QwT compensation, rotation, MLP rotation")
     plan = read_json(cli.path("v4", "plan.json"))
     s = plan["settings"]
     cli.check(s.get("compensation", {}).get("method") == "qwt" and len(plan.get("compensation", {}).get("blocks", [])) > 0,
@@ -43,6 +43,9 @@ def main():
     cli.check(plan.get("rotation") == {"seed": 0, "residual": True, "heads": True, "mlp": True},
               "W4A4 plan records the rotation", json.dumps(plan.get("rotation")))
     qkv = plan["sites"]["blocks.0.attn.qkv"]
+    cli.check(abs(qkv["x"].get("token_clip", 1) - 0.95) < 1e-6 and abs(s.get("token_clip", 1) - 0.95) < 1e-6 and
+              plan["format_version"] == 4, "W4A4: the token clip ratio 0.95 on per-token inputs (plan format 4)",
+              json.dumps(qkv["x"]))
     cli.check(qkv["x"].get("granularity") == "token" and qkv.get("weight_codes") is True and "weight_offset" in qkv,
               "qkv: per-token input, GPTQ codes, per-channel offsets", json.dumps(qkv)[:300])
     av = plan["sites"]["blocks.0.attn.matmul_av"]
@@ -73,12 +76,14 @@ def main():
     # Every part overridden on the command line.
     cli.expect("vitq W4A4 with every recipe part overridden",
                q + ["--bits", "4", "--plan-only", "--softmax-grid", "unsigned", "--no-per-token", "--patch-embed-abits",
-                    "4", "--weight-rounding", "nearest", "--no-rotate", "--no-rotate-mlp", "--no-qwt", "-o", cli.path("v4o")],
+                    "4", "--weight-rounding", "nearest", "--no-rotate", "--no-rotate-mlp", "--no-qwt", "--token-clip", "1",
+                    "-o", cli.path("v4o")],
                "ok")
     p = read_json(cli.path("v4o", "plan.json"))
     s = p["settings"]
     cli.check("rotation" not in p and "per_token_inputs" not in s and "weight_rounding" not in s and
-              "softmax_grid" not in s and "recipe" not in s and "compensation" not in s and "compensation" not in p,
+              "softmax_grid" not in s and "recipe" not in s and "compensation" not in s and "compensation" not in p and
+              "token_clip" not in s and "token_clip" not in json.dumps(p["sites"]),
               "overridden parts are absent from the plan", json.dumps(s))
     # --compensate: the levels, and a bad one.
     cli.expect("vitq --compensate none at W4A4", q + ["--bits", "4", "--plan-only", "--compensate", "none", "-q", "-o",

@@ -107,20 +107,21 @@ def main():
         x[:64] = np.abs(x[:64])  # a one-sided row
         x[64:128] = 0             # an all-zero row
         x.astype("<f4").tofile(inp)
-        for bits in (4, 8):
+        for bits, clip in ((4, 1.0), (8, 1.0), (4, 0.95), (6, 0.7)):
             out = os.path.join(tmp, "t")
             common.run([args.probe, "levels", "--input", inp, "--grid", "float", "--bits", bits, "--row", 64,
-                        "--out", out])
+                        "--token-clip", clip, "--out", out])
             rows = x.reshape(-1, 64)
-            mn = np.minimum(rows.min(1), 0).astype(np.float32)
-            mx = np.maximum(rows.max(1), 0).astype(np.float32)
+            c = np.float32(clip)  # the range [c·mn, c·mx]: the row's extremes clip
+            mn = (np.minimum(rows.min(1), 0).astype(np.float32) * c).astype(np.float32)
+            mx = (np.maximum(rows.max(1), 0).astype(np.float32) * c).astype(np.float32)
             step = ((mx - mn) / np.float32((1 << bits) - 1)).astype(np.float32)
             step[step < 1e-30] = 1
             lo = np.round(mn / step)
             ref = np.clip(np.round(rows / step[:, None]), lo[:, None], lo[:, None] + (1 << bits) - 1)
             got = np.fromfile(out + ".tok.i32", "<i4").reshape(-1, 64)
             chk.check(np.array_equal(np.fromfile(out + ".tok.f32", "<f4"), step) and np.array_equal(got, ref),
-                      f"per-token codes, {bits} bits: {int((got != ref).sum())} mismatches of {got.size}")
+                      f"per-token codes, {bits} bits, clip {clip}: {int((got != ref).sum())} mismatches of {got.size}")
         # Pearson / cosine
         for n, corr in [(10, 0.5), (1000, 0.99), (100000, 0.9999), (197 * 192, -0.3)]:
             a = rng.normal(3.0, 2.0, n).astype(np.float32)

@@ -22,14 +22,16 @@ import torch.nn.functional as F
 import common
 
 
-def per_token_fq(x, bits):
-    mn = torch.clamp(x.amin(-1, keepdim=True), max=0)
-    mx = torch.clamp(x.amax(-1, keepdim=True), min=0)
+def per_token_fq(x, bits, clip=1.0):
+    """The row's range [clip·mn, clip·mx]; zero gradient outside it (clip < 1)."""
+    mn = torch.clamp(x.amin(-1, keepdim=True), max=0) * clip
+    mx = torch.clamp(x.amax(-1, keepdim=True), min=0) * clip
     step = (mx - mn) / float((1 << bits) - 1)
     step = torch.where(step == 0, torch.ones_like(step), step)
     lo = torch.round(mn / step)
+    inside = ((x >= mn) & (x <= mx)).to(x.dtype)
     q = torch.clamp(torch.round(x / step), lo, lo + (1 << bits) - 1) * step
-    return x + (q - x).detach()
+    return x * inside + (q - x * inside).detach()
 
 
 def uniform_fq(x, step, lo, hi):
@@ -51,8 +53,17 @@ def sylvester(n):
     return torch.tensor(h, dtype=torch.float32)
 
 
-def torch_block(p, plan, blk, x, heads, eps):
+def torch_block(p, plan, blk, x, heads, eps, quant_acts=True):
+    """quant_acts=False: every activation quantizer off (QDrop with p = 1), the weights as given."""
     s = plan["sites"]
+    global per_token_fq, uniform_fq
+    if not quant_acts:
+        saved = per_token_fq, uniform_fq
+        per_token_fq, uniform_fq = (lambda a, *_: a), (lambda a, *_: a)
+        try:
+            return torch_block(p, plan, blk, x, heads, eps)
+        finally:
+            per_token_fq, uniform_fq = saved
     name = lambda k: f"blocks.{blk}.{k}"
     lin = lambda k, a: F.linear(a, p[k + ".w"], p[k + ".b"])
     b, t, d = x.shape
@@ -60,7 +71,7 @@ def torch_block(p, plan, blk, x, heads, eps):
 
     def act(k, a):
         xq = s[name(k)]["x"]
-        return per_token_fq(a, xq["bits"]) if xq.get("granularity") == "token" else a
+        return per_token_fq(a, xq["bits"], xq.get("token_clip", 1.0)) if xq.get("granularity") == "token" else a
 
     h = F.layer_norm(x, (d,), p["norm1.g"], p["norm1.b"], eps)
     qkv = lin("qkv", act("attn.qkv", h)).reshape(b, t, 3, heads, hd).permute(2, 0, 3, 1, 4)
@@ -91,11 +102,17 @@ def main():
     cfg = json.load(open(os.path.join(model, "config.json")))
     D, heads, T = 64, 4, 50
     with common.tmpdir() as tmp:
-        for label, extra in [("minmax W4A4, per-token, per-head, rotations", ["--method", "minmax", "--bits", "4",
-                                                                             "--rotate", "--rotate-mlp"]),
+        for label, extra, cases in [("minmax W4A4, per-token, per-head, rotations",
+                                     ["--method", "minmax", "--bits", "4", "--rotate", "--rotate-mlp"],
+                                     ((0, 0.0), (1, 0.0), (0, 1.0))),
+                                    # (6 bits: fewer codes on the other side of a tie than at 4)
+                                    ("vitq-style W6A6, per-token inputs clipped to 0.9 of the row range",
+                                     ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate",
+                                      "none", "--token-clip", "0.9"], ((0, 0.0), (1, 0.0))),
                              ("vitq-style W6A6 grid (asymmetric per-channel GPTQ weights)",
-                              ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate", "none"])]:
-            qdir = os.path.join(tmp, label.split()[0] + "_q")
+                              ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate", "none"],
+                              ((0, 0.0), (1, 0.0), (0, 1.0)))]:
+            qdir = os.path.join(tmp, f"plan{len(os.listdir(tmp))}")
             common.run([args.vitq, "quantize", "--model", model, "--random-calibration", "8", "--plan-only", "-q",
                         "-o", qdir, "--per-token", "--per-head", "--per-channel-weights", "--softmax-grid",
                         "unsigned", *extra] if extra[1] == "minmax" else
@@ -103,7 +120,7 @@ def main():
                         "-o", qdir, *extra])
             plan = json.load(open(os.path.join(qdir, "plan.json")))
             rng = np.random.default_rng(3)
-            for blk in (0, 1):
+            for blk, drop in cases:
                 n = 3
                 x = rng.normal(0, 1, (n, T, D)).astype(np.float32)
                 x[:, :, 5] *= 8  # an outlier channel
@@ -114,7 +131,7 @@ def main():
                 pre = os.path.join(tmp, "g")
                 r = json.loads(common.run([args.probe, "recon_grad", "--model", model, "--plan",
                                            os.path.join(qdir, "plan.json"), "--block", blk, "--images", n, "--x", xp,
-                                           "--target", tp, "--out", pre]))
+                                           "--target", tp, "--out", pre, "--drop", drop]))
                 ld = lambda nm: torch.tensor(np.fromfile(f"{pre}.{nm}.f32", "<f4"))
                 p = {}
                 for k, (N, K) in {"qkv": (3 * D, D), "proj": (D, D), "fc1": (2 * D, D), "fc2": (D, 2 * D)}.items():
@@ -124,14 +141,16 @@ def main():
                     p[k] = ld(k)
                 if r["rotated_mlp"]:
                     p["signs"] = ld("signs")
-                name = f"{label}, block {blk}"
-                out = torch_block(p, plan, blk, torch.tensor(x), heads, 1e-6)
+                # QDrop with p = 1: every activation element keeps its float value, in the forward
+                # and in the backward (no straight-through mask).
+                name = f"{label}, block {blk}" + (", QDrop p = 1" if drop else "")
+                out = torch_block(p, plan, blk, torch.tensor(x), heads, 1e-6, quant_acts=not drop)
                 loss = ((out - torch.tensor(tgt)) ** 2).mean()
                 loss.backward()
-                vout = ld("out").reshape(out.shape)
+                vout = ld("out").reshape(out.shape)  # (the plan's output, without dropping)
                 dout = (vout - out.detach()).abs()
                 far = (dout > 1e-4 * out.abs().max()).float().mean().item()
-                chk.check(far <= 0.05, f"{name}: block output = torch's ({100 * far:.2f} % of the values differ by more "
+                chk.check(drop or far <= 0.05, f"{name}: block output = torch's ({100 * far:.2f} % of the values differ by more "
                                        f"than 1e-4 of the largest: codes on the other side of a rounding tie)")
                 chk.check(abs(r["loss"] - loss.item()) <= 1e-3 * loss.item(),
                           f"{name}: loss {r['loss']:.6g} = torch's {loss.item():.6g}")

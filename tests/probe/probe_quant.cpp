@@ -160,6 +160,7 @@ void register_qwt(CLI::App& app) {
 struct LArgs {
   std::string input, grid, out;
   int bits = 8, row = 64;
+  float token_clip = 1.0f;
 };
 
 void register_quant(CLI::App& app) {
@@ -206,6 +207,7 @@ void register_quant(CLI::App& app) {
   lc->add_option("--bits", l->bits)->required();
   lc->add_option("--row", l->row, "row length for the per-token codes (PREFIX.tok.i32 codes, PREFIX.tok.f32 steps)")
       ->required();
+  lc->add_option("--token-clip", l->token_clip, "the per-token codes' clip ratio of the row range");
   lc->add_option("--out", l->out, "prefix: PREFIX.table.i32 (levels), PREFIX.i32 (the input's levels)")->required();
   lc->callback([l] {
     std::vector<float> x = read_raw<float>(l->input);
@@ -221,7 +223,7 @@ void register_quant(CLI::App& app) {
     std::vector<int32_t> codes(rows * n);
     std::vector<float> steps(rows);
     for (size_t r = 0; r < rows; ++r) {
-      const TokenQuant t = token_quant(x.data() + r * n, n, std::min(l->bits, 8));
+      const TokenQuant t = token_quant(x.data() + r * n, n, std::min(l->bits, 8), l->token_clip);
       steps[r] = t.delta;
       for (size_t k = 0; k < n; ++k) codes[r * n + k] = quantize_one(x[r * n + k], t.delta, t.range(std::min(l->bits, 8)));
     }

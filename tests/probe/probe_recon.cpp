@@ -19,6 +19,7 @@ namespace {
 struct GArgs {
   std::string model, plan, x, target, out;
   int block = 0, images = 1;
+  double drop = 0;
 };
 
 void write_vec(const std::string& path, const std::vector<float>& v) { write_raw(path, v.data(), v.size()); }
@@ -34,6 +35,7 @@ void register_recon(CLI::App& app) {
   c->add_option("--images", a->images)->required();
   c->add_option("--x", a->x, "the block input, images × tokens × D raw f32")->required();
   c->add_option("--target", a->target, "the target output, same shape")->required();
+  c->add_option("--drop", a->drop, "QDrop's probability of an activation element left unquantized");
   c->add_option("--out", a->out,
                 "prefix: PREFIX.out.f32 (the block output); per linear site S (qkv, proj, fc1, fc2): PREFIX.S.w.f32 "
                 "(dequantized weight), PREFIX.S.b.f32 (bias incl. correction), PREFIX.S.dw.f32, PREFIX.S.db.f32; "
@@ -49,7 +51,7 @@ void register_recon(CLI::App& app) {
     const std::vector<float> x = read_f32(a->x, n), t = read_f32(a->target, n);
     PlanSimulator sim(m, plan);
     BlockGrads g;
-    const double loss = block_loss_and_grads(m, sim, plan, a->block, x.data(), t.data(), a->images, &g);
+    const double loss = block_loss_and_grads(m, sim, plan, a->block, x.data(), t.data(), a->images, &g, a->drop);
     const BlockWeights& bw = m.blocks[size_t(a->block)];
     for (const auto& [kind, short_name] : {std::pair{SiteKind::Qkv, "qkv"}, {SiteKind::Proj, "proj"},
                                            {SiteKind::Fc1, "fc1"}, {SiteKind::Fc2, "fc2"}}) {

@@ -86,7 +86,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   nlohmann::ordered_json good = plan_to_json(sample_plan());
   ASSERT_NO_THROW(plan_from_json(good, "plan.json"));
   auto j = good;
-  j["format_version"] = 4;
+  j["format_version"] = 5;
   expect(j, "format_version");
   j = good;
   j["format_version"] = 1;  // a format-2 plan: accepted (the fields decide what it means)
@@ -137,6 +137,25 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   j = good;
   j["sites"]["blocks.1.attn.matmul_qk"]["x"]["granularity"] = "token";
   expect(j, "inputs of linear sites");
+  // The per-token clip ratio: (0, 1], per-token inputs only; a plan with one is format 4.
+  for (const nlohmann::ordered_json& bad : {nlohmann::ordered_json(0.0), nlohmann::ordered_json(1.5),
+                                            nlohmann::ordered_json(-0.9), nlohmann::ordered_json("0.9")}) {
+    j = good;
+    j["sites"]["blocks.1.attn.proj"]["x"]["token_clip"] = bad;
+    expect(j, "sites.blocks.1.attn.proj.x.token_clip");
+  }
+  j = good;
+  j["sites"]["blocks.0.attn.qkv"]["x"]["token_clip"] = 0.9;
+  expect(j, "per-token inputs");
+  {
+    QuantPlan c = sample_plan();
+    c.sites.at("blocks.1.attn.proj").x.token_clip = 0.95f;
+    const nlohmann::ordered_json cj = plan_to_json(c);
+    EXPECT_EQ(cj["format_version"], 4);
+    EXPECT_EQ(cj["sites"]["blocks.1.attn.proj"]["x"]["token_clip"].get<float>(), 0.95f);
+    EXPECT_TRUE(plan_from_json(cj, "plan.json") == c);
+    EXPECT_FALSE(good["sites"]["blocks.1.attn.proj"]["x"].contains("token_clip"));  // 1: not written
+  }
   j = good;
   j["sites"]["blocks.1.attn.matmul_av"]["x"]["grid"] = "log3";
   expect(j, "sites.blocks.1.attn.matmul_av.x.grid");
