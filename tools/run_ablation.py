@@ -58,7 +58,12 @@ PARTS = {
     "gptq": ("GPTQ weights", ["--weight-rounding", "gptq"], ["--weight-rounding", "nearest"]),
     "rotate": ("rotation", ["--rotate"], ["--no-rotate"]),
     "rotate_mlp": ("MLP rotation", ["--rotate-mlp"], ["--no-rotate-mlp"]),
+    "token_clip": ("token ranges clipped to 0.95", ["--token-clip", "0.95"], ["--token-clip", "1"]),
 }
+# Parts that do nothing alone (the clip ratio is of per-token inputs): no "base + X" row; their
+# "recipe without X" row only where the recipe uses them (token_clip: 4-bit activations).
+NOT_ALONE = {"token_clip"}
+RECIPE_BITS = {"token_clip": (4,)}
 # Parts measured alone that the recipe does not use.
 EXTRA = {"log2_softmax": ("log2 softmax grid", ["--softmax-grid", "log2"]),
          "logsqrt2_softmax": ("log√2 softmax grid", ["--softmax-grid", "logsqrt2"]),
@@ -78,13 +83,16 @@ def configs(bits):
     all_off = [f for p in PARTS for f in off(p, bits)]
     c = {"base": ("base: per-channel MSE weights, per-tensor MSE activations", base + all_off)}
     for p, (label, on, _) in PARTS.items():
+        if p in NOT_ALONE:
+            continue
         rest = [f for q in PARTS if q != p for f in off(q, bits)]
         c[f"+{p}"] = (f"base + {label}", base + rest + on)
     for p, (label, flags) in EXTRA.items():
         rest = [f for q in PARTS if q != "float_softmax" or not p.endswith("_softmax") for f in off(q, bits)]
         c[f"+{p}"] = (f"base + {label}", base + rest + flags)
     for p, (label, _, _) in PARTS.items():
-        c[f"-{p}"] = (f"recipe without {label}", base + off(p, bits))
+        if bits in RECIPE_BITS.get(p, (bits,)):
+            c[f"-{p}"] = (f"recipe without {label}", base + off(p, bits))
     for p, (label, flags) in SWAPS.items():
         c[f"~{p}"] = (f"recipe with {label}", base + flags)
     c["recipe"] = ("**recipe formats** (`--method vitq --compensate none`)", base)

@@ -423,7 +423,8 @@ void add_quantize_command(CLI::App& app) {
       ->check(opt::real(0, 10));
   c->add_option("--recon-drop", a->recon.drop,
                 "Reconstruction: QDrop - in each training step every element of a quantized activation keeps its "
-                "float value with this probability (the losses reported and the revert check use the plan as is)")
+                "float value with this probability (the losses reported and the revert check use the plan as is). "
+                "0.5 measured worse than 0 on held-out ViT-Ti calibration images")
       ->capture_default_str()
       ->check(opt::real(0, 1));
   c->add_option("--recon-target", a->recon_target,
