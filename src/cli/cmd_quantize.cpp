@@ -208,6 +208,9 @@ void run_quantize(QuantizeArgs& a) {
   opt.compensation.on = a.qwt;
   opt.compensation.target = a.qwt_target == "fp" ? CompensationTarget::Fp : CompensationTarget::Local;
   const std::string recipe = apply_recipe(*method, a, opt);
+  if (a.cmd->get_option("--token-clip")->count() > 0 && a.token_clip != 1.0f && !opt.grids.per_token)
+    std::fprintf(stderr, "warning: --token-clip %g has no effect without per-token inputs (--per-token)\n",
+                 double(a.token_clip));
   if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
   opt.batch = a.batch;
 

@@ -85,6 +85,10 @@ def main():
               "softmax_grid" not in s and "recipe" not in s and "compensation" not in s and "compensation" not in p and
               "token_clip" not in s and "token_clip" not in json.dumps(p["sites"]),
               "overridden parts are absent from the plan", json.dumps(s))
+    cli.expect("--token-clip without per-token inputs warns", q + ["--bits", "4", "--plan-only", "--compensate", "none",
+                                                                 "--no-per-token", "--token-clip", "0.9", "-q", "-o",
+                                                                 cli.path("tcw")], "ok",
+               r"warning: --token-clip 0\.9 has no effect without per-token inputs")
     # --compensate: the levels, and a bad one.
     cli.expect("vitq --compensate none at W4A4", q + ["--bits", "4", "--plan-only", "--compensate", "none", "-q", "-o",
                                                       cli.path("cnone")], "ok")
