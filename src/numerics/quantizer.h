@@ -72,6 +72,7 @@ void quantize_to_f32_codes(const float* x, float* q, size_t n, float delta, QRan
 struct TokenQuant {
   float delta;
   int32_t lo;
+  float mn, mx;  // the range the levels cover: α·min(min_k x_k, 0), α·max(max_k x_k, 0)
   QRange range(int bits) const { return {lo, lo + (int32_t(1) << bits) - 1}; }
 };
 TokenQuant token_quant(const float* x, size_t n, int bits, float clip = 1.0f);

@@ -42,7 +42,7 @@ ojson operand_to_json(const OperandQuant& q) {
   if (q.grid == Grid::Unsigned) j["unsigned"] = true;
   if (is_level_grid(q.grid)) j["grid"] = grid_name(q.grid);  // its step is fixed (2^-15)
   if (q.per_token) j["granularity"] = "token";                // no stored step
-  if (q.per_token && q.token_clip != 1.0f) j["token_clip"] = q.token_clip;
+  if (q.clips_tokens()) j["token_clip"] = q.token_clip;
   if (!q.per_token && !is_level_grid(q.grid)) j["scale"] = q.scale;
   if (q.per_channel()) j["channel_scales"] = q.channel_scales;
   if (!q.channel_bits.empty()) j["channel_bits"] = q.channel_bits;
@@ -331,7 +331,7 @@ int plan_format_version(const QuantPlan& p) {
   // Format 3 adds error compensation, which a format-2 reader would ignore; format 4 the per-token
   // clip ratio, likewise.
   for (const auto& kv : p.sites)
-    if (kv.second.x.per_token && kv.second.x.token_clip != 1.0f) return 4;
+    if (kv.second.x.clips_tokens()) return 4;
   if (!p.compensation.empty()) return 3;
   if (p.rotation) return 2;
   for (const auto& kv : p.sites)

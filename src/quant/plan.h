@@ -46,6 +46,7 @@ struct OperandQuant {
 
   bool quantized() const { return bits > 0; }
   bool per_channel() const { return !channel_scales.empty(); }
+  bool clips_tokens() const { return per_token && token_clip != 1.0f; }
   bool per_head() const { return !head_scales.empty(); }
   float head_scale(int h) const { return head_scales.empty() ? scale : head_scales[size_t(h)]; }
   QRange range() const { return qrange(bits, grid); }

@@ -85,12 +85,8 @@ void dequantize_linear_input(const float* x, int64_t rows, int K, const OperandQ
     } else if (q.per_token) {  // clipped: outside [α·mn, α·mx] (none at α = 1)
       const TokenQuant t = token_quant(xr, size_t(K), q.bits, q.token_clip);
       const QRange rg = t.range(q.bits);
-      float mn = 0, mx = 0;
-      for (int k = 0; k < K; ++k) mn = std::min(mn, xr[k]), mx = std::max(mx, xr[k]);
-      mn *= q.token_clip;
-      mx *= q.token_clip;
       for (int k = 0; k < K; ++k) {
-        m[k] = (xr[k] >= mn && xr[k] <= mx) ? 1.0f : 0.0f;
+        m[k] = (xr[k] >= t.mn && xr[k] <= t.mx) ? 1.0f : 0.0f;
         o[k] = code_f(xr[k], t.delta, float(rg.lo), float(rg.hi)) * t.delta;
       }
     } else {
