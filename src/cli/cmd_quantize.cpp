@@ -424,6 +424,11 @@ void add_quantize_command(CLI::App& app) {
                 "Reconstruction: Adam learning rate of the bias corrections (0: biases not trained)")
       ->capture_default_str()
       ->check(opt::real(0, 10));
+  c->add_option("--recon-step-lr", a->recon.step_lr,
+                "Reconstruction: also train each weight channel's step (as a log gain) and offset with this Adam "
+                "learning rate (0: the method's grid is kept)")
+      ->capture_default_str()
+      ->check(opt::real(0, 10));
   c->add_option("--recon-drop", a->recon.drop,
                 "Reconstruction: QDrop - in each training step every element of a quantized activation keeps its "
                 "float value with this probability (the losses reported and the revert check use the plan as is). "

@@ -366,12 +366,47 @@ class BlockTrainer {
 struct Param {
   SiteId id;
   int N = 0, K = 0;
-  ChannelGrid grid;
+  ChannelGrid grid;  // the grid in use (steps and offsets updated when they are trained)
   QRange range{0, 0};
   std::vector<float> u, mu, vu;
   std::vector<float> bias0, mb, vb;  // the bias correction at the start, its moments
   std::vector<int16_t> codes0;
+  ChannelGrid grid0;                 // the method's grid
+  bool has_offset = false;
+  std::vector<float> ls, ms, vs;     // log step gain s_c, its moments
+  std::vector<float> to, mo, vo;     // offset shift in units of Δ⁰_c, its moments
 };
+
+// One Adam update of x with gradient g (bias-corrected by c1, c2).
+constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
+inline void adam(float& x, float& m, float& v, double g, double lr, double c1, double c2) {
+  m = float(kBeta1 * m + (1 - kBeta1) * g);
+  v = float(kBeta2 * v + (1 - kBeta2) * g * g);
+  x -= float(lr * (m / c1) / (std::sqrt(v / c2) + kEps));
+}
+
+// Trains the channel grid of p (--recon-step-lr) from ∂L/∂ŵ and writes it into the plan entry.
+void update_grid(Param& p, const std::vector<float>& dw, const std::vector<int16_t>& q, double lr, double c1,
+                 double c2, SitePlan& sp) {
+  for (int ch = 0; ch < p.N; ++ch) {
+    const size_t c = size_t(ch);
+    double gq = 0, g1 = 0;
+    for (int k = 0; k < p.K; ++k) {
+      const size_t i = c * p.K + size_t(k);
+      gq += double(dw[i]) * q[i];
+      g1 += double(dw[i]);
+    }
+    adam(p.ls[c], p.ms[c], p.vs[c], gq * p.grid.step[c], lr, c1, c2);
+    p.grid.step[c] = float(double(p.grid0.step[c]) * std::exp(double(p.ls[c])));
+    if (p.has_offset) {
+      adam(p.to[c], p.mo[c], p.vo[c], g1 * p.grid0.step[c], lr, c1, c2);
+      p.grid.offset[c] = float(double(p.grid0.offset[c]) + double(p.to[c]) * p.grid0.step[c]);
+    }
+  }
+  sp.w.channel_scales = p.grid.step;
+  sp.w.scale = *std::max_element(p.grid.step.begin(), p.grid.step.end());
+  if (p.has_offset) sp.weight_offset = p.grid.offset;
+}
 
 void set_codes(const Param& p, SitePlan& sp) {
   std::vector<int16_t> q(p.u.size());
@@ -438,6 +473,9 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
     site_weight_codes(lw.w.ptr(), p.N, p.K, sp, p.codes0.data());
     p.range = qrange(p.grid.bits);
     set_plan_weight_codes(sp, p.grid, p.codes0);  // per-channel form, explicit codes
+    p.grid0 = p.grid;
+    p.has_offset = !sp.weight_offset.empty();
+    for (auto* v : {&p.ls, &p.ms, &p.vs, &p.to, &p.mo, &p.vo}) v->assign(size_t(p.N), 0.0f);
     sim.forget(id);
     p.u.assign(p.codes0.begin(), p.codes0.end());
     p.mu.assign(p.u.size(), 0.0f);
@@ -460,7 +498,6 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
   const int b = std::max(1, std::min(opt.batch, n));
   avector<float> xb(size_t(b) * per), yb(size_t(b) * per);
   BlockGrads grads;
-  constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;
   double running = 0;
   size_t cursor = size_t(n);
   for (int it = 0; it < opt.iters; ++it) {
@@ -491,25 +528,19 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
           const size_t i = size_t(ch) * p.K + size_t(k);
           // Straight through the rounding, not past the grid's ends.
           const bool clipped = (p.u[i] <= float(p.range.lo) && dw[i] > 0) || (p.u[i] >= float(p.range.hi) && dw[i] < 0);
-          const double g = clipped ? 0.0 : double(dw[i]) * step;
-          p.mu[i] = float(kBeta1 * p.mu[i] + (1 - kBeta1) * g);
-          p.vu[i] = float(kBeta2 * p.vu[i] + (1 - kBeta2) * g * g);
-          p.u[i] -= float(lr * (p.mu[i] / c1) / (std::sqrt(p.vu[i] / c2) + kEps));
+          adam(p.u[i], p.mu[i], p.vu[i], clipped ? 0.0 : double(dw[i]) * step, lr, c1, c2);
         }
       }
       SitePlan& sp = plan.sites.at(name);
+      // The grid's gradient is taken at the codes this step's forward used.
+      if (opt.step_lr > 0) update_grid(p, dw, sp.weight_codes, opt.step_lr * cosine, c1, c2, sp);
       set_codes(p, sp);
       sim.forget(p.id);
       if (opt.bias_lr > 0) {
         const std::vector<float>& db = grads.db[gi];
         const double blr = opt.bias_lr * cosine;
-        for (int ch = 0; ch < p.N; ++ch) {
-          const double g = db[size_t(ch)];
-          p.mb[size_t(ch)] = float(kBeta1 * p.mb[size_t(ch)] + (1 - kBeta1) * g);
-          p.vb[size_t(ch)] = float(kBeta2 * p.vb[size_t(ch)] + (1 - kBeta2) * g * g);
-          sp.bias_correction[size_t(ch)] -=
-              float(blr * (p.mb[size_t(ch)] / c1) / (std::sqrt(p.vb[size_t(ch)] / c2) + kEps));
-        }
+        for (int ch = 0; ch < p.N; ++ch)
+          adam(sp.bias_correction[size_t(ch)], p.mb[size_t(ch)], p.vb[size_t(ch)], db[size_t(ch)], blr, c1, c2);
       }
     }
     if (progress && ((it + 1) % 10 == 0 || it + 1 == opt.iters)) progress({block, it + 1, opt.iters, running});
@@ -525,7 +556,8 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
   if (revert) {
     for (const Param& p : params) {
       SitePlan& sp = plan.sites.at(p.id.name());
-      sp.weight_codes = p.codes0;
+      set_plan_weight_codes(sp, p.grid0, p.codes0);
+      if (p.has_offset) sp.weight_offset = p.grid0.offset;
       sp.bias_correction = p.bias0;
       sim.forget(p.id);
     }

@@ -5,8 +5,10 @@
 // its inputs in the partly quantized model to the target outputs:
 //     min_θ  mean_r ‖block_Q(x_r; θ) − y_r‖²,
 // θ = a latent code u per weight (the code used is clip(round(u)) on the channel's grid; the
-// gradient passes the rounding straight through, in code units: ∂L/∂u = ∂L/∂ŵ · Δ_c) and the bias
-// correction of each linear site. Adam, a cosine-decayed learning rate, --recon-iters steps of
+// gradient passes the rounding straight through, in code units: ∂L/∂u = ∂L/∂ŵ · Δ_c), the bias
+// correction of each linear site and, with --recon-step-lr, each channel's grid itself:
+// ŵ_ck = Δ_c·q_ck + o_c with Δ_c = Δ⁰_c·e^{s_c}, ∂L/∂s_c = Δ_c·Σ_k ∂L/∂ŵ_ck·q_ck and
+// ∂L/∂o_c = Σ_k ∂L/∂ŵ_ck (o_c trained in units of Δ⁰_c; only on grids that have offsets). Adam, a cosine-decayed learning rate, --recon-iters steps of
 // --recon-batch images drawn at random (seeded). The target y is
 //   local  the FP block's output of the same input (the default), or
 //   fp     the FP model's output of the block (BRECQ's), which also asks the block to undo the
@@ -42,6 +44,8 @@ struct ReconOptions {
   int batch = 8;              // --recon-batch: images per step
   double lr = 5e-3;           // --recon-lr: Adam step of the latent codes, in code units
   double bias_lr = 1e-4;      // --recon-bias-lr: Adam step of the bias corrections (0: not trained)
+  double step_lr = 0;         // --recon-step-lr: Adam step of each channel's log step and of its offset
+                              // (in steps); 0: the grid stays as the method chose it
   ReconTarget target = ReconTarget::Local;
   double drop = 0;            // --recon-drop: QDrop's probability of leaving an activation element unquantized
   uint64_t seed = 0;

@@ -82,5 +82,49 @@ TEST(Reconstruction, LowersTheBlockErrorOnImagesItDidNotSee) {
   std::filesystem::remove_all(dir);
 }
 
+// --recon-step-lr alone (codes and biases frozen): the gradient of the channel steps and offsets
+// must lower the block loss on the calibration images (a wrong sign or scale raises it, and the
+// step is then reverted, leaving the method's grid), and the trained grid is plan data.
+TEST(Reconstruction, TrainsTheChannelGridAlone) {
+  const std::string dir = test::tmp_dir("recon_grid");
+  const ViTModel m = test::write_tiny_checkpoint(dir, {}, 17);
+  const int n_cal = 32;
+  const std::vector<float> cal = test::random_images(m.cfg, n_cal, 6);
+  CalibOptions opt;
+  opt.bits = {4, 4};
+  opt.grids.per_token = true;
+  opt.batch = 8;
+  auto plan_of = [&](double step_lr) {
+    CalibOptions o = opt;
+    o.recon.iters = step_lr > 0 ? 100 : 0;
+    o.recon.batch = 4;
+    o.recon.lr = 0;
+    o.recon.bias_lr = 0;
+    o.recon.step_lr = step_lr;
+    Calibrator c(m, cal.data(), n_cal);
+    auto method = make_method("vitq", MethodConfig{});  // per-channel asymmetric weights: steps and offsets
+    return c.run(*method, o);
+  };
+  const CalibrationResult base = plan_of(0), rec = plan_of(0.02);
+  EXPECT_EQ(rec.plan.settings["reconstruction"]["step_lr"], 0.02);
+  for (int b = 0; b < m.cfg.depth; ++b) {
+    SCOPED_TRACE(b);
+    const auto& n = rec.block_notes[cat("blocks.", b)]["reconstruction"];
+    EXPECT_LT(n["loss_after"].get<double>(), 0.98 * n["loss_before"].get<double>());
+    EXPECT_EQ(n["codes_changed"].get<double>(), 0.0);
+    for (const char* s : {"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"}) {
+      const std::string name = cat("blocks.", b, ".", s);
+      const SitePlan &sp = rec.plan.sites.at(name), &sp0 = base.plan.sites.at(name);
+      ASSERT_EQ(sp.w.channel_scales.size(), sp0.w.channel_scales.size());
+      ASSERT_EQ(sp.weight_offset.size(), sp0.weight_offset.size());
+      ASSERT_FALSE(sp.weight_offset.empty());
+      EXPECT_NE(sp.w.channel_scales, sp0.w.channel_scales) << name;
+      EXPECT_NE(sp.weight_offset, sp0.weight_offset) << name;
+      for (float d : sp.w.channel_scales) ASSERT_TRUE(std::isfinite(d) && d > 0);
+    }
+  }
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace vitq
