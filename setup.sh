@@ -18,6 +18,8 @@ PACKAGES=(
   python3-torch python3-torchvision python3-pil python3-numpy python3-onnx
   libopenblas0-pthread   # without it Debian's torch runs on the reference BLAS
   time                   # /usr/bin/time -v: peak RSS in bench/run_speed.py
+  # the sanitizer + fuzzing build (.ci/run, tests/fuzz): clang, its sanitizer/libFuzzer runtimes, its OpenMP
+  clang libclang-rt-14-dev libomp-dev
 )
 
 if [ "${1:-}" = "--list-packages" ]; then printf '%s\n' "${PACKAGES[@]}"; exit 0; fi

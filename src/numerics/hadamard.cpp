@@ -103,6 +103,13 @@ void transform_row(T* x, int n, bool transposed) {
 
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
+// A permutation of one v8f by constant indices (GCC's and clang's spellings; clang builds the
+// sanitizer and fuzz configurations).
+#if defined(__clang__)
+#define VITQ_SHUFFLE8(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
+#else
+#define VITQ_SHUFFLE8(v, ...) __builtin_shuffle(v, v8i{__VA_ARGS__})
+#endif
 
 VITQ_INLINE void load8(v8f& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }
 VITQ_INLINE void store8(float* p, const v8f& v) { __builtin_memcpy(p, &v, sizeof v); }
@@ -115,9 +122,9 @@ VITQ_INLINE void stages_1_2_4(float* x, int m) {
   for (int i = 0; i < m; i += 8) {
     v8f v;
     load8(v, x + i);
-    v = __builtin_shuffle(v, v8i{1, 0, 3, 2, 5, 4, 7, 6}) + s1 * v;
-    v = __builtin_shuffle(v, v8i{2, 3, 0, 1, 6, 7, 4, 5}) + s2 * v;
-    v = __builtin_shuffle(v, v8i{4, 5, 6, 7, 0, 1, 2, 3}) + s4 * v;
+    v = VITQ_SHUFFLE8(v, 1, 0, 3, 2, 5, 4, 7, 6) + s1 * v;
+    v = VITQ_SHUFFLE8(v, 2, 3, 0, 1, 6, 7, 4, 5) + s2 * v;
+    v = VITQ_SHUFFLE8(v, 4, 5, 6, 7, 0, 1, 2, 3) + s4 * v;
     store8(x + i, v);
   }
 }

@@ -73,17 +73,12 @@ struct Scratch {
   avector<float> otile;     // P·V float (FP32 matmul_av)
 };
 
-// y (n floats) as the input of a consumer: its A codes (rq: the row's step and zero point if it
-// is per-token) if it is quantized, else the floats.
-void emit(const ActQuant& aq, const float* y, size_t n, uint8_t* u8, size_t plane_stride, float* f32, RowQuant* rq) {
-  if (aq.on) emit_a_codes(aq, y, n, u8, plane_stride, rq);
-  else std::copy(y, y + n, f32);
-}
-
-// Row r of a linear input buffer.
+// Row r (y, n floats) of a linear input buffer as its consumer reads it: its A codes (and, if
+// per-token, the row's step and zero point in buf.rq[r]) if it is quantized, else the floats.
 void emit_row(const ActQuant& aq, const float* y, size_t n, ActBuf& buf, size_t r) {
-  emit(aq, y, n, buf.u8.data() + r * n, buf.plane_stride, buf.f32.data() + r * n,
-       aq.on ? &buf.rq[r] : nullptr);
+  // Only the buffer the consumer reads is allocated (offsetting the other's null data() is UB).
+  if (aq.on) emit_a_codes(aq, y, n, buf.u8.data() + r * n, buf.plane_stride, &buf.rq[r]);
+  else std::copy(y, y + n, buf.f32.data() + r * n);
 }
 
 int32_t emit_b(const BQuant& bq, float delta, const float* y, size_t n, int8_t* s8, size_t plane_stride) {
@@ -259,8 +254,9 @@ struct IntViTForward::Impl {
   void linear(const IntLinear& L, int M, const ActBuf& in, size_t row0, Consume&& consume) {
     const int K = L.K(), N = L.N();
     const size_t plane_stride = in.plane_stride;
-    const uint8_t* in_u8 = in.u8.data() + row0 * size_t(K);
-    const float* in_f32 = in.f32.data() + row0 * size_t(K);
+    // One of the two is allocated (offsetting the other's null data() would be UB).
+    const uint8_t* in_u8 = in.u8.empty() ? nullptr : in.u8.data() + row0 * size_t(K);
+    const float* in_f32 = in.f32.empty() ? nullptr : in.f32.data() + row0 * size_t(K);
     const RowQuant* in_rq = in.rq.empty() ? nullptr : in.rq.data() + row0;
     if (!L.quantized()) {
       // FP32 site: one oneDNN GEMM over all rows, as the FP32 forward does it (a float GEMM's

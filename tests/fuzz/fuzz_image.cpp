@@ -1,0 +1,20 @@
+// Fuzzes image decoding (JPEG, PNG: 8/16-bit, grey, alpha, palette) and the preprocessing of
+// whatever decodes (resize with PIL's filters, centre crop, normalisation).
+#include "data/image.h"
+#include "fuzz_common.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace vitq;
+  fuzz::expect_clean([&] {
+    const Image img = decode_image_memory(data, size, "fuzz-input");
+    for (const Interp interp : {Interp::Bicubic, Interp::Bilinear}) {
+      Preprocess p;
+      p.height = p.width = 16;
+      p.interp = interp;
+      p.channels = interp == Interp::Bicubic ? 3 : 1;
+      std::vector<float> out(size_t(p.channels) * 16 * 16);
+      preprocess(img, p, out.data());
+    }
+  });
+  return 0;
+}
