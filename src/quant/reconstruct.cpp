@@ -69,35 +69,14 @@ struct Rec {
   avector<float> x, w, y;
 };
 
-// The dequantized values x̂ of a linear site's input rows (rows × K) under format q, and the
-// straight-through mask (1 where the quantizer did not clip; a per-token row clips only outside
-// its clipped range [α·mn, α·mx], not where its end codes round one step past the grid).
+// The dequantized values x̂ of a linear site's input rows (rows × K) under format q and the
+// straight-through mask (dequantize_input_row), with QDrop's dropped elements left in float.
 void dequantize_linear_input(const float* x, int64_t rows, int K, const OperandQuant& q, float* xh, float* mask,
                              SiteKind kind = SiteKind::Qkv, const Drop* drop = nullptr) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * K;
-    float* o = xh + r * K;
-    float* m = mask + r * K;
-    if (!q.quantized()) {
-      std::copy(xr, xr + K, o);
-      std::fill(m, m + K, 1.0f);
-    } else if (q.per_token) {  // clipped: outside [α·mn, α·mx] (none at α = 1)
-      const TokenQuant t = token_quant(xr, size_t(K), q.bits, q.token_clip);
-      const QRange rg = t.range(q.bits);
-      for (int k = 0; k < K; ++k) {
-        m[k] = (xr[k] >= t.mn && xr[k] <= t.mx) ? 1.0f : 0.0f;
-        o[k] = code_f(xr[k], t.delta, float(rg.lo), float(rg.hi)) * t.delta;
-      }
-    } else {
-      const QRange rg = q.range();
-      for (int k = 0; k < K; ++k) {
-        const float c = round_half_even(xr[k] / q.scale);
-        m[k] = (c >= float(rg.lo) && c <= float(rg.hi)) ? 1.0f : 0.0f;
-        o[k] = std::min(std::max(c, float(rg.lo)), float(rg.hi)) * q.scale;
-      }
-    }
-    if (q.quantized()) apply_drop(drop, kind, 0, uint64_t(r) * uint64_t(K), xr, size_t(K), o, m);
+    dequantize_input_row(x + r * K, K, q, xh + r * K, mask + r * K);
+    if (q.quantized()) apply_drop(drop, kind, 0, uint64_t(r) * uint64_t(K), x + r * K, size_t(K), xh + r * K, mask + r * K);
   }
 }
 

@@ -12,20 +12,29 @@
 
 namespace vitq {
 
+void dequantize_input_row(const float* x, int K, const OperandQuant& q, float* out, float* mask) {
+  if (!q.quantized()) {
+    std::copy(x, x + K, out);
+    if (mask) std::fill(mask, mask + K, 1.0f);
+  } else if (q.per_token) {
+    const TokenQuant t = token_quant(x, size_t(K), q.bits, q.token_clip);
+    fake_quantize(x, out, size_t(K), t.delta, t.range(q.bits));
+    if (mask)
+      for (int k = 0; k < K; ++k) mask[k] = (x[k] >= t.mn && x[k] <= t.mx) ? 1.0f : 0.0f;
+  } else {
+    const QRange rg = q.range();
+    fake_quantize(x, out, size_t(K), q.scale, rg);
+    if (mask)
+      for (int k = 0; k < K; ++k) {
+        const float c = round_half_even(x[k] / q.scale);
+        mask[k] = (c >= float(rg.lo) && c <= float(rg.hi)) ? 1.0f : 0.0f;
+      }
+  }
+}
+
 void dequantized_rows(const SiteObservation& obs, const OperandQuant& x, int64_t r0, int64_t n, float* out) {
   const int K = obs.shape.K;
-  for (int64_t r = 0; r < n; ++r) {
-    const float* src = obs.x + (r0 + r) * K;
-    float* dst = out + r * K;
-    if (!x.quantized()) {
-      std::copy(src, src + K, dst);
-    } else if (x.per_token) {
-      const TokenQuant t = token_quant(src, size_t(K), x.bits, x.token_clip);
-      fake_quantize(src, dst, size_t(K), t.delta, t.range(x.bits));
-    } else {
-      fake_quantize(src, dst, size_t(K), x.scale, x.range());
-    }
-  }
+  for (int64_t r = 0; r < n; ++r) dequantize_input_row(obs.x + (r0 + r) * K, K, x, out + r * K);
 }
 
 void for_quantized_row_chunks(const SiteObservation& obs, const OperandQuant& x, const RowChunkFn& chunk,

@@ -17,6 +17,12 @@ namespace vitq {
 
 enum class WeightRounding { Nearest, Gptq };
 
+// One input row x (K values) of a linear site quantize-dequantized with format q (per tensor or
+// per token; copied if q is not quantized) into out; with mask, also the straight-through mask
+// of the rounding: 1 where the quantizer did not clip (a per-token row clips only outside its
+// clipped range [α·mn, α·mx], not where its end codes round one step past the grid), else 0.
+void dequantize_input_row(const float* x, int K, const OperandQuant& q, float* out, float* mask = nullptr);
+
 // Rows [r0, r0 + n) of the observation's input, quantize-dequantized with x (copied if x is not
 // quantized), into out (n × K).
 void dequantized_rows(const SiteObservation& obs, const OperandQuant& x, int64_t r0, int64_t n, float* out);
