@@ -12,6 +12,22 @@
 namespace vitq {
 namespace {
 
+// A linear site's call: y (M × N) = x (M × K) · Wᵀ + b with the layer's weights (N × K) and its
+// bias, if it has one.
+SiteCall linear_call(SiteId site, int images, int M, const float* x, const LinearWeights& lw, float* y) {
+  SiteCall c;
+  c.site = site;
+  c.images = images;
+  c.M = M;
+  c.N = lw.out();
+  c.K = lw.in();
+  c.x = x;
+  c.w = lw.w.ptr();
+  c.bias = lw.b.empty() ? nullptr : lw.b.ptr();
+  c.y = y;
+  return c;
+}
+
 // An attention site's call: groups = images · heads, each with its own M × K input and N × K
 // second operand (packed one after the other), no bias.
 SiteCall attention_call(SiteId site, int images, int heads, int M, int N, int K, const float* x, const float* w,
@@ -113,16 +129,8 @@ void ViTForward::embed(const float* images, int batch, float* x, SiteHook* hook)
         std::copy(src, src + P, row + (ch * P + ky) * P);
       }
   }
-  SiteCall pe;
-  pe.site = {SiteKind::PatchEmbed, -1};
-  pe.images = batch;
-  pe.M = batch * NP;
-  pe.N = D;
-  pe.K = PD;
-  pe.x = patches_.data();
-  pe.w = m_.patch_embed.w.ptr();
-  pe.bias = m_.patch_embed.b.ptr();
-  pe.y = pe_out_.data();
+  const SiteCall pe =
+      linear_call({SiteKind::PatchEmbed, -1}, batch, batch * NP, patches_.data(), m_.patch_embed, pe_out_.data());
   run_site(pe, hook);
 
   const float* pos = m_.pos_embed.ptr();
@@ -156,16 +164,7 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
     layernorm_rows(x + size_t(r) * D, ln_.data() + size_t(r) * D, 1, size_t(D), w.norm1.gamma.ptr(),
                    w.norm1.beta.ptr(), c.ln_eps);
 
-  SiteCall qkv;
-  qkv.site = {SiteKind::Qkv, index};
-  qkv.images = batch;
-  qkv.M = rows;
-  qkv.N = 3 * D;
-  qkv.K = D;
-  qkv.x = ln_.data();
-  qkv.w = w.qkv.w.ptr();
-  qkv.bias = w.qkv.b.empty() ? nullptr : w.qkv.b.ptr();
-  qkv.y = qkv_.data();
+  const SiteCall qkv = linear_call({SiteKind::Qkv, index}, batch, rows, ln_.data(), w.qkv, qkv_.data());
   run_site(qkv, hook);
 
   // Split into per-(image, head) Q [T x d], K [T x d] and Vᵀ [d x T] (the sites' N x K
@@ -215,16 +214,7 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
     }
   }
 
-  SiteCall proj;
-  proj.site = {SiteKind::Proj, index};
-  proj.images = batch;
-  proj.M = rows;
-  proj.N = D;
-  proj.K = D;
-  proj.x = ctx_.data();
-  proj.w = w.proj.w.ptr();
-  proj.bias = w.proj.b.ptr();
-  proj.y = proj_.data();
+  const SiteCall proj = linear_call({SiteKind::Proj, index}, batch, rows, ctx_.data(), w.proj, proj_.data());
   run_site(proj, hook);
 
 #pragma omp parallel for schedule(static)
@@ -235,16 +225,7 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
   }
 
   // --- MLP ---
-  SiteCall fc1;
-  fc1.site = {SiteKind::Fc1, index};
-  fc1.images = batch;
-  fc1.M = rows;
-  fc1.N = F;
-  fc1.K = D;
-  fc1.x = ln_.data();
-  fc1.w = w.fc1.w.ptr();
-  fc1.bias = w.fc1.b.ptr();
-  fc1.y = hidden_.data();
+  const SiteCall fc1 = linear_call({SiteKind::Fc1, index}, batch, rows, ln_.data(), w.fc1, hidden_.data());
   run_site(fc1, hook);
 
   // GELU, then (a rotated model) fc2's input h ← h·H_F·diag(s)/√F.
@@ -257,16 +238,7 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
     if (mlp_signs) hadamard_sign_rows(h, 1, F, mlp_signs, mlp_scale);
   }
 
-  SiteCall fc2;
-  fc2.site = {SiteKind::Fc2, index};
-  fc2.images = batch;
-  fc2.M = rows;
-  fc2.N = D;
-  fc2.K = F;
-  fc2.x = hidden_.data();
-  fc2.w = w.fc2.w.ptr();
-  fc2.bias = w.fc2.b.ptr();
-  fc2.y = fc2_.data();
+  const SiteCall fc2 = linear_call({SiteKind::Fc2, index}, batch, rows, hidden_.data(), w.fc2, fc2_.data());
   run_site(fc2, hook);
 
   const float* comp = w.has_compensation() ? comp_.data() : nullptr;
@@ -306,25 +278,12 @@ void ViTForward::head(const float* x, int batch, float* logits, SiteHook* hook) 
     for (int b = 0; b < batch; ++b)
       layernorm_rows(x + (size_t(b) * T + size_t(t)) * D, tok_.data() + (size_t(t) * batch + size_t(b)) * D, 1,
                      size_t(D), m_.norm.gamma.ptr(), m_.norm.beta.ptr(), c.ln_eps);
-  SiteCall h;
-  h.site = {SiteKind::Head, -1};
-  h.images = batch;
-  h.M = batch;
-  h.N = NC;
-  h.K = D;
-  h.x = tok_.data();
-  h.w = m_.head.w.ptr();
-  h.bias = m_.head.b.ptr();
-  h.y = logits;
+  const SiteCall h = linear_call({SiteKind::Head, -1}, batch, batch, tok_.data(), m_.head, logits);
   run_site(h, hook);
   if (!c.distilled) return;
-  SiteCall hd = h;
-  hd.site = {SiteKind::HeadDist, -1};
-  hd.x = tok_.data() + size_t(batch) * D;
-  hd.w = m_.head_dist.w.ptr();
-  hd.bias = m_.head_dist.b.ptr();
-  hd.y = logits2_.data();
-  run_site(hd, hook);
+  run_site(linear_call({SiteKind::HeadDist, -1}, batch, batch, tok_.data() + size_t(batch) * D, m_.head_dist,
+                       logits2_.data()),
+           hook);
   for (size_t i = 0; i < size_t(batch) * NC; ++i) logits[i] = 0.5f * (logits[i] + logits2_[i]);
 }
 
