@@ -181,13 +181,14 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   if (opt.weight_rounding == WeightRounding::Gptq)
     plan.settings["weight_rounding"] = {{"method", "gptq"}, {"damp", opt.gptq.damp}, {"block", opt.gptq.block},
                                         {"act_order", opt.gptq.act_order}};
-  if (opt.recon.on())
-    plan.settings["reconstruction"] = {
-        {"iters", opt.recon.iters}, {"batch", opt.recon.batch}, {"lr", opt.recon.lr}, {"bias_lr", opt.recon.bias_lr},
-        {"target", opt.recon.target == ReconTarget::Fp ? "fp" : "local"}, {"seed", opt.recon.seed}};
-  // Options added later: recorded only when used, so plans made without them keep their bytes.
-  if (opt.recon.on() && opt.recon.drop > 0) plan.settings["reconstruction"]["drop"] = opt.recon.drop;
-  if (opt.recon.on() && opt.recon.step_lr > 0) plan.settings["reconstruction"]["step_lr"] = opt.recon.step_lr;
+  if (opt.recon.on()) {
+    auto& r = plan.settings["reconstruction"];
+    r = {{"iters", opt.recon.iters}, {"batch", opt.recon.batch}, {"lr", opt.recon.lr}, {"bias_lr", opt.recon.bias_lr},
+         {"target", opt.recon.target == ReconTarget::Fp ? "fp" : "local"}, {"seed", opt.recon.seed}};
+    // Options added later: recorded only when used, so plans made without them keep their bytes.
+    if (opt.recon.drop > 0) r["drop"] = opt.recon.drop;
+    if (opt.recon.step_lr > 0) r["step_lr"] = opt.recon.step_lr;
+  }
   if (opt.compensation.on)
     plan.settings["compensation"] = {
         {"method", "qwt"},

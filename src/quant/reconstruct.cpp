@@ -364,6 +364,13 @@ inline void adam(float& x, float& m, float& v, double g, double lr, double c1, d
   x -= float(lr * (m / c1) / (std::sqrt(v / c2) + kEps));
 }
 
+// Writes grid g of p's site (steps, and offsets if the site has them) into its plan entry.
+void write_grid(const Param& p, const ChannelGrid& g, SitePlan& sp) {
+  sp.w.channel_scales = g.step;
+  sp.w.scale = *std::max_element(g.step.begin(), g.step.end());
+  if (p.has_offset) sp.weight_offset = g.offset;
+}
+
 // Trains the channel grid of p (--recon-step-lr) from ∂L/∂ŵ and writes it into the plan entry.
 void update_grid(Param& p, const std::vector<float>& dw, const std::vector<int16_t>& q, double lr, double c1,
                  double c2, SitePlan& sp) {
@@ -382,9 +389,7 @@ void update_grid(Param& p, const std::vector<float>& dw, const std::vector<int16
       p.grid.offset[c] = float(double(p.grid0.offset[c]) + double(p.to[c]) * p.grid0.step[c]);
     }
   }
-  sp.w.channel_scales = p.grid.step;
-  sp.w.scale = *std::max_element(p.grid.step.begin(), p.grid.step.end());
-  if (p.has_offset) sp.weight_offset = p.grid.offset;
+  write_grid(p, p.grid, sp);
 }
 
 void set_codes(const Param& p, SitePlan& sp) {
@@ -535,8 +540,8 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
   if (revert) {
     for (const Param& p : params) {
       SitePlan& sp = plan.sites.at(p.id.name());
-      set_plan_weight_codes(sp, p.grid0, p.codes0);
-      if (p.has_offset) sp.weight_offset = p.grid0.offset;
+      write_grid(p, p.grid0, sp);
+      sp.weight_codes = p.codes0;
       sp.bias_correction = p.bias0;
       sim.forget(p.id);
     }
