@@ -1,7 +1,7 @@
 // Labelled image datasets: ImageFolder trees (timm/torchvision layout, optional class map)
 // and MNIST/Fashion-MNIST IDX files. Samples are loaded one at a time, preprocessed into a
 // caller-provided buffer, so memory stays proportional to a batch (IDX files, small by
-// nature, are read whole when opened, after their header is checked against data/limits.h).
+// nature, are read whole when opened, after their header is checked against core/limits.h).
 // All const methods are safe to call concurrently.
 #pragma once
 #include <cstdint>
@@ -59,7 +59,7 @@ struct DatasetOptions {
 //    Images are L (rows x cols) and go through preprocess() like any image (grey replicated
 //    for a 3-channel model); num_classes = max label + 1. Bad magic, type, dimensions,
 //    mismatched counts, truncated or oversized files are Error(Data); the header is checked
-//    against the limits of data/limits.h and the file's size before the data is read.
+//    against the limits of core/limits.h and the file's size before the data is read.
 // Throws Error(Data) naming the path for anything else.
 std::unique_ptr<Dataset> open_dataset(const std::string& path, const DatasetOptions& opt = {});
 

@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "data/decode_internal.h"
 #include "data/image.h"
-#include "data/limits.h"
+#include "core/limits.h"
 
 namespace vitq {
 namespace {

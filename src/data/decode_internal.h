@@ -6,7 +6,7 @@
 #include <string>
 
 #include "data/image.h"
-#include "data/limits.h"
+#include "core/limits.h"
 
 namespace vitq::detail {
 

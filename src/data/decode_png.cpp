@@ -125,7 +125,7 @@ bool run_libpng(Session* s, Reader* r, const std::string& name, Decoded* out) {
   png_structp png = s->png;
   png_set_read_fn(png, r, on_png_read);
   png_set_crc_action(png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
-  // Resource limits (src/data/limits.h): a chunk other than IDAT declaring more than
+  // Resource limits (src/core/limits.h): a chunk other than IDAT declaring more than
   // kMaxPngChunkBytes is an error as soon as its header is read; decompressed zTXt/iTXt/iCCP
   // data is limited likewise; at most kMaxPngChunkCount ancillary chunks are kept. Text chunks
   // are not used (PIL keeps them as metadata only) and are skipped without being buffered.

@@ -16,7 +16,7 @@
 
 #include "core/error.h"
 #include "data/dataset_internal.h"
-#include "data/limits.h"
+#include "core/limits.h"
 
 namespace fs = std::filesystem;
 

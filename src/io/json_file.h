@@ -9,12 +9,8 @@
 
 namespace vitq {
 
-// Larger JSON files are refused before they are read (a plan of ViT-L with per-channel steps and
-// bias corrections is a few MB).
-inline constexpr uint64_t kMaxJsonFileBytes = uint64_t(64) << 20;
-
 // Reads and parses `path`. A missing path, a directory, an unreadable file or one over
-// kMaxJsonFileBytes is ErrorKind::Io (exit 5); text that is not JSON is `parse_error_kind`
+// limits::kMaxJsonFileBytes (core/limits.h) is ErrorKind::Io (exit 5); text that is not JSON is `parse_error_kind`
 // (ErrorKind::Model for configs and plans), naming the file and the parser's position.
 nlohmann::ordered_json read_json_file(const std::string& path, ErrorKind parse_error_kind = ErrorKind::Model);
 

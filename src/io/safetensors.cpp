@@ -22,6 +22,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "core/limits.h"
 
 namespace vitq {
 
@@ -32,12 +33,8 @@ namespace {
 
 using nlohmann::json;
 
-// The reference refuses headers above 100 MB (HeaderTooLarge) so that a corrupt length
-// cannot make it allocate or parse gigabytes.
-constexpr uint64_t kMaxHeaderBytes = 100'000'000;
-// A valid header nests 3 levels ({ name: { shape: [ ] } }); anything far deeper is garbage,
-// and the bound keeps the parser's stacks small (serde_json, used by the reference, stops at 128).
-constexpr int kMaxJsonDepth = 64;
+using limits::kMaxSafetensorsHeaderBytes;
+using limits::kMaxSafetensorsJsonDepth;
 
 template <class... Args>
 [[noreturn]] void header_error(const std::string& path, const Args&... args) {
@@ -103,7 +100,7 @@ class HeaderParseGuard {
     switch (event) {
       case json::parse_event_t::object_start:
       case json::parse_event_t::array_start:
-        if (depth >= kMaxJsonDepth) header_error(path_, "JSON nested deeper than ", kMaxJsonDepth, " levels");
+        if (depth >= kMaxSafetensorsJsonDepth) header_error(path_, "JSON nested deeper than ", kMaxSafetensorsJsonDepth, " levels");
         if (event == json::parse_event_t::object_start) objects_.emplace_back();
         break;
       case json::parse_event_t::key: {
@@ -326,8 +323,8 @@ SafeTensorsFile SafeTensorsFile::open(const std::string& path) {
   if (size < 8) header_error(path, "file is ", size, " bytes, too short for the 8-byte header length");
   uint64_t n = 0;
   std::memcpy(&n, f.map_, 8);  // little-endian u64 (host checked above)
-  if (n > kMaxHeaderBytes)
-    header_error(path, "header length ", n, " exceeds the limit of ", kMaxHeaderBytes, " bytes");
+  if (n > kMaxSafetensorsHeaderBytes)
+    header_error(path, "header length ", n, " exceeds the limit of ", kMaxSafetensorsHeaderBytes, " bytes");
   if (n > size - 8)
     header_error(path, "header length ", n, " runs past the end of the file (", size, " bytes)");
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/limits.h"
 #include "io/safetensors.h"
 
 namespace vitq {
@@ -25,7 +26,7 @@ static_assert(std::endian::native == std::endian::little, "vitq writes host byte
 namespace {
 
 // Same bound as the reader (and the reference): a larger header could not be read back.
-constexpr size_t kMaxHeaderBytes = 100'000'000;
+constexpr size_t kMaxHeaderBytes = limits::kMaxSafetensorsHeaderBytes;
 
 std::string errno_text(int err) { return std::generic_category().message(err); }
 

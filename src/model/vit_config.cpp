@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "core/error.h"
+#include "core/limits.h"
 #include "io/json_file.h"
 
 namespace vitq {
@@ -90,8 +91,9 @@ void parse_pretrained_cfg(const Fields& f, ViTConfig& c) {
         !s[2].is_number_integer())
       f.bad("input_size", "must be [channels, height, width]");
     int ch = 0, h = 0, w = 0;
-    if (!json_int_in(s[0], 1, 3, &ch) || ch == 2 || !json_int_in(s[1], 1, 8192, &h) || !json_int_in(s[2], 1, 8192, &w))
-      f.bad("input_size", "must have 1 or 3 channels and a size in [1, 8192]");
+    if (!json_int_in(s[0], 1, 3, &ch) || ch == 2 || !json_int_in(s[1], 1, limits::kMaxImageSize, &h) ||
+        !json_int_in(s[2], 1, limits::kMaxImageSize, &w))
+      f.bad("input_size", cat("must have 1 or 3 channels and a size in [1, ", limits::kMaxImageSize, "]").c_str());
     if (h != w) f.bad("input_size", "must be square (vitq supports square inputs)");
     c.in_chans = ch;
     c.img_size = h;
@@ -124,17 +126,17 @@ void parse_model_args(const Fields& f, ViTConfig& c) {
     if (k == "img_size") {
       const json& v = it.value();
       if (v.is_array()) {
-        if (v.size() != 2 || !json_int_in(v[0], 1, 8192, &c.img_size) || v[0] != v[1])
-          f.bad("img_size", "must be an integer in [1, 8192] or a square [h, w] of them");
+        if (v.size() != 2 || !json_int_in(v[0], 1, limits::kMaxImageSize, &c.img_size) || v[0] != v[1])
+          f.bad("img_size", cat("must be an integer in [1, ", limits::kMaxImageSize, "] or a square [h, w] of them").c_str());
       } else {
-        c.img_size = f.get_int("img_size", 1, 8192);
+        c.img_size = f.get_int("img_size", 1, limits::kMaxImageSize);
       }
-    } else if (k == "patch_size") c.patch_size = f.get_int("patch_size", 1, 1024);
+    } else if (k == "patch_size") c.patch_size = f.get_int("patch_size", 1, limits::kMaxPatchSize);
     else if (k == "in_chans") c.in_chans = f.get_int("in_chans", 1, 3);
-    else if (k == "embed_dim") c.embed_dim = f.get_int("embed_dim", 1, 65536);
-    else if (k == "depth") c.depth = f.get_int("depth", 1, 1024);
-    else if (k == "num_heads") c.num_heads = f.get_int("num_heads", 1, 1024);
-    else if (k == "num_classes") c.num_classes = f.get_int("num_classes", 1, 1 << 24);
+    else if (k == "embed_dim") c.embed_dim = f.get_int("embed_dim", 1, limits::kMaxEmbedDim);
+    else if (k == "depth") c.depth = f.get_int("depth", 1, limits::kMaxDepth);
+    else if (k == "num_heads") c.num_heads = f.get_int("num_heads", 1, limits::kMaxHeads);
+    else if (k == "num_classes") c.num_classes = f.get_int("num_classes", 1, limits::kMaxClasses);
     else if (k == "mlp_ratio") { mlp_ratio = f.get_num("mlp_ratio", 0.01, 64); ratio_given = true; }
     else if (k == "qkv_bias") c.qkv_bias = f.get_bool("qkv_bias");
     else if (k == "distilled") c.distilled = f.get_bool("distilled");
@@ -202,7 +204,7 @@ ViTConfig parse_timm(const json& j, const std::string& file) {
     }
     parse_model_args(Fields{j["model_args"], file, "model_args."}, c);
   }
-  if (f.has("num_classes")) c.num_classes = f.get_int("num_classes", 1, 1 << 24);
+  if (f.has("num_classes")) c.num_classes = f.get_int("num_classes", 1, limits::kMaxClasses);
   if (f.has("global_pool")) {
     std::string gp = f.get_str("global_pool");
     if (gp != "token") f.bad("global_pool", "is not supported (vitq implements 'token')");
@@ -223,18 +225,18 @@ ViTConfig parse_hf(const json& j, const std::string& file, const std::string& di
       f.bad("architectures", "must be [\"ViTForImageClassification\"]");
   }
   // HF defaults (transformers ViTConfig) for absent fields.
-  c.embed_dim = f.has("hidden_size") ? f.get_int("hidden_size", 1, 65536) : 768;
-  c.depth = f.has("num_hidden_layers") ? f.get_int("num_hidden_layers", 1, 1024) : 12;
-  c.num_heads = f.has("num_attention_heads") ? f.get_int("num_attention_heads", 1, 1024) : 12;
-  c.mlp_hidden = f.has("intermediate_size") ? f.get_int("intermediate_size", 1, 1 << 20) : 3072;
-  c.img_size = f.has("image_size") ? f.get_int("image_size", 1, 8192) : 224;
-  c.patch_size = f.has("patch_size") ? f.get_int("patch_size", 1, 1024) : 16;
+  c.embed_dim = f.has("hidden_size") ? f.get_int("hidden_size", 1, limits::kMaxEmbedDim) : 768;
+  c.depth = f.has("num_hidden_layers") ? f.get_int("num_hidden_layers", 1, limits::kMaxDepth) : 12;
+  c.num_heads = f.has("num_attention_heads") ? f.get_int("num_attention_heads", 1, limits::kMaxHeads) : 12;
+  c.mlp_hidden = f.has("intermediate_size") ? f.get_int("intermediate_size", 1, limits::kMaxMlpHidden) : 3072;
+  c.img_size = f.has("image_size") ? f.get_int("image_size", 1, limits::kMaxImageSize) : 224;
+  c.patch_size = f.has("patch_size") ? f.get_int("patch_size", 1, limits::kMaxPatchSize) : 16;
   c.in_chans = f.has("num_channels") ? f.get_int("num_channels", 1, 3) : 3;
   c.qkv_bias = f.has("qkv_bias") ? f.get_bool("qkv_bias") : true;
   c.ln_eps = f.has("layer_norm_eps") ? static_cast<float>(f.get_num("layer_norm_eps", 1e-30, 1)) : 1e-12f;
   if (f.has("hidden_act") && f.get_str("hidden_act") != "gelu")
     f.bad("hidden_act", "is not supported (vitq implements exact-erf \"gelu\")");
-  if (f.has("num_labels")) c.num_classes = f.get_int("num_labels", 1, 1 << 24);
+  if (f.has("num_labels")) c.num_classes = f.get_int("num_labels", 1, limits::kMaxClasses);
   else if (f.has("id2label")) {
     if (!j["id2label"].is_object() || j["id2label"].empty()) f.bad("id2label", "must be a non-empty object");
     c.num_classes = static_cast<int>(j["id2label"].size());
@@ -272,10 +274,18 @@ ViTConfig parse_hf(const json& j, const std::string& file, const std::string& di
 void validate(const ViTConfig& c, const std::string& file) {
   auto bad = [&](const std::string& why) { fail(ErrorKind::Model, file, ": inconsistent architecture: ", why); };
   // A timm name such as vit_tiny_patch0_224 reaches here without model_args' range checks.
-  if (c.patch_size < 1 || c.img_size < 1 || c.img_size > 8192 || c.patch_size > c.img_size)
+  if (c.patch_size < 1 || c.img_size < 1 || c.img_size > limits::kMaxImageSize || c.patch_size > c.img_size)
     bad(cat("image size ", c.img_size, " and patch size ", c.patch_size,
-            " (need 1 <= patch size <= image size <= 8192)"));
+            " (need 1 <= patch size <= image size <= ", limits::kMaxImageSize, ")"));
   if (c.num_heads < 1 || c.embed_dim < 1 || c.depth < 1) bad("embed_dim, depth and num_heads must be positive");
+  if (c.embed_dim > limits::kMaxEmbedDim || c.depth > limits::kMaxDepth || c.num_heads > limits::kMaxHeads)
+    bad(cat("embed_dim ", c.embed_dim, ", depth ", c.depth, ", num_heads ", c.num_heads, " (limits ",
+            limits::kMaxEmbedDim, ", ", limits::kMaxDepth, ", ", limits::kMaxHeads, ")"));
+  if (c.mlp_hidden > limits::kMaxMlpHidden)
+    bad(cat("mlp hidden size ", c.mlp_hidden, " exceeds the limit of ", limits::kMaxMlpHidden));
+  if (const int64_t side = c.img_size / c.patch_size; side * side > limits::kMaxPatches)
+    bad(cat("image size ", c.img_size, " / patch size ", c.patch_size, " gives ", side * side,
+            " patches, above the limit of ", limits::kMaxPatches, " (src/core/limits.h)"));
   if (c.embed_dim % c.num_heads != 0)
     bad(cat("embed_dim ", c.embed_dim, " is not divisible by num_heads ", c.num_heads));
   if (c.img_size % c.patch_size != 0)

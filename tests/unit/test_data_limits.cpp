@@ -7,9 +7,9 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/limits.h"
 #include "data/dataset.h"
 #include "data/image.h"
-#include "data/limits.h"
 #include "data_test_util.h"
 #include "eval/evaluate.h"
 #include "model/vit_config.h"
@@ -185,6 +185,45 @@ TEST(DataLimits, IdxHeadersAreCheckedBeforeTheDataIsRead) {
   write_file(dir / "c/t10k-images-idx3-ubyte", mid);
   msg = data_error([&] { open_dataset(dir / "c"); });
   EXPECT_TRUE(contains(msg, "announces 600000000 bytes")) << msg;
+}
+
+// An IDX image side above kMaxIdxImageSide is refused from the header (1 x 16385 x 1 is only
+// 16 KB of data, so the byte limit alone would let it through); at the limit it is read.
+TEST(DataLimits, IdxImageSidesAboveTheLimitAreRefused) {
+  TempDir dir;
+  for (auto [rows, cols, ok] : {std::tuple<uint32_t, uint32_t, bool>{limits::kMaxIdxImageSide + 1, 1, false},
+                                {1, limits::kMaxIdxImageSide + 1, false},
+                                {limits::kMaxIdxImageSide, 1, true}}) {
+    const std::string sub = cat(rows, "x", cols);
+    std::vector<uint8_t> img = idx_header({1, rows, cols}), lab = idx_header({1});
+    img.resize(img.size() + size_t(rows) * cols, 7);
+    lab.push_back(0);
+    write_file(dir / sub + "/t10k-images-idx3-ubyte", img);
+    write_file(dir / sub + "/t10k-labels-idx1-ubyte", lab);
+    if (ok) {
+      EXPECT_EQ(open_dataset(dir / sub)->size(), 1u);
+      continue;
+    }
+    const std::string msg = data_error([&] { open_dataset(dir / sub); });
+    EXPECT_TRUE(contains(msg, sub)) << msg;
+    EXPECT_TRUE(contains(msg, std::to_string(limits::kMaxIdxImageSide) + " per side")) << msg;
+  }
+}
+
+// libpng keeps at most kMaxPngChunkCount ancillary chunks (png_set_chunk_cache_max): a file with
+// five times as many sPLT palettes is still a valid image and decodes to its pixels; the extra
+// chunks are dropped, not stored and not an error.
+TEST(DataLimits, PngWithMoreAncillaryChunksThanTheCacheDecodes) {
+  std::vector<uint8_t> img = make_png(3, 2, 8, 0, {1, 2, 3, 4, 5, 6});
+  std::vector<uint8_t> chunks;
+  for (uint32_t i = 0; i < 5 * limits::kMaxPngChunkCount; ++i)  // name "p", depth 8, one entry
+    testutil::png_chunk(&chunks, "sPLT", {'p', 0, 8, 1, 2, 3, 4, 0, 1});
+  img.insert(img.begin() + 33, chunks.begin(), chunks.end());
+  const Image im = decode_image_memory(img.data(), img.size(), "many.png");
+  EXPECT_EQ(im.width, 3);
+  EXPECT_EQ(im.height, 2);
+  EXPECT_EQ(im.at(0, 0, 0), 1);
+  EXPECT_EQ(im.at(2, 1, 0), 6);
 }
 
 TEST(DataIdxSplits, CalibrationUsesTheTrainingSplitAndNeedsNoLabels) {

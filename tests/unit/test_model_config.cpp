@@ -5,7 +5,10 @@
 #include <fstream>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
+#include "core/limits.h"
 #include "io/safetensors.h"
 #include "model/vit_model.h"
 
@@ -114,6 +117,71 @@ TEST_F(ConfigTest, ErrorsNameTheField) {
   EXPECT_NE(load_error().find("hidden_act"), std::string::npos);
   write_config(R"({"foo": 1})");
   EXPECT_NE(load_error().find("neither a timm config"), std::string::npos);
+}
+
+// Every architecture limit of core/limits.h: one past it is a model error naming the field (or
+// the derived size) and the limit; exactly at it the config is accepted.
+TEST_F(ConfigTest, ArchitectureLimitsAreRefusedBeforeAnythingIsShaped) {
+  // A small timm config with some model_args replaced, and a Hugging Face one likewise.
+  auto timm = [](nlohmann::json args) {
+    nlohmann::json a = {{"patch_size", 16}, {"img_size", 224}, {"embed_dim", 64}, {"depth", 2}, {"num_heads", 4}};
+    a.update(args);
+    return nlohmann::json{{"architecture", "my_vit"}, {"model_args", a}}.dump();
+  };
+  auto hf = [](nlohmann::json fields) {
+    nlohmann::json j = {{"hidden_size", 64}, {"num_attention_heads", 4}};
+    j.update(fields);
+    return j.dump();
+  };
+  struct Case { std::string config, field; long long limit; };
+  const std::vector<Case> cases = {
+      {timm({{"embed_dim", limits::kMaxEmbedDim + 1}}), "model_args.embed_dim", limits::kMaxEmbedDim},
+      {timm({{"depth", limits::kMaxDepth + 1}}), "model_args.depth", limits::kMaxDepth},
+      {timm({{"num_heads", limits::kMaxHeads + 1}}), "model_args.num_heads", limits::kMaxHeads},
+      {timm({{"num_classes", limits::kMaxClasses + 1}}), "model_args.num_classes", limits::kMaxClasses},
+      {timm({{"patch_size", limits::kMaxPatchSize + 1}}), "model_args.patch_size", limits::kMaxPatchSize},
+      {timm({{"img_size", limits::kMaxImageSize + 1}}), "model_args.img_size", limits::kMaxImageSize},
+      {hf({{"hidden_size", limits::kMaxEmbedDim + 1}}), "hidden_size", limits::kMaxEmbedDim},
+      {hf({{"num_hidden_layers", limits::kMaxDepth + 1}}), "num_hidden_layers", limits::kMaxDepth},
+      {hf({{"num_attention_heads", limits::kMaxHeads + 1}}), "num_attention_heads", limits::kMaxHeads},
+      {hf({{"intermediate_size", limits::kMaxMlpHidden + 1}}), "intermediate_size", limits::kMaxMlpHidden},
+      {hf({{"num_labels", limits::kMaxClasses + 1}}), "num_labels", limits::kMaxClasses},
+      {hf({{"image_size", limits::kMaxImageSize + 1}}), "image_size", limits::kMaxImageSize},
+      // Derived sizes: width x mlp_ratio, and (img_size / patch_size)^2 patches.
+      {timm({{"embed_dim", limits::kMaxEmbedDim}, {"num_heads", 1}, {"mlp_ratio", 64}}), "mlp hidden size",
+       limits::kMaxMlpHidden},
+      {timm({{"img_size", 8192}, {"patch_size", 1}}), "patches", limits::kMaxPatches},
+      {timm({{"img_size", 2064}, {"patch_size", 16}}), "patches", limits::kMaxPatches},  // 129 x 129
+      {hf({{"image_size", 2064}, {"patch_size", 16}}), "patches", limits::kMaxPatches},
+  };
+  for (const Case& c : cases) {
+    write_config(c.config);
+    const std::string msg = load_error();
+    EXPECT_NE(msg.find(c.field), std::string::npos) << c.config << "\n" << msg;
+    EXPECT_NE(msg.find(std::to_string(c.limit)), std::string::npos) << c.config << "\n" << msg;
+  }
+  // At the limits: 128 x 128 patches, the widest, deepest, most-headed config are accepted.
+  write_config(timm({{"img_size", 2048}, {"patch_size", 16}}));
+  EXPECT_EQ(load_vit_config(dir_.string()).img_size, 2048);
+  write_config(timm({{"embed_dim", limits::kMaxEmbedDim}, {"depth", limits::kMaxDepth}, {"num_heads", limits::kMaxHeads}}));
+  EXPECT_EQ(load_vit_config(dir_.string()).embed_dim, limits::kMaxEmbedDim);
+}
+
+// A config.json (or any JSON file) above kMaxJsonFileBytes is refused from its size, unread:
+// an I/O error (exit 5) naming the file and the limit. The file is sparse, so this costs nothing.
+TEST_F(ConfigTest, JsonFilesAboveTheSizeLimitAreRefusedUnread) {
+  write_config("{}");
+  fs::resize_file(dir_ / "config.json", limits::kMaxJsonFileBytes + 1);
+  try {
+    load_vit_config(dir_.string());
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Io) << e.what();
+    EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::to_string(limits::kMaxJsonFileBytes >> 20)), std::string::npos) << e.what();
+  }
+  fs::resize_file(dir_ / "config.json", limits::kMaxJsonFileBytes);  // at the limit: read, and not JSON
+  EXPECT_NE(load_error().find("JSON"), std::string::npos);
 }
 
 // A checkpoint whose tensors disagree with config.json is rejected with the tensor named.
