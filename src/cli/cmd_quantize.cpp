@@ -429,6 +429,11 @@ void add_quantize_command(CLI::App& app) {
                 "learning rate (0: the method's grid is kept)")
       ->capture_default_str()
       ->check(opt::real(0, 10));
+  c->add_option("--recon-act-lr", a->recon.act_lr,
+                "Reconstruction: also train the per-head steps of the attention operands Q, K and V (as log gains, "
+                "LSQ-style straight-through gradients) with this Adam learning rate (0: the method's steps are kept)")
+      ->capture_default_str()
+      ->check(opt::real(0, 10));
   c->add_option("--recon-drop", a->recon.drop,
                 "Reconstruction: QDrop - in each training step every element of a quantized activation keeps its "
                 "float value with this probability (the losses reported and the revert check use the plan as is). "

@@ -188,6 +188,7 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
     // Options added later: recorded only when used, so plans made without them keep their bytes.
     if (opt.recon.drop > 0) r["drop"] = opt.recon.drop;
     if (opt.recon.step_lr > 0) r["step_lr"] = opt.recon.step_lr;
+    if (opt.recon.act_lr > 0) r["act_lr"] = opt.recon.act_lr;
   }
   if (opt.compensation.on)
     plan.settings["compensation"] = {

@@ -52,14 +52,15 @@ struct Drop {
 };
 
 // Elements [first, first + n) of operand `operand` of site k: dropped ones take their float value
-// back (x̂ = x) and pass the gradient (mask 1).
+// back (x̂ = x), pass the gradient (mask 1) and do not depend on the step (dd 0, if given).
 void apply_drop(const Drop* drop, SiteKind k, int operand, uint64_t first, const float* x, size_t n, float* xh,
-                float* mask) {
+                float* mask, float* dd = nullptr) {
   if (!drop || !drop->on()) return;
   for (size_t i = 0; i < n; ++i)
     if (drop->dropped(k, operand, first + i)) {
       xh[i] = x[i];
       mask[i] = 1.0f;
+      if (dd) dd[i] = 0.0f;
     }
 }
 
@@ -81,16 +82,18 @@ void dequantize_linear_input(const float* x, int64_t rows, int K, const OperandQ
 }
 
 // The same for one group of an attention operand (head h): a uniform grid with the head's step,
-// or a level grid (values level · 2^−15, never clipped).
+// or a level grid (values level · 2^−15, never clipped). dd (optional): ∂x̂/∂Δ per element, LSQ's
+// round(x/Δ) − x/Δ inside a uniform grid and the end code outside; 0 on other grids.
 void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& q, int h, float* xh, float* mask,
                                   SiteKind kind = SiteKind::MatmulQK, int operand = 0, uint64_t first = 0,
-                                  const Drop* drop = nullptr) {
-  if (!q.quantized()) {
-    std::copy(x, x + n, xh);
-    std::fill(mask, mask + n, 1.0f);
-    return;
-  }
-  if (is_level_grid(q.grid)) {
+                                  const Drop* drop = nullptr, float* dd = nullptr) {
+  if (!q.quantized() || is_level_grid(q.grid)) {
+    if (dd) std::fill(dd, dd + n, 0.0f);
+    if (!q.quantized()) {
+      std::copy(x, x + n, xh);
+      std::fill(mask, mask + n, 1.0f);
+      return;
+    }
     const LevelGrid& g = LevelGrid::get(q.grid, q.bits);
     for (size_t i = 0; i < n; ++i) {
       xh[i] = float(g.of(x[i])) * kLevelStep;
@@ -100,12 +103,15 @@ void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& 
     const QRange rg = q.range();
     const float d = q.head_scale(h);
     for (size_t i = 0; i < n; ++i) {
-      const float c = round_half_even(x[i] / d);
-      mask[i] = (c >= float(rg.lo) && c <= float(rg.hi)) ? 1.0f : 0.0f;
-      xh[i] = std::min(std::max(c, float(rg.lo)), float(rg.hi)) * d;
+      const float u = x[i] / d, c = round_half_even(u);
+      const bool inside = c >= float(rg.lo) && c <= float(rg.hi);
+      mask[i] = inside ? 1.0f : 0.0f;
+      const float cc = std::min(std::max(c, float(rg.lo)), float(rg.hi));
+      xh[i] = cc * d;
+      if (dd) dd[i] = inside ? c - u : cc;
     }
   }
-  apply_drop(drop, kind, operand, first, x, n, xh, mask);
+  apply_drop(drop, kind, operand, first, x, n, xh, mask, dd);
 }
 
 // Runs the block's sites through the simulator and keeps a copy of every site's operands and
@@ -286,10 +292,14 @@ class BlockTrainer {
     const float scale = 1.0f / std::sqrt(float(d));
     const size_t TT = size_t(T) * T, TD = size_t(T) * d;
     avector<float> dqkv(size_t(rows) * 3 * D);
+    // ∂L/∂Δ_h of Q, K, V per head, summed over the batch (per thread, then reduced in order).
+    const int threads = omp_get_max_threads();
+    std::vector<double> dstep(size_t(threads) * 3 * H, 0.0);
 #pragma omp parallel
     {
       std::vector<float> ph(TT), pm(TT), vh(TD), vm(TD), qh(TD), qm(TD), kh(TD), km(TD), dO(TD), dP(TT), dVt(TD),
-          dQ(TD), dK(TD);
+          dQ(TD), dK(TD), qd(TD), kd(TD), vd(TD);
+      double* my_dstep = dstep.data() + size_t(omp_get_thread_num()) * 3 * H;
 #pragma omp for schedule(static)
       for (int g = 0; g < b * H; ++g) {
         const int bi = g / H, hh = g % H;
@@ -298,11 +308,11 @@ class BlockTrainer {
         const uint64_t gTT = uint64_t(g) * TT, gTD = uint64_t(g) * TD;
         dequantize_attention_operand(P, TT, pav ? pav->x : none, hh, ph.data(), pm.data(), SiteKind::MatmulAV, 0, gTT, drp);
         dequantize_attention_operand(av.w.data() + gTD, TD, pav ? pav->w : none, hh, vh.data(), vm.data(),
-                                     SiteKind::MatmulAV, 1, gTD, drp);
+                                     SiteKind::MatmulAV, 1, gTD, drp, vd.data());
         dequantize_attention_operand(qk.x.data() + gTD, TD, pqk ? pqk->x : none, hh, qh.data(), qm.data(),
-                                     SiteKind::MatmulQK, 0, gTD, drp);
+                                     SiteKind::MatmulQK, 0, gTD, drp, qd.data());
         dequantize_attention_operand(qk.w.data() + gTD, TD, pqk ? pqk->w : none, hh, kh.data(), km.data(),
-                                     SiteKind::MatmulQK, 1, gTD, drp);
+                                     SiteKind::MatmulQK, 1, gTD, drp, kd.data());
         for (int t = 0; t < T; ++t)
           for (int j = 0; j < d; ++j)
             dO[size_t(t) * d + size_t(j)] = dctx[(size_t(bi) * T + size_t(t)) * D + size_t(hh) * d + size_t(j)];
@@ -318,16 +328,32 @@ class BlockTrainer {
         }
         sgemm('N', 'N', T, d, T, dP.data(), T, kh.data(), d, dQ.data(), d);  // dQ̂ = dS · K̂
         sgemm('T', 'N', T, d, T, dP.data(), T, qh.data(), d, dK.data(), d);  // dK̂ = dSᵀ · Q̂
+        double sq = 0, sk = 0, sv = 0;
         for (int t = 0; t < T; ++t) {
           float* row = dqkv.data() + (size_t(bi) * T + size_t(t)) * 3 * D + size_t(hh) * d;
           for (int j = 0; j < d; ++j) {
-            const size_t i = size_t(t) * d + size_t(j);
+            const size_t i = size_t(t) * d + size_t(j), iv = size_t(j) * T + size_t(t);
             row[j] = dQ[i] * qm[i];
             row[D + j] = dK[i] * km[i];
-            row[2 * D + j] = dVt[size_t(j) * T + size_t(t)] * vm[size_t(j) * T + size_t(t)];
+            row[2 * D + j] = dVt[iv] * vm[iv];
+            sq += double(dQ[i]) * qd[i];
+            sk += double(dK[i]) * kd[i];
+            sv += double(dVt[iv]) * vd[iv];
           }
         }
+        my_dstep[hh] += sq;
+        my_dstep[H + hh] += sk;
+        my_dstep[2 * H + hh] += sv;
       }
+    }
+    for (auto* v : {&grads.dq_step, &grads.dk_step, &grads.dv_step}) v->assign(size_t(H), 0.0f);
+    for (int hd = 0; hd < H; ++hd) {
+      double s[3] = {0, 0, 0};
+      for (int t = 0; t < threads; ++t)
+        for (int o = 0; o < 3; ++o) s[o] += dstep[(size_t(t) * 3 + size_t(o)) * H + size_t(hd)];
+      grads.dq_step[size_t(hd)] = float(s[0]);
+      grads.dk_step[size_t(hd)] = float(s[1]);
+      grads.dv_step[size_t(hd)] = float(s[2]);
     }
     linear_backward(SiteKind::Qkv, dqkv.data(), nullptr, grads);  // the block's input is data
   }
@@ -390,6 +416,39 @@ void update_grid(Param& p, const std::vector<float>& dw, const std::vector<int16
     }
   }
   write_grid(p, p.grid, sp);
+}
+
+// The steps of one attention operand (Q, K or V) trained with --recon-act-lr: a log gain per head
+// (one in all if the operand has a per-tensor step), Adam moments.
+struct HeadSteps {
+  SiteId id;
+  bool is_w = false;              // the operand: x (Q) or w (K of matmul_qk, V of matmul_av)
+  const std::vector<float> BlockGrads::*grad = nullptr;
+  OperandQuant q0;                // the method's steps
+  std::vector<float> ls, m, v;
+};
+
+OperandQuant& operand_of(QuantPlan& plan, const HeadSteps& hs) {
+  SitePlan& sp = plan.sites.at(hs.id.name());
+  return hs.is_w ? sp.w : sp.x;
+}
+
+// One Adam step of the log gains from ∂L/∂Δ_h; writes the steps into the plan entry.
+void update_head_steps(HeadSteps& hs, const BlockGrads& g, double lr, double c1, double c2, QuantPlan& plan) {
+  const std::vector<float>& dstep = g.*hs.grad;
+  OperandQuant& q = operand_of(plan, hs);
+  if (hs.q0.per_head()) {
+    for (size_t h = 0; h < hs.ls.size(); ++h) {
+      adam(hs.ls[h], hs.m[h], hs.v[h], double(dstep[h]) * q.head_scales[h], lr, c1, c2);
+      q.head_scales[h] = float(double(hs.q0.head_scales[h]) * std::exp(double(hs.ls[h])));
+    }
+    q.scale = *std::max_element(q.head_scales.begin(), q.head_scales.end());
+  } else {
+    double sum = 0;
+    for (float x : dstep) sum += x;
+    adam(hs.ls[0], hs.m[0], hs.v[0], sum * q.scale, lr, c1, c2);
+    q.scale = float(double(hs.q0.scale) * std::exp(double(hs.ls[0])));
+  }
 }
 
 void set_codes(const Param& p, SitePlan& sp) {
@@ -472,6 +531,21 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
   }
   nlohmann::ordered_json notes;
   if (params.empty()) return {{"skipped", "no linear site of the block has per-channel codes to train"}};
+  std::vector<HeadSteps> heads;
+  if (opt.act_lr > 0)
+    for (auto [kind, is_w, grad] : {std::tuple{SiteKind::MatmulQK, false, &BlockGrads::dq_step},
+                                    {SiteKind::MatmulQK, true, &BlockGrads::dk_step},
+                                    {SiteKind::MatmulAV, true, &BlockGrads::dv_step}}) {
+      const SiteId id{kind, block};
+      const auto it = plan.sites.find(id.name());
+      if (it == plan.sites.end()) continue;
+      const OperandQuant& q = is_w ? it->second.w : it->second.x;
+      if (!q.quantized() || is_level_grid(q.grid) || !(q.scale > 0)) continue;
+      HeadSteps hs{id, is_w, grad, q, {}, {}, {}};
+      const size_t count = q.per_head() ? q.head_scales.size() : 1;
+      for (auto* v : {&hs.ls, &hs.m, &hs.v}) v->assign(count, 0.0f);
+      heads.push_back(std::move(hs));
+    }
 
   BlockTrainer tr(model, sim, plan, block);
   const int eval_batch = std::max(1, fwd.batch());
@@ -527,6 +601,7 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
           adam(sp.bias_correction[size_t(ch)], p.mb[size_t(ch)], p.vb[size_t(ch)], db[size_t(ch)], blr, c1, c2);
       }
     }
+    for (HeadSteps& hs : heads) update_head_steps(hs, grads, opt.act_lr * cosine, c1, c2, plan);
     if (progress && ((it + 1) % 10 == 0 || it + 1 == opt.iters)) progress({block, it + 1, opt.iters, running});
   }
   double after = full_loss(tr, x_in, y_target, n, per, eval_batch);
@@ -545,6 +620,7 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
       sp.bias_correction = p.bias0;
       sim.forget(p.id);
     }
+    for (const HeadSteps& hs : heads) operand_of(plan, hs) = hs.q0;
     after = before;
     changed = 0;
   }

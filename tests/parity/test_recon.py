@@ -35,15 +35,30 @@ def per_token_fq(x, bits, clip=1.0):
 
 
 def uniform_fq(x, step, lo, hi):
-    """step broadcasts against x; zero gradient where the grid clips."""
-    c = torch.round(x / step)
+    """step broadcasts against x; zero gradient where the grid clips. With respect to the step,
+    LSQ's: round(x/step) − x/step inside the grid, the end code outside (autograd through
+    clamp(u + (round(u) − u).detach()) · step, u = x/step)."""
+    u = x / step
+    c = torch.round(u)
     inside = ((c >= lo) & (c <= hi)).to(x.dtype)
     q = torch.clamp(c, lo, hi) * step
-    return x * inside + (q - x * inside).detach()
+    value = x * inside + (q - x * inside).detach()
+    if not (isinstance(step, torch.Tensor) and step.requires_grad):
+        return value
+    ud = x.detach() / step  # the step's gradient only: x's is the straight-through one above
+    lsq = torch.clamp(ud + (c - ud).detach(), lo, hi) * step
+    return value + lsq - lsq.detach()
 
 
-def head_steps(op, heads):
-    return torch.tensor(op["head_scales"] if "head_scales" in op else [op["scale"]] * heads, dtype=torch.float32)
+STEPS = {}  # (site kind, operand) -> the leaf tensor of its per-head steps in the last torch_block
+
+
+def head_steps(op, heads, key=None):
+    t = torch.tensor(op["head_scales"] if "head_scales" in op else [op["scale"]] * heads, dtype=torch.float32)
+    if key:
+        t.requires_grad_(True)
+        STEPS[key] = t
+    return t
 
 
 def sylvester(n):
@@ -78,14 +93,14 @@ def torch_block(p, plan, blk, x, heads, eps, quant_acts=True):
     q, k, v = qkv[0], qkv[1], qkv[2]
     qk, av = s[name("attn.matmul_qk")], s[name("attn.matmul_av")]
     bq = qk["x"]["bits"]
-    q = uniform_fq(q, head_steps(qk["x"], heads).view(1, heads, 1, 1), -(1 << (bq - 1)), (1 << (bq - 1)) - 1)
-    k = uniform_fq(k, head_steps(qk["w"], heads).view(1, heads, 1, 1), -(1 << (bq - 1)), (1 << (bq - 1)) - 1)
+    q = uniform_fq(q, head_steps(qk["x"], heads, "q").view(1, heads, 1, 1), -(1 << (bq - 1)), (1 << (bq - 1)) - 1)
+    k = uniform_fq(k, head_steps(qk["w"], heads, "k").view(1, heads, 1, 1), -(1 << (bq - 1)), (1 << (bq - 1)) - 1)
     a = (q @ k.transpose(-1, -2)) * hd ** -0.5
     pr = a.softmax(-1)
     ba = av["x"]["bits"]
     assert av["x"].get("unsigned"), "the test's plan quantizes the softmax output on the unsigned grid"
     pr = uniform_fq(pr, head_steps(av["x"], heads).view(1, heads, 1, 1), 0, (1 << ba) - 1)
-    v = uniform_fq(v, head_steps(av["w"], heads).view(1, heads, 1, 1), -(1 << (ba - 1)), (1 << (ba - 1)) - 1)
+    v = uniform_fq(v, head_steps(av["w"], heads, "v").view(1, heads, 1, 1), -(1 << (ba - 1)), (1 << (ba - 1)) - 1)
     o = (pr @ v).transpose(1, 2).reshape(b, t, d)
     x = x + lin("proj", act("attn.proj", o))
     h = F.gelu(lin("fc1", act("mlp.fc1", F.layer_norm(x, (d,), p["norm2.g"], p["norm2.b"], eps))))
@@ -144,6 +159,7 @@ def main():
                 # QDrop with p = 1: every activation element keeps its float value, in the forward
                 # and in the backward (no straight-through mask).
                 name = f"{label}, block {blk}" + (", QDrop p = 1" if drop else "")
+                STEPS.clear()
                 out = torch_block(p, plan, blk, torch.tensor(x), heads, 1e-6, quant_acts=not drop)
                 loss = ((out - torch.tensor(tgt)) ** 2).mean()
                 loss.backward()
@@ -162,6 +178,19 @@ def main():
                         scale = ref.abs().max().item()
                         chk.check(diff <= 1e-2 * scale and scale > 0,
                                   f"{name}: d{k}.{part} = torch.autograd's (max diff {diff:.2e} of {scale:.2e})")
+                # The per-head steps of Q, K, V (LSQ); with every activation left in float (QDrop
+                # p = 1) they have no effect and the gradients must be zero.
+                for k in ("q", "k", "v"):
+                    got = ld(f"d{k}_step")
+                    if drop:
+                        chk.check(got.abs().max().item() == 0, f"{name}: d{k}_step = 0 when nothing is quantized")
+                        continue
+                    ref = STEPS[k].grad
+                    diff = (got - ref).abs().max().item()
+                    scale = ref.abs().max().item()
+                    chk.check(diff <= 1e-2 * scale and scale > 0,
+                              f"{name}: d{k}_step = torch.autograd's (max diff {diff:.2e} of {scale:.2e}; "
+                              f"{got.numpy().round(6).tolist()} vs {ref.numpy().round(6).tolist()})")
     chk.finish()
 
 

@@ -39,7 +39,8 @@ void register_recon(CLI::App& app) {
   c->add_option("--out", a->out,
                 "prefix: PREFIX.out.f32 (the block output); per linear site S (qkv, proj, fc1, fc2): PREFIX.S.w.f32 "
                 "(dequantized weight), PREFIX.S.b.f32 (bias incl. correction), PREFIX.S.dw.f32, PREFIX.S.db.f32; "
-                "PREFIX.norm{1,2}.{g,b}.f32, PREFIX.signs.f32 (MLP rotation, if any); prints JSON")
+                "PREFIX.norm{1,2}.{g,b}.f32, PREFIX.signs.f32 (MLP rotation, if any), PREFIX.d{q,k,v}_step.f32 "
+                "(per-head gradients of the Q, K, V steps); prints JSON")
       ->required();
   c->callback([a] {
     const ViTModel ck = load_vit_model(a->model);
@@ -77,6 +78,9 @@ void register_recon(CLI::App& app) {
       write_raw(a->out + "." + name + ".b.f32", ln->beta.ptr(), size_t(ln->beta.numel()));
     }
     if (!m.mlp_rotation_signs.empty()) write_vec(a->out + ".signs.f32", m.mlp_rotation_signs);
+    write_vec(a->out + ".dq_step.f32", g.dq_step);
+    write_vec(a->out + ".dk_step.f32", g.dk_step);
+    write_vec(a->out + ".dv_step.f32", g.dv_step);
     // The block's output under the plan, for the test's forward check.
     std::vector<float> out = x;
     ViTForward f(m, FpGemm::PerCall);
