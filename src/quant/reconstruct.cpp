@@ -114,6 +114,32 @@ void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& 
   apply_drop(drop, kind, operand, first, x, n, xh, mask, dd);
 }
 
+// Σ_r Δ_r Σ_k dxh_rk·(round(x/Δ_r) − x/Δ_r inside the row's grid, its end code outside) over the
+// rows (rows × K) of a per-token input: ∂L/∂log α of its clip ratio (BlockGrads::dlog_clip).
+// Dropped elements (QDrop) do not depend on α. Summed per row, then in row order (deterministic).
+double token_clip_grad(const float* x, const float* dxh, int64_t rows, int K, const OperandQuant& q, SiteKind kind,
+                       const Drop* drop) {
+  std::vector<double> per_row(size_t(rows), 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * K;
+    const TokenQuant t = token_quant(xr, size_t(K), q.bits, q.token_clip);
+    const QRange rg = t.range(q.bits);
+    double s = 0;
+    for (int k = 0; k < K; ++k) {
+      if (drop && drop->on() && drop->dropped(kind, 0, uint64_t(r) * uint64_t(K) + uint64_t(k))) continue;
+      const float u = xr[k] / t.delta, c = round_half_even(u);
+      const bool inside = c >= float(rg.lo) && c <= float(rg.hi);
+      const float dd = inside ? c - u : std::min(std::max(c, float(rg.lo)), float(rg.hi));
+      s += double(dxh[r * K + k]) * dd;
+    }
+    per_row[size_t(r)] = s * t.delta;
+  }
+  double total = 0;
+  for (double v : per_row) total += v;
+  return total;
+}
+
 // Runs the block's sites through the simulator and keeps a copy of every site's operands and
 // output. With a Drop on, a planned site is computed in float from its dequantized operands with
 // the dropped elements left unquantized (training steps only; the losses are the simulator's).
@@ -180,6 +206,9 @@ class BlockTrainer {
   BlockTrainer(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block)
       : m_(model), plan_(plan), block_(block), fwd_(model, FpGemm::PerCall), rec_(sim, model, plan) {}
 
+  // Also compute BlockGrads::dlog_clip (one more GEMM for the block's first site; else zeros).
+  bool clip_grads = false;
+
   // drop: QDrop's dropping for this call (null: every quantizer as planned).
   double run(const float* x_in, const float* target, int b, BlockGrads* grads, const Drop* drop = nullptr) {
     rec_.drop = drop;
@@ -225,9 +254,19 @@ class BlockTrainer {
     for (int64_t i = 0; i < rows; ++i)
       for (int n = 0; n < N; ++n) db[size_t(n)] += dy[size_t(i) * N + size_t(n)];
     for (int n = 0; n < N; ++n) grads.db.back()[size_t(n)] = float(db[size_t(n)]);
-    if (!dx) return;
+    const bool token_input = clip_grads && sp && sp->x.quantized() && sp->x.per_token;
+    grads.dlog_clip.push_back(0.0f);
+    if (!dx && !token_input) return;
+    // ∂L/∂x̂ (into dx, or a scratch buffer for the block's first site), then through the quantizer.
+    float* dxh = dx;
+    if (!dx) {
+      dxh_.resize(size_t(rows) * K);
+      dxh = dxh_.data();
+    }
     dequantized_weight(weights_of(k), sp, w_);
-    sgemm('N', 'N', rows, K, N, dy, N, w_.data(), K, dx, K);
+    sgemm('N', 'N', rows, K, N, dy, N, w_.data(), K, dxh, K);
+    if (token_input) grads.dlog_clip.back() = float(token_clip_grad(r.x.data(), dxh, rows, K, sp->x, k, rec_.drop));
+    if (!dx) return;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < rows * K; ++i) dx[i] *= mask_[size_t(i)];
   }
@@ -363,7 +402,7 @@ class BlockTrainer {
   int block_;
   ViTForward fwd_;
   Recorder rec_;
-  avector<float> out_, g_, xh_, mask_;
+  avector<float> out_, g_, xh_, mask_, dxh_;
   std::vector<float> w_;
 };
 
@@ -380,6 +419,8 @@ struct Param {
   bool has_offset = false;
   std::vector<float> ls, ms, vs;     // log step gain s_c, its moments
   std::vector<float> to, mo, vo;     // offset shift in units of Δ⁰_c, its moments
+  bool train_clip = false;           // the input's per-token clip ratio α (--recon-act-lr)
+  float clip0 = 1.0f, lc = 0, mc = 0, vc = 0;  // α at the start, log gain, its moments
 };
 
 // One Adam update of x with gradient g (bias-corrected by c1, c2).
@@ -489,6 +530,7 @@ void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector
 double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
                             const float* x, const float* target, int b, BlockGrads* grads, double drop) {
   BlockTrainer tr(model, sim, plan, block);
+  tr.clip_grads = true;
   const Drop d{1, drop};
   return tr.run(x, target, b, grads, &d);
 }
@@ -527,6 +569,8 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
     if (sp.bias_correction.empty()) sp.bias_correction.assign(size_t(p.N), 0.0f);
     p.mb.assign(size_t(p.N), 0.0f);
     p.vb.assign(size_t(p.N), 0.0f);
+    p.train_clip = opt.act_lr > 0 && sp.x.quantized() && sp.x.per_token;
+    p.clip0 = sp.x.token_clip;
     params.push_back(std::move(p));
   }
   nlohmann::ordered_json notes;
@@ -548,6 +592,7 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
     }
 
   BlockTrainer tr(model, sim, plan, block);
+  tr.clip_grads = opt.act_lr > 0;
   const int eval_batch = std::max(1, fwd.batch());
   const double before = full_loss(tr, x_in, y_target, n, per, eval_batch);
   std::mt19937_64 rng(opt.seed * 1000003ull + uint64_t(block));
@@ -594,6 +639,11 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
       if (opt.step_lr > 0) update_grid(p, dw, sp.weight_codes, opt.step_lr * cosine, c1, c2, sp);
       set_codes(p, sp);
       sim.forget(p.id);
+      if (p.train_clip) {  // α = α⁰·e^{l} ≤ 1
+        adam(p.lc, p.mc, p.vc, grads.dlog_clip[gi], opt.act_lr * cosine, c1, c2);
+        p.lc = std::min(p.lc, -std::log(p.clip0));
+        sp.x.token_clip = std::min(1.0f, float(double(p.clip0) * std::exp(double(p.lc))));
+      }
       if (opt.bias_lr > 0) {
         const std::vector<float>& db = grads.db[gi];
         const double blr = opt.bias_lr * cosine;
@@ -618,6 +668,7 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
       write_grid(p, p.grid0, sp);
       sp.weight_codes = p.codes0;
       sp.bias_correction = p.bias0;
+      sp.x.token_clip = p.clip0;
       sim.forget(p.id);
     }
     for (const HeadSteps& hs : heads) operand_of(plan, hs) = hs.q0;

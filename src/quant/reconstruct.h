@@ -9,9 +9,11 @@
 // correction of each linear site and, with --recon-step-lr, each channel's grid itself:
 // ŵ_ck = Δ_c·q_ck + o_c with Δ_c = Δ⁰_c·e^{s_c}, ∂L/∂s_c = Δ_c·Σ_k ∂L/∂ŵ_ck·q_ck and
 // ∂L/∂o_c = Σ_k ∂L/∂ŵ_ck (o_c trained in units of Δ⁰_c; only on grids that have offsets), and with
-// --recon-act-lr the per-head steps Δ_h of the attention operands Q, K (matmul_qk) and V (matmul_av)
-// on uniform grids, LSQ's gradient (Esser et al. 2020): x̂ = Δ·clip(round(x/Δ)), ∂x̂/∂Δ = round(x/Δ) −
-// x/Δ inside the grid, its end code outside; trained as log gains like the weight steps. Adam, a cosine-decayed learning rate, --recon-iters steps of
+// --recon-act-lr the activation quantizers: the per-head steps Δ_h of the attention operands Q, K
+// (matmul_qk) and V (matmul_av) on uniform grids, and the clip ratio α of each linear site's
+// per-token input, with LSQ's gradient (Esser et al. 2020): x̂ = Δ·clip(round(x/Δ)), ∂x̂/∂Δ =
+// round(x/Δ) − x/Δ inside the grid, its end code outside; trained as log gains like the weight
+// steps (α kept ≤ 1). Adam, a cosine-decayed learning rate, --recon-iters steps of
 // --recon-batch images drawn at random (seeded). The target y is
 //   local  the FP block's output of the same input (the default), or
 //   fp     the FP model's output of the block (BRECQ's), which also asks the block to undo the
@@ -49,7 +51,8 @@ struct ReconOptions {
   double bias_lr = 1e-4;      // --recon-bias-lr: Adam step of the bias corrections (0: not trained)
   double step_lr = 0;         // --recon-step-lr: Adam step of each channel's log step and of its offset
                               // (in steps); 0: the grid stays as the method chose it
-  double act_lr = 0;          // --recon-act-lr: Adam step of the log per-head steps of Q, K and V (0: kept)
+  double act_lr = 0;          // --recon-act-lr: Adam step of the log per-head steps of Q, K, V and of the
+                              // log per-token clip ratios of the linear inputs (0: kept)
   ReconTarget target = ReconTarget::Local;
   double drop = 0;            // --recon-drop: QDrop's probability of leaving an activation element unquantized
   uint64_t seed = 0;
@@ -81,6 +84,11 @@ struct BlockGrads {
   // per-tensor step's gradient is their sum); zero where the operand is not on a uniform grid, and
   // dropped elements (QDrop) contribute nothing.
   std::vector<float> dq_step, dk_step, dv_step;
+  // Per linear site (as `sites`): ∂L/∂log α of its per-token input quantizer's clip ratio α (the
+  // row step Δ_r = α·(max_r − min_r)/(2^b − 1), the zero point independent of α), LSQ's
+  // straight-through step gradient: Σ_r Δ_r Σ_k ∂L/∂x̂_rk·(round(x/Δ_r) − x/Δ_r inside, the end
+  // code outside). 0 where the input is not quantized per token.
+  std::vector<float> dlog_clip;
 };
 // The dequantized weight ŵ = Δ_c·q + o_c of a linear site under its plan entry (N × K; the
 // plan's codes or its rounding of the layer's weights), or the layer's own weights if `sp` is

@@ -22,16 +22,25 @@ import torch.nn.functional as F
 import common
 
 
-def per_token_fq(x, bits, clip=1.0):
-    """The row's range [clip·mn, clip·mx]; zero gradient outside it (clip < 1)."""
+def per_token_fq(x, bits, clip=1.0, log_clip=None):
+    """The row's range [clip·mn, clip·mx]; zero gradient outside it (clip < 1). log_clip (a leaf
+    tensor, 0): the gradient of log clip, LSQ's step gradient through each row's step
+    clip·(mx − mn)/(2^b − 1), the zero point independent of the clip."""
     mn = torch.clamp(x.amin(-1, keepdim=True), max=0) * clip
     mx = torch.clamp(x.amax(-1, keepdim=True), min=0) * clip
     step = (mx - mn) / float((1 << bits) - 1)
     step = torch.where(step == 0, torch.ones_like(step), step)
     lo = torch.round(mn / step)
     inside = ((x >= mn) & (x <= mx)).to(x.dtype)
-    q = torch.clamp(torch.round(x / step), lo, lo + (1 << bits) - 1) * step
-    return x * inside + (q - x * inside).detach()
+    c = torch.round(x / step)
+    q = torch.clamp(c, lo, lo + (1 << bits) - 1) * step
+    value = x * inside + (q - x * inside).detach()
+    if log_clip is None:
+        return value
+    s = step.detach() * torch.exp(log_clip)  # the same step, as a function of log clip only
+    ud = x.detach() / s
+    lsq = torch.clamp(ud + (c - ud).detach(), lo, lo + (1 << bits) - 1) * s
+    return value + lsq - lsq.detach()
 
 
 def uniform_fq(x, step, lo, hi):
@@ -86,7 +95,10 @@ def torch_block(p, plan, blk, x, heads, eps, quant_acts=True):
 
     def act(k, a):
         xq = s[name(k)]["x"]
-        return per_token_fq(a, xq["bits"], xq.get("token_clip", 1.0)) if xq.get("granularity") == "token" else a
+        if xq.get("granularity") != "token":
+            return a
+        STEPS["clip." + k.split(".")[-1]] = lc = torch.zeros((), requires_grad=True)
+        return per_token_fq(a, xq["bits"], xq.get("token_clip", 1.0), lc)
 
     h = F.layer_norm(x, (d,), p["norm1.g"], p["norm1.b"], eps)
     qkv = lin("qkv", act("attn.qkv", h)).reshape(b, t, 3, heads, hd).permute(2, 0, 3, 1, 4)
@@ -178,6 +190,22 @@ def main():
                         scale = ref.abs().max().item()
                         chk.check(diff <= 1e-2 * scale and scale > 0,
                                   f"{name}: d{k}.{part} = torch.autograd's (max diff {diff:.2e} of {scale:.2e})")
+                # The clip ratios of the per-token inputs (LSQ through the row steps). Each is one
+                # sum of terms of both signs (round(u) − u), so a single code on the other side of
+                # a rounding tie moves it by a visible fraction: compared where the two
+                # computations quantize every value alike (the 6-bit cases).
+                for k in ("qkv", "proj", "fc1", "fc2"):
+                    got = ld(f"{k}.dlogclip").item()
+                    if drop or f"clip.{k}" not in STEPS:
+                        chk.check(got == 0, f"{name}: {k} dlogclip = 0 ({'nothing quantized' if drop else 'not per token'})")
+                        continue
+                    if far > 0:
+                        print(f"skip  {name}: {k} dlogclip not compared ({100 * far:.2f} % of the outputs on other "
+                              f"sides of rounding ties; {got:.6g} here, {STEPS[f'clip.{k}'].grad.item():.6g} torch)")
+                        continue
+                    ref = STEPS[f"clip.{k}"].grad.item()
+                    chk.check(abs(got - ref) <= 1e-2 * abs(ref) and ref != 0,
+                              f"{name}: {k} dlogclip {got:.6g} = torch.autograd's {ref:.6g}")
                 # The per-head steps of Q, K, V (LSQ); with every activation left in float (QDrop
                 # p = 1) they have no effect and the gradients must be zero.
                 for k in ("q", "k", "v"):

@@ -40,7 +40,8 @@ void register_recon(CLI::App& app) {
                 "prefix: PREFIX.out.f32 (the block output); per linear site S (qkv, proj, fc1, fc2): PREFIX.S.w.f32 "
                 "(dequantized weight), PREFIX.S.b.f32 (bias incl. correction), PREFIX.S.dw.f32, PREFIX.S.db.f32; "
                 "PREFIX.norm{1,2}.{g,b}.f32, PREFIX.signs.f32 (MLP rotation, if any), PREFIX.d{q,k,v}_step.f32 "
-                "(per-head gradients of the Q, K, V steps); prints JSON")
+                "(per-head gradients of the Q, K, V steps), PREFIX.S.dlogclip.f32 (gradient of the log clip ratio of S's "
+                "per-token input); prints JSON")
       ->required();
   c->callback([a] {
     const ViTModel ck = load_vit_model(a->model);
@@ -72,6 +73,7 @@ void register_recon(CLI::App& app) {
       if (gi >= g.sites.size()) fail(ErrorKind::Internal, "no gradient for ", id.name());
       write_vec(p + ".dw.f32", g.dw[gi]);
       write_vec(p + ".db.f32", g.db[gi]);
+      write_vec(p + ".dlogclip.f32", {g.dlog_clip[gi]});
     }
     for (const auto& [name, ln] : {std::pair{"norm1", &bw.norm1}, {"norm2", &bw.norm2}}) {
       write_raw(a->out + "." + name + ".g.f32", ln->gamma.ptr(), size_t(ln->gamma.numel()));

@@ -152,8 +152,9 @@ class CoarseAttentionSteps : public Method {
 // --recon-act-lr alone (codes, biases and weight grids fixed), from Q, K, V steps 3× too coarse:
 // the training must lower every block's error by ≥ 10 % and shrink the steps (the loss is the
 // plan's own simulation, so a wrong sign or scale of the LSQ gradient would raise it and be
-// reverted). On vitq's own MSE steps it gains little on this tiny random model.
-TEST(Reconstruction, TrainsTheAttentionStepsAlone) {
+// reverted); the per-token clip ratios stay in (0, 1]. On vitq's own MSE steps it gains little
+// on this tiny random model.
+TEST(Reconstruction, TrainsTheActivationQuantizersAlone) {
   const std::string dir = test::tmp_dir("recon_act");
   const ViTModel m = test::write_tiny_checkpoint(dir, {}, 17);
   const int n_cal = 32;
@@ -175,6 +176,7 @@ TEST(Reconstruction, TrainsTheAttentionStepsAlone) {
   };
   const CalibrationResult base = plan_of(0), rec = plan_of(0.01);
   EXPECT_EQ(rec.plan.settings["reconstruction"]["act_lr"], 0.01);
+  int clips_moved = 0;
   for (int b = 0; b < m.cfg.depth; ++b) {
     SCOPED_TRACE(b);
     const auto& n = rec.block_notes[cat("blocks.", b)]["reconstruction"];
@@ -184,7 +186,9 @@ TEST(Reconstruction, TrainsTheAttentionStepsAlone) {
                    &qk0 = base.plan.sites.at(cat("blocks.", b, ".attn.matmul_qk"));
     const SitePlan &av = rec.plan.sites.at(cat("blocks.", b, ".attn.matmul_av")),
                    &av0 = base.plan.sites.at(cat("blocks.", b, ".attn.matmul_av"));
-    if (b == 0) EXPECT_EQ(av.x, av0.x);  // the softmax output's grid is not trained (later blocks see other inputs)
+    if (b == 0) {
+      EXPECT_EQ(av.x, av0.x);  // the softmax output's grid is not trained (later blocks see other inputs)
+    }
     for (auto [q, q0] : {std::pair{&qk.x, &qk0.x}, {&qk.w, &qk0.w}, {&av.w, &av0.w}}) {
       ASSERT_TRUE(q0->per_head());
       ASSERT_EQ(q->head_scales.size(), q0->head_scales.size());
@@ -196,7 +200,15 @@ TEST(Reconstruction, TrainsTheAttentionStepsAlone) {
       EXPECT_LT(mean_ratio, 0.9);
       EXPECT_EQ(q->scale, *std::max_element(q->head_scales.begin(), q->head_scales.end()));
     }
+    // The per-token inputs' clip ratios: start at 1, stay in (0, 1], and some move.
+    for (const char* site : {"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"}) {
+      const OperandQuant& x = rec.plan.sites.at(cat("blocks.", b, ".", site)).x;
+      ASSERT_TRUE(x.per_token) << site;
+      EXPECT_TRUE(x.token_clip > 0.5f && x.token_clip <= 1.0f) << site << " " << x.token_clip;
+      clips_moved += x.token_clip < 1.0f;
+    }
   }
+  EXPECT_GT(clips_moved, 0);
   std::filesystem::remove_all(dir);
 }
 
