@@ -3,7 +3,7 @@
 byte-identical files (plan.json, model.safetensors, config.json, the codes and compensation
 files; report.json differs only in its timings and is left out) for every registered method
 (read from `vitq quantize --help`), and for the options that add sampling or training: mixed
-precision, block reconstruction with QDrop and grid training, a calibration subset.
+precision, block reconstruction with QDrop, grid and activation-step training, a calibration subset.
 
 On the bundled model with Debian's Fashion-MNIST (skips without it): 16 calibration images."""
 import os
@@ -32,9 +32,9 @@ def main():
               f"the method list is read from --help: {methods}")
     fast = {"lapq": ["--lapq-evals", "40"], "bitsplit": ["--bitsplit-epochs", "3"]}
     runs = [(m, ["--method", m, "--bits", "6"] + fast.get(m, [])) for m in methods]
-    runs += [("vitq W4 reconstruct + QDrop + grid", ["--method", "vitq", "--bits", "4", "--compensate", "reconstruct",
-                                                    "--recon-iters", "20", "--recon-drop", "0.3",
-                                                    "--recon-step-lr", "0.001"]),
+    runs += [("vitq W4 reconstruct + QDrop + grid + activation steps",
+              ["--method", "vitq", "--bits", "4", "--compensate", "reconstruct", "--recon-iters", "20",
+               "--recon-drop", "0.3", "--recon-step-lr", "0.001", "--recon-act-lr", "0.001"]),
              ("liu2021 mixed precision", ["--method", "liu2021", "--mixed-precision", "6", "--mp-svd-images", "4"])]
     for i, (what, args) in enumerate(runs):
         snaps = []
