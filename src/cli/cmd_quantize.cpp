@@ -430,8 +430,9 @@ void add_quantize_command(CLI::App& app) {
       ->capture_default_str()
       ->check(opt::real(0, 10));
   c->add_option("--recon-act-lr", a->recon.act_lr,
-                "Reconstruction: also train the per-head steps of the attention operands Q, K and V (as log gains, "
-                "LSQ-style straight-through gradients) with this Adam learning rate (0: the method's steps are kept)")
+                "Reconstruction: also train the activation quantizers - the per-head steps of Q, K and V and each "
+                "linear input's per-token clip ratio (as log gains, LSQ-style straight-through gradients) - with this "
+                "Adam learning rate (0: the method's steps and clip ratios are kept)")
       ->capture_default_str()
       ->check(opt::real(0, 10));
   c->add_option("--recon-drop", a->recon.drop,

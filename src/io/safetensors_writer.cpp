@@ -25,9 +25,6 @@ static_assert(std::endian::native == std::endian::little, "vitq writes host byte
 
 namespace {
 
-// Same bound as the reader (and the reference): a larger header could not be read back.
-constexpr size_t kMaxHeaderBytes = limits::kMaxSafetensorsHeaderBytes;
-
 std::string errno_text(int err) { return std::generic_category().message(err); }
 
 // The temporary file: closed and removed unless commit() renamed it onto the target.
@@ -147,9 +144,9 @@ void write_safetensors(const std::string& path, const std::vector<TensorBlob>& t
 
   std::string header = header_json(path, order, metadata);
   header.append((8 - header.size() % 8) % 8, ' ');  // data buffer starts 8-byte aligned
-  if (header.size() > kMaxHeaderBytes)
+  if (header.size() > limits::kMaxSafetensorsHeaderBytes)  // the reader's bound: could not be read back
     fail(ErrorKind::Internal, path, ": safetensors header of ", header.size(), " bytes exceeds the ",
-         kMaxHeaderBytes, "-byte limit of readers");
+         limits::kMaxSafetensorsHeaderBytes, "-byte limit of readers");
 
   uint8_t len[8];
   const uint64_t n = header.size();

@@ -64,6 +64,21 @@ void apply_drop(const Drop* drop, SiteKind k, int operand, uint64_t first, const
     }
 }
 
+// One value on a uniform grid, x = u·Δ (u = x/Δ): its code clipped to the grid, whether the
+// unclipped code lies inside (the straight-through mask), and LSQ's ∂x̂/∂Δ for x̂ = Δ·code:
+// round(u) − u inside the grid, the end code outside.
+struct StraightThroughCode {
+  float code;
+  bool inside;
+  float dstep;
+};
+inline StraightThroughCode straight_through_code(float u, QRange rg) {
+  const float c = round_half_even(u);
+  const bool inside = c >= float(rg.lo) && c <= float(rg.hi);
+  const float cc = std::min(std::max(c, float(rg.lo)), float(rg.hi));
+  return {cc, inside, inside ? c - u : cc};
+}
+
 // The tensors of one site call of the block, copied as the simulator saw them.
 struct Rec {
   SiteCall call;
@@ -103,12 +118,10 @@ void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& 
     const QRange rg = q.range();
     const float d = q.head_scale(h);
     for (size_t i = 0; i < n; ++i) {
-      const float u = x[i] / d, c = round_half_even(u);
-      const bool inside = c >= float(rg.lo) && c <= float(rg.hi);
-      mask[i] = inside ? 1.0f : 0.0f;
-      const float cc = std::min(std::max(c, float(rg.lo)), float(rg.hi));
-      xh[i] = cc * d;
-      if (dd) dd[i] = inside ? c - u : cc;
+      const StraightThroughCode st = straight_through_code(x[i] / d, rg);
+      mask[i] = st.inside ? 1.0f : 0.0f;
+      xh[i] = st.code * d;
+      if (dd) dd[i] = st.dstep;
     }
   }
   apply_drop(drop, kind, operand, first, x, n, xh, mask, dd);
@@ -128,10 +141,7 @@ double token_clip_grad(const float* x, const float* dxh, int64_t rows, int K, co
     double s = 0;
     for (int k = 0; k < K; ++k) {
       if (drop && drop->on() && drop->dropped(kind, 0, uint64_t(r) * uint64_t(K) + uint64_t(k))) continue;
-      const float u = xr[k] / t.delta, c = round_half_even(u);
-      const bool inside = c >= float(rg.lo) && c <= float(rg.hi);
-      const float dd = inside ? c - u : std::min(std::max(c, float(rg.lo)), float(rg.hi));
-      s += double(dxh[r * K + k]) * dd;
+      s += double(dxh[r * K + k]) * straight_through_code(xr[k] / t.delta, rg).dstep;
     }
     per_row[size_t(r)] = s * t.delta;
   }

@@ -82,30 +82,35 @@ TEST(Reconstruction, LowersTheBlockErrorOnImagesItDidNotSee) {
   std::filesystem::remove_all(dir);
 }
 
+// W4A4 per-token calibration of `m` on n images `cal` by `method`, with 100 reconstruction steps
+// that train only what `train` switches on (codes and biases frozen); none if `train` is null.
+CalibrationResult reconstruct_only(const ViTModel& m, const std::vector<float>& cal, int n, Method& method,
+                                   void (*train)(ReconOptions&)) {
+  CalibOptions o;
+  o.bits = {4, 4};
+  o.grids.per_token = true;
+  o.batch = 8;
+  if (train) {
+    o.recon.iters = 100;
+    o.recon.batch = 4;
+    o.recon.lr = 0;
+    o.recon.bias_lr = 0;
+    train(o.recon);
+  }
+  Calibrator c(m, cal.data(), n);
+  return c.run(method, o);
+}
+
 // --recon-step-lr alone (codes and biases frozen): the gradient of the channel steps and offsets
 // must lower the block loss on the calibration images (a wrong sign or scale raises it, and the
 // step is then reverted, leaving the method's grid), and the trained grid is plan data.
 TEST(Reconstruction, TrainsTheChannelGridAlone) {
   const std::string dir = test::tmp_dir("recon_grid");
   const ViTModel m = test::write_tiny_checkpoint(dir, {}, 17);
-  const int n_cal = 32;
-  const std::vector<float> cal = test::random_images(m.cfg, n_cal, 6);
-  CalibOptions opt;
-  opt.bits = {4, 4};
-  opt.grids.per_token = true;
-  opt.batch = 8;
-  auto plan_of = [&](double step_lr) {
-    CalibOptions o = opt;
-    o.recon.iters = step_lr > 0 ? 100 : 0;
-    o.recon.batch = 4;
-    o.recon.lr = 0;
-    o.recon.bias_lr = 0;
-    o.recon.step_lr = step_lr;
-    Calibrator c(m, cal.data(), n_cal);
-    auto method = make_method("vitq", MethodConfig{});  // per-channel asymmetric weights: steps and offsets
-    return c.run(*method, o);
-  };
-  const CalibrationResult base = plan_of(0), rec = plan_of(0.02);
+  const std::vector<float> cal = test::random_images(m.cfg, 32, 6);
+  auto method = make_method("vitq", MethodConfig{});  // per-channel asymmetric weights: steps and offsets
+  const CalibrationResult base = reconstruct_only(m, cal, 32, *method, nullptr),
+                          rec = reconstruct_only(m, cal, 32, *method, [](ReconOptions& r) { r.step_lr = 0.02; });
   EXPECT_EQ(rec.plan.settings["reconstruction"]["step_lr"], 0.02);
   for (int b = 0; b < m.cfg.depth; ++b) {
     SCOPED_TRACE(b);
@@ -157,24 +162,10 @@ class CoarseAttentionSteps : public Method {
 TEST(Reconstruction, TrainsTheActivationQuantizersAlone) {
   const std::string dir = test::tmp_dir("recon_act");
   const ViTModel m = test::write_tiny_checkpoint(dir, {}, 17);
-  const int n_cal = 32;
-  const std::vector<float> cal = test::random_images(m.cfg, n_cal, 6);
-  CalibOptions opt;
-  opt.bits = {4, 4};
-  opt.grids.per_token = true;
-  opt.batch = 8;
-  auto plan_of = [&](double act_lr) {
-    CalibOptions o = opt;
-    o.recon.iters = act_lr > 0 ? 100 : 0;
-    o.recon.batch = 4;
-    o.recon.lr = 0;
-    o.recon.bias_lr = 0;
-    o.recon.act_lr = act_lr;
-    Calibrator c(m, cal.data(), n_cal);
-    CoarseAttentionSteps method(3.0f);
-    return c.run(method, o);
-  };
-  const CalibrationResult base = plan_of(0), rec = plan_of(0.01);
+  const std::vector<float> cal = test::random_images(m.cfg, 32, 6);
+  CoarseAttentionSteps method(3.0f);
+  const CalibrationResult base = reconstruct_only(m, cal, 32, method, nullptr),
+                          rec = reconstruct_only(m, cal, 32, method, [](ReconOptions& r) { r.act_lr = 0.01; });
   EXPECT_EQ(rec.plan.settings["reconstruction"]["act_lr"], 0.01);
   int clips_moved = 0;
   for (int b = 0; b < m.cfg.depth; ++b) {
