@@ -16,6 +16,11 @@ int half_round_even(int d) {
 
 }  // namespace
 
+int center_crop_offset(int size, int crop) {
+  if (crop <= 0 || crop > size) fail(ErrorKind::Internal, "center_crop_offset: crop ", crop, " outside [1, ", size, "]");
+  return half_round_even(size - crop);
+}
+
 Image center_crop(const Image& img, int width, int height) {
   if (width <= 0 || height <= 0) fail(ErrorKind::Internal, "center_crop: invalid crop ", width, "x", height);
   if (img.pixels.size() != size_t(img.width) * size_t(img.height) * size_t(img.channels))

@@ -41,11 +41,16 @@ const char* interp_name(Interp i);
 // PIL Image.resize((width, height), resample) with PIL's antialiased separable filters,
 // fixed-point coefficients and rounding, bit-identical to Pillow for 8-bit L/RGB images.
 Image resize_pil(const Image& img, int width, int height, Interp interp);
+// The window [x0, x0 + w) x [y0, y0 + h) of resize_pil(img, width, height, interp), same pixels,
+// computed without the rest of the resized image (its cost is the window's, whatever the size).
+Image resize_pil_window(const Image& img, int width, int height, Interp interp, int x0, int y0, int w, int h);
 
 // torchvision CenterCrop on a PIL image: top = round((H - h) / 2), left = round((W - w) / 2)
 // (Python round, half to even). A crop larger than the image is zero-padded first, as
 // torchvision does (left/top padding (w - W) // 2, the rest right/bottom).
 Image center_crop(const Image& img, int width, int height);
+// The offset of a crop <= size along one axis: Python's int(round((size - crop) / 2.0)).
+int center_crop_offset(int size, int crop);
 
 // timm's evaluation transform (pretrained_cfg): Resize(floor(size / crop_pct)) of the short
 // side (torchvision semantics: long side int(size * long / short); no resize if the short side

@@ -3,6 +3,7 @@
 // with timm's scale_size (transforms_factory.transforms_imagenet_eval) and torchvision 0.14's
 // Resize/CenterCrop semantics on PIL images. The arithmetic mirrors the Python expressions
 // (double division, floor/int truncation, float32 normalisation in torchvision's order).
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -71,7 +72,11 @@ void preprocess(const Image& img, const Preprocess& p, float* out_chw) {
   int rw = 0, rh = 0;
   preprocess_resize_size(cur->width, cur->height, p, &rw, &rh);
   if (rw != cur->width || rh != cur->height) {  // torchvision returns the image unchanged
-    resized = resize_pil(*cur, rw, rh, p.interp);
+    // Only the part of the resized image the centre crop keeps is computed: per axis the crop
+    // if it fits, else the whole axis (which the crop then pads). An extreme aspect ratio
+    // (1 x 4200 -> 248 x 1041600) thus costs the crop, not the whole resize.
+    const int ww = std::min(p.width, rw), wh = std::min(p.height, rh);
+    resized = resize_pil_window(*cur, rw, rh, p.interp, center_crop_offset(rw, ww), center_crop_offset(rh, wh), ww, wh);
     cur = &resized;
   }
   if (cur->width != p.width || cur->height != p.height) {

@@ -10,7 +10,10 @@
 // (rounded half away from zero) and each output sample is
 //   clip8((1 << 21 + sum_j in[j] * w[j]) >> 22).
 // The horizontal pass runs first, over only the input rows the vertical pass will read; a
-// pass is skipped when its dimension is unchanged. The double-precision expressions below keep
+// pass is skipped when its dimension is unchanged. Every output sample depends only on its own
+// taps, so resize_pil_window computes a window of the output (the centre crop that follows)
+// with the same pixels and without the rest: a 1 x 4200 image resized to 248 x 1041600 costs
+// the crop, not the 258 MB the whole resize would. The double-precision expressions below keep
 // Pillow's exact operation order, because the fixed-point rounding of a weight can flip with
 // the last bit of the double. Bicubic is Keys' cubic with a = -0.5.
 //
@@ -42,14 +45,15 @@ double bicubic_filter(double x) {
   return 0.0;
 }
 
-// Fixed-point taps of a 1-D resampling: output i reads input [first[i], first[i] + count[i]).
+// Fixed-point taps of outputs [o0, o0 + n) of a 1-D resampling: output o0 + i reads input
+// [first[i], first[i] + count[i]).
 struct Taps {
   int ksize = 0;  // stride of `weights` per output
   std::vector<int> first, count;
   std::vector<int32_t> weights;
 };
 
-Taps compute_taps(int in_size, int out_size, Interp interp) {
+Taps compute_taps(int in_size, int out_size, Interp interp, int o0, int n_out) {
   double (*filter)(double) = interp == Interp::Bicubic ? bicubic_filter : bilinear_filter;
   const double filter_support = interp == Interp::Bicubic ? 2.0 : 1.0;
   // Pillow passes the box edges as float; with the default box they are 0 and in_size.
@@ -61,12 +65,12 @@ Taps compute_taps(int in_size, int out_size, Interp interp) {
 
   Taps t;
   t.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
-  t.first.resize(size_t(out_size));
-  t.count.resize(size_t(out_size));
-  t.weights.assign(size_t(out_size) * size_t(t.ksize), 0);
+  t.first.resize(size_t(n_out));
+  t.count.resize(size_t(n_out));
+  t.weights.assign(size_t(n_out) * size_t(t.ksize), 0);
   std::vector<double> w(size_t(t.ksize));
-  for (int i = 0; i < out_size; ++i) {
-    const double center = in0 + (i + 0.5) * scale;
+  for (int i = 0; i < n_out; ++i) {
+    const double center = in0 + (o0 + i + 0.5) * scale;
     int lo = static_cast<int>(center - support + 0.5);  // truncation, as Pillow's (int) cast
     if (lo < 0) lo = 0;
     int hi = static_cast<int>(center + support + 0.5);
@@ -145,48 +149,58 @@ Image make_image(int w, int h, int c) {
   return img;
 }
 
+// Copies columns [x0, x0 + out->width) of input rows [row0, row0 + out->height).
+void copy_columns(const Image& in, int row0, int x0, Image* out) {
+  const size_t C = size_t(in.channels), len = size_t(out->width) * C;
+  for (int y = 0; y < out->height; ++y)
+    std::memcpy(out->pixels.data() + size_t(y) * len,
+                in.pixels.data() + (size_t(row0 + y) * size_t(in.width) + size_t(x0)) * C, len);
+}
+
+// The window [x0, x0 + w) x [y0, y0 + h) of the width x height resize.
 template <int C>
-Image resample(const Image& img, int width, int height, Interp interp) {
+Image resample(const Image& img, int width, int height, Interp interp, int x0, int y0, int w, int h) {
   const bool need_horizontal = width != img.width;
   const bool need_vertical = height != img.height;
-  const Taps vt = compute_taps(img.height, height, interp);
-  if (!need_horizontal) {
-    Image out = make_image(img.width, height, C);
-    resample_columns<C>(img, vt, 0, &out);
-    return out;
+  // The input rows the vertical pass reads (all of the window's rows when it is skipped).
+  Taps vt;
+  int row_first = y0, row_end = y0 + h;
+  if (need_vertical) {
+    vt = compute_taps(img.height, height, interp, y0, h);
+    row_first = vt.first.front();  // first and first + count grow with the output index
+    row_end = vt.first.back() + vt.count.back();
   }
-  // Only the input rows that the vertical taps reach are resampled horizontally.
-  const int row_first = vt.first.front();
-  const int row_end = vt.first.back() + vt.count.back();
-  const Taps ht = compute_taps(img.width, width, interp);
-  Image tmp = make_image(width, row_end - row_first, C);
-  resample_rows<C>(img, row_first, row_end - row_first, ht, &tmp);
-  if (!need_vertical) return tmp;  // row_first == 0 and all rows were used
-  Image out = make_image(width, height, C);
+  Image tmp = make_image(w, row_end - row_first, C);
+  if (need_horizontal)
+    resample_rows<C>(img, row_first, row_end - row_first, compute_taps(img.width, width, interp, x0, w), &tmp);
+  else
+    copy_columns(img, row_first, x0, &tmp);
+  if (!need_vertical) return tmp;
+  Image out = make_image(w, h, C);
   resample_columns<C>(tmp, vt, row_first, &out);
   return out;
 }
 
-Image resize_nearest(const Image& img, int width, int height) {
+Image resize_nearest(const Image& img, int width, int height, int x0, int y0, int w, int h) {
   const int C = img.channels;
-  Image out = make_image(width, height, C);  // zero: Pillow fills unmapped pixels with 0
+  Image out = make_image(w, h, C);  // zero: Pillow fills unmapped pixels with 0
   const double sx = static_cast<double>(static_cast<float>(img.width)) / width;
   const double sy = static_cast<double>(static_cast<float>(img.height)) / height;
   // Pillow accumulates the source coordinate (xo += a[0]) instead of multiplying; the
-  // accumulated rounding decides ties, so do the same.
-  std::vector<int> src_x(size_t(width), -1);
+  // accumulated rounding decides ties, so do the same (from 0, also for a window).
+  std::vector<int> src_x(size_t(w), -1);
   double xo = sx * 0.5;
-  for (int x = 0; x < width; ++x, xo += sx) {
+  for (int x = 0; x < x0 + w; ++x, xo += sx) {
     const int xi = xo < 0.0 ? -1 : static_cast<int>(xo);
-    if (xi >= 0 && xi < img.width) src_x[size_t(x)] = xi;
+    if (x >= x0 && xi >= 0 && xi < img.width) src_x[size_t(x - x0)] = xi;
   }
   double yo = sy * 0.5;
-  for (int y = 0; y < height; ++y, yo += sy) {
+  for (int y = 0; y < y0 + h; ++y, yo += sy) {
     const int yi = yo < 0.0 ? -1 : static_cast<int>(yo);
-    if (yi < 0 || yi >= img.height) continue;
+    if (y < y0 || yi < 0 || yi >= img.height) continue;
     const uint8_t* src = img.pixels.data() + size_t(yi) * size_t(img.width) * size_t(C);
-    uint8_t* dst = out.pixels.data() + size_t(y) * size_t(width) * size_t(C);
-    for (int x = 0; x < width; ++x)
+    uint8_t* dst = out.pixels.data() + size_t(y - y0) * size_t(w) * size_t(C);
+    for (int x = 0; x < w; ++x)
       if (src_x[size_t(x)] >= 0) std::memcpy(dst + size_t(x) * size_t(C), src + size_t(src_x[size_t(x)]) * size_t(C), size_t(C));
   }
   return out;
@@ -194,16 +208,24 @@ Image resize_nearest(const Image& img, int width, int height) {
 
 }  // namespace
 
-Image resize_pil(const Image& img, int width, int height, Interp interp) {
+Image resize_pil_window(const Image& img, int width, int height, Interp interp, int x0, int y0, int w, int h) {
   if (img.channels != 1 && img.channels != 3)
     fail(ErrorKind::Internal, "resize_pil: image has ", img.channels, " channels (1 or 3 supported)");
   if (img.width <= 0 || img.height <= 0 ||
       img.pixels.size() != size_t(img.width) * size_t(img.height) * size_t(img.channels))
     fail(ErrorKind::Internal, "resize_pil: inconsistent image ", img.width, "x", img.height, "x", img.channels);
   if (width <= 0 || height <= 0) fail(ErrorKind::Internal, "resize_pil: invalid target size ", width, "x", height);
-  if (width == img.width && height == img.height) return img;  // Pillow returns a copy
-  if (interp == Interp::Nearest) return resize_nearest(img, width, height);
-  return img.channels == 3 ? resample<3>(img, width, height, interp) : resample<1>(img, width, height, interp);
+  if (w <= 0 || h <= 0 || x0 < 0 || y0 < 0 || x0 > width - w || y0 > height - h)
+    fail(ErrorKind::Internal, "resize_pil: window ", w, "x", h, "+", x0, "+", y0, " is not inside ", width, "x", height);
+  // Same size: Pillow returns a copy whatever the filter; resample() then only copies the window.
+  if (interp == Interp::Nearest && (width != img.width || height != img.height))
+    return resize_nearest(img, width, height, x0, y0, w, h);
+  return img.channels == 3 ? resample<3>(img, width, height, interp, x0, y0, w, h)
+                           : resample<1>(img, width, height, interp, x0, y0, w, h);
+}
+
+Image resize_pil(const Image& img, int width, int height, Interp interp) {
+  return resize_pil_window(img, width, height, interp, 0, 0, width, height);
 }
 
 }  // namespace vitq

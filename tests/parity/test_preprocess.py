@@ -227,7 +227,8 @@ def smooth_image(rng, h, w, c):
 def make_synthetic(d, rng):
     """Returns [(path, kind)], kind = 'rgb' | 'l' | 'gray16' | 'special'."""
     files = []
-    for (h, w) in [(17, 31), (250, 333), (5, 9), (333, 250), (1, 1), (480, 640)]:
+    # (3, 700) and (650, 2): extreme aspect ratios, whose resize is far larger than the crop.
+    for (h, w) in [(17, 31), (250, 333), (5, 9), (333, 250), (1, 1), (480, 640), (3, 700), (650, 2)]:
         for noise in (True, False):
             if noise:
                 rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -315,6 +316,8 @@ def run_synthetic(ck, d):
         (250, 333): [(248, 330), (224, 298), (500, 333)],
         (640, 480): [(330, 248), (256, 192), (1001, 751)],
         (1, 1): [(5, 3)],
+        (700, 3): [(9, 2), (1400, 11), (233, 3)],
+        (2, 650): [(3, 1300), (1, 100), (2, 7)],
     }
     for path, kind in files:
         if kind not in ("rgb", "l") or not path.endswith(".png"):

@@ -3,6 +3,9 @@
 // definitions of the transforms. Bulk bit-exactness against PIL: tests/parity/test_preprocess.py.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <array>
 #include <vector>
 
 #include "core/error.h"
@@ -75,6 +78,70 @@ TEST(DataResize, GreyAndRgbAgreeChannelWise) {
     const Image a = resize_pil(grey, 9, 31, interp), b = resize_pil(rgb, 9, 31, interp);
     ASSERT_EQ(gray_to_rgb(a).pixels, b.pixels) << interp_name(interp);
   }
+}
+
+// The crop [x0, x0 + w) x [y0, y0 + h) of an image, plainly.
+Image crop_of(const Image& img, int x0, int y0, int w, int h) {
+  const size_t C = size_t(img.channels);
+  std::vector<uint8_t> px;
+  for (int y = y0; y < y0 + h; ++y)
+    px.insert(px.end(), img.pixels.begin() + (size_t(y) * size_t(img.width) + size_t(x0)) * C,
+              img.pixels.begin() + (size_t(y) * size_t(img.width) + size_t(x0 + w)) * C);
+  return make(w, h, img.channels, px);
+}
+
+TEST(DataResize, AWindowHasThePixelsOfTheWholeResize) {
+  // Reference: the whole resize (bit-exact against Pillow in test_preprocess.py), then cropped.
+  for (int c : {1, 3})
+    for (Interp interp : {Interp::Nearest, Interp::Bilinear, Interp::Bicubic})
+      for (auto [sw, sh, W, H] : {std::array{37, 23, 90, 61}, {37, 23, 11, 7}, {37, 23, 37, 50}, {37, 23, 15, 23},
+                                  {37, 23, 37, 23}, {1, 40, 9, 3000}, {300, 2, 20000, 9}}) {
+        const Image img = pattern(sw, sh, c);
+        const Image full = resize_pil(img, W, H, interp);
+        for (auto [x0, y0, w, h] : {std::array{0, 0, W, H}, {0, 0, 1, 1}, {W - 1, H - 1, 1, 1},
+                                    {W / 3, H / 4, W / 2, H / 2}, {W / 2, 0, W - W / 2, 1}, {0, H / 2, 1, H - H / 2}}) {
+          const Image got = resize_pil_window(img, W, H, interp, x0, y0, w, h);
+          ASSERT_EQ(got.width, w);
+          ASSERT_EQ(got.height, h);
+          ASSERT_EQ(got.pixels, crop_of(full, x0, y0, w, h).pixels)
+              << interp_name(interp) << " c" << c << " " << sw << "x" << sh << " -> " << W << "x" << H << " window "
+              << w << "x" << h << "+" << x0 << "+" << y0;
+        }
+      }
+  const Image img = pattern(5, 5, 3);
+  for (auto [x0, y0, w, h] : {std::array{-1, 0, 2, 2}, {0, 0, 10, 1}, {8, 0, 2, 1}, {0, 0, 0, 1}, {0, 9, 1, 1}})
+    EXPECT_THROW(resize_pil_window(img, 9, 9, Interp::Bilinear, x0, y0, w, h), Error);
+}
+
+TEST(DataPreprocess, ExtremeAspectRatiosCostTheCropNotTheResize) {
+  // A 1 x 4200 image (a ~100-byte PNG) resizes to 248 x 1041600 before the 224 crop: 775 MB if
+  // the whole resize were made (what the image fuzzer found). The crop alone is computed now.
+  // Reference: a 1-pixel-wide row resizes horizontally to a constant row (one tap of weight 1),
+  // so the result is the vertical resize of the single column, cropped, in every column.
+  Image column = pattern(1, 4200, 3);
+  Preprocess p;
+  p.crop_pct = 0.9;  // Resize(248)
+  p.mean = {0, 0, 0};
+  p.std = {1, 1, 1};
+  int rw = 0, rh = 0;
+  preprocess_resize_size(1, 4200, p, &rw, &rh);
+  ASSERT_EQ(rw, 248);
+  ASSERT_EQ(rh, 1041600);
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  std::vector<float> out(3 * 224 * 224);
+  preprocess(column, p, out.data());
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 64 * 1024) << "peak RSS grew by " << after.ru_maxrss - before.ru_maxrss << " KiB";
+  const Image col = resize_pil(column, 1, rh, Interp::Bicubic);
+  const int top = center_crop_offset(rh, 224);
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < 224; ++y)
+      for (int x = 0; x < 224; x += 37)
+        ASSERT_EQ(out[size_t(c) * 224 * 224 + size_t(y) * 224 + size_t(x)],
+                  static_cast<float>(col.pixels[size_t(top + y) * 3 + size_t(c)]) / 255.0f)
+            << "channel " << c << " row " << y << " column " << x;
 }
 
 TEST(DataColor, LumaUsesPilRounding) {
