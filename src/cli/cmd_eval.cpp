@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -12,6 +13,7 @@
 #include "engine/non_finite_probe.h"
 #include "io/output_dir.h"
 #include "eval/evaluate.h"
+#include "eval/shards.h"
 #include "model/vit_model.h"
 #include "quant/plan.h"
 #include "quant/plan_transforms.h"
@@ -24,13 +26,39 @@ namespace {
 
 struct EvalArgs {
   std::string model, data, class_map, json_out, plan, reference;
+  std::optional<std::string> shard;
+  std::vector<std::string> merge;
   bool no_auto_map = false, skip_bad = false, quiet = false, simulate = false, allow_non_finite = false;
   int batch = 16, threads = 0;
   size_t limit = 0;
   uint64_t seed = 0;
 };
 
+// --merge: the shards' JSON results joined into the unsharded run's.
+void run_merge(const EvalArgs& a) {
+  std::unique_ptr<StagedFile> json_out;
+  if (!a.json_out.empty()) json_out = std::make_unique<StagedFile>(a.json_out, OutputCheck{"--json", a.merge});
+  const nlohmann::ordered_json j = merge_eval_shards(a.merge);
+  const size_t images = j["images"], top1 = j["top1_correct"], top5 = j["top5_correct"];
+  std::printf("merged   %zu shards of %s on %s (%s)\n", a.merge.size(), j["model"].get<std::string>().c_str(),
+              j["data"].get<std::string>().c_str(), j["engine"].get<std::string>().c_str());
+  std::printf("top-1    %.2f %%  (%zu/%zu)\n", j["top1"].get<double>(), top1, images);
+  std::printf("top-5    %.2f %%  (%zu/%zu)\n", j["top5"].get<double>(), top5, images);
+  if (!j["skipped"].empty()) std::printf("skipped  %zu unreadable images (not counted)\n", j["skipped"].size());
+  if (j.contains("reference")) {
+    const auto& r = j["reference"];
+    std::printf("vs ref   agreement %.2f %%  (%zu/%zu same top-1 as %s), mean KL(ref || model) %.5f\n",
+                r["agreement"].get<double>(), r["agreement_count"].get<size_t>(), images,
+                r["model"].get<std::string>().c_str(), r["kl_mean"].get<double>());
+  }
+  if (json_out) json_out->commit(j.dump(2) + "\n");
+}
+
 void run_eval(const EvalArgs& a) {
+  if (!a.merge.empty()) return run_merge(a);
+  if (a.model.empty() || a.data.empty())
+    fail(ErrorKind::Usage, a.model.empty() ? "--model" : "--data", " is required (or --merge SHARD.json...)");
+  const Shard shard = a.shard ? parse_shard(*a.shard) : Shard{};
   set_threads(a.threads);
   // A quantized model directory (docs/FORMAT.md) runs in integers, or with --simulate through the
   // simulator on its dequantized weights; an FP32 checkpoint runs in FP32 or simulates --plan.
@@ -69,6 +97,8 @@ void run_eval(const EvalArgs& a) {
                  "one per line) to label them correctly.\n",
                  a.data.c_str(), data->num_classes(), model.cfg.num_classes, data->num_classes());
   std::vector<size_t> idx = select_subset(data->size(), a.limit, a.seed);
+  const size_t selected = idx.size();
+  idx = shard_slice(idx, shard);
   // --reference: an FP32 checkpoint run on the same preprocessed images.
   std::unique_ptr<ViTModel> ref;
   if (!a.reference.empty()) {
@@ -114,6 +144,9 @@ void run_eval(const EvalArgs& a) {
   if (idx.size() != data->size())
     std::printf("subset   %zu of %zu images (--limit %zu, --seed %llu)\n", idx.size(), data->size(), a.limit,
                 static_cast<unsigned long long>(a.seed));
+  if (shard.sharded())
+    std::printf("shard    %d/%d: %zu of the %zu selected images (vitq eval --merge joins the shards' --json)\n",
+                shard.index, shard.count, idx.size(), selected);
   std::fflush(stdout);
 
   ViTForward fwd(model);
@@ -194,7 +227,9 @@ void run_eval(const EvalArgs& a) {
     j["images_per_second"] = r.seconds > 0 ? double(r.images) / r.seconds : 0.0;
     if (ref)
       j["reference"] = {{"model", a.reference}, {"agreement", agreement.agreement_pct()},
-                        {"agreement_count", agreement.agree()}, {"kl_mean", agreement.kl_mean()}};
+                        {"agreement_count", agreement.agree()}, {"kl_mean", agreement.kl_mean()},
+                        {"kl_sum", agreement.kl_sum()}};
+    if (shard.sharded()) j["shard"] = {{"index", shard.index}, {"count", shard.count}, {"selected", selected}};
     j["evaluated"] = r.evaluated;      // dataset index of each evaluated image
     j["predictions"] = r.predictions;  // its top-1 class
     json_out->commit(j.dump(2) + "\n");
@@ -208,12 +243,11 @@ void add_eval_command(CLI::App& app) {
   CLI::App* c = app.add_subcommand("eval", "Top-1/top-5 accuracy and speed of a model on a labelled dataset");
   c->add_option("--model", a->model,
                 "Checkpoint directory: model.safetensors + config.json (timm or Hugging Face), or a quantized model "
-                "directory from 'vitq quantize -o' (run in integers)")
-      ->required();
+                "directory from 'vitq quantize -o' (run in integers). Required unless --merge");
   c->add_option("--data", a->data,
                 "Dataset: an ImageFolder directory (one subfolder per class; JPEG/PNG), or MNIST-style IDX "
-                "files (a *-images-idx3-ubyte[.gz] file, or a directory holding t10k-*/train-* files)")
-      ->required();
+                "files (a *-images-idx3-ubyte[.gz] file, or a directory holding t10k-*/train-* files). Required "
+                "unless --merge");
   c->add_option("--plan", a->plan, "Quantization plan (plan.json from 'vitq quantize') to simulate");
   c->add_flag("--simulate", a->simulate,
               "With a quantized model directory: run its plan quantize-dequantize with float GEMMs (the "
@@ -236,6 +270,15 @@ void add_eval_command(CLI::App& app) {
                 "Also write the results as JSON to this file (replaced whole at the end; never one of the inputs)");
   c->add_flag("--skip-bad-images", a->skip_bad,
               "Report unreadable/corrupt images and go on (default: stop with an error naming the file)");
+  c->add_option("--shard", a->shard,
+                "K/N: evaluate only the K-th of N contiguous slices of the images (1 <= K <= N; after --limit), "
+                "e.g. one task of a Slurm array; give each shard its own --json and join them with --merge");
+  CLI::Option* merge = c->add_option("--merge", a->merge,
+                "SHARD.json...: join the --json results of shards 1..N of one run (any order) into the result of the "
+                "unsharded run (same counts and per-image predictions); prints it, and writes it with --json");
+  for (const char* name : {"--model", "--data", "--plan", "--simulate", "--class-map", "--reference", "--shard",
+                           "--limit", "--skip-bad-images"})
+    merge->excludes(name);
   add_allow_non_finite_flag(c, a->allow_non_finite);
   c->add_flag("-q,--quiet", a->quiet, "No progress output");
   c->callback([a] { run_eval(*a); });

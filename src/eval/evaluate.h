@@ -35,6 +35,7 @@ class ReferenceAgreement {
   size_t agree() const { return agree_; }
   double agreement_pct() const { return n_ ? 100.0 * double(agree_) / double(n_) : 0.0; }
   double kl_mean() const { return n_ ? kl_ / double(n_) : 0.0; }
+  double kl_sum() const { return kl_; }
 
  private:
   size_t n_ = 0, agree_ = 0;
