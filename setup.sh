@@ -13,6 +13,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libnlopt-cxx-dev       # derivative-free optimisers (LAPQ)
+  libonnx-dev libprotobuf-dev  # ONNX export (vitq export --onnx): ONNX's protobuf classes and checker
   dataset-fashion-mnist  # the bundled model's dataset
   # references for the parity tests and benchmarks (never used by the vitq runtime)
   python3-torch python3-torchvision python3-pil python3-numpy python3-onnx
