@@ -10,6 +10,8 @@
 #include "io/output_dir.h"
 #include "model/vit_model.h"
 #include "quant/plan.h"
+#include "quant/plan_transforms.h"
+#include "runtime/quantized_model.h"
 
 namespace vitq {
 namespace {
@@ -20,16 +22,35 @@ struct ExportArgs {
 };
 
 void run_onnx_export(const ExportArgs& a) {
-  if (!a.plan.empty())
-    fail(ErrorKind::Usage, "--onnx with --plan: the QDQ export of a quantization plan is not implemented yet; "
-         "--onnx alone exports the FP32 model");
-  StagedFile out(a.onnx, OutputCheck{"--onnx", {a.model}});
-  const ViTModel model = load_vit_model(a.model, {a.allow_non_finite});
-  const std::string bytes = export_onnx_fp32(model);
+  StagedFile out(a.onnx, OutputCheck{"--onnx", {a.model, a.plan}});
+  std::string bytes, what;
+  ViTModel model;
+  if (is_quantized_model_dir(a.model)) {  // its own plan, on its integer weights (dequantized)
+    if (!a.plan.empty())
+      fail(ErrorKind::Usage, a.model, " is a quantized model directory with its own plan; --plan is for FP32 checkpoints");
+    const QuantizedViT qm = load_quantized_model(a.model, {a.allow_non_finite});
+    model = dequantized_model(qm);
+    const QuantPlan plan = simulation_plan(qm);
+    bytes = export_onnx(model, &plan);
+    what = cat("QDQ of ", a.model, "/plan.json (", plan.method, ")");
+  } else {
+    model = load_vit_model(a.model, {a.allow_non_finite});
+    if (a.plan.empty()) {
+      bytes = export_onnx(model, nullptr);
+      what = "FP32";
+    } else {
+      const QuantPlan plan = load_plan(a.plan);
+      check_plan_matches(plan, model.cfg, a.plan);
+      std::unique_ptr<ViTModel> holder;
+      const ViTModel& rewritten = apply_plan_transforms(model, plan, holder, a.plan);
+      bytes = export_onnx(rewritten, &plan);
+      what = cat("QDQ of ", a.plan, " (", plan.method, ")");
+    }
+  }
   out.commit(bytes);
-  std::printf("wrote %s (ONNX opset 17, FP32, %.1f MB; input 'pixels' [batch, %d, %d, %d], output 'logits' "
-              "[batch, %d])\n", a.onnx.c_str(), double(bytes.size()) / 1e6, model.cfg.in_chans, model.cfg.img_size,
-              model.cfg.img_size, model.cfg.num_classes);
+  std::printf("wrote %s (ONNX opset 17, %s, %.1f MB; input 'pixels' [batch, %d, %d, %d], output 'logits' "
+              "[batch, %d])\n", a.onnx.c_str(), what.c_str(), double(bytes.size()) / 1e6, model.cfg.in_chans,
+              model.cfg.img_size, model.cfg.img_size, model.cfg.num_classes);
 }
 
 void run_export(const ExportArgs& a) {
@@ -56,13 +77,16 @@ void add_export_command(CLI::App& app) {
       "Write the quantized model directory (integer weights, docs/FORMAT.md) of a checkpoint and a plan, or the "
       "checkpoint as an ONNX graph (--onnx)");
   c->add_option("--model", a->model, "FP32 checkpoint directory (model.safetensors + config.json)")->required();
-  c->add_option("--plan", a->plan, "Quantization plan (plan.json); required with -o");
+  c->add_option("--plan", a->plan, "Quantization plan (plan.json); required with -o, optional with --onnx");
   c->add_option("-o,--out", a->out,
                 "Output directory: model.safetensors, config.json, plan.json. Must not be (or contain) the model "
                 "or the plan; an existing non-empty directory needs --force");
   c->add_option("--onnx", a->onnx,
-                "Write the FP32 model as an ONNX graph (opset 17; input 'pixels' [batch, C, H, W] preprocessed as the "
-                "model's config says, output 'logits'), checked with the ONNX checker. Replaced whole; never an input");
+                "Write the model as an ONNX graph (opset 17; input 'pixels' [batch, C, H, W] preprocessed as the "
+                "model's config says, output 'logits'), checked with the ONNX checker: FP32, or with --plan (or from a "
+                "quantized model directory) in QDQ form - QuantizeLinear/DequantizeLinear on each quantized operand, "
+                "int8 weight codes. Options QDQ cannot express (per-token steps, level softmax grids, codes over 8 "
+                "bits, --rotate-mlp, QwT) are refused naming the site. Replaced whole; never an input");
   c->add_flag("--force", a->force, "Replace the output directory if it exists and is not empty (as a whole)");
   add_allow_non_finite_flag(c, a->allow_non_finite);
   c->callback([a] { run_export(*a); });

@@ -5,6 +5,9 @@
 //   tokens, MatMul+Add (proj), residual Add; LayerNormalization, MatMul+Add (fc1), GELU in its
 //   erf form 0.5·x·(1 + erf(x/√2)) (ONNX's Gelu operator is opset 20), MatMul+Add (fc2),
 //   residual Add -> final LayerNormalization -> Gather token 0 (and 1) -> head(s).
+// With a plan, each matmul site's operands pass through QuantizeLinear/DequantizeLinear
+// (onnx_export.h says how).
+
 // onnx/checker.h first: its parser declares an enumerator MAP_TYPE, which <sys/mman.h> (through
 // core/aligned.h) defines as a macro.
 #include <onnx/checker.h>
@@ -16,6 +19,7 @@
 
 #include "core/error.h"
 #include "interop/onnx_graph.h"
+#include "quant/weight_codes.h"
 
 namespace vitq {
 namespace {
@@ -25,129 +29,281 @@ using onnx_export::Graph;
 
 constexpr int kOpset = 17;
 
-// W [out, in] (PyTorch layout) stored transposed, [in, out], for MatMul(x, Wᵀ).
-std::string transposed(Graph& g, const std::string& name, const Tensor& w) {
-  const int64_t out = w.dim(0), in = w.dim(1);
-  std::vector<float> t(size_t(out * in));
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t i = 0; i < in; ++i) t[size_t(i * out + o)] = w.ptr()[o * in + i];
-  return g.floats(name, {in, out}, t.data());
+std::vector<int64_t> ints(std::initializer_list<int64_t> v) { return v; }
+
+class Exporter {
+ public:
+  Exporter(onnx::GraphProto* gp, const ViTModel& m, const QuantPlan* plan) : gp_(gp), g_(gp), m_(m), plan_(plan) {}
+
+  void build();
+
+ private:
+  const SitePlan* site(SiteId id) const {
+    if (!plan_) return nullptr;
+    const SitePlan* sp = plan_->find(id);
+    return sp && (sp->x.quantized() || sp->w.quantized() || !sp->bias_correction.empty()) ? sp : nullptr;
+  }
+  void check_operand(const std::string& site, const char* which, const OperandQuant& q) const;
+  // x̂ of an activation operand; heads > 0: per-head steps on axis 1 of a rank-4 tensor.
+  std::string act(const std::string& name, const std::string& x, const OperandQuant& q, int heads);
+  // The weight W [N, K] as MatMul's right operand [K, N] (quantized under sp if given).
+  std::string weight_t(const std::string& name, const LinearWeights& lw, const SitePlan* sp);
+  std::string linear(SiteId id, const std::string& name, const std::string& x, const LinearWeights& lw);
+  std::string layernorm(const std::string& name, const std::string& x, const LayerNormWeights& ln);
+  std::string attention_matmul(SiteId id, const std::string& a, const std::string& b, int64_t cols);
+  std::string scalar_index(int k);
+
+  onnx::GraphProto* gp_;
+  Graph g_;
+  const ViTModel& m_;
+  const QuantPlan* plan_;
+};
+
+void Exporter::check_operand(const std::string& site, const char* which, const OperandQuant& q) const {
+  auto refuse = [&](const std::string& what) {
+    fail(ErrorKind::Usage, "ONNX export: site ", site, ", ", which, ": ", what,
+         " cannot be expressed as int8 QuantizeLinear/DequantizeLinear");
+  };
+  if (!q.quantized()) return;
+  if (q.bits > 8) refuse(cat(q.bits, "-bit codes"));
+  if (q.grid != Grid::Signed && q.grid != Grid::Unsigned) refuse("a level grid (log2 / float softmax grid)");
+  if (q.per_token) refuse("per-token (dynamic) steps");
+  for (int b : q.channel_bits)
+    if (b > 8) refuse(cat(b, "-bit channel codes"));
 }
 
-std::string linear(Graph& g, const std::string& name, const std::string& x, const LinearWeights& lw) {
-  const std::string y = g.op("MatMul", {x, transposed(g, name + ".weight_t", lw.w)});
-  if (lw.b.empty()) return y;
-  return g.op("Add", {y, g.floats(name + ".bias", {lw.b.dim(0)}, lw.b.ptr())});
+std::string Exporter::act(const std::string& name, const std::string& x, const OperandQuant& q, int heads) {
+  const bool per_head = heads > 0 && q.per_head();
+  const int elem = q.grid == Grid::Unsigned ? onnx::TensorProto::UINT8 : onnx::TensorProto::INT8;
+  const QRange r = q.range();
+  const int32_t type_lo = q.grid == Grid::Unsigned ? 0 : -128, type_hi = q.grid == Grid::Unsigned ? 255 : 127;
+  std::vector<float> steps = per_head ? q.head_scales : std::vector<float>{q.scale};
+  if (per_head && int(steps.size()) != heads)
+    fail(ErrorKind::Model, "ONNX export: ", name, " has ", steps.size(), " head steps for ", heads, " heads");
+  const std::vector<int64_t> dims = per_head ? std::vector<int64_t>{int64_t(heads)} : std::vector<int64_t>{};
+  std::string in = x;
+  if (r.lo != type_lo || r.hi != type_hi) {  // the grid is narrower than the type: clip first
+    std::vector<float> lo(steps.size()), hi(steps.size());
+    for (size_t h = 0; h < steps.size(); ++h) lo[h] = steps[h] * float(r.lo), hi[h] = steps[h] * float(r.hi);
+    const std::vector<int64_t> bdims = per_head ? ints({1, heads, 1, 1}) : std::vector<int64_t>{};
+    in = g_.op("Min", {g_.op("Max", {in, g_.floats(name + ".clip_lo", bdims, lo.data())}),
+                       g_.floats(name + ".clip_hi", bdims, hi.data())});
+  }
+  const std::string s = g_.floats(name + ".step", dims, steps.data());
+  const std::string zp = g_.zeros(name + ".zero_point", dims, elem);
+  std::initializer_list<Attr> axis = {Attr::of("axis", int64_t(1))};
+  const std::string qx = per_head ? g_.op("QuantizeLinear", {in, s, zp}, axis) : g_.op("QuantizeLinear", {in, s, zp});
+  return per_head ? g_.op("DequantizeLinear", {qx, s, zp}, axis) : g_.op("DequantizeLinear", {qx, s, zp});
 }
 
-std::string layernorm(Graph& g, const std::string& name, const std::string& x, const LayerNormWeights& ln, float eps,
-                      int64_t dim) {
-  return g.op("LayerNormalization",
-              {x, g.floats(name + ".weight", {dim}, ln.gamma.ptr()), g.floats(name + ".bias", {dim}, ln.beta.ptr())},
-              {Attr::of("axis", int64_t(-1)), Attr::real("epsilon", eps)});
+std::string Exporter::weight_t(const std::string& name, const LinearWeights& lw, const SitePlan* sp) {
+  const int N = lw.out(), K = lw.in();
+  if (!sp || !sp->w.quantized()) {  // FP32, stored transposed [K, N] for MatMul(x, Wᵀ)
+    std::vector<float> t(size_t(N) * size_t(K));
+    for (int n = 0; n < N; ++n)
+      for (int k = 0; k < K; ++k) t[size_t(k) * size_t(N) + size_t(n)] = lw.w.ptr()[size_t(n) * size_t(K) + size_t(k)];
+    return g_.floats(name + ".weight_t", {K, N}, t.data());
+  }
+  std::vector<int16_t> codes(size_t(N) * size_t(K));
+  site_weight_codes(lw.w.ptr(), N, K, *sp, codes.data());
+  std::vector<int8_t> t(codes.size());
+  for (int n = 0; n < N; ++n)
+    for (int k = 0; k < K; ++k) t[size_t(k) * size_t(N) + size_t(n)] = int8_t(codes[size_t(n) * size_t(K) + size_t(k)]);
+  const std::string q = g_.int8s(name + ".weight_t_codes", {K, N}, t.data());
+  std::string w;
+  if (sp->w.per_channel()) {
+    w = g_.op("DequantizeLinear", {q, g_.floats(name + ".weight_step", {N}, sp->w.channel_scales.data()),
+                                   g_.zeros(name + ".weight_zero_point", {N}, onnx::TensorProto::INT8)},
+              {Attr::of("axis", int64_t(1))});
+  } else {
+    w = g_.op("DequantizeLinear", {q, g_.scalar(name + ".weight_step", sp->w.scale),
+                                   g_.zeros(name + ".weight_zero_point", {}, onnx::TensorProto::INT8)});
+  }
+  if (!sp->weight_offset.empty()) w = g_.op("Add", {w, g_.floats(name + ".weight_offset", {N}, sp->weight_offset.data())});
+  return w;
+}
+
+std::string Exporter::linear(SiteId id, const std::string& name, const std::string& x, const LinearWeights& lw) {
+  const SitePlan* sp = site(id);
+  std::string in = x;
+  if (sp) {
+    check_operand(id.name(), "input", sp->x);
+    check_operand(id.name(), "weight", sp->w);
+    if (sp->x.quantized()) in = act(name + ".input", x, sp->x, 0);
+  }
+  const std::string y = g_.op("MatMul", {in, weight_t(name, lw, sp)});
+  std::vector<float> bias(size_t(lw.out()), 0.0f);
+  bool has_bias = !lw.b.empty();
+  if (has_bias) bias.assign(lw.b.ptr(), lw.b.ptr() + lw.out());
+  if (sp && !sp->bias_correction.empty()) {
+    if (sp->bias_correction.size() != bias.size())
+      fail(ErrorKind::Model, "ONNX export: site ", id.name(), ": bias correction of ", sp->bias_correction.size(),
+           " values for ", bias.size(), " outputs");
+    for (size_t i = 0; i < bias.size(); ++i) bias[i] += sp->bias_correction[i];
+    has_bias = true;
+  }
+  return has_bias ? g_.op("Add", {y, g_.floats(name + ".bias", {lw.out()}, bias.data())}) : y;
+}
+
+std::string Exporter::attention_matmul(SiteId id, const std::string& a, const std::string& b, int64_t cols) {
+  const SitePlan* sp = site(id);
+  const int heads = m_.cfg.num_heads;
+  std::string x = a, w = b;
+  const std::string name = id.name();
+  if (sp) {
+    check_operand(name, "first operand", sp->x);
+    check_operand(name, "second operand", sp->w);
+    if (sp->x.quantized()) x = act(name + ".a", a, sp->x, heads);
+    if (sp->w.quantized()) w = act(name + ".b", b, sp->w, heads);
+  }
+  std::string y = g_.op("MatMul", {x, w});
+  if (sp && !sp->bias_correction.empty()) {
+    if (sp->bias_correction.size() != size_t(heads) * size_t(cols))
+      fail(ErrorKind::Model, "ONNX export: site ", name, ": bias correction of ", sp->bias_correction.size(),
+           " values, expected heads x ", cols);
+    y = g_.op("Add", {y, g_.floats(name + ".bias_correction", {1, heads, 1, cols}, sp->bias_correction.data())});
+  }
+  return y;
+}
+
+std::string Exporter::layernorm(const std::string& name, const std::string& x, const LayerNormWeights& ln) {
+  const int64_t D = m_.cfg.embed_dim;
+  return g_.op("LayerNormalization",
+               {x, g_.floats(name + ".weight", {D}, ln.gamma.ptr()), g_.floats(name + ".bias", {D}, ln.beta.ptr())},
+               {Attr::of("axis", int64_t(-1)), Attr::real("epsilon", m_.cfg.ln_eps)});
+}
+
+std::string Exporter::scalar_index(int k) {
+  const std::string name = "index." + std::to_string(k);
+  for (const onnx::TensorProto& t : gp_->initializer())
+    if (t.name() == name) return name;
+  onnx::TensorProto* t = gp_->add_initializer();  // a scalar int64 index (Gather drops the axis)
+  t->set_name(name);
+  t->set_data_type(onnx::TensorProto::INT64);
+  t->add_int64_data(k);
+  return name;
+}
+
+void Exporter::build() {
+  const ViTConfig& c = m_.cfg;
+  if (!m_.mlp_rotation_signs.empty())
+    fail(ErrorKind::Usage, "ONNX export: the plan's online MLP rotation (--rotate-mlp) is not exported yet");
+  for (size_t l = 0; l < m_.blocks.size(); ++l)
+    if (m_.blocks[l].has_compensation())
+      fail(ErrorKind::Usage, "ONNX export: block ", l, " has QwT compensation (--qwt), which is not exported yet");
+  const int64_t D = c.embed_dim, H = c.num_heads, hd = c.head_dim(), T = c.tokens(), p = c.patch_size;
+  const std::string S = std::to_string(c.img_size);
+  g_.input("pixels", onnx::TensorProto::FLOAT, {"batch", std::to_string(c.in_chans), S, S});
+
+  // Patch embedding: Conv with the [D, C·p·p] weight viewed as [D, C, p, p] (c, ky, kx order);
+  // quantized: the pixels' QDQ (each patch row is a slice of them) and per-channel codes on axis 0.
+  g_.set_scope("patch_embed");
+  std::string pix = "pixels", wconv;
+  const SitePlan* pe = site({SiteKind::PatchEmbed, -1});
+  if (pe) {
+    check_operand("patch_embed", "input", pe->x);
+    check_operand("patch_embed", "weight", pe->w);
+    if (pe->x.quantized()) pix = act("patch_embed.input", pix, pe->x, 0);
+  }
+  if (pe && pe->w.quantized()) {
+    const int N = m_.patch_embed.out(), K = m_.patch_embed.in();
+    std::vector<int16_t> codes(size_t(N) * size_t(K));
+    site_weight_codes(m_.patch_embed.w.ptr(), N, K, *pe, codes.data());
+    std::vector<int8_t> c8(codes.begin(), codes.end());
+    const std::string q = g_.int8s("patch_embed.weight_codes", {D, c.in_chans, p, p}, c8.data());
+    if (pe->w.per_channel())
+      wconv = g_.op("DequantizeLinear", {q, g_.floats("patch_embed.weight_step", {D}, pe->w.channel_scales.data()),
+                                         g_.zeros("patch_embed.weight_zero_point", {D}, onnx::TensorProto::INT8)},
+                    {Attr::of("axis", int64_t(0))});
+    else
+      wconv = g_.op("DequantizeLinear", {q, g_.scalar("patch_embed.weight_step", pe->w.scale),
+                                         g_.zeros("patch_embed.weight_zero_point", {}, onnx::TensorProto::INT8)});
+    if (!pe->weight_offset.empty())
+      wconv = g_.op("Add", {wconv, g_.floats("patch_embed.weight_offset", {D, 1, 1, 1}, pe->weight_offset.data())});
+  } else {
+    wconv = g_.floats("patch_embed.weight", {D, c.in_chans, p, p}, m_.patch_embed.w.ptr());
+  }
+  std::vector<float> pbias(m_.patch_embed.b.ptr(), m_.patch_embed.b.ptr() + D);
+  if (pe && !pe->bias_correction.empty())
+    for (int64_t i = 0; i < D; ++i) pbias[size_t(i)] += pe->bias_correction[size_t(i)];
+  const std::string conv = g_.op("Conv", {pix, wconv, g_.floats("patch_embed.bias", {D}, pbias.data())},
+                                 {Attr::of("kernel_shape", ints({p, p})), Attr::of("strides", ints({p, p}))});
+  std::string x = g_.op("Transpose", {g_.op("Reshape", {conv, g_.int64s("shape.tokens_t", {0, D, -1})})},
+                        {Attr::of("perm", ints({0, 2, 1}))});
+  // Class (and distillation) tokens, broadcast over the batch: Expand to [batch, 1, D].
+  const std::string batch = g_.op("Shape", {"pixels"}, {Attr::of("start", int64_t(0)), Attr::of("end", int64_t(1))});
+  const std::string tok_shape = g_.op("Concat", {batch, g_.int64s("shape.1_D", {1, D})}, {Attr::of("axis", int64_t(0))});
+  const std::string cls = g_.op("Expand", {g_.floats("cls_token", {1, 1, D}, m_.cls_token.ptr()), tok_shape});
+  if (c.distilled) {
+    const std::string dist = g_.op("Expand", {g_.floats("dist_token", {1, 1, D}, m_.dist_token.ptr()), tok_shape});
+    x = g_.op("Concat", {cls, dist, x}, {Attr::of("axis", int64_t(1))});
+  } else {
+    x = g_.op("Concat", {cls, x}, {Attr::of("axis", int64_t(1))});
+  }
+  x = g_.op("Add", {x, g_.floats("pos_embed", {1, T, D}, m_.pos_embed.ptr())});
+
+  const std::string qkv_shape = g_.int64s("shape.qkv", {0, 0, 3, H, hd});
+  const std::string tokens_shape = g_.int64s("shape.tokens", {0, 0, D});
+  const std::string scale = g_.scalar("attn.scale", 1.0f / std::sqrt(static_cast<float>(hd)));
+  const std::string c_half = g_.scalar("gelu.half", 0.5f), c_one = g_.scalar("gelu.one", 1.0f),
+                    c_isq2 = g_.scalar("gelu.inv_sqrt2", static_cast<float>(1.0 / std::sqrt(2.0)));
+  for (int l = 0; l < int(m_.blocks.size()); ++l) {
+    const BlockWeights& b = m_.blocks[size_t(l)];
+    const std::string pre = "blocks." + std::to_string(l);
+    g_.set_scope(pre);
+    std::string h = layernorm(pre + ".norm1", x, b.norm1);
+    const std::string qkv =
+        g_.op("Transpose", {g_.op("Reshape", {linear({SiteKind::Qkv, l}, pre + ".attn.qkv", h, b.qkv), qkv_shape})},
+              {Attr::of("perm", ints({2, 0, 3, 1, 4}))});  // [3, N, H, T, hd]
+    const std::string q = g_.op("Gather", {qkv, scalar_index(0)}, {Attr::of("axis", int64_t(0))});
+    const std::string k = g_.op("Gather", {qkv, scalar_index(1)}, {Attr::of("axis", int64_t(0))});
+    const std::string v = g_.op("Gather", {qkv, scalar_index(2)}, {Attr::of("axis", int64_t(0))});
+    const std::string kt = g_.op("Transpose", {k}, {Attr::of("perm", ints({0, 1, 3, 2}))});
+    const std::string s = g_.op("Mul", {attention_matmul({SiteKind::MatmulQK, l}, q, kt, T), scale});
+    const std::string pr = g_.op("Softmax", {s}, {Attr::of("axis", int64_t(-1))});
+    std::string o = g_.op("Transpose", {attention_matmul({SiteKind::MatmulAV, l}, pr, v, hd)},
+                          {Attr::of("perm", ints({0, 2, 1, 3}))});
+    o = g_.op("Reshape", {o, tokens_shape});
+    x = g_.op("Add", {x, linear({SiteKind::Proj, l}, pre + ".attn.proj", o, b.proj)});
+    h = layernorm(pre + ".norm2", x, b.norm2);
+    const std::string f = linear({SiteKind::Fc1, l}, pre + ".mlp.fc1", h, b.fc1);
+    const std::string erf = g_.op("Erf", {g_.op("Mul", {f, c_isq2})});
+    const std::string gelu = g_.op("Mul", {g_.op("Mul", {f, c_half}), g_.op("Add", {erf, c_one})});
+    x = g_.op("Add", {x, linear({SiteKind::Fc2, l}, pre + ".mlp.fc2", gelu, b.fc2)});
+  }
+  g_.set_scope("head");
+  x = layernorm("norm", x, m_.norm);
+  std::string logits = linear({SiteKind::Head, -1}, "head",
+                              g_.op("Gather", {x, scalar_index(0)}, {Attr::of("axis", int64_t(1))}), m_.head);
+  if (c.distilled) {
+    const std::string l2 = linear({SiteKind::HeadDist, -1}, "head_dist",
+                                  g_.op("Gather", {x, scalar_index(1)}, {Attr::of("axis", int64_t(1))}), m_.head_dist);
+    logits = g_.op("Mul", {g_.op("Add", {logits, l2}), c_half});
+  }
+  g_.rename(logits, "logits");
+  g_.output("logits", onnx::TensorProto::FLOAT, {"batch", std::to_string(c.num_classes)});
 }
 
 }  // namespace
 
-std::string export_onnx_fp32(const ViTModel& m) {
-  const ViTConfig& c = m.cfg;
-  if (!m.mlp_rotation_signs.empty())
-    fail(ErrorKind::Usage, "ONNX export: the model has an online MLP rotation (a plan's --rotate-mlp); exporting it "
-         "is not supported yet");
-  for (const BlockWeights& b : m.blocks)
-    if (b.has_compensation())
-      fail(ErrorKind::Usage, "ONNX export: the model has QwT compensation (a plan's --qwt); exporting it is not "
-           "supported yet");
-  const int64_t D = c.embed_dim, H = c.num_heads, hd = c.head_dim(), T = c.tokens(), p = c.patch_size;
-
-  onnx::ModelProto model;
-  model.set_ir_version(8);
-  model.set_producer_name("vitq");
-  model.set_producer_version(VITQ_VERSION);
-  onnx::OperatorSetIdProto* opset = model.add_opset_import();
+std::string export_onnx(const ViTModel& model, const QuantPlan* plan) {
+  onnx::ModelProto mp;
+  mp.set_ir_version(8);
+  mp.set_producer_name("vitq");
+  mp.set_producer_version(VITQ_VERSION);
+  onnx::OperatorSetIdProto* opset = mp.add_opset_import();
   opset->set_domain("");
   opset->set_version(kOpset);
-  onnx::GraphProto* gp = model.mutable_graph();
-  gp->set_name(c.architecture.empty() ? "vit" : c.architecture);
-  Graph g(gp);
-  const std::string S = std::to_string(c.img_size);
-  g.input("pixels", onnx::TensorProto::FLOAT, {"batch", std::to_string(c.in_chans), S, S});
-
-  // Patch embedding: Conv with the [D, C·p·p] weight viewed as [D, C, p, p] (c, ky, kx order).
-  g.set_scope("patch_embed");
-  const std::string conv =
-      g.op("Conv",
-           {"pixels", g.floats("patch_embed.weight", {D, c.in_chans, p, p}, m.patch_embed.w.ptr()),
-            g.floats("patch_embed.bias", {D}, m.patch_embed.b.ptr())},
-           {Attr::of("kernel_shape", std::vector<int64_t>{p, p}), Attr::of("strides", std::vector<int64_t>{p, p})});
-  std::string x = g.op("Transpose", {g.op("Reshape", {conv, g.int64s("shape.tokens_t", {0, D, -1})})},
-                       {Attr::of("perm", std::vector<int64_t>{0, 2, 1})});
-  // Class (and distillation) tokens, broadcast over the batch: Expand to [batch, 1, D].
-  const std::string batch = g.op("Shape", {"pixels"}, {Attr::of("start", int64_t(0)), Attr::of("end", int64_t(1))});
-  const std::string tok_shape = g.op("Concat", {batch, g.int64s("shape.1_D", {1, D})}, {Attr::of("axis", int64_t(0))});
-  const std::string cls = g.op("Expand", {g.floats("cls_token", {1, 1, D}, m.cls_token.ptr()), tok_shape});
-  if (c.distilled) {
-    const std::string dist = g.op("Expand", {g.floats("dist_token", {1, 1, D}, m.dist_token.ptr()), tok_shape});
-    x = g.op("Concat", {cls, dist, x}, {Attr::of("axis", int64_t(1))});
-  } else {
-    x = g.op("Concat", {cls, x}, {Attr::of("axis", int64_t(1))});
-  }
-  x = g.op("Add", {x, g.floats("pos_embed", {1, T, D}, m.pos_embed.ptr())});
-
-  const std::string qkv_shape = g.int64s("shape.qkv", {0, 0, 3, H, hd});
-  const std::string tokens_shape = g.int64s("shape.tokens", {0, 0, D});
-  const float inv_sqrt_d = 1.0f / std::sqrt(static_cast<float>(hd));
-  const std::string scale = g.scalar("attn.scale", inv_sqrt_d);
-  const float half = 0.5f, one = 1.0f, inv_sqrt2 = static_cast<float>(1.0 / std::sqrt(2.0));
-  const std::string c_half = g.scalar("gelu.half", half), c_one = g.scalar("gelu.one", one),
-                    c_isq2 = g.scalar("gelu.inv_sqrt2", inv_sqrt2);
-  std::vector<std::string> index(3);
-  for (int k = 0; k < 3; ++k) {
-    onnx::TensorProto* t = gp->add_initializer();  // a scalar int64 index (Gather drops the axis)
-    t->set_name("index." + std::to_string(k));
-    t->set_data_type(onnx::TensorProto::INT64);
-    t->add_int64_data(k);
-    index[size_t(k)] = t->name();
-  }
-  for (size_t l = 0; l < m.blocks.size(); ++l) {
-    const BlockWeights& b = m.blocks[l];
-    const std::string pre = "blocks." + std::to_string(l);
-    g.set_scope(pre);
-    std::string h = layernorm(g, pre + ".norm1", x, b.norm1, c.ln_eps, D);
-    const std::string qkv = g.op("Transpose", {g.op("Reshape", {linear(g, pre + ".attn.qkv", h, b.qkv), qkv_shape})},
-                                 {Attr::of("perm", std::vector<int64_t>{2, 0, 3, 1, 4})});  // [3, N, H, T, hd]
-    const std::string q = g.op("Gather", {qkv, index[0]}, {Attr::of("axis", int64_t(0))});
-    const std::string k = g.op("Gather", {qkv, index[1]}, {Attr::of("axis", int64_t(0))});
-    const std::string v = g.op("Gather", {qkv, index[2]}, {Attr::of("axis", int64_t(0))});
-    const std::string kt = g.op("Transpose", {k}, {Attr::of("perm", std::vector<int64_t>{0, 1, 3, 2})});
-    const std::string s = g.op("Mul", {g.op("MatMul", {q, kt}), scale});
-    const std::string pr = g.op("Softmax", {s}, {Attr::of("axis", int64_t(-1))});
-    std::string o = g.op("Transpose", {g.op("MatMul", {pr, v})}, {Attr::of("perm", std::vector<int64_t>{0, 2, 1, 3})});
-    o = g.op("Reshape", {o, tokens_shape});
-    x = g.op("Add", {x, linear(g, pre + ".attn.proj", o, b.proj)});
-    h = layernorm(g, pre + ".norm2", x, b.norm2, c.ln_eps, D);
-    const std::string f = linear(g, pre + ".mlp.fc1", h, b.fc1);
-    const std::string erf = g.op("Erf", {g.op("Mul", {f, c_isq2})});
-    const std::string gelu = g.op("Mul", {g.op("Mul", {f, c_half}), g.op("Add", {erf, c_one})});
-    x = g.op("Add", {x, linear(g, pre + ".mlp.fc2", gelu, b.fc2)});
-  }
-  g.set_scope("head");
-  x = layernorm(g, "norm", x, m.norm, c.ln_eps, D);
-  std::string logits = linear(g, "head", g.op("Gather", {x, index[0]}, {Attr::of("axis", int64_t(1))}), m.head);
-  if (c.distilled) {
-    const std::string l2 = linear(g, "head_dist", g.op("Gather", {x, index[1]}, {Attr::of("axis", int64_t(1))}),
-                                  m.head_dist);
-    logits = g.op("Mul", {g.op("Add", {logits, l2}), c_half});
-  }
-  g.rename(logits, "logits");
-  g.output("logits", onnx::TensorProto::FLOAT, {"batch", std::to_string(c.num_classes)});
+  onnx::GraphProto* gp = mp.mutable_graph();
+  gp->set_name(model.cfg.architecture.empty() ? "vit" : model.cfg.architecture);
+  Exporter(gp, model, plan).build();
   try {
-    onnx::checker::check_model(model);
+    onnx::checker::check_model(mp);
   } catch (const std::exception& e) {
     fail(ErrorKind::Internal, "ONNX export: the ONNX checker refused the graph vitq built: ", e.what());
   }
   std::string bytes;
-  if (!model.SerializeToString(&bytes))
+  if (!mp.SerializeToString(&bytes))
     fail(ErrorKind::Internal, "ONNX export: the model does not serialize (over protobuf's 2 GB limit?)");
   return bytes;
 }

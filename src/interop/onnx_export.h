@@ -1,18 +1,31 @@
 // ONNX export of a Vision Transformer (opset 17, Debian's libonnx): the graph a user serves with
-// ONNX Runtime, TensorRT or Triton. Today the FP32 model; the quantization plan as QDQ pairs is
-// the next step (issue 17).
+// ONNX Runtime, TensorRT or Triton — the FP32 model, or the model under a quantization plan in
+// QDQ form (QuantizeLinear/DequantizeLinear pairs on each quantized operand, int8 weight codes).
 #pragma once
 #include <string>
 
 #include "model/vit_model.h"
+#include "quant/plan.h"
 
 namespace vitq {
 
-// The serialized ONNX ModelProto of `model`'s FP32 forward: input "pixels" [batch, C, H, W]
+// The serialized ONNX ModelProto of `model`'s forward: input "pixels" [batch, C, H, W]
 // (preprocessed as the model's config says), output "logits" [batch, classes], the batch size
-// symbolic. Checked with onnx::checker before it is returned. A model with parts ONNX's standard
-// operators are not used for here (a QwT compensation, an online MLP rotation) is an
-// Error(Usage) naming the part.
-std::string export_onnx_fp32(const ViTModel& model);
+// symbolic. Checked with onnx::checker before it is returned.
+//
+// plan == nullptr: FP32. Otherwise `model` must be the checkpoint rewritten by the plan's
+// transforms (plan_transforms.h) and each planned site becomes, as plan.h defines it:
+//   activation operand  x̂ = DequantizeLinear(QuantizeLinear(clip(x, Δ·lo, Δ·hi), Δ, 0), Δ, 0):
+//                       int8 (signed grid) or uint8 (unsigned) codes; the clip is emitted as
+//                       Max/Min when the grid is narrower than the type (b < 8 bits); per-head
+//                       steps as per-axis steps on the head axis;
+//   weight operand      int8 codes (site_weight_codes: the plan's own or round(W/Δw_c)) stored
+//                       as the initializer, DequantizeLinear with per-channel steps (axis of the
+//                       output channel), plus the weight offset o_c added to the dequantized weight;
+//   bias correction     added to the bias (linear sites) or to Q·Kᵀ / P·V per head.
+// What QDQ with int8 types cannot express is an Error(Usage) naming the site and the option:
+// codes wider than 8 bits, level grids (log2 / float softmax grids), per-token (dynamic) steps,
+// an online MLP rotation, QwT compensation.
+std::string export_onnx(const ViTModel& model, const QuantPlan* plan);
 
 }  // namespace vitq

@@ -35,6 +35,16 @@ std::string Graph::int8s(const std::string& name, const std::vector<int64_t>& di
   return name;
 }
 
+std::string Graph::zeros(const std::string& name, const std::vector<int64_t>& dims, int elem_type) {
+  onnx::TensorProto* t = g_->add_initializer();
+  t->set_name(name);
+  t->set_data_type(elem_type);
+  int64_t n = 1;
+  for (int64_t d : dims) t->add_dims(d), n *= d;
+  t->set_raw_data(std::string(size_t(n), '\0'));
+  return name;
+}
+
 std::string Graph::op(const std::string& op_type, std::initializer_list<std::string> inputs,
                       std::initializer_list<Attr> attrs, int outputs) {
   onnx::NodeProto* n = g_->add_node();

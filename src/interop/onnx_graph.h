@@ -31,6 +31,8 @@ class Graph {
   std::string scalar(const std::string& name, float v) { return floats(name, {}, &v); }
   std::string int64s(const std::string& name, const std::vector<int64_t>& values);  // a 1-D tensor
   std::string int8s(const std::string& name, const std::vector<int64_t>& dims, const int8_t* data);
+  // An all-zero INT8 or UINT8 tensor (a QuantizeLinear zero point); dims {} for a scalar.
+  std::string zeros(const std::string& name, const std::vector<int64_t>& dims, int elem_type);
 
   // Adds node `op` reading `inputs`; returns the name of its (first) output, "<scope>/<op>_<k>".
   std::string op(const std::string& op_type, std::initializer_list<std::string> inputs,

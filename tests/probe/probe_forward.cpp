@@ -6,6 +6,9 @@
 #include "engine/vit_forward.h"
 #include "model/vit_model.h"
 #include "probe.h"
+#include "quant/plan.h"
+#include "quant/plan_transforms.h"
+#include "quant/simulate.h"
 
 namespace vitq::probe {
 namespace {
@@ -26,13 +29,21 @@ class Capture : public SiteHook {
 };
 
 struct Args {
-  std::string model, input, out, site;
+  std::string model, input, out, site, plan;
   int batch = 1;
   bool per_call = false;
 };
 
 void run(const Args& a) {
-  ViTModel m = load_vit_model(a.model);
+  const ViTModel checkpoint = load_vit_model(a.model);
+  // --plan: the simulated model (the plan's transforms applied, its sites quantize-dequantized).
+  std::unique_ptr<QuantPlan> plan;
+  std::unique_ptr<ViTModel> holder;
+  std::unique_ptr<PlanSimulator> sim;
+  if (!a.plan.empty() && !a.site.empty()) fail(ErrorKind::Usage, "--plan gives logits only, not --site");
+  if (!a.plan.empty()) plan = std::make_unique<QuantPlan>(load_plan(a.plan));
+  const ViTModel& m = plan ? apply_plan_transforms(checkpoint, *plan, holder, a.plan) : checkpoint;
+  if (plan) sim = std::make_unique<PlanSimulator>(m, *plan);
   const ViTConfig& c = m.cfg;
   const size_t img = size_t(c.in_chans) * c.img_size * c.img_size;
   std::vector<float> x = read_f32(a.input, img * size_t(a.batch));
@@ -40,7 +51,7 @@ void run(const Args& a) {
   std::vector<float> logits(size_t(a.batch) * size_t(c.num_classes));
   ViTForward fwd(m, a.per_call ? FpGemm::PerCall : FpGemm::Packed);
   if (a.site.empty()) {
-    fwd.run(xa.data(), a.batch, logits.data());
+    fwd.run(xa.data(), a.batch, logits.data(), sim.get());
     write_raw(a.out, logits.data(), logits.size());
   } else {
     Capture cap(a.site);
@@ -59,6 +70,7 @@ void register_forward(CLI::App& app) {
   c->add_option("--input", a->input, "raw float32, batch x C x H x W")->required();
   c->add_option("--batch", a->batch)->required();
   c->add_option("--site", a->site, "dump this site's output instead of the logits");
+  c->add_option("--plan", a->plan, "simulate this quantization plan (logits only)");
   c->add_option("--out", a->out)->required();
   c->add_flag("--per-call-gemm", a->per_call, "every product through dnnl_sgemm (the calibration's FP path)");
   c->callback([a] { run(*a); });
