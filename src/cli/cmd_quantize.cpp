@@ -120,6 +120,10 @@ std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& op
     opt.recon.iters = a.recon.iters = *r.recon_iters;
     if (a.recon.iters) note(cat("block reconstruction (", a.recon.iters, " steps per block)"));
   }
+  if (r.recon_act_lr && !given("--recon-act-lr") && a.recon.iters > 0) {
+    opt.recon.act_lr = a.recon.act_lr = *r.recon_act_lr;
+    if (a.recon.act_lr > 0) note(cat("activation quantizers trained in the reconstruction (lr ", a.recon.act_lr, ")"));
+  }
   if (r.rotate && !given("--rotate")) {
     a.rotate = *r.rotate;
     if (a.rotate) note("rotation");

@@ -87,6 +87,7 @@ struct Recipe {
   std::optional<bool> ridge;              // --ridge-update
   std::optional<bool> qwt;                // --qwt
   std::optional<int> recon_iters;         // --recon-iters
+  std::optional<double> recon_act_lr;     // --recon-act-lr (used when reconstruction runs)
 };
 
 struct ViTModel;
