@@ -76,7 +76,10 @@ void add_export_command(CLI::App& app) {
       "export",
       "Write the quantized model directory (integer weights, docs/FORMAT.md) of a checkpoint and a plan, or the "
       "checkpoint as an ONNX graph (--onnx)");
-  c->add_option("--model", a->model, "FP32 checkpoint directory (model.safetensors + config.json)")->required();
+  c->add_option("--model", a->model,
+                "FP32 checkpoint directory (model.safetensors + config.json); with --onnx also a quantized model "
+                "directory (exported with its own plan)")
+      ->required();
   c->add_option("--plan", a->plan, "Quantization plan (plan.json); required with -o, optional with --onnx");
   c->add_option("-o,--out", a->out,
                 "Output directory: model.safetensors, config.json, plan.json. Must not be (or contain) the model "
