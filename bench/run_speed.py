@@ -14,6 +14,9 @@ Engines (see ENGINE_GROUPS; adding one is one function returning an Engine):
   ort-fp32      ONNX Runtime (bench/ort_bench.js, onnxruntime-node), 2 and 1 intra-op threads
   ort-int8      ONNX Runtime on the int8 rewrite of the export (bench/quantize_onnx_int8.py:
                 DynamicQuantizeLinear + MatMulInteger, int8 per-channel weights), 2 and 1 threads
+  ort-qdq       ONNX Runtime on vitq's QDQ export of the same W8A8 plan (`vitq export --onnx`; static
+                steps, ORT fuses the QDQ pairs into its own int8 kernels: calibrations compared at
+                equal kernels), 2 and 1 threads
   roofline      oneDNN GEMM roofline (build/bench/vitq_gemm_roofline), FP32 and INT8, 2 threads
 The W8A8 plan of a random-weight model comes from `vitq quantize --method minmax --bits 8
 --random-calibration 4` (speed does not depend on the steps); the head stays FP32 (vitq's
@@ -65,9 +68,9 @@ MODELS = {  # short name -> (timm architecture, label)
     "deit_s": ("deit_small_patch16_224", "DeiT-S"),
     "vit_b": ("vit_base_patch16_224", "ViT-B"),
 }
-PEER_ORDER = ["vitq", "vitq-sim", "pytorch", "ort", "roofline"]
+PEER_ORDER = ["vitq", "vitq-sim", "pytorch", "ort", "ort-qdq", "roofline"]
 PEER_LABEL = {"vitq": "vitq", "vitq-sim": "vitq simulated", "pytorch": "PyTorch 1.13", "ort": "ONNX Runtime",
-              "roofline": "GEMM roofline"}
+              "ort-qdq": "ONNX Runtime on vitq's QDQ export", "roofline": "GEMM roofline"}
 PRECISION_LABEL = {"fp32": "FP32", "int8": "INT8 (dynamic / W8A8)"}
 
 
@@ -99,6 +102,7 @@ class Model:
     onnx: str
     onnx_int8: str = ""
     qdir: str = ""  # vitq W8A8 quantized model directory
+    onnx_qdq: str = ""  # its QDQ ONNX export (vitq export --onnx)
 
 
 @dataclasses.dataclass
@@ -153,11 +157,12 @@ def pytorch_engine(precision, threads):
         unset_env=TORCH_UNSET)
 
 
-def ort_engine(threads, precision="fp32"):
+def ort_engine(threads, precision="fp32", qdq=False):
     script = os.path.join(HERE, "ort_bench.js")
+    model = (lambda m: m.onnx_qdq) if qdq else (lambda m: m.onnx if precision == "fp32" else m.onnx_int8)
     return Engine(
-        name=f"ort {precision} t{threads}", peer="ort", threads=threads,
-        argv=lambda ctx, m, b, out: ["node", script, "--model", m.onnx if precision == "fp32" else m.onnx_int8,
+        name=f"ort {'qdq' if qdq else precision} t{threads}", peer="ort-qdq" if qdq else "ort", threads=threads,
+        argv=lambda ctx, m, b, out: ["node", script, "--model", model(m),
                                      "--batch", b, "--threads", threads, "--warmup", ctx.warmup, "--iters", ctx.iters,
                                      "--json", out],
         parse=lambda j, b: {precision: median_per_image(j, b)},
@@ -186,6 +191,7 @@ ENGINE_GROUPS = {
     "ort-fp32": (ort_engine, (2, 1)),
     "pytorch-int8": (lambda t: pytorch_engine("int8", t), (1, 2)),
     "ort-int8": (lambda t: ort_engine(t, "int8"), (2, 1)),
+    "ort-qdq": (lambda t: ort_engine(t, "int8", qdq=True), (2, 1)),
     "roofline": (roofline_engine, (CORE_BUDGET,)),
 }
 
@@ -207,7 +213,7 @@ def prepare_model(ctx, key):
     arch, label = MODELS[key]
     d = os.path.join(ctx.work_dir, arch)
     m = Model(key, arch, label, d, os.path.join(d, "model.onnx"), os.path.join(d, "model_int8.onnx"),
-              os.path.join(d, "w8a8"))
+              os.path.join(d, "w8a8"), os.path.join(d, "w8a8_qdq.onnx"))
     if not os.path.exists(m.onnx):
         export_model(d, m, arch)
     if not os.path.exists(m.onnx_int8):
@@ -219,6 +225,10 @@ def prepare_model(ctx, key):
         log(f"  quantizing {arch} to W8A8 with vitq (MinMax on 4 random images)")
         subprocess.run([ctx.vitq, "quantize", "--model", d, "--random-calibration", "4", "--method", "minmax",
                         "--bits", "8", "-o", m.qdir, "--force", "-q"], check=True, stdout=subprocess.DEVNULL)
+    if not os.path.exists(m.onnx_qdq) and os.path.exists(os.path.join(m.qdir, "model.safetensors")):
+        log(f"  exporting the {arch} W8A8 model as QDQ ONNX (vitq export --onnx)")
+        subprocess.run([ctx.vitq, "export", "--model", m.qdir, "--onnx", m.onnx_qdq], check=True,
+                       stdout=subprocess.DEVNULL)
     return m
 
 
@@ -443,7 +453,9 @@ def precision_table(prec, best, models, batches):
             out.append("INT8: vitq = the W8A8 quantized model directory run in integers (every matmul but the "
                        "head, both attention matmuls included); vitq simulated = the same plan "
                        "quantize-dequantize with FP32 GEMMs; PyTorch and ORT = dynamic int8 of the linear "
-                       "layers (qkv, proj, fc1, fc2), attention matmuls in FP32.")
+                       "layers (qkv, proj, fc1, fc2), attention matmuls in FP32; ORT on vitq's QDQ export = the "
+                       "same W8A8 plan as static QDQ pairs (`vitq export --onnx`), which ORT fuses into its own "
+                       "int8 kernels.")
     elif prec == "int8":
         out.append("vitq INT8 (W8A8) is not benchmarked yet.")
     return out
