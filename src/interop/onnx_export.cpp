@@ -33,7 +33,7 @@ std::vector<int64_t> ints(std::initializer_list<int64_t> v) { return v; }
 
 class Exporter {
  public:
-  Exporter(onnx::GraphProto* gp, const ViTModel& m, const QuantPlan* plan) : gp_(gp), g_(gp), m_(m), plan_(plan) {}
+  Exporter(onnx::GraphProto* gp, const ViTModel& m, const QuantPlan* plan) : g_(gp), m_(m), plan_(plan) {}
 
   void build();
 
@@ -48,12 +48,14 @@ class Exporter {
   std::string act(const std::string& name, const std::string& x, const OperandQuant& q, int heads);
   // The weight W [N, K] as MatMul's right operand [K, N] (quantized under sp if given).
   std::string weight_t(const std::string& name, const LinearWeights& lw, const SitePlan* sp);
+  // DequantizeLinear of int8 weight codes of shape `dims` whose output channel is `axis`, with
+  // sp's per-channel (or single) step, plus sp's weight offset o_c broadcast along that axis.
+  std::string dequantized_weight(const std::string& name, const std::vector<int8_t>& codes,
+                                 const std::vector<int64_t>& dims, int64_t axis, const SitePlan& sp);
   std::string linear(SiteId id, const std::string& name, const std::string& x, const LinearWeights& lw);
   std::string layernorm(const std::string& name, const std::string& x, const LayerNormWeights& ln);
   std::string attention_matmul(SiteId id, const std::string& a, const std::string& b, int64_t cols);
-  std::string scalar_index(int k);
 
-  onnx::GraphProto* gp_;
   Graph g_;
   const ViTModel& m_;
   const QuantPlan* plan_;
@@ -91,9 +93,8 @@ std::string Exporter::act(const std::string& name, const std::string& x, const O
   }
   const std::string s = g_.floats(name + ".step", dims, steps.data());
   const std::string zp = g_.zeros(name + ".zero_point", dims, elem);
-  std::initializer_list<Attr> axis = {Attr::of("axis", int64_t(1))};
-  const std::string qx = per_head ? g_.op("QuantizeLinear", {in, s, zp}, axis) : g_.op("QuantizeLinear", {in, s, zp});
-  return per_head ? g_.op("DequantizeLinear", {qx, s, zp}, axis) : g_.op("DequantizeLinear", {qx, s, zp});
+  const std::vector<Attr> axis = per_head ? std::vector<Attr>{Attr::of("axis", int64_t(1))} : std::vector<Attr>{};
+  return g_.op("DequantizeLinear", {g_.op("QuantizeLinear", {in, s, zp}, axis), s, zp}, axis);
 }
 
 std::string Exporter::weight_t(const std::string& name, const LinearWeights& lw, const SitePlan* sp) {
@@ -109,18 +110,26 @@ std::string Exporter::weight_t(const std::string& name, const LinearWeights& lw,
   std::vector<int8_t> t(codes.size());
   for (int n = 0; n < N; ++n)
     for (int k = 0; k < K; ++k) t[size_t(k) * size_t(N) + size_t(n)] = int8_t(codes[size_t(n) * size_t(K) + size_t(k)]);
-  const std::string q = g_.int8s(name + ".weight_t_codes", {K, N}, t.data());
+  return dequantized_weight(name + ".weight_t", t, {K, N}, 1, *sp);
+}
+
+std::string Exporter::dequantized_weight(const std::string& name, const std::vector<int8_t>& codes,
+                                         const std::vector<int64_t>& dims, int64_t axis, const SitePlan& sp) {
+  const int64_t N = dims[size_t(axis)];
+  const std::string q = g_.int8s(name + "_codes", dims, codes.data());
   std::string w;
-  if (sp->w.per_channel()) {
-    w = g_.op("DequantizeLinear", {q, g_.floats(name + ".weight_step", {N}, sp->w.channel_scales.data()),
-                                   g_.zeros(name + ".weight_zero_point", {N}, onnx::TensorProto::INT8)},
-              {Attr::of("axis", int64_t(1))});
-  } else {
-    w = g_.op("DequantizeLinear", {q, g_.scalar(name + ".weight_step", sp->w.scale),
-                                   g_.zeros(name + ".weight_zero_point", {}, onnx::TensorProto::INT8)});
-  }
-  if (!sp->weight_offset.empty()) w = g_.op("Add", {w, g_.floats(name + ".weight_offset", {N}, sp->weight_offset.data())});
-  return w;
+  if (sp.w.per_channel())
+    w = g_.op("DequantizeLinear", {q, g_.floats(name + "_step", {N}, sp.w.channel_scales.data()),
+                                   g_.zeros(name + "_zero_point", {N}, onnx::TensorProto::INT8)},
+              {Attr::of("axis", axis)});
+  else
+    w = g_.op("DequantizeLinear", {q, g_.scalar(name + "_step", sp.w.scale),
+                                   g_.zeros(name + "_zero_point", {}, onnx::TensorProto::INT8)});
+  if (sp.weight_offset.empty()) return w;
+  // o_c broadcast along the output-channel axis: shape N followed by a 1 per later axis.
+  std::vector<int64_t> odims{N};
+  odims.resize(dims.size() - size_t(axis), 1);
+  return g_.op("Add", {w, g_.floats(name + "_offset", odims, sp.weight_offset.data())});
 }
 
 std::string Exporter::linear(SiteId id, const std::string& name, const std::string& x, const LinearWeights& lw) {
@@ -173,17 +182,6 @@ std::string Exporter::layernorm(const std::string& name, const std::string& x, c
                {Attr::of("axis", int64_t(-1)), Attr::real("epsilon", m_.cfg.ln_eps)});
 }
 
-std::string Exporter::scalar_index(int k) {
-  const std::string name = "index." + std::to_string(k);
-  for (const onnx::TensorProto& t : gp_->initializer())
-    if (t.name() == name) return name;
-  onnx::TensorProto* t = gp_->add_initializer();  // a scalar int64 index (Gather drops the axis)
-  t->set_name(name);
-  t->set_data_type(onnx::TensorProto::INT64);
-  t->add_int64_data(k);
-  return name;
-}
-
 void Exporter::build() {
   const ViTConfig& c = m_.cfg;
   if (!m_.mlp_rotation_signs.empty())
@@ -209,17 +207,8 @@ void Exporter::build() {
     const int N = m_.patch_embed.out(), K = m_.patch_embed.in();
     std::vector<int16_t> codes(size_t(N) * size_t(K));
     site_weight_codes(m_.patch_embed.w.ptr(), N, K, *pe, codes.data());
-    std::vector<int8_t> c8(codes.begin(), codes.end());
-    const std::string q = g_.int8s("patch_embed.weight_codes", {D, c.in_chans, p, p}, c8.data());
-    if (pe->w.per_channel())
-      wconv = g_.op("DequantizeLinear", {q, g_.floats("patch_embed.weight_step", {D}, pe->w.channel_scales.data()),
-                                         g_.zeros("patch_embed.weight_zero_point", {D}, onnx::TensorProto::INT8)},
-                    {Attr::of("axis", int64_t(0))});
-    else
-      wconv = g_.op("DequantizeLinear", {q, g_.scalar("patch_embed.weight_step", pe->w.scale),
-                                         g_.zeros("patch_embed.weight_zero_point", {}, onnx::TensorProto::INT8)});
-    if (!pe->weight_offset.empty())
-      wconv = g_.op("Add", {wconv, g_.floats("patch_embed.weight_offset", {D, 1, 1, 1}, pe->weight_offset.data())});
+    wconv = dequantized_weight("patch_embed.weight", std::vector<int8_t>(codes.begin(), codes.end()),
+                               {D, c.in_chans, p, p}, 0, *pe);
   } else {
     wconv = g_.floats("patch_embed.weight", {D, c.in_chans, p, p}, m_.patch_embed.w.ptr());
   }
@@ -242,6 +231,9 @@ void Exporter::build() {
   }
   x = g_.op("Add", {x, g_.floats("pos_embed", {1, T, D}, m_.pos_embed.ptr())});
 
+  // Scalar indices for Gather, which then drops the axis (q, k, v; class and distillation token).
+  const std::string index[3] = {g_.int64_scalar("index.0", 0), g_.int64_scalar("index.1", 1),
+                                g_.int64_scalar("index.2", 2)};
   const std::string qkv_shape = g_.int64s("shape.qkv", {0, 0, 3, H, hd});
   const std::string tokens_shape = g_.int64s("shape.tokens", {0, 0, D});
   const std::string scale = g_.scalar("attn.scale", 1.0f / std::sqrt(static_cast<float>(hd)));
@@ -255,9 +247,9 @@ void Exporter::build() {
     const std::string qkv =
         g_.op("Transpose", {g_.op("Reshape", {linear({SiteKind::Qkv, l}, pre + ".attn.qkv", h, b.qkv), qkv_shape})},
               {Attr::of("perm", ints({2, 0, 3, 1, 4}))});  // [3, N, H, T, hd]
-    const std::string q = g_.op("Gather", {qkv, scalar_index(0)}, {Attr::of("axis", int64_t(0))});
-    const std::string k = g_.op("Gather", {qkv, scalar_index(1)}, {Attr::of("axis", int64_t(0))});
-    const std::string v = g_.op("Gather", {qkv, scalar_index(2)}, {Attr::of("axis", int64_t(0))});
+    const std::string q = g_.op("Gather", {qkv, index[0]}, {Attr::of("axis", int64_t(0))});
+    const std::string k = g_.op("Gather", {qkv, index[1]}, {Attr::of("axis", int64_t(0))});
+    const std::string v = g_.op("Gather", {qkv, index[2]}, {Attr::of("axis", int64_t(0))});
     const std::string kt = g_.op("Transpose", {k}, {Attr::of("perm", ints({0, 1, 3, 2}))});
     const std::string s = g_.op("Mul", {attention_matmul({SiteKind::MatmulQK, l}, q, kt, T), scale});
     const std::string pr = g_.op("Softmax", {s}, {Attr::of("axis", int64_t(-1))});
@@ -274,10 +266,10 @@ void Exporter::build() {
   g_.set_scope("head");
   x = layernorm("norm", x, m_.norm);
   std::string logits = linear({SiteKind::Head, -1}, "head",
-                              g_.op("Gather", {x, scalar_index(0)}, {Attr::of("axis", int64_t(1))}), m_.head);
+                              g_.op("Gather", {x, index[0]}, {Attr::of("axis", int64_t(1))}), m_.head);
   if (c.distilled) {
     const std::string l2 = linear({SiteKind::HeadDist, -1}, "head_dist",
-                                  g_.op("Gather", {x, scalar_index(1)}, {Attr::of("axis", int64_t(1))}), m_.head_dist);
+                                  g_.op("Gather", {x, index[1]}, {Attr::of("axis", int64_t(1))}), m_.head_dist);
     logits = g_.op("Mul", {g_.op("Add", {logits, l2}), c_half});
   }
   g_.rename(logits, "logits");

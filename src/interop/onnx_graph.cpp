@@ -1,52 +1,45 @@
 #include "interop/onnx_graph.h"
 
-#include <cstring>
-
 #include "core/error.h"
 
 namespace vitq::onnx_export {
 
-std::string Graph::floats(const std::string& name, const std::vector<int64_t>& dims, const float* data) {
-  onnx::TensorProto* t = g_->add_initializer();
-  t->set_name(name);
-  t->set_data_type(onnx::TensorProto::FLOAT);
-  int64_t n = 1;
-  for (int64_t d : dims) t->add_dims(d), n *= d;
-  t->set_raw_data(std::string(reinterpret_cast<const char*>(data), size_t(n) * sizeof(float)));  // little-endian
-  return name;
-}
-
-std::string Graph::int64s(const std::string& name, const std::vector<int64_t>& values) {
-  onnx::TensorProto* t = g_->add_initializer();
-  t->set_name(name);
-  t->set_data_type(onnx::TensorProto::INT64);
-  t->add_dims(int64_t(values.size()));
-  for (int64_t v : values) t->add_int64_data(v);
-  return name;
-}
-
-std::string Graph::int8s(const std::string& name, const std::vector<int64_t>& dims, const int8_t* data) {
-  onnx::TensorProto* t = g_->add_initializer();
-  t->set_name(name);
-  t->set_data_type(onnx::TensorProto::INT8);
-  int64_t n = 1;
-  for (int64_t d : dims) t->add_dims(d), n *= d;
-  t->set_raw_data(std::string(reinterpret_cast<const char*>(data), size_t(n)));
-  return name;
-}
-
-std::string Graph::zeros(const std::string& name, const std::vector<int64_t>& dims, int elem_type) {
+// An initializer of `elem_type` with `dims`, its content `bytes` stored raw (little-endian, as
+// ONNX's raw_data is); the byte count must match the dims.
+std::string Graph::raw(const std::string& name, int elem_type, const std::vector<int64_t>& dims, size_t elem_bytes,
+                       const void* bytes) {
   onnx::TensorProto* t = g_->add_initializer();
   t->set_name(name);
   t->set_data_type(elem_type);
-  int64_t n = 1;
-  for (int64_t d : dims) t->add_dims(d), n *= d;
-  t->set_raw_data(std::string(size_t(n), '\0'));
+  size_t n = 1;
+  for (int64_t d : dims) t->add_dims(d), n *= size_t(d);
+  if (bytes) t->set_raw_data(std::string(static_cast<const char*>(bytes), n * elem_bytes));
+  else t->set_raw_data(std::string(n * elem_bytes, '\0'));
   return name;
 }
 
+std::string Graph::floats(const std::string& name, const std::vector<int64_t>& dims, const float* data) {
+  return raw(name, onnx::TensorProto::FLOAT, dims, sizeof(float), data);
+}
+
+std::string Graph::int64s(const std::string& name, const std::vector<int64_t>& values) {
+  return raw(name, onnx::TensorProto::INT64, {int64_t(values.size())}, sizeof(int64_t), values.data());
+}
+
+std::string Graph::int64_scalar(const std::string& name, int64_t v) {
+  return raw(name, onnx::TensorProto::INT64, {}, sizeof(int64_t), &v);
+}
+
+std::string Graph::int8s(const std::string& name, const std::vector<int64_t>& dims, const int8_t* data) {
+  return raw(name, onnx::TensorProto::INT8, dims, 1, data);
+}
+
+std::string Graph::zeros(const std::string& name, const std::vector<int64_t>& dims, int elem_type) {
+  return raw(name, elem_type, dims, 1, nullptr);  // INT8 / UINT8: one byte each
+}
+
 std::string Graph::op(const std::string& op_type, std::initializer_list<std::string> inputs,
-                      std::initializer_list<Attr> attrs, int outputs) {
+                      const std::vector<Attr>& attrs, int outputs) {
   onnx::NodeProto* n = g_->add_node();
   n->set_op_type(op_type);
   const std::string base = (scope_.empty() ? "" : scope_ + "/") + op_type + "_" + std::to_string(counter_++);

@@ -30,13 +30,17 @@ class Graph {
   std::string floats(const std::string& name, const std::vector<int64_t>& dims, const float* data);
   std::string scalar(const std::string& name, float v) { return floats(name, {}, &v); }
   std::string int64s(const std::string& name, const std::vector<int64_t>& values);  // a 1-D tensor
+  std::string int64_scalar(const std::string& name, int64_t v);                     // a 0-D tensor
   std::string int8s(const std::string& name, const std::vector<int64_t>& dims, const int8_t* data);
   // An all-zero INT8 or UINT8 tensor (a QuantizeLinear zero point); dims {} for a scalar.
   std::string zeros(const std::string& name, const std::vector<int64_t>& dims, int elem_type);
+  // Any initializer from raw little-endian bytes (nullptr: zeros); the others call it.
+  std::string raw(const std::string& name, int elem_type, const std::vector<int64_t>& dims, size_t elem_bytes,
+                  const void* bytes);
 
   // Adds node `op` reading `inputs`; returns the name of its (first) output, "<scope>/<op>_<k>".
   std::string op(const std::string& op_type, std::initializer_list<std::string> inputs,
-                 std::initializer_list<Attr> attrs = {}, int outputs = 1);
+                 const std::vector<Attr>& attrs = {}, int outputs = 1);
   // The names of the outputs of the last node added (for nodes with several outputs).
   const std::vector<std::string>& last_outputs() const { return last_; }
 
