@@ -34,23 +34,30 @@ struct EvalArgs {
   uint64_t seed = 0;
 };
 
-// --merge: the shards' JSON results joined into the unsharded run's.
-void run_merge(const EvalArgs& a) {
-  std::unique_ptr<StagedFile> json_out;
-  if (!a.json_out.empty()) json_out = std::make_unique<StagedFile>(a.json_out, OutputCheck{"--json", a.merge});
-  const nlohmann::ordered_json j = merge_eval_shards(a.merge);
-  const size_t images = j["images"], top1 = j["top1_correct"], top5 = j["top5_correct"];
-  std::printf("merged   %zu shards of %s on %s (%s)\n", a.merge.size(), j["model"].get<std::string>().c_str(),
-              j["data"].get<std::string>().c_str(), j["engine"].get<std::string>().c_str());
+// The accuracy lines of a result (the --json document of a run, or of merged shards).
+void print_accuracy(const nlohmann::ordered_json& j) {
+  const size_t images = j["images"], top1 = j["top1_correct"], top5 = j["top5_correct"], non_finite = j["non_finite"];
   std::printf("top-1    %.2f %%  (%zu/%zu)\n", j["top1"].get<double>(), top1, images);
   std::printf("top-5    %.2f %%  (%zu/%zu)\n", j["top5"].get<double>(), top5, images);
   if (!j["skipped"].empty()) std::printf("skipped  %zu unreadable images (not counted)\n", j["skipped"].size());
+  if (non_finite)
+    std::printf("non-finite  %zu images with NaN/Inf logits, counted as wrong (--allow-non-finite)\n", non_finite);
   if (j.contains("reference")) {
     const auto& r = j["reference"];
     std::printf("vs ref   agreement %.2f %%  (%zu/%zu same top-1 as %s), mean KL(ref || model) %.5f\n",
                 r["agreement"].get<double>(), r["agreement_count"].get<size_t>(), images,
                 r["model"].get<std::string>().c_str(), r["kl_mean"].get<double>());
   }
+}
+
+// --merge: the shards' JSON results joined into the unsharded run's.
+void run_merge(const EvalArgs& a) {
+  std::unique_ptr<StagedFile> json_out;
+  if (!a.json_out.empty()) json_out = std::make_unique<StagedFile>(a.json_out, OutputCheck{"--json", a.merge});
+  const nlohmann::ordered_json j = merge_eval_shards(a.merge);
+  std::printf("merged   %zu shards of %s on %s (%s)\n", a.merge.size(), j["model"].get<std::string>().c_str(),
+              j["data"].get<std::string>().c_str(), j["engine"].get<std::string>().c_str());
+  print_accuracy(j);
   if (json_out) json_out->commit(j.dump(2) + "\n");
 }
 
@@ -190,50 +197,40 @@ void run_eval(const EvalArgs& a) {
 
   for (const auto& s : r.skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
   const int threads = omp_get_max_threads();
-  std::printf("top-1    %.2f %%  (%zu/%zu)\n", r.top1_pct(), r.top1, r.images);
-  std::printf("top-5    %.2f %%  (%zu/%zu)\n", r.top5_pct(), r.top5, r.images);
-  if (!r.skipped.empty()) std::printf("skipped  %zu unreadable images (not counted)\n", r.skipped.size());
-  if (r.non_finite)
-    std::printf("non-finite  %zu images with NaN/Inf logits, counted as wrong (--allow-non-finite)\n", r.non_finite);
+  nlohmann::ordered_json j;
+  j["model"] = a.model;
+  j["architecture"] = model.cfg.architecture;
+  j["plan"] = quantized ? a.model + "/plan.json" : a.plan;
+  j["engine"] = engine;
+  j["data"] = a.data;
+  j["dataset"] = data->describe();
+  j["images"] = r.images;
+  j["top1"] = r.top1_pct();
+  j["top5"] = r.top5_pct();
+  j["top1_correct"] = r.top1;
+  j["top5_correct"] = r.top5;
+  j["skipped"] = r.skipped;
+  j["non_finite"] = r.non_finite;
+  j["limit"] = a.limit;
+  j["seed"] = a.seed;
+  j["batch"] = a.batch;
+  j["threads"] = threads;
+  j["seconds"] = r.seconds;
+  j["forward_seconds"] = r.forward_seconds;
+  j["images_per_second"] = r.seconds > 0 ? double(r.images) / r.seconds : 0.0;
   if (ref)
-    std::printf("vs ref   agreement %.2f %%  (%zu/%zu same top-1 as %s), mean KL(ref || model) %.5f\n",
-                agreement.agreement_pct(), agreement.agree(), agreement.images(), a.reference.c_str(),
-                agreement.kl_mean());
-  std::printf("speed    %.1f images/s end to end, %.1f images/s in the forward (batch %d, %d threads)\n",
-              r.seconds > 0 ? double(r.images) / r.seconds : 0.0,
-              r.forward_seconds > 0 ? double(r.images) / r.forward_seconds : 0.0, a.batch, threads);
+    j["reference"] = {{"model", a.reference}, {"agreement", agreement.agreement_pct()},
+                      {"agreement_count", agreement.agree()}, {"kl_mean", agreement.kl_mean()},
+                      {"kl_sum", agreement.kl_sum()}};
+  if (shard.sharded()) j["shard"] = {{"index", shard.index}, {"count", shard.count}, {"selected", selected}};
+  j["evaluated"] = r.evaluated;      // dataset index of each evaluated image
+  j["predictions"] = r.predictions;  // its top-1 class
 
-  if (!a.json_out.empty()) {
-    nlohmann::ordered_json j;
-    j["model"] = a.model;
-    j["architecture"] = model.cfg.architecture;
-    j["plan"] = quantized ? a.model + "/plan.json" : a.plan;
-    j["engine"] = engine;
-    j["data"] = a.data;
-    j["dataset"] = data->describe();
-    j["images"] = r.images;
-    j["top1"] = r.top1_pct();
-    j["top5"] = r.top5_pct();
-    j["top1_correct"] = r.top1;
-    j["top5_correct"] = r.top5;
-    j["skipped"] = r.skipped;
-    j["non_finite"] = r.non_finite;
-    j["limit"] = a.limit;
-    j["seed"] = a.seed;
-    j["batch"] = a.batch;
-    j["threads"] = threads;
-    j["seconds"] = r.seconds;
-    j["forward_seconds"] = r.forward_seconds;
-    j["images_per_second"] = r.seconds > 0 ? double(r.images) / r.seconds : 0.0;
-    if (ref)
-      j["reference"] = {{"model", a.reference}, {"agreement", agreement.agreement_pct()},
-                        {"agreement_count", agreement.agree()}, {"kl_mean", agreement.kl_mean()},
-                        {"kl_sum", agreement.kl_sum()}};
-    if (shard.sharded()) j["shard"] = {{"index", shard.index}, {"count", shard.count}, {"selected", selected}};
-    j["evaluated"] = r.evaluated;      // dataset index of each evaluated image
-    j["predictions"] = r.predictions;  // its top-1 class
-    json_out->commit(j.dump(2) + "\n");
-  }
+  print_accuracy(j);
+  std::printf("speed    %.1f images/s end to end, %.1f images/s in the forward (batch %d, %d threads)\n",
+              j["images_per_second"].get<double>(),
+              r.forward_seconds > 0 ? double(r.images) / r.forward_seconds : 0.0, a.batch, threads);
+  if (json_out) json_out->commit(j.dump(2) + "\n");
 }
 
 }  // namespace

@@ -137,11 +137,10 @@ Json merge_eval_shards(const std::vector<std::string>& paths) {
       const Json& r = f.j["reference"];
       size_t a = 0;
       if (!r.is_object() || !r.contains("agreement_count") || !json_int_in(r["agreement_count"], 0, (1LL << 53), &a) ||
-          a > n || !r.contains("kl_mean"))
-        fail(ErrorKind::Model, f.path, ": field 'reference' must hold 'agreement_count' (<= images) and 'kl_mean'");
+          a > n || !r.contains("kl_sum"))
+        fail(ErrorKind::Model, f.path, ": field 'reference' must hold 'agreement_count' (<= images) and 'kl_sum'");
       agree += a;
-      kl_sum += (r.contains("kl_sum") ? f.number(r["kl_sum"], "reference.kl_sum")
-                                      : f.number(r["kl_mean"], "reference.kl_mean") * double(n));
+      kl_sum += f.number(r["kl_sum"], "reference.kl_sum");
     }
   }
   if (images == 0) fail(ErrorKind::Data, "--merge: the shards evaluated no image");
