@@ -16,7 +16,16 @@ import tempfile
 import zlib
 
 SKIP = 77  # ctest SKIP_RETURN_CODE
+FMNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist (the bundled model's data)
 EXIT = {"ok": 0, "internal": 1, "usage": 2, "model": 3, "data": 4, "io": 5}
+
+
+def require_fashion_mnist():
+    """FMNIST, or exits as skipped (saying why) when Debian's Fashion-MNIST is not installed."""
+    if not os.path.isdir(FMNIST):
+        print(f"skip: {FMNIST} (Debian package dataset-fashion-mnist) is not installed")
+        sys.exit(SKIP)
+    return FMNIST
 
 
 def parse_args():

@@ -14,11 +14,10 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cli_common import Cli, parse_args, png_chunk, read_json, write_png  # noqa: E402
+from cli_common import FMNIST, Cli, parse_args, png_chunk, read_json, write_png  # noqa: E402
 
 LIMIT_MB = 1024   # address space of every crafted-input run (see the module comment)
 MAX_CPU_SECONDS = 2.0  # "about a second"; before the fix these took 4-8 s (2 GB of allocations)
-FMNIST = "/usr/share/datasets/fashion-mnist"
 
 args = parse_args()
 cli = Cli(args)

@@ -8,12 +8,8 @@ precision, block reconstruction with QDrop, grid and activation-step training, a
 On the bundled model with Debian's Fashion-MNIST (skips without it): 16 calibration images."""
 import os
 import re
-import sys
 
-from cli_common import Cli, parse_args, snapshot
-
-FMNIST = "/usr/share/datasets/fashion-mnist"
-
+from cli_common import FMNIST, Cli, parse_args, require_fashion_mnist, snapshot
 
 def registered_methods(cli):
     rc, out, _ = cli.run("quantize", "--help")
@@ -23,9 +19,7 @@ def registered_methods(cli):
 
 def main():
     cli = Cli(parse_args())
-    if not os.path.isdir(FMNIST):
-        print(f"skip: {FMNIST} (Debian package dataset-fashion-mnist) is not installed")
-        sys.exit(77)
+    require_fashion_mnist()
     calib = os.path.join(FMNIST, "train-images-idx3-ubyte.gz")
     methods = registered_methods(cli)
     cli.check(len(methods) >= 8 and "vitq" in methods and "liu2021" in methods,

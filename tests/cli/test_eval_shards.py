@@ -10,12 +10,8 @@ W4A4 plan with --reference, and its integer model, on a 600-image --limit subset
 (given to --merge out of order) and in 7 shards of 5 images (some shards empty). With ../shared
 present also the shared CIFAR ViT's integer W8A8 model on its whole dev split (5000 images)."""
 import os
-import sys
 
-from cli_common import Cli, parse_args, read_json, write_json
-
-FMNIST = "/usr/share/datasets/fashion-mnist"
-
+from cli_common import FMNIST, Cli, parse_args, read_json, require_fashion_mnist, write_json
 
 def sharded(cli, tag, n, base_args, order=None):
     """Runs n shards of `vitq eval base_args` and merges them; returns (merged json, stdout)."""
@@ -50,9 +46,7 @@ def compare(cli, tag, whole, merged):
 
 def main():
     cli = Cli(parse_args())
-    if not os.path.isdir(FMNIST):
-        print(f"skip: {FMNIST} (Debian package dataset-fashion-mnist) is not installed")
-        sys.exit(77)
+    require_fashion_mnist()
     data = os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz")
     calib = os.path.join(FMNIST, "train-images-idx3-ubyte.gz")
     qdir = cli.path("w4")

@@ -7,12 +7,8 @@ On the bundled model with Debian's Fashion-MNIST (skips without it): 64 calibrat
 128 test images."""
 import json
 import os
-import sys
 
-from cli_common import Cli, parse_args, read_json
-
-FMNIST = "/usr/share/datasets/fashion-mnist"
-
+from cli_common import FMNIST, Cli, parse_args, read_json, require_fashion_mnist
 
 def predictions(cli, what, model, data, *extra):
     out = cli.path(f"{what}.json")
@@ -23,9 +19,7 @@ def predictions(cli, what, model, data, *extra):
 
 def main():
     cli = Cli(parse_args())
-    if not os.path.isdir(FMNIST):
-        print(f"skip: {FMNIST} (Debian package dataset-fashion-mnist) is not installed")
-        sys.exit(77)
+    require_fashion_mnist()
     m = cli.model
     calib = os.path.join(FMNIST, "train-images-idx3-ubyte.gz")
     q = ["quantize", "--model", m, "--calib", calib, "--calib-size", "64", "--method", "vitq"]

@@ -14,7 +14,8 @@ import ref_vit
 TOL = 1e-4
 
 
-def save_timm(dirname, sd, config, dtype="F32"):
+def save_checkpoint(dirname, sd, config, dtype="F32"):
+    """A checkpoint directory: model.safetensors from sd (timm names, or to_hf's) and config.json."""
     os.makedirs(dirname, exist_ok=True)
     ref_vit.write_safetensors(os.path.join(dirname, "model.safetensors"), sd, dtype)
     with open(os.path.join(dirname, "config.json"), "w") as f:
@@ -78,13 +79,13 @@ def compare(chk, name, got, ref):
                             f"(argmax agree {bool((got.argmax(-1) == ref.argmax(-1)).all())})")
 
 
-def real_inputs(args, rel_dir, n, size, crop_pct, interp, mean, std):
-    """n real images preprocessed with PIL + torchvision (timm eval transform), or None."""
+def real_inputs(args, rel_dir, n, size, crop_pct, interp, mean, std, stride=37):
+    """n real images (every stride-th file) preprocessed with PIL + torchvision (timm eval transform)."""
     from PIL import Image
     import math
     import torchvision.transforms as T
     root = os.path.join(args.shared_dir, rel_dir)
-    paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs)[:: 37][:n]
+    paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs)[::stride][:n]
     mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[interp]
     tf = T.Compose([T.Resize(math.floor(size / crop_pct), interpolation=mode), T.CenterCrop(size), T.ToTensor(),
                     T.Normalize(mean, std)])
@@ -106,13 +107,13 @@ def main():
             x = torch.randn(2, 3, 224, 224)
             ref = ref_vit.vit_forward(sd, dims["num_heads"], distilled=distilled)(x)
             d = os.path.join(tmp, arch)
-            save_timm(d, sd, {"architecture": arch, "num_classes": 1000})
+            save_checkpoint(d, sd, {"architecture": arch, "num_classes": 1000})
             compare(chk, f"{arch} random weights, logits", vitq_logits(args, tmp, d, x), ref)
 
         # 2. Site outputs of the distilled DeiT-T: Q·Kᵀ (unscaled), softmax·V, fc1 of block 0.
         sd = ref_vit.random_vit_state_dict(192, 2, 3, 768, 10, distilled=True, seed=2)
         d = os.path.join(tmp, "sites")
-        save_timm(d, sd, {"architecture": "deit_tiny_distilled_patch16_224", "num_classes": 10,
+        save_checkpoint(d, sd, {"architecture": "deit_tiny_distilled_patch16_224", "num_classes": 10,
                           "model_args": {"depth": 2}})
         x = torch.randn(2, 3, 224, 224)
         with torch.no_grad():
@@ -135,7 +136,7 @@ def main():
         sd = ref_vit.random_vit_state_dict(192, 3, 3, 768, 100, seed=3)
         for dt in ["F16", "BF16"]:
             d = os.path.join(tmp, dt)
-            save_timm(d, sd, {"architecture": "vit_tiny_patch16_224", "num_classes": 100,
+            save_checkpoint(d, sd, {"architecture": "vit_tiny_patch16_224", "num_classes": 100,
                               "model_args": {"depth": 3}}, dtype=dt)
             rounded = ref_vit.read_safetensors(os.path.join(d, "model.safetensors"))
             x = torch.randn(1, 3, 224, 224)
@@ -144,10 +145,7 @@ def main():
         # 4. Hugging Face layout, random weights, no layer_norm_eps (transformers default 1e-12).
         sd = ref_vit.random_vit_state_dict(192, 2, 3, 768, 10, seed=4)
         d = os.path.join(tmp, "hf_default_eps")
-        os.makedirs(d)
-        ref_vit.write_safetensors(os.path.join(d, "model.safetensors"), to_hf(sd, 2))
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(hf_config(192, 2, 3, 768, 224, 16, 10), f)
+        save_checkpoint(d, to_hf(sd, 2), hf_config(192, 2, 3, 768, 224, 16, 10))
         x = torch.randn(2, 3, 224, 224)
         compare(chk, "HF layout (layer_norm_eps default 1e-12)", vitq_logits(args, tmp, d, x),
                 ref_vit.vit_forward(sd, 3, eps=1e-12)(x))
@@ -162,10 +160,7 @@ def main():
             ref = ref_vit.vit_forward(sd, 3)(x)
             compare(chk, "shared vit_tiny_patch16_224, 4 real images", vitq_logits(args, tmp, d, x), ref)
             h = os.path.join(tmp, "hf_vit_tiny")
-            os.makedirs(h)
-            ref_vit.write_safetensors(os.path.join(h, "model.safetensors"), to_hf(sd, 12))
-            with open(os.path.join(h, "config.json"), "w") as f:
-                json.dump(hf_config(192, 12, 3, 768, 224, 16, 1000, eps=1e-6), f)
+            save_checkpoint(h, to_hf(sd, 12), hf_config(192, 12, 3, 768, 224, 16, 1000, eps=1e-6))
             compare(chk, "HF-layout copy of vit_tiny_patch16_224 (layer_norm_eps 1e-6)", vitq_logits(args, tmp, h, x), ref)
         if common.shared_available(args, "models", "vit_cifar10_patch4_32"):
             d = os.path.join(args.shared_dir, "models", "vit_cifar10_patch4_32")

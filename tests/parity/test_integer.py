@@ -187,12 +187,9 @@ def main():
 
         # 1b. A Hugging Face-layout copy of the random model: the directory stores timm names and keeps
         #     the HF config (and runs the same).
-        import test_forward  # noqa: E402  (its HF conversion helpers)
+        import test_forward  # noqa: E402  (its HF conversion and checkpoint helpers)
         hf = os.path.join(tmp, "random_hf")
-        os.makedirs(hf)
-        ref_vit.write_safetensors(os.path.join(hf, "model.safetensors"), test_forward.to_hf(sd, 2))
-        with open(os.path.join(hf, "config.json"), "w") as f:
-            json.dump(test_forward.hf_config(64, 2, 2, 128, 32, 8, 4, eps=1e-6), f)
+        test_forward.save_checkpoint(hf, test_forward.to_hf(sd, 2), test_forward.hf_config(64, 2, 2, 128, 32, 8, 4, eps=1e-6))
         q = quantize(args, tmp, "random_hf_W8", hf, None, ["--method", "minmax", "--bits", "8", "--random-calibration", "8"])
         _, s_hf = read_safetensors_raw(os.path.join(q, "model.safetensors"))
         cfg = json.load(open(os.path.join(q, "config.json")))

@@ -37,7 +37,7 @@ except ImportError as e:  # pragma: no cover
 
 import common
 import ref_vit
-from test_forward import hf_config, real_inputs, save_timm, to_hf
+from test_forward import hf_config, real_inputs, save_checkpoint, to_hf
 
 TOL = 1e-4
 
@@ -80,18 +80,6 @@ def fmnist_inputs(n):
         raw = f.read()[16:]
     x = np.frombuffer(raw, np.uint8).reshape(-1, 1, 28, 28)[:n].astype(np.float32)
     return torch.from_numpy(((x / np.float32(255)) - np.float32(0.286)) / np.float32(0.353))
-
-
-def dev_inputs(args, rel_dir, n):
-    """n images spread over the ViT-Ti dev split (every 6th file), timm's eval transform by hand."""
-    import math
-    from PIL import Image
-    import torchvision.transforms as T
-    root = os.path.join(args.shared_dir, rel_dir)
-    paths = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs)[::6][:n]
-    tf = T.Compose([T.Resize(math.floor(224 / 0.9), interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224),
-                    T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
-    return torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
 
 
 def sim_logits(args, tmp, model_dir, plan, x):
@@ -170,7 +158,7 @@ def main():
         # 2. A distilled DeiT with random weights (two heads averaged), 2 blocks.
         sd = ref_vit.random_vit_state_dict(192, 2, 3, 768, 10, distilled=True, seed=5)
         d = os.path.join(tmp, "deit_distilled")
-        save_timm(d, sd, {"architecture": "deit_tiny_distilled_patch16_224", "num_classes": 10,
+        save_checkpoint(d, sd, {"architecture": "deit_tiny_distilled_patch16_224", "num_classes": 10,
                           "model_args": {"depth": 2}})
         x = torch.randn(2, 3, 224, 224)
         export_and_compare("random distilled DeiT-T (2 blocks)", d, x, ref_vit.vit_forward(sd, 3, distilled=True)(x))
@@ -178,10 +166,7 @@ def main():
         # 3. Hugging Face layout (layer_norm_eps 1e-12 by default).
         sd = ref_vit.random_vit_state_dict(192, 2, 3, 768, 10, seed=6)
         d = os.path.join(tmp, "hf")
-        os.makedirs(d)
-        ref_vit.write_safetensors(os.path.join(d, "model.safetensors"), to_hf(sd, 2))
-        with open(os.path.join(d, "config.json"), "w") as f:
-            json.dump(hf_config(192, 2, 3, 768, 224, 16, 10), f)
+        save_checkpoint(d, to_hf(sd, 2), hf_config(192, 2, 3, 768, 224, 16, 10))
         export_and_compare("Hugging Face layout", d, x, ref_vit.vit_forward(sd, 3, eps=1e-12)(x))
 
         # 4. The shared models on real images.
@@ -214,7 +199,8 @@ def main():
             print(f"SKIPPED (part): {FMNIST} absent (Debian package dataset-fashion-mnist); QDQ on the bundled model")
         if common.shared_available(args, "models", "vit_tiny_patch16_224"):
             d = os.path.join(args.shared_dir, "models", "vit_tiny_patch16_224")
-            x = dev_inputs(args, "data/imagenet-sample/dev", 64)
+            x = real_inputs(args, "data/imagenet-sample/dev", 64, 224, 0.9, "bicubic", (0.5,) * 3, (0.5,) * 3,
+                            stride=6)
             q = os.path.join(tmp, "ti_minmax8")
             common.run([args.vitq, "quantize", "--model", d, "--calib",
                         os.path.join(args.shared_dir, "data/imagenet-sample/calib"), "--calib-size", 64,
