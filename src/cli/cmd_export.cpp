@@ -31,8 +31,9 @@ void run_onnx_export(const ExportArgs& a) {
     const QuantizedViT qm = load_quantized_model(a.model, {a.allow_non_finite});
     model = dequantized_model(qm);
     const QuantPlan plan = simulation_plan(qm);
-    bytes = export_onnx(model, &plan);
-    what = cat("QDQ of ", a.model, "/plan.json (", plan.method, ")");
+    OnnxExportInfo info;
+    bytes = export_onnx(model, &plan, &info);
+    what = cat(a.model, "/plan.json (", plan.method, "): ", info.summary());
   } else {
     model = load_vit_model(a.model, {a.allow_non_finite});
     if (a.plan.empty()) {
@@ -43,8 +44,9 @@ void run_onnx_export(const ExportArgs& a) {
       check_plan_matches(plan, model.cfg, a.plan);
       std::unique_ptr<ViTModel> holder;
       const ViTModel& rewritten = apply_plan_transforms(model, plan, holder, a.plan);
-      bytes = export_onnx(rewritten, &plan);
-      what = cat("QDQ of ", a.plan, " (", plan.method, ")");
+      OnnxExportInfo info;
+      bytes = export_onnx(rewritten, &plan, &info);
+      what = cat(a.plan, " (", plan.method, "): ", info.summary());
     }
   }
   out.commit(bytes);
@@ -88,8 +90,9 @@ void add_export_command(CLI::App& app) {
                 "Write the model as an ONNX graph (opset 17; input 'pixels' [batch, C, H, W] preprocessed as the "
                 "model's config says, output 'logits'), checked with the ONNX checker: FP32, or with --plan (or from a "
                 "quantized model directory) in QDQ form - QuantizeLinear/DequantizeLinear on each quantized operand, "
-                "int8 weight codes. Options QDQ cannot express (per-token steps, level softmax grids, codes over 8 "
-                "bits, --rotate-mlp, QwT) are refused naming the site. Replaced whole; never an input");
+                "int8 weight codes; per-token steps and level softmax grids as the float operators that compute vitq's "
+                "codes, the MLP rotation and QwT as MatMuls (docs/FORMAT.md). Codes over 8 bits are refused naming the "
+                "site. Replaced whole; never an input");
   c->add_flag("--force", a->force, "Replace the output directory if it exists and is not empty (as a whole)");
   add_allow_non_finite_flag(c, a->allow_non_finite);
   c->callback([a] { run_export(*a); });

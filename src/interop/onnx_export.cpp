@@ -5,8 +5,9 @@
 //   tokens, MatMul+Add (proj), residual Add; LayerNormalization, MatMul+Add (fc1), GELU in its
 //   erf form 0.5·x·(1 + erf(x/√2)) (ONNX's Gelu operator is opset 20), MatMul+Add (fc2),
 //   residual Add -> final LayerNormalization -> Gather token 0 (and 1) -> head(s).
-// With a plan, each matmul site's operands pass through QuantizeLinear/DequantizeLinear
-// (onnx_export.h says how).
+// With a plan, each matmul site's operands pass through QuantizeLinear/DequantizeLinear, or the
+// float operators that compute vitq's codes where QDQ cannot (onnx_export.h says how); a rotated
+// model multiplies the GELU output by its rotation, a compensated block adds its QwT map.
 
 // onnx/checker.h first: its parser declares an enumerator MAP_TYPE, which <sys/mman.h> (through
 // core/aligned.h) defines as a macro.
@@ -15,10 +16,13 @@
 #include "interop/onnx_export.h"
 
 #include <cmath>
+#include <map>
 #include <vector>
 
 #include "core/error.h"
 #include "interop/onnx_graph.h"
+#include "numerics/hadamard.h"
+#include "numerics/level_grid.h"
 #include "quant/weight_codes.h"
 
 namespace vitq {
@@ -33,7 +37,8 @@ std::vector<int64_t> ints(std::initializer_list<int64_t> v) { return v; }
 
 class Exporter {
  public:
-  Exporter(onnx::GraphProto* gp, const ViTModel& m, const QuantPlan* plan) : g_(gp), m_(m), plan_(plan) {}
+  Exporter(onnx::GraphProto* gp, const ViTModel& m, const QuantPlan* plan, OnnxExportInfo& info)
+      : g_(gp), m_(m), plan_(plan), info_(info) {}
 
   void build();
 
@@ -46,6 +51,10 @@ class Exporter {
   void check_operand(const std::string& site, const char* which, const OperandQuant& q) const;
   // x̂ of an activation operand; heads > 0: per-head steps on axis 1 of a rank-4 tensor.
   std::string act(const std::string& name, const std::string& x, const OperandQuant& q, int heads);
+  // x̂ of a per-token input (quantizer.h, token_quant) and of a level grid (level_grid.h), in
+  // standard float operators that compute what vitq computes.
+  std::string act_per_token(const std::string& name, const std::string& x, const OperandQuant& q);
+  std::string act_levels(const std::string& x, const OperandQuant& q);
   // The weight W [N, K] as MatMul's right operand [K, N] (quantized under sp if given).
   std::string weight_t(const std::string& name, const LinearWeights& lw, const SitePlan* sp);
   // DequantizeLinear of int8 weight codes of shape `dims` whose output channel is `axis`, with
@@ -53,12 +62,24 @@ class Exporter {
   std::string dequantized_weight(const std::string& name, const std::vector<int8_t>& codes,
                                  const std::vector<int64_t>& dims, int64_t axis, const SitePlan& sp);
   std::string linear(SiteId id, const std::string& name, const std::string& x, const LinearWeights& lw);
+  std::string linear_fp32(const std::string& name, const std::string& x, const LinearWeights& lw) {
+    const std::string y = g_.op("MatMul", {x, weight_t(name, lw, nullptr)});
+    return lw.b.empty() ? y : g_.op("Add", {y, g_.floats(name + ".bias", {lw.out()}, lw.b.ptr())});
+  }
   std::string layernorm(const std::string& name, const std::string& x, const LayerNormWeights& ln);
   std::string attention_matmul(SiteId id, const std::string& a, const std::string& b, int64_t cols);
 
   Graph g_;
   const ViTModel& m_;
   const QuantPlan* plan_;
+  OnnxExportInfo& info_;
+  std::map<std::string, std::string> shared_;  // initializers made once (level tables, constants)
+  // A scalar initializer shared by every node that names it (the name must say the value).
+  std::string constant(const std::string& name, float v) {
+    std::string& s = shared_[name];
+    if (s.empty()) s = g_.scalar(name, v);
+    return s;
+  }
 };
 
 void Exporter::check_operand(const std::string& site, const char* which, const OperandQuant& q) const {
@@ -67,14 +88,21 @@ void Exporter::check_operand(const std::string& site, const char* which, const O
          " cannot be expressed as int8 QuantizeLinear/DequantizeLinear");
   };
   if (!q.quantized()) return;
-  if (q.bits > 8) refuse(cat(q.bits, "-bit codes"));
-  if (q.grid != Grid::Signed && q.grid != Grid::Unsigned) refuse("a level grid (log2 / float softmax grid)");
-  if (q.per_token) refuse("per-token (dynamic) steps");
+  if (q.bits > 8 && !is_level_grid(q.grid)) refuse(cat(q.bits, "-bit codes"));
   for (int b : q.channel_bits)
     if (b > 8) refuse(cat(b, "-bit channel codes"));
 }
 
 std::string Exporter::act(const std::string& name, const std::string& x, const OperandQuant& q, int heads) {
+  if (q.per_token) {
+    ++info_.per_token_inputs;
+    return act_per_token(name, x, q);
+  }
+  if (is_level_grid(q.grid)) {
+    ++info_.level_grid_inputs;
+    return act_levels(x, q);
+  }
+  ++info_.qdq_operands;
   const bool per_head = heads > 0 && q.per_head();
   const int elem = q.grid == Grid::Unsigned ? onnx::TensorProto::UINT8 : onnx::TensorProto::INT8;
   const QRange r = q.range();
@@ -95,6 +123,46 @@ std::string Exporter::act(const std::string& name, const std::string& x, const O
   const std::string zp = g_.zeros(name + ".zero_point", dims, elem);
   const std::vector<Attr> axis = per_head ? std::vector<Attr>{Attr::of("axis", int64_t(1))} : std::vector<Attr>{};
   return g_.op("DequantizeLinear", {g_.op("QuantizeLinear", {in, s, zp}, axis), s, zp}, axis);
+}
+
+// Per token (the rows of x's last axis): mn = α·min(min x, 0), mx = α·max(max x, 0),
+// Δ = (mx − mn)/(2^b − 1) (1 if not ≥ 1e-30), lo = round(mn/Δ), x̂ = clip(round(x/Δ), lo, lo + 2^b − 1)·Δ —
+// the same float operations in the same order as token_quant and code_f, so the codes are vitq's.
+std::string Exporter::act_per_token(const std::string& name, const std::string& x, const OperandQuant& q) {
+  const std::vector<Attr> last_axis{Attr::of("axes", ints({-1})), Attr::of("keepdims", int64_t(1))};
+  const std::string zero = constant("const.zero", 0.0f);
+  std::string mn = g_.op("Min", {g_.op("ReduceMin", {x}, last_axis), zero});
+  std::string mx = g_.op("Max", {g_.op("ReduceMax", {x}, last_axis), zero});
+  if (q.token_clip != 1.0f) {
+    const std::string a = g_.scalar(name + ".token_clip", q.token_clip);
+    mn = g_.op("Mul", {mn, a});
+    mx = g_.op("Mul", {mx, a});
+  }
+  const int32_t span = (int32_t(1) << q.bits) - 1;
+  const std::string levels = constant(cat("const.", span), float(span));
+  std::string d = g_.op("Div", {g_.op("Sub", {mx, mn}), levels});
+  d = g_.op("Where", {g_.op("GreaterOrEqual", {d, constant("const.1e-30", 1e-30f)}), d, constant("const.one", 1.0f)});
+  const std::string lo = g_.op("Round", {g_.op("Div", {mn, d})});
+  const std::string hi = g_.op("Add", {lo, levels});
+  const std::string code = g_.op("Min", {g_.op("Max", {g_.op("Round", {g_.op("Div", {x, d})}), lo}), hi});
+  return g_.op("Mul", {code, d});
+}
+
+// A level grid: v = clip(round(p·2^15), 0, 2^15), then the grid's table (level_grid.h: the level
+// nearest to v, ties up) looked up by Gather — one 2^15 + 1-entry table of p̂ = level·2^−15 per grid.
+std::string Exporter::act_levels(const std::string& x, const OperandQuant& q) {
+  const std::string key = cat(grid_name(q.grid), q.bits);
+  std::string& table = shared_["levels." + key];
+  if (table.empty()) {
+    const LevelGrid& grid = LevelGrid::get(q.grid, q.bits);
+    std::vector<float> t(size_t(kLevelOne) + 1);
+    for (int32_t v = 0; v <= kLevelOne; ++v) t[size_t(v)] = float(grid.of_fixed(v)) * kLevelStep;
+    table = g_.floats("level_grid." + key, {int64_t(t.size())}, t.data());
+  }
+  const std::string one = constant(cat("const.", kLevelOne), float(kLevelOne)), zero = constant("const.zero", 0.0f);
+  const std::string v = g_.op("Min", {g_.op("Max", {g_.op("Round", {g_.op("Mul", {x, one})}), zero}), one});
+  return g_.op("Gather", {table, g_.op("Cast", {v}, {Attr::of("to", int64_t(onnx::TensorProto::INT64))})},
+               {Attr::of("axis", int64_t(0))});
 }
 
 std::string Exporter::weight_t(const std::string& name, const LinearWeights& lw, const SitePlan* sp) {
@@ -184,41 +252,48 @@ std::string Exporter::layernorm(const std::string& name, const std::string& x, c
 
 void Exporter::build() {
   const ViTConfig& c = m_.cfg;
-  if (!m_.mlp_rotation_signs.empty())
-    fail(ErrorKind::Usage, "ONNX export: the plan's online MLP rotation (--rotate-mlp) is not exported yet");
-  for (size_t l = 0; l < m_.blocks.size(); ++l)
-    if (m_.blocks[l].has_compensation())
-      fail(ErrorKind::Usage, "ONNX export: block ", l, " has QwT compensation (--qwt), which is not exported yet");
   const int64_t D = c.embed_dim, H = c.num_heads, hd = c.head_dim(), T = c.tokens(), p = c.patch_size;
   const std::string S = std::to_string(c.img_size);
   g_.input("pixels", onnx::TensorProto::FLOAT, {"batch", std::to_string(c.in_chans), S, S});
 
   // Patch embedding: Conv with the [D, C·p·p] weight viewed as [D, C, p, p] (c, ky, kx order);
   // quantized: the pixels' QDQ (each patch row is a slice of them) and per-channel codes on axis 0.
+  // A per-token input (each patch row its own step) needs the rows: the patches by Reshape /
+  // Transpose into [batch, patches, C·p·p], then the site as a linear one.
   g_.set_scope("patch_embed");
-  std::string pix = "pixels", wconv;
+  std::string x;
   const SitePlan* pe = site({SiteKind::PatchEmbed, -1});
   if (pe) {
     check_operand("patch_embed", "input", pe->x);
     check_operand("patch_embed", "weight", pe->w);
-    if (pe->x.quantized()) pix = act("patch_embed.input", pix, pe->x, 0);
   }
-  if (pe && pe->w.quantized()) {
-    const int N = m_.patch_embed.out(), K = m_.patch_embed.in();
-    std::vector<int16_t> codes(size_t(N) * size_t(K));
-    site_weight_codes(m_.patch_embed.w.ptr(), N, K, *pe, codes.data());
-    wconv = dequantized_weight("patch_embed.weight", std::vector<int8_t>(codes.begin(), codes.end()),
-                               {D, c.in_chans, p, p}, 0, *pe);
+  if (pe && pe->x.per_token) {
+    const int64_t G = c.img_size / p;
+    const std::string patches = g_.op(
+        "Reshape", {g_.op("Transpose", {g_.op("Reshape", {"pixels", g_.int64s("shape.patch_grid", {0, c.in_chans, G, p, G, p})})},
+                          {Attr::of("perm", ints({0, 2, 4, 1, 3, 5}))}),
+                    g_.int64s("shape.patch_rows", {0, G * G, int64_t(c.in_chans) * p * p})});
+    x = linear({SiteKind::PatchEmbed, -1}, "patch_embed", patches, m_.patch_embed);
   } else {
-    wconv = g_.floats("patch_embed.weight", {D, c.in_chans, p, p}, m_.patch_embed.w.ptr());
+    std::string pix = "pixels", wconv;
+    if (pe && pe->x.quantized()) pix = act("patch_embed.input", pix, pe->x, 0);
+    if (pe && pe->w.quantized()) {
+      const int N = m_.patch_embed.out(), K = m_.patch_embed.in();
+      std::vector<int16_t> codes(size_t(N) * size_t(K));
+      site_weight_codes(m_.patch_embed.w.ptr(), N, K, *pe, codes.data());
+      wconv = dequantized_weight("patch_embed.weight", std::vector<int8_t>(codes.begin(), codes.end()),
+                                 {D, c.in_chans, p, p}, 0, *pe);
+    } else {
+      wconv = g_.floats("patch_embed.weight", {D, c.in_chans, p, p}, m_.patch_embed.w.ptr());
+    }
+    std::vector<float> pbias(m_.patch_embed.b.ptr(), m_.patch_embed.b.ptr() + D);
+    if (pe && !pe->bias_correction.empty())
+      for (int64_t i = 0; i < D; ++i) pbias[size_t(i)] += pe->bias_correction[size_t(i)];
+    const std::string conv = g_.op("Conv", {pix, wconv, g_.floats("patch_embed.bias", {D}, pbias.data())},
+                                   {Attr::of("kernel_shape", ints({p, p})), Attr::of("strides", ints({p, p}))});
+    x = g_.op("Transpose", {g_.op("Reshape", {conv, g_.int64s("shape.tokens_t", {0, D, -1})})},
+              {Attr::of("perm", ints({0, 2, 1}))});
   }
-  std::vector<float> pbias(m_.patch_embed.b.ptr(), m_.patch_embed.b.ptr() + D);
-  if (pe && !pe->bias_correction.empty())
-    for (int64_t i = 0; i < D; ++i) pbias[size_t(i)] += pe->bias_correction[size_t(i)];
-  const std::string conv = g_.op("Conv", {pix, wconv, g_.floats("patch_embed.bias", {D}, pbias.data())},
-                                 {Attr::of("kernel_shape", ints({p, p})), Attr::of("strides", ints({p, p}))});
-  std::string x = g_.op("Transpose", {g_.op("Reshape", {conv, g_.int64s("shape.tokens_t", {0, D, -1})})},
-                        {Attr::of("perm", ints({0, 2, 1}))});
   // Class (and distillation) tokens, broadcast over the batch: Expand to [batch, 1, D].
   const std::string batch = g_.op("Shape", {"pixels"}, {Attr::of("start", int64_t(0)), Attr::of("end", int64_t(1))});
   const std::string tok_shape = g_.op("Concat", {batch, g_.int64s("shape.1_D", {1, D})}, {Attr::of("axis", int64_t(0))});
@@ -237,12 +312,30 @@ void Exporter::build() {
   const std::string qkv_shape = g_.int64s("shape.qkv", {0, 0, 3, H, hd});
   const std::string tokens_shape = g_.int64s("shape.tokens", {0, 0, D});
   const std::string scale = g_.scalar("attn.scale", 1.0f / std::sqrt(static_cast<float>(hd)));
+  // The online rotation of fc2's input (ViTModel::mlp_rotation_signs): h·M, M = H_F·diag(s)/√F, as
+  // one constant F × F MatMul shared by the blocks.
+  std::string mlp_rotation;
+  if (!m_.mlp_rotation_signs.empty()) {
+    const int F = c.mlp_hidden;
+    if (m_.mlp_rotation_signs.size() != size_t(F) || !hadamard_supported(F))
+      fail(ErrorKind::Model, "ONNX export: MLP rotation of ", m_.mlp_rotation_signs.size(), " signs for mlp_hidden ", F);
+    std::vector<float> mr = hadamard_matrix_f32(F);
+    const float norm = 1.0f / std::sqrt(static_cast<float>(F));
+    for (size_t i = 0; i < size_t(F); ++i)
+      for (size_t j = 0; j < size_t(F); ++j) mr[i * size_t(F) + j] *= m_.mlp_rotation_signs[j] * norm;
+    mlp_rotation = g_.floats("mlp_rotation", {F, F}, mr.data());
+    info_.mlp_rotation = true;
+  }
   const std::string c_half = g_.scalar("gelu.half", 0.5f), c_one = g_.scalar("gelu.one", 1.0f),
                     c_isq2 = g_.scalar("gelu.inv_sqrt2", static_cast<float>(1.0 / std::sqrt(2.0)));
   for (int l = 0; l < int(m_.blocks.size()); ++l) {
     const BlockWeights& b = m_.blocks[size_t(l)];
     const std::string pre = "blocks." + std::to_string(l);
     g_.set_scope(pre);
+    // QwT compensation (ViTModel: BlockWeights::compensation): x·Wᵀ + b of the block's input,
+    // added after fc2's residual.
+    const std::string comp = b.has_compensation() ? linear_fp32(pre + ".compensation", x, b.compensation) : "";
+    info_.compensated_blocks += b.has_compensation() ? 1 : 0;
     std::string h = layernorm(pre + ".norm1", x, b.norm1);
     const std::string qkv =
         g_.op("Transpose", {g_.op("Reshape", {linear({SiteKind::Qkv, l}, pre + ".attn.qkv", h, b.qkv), qkv_shape})},
@@ -260,8 +353,10 @@ void Exporter::build() {
     h = layernorm(pre + ".norm2", x, b.norm2);
     const std::string f = linear({SiteKind::Fc1, l}, pre + ".mlp.fc1", h, b.fc1);
     const std::string erf = g_.op("Erf", {g_.op("Mul", {f, c_isq2})});
-    const std::string gelu = g_.op("Mul", {g_.op("Mul", {f, c_half}), g_.op("Add", {erf, c_one})});
+    std::string gelu = g_.op("Mul", {g_.op("Mul", {f, c_half}), g_.op("Add", {erf, c_one})});
+    if (!mlp_rotation.empty()) gelu = g_.op("MatMul", {gelu, mlp_rotation});
     x = g_.op("Add", {x, linear({SiteKind::Fc2, l}, pre + ".mlp.fc2", gelu, b.fc2)});
+    if (!comp.empty()) x = g_.op("Add", {x, comp});
   }
   g_.set_scope("head");
   x = layernorm("norm", x, m_.norm);
@@ -278,7 +373,21 @@ void Exporter::build() {
 
 }  // namespace
 
-std::string export_onnx(const ViTModel& model, const QuantPlan* plan) {
+std::string OnnxExportInfo::summary() const {
+  std::string s = cat(qdq_operands, " activation operands as QDQ");
+  if (per_token_inputs || level_grid_inputs) {
+    s += ", ";
+    if (per_token_inputs) s += cat(per_token_inputs, " per-token inputs");
+    if (per_token_inputs && level_grid_inputs) s += " and ";
+    if (level_grid_inputs) s += cat(level_grid_inputs, " level-grid softmax outputs");
+    s += " as float operators";
+  }
+  if (mlp_rotation) s += ", the MLP rotation";
+  if (compensated_blocks) s += cat(", QwT in ", compensated_blocks, " blocks");
+  return s;
+}
+
+std::string export_onnx(const ViTModel& model, const QuantPlan* plan, OnnxExportInfo* info) {
   onnx::ModelProto mp;
   mp.set_ir_version(8);
   mp.set_producer_name("vitq");
@@ -288,7 +397,8 @@ std::string export_onnx(const ViTModel& model, const QuantPlan* plan) {
   opset->set_version(kOpset);
   onnx::GraphProto* gp = mp.mutable_graph();
   gp->set_name(model.cfg.architecture.empty() ? "vit" : model.cfg.architecture);
-  Exporter(gp, model, plan).build();
+  OnnxExportInfo local;
+  Exporter(gp, model, plan, info ? *info : local).build();
   try {
     onnx::checker::check_model(mp);
   } catch (const std::exception& e) {

@@ -23,9 +23,22 @@ namespace vitq {
 //                       as the initializer, DequantizeLinear with per-channel steps (axis of the
 //                       output channel), plus the weight offset o_c added to the dequantized weight;
 //   bias correction     added to the bias (linear sites) or to Q·Kᵀ / P·V per head.
-// What QDQ with int8 types cannot express is an Error(Usage) naming the site and the option:
-// codes wider than 8 bits, level grids (log2 / float softmax grids), per-token (dynamic) steps,
-// an online MLP rotation, QwT compensation.
-std::string export_onnx(const ViTModel& model, const QuantPlan* plan);
+// Expressed exactly with standard float operators instead (not QDQ; ONNX Runtime runs them in
+// float): per-token input steps (ReduceMin/ReduceMax per row, then the codes by Div/Round/Max/
+// Min and x̂ = code·Δ — token_quant's operations in its order; the patch embedding then as
+// rows: Reshape/Transpose into patches and MatMul), level grids (Round(p·2^15) clipped, then
+// Gather from the grid's 2^15 + 1-entry table), the online MLP rotation (MatMul by the constant
+// H_F·diag(s)/√F) and QwT compensation (MatMul + Add of the block's input).
+// Codes wider than 8 bits are an Error(Usage) naming the site and operand.
+// `info` (optional) receives what the graph holds, for the user's message.
+struct OnnxExportInfo {
+  int qdq_operands = 0;       // activation operands as QuantizeLinear/DequantizeLinear
+  int per_token_inputs = 0;   // as float operators
+  int level_grid_inputs = 0;  // as float operators (Gather from the grid's table)
+  bool mlp_rotation = false;
+  int compensated_blocks = 0;
+  std::string summary() const;  // e.g. "24 QDQ activations, 25 per-token inputs and 12 level grids as float operators"
+};
+std::string export_onnx(const ViTModel& model, const QuantPlan* plan, OnnxExportInfo* info = nullptr);
 
 }  // namespace vitq

@@ -9,14 +9,16 @@ ViT-Ti / CIFAR models on real images when ../shared is present.
 
 QDQ exports of quantization plans (--plan, and from the quantized model directory): ONNX
 Runtime's top-1 against vitq's simulation of the same plan (vitq_probe forward --plan) on the
-same input tensors — minmax, liu2021 and percentile at W8A8 and W4A4 on 500 Fashion-MNIST test
-images (>= 99 % each); minmax W8A8 on 64 dev images of the shared ViT-Ti, whose per-tensor 8-bit
-plan is fragile (its own top-1 equals FP32's on ~94 % of them): there ONNX Runtime must agree with
-the simulation at least as often as the simulation agrees with FP32. The logits are not equal:
+same input tensors — minmax, liu2021 and percentile at W8A8 and W4A4, and vitq's recipe at W8A8
+(per-token inputs and the float softmax grid as float operators) and W4A4 (also rotations, the
+online MLP rotation and QwT) on 500 Fashion-MNIST test images (>= 99 % each); minmax and vitq
+W8A8 on 64 dev images of the shared ViT-Ti, where ONNX Runtime must agree with the simulation at
+least as often as the simulation agrees with FP32 (minmax's per-tensor 8-bit plan is fragile: its
+own top-1 equals FP32's on ~94 % of them). The logits are not equal:
 ONNX Runtime's LayerNorm, softmax and erf differ from vitq's in the last bits, which moves the
 odd activation across a rounding boundary of its grid (one site alone: mean |diff| 1e-4; W4A4
 minmax on the bundled model, with fewer boundaries: 2e-6). Refusals: --onnx
-with -o, and a plan QDQ cannot express (per-token steps) naming the site (exit 2 each).
+with -o, and a plan with codes over 8 bits, naming the site (exit 2 each).
 
 ONNX Runtime: bench/node_modules, else `npm ci --ignore-scripts` of bench/package-lock.json into
 the build directory (node and the npm registry needed; skips with the reason otherwise).
@@ -188,7 +190,7 @@ def main():
         if os.path.isdir(FMNIST):
             x = fmnist_inputs(500)
             calib = os.path.join(FMNIST, "train-images-idx3-ubyte.gz")
-            for method in ("minmax", "liu2021", "percentile"):
+            for method in ("minmax", "liu2021", "percentile", "vitq"):
                 for bits in (8, 4):
                     q = os.path.join(tmp, f"fm_{method}_{bits}")
                     common.run([args.vitq, "quantize", "--model", bundled, "--calib", calib, "--calib-size", 32,
@@ -201,12 +203,13 @@ def main():
             d = os.path.join(args.shared_dir, "models", "vit_tiny_patch16_224")
             x = real_inputs(args, "data/imagenet-sample/dev", 64, 224, 0.9, "bicubic", (0.5,) * 3, (0.5,) * 3,
                             stride=6)
-            q = os.path.join(tmp, "ti_minmax8")
-            common.run([args.vitq, "quantize", "--model", d, "--calib",
-                        os.path.join(args.shared_dir, "data/imagenet-sample/calib"), "--calib-size", 64,
-                        "--method", "minmax", "--bits", 8, "-o", q, "-q"])
-            compare_qdq(args, chk, ort_dir, tmp, "shared ViT-Ti, minmax W8A8, 64 dev images", d,
-                        os.path.join(q, "plan.json"), q, x)
+            for method in ("minmax", "vitq"):
+                q = os.path.join(tmp, f"ti_{method}8")
+                common.run([args.vitq, "quantize", "--model", d, "--calib",
+                            os.path.join(args.shared_dir, "data/imagenet-sample/calib"), "--calib-size", 64,
+                            "--method", method, "--bits", 8, "-o", q, "-q"])
+                compare_qdq(args, chk, ort_dir, tmp, f"shared ViT-Ti, {method} W8A8, 64 dev images", d,
+                            os.path.join(q, "plan.json"), q, x)
 
         # 6. Refusals, each a usage error (exit 2) naming what is wrong.
         r = subprocess.run([args.vitq, "export", "--model", bundled, "--onnx", os.path.join(tmp, "x.onnx"),
@@ -214,16 +217,17 @@ def main():
         chk.check(r.returncode == 2 and "-o" in r.stderr and not os.path.exists(os.path.join(tmp, "x.onnx")),
                   f"--onnx with -o: exit {r.returncode} (want 2), message names -o, no file written")
         if os.path.isdir(FMNIST):
-            q = os.path.join(tmp, "fm_vitq")
-            common.run([args.vitq, "quantize", "--model", bundled, "--calib", os.path.join(FMNIST,
-                        "train-images-idx3-ubyte.gz"), "--calib-size", 16, "--method", "vitq", "--bits", 8,
-                        "--plan-only", "-o", q, "-q"])
-            r = subprocess.run([args.vitq, "export", "--model", bundled, "--plan", os.path.join(q, "plan.json"),
+            q = os.path.join(tmp, "fm_minmax_8")  # made above; one site's input widened to 10 bits
+            plan = json.load(open(os.path.join(q, "plan.json")))
+            plan["sites"]["blocks.1.mlp.fc2"]["x"]["bits"] = 10
+            wide = os.path.join(tmp, "wide_plan.json")
+            json.dump(plan, open(wide, "w"))
+            r = subprocess.run([args.vitq, "export", "--model", bundled, "--plan", wide,
                                 "--onnx", os.path.join(tmp, "x.onnx")], capture_output=True, text=True)
-            chk.check(r.returncode == 2 and "per-token" in r.stderr and "site " in r.stderr and
+            chk.check(r.returncode == 2 and "site blocks.1.mlp.fc2" in r.stderr and "10-bit" in r.stderr and
                       not os.path.exists(os.path.join(tmp, "x.onnx")),
-                      f"a per-token plan (vitq's recipe): exit {r.returncode} (want 2), the message names the site "
-                      f"and 'per-token': {r.stderr.strip()[:200]}")
+                      f"a plan with 10-bit codes: exit {r.returncode} (want 2), the message names the site "
+                      f"and '10-bit': {r.stderr.strip()[:200]}")
     chk.finish()
 
 

@@ -1,10 +1,13 @@
 // Probe subcommands for the forward pass: logits and site tensors for a raw input batch.
+#include <cmath>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "core/error.h"
 #include "engine/vit_forward.h"
 #include "model/vit_model.h"
+#include "numerics/hadamard.h"  // splitmix64_next
 #include "probe.h"
 #include "quant/plan.h"
 #include "quant/plan_transforms.h"
@@ -28,8 +31,42 @@ class Capture : public SiteHook {
   std::string name_;
 };
 
+// Records one site's output while `inner` (the plan's simulator, or null: FP32) computes the sites.
+class SimCapture : public SiteHook {
+ public:
+  SimCapture(SiteHook* inner, std::string name) : inner_(inner), cap_(std::move(name)) {}
+  bool compute(const SiteCall& c) override { return inner_ && inner_->compute(c); }
+  void observe(const SiteCall& c) override { cap_.observe(c); }
+  const std::vector<float>& out() const { return cap_.out; }
+
+ private:
+  SiteHook* inner_;
+  Capture cap_;
+};
+
+// Moves every site output by one unit in the last place, up or down by a hash of (seed, call,
+// index): the size of the difference two engines' summation orders make in a GEMM's result,
+// injected at every site, so that a test can measure how often a plan's predictions survive it.
+class PerturbOutputs : public SiteHook {
+ public:
+  PerturbOutputs(SiteHook* inner, uint64_t seed) : inner_(inner), state_(seed) {}
+  bool compute(const SiteCall& c) override { return inner_ && inner_->compute(c); }
+  void observe(const SiteCall& c) override {
+    const size_t n = size_t(c.groups) * size_t(c.M) * size_t(c.N);
+    for (size_t i = 0; i < n; ++i) {
+      const bool up = splitmix64_next(state_) >> 63;
+      c.y[i] = std::nextafter(c.y[i], up ? INFINITY : -INFINITY);
+    }
+  }
+
+ private:
+  SiteHook* inner_;
+  uint64_t state_;
+};
+
 struct Args {
   std::string model, input, out, site, plan;
+  int64_t perturb_seed = -1;
   int batch = 1;
   bool per_call = false;
 };
@@ -40,7 +77,6 @@ void run(const Args& a) {
   std::unique_ptr<QuantPlan> plan;
   std::unique_ptr<ViTModel> holder;
   std::unique_ptr<PlanSimulator> sim;
-  if (!a.plan.empty() && !a.site.empty()) fail(ErrorKind::Usage, "--plan gives logits only, not --site");
   if (!a.plan.empty()) plan = std::make_unique<QuantPlan>(load_plan(a.plan));
   const ViTModel& m = plan ? apply_plan_transforms(checkpoint, *plan, holder, a.plan) : checkpoint;
   if (plan) sim = std::make_unique<PlanSimulator>(m, *plan);
@@ -50,14 +86,18 @@ void run(const Args& a) {
   avector<float> xa(x.begin(), x.end());
   std::vector<float> logits(size_t(a.batch) * size_t(c.num_classes));
   ViTForward fwd(m, a.per_call ? FpGemm::PerCall : FpGemm::Packed);
-  if (a.site.empty()) {
+  if (a.site.empty() && a.perturb_seed >= 0) {
+    PerturbOutputs perturb(sim.get(), uint64_t(a.perturb_seed));
+    fwd.run(xa.data(), a.batch, logits.data(), &perturb);
+    write_raw(a.out, logits.data(), logits.size());
+  } else if (a.site.empty()) {
     fwd.run(xa.data(), a.batch, logits.data(), sim.get());
     write_raw(a.out, logits.data(), logits.size());
   } else {
-    Capture cap(a.site);
+    SimCapture cap(sim.get(), a.site);
     fwd.run(xa.data(), a.batch, logits.data(), &cap);
-    if (cap.out.empty()) fail(ErrorKind::Usage, "no site named '", a.site, "'");
-    write_raw(a.out, cap.out.data(), cap.out.size());
+    if (cap.out().empty()) fail(ErrorKind::Usage, "no site named '", a.site, "'");
+    write_raw(a.out, cap.out().data(), cap.out().size());
   }
 }
 
@@ -70,8 +110,10 @@ void register_forward(CLI::App& app) {
   c->add_option("--input", a->input, "raw float32, batch x C x H x W")->required();
   c->add_option("--batch", a->batch)->required();
   c->add_option("--site", a->site, "dump this site's output instead of the logits");
-  c->add_option("--plan", a->plan, "simulate this quantization plan (logits only)");
+  c->add_option("--plan", a->plan, "simulate this quantization plan (the logits, or --site's output under it)");
   c->add_option("--out", a->out)->required();
+  c->add_option("--perturb-outputs", a->perturb_seed,
+                 "move every site's output by one ulp (direction from this seed) before it is used (logits only)");
   c->add_flag("--per-call-gemm", a->per_call, "every product through dnnl_sgemm (the calibration's FP path)");
   c->callback([a] { run(*a); });
 }
