@@ -14,6 +14,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libnlopt-cxx-dev       # derivative-free optimisers (LAPQ)
   libonnx-dev libprotobuf-dev  # ONNX export (vitq export --onnx): ONNX's protobuf classes and checker
+  pybind11-dev python3-dev     # the Python module (import vitq; built when present)
+  python3-venv python3-setuptools python3-wheel  # pip install . into a venv, offline (tests/python)
   dataset-fashion-mnist  # the bundled model's dataset
   # references for the parity tests and benchmarks (never used by the vitq runtime)
   python3-torch python3-torchvision python3-pil python3-numpy python3-onnx

@@ -15,7 +15,7 @@ What it reads:
   - header dependencies of every object (`ninja -t deps`);
   - libraries on the link lines (full paths and -l names) and what each executable loads
     (`ldd`);
-  - the modules that every Python file under tests/, bench/ and tools/ imports, resolved with
+  - the modules that every Python file under tests/, bench/, tools/ and python/ imports, resolved with
     /usr/bin/python3 (the interpreter the tests run).
 --omit drops packages from setup.sh's list (to show the check failing; see the test).
 Exit 0 when complete, 1 with one line per missing package otherwise, 2 on a usage error.
@@ -99,15 +99,18 @@ def build_inputs(build):
 def python_imports():
     """Top-level modules imported by the project's Python files, with one importing file each."""
     modules = {}
-    local = set()
-    for top in ("tests", "bench", "tools"):
+    # The project's own modules: every script's name, and the packages of python/ (the vitq module).
+    local = set(n for n in os.listdir(os.path.join(SOURCE, "python"))
+                if os.path.isdir(os.path.join(SOURCE, "python", n)))
+    tops = ("tests", "bench", "tools", "python")
+    for top in tops:
         for root, _, names in os.walk(os.path.join(SOURCE, top)):
             if "node_modules" in root:
                 continue
             for n in names:
                 if n.endswith(".py"):
                     local.add(n[:-3])
-    for top in ("tests", "bench", "tools"):
+    for top in tops:
         for root, _, names in os.walk(os.path.join(SOURCE, top)):
             if "node_modules" in root:
                 continue
