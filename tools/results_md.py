@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 
-def run(cmd):
-    """Runs cmd (any items, made strings); its stdout, or exit 1 with the end of its stderr."""
-    r = subprocess.run([str(x) for x in cmd], capture_output=True, text=True)
+def run(cmd, env=None):
+    """Runs cmd (any items, made strings; env: its environment, None = this one); its stdout, or exit 1
+    with the end of its stderr."""
+    r = subprocess.run([str(x) for x in cmd], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         sys.stderr.write(f"command failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr[-3000:]}\n")
         raise SystemExit(1)
