@@ -16,9 +16,7 @@
 #include "eval/shards.h"
 #include "model/vit_model.h"
 #include "quant/plan.h"
-#include "quant/plan_transforms.h"
-#include "quant/simulate.h"
-#include "runtime/int_vit_forward.h"
+#include "runtime/model_runner.h"
 #include "runtime/quantized_model.h"
 
 namespace vitq {
@@ -81,28 +79,24 @@ void run_eval(const EvalArgs& a) {
   if (!a.json_out.empty())
     json_out = std::make_unique<StagedFile>(a.json_out,
                                             OutputCheck{"--json", {a.model, a.data, a.plan, a.class_map, a.reference}});
-  std::unique_ptr<QuantizedViT> qm;
-  if (quantized) qm = std::make_unique<QuantizedViT>(load_quantized_model(a.model, {a.allow_non_finite}));
-  ViTModel model;  // the integer run needs only the config (no FP32 copy of the weights)
-  if (!quantized) model = load_vit_model(a.model, {a.allow_non_finite});
-  else if (a.simulate) model = dequantized_model(*qm);
-  else model.cfg = qm->cfg;
+  ModelRunner runner(a.model, {a.plan, a.simulate, a.allow_non_finite});
+  const ViTConfig& cfg = runner.config();
   DatasetOptions dopt;
   dopt.class_map = a.class_map;
   dopt.auto_class_map = !a.no_auto_map;
   std::unique_ptr<Dataset> data = open_dataset(a.data, dopt);
-  if (data->num_classes() > model.cfg.num_classes)
+  if (data->num_classes() > cfg.num_classes)
     fail(ErrorKind::Data, a.data, ": dataset has ", data->num_classes(), " classes but the model has ",
-         model.cfg.num_classes);
+         cfg.num_classes);
   // Labels from sorted folder names are model class indices only if every class has a folder:
   // a tree of only cat/ and dog/ would be classes 0 and 1 and score 0 % without a word.
-  if (data->classes_from_folder_names() && data->num_classes() != model.cfg.num_classes)
+  if (data->classes_from_folder_names() && data->num_classes() != cfg.num_classes)
     std::fprintf(stderr,
                  "warning: %s has %d class folders but the model has %d classes, and no class map was given: "
                  "labels are the indices of the sorted folder names, so they are wrong unless the folders are "
                  "the model's first %d classes in order. Give --class-map FILE (the model's class folder names, "
                  "one per line) to label them correctly.\n",
-                 a.data.c_str(), data->num_classes(), model.cfg.num_classes, data->num_classes());
+                 a.data.c_str(), data->num_classes(), cfg.num_classes, data->num_classes());
   std::vector<size_t> idx = select_subset(data->size(), a.limit, a.seed);
   const size_t selected = idx.size();
   idx = shard_slice(idx, shard);
@@ -112,38 +106,25 @@ void run_eval(const EvalArgs& a) {
     if (is_quantized_model_dir(a.reference))
       fail(ErrorKind::Usage, "--reference ", a.reference, " is a quantized model directory; give the FP32 checkpoint");
     ref = std::make_unique<ViTModel>(load_vit_model(a.reference, {a.allow_non_finite}));
-    const Preprocess &p = model.cfg.preprocess, &q = ref->cfg.preprocess;
-    if (ref->cfg.num_classes != model.cfg.num_classes || p.channels != q.channels || p.height != q.height ||
+    const Preprocess &p = cfg.preprocess, &q = ref->cfg.preprocess;
+    if (ref->cfg.num_classes != cfg.num_classes || p.channels != q.channels || p.height != q.height ||
         p.width != q.width || p.interp != q.interp || p.crop_pct != q.crop_pct || p.mean != q.mean || p.std != q.std ||
         p.resize_exact != q.resize_exact)
       fail(ErrorKind::Usage, "--reference ", a.reference, ": its classes or preprocessing differ from ", a.model,
            "'s, so the two cannot be compared image by image");
   }
-  std::unique_ptr<QuantPlan> plan;
-  std::unique_ptr<PlanSimulator> sim;
-  if (!a.plan.empty()) {
-    plan = std::make_unique<QuantPlan>(load_plan(a.plan));
-    check_plan_matches(*plan, model.cfg, a.plan);
-    // A plan with transforms is for the rewritten checkpoint (the same FP function).
-    std::unique_ptr<ViTModel> rewritten;
-    apply_plan_transforms(model, *plan, rewritten, a.plan);
-    if (rewritten) model = std::move(*rewritten);
-    sim = std::make_unique<PlanSimulator>(model, *plan);
-  } else if (quantized && a.simulate) {
-    plan = std::make_unique<QuantPlan>(simulation_plan(*qm));
-    sim = std::make_unique<PlanSimulator>(model, *plan);
-  }
-  const std::string engine = !quantized ? (plan ? "simulated" : "fp32") : (a.simulate ? "simulated" : "integer");
+  const std::string& engine = runner.engine();
+  const QuantPlan* plan = runner.plan();
 
   if (quantized)
-    std::printf("model    %s (%s, quantized model directory)\n", a.model.c_str(), model.cfg.architecture.c_str());
+    std::printf("model    %s (%s, quantized model directory)\n", a.model.c_str(), cfg.architecture.c_str());
   else
-    std::printf("model    %s (%s, %.2f M parameters)\n", a.model.c_str(), model.cfg.architecture.c_str(),
-                double(model.parameter_count()) / 1e6);
+    std::printf("model    %s (%s, %.2f M parameters)\n", a.model.c_str(), cfg.architecture.c_str(),
+                double(runner.float_model()->parameter_count()) / 1e6);
   std::printf("data     %s\n", data->describe().c_str());
   if (quantized)
-    std::printf("plan     %s/plan.json (%s, %zu quantized sites; %s)\n", a.model.c_str(), qm->plan.method.c_str(),
-                qm->plan.sites.size(),
+    std::printf("plan     %s/plan.json (%s, %zu quantized sites; %s)\n", a.model.c_str(), plan->method.c_str(),
+                plan->sites.size(),
                 a.simulate ? "simulated: quantize-dequantize, float GEMM" : "integer: int8 GEMMs (oneDNN u8 x s8)");
   else if (plan)
     std::printf("plan     %s (%s, %zu quantized sites; simulated: quantize-dequantize, float GEMM)\n",
@@ -156,22 +137,15 @@ void run_eval(const EvalArgs& a) {
                 shard.index, shard.count, idx.size(), selected);
   std::fflush(stdout);
 
-  ViTForward fwd(model);
-  std::unique_ptr<IntViTForward> ifwd;
-  if (quantized && !a.simulate) {
-    ifwd = std::make_unique<IntViTForward>(*qm);
-    drop_linear_weights(*qm);  // the integer forward keeps its own packed copies
-  }
   EvalOptions opt;
   opt.batch = a.batch;
   opt.on_bad_image = a.skip_bad ? BadImagePolicy::Skip : BadImagePolicy::Fail;
-  opt.hook = sim.get();
   opt.allow_non_finite = a.allow_non_finite;
   opt.locate_non_finite = [&](const float* image) -> std::string {
-    if (ifwd) return "the integer run (vitq eval --simulate on this directory names the site)";
-    NonFiniteProbe probe(sim.get());
-    std::vector<float> lg(size_t(model.cfg.num_classes));
-    fwd.run(image, 1, lg.data(), &probe);
+    if (!runner.float_forward()) return "the integer run (vitq eval --simulate on this directory names the site)";
+    NonFiniteProbe probe(runner.hook());
+    std::vector<float> lg(size_t(cfg.num_classes));
+    runner.float_forward()->run(image, 1, lg.data(), &probe);
     return probe.found().empty() ? "the classifier head" : probe.found();
   };
   ReferenceAgreement agreement;
@@ -185,12 +159,9 @@ void run_eval(const EvalArgs& a) {
       agreement.add(logits, ref_logits.data(), n, ref->cfg.num_classes);
     };
   }
-  ForwardFn forward = [&](const float* x, int b, float* logits) {
-    if (ifwd) ifwd->run(x, b, logits);
-    else fwd.run(x, b, logits, sim.get());
-  };
+  ForwardFn forward = [&](const float* x, int b, float* logits) { runner.run(x, b, logits); };
   Progress bar("eval", idx.size(), a.quiet);
-  EvalResult r = evaluate(model.cfg, forward, *data, idx, opt, [&](const EvalProgress& p) {
+  EvalResult r = evaluate(cfg, forward, *data, idx, opt, [&](const EvalProgress& p) {
     bar.update(p.done, cat("top-1 ", p.done ? 100.0 * double(p.top1) / double(p.done) : 0.0, "%"));
   });
   bar.finish();
@@ -199,7 +170,7 @@ void run_eval(const EvalArgs& a) {
   const int threads = omp_get_max_threads();
   nlohmann::ordered_json j;
   j["model"] = a.model;
-  j["architecture"] = model.cfg.architecture;
+  j["architecture"] = cfg.architecture;
   j["plan"] = quantized ? a.model + "/plan.json" : a.plan;
   j["engine"] = engine;
   j["data"] = a.data;

@@ -19,12 +19,8 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "data/image.h"
-#include "engine/vit_forward.h"
 #include "model/vit_model.h"
-#include "quant/plan.h"
-#include "quant/plan_transforms.h"
-#include "quant/simulate.h"
-#include "runtime/int_vit_forward.h"
+#include "runtime/model_runner.h"
 #include "runtime/quantized_model.h"
 
 namespace py = pybind11;
@@ -34,47 +30,14 @@ namespace {
 
 constexpr int kPredictBatch = 32;  // images per forward (bounds the activations' memory)
 
-// One loaded model and the forward that runs it.
+// One loaded model and the forward that runs it (runtime/model_runner.h decides the engine).
 class Model {
  public:
-  Model(const std::string& dir, const std::string& plan_path, bool simulate, bool allow_non_finite) {
-    const bool quantized = is_quantized_model_dir(dir);
-    if (quantized && !plan_path.empty())
-      fail(ErrorKind::Usage, dir, " is a quantized model directory with its own plan; plan= is for FP32 checkpoints");
-    if (!quantized && simulate)
-      fail(ErrorKind::Usage, "simulate=True needs a quantized model directory; for an FP32 checkpoint give plan=");
-    if (quantized) {
-      qm_ = std::make_unique<QuantizedViT>(load_quantized_model(dir, {allow_non_finite}));
-      cfg_ = qm_->cfg;
-      method_ = qm_->plan.method;
-      if (simulate) {
-        model_ = std::make_unique<ViTModel>(dequantized_model(*qm_));
-        plan_ = std::make_unique<QuantPlan>(simulation_plan(*qm_));
-        engine_ = "simulated";
-      } else {
-        ifwd_ = std::make_unique<IntViTForward>(*qm_);
-        drop_linear_weights(*qm_);
-        engine_ = "integer";
-      }
-    } else {
-      model_ = std::make_unique<ViTModel>(load_vit_model(dir, {allow_non_finite}));
-      cfg_ = model_->cfg;
-      engine_ = "fp32";
-      if (!plan_path.empty()) {
-        plan_ = std::make_unique<QuantPlan>(load_plan(plan_path));
-        check_plan_matches(*plan_, cfg_, plan_path);
-        std::unique_ptr<ViTModel> rewritten;
-        apply_plan_transforms(*model_, *plan_, rewritten, plan_path);
-        if (rewritten) model_ = std::move(rewritten);
-        method_ = plan_->method;
-        engine_ = "simulated";
-      }
-    }
-    if (model_) {
-      fwd_ = std::make_unique<ViTForward>(*model_);
-      if (plan_) sim_ = std::make_unique<PlanSimulator>(*model_, *plan_);
-    }
-  }
+  Model(const std::string& dir, const std::string& plan_path, bool simulate, bool allow_non_finite)
+      : runner_(checked(dir, plan_path, simulate), {plan_path, simulate, allow_non_finite}),
+        cfg_(runner_.config()),
+        engine_(runner_.engine()),
+        method_(runner_.plan() ? runner_.plan()->method : "") {}
 
   const ViTConfig& config() const { return cfg_; }
   const std::string& engine() const { return engine_; }
@@ -105,24 +68,25 @@ class Model {
     {
       py::gil_scoped_release unlocked;
       std::lock_guard<std::mutex> lock(mu_);  // the forwards keep their buffers: one call at a time
-      for (int i = 0; i < n; i += kPredictBatch) {
-        const int b = std::min(kPredictBatch, n - i);
-        if (ifwd_) ifwd_->run(src + size_t(i) * img, b, dst + size_t(i) * size_t(K));
-        else fwd_->run(src + size_t(i) * img, b, dst + size_t(i) * size_t(K), sim_.get());
-      }
+      for (int i = 0; i < n; i += kPredictBatch)
+        runner_.run(src + size_t(i) * img, std::min(kPredictBatch, n - i), dst + size_t(i) * size_t(K));
     }
     return out;
   }
 
  private:
+  // The refusals in the Python keywords' names, before the runner loads anything.
+  static const std::string& checked(const std::string& dir, const std::string& plan_path, bool simulate) {
+    const bool quantized = is_quantized_model_dir(dir);
+    if (quantized && !plan_path.empty())
+      fail(ErrorKind::Usage, dir, " is a quantized model directory with its own plan; plan= is for FP32 checkpoints");
+    if (!quantized && simulate)
+      fail(ErrorKind::Usage, "simulate=True needs a quantized model directory; for an FP32 checkpoint give plan=");
+    return dir;
+  }
+  ModelRunner runner_;
   ViTConfig cfg_;
   std::string engine_, method_;
-  std::unique_ptr<QuantizedViT> qm_;
-  std::unique_ptr<ViTModel> model_;
-  std::unique_ptr<QuantPlan> plan_;
-  std::unique_ptr<PlanSimulator> sim_;
-  std::unique_ptr<ViTForward> fwd_;
-  std::unique_ptr<IntViTForward> ifwd_;
   std::mutex mu_;
 };
 
