@@ -34,18 +34,16 @@ constexpr int kPredictBatch = 32;  // images per forward (bounds the activations
 class Model {
  public:
   Model(const std::string& dir, const std::string& plan_path, bool simulate, bool allow_non_finite)
-      : runner_(checked(dir, plan_path, simulate), {plan_path, simulate, allow_non_finite}),
-        cfg_(runner_.config()),
-        engine_(runner_.engine()),
-        method_(runner_.plan() ? runner_.plan()->method : "") {}
+      : runner_(checked(dir, plan_path, simulate), {plan_path, simulate, allow_non_finite}) {}
 
-  const ViTConfig& config() const { return cfg_; }
-  const std::string& engine() const { return engine_; }
-  const std::string& method() const { return method_; }
+  const ViTConfig& config() const { return runner_.config(); }
+  const std::string& engine() const { return runner_.engine(); }
+  std::string method() const { return runner_.plan() ? runner_.plan()->method : ""; }
 
   // Logits [N, classes] of preprocessed images [N, C, H, W] (or one image [C, H, W]: [classes]).
   py::array_t<float> predict(const py::array& input) {
-    const int C = cfg_.in_chans, S = cfg_.img_size, K = cfg_.num_classes;
+    const ViTConfig& cfg = config();
+    const int C = cfg.in_chans, S = cfg.img_size, K = cfg.num_classes;
     auto shape_str = [&] {
       std::string s = "[";
       for (py::ssize_t d = 0; d < input.ndim(); ++d) s += (d ? ", " : "") + std::to_string(input.shape(d));
@@ -85,8 +83,6 @@ class Model {
     return dir;
   }
   ModelRunner runner_;
-  ViTConfig cfg_;
-  std::string engine_, method_;
   std::mutex mu_;
 };
 
