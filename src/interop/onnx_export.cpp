@@ -326,7 +326,7 @@ void Exporter::build() {
     mlp_rotation = g_.floats("mlp_rotation", {F, F}, mr.data());
     info_.mlp_rotation = true;
   }
-  const std::string c_half = g_.scalar("gelu.half", 0.5f), c_one = g_.scalar("gelu.one", 1.0f),
+  const std::string c_half = constant("const.half", 0.5f), c_one = constant("const.one", 1.0f),
                     c_isq2 = g_.scalar("gelu.inv_sqrt2", static_cast<float>(1.0 / std::sqrt(2.0)));
   for (int l = 0; l < int(m_.blocks.size()); ++l) {
     const BlockWeights& b = m_.blocks[size_t(l)];
