@@ -25,7 +25,6 @@ in bench/); exits with a message otherwise.
 import argparse
 import datetime
 import json
-import math
 import os
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from results_md import machine, replace_block, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "parity"))  # the reference preprocessing (test_forward.real_inputs)
 
 MODELS = {
     "vit_ti": dict(label="ViT-Ti/16, ImageNet", model="models/vit_tiny_patch16_224",
@@ -56,26 +56,20 @@ CONFIGS = {  # name -> (label, vitq quantize arguments)
 
 
 def inputs(shared, spec):
-    """The dev images as one float32 NCHW array (timm eval transform) and their labels."""
+    """The dev images as one float32 NCHW array (the parity tests' PIL + torchvision transform) and
+    their labels (the class folder's index in the class map, else in sorted folder order)."""
     import numpy as np
-    import torchvision.transforms as T
-    from PIL import Image
+    from test_forward import real_inputs
     root = os.path.join(shared, spec["dev"])
-    classes = sorted(os.listdir(root))
+    x, paths = real_inputs(argparse.Namespace(shared_dir=shared), spec["dev"], 10**9, spec["size"], spec["crop"],
+                           spec["interp"], spec["mean"], spec["std"], stride=1, with_paths=True)
     if spec["class_map"]:
         with open(os.path.join(shared, spec["class_map"])) as f:
             index = {w.strip(): i for i, w in enumerate(f) if w.strip()}
     else:
-        index = {c: i for i, c in enumerate(classes)}
-    mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[spec["interp"]]
-    tf = T.Compose([T.Resize(math.floor(spec["size"] / spec["crop"]), interpolation=mode), T.CenterCrop(spec["size"]),
-                    T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
-    xs, ys = [], []
-    for c in classes:
-        for fname in sorted(os.listdir(os.path.join(root, c))):
-            xs.append(tf(Image.open(os.path.join(root, c, fname)).convert("RGB")).numpy())
-            ys.append(index[c])
-    return np.stack(xs).astype("<f4"), np.array(ys)
+        index = {c: i for i, c in enumerate(sorted(os.listdir(root)))}
+    labels = [index[os.path.basename(os.path.dirname(p))] for p in paths]
+    return x.numpy().astype("<f4"), np.array(labels)
 
 
 def logits(cmd_for_chunk, x, tmp, chunk):

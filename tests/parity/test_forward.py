@@ -79,8 +79,9 @@ def compare(chk, name, got, ref):
                             f"(argmax agree {bool((got.argmax(-1) == ref.argmax(-1)).all())})")
 
 
-def real_inputs(args, rel_dir, n, size, crop_pct, interp, mean, std, stride=37):
-    """n real images (every stride-th file) preprocessed with PIL + torchvision (timm eval transform)."""
+def real_inputs(args, rel_dir, n, size, crop_pct, interp, mean, std, stride=37, with_paths=False):
+    """n real images (every stride-th file, in sorted path order) preprocessed with PIL + torchvision
+    (timm eval transform); with_paths: also their paths."""
     from PIL import Image
     import math
     import torchvision.transforms as T
@@ -89,7 +90,8 @@ def real_inputs(args, rel_dir, n, size, crop_pct, interp, mean, std, stride=37):
     mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[interp]
     tf = T.Compose([T.Resize(math.floor(size / crop_pct), interpolation=mode), T.CenterCrop(size), T.ToTensor(),
                     T.Normalize(mean, std)])
-    return torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
+    x = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
+    return (x, paths) if with_paths else x
 
 
 def main():
