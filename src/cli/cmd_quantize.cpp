@@ -32,6 +32,7 @@ struct QuantizeArgs {
   int bits = 0, wbits = 0, abits = 0, threads = 0, batch = 32, mixed_precision = 0, mp_svd_images = 32;
   std::vector<int> mp_candidates;
   size_t calib_size = 256;
+  bool calib_mirror = false;  // --calib-mirror: each calibration image also mirrored (add_mirrored_views)
   int random_calib = 0;     // --random-calibration N: N random images instead of --calib
   bool plan_only = false;   // --plan-only: no quantized model directory
   bool force = false;       // --force: replace a non-empty output directory
@@ -119,6 +120,10 @@ std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& op
   if (r.recon_iters && !given("--recon-iters")) {
     opt.recon.iters = a.recon.iters = *r.recon_iters;
     if (a.recon.iters) note(cat("block reconstruction (", a.recon.iters, " steps per block)"));
+  }
+  if (r.calib_mirror && !given("--calib-mirror")) {
+    a.calib_mirror = *r.calib_mirror;
+    if (a.calib_mirror) note("calibration images also mirrored");
   }
   if (r.recon_act_lr && !given("--recon-act-lr") && a.recon.iters > 0) {
     opt.recon.act_lr = a.recon.act_lr = *r.recon_act_lr;
@@ -212,6 +217,8 @@ void run_quantize(QuantizeArgs& a) {
   opt.compensation.on = a.qwt;
   opt.compensation.target = a.qwt_target == "fp" ? CompensationTarget::Fp : CompensationTarget::Local;
   const std::string recipe = apply_recipe(*method, a, opt);
+  if (a.calib_mirror) add_mirrored_views(cs, model.cfg.preprocess.channels, model.cfg.preprocess.height,
+                                         model.cfg.preprocess.width);
   if (a.cmd->get_option("--token-clip")->count() > 0 && a.token_clip != 1.0f && !opt.grids.per_token)
     std::fprintf(stderr, "warning: --token-clip %g has no effect without per-token inputs (--per-token)\n",
                  double(a.token_clip));
@@ -221,7 +228,8 @@ void run_quantize(QuantizeArgs& a) {
   std::printf("model    %s (%s)\n", a.model.c_str(), model.cfg.architecture.c_str());
   std::printf("method   %s, W%dA%d, %s\n", method->name().c_str(), a.wbits, a.abits,
               method->settings(opt.grids).dump().c_str());
-  std::printf("calib    %d images from %s (%s); site inputs from the %s model\n", cs.n, a.calib.c_str(),
+  std::printf("calib    %d images%s from %s (%s); site inputs from the %s model\n", cs.n,
+              cs.mirrored ? cat(" (", cs.n / 2, " and each mirrored)").c_str() : "", a.calib.c_str(),
               data ? data->describe().c_str() : "standard normal pixels", opt.inputs == CalibInputs::FP ? "FP32" : "partly quantized");
   if (!cs.skipped.empty())
     std::printf("skipped  %zu unreadable calibration images (listed in plan.json)\n", cs.skipped.size());
@@ -334,6 +342,10 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--calib-size", a->calib_size, "Calibration images, a seeded random subset (0 = all)")
       ->capture_default_str()
       ->check(opt::integer(0, 1 << 24));
+  c->add_flag("--calib-mirror,!--no-calib-mirror", a->calib_mirror,
+              "Also calibrate on each calibration image mirrored left to right (twice the samples from the same "
+              "images: what block reconstruction and QwT fit to carries over better to other images). Recorded in "
+              "the plan. The vitq method's recipe with --compensate reconstruct");
   c->add_option("--seed", a->methods.common.seed, "Seed of the calibration subset and of any sampling")->capture_default_str()
       ->check(opt::seed());
   c->add_option("--calib-inputs", a->calib_inputs,

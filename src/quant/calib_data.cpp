@@ -53,12 +53,32 @@ CalibrationSet load_calibration_set(const Dataset& data, size_t count, uint64_t 
   return cs;
 }
 
+void add_mirrored_views(CalibrationSet& cs, int channels, int height, int width) {
+  if (cs.mirrored) fail(ErrorKind::Internal, "add_mirrored_views: the calibration set is already mirrored");
+  const size_t per = size_t(channels) * size_t(height) * size_t(width), n = size_t(cs.n);
+  if (cs.images.size() != per * n)
+    fail(ErrorKind::Internal, "add_mirrored_views: ", cs.images.size(), " floats for ", n, " images of ", channels,
+         "x", height, "x", width);
+  cs.images.resize(2 * per * n);
+  for (size_t i = 0; i < n; ++i) {
+    const float* src = cs.images.data() + i * per;
+    float* dst = cs.images.data() + (n + i) * per;
+    for (size_t row = 0; row < size_t(channels) * size_t(height); ++row)
+      std::reverse_copy(src + row * size_t(width), src + (row + 1) * size_t(width), dst + row * size_t(width));
+  }
+  for (size_t i = 0; i < n; ++i) cs.names.push_back(cs.names[i] + " (mirrored)");
+  cs.n = int(2 * n);
+  cs.mirrored = true;
+  cs.hash = fnv1a64(cs.images.data(), cs.images.size() * sizeof(float));
+}
+
 nlohmann::ordered_json CalibrationSet::identity(const std::string& source, uint64_t seed) const {
   char hex[32];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
   nlohmann::ordered_json j;
   j["source"] = source;
   j["images"] = n;
+  if (mirrored) j["mirrored"] = true;  // n counts the mirrored copies; `samples` names them
   j["seed"] = seed;
   j["pixels_fnv1a64"] = hex;
   j["samples"] = names;

@@ -6,8 +6,11 @@ must be refused from their headers - exit 4 naming the file, within about a seco
 not too tight for oneDNN/OpenMP).
 Class 6: a dataset where every image is unreadable is an error, not "top-1 0.00 % (0/0)".
 Class 7: calibration on a directory of IDX files uses the training split and needs no labels;
-a class-folder subset without a class map warns; quantize --skip-bad-images."""
+a class-folder subset without a class map warns; quantize --skip-bad-images.
+--calib-mirror: calibrating on images plus their mirrored copies equals calibrating on a folder
+that holds the copies mirrored here (pure Python), site for site."""
 import gzip
+import json
 import os
 import re
 import struct
@@ -273,5 +276,35 @@ cli.check(cal["images"] == 6 and len(cal["samples"]) == 6 and len(cal.get("skipp
 cli.expect("quantize --skip-bad-images on an all-bad folder", quantize_cmd(root, "q_allbad", "--skip-bad-images"),
            "data", "no calibration image could be read", re.escape(root))
 cli.check(not os.path.exists(cli.path("q_allbad", "plan.json")), "no plan written when no image can be read")
+
+# --calib-mirror against the same images mirrored here: one folder of 4 PNGs (28 x 28, the bundled
+# model's input size, so the preprocessing is the identity) calibrated with the flag, and a folder
+# of those 4 plus their mirror images written by this script, calibrated without it. MinMax's
+# extremes do not depend on the images' order: the sites must be equal.
+def grey(x, y, i):
+    return (x * x * 5 + y * 3 + i * 37 + (x * y) % 11) % 256
+
+
+mroot, both = cli.path("mirror_src"), cli.path("mirror_both")
+for d in (mroot, both):
+    os.makedirs(os.path.join(d, "0"))
+for i in range(4):
+    px = [bytes(grey(x, y, i) for x in range(28)) for y in range(28)]
+    write_png(os.path.join(mroot, "0", f"{i}.png"), 28, 28, b"".join(px))
+    write_png(os.path.join(both, "0", f"{i}.png"), 28, 28, b"".join(px))
+    write_png(os.path.join(both, "0", f"{i}m.png"), 28, 28, b"".join(row[::-1] for row in px))
+qm = ["--calib-size", "0", "--method", "minmax", "--bits", "6", "--plan-only", "-q"]
+cli.expect("quantize --calib-mirror", ["quantize", "--model", M, "--calib", mroot, "--calib-mirror", *qm, "-o",
+                                       cli.path("q_mirror")], "ok", r"calib\s+8 images \(4 and each mirrored\)")
+cli.expect("quantize on the folder with mirrored copies", ["quantize", "--model", M, "--calib", both, *qm, "-o",
+                                                           cli.path("q_both")], "ok", r"calib\s+8 images from")
+pm, pb = read_json(cli.path("q_mirror", "plan.json")), read_json(cli.path("q_both", "plan.json"))
+cal = pm["calibration"]
+cli.check(cal["images"] == 8 and cal.get("mirrored") is True and sum(s.endswith(" (mirrored)") for s in cal["samples"]) == 4,
+          "--calib-mirror: the plan records 8 samples, 4 of them mirrored copies", json.dumps(cal)[:400])
+same = [k for k in pm["sites"] if pm["sites"][k] == pb["sites"].get(k)]
+cli.check(len(pm["sites"]) > 0 and len(same) == len(pm["sites"]) == len(pb["sites"]),
+          f"--calib-mirror: every site's plan entry equals the one calibrated on the mirrored files "
+          f"({len(same)}/{len(pm['sites'])})", str([k for k in pm["sites"] if k not in same][:5]))
 
 cli.finish()
