@@ -457,6 +457,12 @@ void add_quantize_command(CLI::App& app) {
                 "0.5 measured worse than 0 on held-out ViT-Ti calibration images")
       ->capture_default_str()
       ->check(opt::real(0, 1));
+  c->add_option("--recon-head-share", a->recon.head_share,
+                "Reconstruction: in the last block, the share of the loss given to the tokens the head reads (the "
+                "class token, and the distillation token): 0 = every token alike (the class token is 1/197 of "
+                "ViT-Ti's loss though the head reads only it), 1 = only those tokens")
+      ->capture_default_str()
+      ->check(opt::real(0, 1));
   c->add_option("--recon-target", a->recon_target,
                 "Reconstruction: the output reproduced: 'local' (the FP32 block's output of the same quantized "
                 "input) or 'fp' (the FP32 model's block output, BRECQ's; measured worse on held-out images of "

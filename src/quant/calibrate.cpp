@@ -187,6 +187,7 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
          {"target", opt.recon.target == ReconTarget::Fp ? "fp" : "local"}, {"seed", opt.recon.seed}};
     // Options added later: recorded only when used, so plans made without them keep their bytes.
     if (opt.recon.drop > 0) r["drop"] = opt.recon.drop;
+    if (opt.recon.head_share > 0) r["head_share"] = opt.recon.head_share;
     if (opt.recon.step_lr > 0) r["step_lr"] = opt.recon.step_lr;
     if (opt.recon.act_lr > 0) r["act_lr"] = opt.recon.act_lr;
   }

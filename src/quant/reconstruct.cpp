@@ -218,6 +218,8 @@ class BlockTrainer {
 
   // Also compute BlockGrads::dlog_clip (one more GEMM for the block's first site; else zeros).
   bool clip_grads = false;
+  // The share of the loss given to the prefix tokens (ReconOptions::head_share; 0: a plain mean).
+  double head_share = 0;
 
   // drop: QDrop's dropping for this call (null: every quantizer as planned).
   double run(const float* x_in, const float* target, int b, BlockGrads* grads, const Drop* drop = nullptr) {
@@ -230,13 +232,26 @@ class BlockTrainer {
     g_.resize(out_.size());
     double loss = 0;
     const double inv = 1.0 / double(out_.size());
+    if (head_share > 0) {
+      // (1 − s)·mean over every element + s·mean over the prefix tokens' elements.
+      const int P = c.num_prefix_tokens();
+      const double inv_p = 1.0 / (double(b) * P * D);
 #pragma omp parallel for schedule(static) reduction(+ : loss)
-    for (int64_t i = 0; i < int64_t(out_.size()); ++i) {
-      const double d = double(out_[size_t(i)]) - double(target[size_t(i)]);
-      loss += d * d;
-      g_[size_t(i)] = float(2.0 * d * inv);
+      for (int64_t i = 0; i < int64_t(out_.size()); ++i) {
+        const double d = double(out_[size_t(i)]) - double(target[size_t(i)]);
+        const double w = (1.0 - head_share) * inv + ((i / D) % T < P ? head_share * inv_p : 0.0);
+        loss += w * d * d;
+        g_[size_t(i)] = float(2.0 * d * w);
+      }
+    } else {
+#pragma omp parallel for schedule(static) reduction(+ : loss)
+      for (int64_t i = 0; i < int64_t(out_.size()); ++i) {
+        const double d = double(out_[size_t(i)]) - double(target[size_t(i)]);
+        loss += d * d;
+        g_[size_t(i)] = float(2.0 * d * inv);
+      }
+      loss *= inv;
     }
-    loss *= inv;
     if (grads) backward(x_in, b, *grads);
     return loss;
   }
@@ -538,9 +553,11 @@ void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector
 }
 
 double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
-                            const float* x, const float* target, int b, BlockGrads* grads, double drop) {
+                            const float* x, const float* target, int b, BlockGrads* grads, double drop,
+                            double head_share) {
   BlockTrainer tr(model, sim, plan, block);
   tr.clip_grads = true;
+  tr.head_share = head_share;
   const Drop d{1, drop};
   return tr.run(x, target, b, grads, &d);
 }
@@ -603,6 +620,7 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
 
   BlockTrainer tr(model, sim, plan, block);
   tr.clip_grads = opt.act_lr > 0;
+  if (block == model.cfg.depth - 1) tr.head_share = opt.head_share;
   const int eval_batch = std::max(1, fwd.batch());
   const double before = full_loss(tr, x_in, y_target, n, per, eval_batch);
   std::mt19937_64 rng(opt.seed * 1000003ull + uint64_t(block));

@@ -55,6 +55,8 @@ struct ReconOptions {
                               // log per-token clip ratios of the linear inputs (0: kept)
   ReconTarget target = ReconTarget::Local;
   double drop = 0;            // --recon-drop: QDrop's probability of leaving an activation element unquantized
+  double head_share = 0;      // --recon-head-share: in the last block, the loss's share of the tokens the
+                              // head reads (the prefix tokens); 0: all tokens alike
   uint64_t seed = 0;
   bool on() const { return iters > 0; }
 };
@@ -95,8 +97,10 @@ struct BlockGrads {
 // null or FP32.
 void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector<float>& w);
 
-// drop: QDrop's probability (ReconOptions::drop) for this one call, with a fixed seed.
+// drop: QDrop's probability (ReconOptions::drop) for this one call, with a fixed seed; head_share:
+// the loss's share of the prefix tokens (ReconOptions::head_share, here for any block).
 double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
-                            const float* x, const float* target, int b, BlockGrads* grads, double drop = 0);
+                            const float* x, const float* target, int b, BlockGrads* grads, double drop = 0,
+                            double head_share = 0);
 
 }  // namespace vitq

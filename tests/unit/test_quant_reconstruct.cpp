@@ -82,6 +82,59 @@ TEST(Reconstruction, LowersTheBlockErrorOnImagesItDidNotSee) {
   std::filesystem::remove_all(dir);
 }
 
+// --recon-head-share: the loss is (1 − s)·mean over every element + s·mean over the prefix
+// (class) token's elements, checked against the block output computed by the simulator's forward.
+TEST(Reconstruction, HeadShareWeightsTheClassToken) {
+  const std::string dir = test::tmp_dir("recon_head");
+  const ViTModel m = test::write_tiny_checkpoint(dir, {}, 21);
+  const ViTConfig& c = m.cfg;
+  const int n = 6, T = c.tokens(), D = c.embed_dim, P = c.num_prefix_tokens(), last = c.depth - 1;
+  const std::vector<float> img = test::random_images(c, n, 8);
+  MethodConfig mc;
+  CalibOptions opt;
+  opt.bits = {4, 4};
+  opt.grids.per_token = true;
+  Calibrator cal(m, img.data(), n);
+  auto method = make_method("minmax", mc);
+  const QuantPlan plan = cal.run(*method, opt).plan;
+  // The last block's input in the quantized model, its output there, and a target near it.
+  PlanSimulator sim(m, plan);
+  ViTForward f(m);
+  std::vector<float> x(size_t(n) * T * D);
+  f.embed(img.data(), n, x.data(), &sim);
+  for (int i = 0; i < last; ++i) f.block(i, x.data(), n, &sim);
+  std::vector<float> out = x;
+  f.block(last, out.data(), n, &sim);
+  std::vector<float> y(out.size());
+  for (size_t i = 0; i < y.size(); ++i) y[i] = out[i] + 0.1f * std::sin(float(i) * 0.37f);
+  double all = 0, pre = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    const double d = double(out[i]) - y[i];
+    all += d * d;
+    if (int(i / size_t(D)) % T < P) pre += d * d;
+  }
+  all /= double(y.size());
+  pre /= double(n) * P * D;
+  ASSERT_GT(std::abs(all - pre), 1e-3 * all) << "the class token's error must differ from the mean for this test";
+  PlanSimulator s2(m, plan);
+  BlockGrads g1, g1b;
+  const double l0 = block_loss_and_grads(m, s2, plan, last, x.data(), y.data(), n, nullptr, 0, 0);
+  const double l1 = block_loss_and_grads(m, s2, plan, last, x.data(), y.data(), n, &g1, 0, 1);
+  const double lh = block_loss_and_grads(m, s2, plan, last, x.data(), y.data(), n, nullptr, 0, 0.25);
+  EXPECT_NEAR(l0, all, 1e-6 * all);
+  EXPECT_NEAR(l1, pre, 1e-6 * pre);
+  EXPECT_NEAR(lh, 0.75 * all + 0.25 * pre, 1e-6 * all);
+  // With s = 1 the other tokens' targets do not matter: same loss, same gradients.
+  std::vector<float> y2 = y;
+  for (size_t i = 0; i < y2.size(); ++i)
+    if (int(i / size_t(D)) % T >= P) y2[i] += 5.0f;
+  const double l1b = block_loss_and_grads(m, s2, plan, last, x.data(), y2.data(), n, &g1b, 0, 1);
+  EXPECT_EQ(l1, l1b);
+  ASSERT_EQ(g1.dw.size(), g1b.dw.size());
+  for (size_t k = 0; k < g1.dw.size(); ++k) EXPECT_EQ(g1.dw[k], g1b.dw[k]) << g1.sites[k];
+  std::filesystem::remove_all(dir);
+}
+
 // W4A4 per-token calibration of `m` on n images `cal` by `method`, with 100 reconstruction steps
 // that train only what `train` switches on (codes and biases frozen); none if `train` is null.
 CalibrationResult reconstruct_only(const ViTModel& m, const std::vector<float>& cal, int n, Method& method,
