@@ -105,16 +105,21 @@ RECON_ITERS = 500  # --compensate reconstruct's (src/quant/methods/vitq.cpp: kRe
 def comp_configs(bits):
     """name -> (label, vitq quantize arguments): the error compensation on the recipe's formats."""
     base = ["--method", "vitq", "--bits", str(bits)]
-    return {
+    c = {
         "comp:none": ("no compensation (`--compensate none`)", base + ["--compensate", "none"]),
         "comp:ridge": ("ridge update (`--ridge-update`)", base + ["--compensate", "none", "--ridge-update"]),
         "comp:qwt": ("**closed-form**: QwT (`--compensate closed-form`)", base + ["--compensate", "closed-form"]),
         "comp:ridge+qwt": ("ridge update + QwT", base + ["--compensate", "closed-form", "--ridge-update"]),
         "comp:recon": (f"block reconstruction alone ({RECON_ITERS} steps/block)",
                        base + ["--compensate", "none", "--recon-iters", str(RECON_ITERS)]),
+        "comp:recon+qwt:hs0": ("reconstruction + QwT, the whole last block alike (`--recon-head-share 0`)",
+                               base + ["--compensate", "reconstruct", "--recon-head-share", "0"]),
         "comp:recon+qwt": ("**reconstruct**: reconstruction + QwT (`--compensate reconstruct`)",
                            base + ["--compensate", "reconstruct"]),
     }
+    if bits > 4:  # the head share is in the recipe at 4-bit activations only
+        del c["comp:recon+qwt:hs0"]
+    return c
 
 
 def evaluate(args, model, m, cm, qdir, json_path, *extra):

@@ -125,6 +125,10 @@ std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& op
     a.calib_mirror = *r.calib_mirror;
     if (a.calib_mirror) note("calibration images also mirrored");
   }
+  if (r.recon_head_share && !given("--recon-head-share") && a.recon.iters > 0) {
+    opt.recon.head_share = a.recon.head_share = *r.recon_head_share;
+    if (a.recon.head_share > 0) note(cat("last block's class token given ", a.recon.head_share, " of its reconstruction loss"));
+  }
   if (r.recon_act_lr && !given("--recon-act-lr") && a.recon.iters > 0) {
     opt.recon.act_lr = a.recon.act_lr = *r.recon_act_lr;
     if (a.recon.act_lr > 0) note(cat("activation quantizers trained in the reconstruction (lr ", a.recon.act_lr, ")"));
