@@ -88,7 +88,6 @@ struct Recipe {
   std::optional<bool> qwt;                // --qwt
   std::optional<int> recon_iters;         // --recon-iters
   std::optional<double> recon_act_lr;     // --recon-act-lr (used when reconstruction runs)
-  std::optional<bool> calib_mirror;       // --calib-mirror
   std::optional<double> recon_head_share; // --recon-head-share (used when reconstruction runs)
 };
 

@@ -232,26 +232,18 @@ class BlockTrainer {
     g_.resize(out_.size());
     double loss = 0;
     const double inv = 1.0 / double(out_.size());
-    if (head_share > 0) {
-      // (1 − s)·mean over every element + s·mean over the prefix tokens' elements.
-      const int P = c.num_prefix_tokens();
-      const double inv_p = 1.0 / (double(b) * P * D);
+    // Each element's weight: (1 − s) + s·T/P on the prefix tokens, i.e. (1 − s)·the mean over every
+    // element + s·the mean over the prefix tokens' elements (head_share s; 1 everywhere at s = 0).
+    const int P = c.num_prefix_tokens();
+    const double prefix_gain = head_share * double(T) / double(P);
 #pragma omp parallel for schedule(static) reduction(+ : loss)
-      for (int64_t i = 0; i < int64_t(out_.size()); ++i) {
-        const double d = double(out_[size_t(i)]) - double(target[size_t(i)]);
-        const double w = (1.0 - head_share) * inv + ((i / D) % T < P ? head_share * inv_p : 0.0);
-        loss += w * d * d;
-        g_[size_t(i)] = float(2.0 * d * w);
-      }
-    } else {
-#pragma omp parallel for schedule(static) reduction(+ : loss)
-      for (int64_t i = 0; i < int64_t(out_.size()); ++i) {
-        const double d = double(out_[size_t(i)]) - double(target[size_t(i)]);
-        loss += d * d;
-        g_[size_t(i)] = float(2.0 * d * inv);
-      }
-      loss *= inv;
+    for (int64_t i = 0; i < int64_t(out_.size()); ++i) {
+      const double d = double(out_[size_t(i)]) - double(target[size_t(i)]);
+      const double w = (1.0 - head_share) + ((i / D) % T < P ? prefix_gain : 0.0);
+      loss += w * d * d;
+      g_[size_t(i)] = float(2.0 * d * w * inv);
     }
+    loss *= inv;
     if (grads) backward(x_in, b, *grads);
     return loss;
   }
