@@ -8,11 +8,16 @@ compares plan.json and plan_codes.safetensors byte for byte.
 
 The configurations: every registered method at W8A8 and W6A6 on the CIFAR model, the grid and
 transform options (--unsigned-softmax, --per-channel-weights, --smooth-ln, ablation switches,
-mixed precision) on it, and minmax / liu2021 --fast at W8A8 on ViT-Ti. Needs ../shared (exit 77
-with a message without it). Exit 1 if any plan differs.
+mixed precision) on it, the vitq recipe at W4A4 (closed-form and a short reconstruction), and
+minmax / liu2021 --fast at W8A8 on ViT-Ti. With --eval, the quantized models of EVAL_CONFIGS are
+written too and run by `vitq eval` (integer, --simulate, and the FP32 checkpoint) on 64 dev images
+with --reference, and exported as ONNX (and the FP32 checkpoint too); the results must be equal
+apart from timings and paths, the ONNX files byte for byte. Needs ../shared (exit 77
+with a message without it). Exit 1 if any plan or evaluation differs.
 """
 import argparse
 import filecmp
+import json
 import os
 import subprocess
 import sys
@@ -43,18 +48,81 @@ def configs():
     c["cifar-lapq-nojoint"] = CIFAR + ["--method", "lapq", "--bits", "4", "--lapq-no-joint", "--lapq-p", "2,3"]
     c["cifar-bitsplit-liu"] = CIFAR + ["--method", "bitsplit", "--bits", "4", "--bitsplit-act", "liu2021", "--coarse-stride", "10"]
     c["cifar-liu2021-mp6"] = CIFAR + ["--method", "liu2021", "--mixed-precision", "6", "--fast"]
+    c["cifar-vitq-w4a4"] = CIFAR + ["--method", "vitq", "--bits", "4"]
+    c["cifar-vitq-recon"] = CIFAR + ["--method", "vitq", "--bits", "4", "--compensate", "reconstruct", "--recon-iters", "30"]
     c["vit_ti-minmax-w8a8"] = VIT_TI + ["--method", "minmax", "--bits", "8"]
     c["vit_ti-liu2021-fast-w8a8"] = VIT_TI + ["--method", "liu2021", "--bits", "8", "--fast"]
     return c
 
 
-def quantize(vitq, args, out):
-    cmd = [vitq, "quantize", *args, "--plan-only", "-q", "--force", "-o", out]
+EVAL_CONFIGS = {"cifar-vitq-w4a4": "cifar10/dev", "cifar-vitq-recon": "cifar10/dev",
+                "vit_ti-minmax-w8a8": "imagenet-sample/dev"}
+TIMING_KEYS = ("seconds", "forward_seconds", "images_per_second", "model", "plan", "json")
+
+
+def quantize(vitq, args, out, plan_only=True):
+    cmd = [vitq, "quantize", *args, *(["--plan-only"] if plan_only else []), "-q", "--force", "-o", out]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.stderr.write(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}\n")
         return False
     return True
+
+
+def evaluate(vitq, name, args, model_dir, out):
+    """Every run of `vitq eval` the --eval stage compares: dict tag -> result JSON (timings dropped)."""
+    fp = args[args.index("--model") + 1]
+    data = os.path.join(SHARED, "data", EVAL_CONFIGS[name])
+    runs = {"int": [model_dir], "sim": [model_dir, "--simulate"], "fp32": [fp]}
+    res = {}
+    for tag, extra in runs.items():
+        j = os.path.join(out, f"{name}-{tag}.json")
+        cmd = [vitq, "eval", "--model", *extra, "--data", data, "--limit", "64", "--reference", fp, "-q", "--json", j]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.stderr.write(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}\n")
+            return None
+        with open(j) as f:
+            d = json.load(f)
+        for k in TIMING_KEYS:
+            d.pop(k, None)
+        if isinstance(d.get("reference"), dict):
+            for k in TIMING_KEYS:
+                d["reference"].pop(k, None)
+        res[tag] = d
+    return res
+
+
+def compare_evals(a, name, args):
+    outs = {}
+    for tag, vitq in (("ref", a.ref), ("new", a.new)):
+        model = os.path.join(a.work, tag + "-models", name)
+        if not quantize(vitq, args, model, plan_only=False):
+            return False
+        outs[tag] = evaluate(vitq, name, args, model, os.path.join(a.work, tag + "-models"))
+        if outs[tag] is None:
+            return False
+    same = True
+    for tag in outs["ref"]:
+        if outs["ref"][tag] != outs["new"][tag]:
+            same = False
+            print(f"  eval {tag} differs")
+    # The ONNX graphs of the quantized model and of the FP32 checkpoint, byte for byte.
+    fp = args[args.index("--model") + 1]
+    for src, what in ((None, "quantized"), (fp, "fp32")):
+        files = []
+        for tag, vitq in (("ref", a.ref), ("new", a.new)):
+            f = os.path.join(a.work, tag + "-models", f"{name}-{what}.onnx")
+            model = src or os.path.join(a.work, tag + "-models", name)
+            r = subprocess.run([vitq, "export", "--model", model, "--onnx", f], capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.stderr.write(f"export failed ({r.returncode}): {r.stderr[-2000:]}\n")
+                return False
+            files.append(f)
+        if not filecmp.cmp(*files, shallow=False):
+            same = False
+            print(f"  ONNX export ({what}) differs")
+    return same
 
 
 def main():
@@ -65,6 +133,8 @@ def main():
                     help="keep reference plans already in --work (from an earlier run with the same --ref)")
     ap.add_argument("--work", required=True, help="scratch directory for the plans")
     ap.add_argument("--only", default="", help="run the configurations whose name contains this")
+    ap.add_argument("--eval", action="store_true",
+                    help="also write the quantized models of a few configurations and compare `vitq eval` results")
     a = ap.parse_args()
     if not os.path.isdir(SHARED):
         print(f"skipped: {SHARED} (the shared models) is absent")
@@ -94,6 +164,8 @@ def main():
             if os.path.exists(p) != os.path.exists(q) or (os.path.exists(p) and not filecmp.cmp(p, q, shallow=False)):
                 same = False
                 print(f"  {f} differs: {p} {q}")
+        if same and a.eval and name in EVAL_CONFIGS:
+            same = compare_evals(a, name, args)
         print(f"{'same   ' if same else 'DIFFERS'} {name} ({time.time() - t0:.0f} s)", flush=True)
         if not same:
             differ.append(name)
