@@ -59,14 +59,12 @@ void run_merge(const EvalArgs& a) {
   if (json_out) json_out->commit(j.dump(2) + "\n");
 }
 
-void run_eval(const EvalArgs& a) {
-  if (!a.merge.empty()) return run_merge(a);
+// The usage checks of a run; returns whether --model is a quantized model directory (docs/FORMAT.md).
+bool check_run_options(const EvalArgs& a) {
   if (a.model.empty() || a.data.empty())
     fail(ErrorKind::Usage, a.model.empty() ? "--model" : "--data", " is required (or --merge SHARD.json...)");
-  const Shard shard = a.shard ? parse_shard(*a.shard) : Shard{};
-  set_threads(a.threads);
-  // A quantized model directory (docs/FORMAT.md) runs in integers, or with --simulate through the
-  // simulator on its dequantized weights; an FP32 checkpoint runs in FP32 or simulates --plan.
+  // A quantized model directory runs in integers, or with --simulate through the simulator on its
+  // dequantized weights; an FP32 checkpoint runs in FP32 or simulates --plan.
   const bool quantized = is_quantized_model_dir(a.model);
   if (quantized && !a.plan.empty())
     fail(ErrorKind::Usage, a.model, " is a quantized model directory with its own plan; --plan is for FP32 checkpoints "
@@ -74,13 +72,10 @@ void run_eval(const EvalArgs& a) {
   if (!quantized && a.simulate)
     fail(ErrorKind::Usage, "--simulate needs a quantized model directory (from 'vitq quantize -o DIR'); for an FP32 "
          "checkpoint give --plan");
-  // --json: never one of the inputs; checked writable now, written whole at the end.
-  std::unique_ptr<StagedFile> json_out;
-  if (!a.json_out.empty())
-    json_out = std::make_unique<StagedFile>(a.json_out,
-                                            OutputCheck{"--json", {a.model, a.data, a.plan, a.class_map, a.reference}});
-  ModelRunner runner(a.model, {a.plan, a.simulate, a.allow_non_finite});
-  const ViTConfig& cfg = runner.config();
+  return quantized;
+}
+
+std::unique_ptr<Dataset> open_eval_data(const EvalArgs& a, const ViTConfig& cfg) {
   DatasetOptions dopt;
   dopt.class_map = a.class_map;
   dopt.auto_class_map = !a.no_auto_map;
@@ -97,31 +92,34 @@ void run_eval(const EvalArgs& a) {
                  "the model's first %d classes in order. Give --class-map FILE (the model's class folder names, "
                  "one per line) to label them correctly.\n",
                  a.data.c_str(), data->num_classes(), cfg.num_classes, data->num_classes());
-  std::vector<size_t> idx = select_subset(data->size(), a.limit, a.seed);
-  const size_t selected = idx.size();
-  idx = shard_slice(idx, shard);
-  // --reference: an FP32 checkpoint run on the same preprocessed images.
-  std::unique_ptr<ViTModel> ref;
-  if (!a.reference.empty()) {
-    if (is_quantized_model_dir(a.reference))
-      fail(ErrorKind::Usage, "--reference ", a.reference, " is a quantized model directory; give the FP32 checkpoint");
-    ref = std::make_unique<ViTModel>(load_vit_model(a.reference, {a.allow_non_finite}));
-    const Preprocess &p = cfg.preprocess, &q = ref->cfg.preprocess;
-    if (ref->cfg.num_classes != cfg.num_classes || p.channels != q.channels || p.height != q.height ||
-        p.width != q.width || p.interp != q.interp || p.crop_pct != q.crop_pct || p.mean != q.mean || p.std != q.std ||
-        p.resize_exact != q.resize_exact)
-      fail(ErrorKind::Usage, "--reference ", a.reference, ": its classes or preprocessing differ from ", a.model,
-           "'s, so the two cannot be compared image by image");
-  }
-  const std::string& engine = runner.engine();
-  const QuantPlan* plan = runner.plan();
+  return data;
+}
 
+// --reference: the FP32 checkpoint run on the same preprocessed images (null without it).
+std::unique_ptr<ViTModel> load_reference(const EvalArgs& a, const ViTConfig& cfg) {
+  if (a.reference.empty()) return nullptr;
+  if (is_quantized_model_dir(a.reference))
+    fail(ErrorKind::Usage, "--reference ", a.reference, " is a quantized model directory; give the FP32 checkpoint");
+  auto ref = std::make_unique<ViTModel>(load_vit_model(a.reference, {a.allow_non_finite}));
+  const Preprocess &p = cfg.preprocess, &q = ref->cfg.preprocess;
+  if (ref->cfg.num_classes != cfg.num_classes || p.channels != q.channels || p.height != q.height ||
+      p.width != q.width || p.interp != q.interp || p.crop_pct != q.crop_pct || p.mean != q.mean || p.std != q.std ||
+      p.resize_exact != q.resize_exact)
+    fail(ErrorKind::Usage, "--reference ", a.reference, ": its classes or preprocessing differ from ", a.model,
+         "'s, so the two cannot be compared image by image");
+  return ref;
+}
+
+void print_run_header(const EvalArgs& a, const ModelRunner& runner, bool quantized, const Dataset& data,
+                      size_t images, size_t selected, const Shard& shard) {
+  const ViTConfig& cfg = runner.config();
+  const QuantPlan* plan = runner.plan();
   if (quantized)
     std::printf("model    %s (%s, quantized model directory)\n", a.model.c_str(), cfg.architecture.c_str());
   else
     std::printf("model    %s (%s, %.2f M parameters)\n", a.model.c_str(), cfg.architecture.c_str(),
                 double(runner.float_model()->parameter_count()) / 1e6);
-  std::printf("data     %s\n", data->describe().c_str());
+  std::printf("data     %s\n", data.describe().c_str());
   if (quantized)
     std::printf("plan     %s/plan.json (%s, %zu quantized sites; %s)\n", a.model.c_str(), plan->method.c_str(),
                 plan->sites.size(),
@@ -129,25 +127,85 @@ void run_eval(const EvalArgs& a) {
   else if (plan)
     std::printf("plan     %s (%s, %zu quantized sites; simulated: quantize-dequantize, float GEMM)\n",
                 a.plan.c_str(), plan->method.c_str(), plan->sites.size());
-  if (idx.size() != data->size())
-    std::printf("subset   %zu of %zu images (--limit %zu, --seed %llu)\n", idx.size(), data->size(), a.limit,
+  if (images != data.size())
+    std::printf("subset   %zu of %zu images (--limit %zu, --seed %llu)\n", images, data.size(), a.limit,
                 static_cast<unsigned long long>(a.seed));
   if (shard.sharded())
     std::printf("shard    %d/%d: %zu of the %zu selected images (vitq eval --merge joins the shards' --json)\n",
-                shard.index, shard.count, idx.size(), selected);
+                shard.index, shard.count, images, selected);
   std::fflush(stdout);
+}
 
+EvalOptions eval_options(const EvalArgs& a, ModelRunner& runner) {
   EvalOptions opt;
   opt.batch = a.batch;
   opt.on_bad_image = a.skip_bad ? BadImagePolicy::Skip : BadImagePolicy::Fail;
   opt.allow_non_finite = a.allow_non_finite;
-  opt.locate_non_finite = [&](const float* image) -> std::string {
+  opt.locate_non_finite = [&runner](const float* image) -> std::string {
     if (!runner.float_forward()) return "the integer run (vitq eval --simulate on this directory names the site)";
     NonFiniteProbe probe(runner.hook());
-    std::vector<float> lg(size_t(cfg.num_classes));
+    std::vector<float> lg(size_t(runner.config().num_classes));
     runner.float_forward()->run(image, 1, lg.data(), &probe);
     return probe.found().empty() ? "the classifier head" : probe.found();
   };
+  return opt;
+}
+
+// The --json document of a run (print_accuracy reads it too).
+nlohmann::ordered_json result_json(const EvalArgs& a, const ModelRunner& runner, bool quantized, const Dataset& data,
+                                   const EvalResult& r, const ReferenceAgreement* agreement, const Shard& shard,
+                                   size_t selected) {
+  nlohmann::ordered_json j;
+  j["model"] = a.model;
+  j["architecture"] = runner.config().architecture;
+  j["plan"] = quantized ? a.model + "/plan.json" : a.plan;
+  j["engine"] = runner.engine();
+  j["data"] = a.data;
+  j["dataset"] = data.describe();
+  j["images"] = r.images;
+  j["top1"] = r.top1_pct();
+  j["top5"] = r.top5_pct();
+  j["top1_correct"] = r.top1;
+  j["top5_correct"] = r.top5;
+  j["skipped"] = r.skipped;
+  j["non_finite"] = r.non_finite;
+  j["limit"] = a.limit;
+  j["seed"] = a.seed;
+  j["batch"] = a.batch;
+  j["threads"] = omp_get_max_threads();
+  j["seconds"] = r.seconds;
+  j["forward_seconds"] = r.forward_seconds;
+  j["images_per_second"] = r.seconds > 0 ? double(r.images) / r.seconds : 0.0;
+  if (agreement)
+    j["reference"] = {{"model", a.reference}, {"agreement", agreement->agreement_pct()},
+                      {"agreement_count", agreement->agree()}, {"kl_mean", agreement->kl_mean()},
+                      {"kl_sum", agreement->kl_sum()}};
+  if (shard.sharded()) j["shard"] = {{"index", shard.index}, {"count", shard.count}, {"selected", selected}};
+  j["evaluated"] = r.evaluated;      // dataset index of each evaluated image
+  j["predictions"] = r.predictions;  // its top-1 class
+  return j;
+}
+
+void run_eval(const EvalArgs& a) {
+  if (!a.merge.empty()) return run_merge(a);
+  const bool quantized = check_run_options(a);
+  const Shard shard = a.shard ? parse_shard(*a.shard) : Shard{};
+  set_threads(a.threads);
+  // --json: never one of the inputs; checked writable now, written whole at the end.
+  std::unique_ptr<StagedFile> json_out;
+  if (!a.json_out.empty())
+    json_out = std::make_unique<StagedFile>(a.json_out,
+                                            OutputCheck{"--json", {a.model, a.data, a.plan, a.class_map, a.reference}});
+  ModelRunner runner(a.model, {a.plan, a.simulate, a.allow_non_finite});
+  const ViTConfig& cfg = runner.config();
+  std::unique_ptr<Dataset> data = open_eval_data(a, cfg);
+  std::vector<size_t> idx = select_subset(data->size(), a.limit, a.seed);
+  const size_t selected = idx.size();
+  idx = shard_slice(idx, shard);
+  std::unique_ptr<ViTModel> ref = load_reference(a, cfg);
+  print_run_header(a, runner, quantized, *data, idx.size(), selected, shard);
+
+  EvalOptions opt = eval_options(a, runner);
   ReferenceAgreement agreement;
   std::unique_ptr<ViTForward> ref_fwd;
   std::vector<float> ref_logits;
@@ -167,40 +225,11 @@ void run_eval(const EvalArgs& a) {
   bar.finish();
 
   for (const auto& s : r.skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
-  const int threads = omp_get_max_threads();
-  nlohmann::ordered_json j;
-  j["model"] = a.model;
-  j["architecture"] = cfg.architecture;
-  j["plan"] = quantized ? a.model + "/plan.json" : a.plan;
-  j["engine"] = engine;
-  j["data"] = a.data;
-  j["dataset"] = data->describe();
-  j["images"] = r.images;
-  j["top1"] = r.top1_pct();
-  j["top5"] = r.top5_pct();
-  j["top1_correct"] = r.top1;
-  j["top5_correct"] = r.top5;
-  j["skipped"] = r.skipped;
-  j["non_finite"] = r.non_finite;
-  j["limit"] = a.limit;
-  j["seed"] = a.seed;
-  j["batch"] = a.batch;
-  j["threads"] = threads;
-  j["seconds"] = r.seconds;
-  j["forward_seconds"] = r.forward_seconds;
-  j["images_per_second"] = r.seconds > 0 ? double(r.images) / r.seconds : 0.0;
-  if (ref)
-    j["reference"] = {{"model", a.reference}, {"agreement", agreement.agreement_pct()},
-                      {"agreement_count", agreement.agree()}, {"kl_mean", agreement.kl_mean()},
-                      {"kl_sum", agreement.kl_sum()}};
-  if (shard.sharded()) j["shard"] = {{"index", shard.index}, {"count", shard.count}, {"selected", selected}};
-  j["evaluated"] = r.evaluated;      // dataset index of each evaluated image
-  j["predictions"] = r.predictions;  // its top-1 class
-
+  const nlohmann::ordered_json j = result_json(a, runner, quantized, *data, r, ref ? &agreement : nullptr, shard, selected);
   print_accuracy(j);
   std::printf("speed    %.1f images/s end to end, %.1f images/s in the forward (batch %d, %d threads)\n",
               j["images_per_second"].get<double>(),
-              r.forward_seconds > 0 ? double(r.images) / r.forward_seconds : 0.0, a.batch, threads);
+              r.forward_seconds > 0 ? double(r.images) / r.forward_seconds : 0.0, a.batch, j["threads"].get<int>());
   if (json_out) json_out->commit(j.dump(2) + "\n");
 }
 

@@ -140,8 +140,8 @@ std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& op
   return out;
 }
 
-void run_quantize(QuantizeArgs& a) {
-  set_threads(a.threads);
+// --bits / --wbits / --abits / --mixed-precision resolved into a.wbits and a.abits (or a usage error).
+void resolve_bits(QuantizeArgs& a) {
   if (a.mixed_precision) {
     if (a.bits || a.wbits || a.abits)
       fail(ErrorKind::Usage, "--mixed-precision B sets the bits per module; do not also give --bits/--wbits/--abits");
@@ -156,39 +156,32 @@ void run_quantize(QuantizeArgs& a) {
   if (!a.wbits || !a.abits) fail(ErrorKind::Usage, "give --bits B, or --wbits B and --abits B");
   for (int b : {a.wbits, a.abits})
     if (b < kMinBits || b > kMaxBits) fail(ErrorKind::Usage, "bit-widths must be in [", kMinBits, ", ", kMaxBits, "]");
-  if (a.calib_inputs != "quant" && a.calib_inputs != "fp")
-    fail(ErrorKind::Usage, "--calib-inputs must be 'quant' or 'fp'");
-  if (a.fast && !a.methods.of(a.method).apply_fast())  // fills in only what was left at its exhaustive default
-    fail(ErrorKind::Usage, "--fast applies to the methods with a fast configuration (", fast_method_names(),
-         "), not to --method ", a.method);
-  std::unique_ptr<Method> method = make_method(a.method, a.methods);
-  a.method_flags.warn_unused(a.method, a.methods);
-  // Before minutes of calibration: the output must not be (or contain) an input, must be empty
-  // unless --force, and must be writable. Everything is written into a staging directory that
-  // replaces OUT only at the end.
-  StagedDir out(a.out, {"-o", {a.model, a.calib, a.class_map}, a.force});
+}
 
-  ViTModel model = load_vit_model(a.model, {a.allow_non_finite});
-  DatasetOptions dopt;
-  dopt.class_map = a.class_map;
+// The calibration images: a seeded subset of --calib (then `data` holds the dataset), or
+// --random-calibration's standard normal pixels.
+CalibrationSet load_calibration(QuantizeArgs& a, const ViTModel& model, std::unique_ptr<Dataset>& data) {
   if (a.random_calib > 0 ? !a.calib.empty() : a.calib.empty())
     fail(ErrorKind::Usage, "give either --calib DIR or --random-calibration N (random images, for speed tests)");
-  std::unique_ptr<Dataset> data;
-  CalibrationSet cs;
   if (a.random_calib > 0) {
-    cs = random_calibration_set(a.random_calib, a.methods.common.seed, model.cfg.preprocess);
     a.calib = cat("random:", a.random_calib);
-  } else {
-    dopt.use = DatasetUse::Calibration;  // a directory of IDX files: the training split, no labels
-    data = open_dataset(a.calib, dopt);
-    std::fprintf(stderr, "loading calibration images from %s ...\n", data->describe().c_str());
-    cs = load_calibration_set(*data, a.calib_size, a.methods.common.seed, model.cfg.preprocess, a.skip_bad);
-    for (const auto& s : cs.skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
-    if (!cs.skipped.empty())
-      std::fprintf(stderr, "warning: %zu unreadable calibration images skipped; calibrating on the %d others\n",
-                   cs.skipped.size(), cs.n);
+    return random_calibration_set(a.random_calib, a.methods.common.seed, model.cfg.preprocess);
   }
+  DatasetOptions dopt;
+  dopt.class_map = a.class_map;
+  dopt.use = DatasetUse::Calibration;  // a directory of IDX files: the training split, no labels
+  data = open_dataset(a.calib, dopt);
+  std::fprintf(stderr, "loading calibration images from %s ...\n", data->describe().c_str());
+  CalibrationSet cs = load_calibration_set(*data, a.calib_size, a.methods.common.seed, model.cfg.preprocess, a.skip_bad);
+  for (const auto& s : cs.skipped) std::fprintf(stderr, "skipped: %s\n", s.c_str());
+  if (!cs.skipped.empty())
+    std::fprintf(stderr, "warning: %zu unreadable calibration images skipped; calibrating on the %d others\n",
+                 cs.skipped.size(), cs.n);
+  return cs;
+}
 
+// The driver options the command line gives (the method's recipe fills in the rest).
+CalibOptions calib_options(const QuantizeArgs& a) {
   CalibOptions opt;
   opt.bits = {a.wbits, a.abits};
   opt.inputs = a.calib_inputs == "fp" ? CalibInputs::FP : CalibInputs::Quantized;
@@ -216,18 +209,15 @@ void run_quantize(QuantizeArgs& a) {
   opt.compensation = a.qwt_opt;
   opt.compensation.on = a.qwt;
   opt.compensation.target = a.qwt_target == "fp" ? CompensationTarget::Fp : CompensationTarget::Local;
-  const std::string recipe = apply_recipe(*method, a, opt);
-  if (a.calib_mirror) add_mirrored_views(cs, model.cfg.preprocess.channels, model.cfg.preprocess.height,
-                                         model.cfg.preprocess.width);
-  if (a.cmd->get_option("--token-clip")->count() > 0 && a.token_clip != 1.0f && !opt.grids.per_token)
-    std::fprintf(stderr, "warning: --token-clip %g has no effect without per-token inputs (--per-token)\n",
-                 double(a.token_clip));
-  if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
   opt.batch = a.batch;
+  return opt;
+}
 
+void print_header(const QuantizeArgs& a, const ViTModel& model, const Method& method, const CalibOptions& opt,
+                  const CalibrationSet& cs, const Dataset* data, const std::string& recipe) {
   std::printf("model    %s (%s)\n", a.model.c_str(), model.cfg.architecture.c_str());
-  std::printf("method   %s, W%dA%d, %s\n", method->name().c_str(), a.wbits, a.abits,
-              method->settings(opt.grids).dump().c_str());
+  std::printf("method   %s, W%dA%d, %s\n", method.name().c_str(), a.wbits, a.abits,
+              method.settings(opt.grids).dump().c_str());
   std::printf("calib    %d images%s from %s (%s); site inputs from the %s model\n", cs.n,
               cs.mirrored ? cat(" (", cs.n / 2, " and each mirrored)").c_str() : "", a.calib.c_str(),
               data ? data->describe().c_str() : "standard normal pixels", opt.inputs == CalibInputs::FP ? "FP32" : "partly quantized");
@@ -240,7 +230,12 @@ void run_quantize(QuantizeArgs& a) {
   if (a.ln_center)
     std::printf("center   LayerNorm centring: qkv and fc1 inputs centred per channel, the shift in the layer's bias\n");
   std::fflush(stdout);
+}
 
+// The calibration itself (with --mixed-precision: its sensitivity and perturbation passes too,
+// their report in `mp_report`), with a progress bar.
+CalibrationResult calibrate(const QuantizeArgs& a, const ViTModel& model, const CalibrationSet& cs,
+                            Method& method, const CalibOptions& opt, nlohmann::ordered_json& mp_report) {
   Progress bar("calibrate", 1, a.quiet);
   auto on_progress = [&](const CalibProgress& p) {
     if (!p.event.empty()) {
@@ -250,16 +245,14 @@ void run_quantize(QuantizeArgs& a) {
     bar.set_total(p.total);
     bar.update(p.done, p.site);
   };
-  const auto t_calib = std::chrono::steady_clock::now();
   CalibrationResult r;
-  nlohmann::ordered_json mp_report;
   if (a.mixed_precision) {
     MixedPrecisionOptions mpo;
     mpo.target_bits = a.mixed_precision;
     mpo.candidates = a.mp_candidates;
     mpo.svd_images = a.mp_svd_images;
     MixedPrecisionResult mr = calibrate_mixed_precision(
-        model, cs.images.data(), cs.n, *method, opt, mpo,
+        model, cs.images.data(), cs.n, method, opt, mpo,
         [&](const std::string& st) {
           bar.finish();
           if (!a.quiet) std::fprintf(stderr, "mixed precision: %s\n", st.c_str());
@@ -270,26 +263,65 @@ void run_quantize(QuantizeArgs& a) {
     mp_report = std::move(mr.report);
   } else {
     Calibrator cal(model, cs.images.data(), cs.n);
-    r = cal.run(*method, opt, on_progress);
+    r = cal.run(method, opt, on_progress);
   }
   bar.finish();
+  return r;
+}
+
+// What the plan records of the command line besides the method's own settings.
+void record_settings(const QuantizeArgs& a, const CalibOptions& opt, const CalibrationSet& cs,
+                     const std::string& recipe, QuantPlan& plan) {
+  plan.calibration = cs.identity(a.calib, a.methods.common.seed);
+  plan.calibration["inputs"] = opt.inputs == CalibInputs::FP ? "fp" : "quantized";
+  plan.settings["wbits"] = a.wbits;
+  plan.settings["abits"] = a.abits;
+  plan.settings["quantize_head"] = opt.quantize_head;
+  if (a.smooth_ln) plan.settings["smooth_ln_alpha"] = a.smooth_alpha;
+  if (a.ln_center) plan.settings["ln_center"] = true;
+  if (a.ln_reparam) plan.settings["ln_reparam"] = true;
+  if (!recipe.empty()) plan.settings["recipe"] = recipe;
+  if (a.mixed_precision) plan.settings["mixed_precision"] = a.mixed_precision;
+}
+
+void run_quantize(QuantizeArgs& a) {
+  set_threads(a.threads);
+  resolve_bits(a);
+  if (a.calib_inputs != "quant" && a.calib_inputs != "fp")
+    fail(ErrorKind::Usage, "--calib-inputs must be 'quant' or 'fp'");
+  if (a.fast && !a.methods.of(a.method).apply_fast())  // fills in only what was left at its exhaustive default
+    fail(ErrorKind::Usage, "--fast applies to the methods with a fast configuration (", fast_method_names(),
+         "), not to --method ", a.method);
+  std::unique_ptr<Method> method = make_method(a.method, a.methods);
+  a.method_flags.warn_unused(a.method, a.methods);
+  // Before minutes of calibration: the output must not be (or contain) an input, must be empty
+  // unless --force, and must be writable. Everything is written into a staging directory that
+  // replaces OUT only at the end.
+  StagedDir out(a.out, {"-o", {a.model, a.calib, a.class_map}, a.force});
+
+  ViTModel model = load_vit_model(a.model, {a.allow_non_finite});
+  std::unique_ptr<Dataset> data;
+  CalibrationSet cs = load_calibration(a, model, data);
+  CalibOptions opt = calib_options(a);
+  const std::string recipe = apply_recipe(*method, a, opt);
+  if (a.calib_mirror) add_mirrored_views(cs, model.cfg.preprocess.channels, model.cfg.preprocess.height,
+                                         model.cfg.preprocess.width);
+  if (a.cmd->get_option("--token-clip")->count() > 0 && a.token_clip != 1.0f && !opt.grids.per_token)
+    std::fprintf(stderr, "warning: --token-clip %g has no effect without per-token inputs (--per-token)\n",
+                 double(a.token_clip));
+  if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
+  print_header(a, model, *method, opt, cs, data.get(), recipe);
+
+  const auto t_calib = std::chrono::steady_clock::now();
+  nlohmann::ordered_json mp_report;
+  CalibrationResult r = calibrate(a, model, cs, *method, opt, mp_report);
   // All of the calibration: with mixed precision, the sensitivity and perturbation passes too.
   const double calib_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_calib).count();
-  r.plan.calibration = cs.identity(a.calib, a.methods.common.seed);
-  r.plan.calibration["inputs"] = opt.inputs == CalibInputs::FP ? "fp" : "quantized";
-  r.plan.settings["wbits"] = a.wbits;
-  r.plan.settings["abits"] = a.abits;
-  r.plan.settings["quantize_head"] = opt.quantize_head;
-  if (a.smooth_ln) r.plan.settings["smooth_ln_alpha"] = a.smooth_alpha;
-  if (a.ln_center) r.plan.settings["ln_center"] = true;
-  if (a.ln_reparam) r.plan.settings["ln_reparam"] = true;
-  if (!recipe.empty()) r.plan.settings["recipe"] = recipe;
-  if (a.mixed_precision) r.plan.settings["mixed_precision"] = a.mixed_precision;
+  record_settings(a, opt, cs, recipe, r.plan);
 
   if (!a.quiet) print_table(r);
   const std::string& dir = out.path();
   save_plan(r.plan, dir + "/plan.json");
-
   CalibRunInfo run{a.model, model.cfg.architecture, omp_get_max_threads(), calib_seconds, peak_rss_mb(),
                    std::move(mp_report)};
   const nlohmann::ordered_json rep = calibration_report(r, run);
@@ -304,11 +336,8 @@ void run_quantize(QuantizeArgs& a) {
               r.sites.size(), calib_seconds, peak_rss_mb(), a.out.c_str(), a.out.c_str());
 }
 
-}  // namespace
-
-void add_quantize_command(CLI::App& app) {
-  auto a = std::make_shared<QuantizeArgs>();
-  CLI::App* c = app.add_subcommand("quantize", "Calibrate a quantization plan from unlabelled images");
+void add_input_options(CLI::App* c, QuantizeArgs* a) {
+  c->option_defaults()->group("Calibration data");
   c->add_option("--model", a->model, "Checkpoint directory (model.safetensors + config.json)")->required();
   c->add_option("--calib", a->calib, "Calibration images: ImageFolder directory, or an IDX images file or a directory of IDX files (its "
                 "training split, train-*, is used; the labels file is not needed)");
@@ -316,12 +345,27 @@ void add_quantize_command(CLI::App& app) {
                 "Calibrate on N images of standard normal pixels instead of --calib (speed tests of random-weight "
                 "models)")
       ->check(opt::integer(1, 4096));
-  c->add_flag("--plan-only", a->plan_only,
-              "Write only plan.json and report.json, not the quantized model (model.safetensors, config.json)");
   c->add_option("--class-map", a->class_map, "Class map of the calibration ImageFolder (only to read it)");
   c->add_flag("--skip-bad-images", a->skip_bad,
               "Report unreadable/corrupt calibration images and calibrate on the others (default: stop with an "
               "error naming the file); it is an error if none can be read");
+  c->add_option("--calib-size", a->calib_size, "Calibration images, a seeded random subset (0 = all)")
+      ->capture_default_str()
+      ->check(opt::integer(0, 1 << 24));
+  c->add_flag("--calib-mirror,!--no-calib-mirror", a->calib_mirror,
+              "Also calibrate on each calibration image mirrored left to right (twice the samples from the same "
+              "images, for block reconstruction and QwT to fit to). Recorded in "
+              "the plan. Off: on held-out calibration images it did not lower KL at W4A4 (docs/RESULTS.md)");
+  c->add_option("--seed", a->methods.common.seed, "Seed of the calibration subset and of any sampling")->capture_default_str()
+      ->check(opt::seed());
+  c->add_option("--calib-inputs", a->calib_inputs,
+                "Where each site's calibration inputs come from: 'quant' = the model with the earlier sites "
+                "already quantized, 'fp' = the FP32 model")
+      ->capture_default_str();
+}
+
+void add_bits_options(CLI::App* c, QuantizeArgs* a) {
+  c->option_defaults()->group("Method and bit-widths");
   c->add_option("--method", a->method, "PTQ method: " + method_names())->capture_default_str();
   c->add_option("--bits", a->bits, "Weight and activation bits (2-10)")
       ->check(opt::integer(kMinBits, kMaxBits));
@@ -339,24 +383,15 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--mp-svd-images", a->mp_svd_images, "Mixed precision: images used for the nuclear norms")
       ->capture_default_str()
       ->check(opt::integer(1, 65536));
-  c->add_option("--calib-size", a->calib_size, "Calibration images, a seeded random subset (0 = all)")
-      ->capture_default_str()
-      ->check(opt::integer(0, 1 << 24));
-  c->add_flag("--calib-mirror,!--no-calib-mirror", a->calib_mirror,
-              "Also calibrate on each calibration image mirrored left to right (twice the samples from the same "
-              "images, for block reconstruction and QwT to fit to). Recorded in "
-              "the plan. Off: on held-out calibration images it did not lower KL at W4A4 (docs/RESULTS.md)");
-  c->add_option("--seed", a->methods.common.seed, "Seed of the calibration subset and of any sampling")->capture_default_str()
-      ->check(opt::seed());
-  c->add_option("--calib-inputs", a->calib_inputs,
-                "Where each site's calibration inputs come from: 'quant' = the model with the earlier sites "
-                "already quantized, 'fp' = the FP32 model")
-      ->capture_default_str();
   c->add_flag("--quantize-head", a->quantize_head, "Also quantize the classifier head (default: FP32)");
   c->add_flag("--fast", a->fast,
               "The method's fast configuration, for the options left at their defaults: easyquant --coarse-stride "
               "10; liu2021 --coarse-stride 10 --rank-tokens 64 (the configuration whose accuracy the README "
               "measures). About 4x faster calibration; approximate, the plan differs from the exhaustive search's");
+}
+
+void add_grid_options(CLI::App* c, QuantizeArgs* a) {
+  c->option_defaults()->group("Quantization grids");
   c->add_flag("--unsigned-softmax", a->unsigned_softmax,
               "Fix: quantize the softmax output (input of matmul_av) on an unsigned grid [0, 2^b-1] "
               "instead of the paper's signed grid, which wastes its negative half");
@@ -372,6 +407,16 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--patch-embed-abits", a->patch_embed_abits,
                 "Bits of the patch embedding's input (the normalized pixels); default: the activation bits")
       ->check(opt::integer(kMinBits, kMaxBits));
+  c->add_option("--token-clip", a->token_clip,
+                "Per-token inputs: quantize each row on alpha x [min, max] of its own range (alpha < 1 clips the "
+                "row's extremes for finer steps on the rest; recorded in the plan). The vitq method's recipe: 0.95 "
+                "at 4-bit activations")
+      ->capture_default_str()
+      ->check(opt::real(0.01, 1));
+}
+
+void add_transform_options(CLI::App* c, QuantizeArgs* a) {
+  c->option_defaults()->group("Model transforms (any method; the same FP32 function)");
   c->add_flag("--smooth-ln", a->smooth_ln,
               "Fix (any method): move the range of each LayerNorm output channel into the following weights "
               "(LN gamma/beta divided, qkv/fc1 weight columns multiplied by s_k = max|x_k|^alpha / "
@@ -391,12 +436,21 @@ void add_quantize_command(CLI::App& app) {
               "Also rotate fc2's input (after GELU) by a randomized Hadamard transform at run time (fc2's weight "
               "rotated to match): spreads the outliers of the MLP's hidden units; costs one fast transform per token "
               "and block (see docs/RESULTS.md)");
-  c->add_option("--token-clip", a->token_clip,
-                "Per-token inputs: quantize each row on alpha x [min, max] of its own range (alpha < 1 clips the "
-                "row's extremes for finer steps on the rest; recorded in the plan). The vitq method's recipe: 0.95 "
-                "at 4-bit activations")
+  c->add_option("--rotation-seed", a->rotation_seed, "Seed of the rotations' random signs")
       ->capture_default_str()
-      ->check(opt::real(0.01, 1));
+      ->check(opt::seed());
+  c->add_flag("--ln-reparam", a->ln_reparam,
+              "Fix (any method): RepQ-ViT's reparameterisation of the post-LayerNorm activations (qkv and fc1 "
+              "inputs): each channel centred on its calibration mid-range and scaled to the median channel range "
+              "(DopQ-ViT's robust shared target), the shifts and scales folded into the LayerNorm and the next "
+              "layer (the same FP function), so that one per-tensor step fits every channel. Not with --smooth-ln");
+  c->add_option("--smooth-alpha", a->smooth_alpha, "--smooth-ln: migration strength alpha in [0, 1]")
+      ->check(opt::real(0, 1))
+      ->capture_default_str();
+}
+
+void add_rounding_options(CLI::App* c, QuantizeArgs* a) {
+  c->option_defaults()->group("Weight rounding and closed-form compensation (any method)");
   c->add_option("--weight-rounding", a->weight_rounding,
                 "How the integer weights are rounded on the method's grid: 'nearest' (the method's own codes), or "
                 "'gptq' (GPTQ: column by column, each rounding error spread over the columns not yet rounded through "
@@ -422,16 +476,34 @@ void add_quantize_command(CLI::App& app) {
                 "original weights)")
       ->capture_default_str()
       ->check(opt::real(1e-6, 100));
+  c->add_flag("--qwt,!--no-qwt", a->qwt,
+              "After each block (any method): QwT error compensation - a linear map of the block's input, fitted "
+              "in closed form to the error the quantized block leaves in its output, added to the block's output "
+              "(FP32 at run time: one embed_dim x embed_dim product per block and token; see docs/RESULTS.md for "
+              "its speed cost). Recorded in the plan");
+  c->add_option("--qwt-target", a->qwt_target,
+                "QwT: the error fitted: 'local' (the FP32 block's output of the same quantized input, QwT's) or "
+                "'fp' (the FP32 model's output of the block, also undoing earlier blocks' errors)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"local", "fp"}));
+  c->add_option("--qwt-damp", a->qwt_opt.damp,
+                "QwT: ridge penalty of the fit, relative to the mean of diag(E[x x^T]) of the block inputs")
+      ->capture_default_str()
+      ->check(opt::real(0, 100));
+}
+
+void add_recon_options(CLI::App* c, QuantizeArgs* a) {
+  c->option_defaults()->group("Block reconstruction (any method)");
   c->add_option("--recon-iters", a->recon.iters,
                 "Block reconstruction (any method): after each block's sites, train the integer weight codes and the "
                 "bias corrections of its linear sites for N Adam steps so that the block, run exactly as the plan "
                 "runs it, reproduces the FP32 block's output (straight-through rounding; BRECQ-style). 0 = off. "
                 "Costs about N x 0.075 s per block on 2 cores for ViT-Ti at --recon-batch 8")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1000000));
+      ->check(opt::integer(0, 1000000));
   c->add_option("--recon-batch", a->recon.batch, "Reconstruction: calibration images per step")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1024));
+      ->check(opt::integer(1, 1024));
   c->add_option("--recon-lr", a->recon.lr,
                 "Reconstruction: Adam learning rate of the latent weight codes, in code units (cosine-decayed to 0)")
       ->capture_default_str()
@@ -469,31 +541,10 @@ void add_quantize_command(CLI::App& app) {
                 "ViT-Ti)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp", "local"}));
-  c->add_flag("--qwt,!--no-qwt", a->qwt,
-              "After each block (any method): QwT error compensation - a linear map of the block's input, fitted "
-              "in closed form to the error the quantized block leaves in its output, added to the block's output "
-              "(FP32 at run time: one embed_dim x embed_dim product per block and token; see docs/RESULTS.md for "
-              "its speed cost). Recorded in the plan");
-  c->add_option("--qwt-target", a->qwt_target,
-                "QwT: the error fitted: 'local' (the FP32 block's output of the same quantized input, QwT's) or "
-                "'fp' (the FP32 model's output of the block, also undoing earlier blocks' errors)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"local", "fp"}));
-  c->add_option("--qwt-damp", a->qwt_opt.damp,
-                "QwT: ridge penalty of the fit, relative to the mean of diag(E[x x^T]) of the block inputs")
-      ->capture_default_str()
-      ->check(opt::real(0, 100));
-  c->add_option("--rotation-seed", a->rotation_seed, "Seed of the rotations' random signs")
-      ->capture_default_str()
-      ->check(opt::seed());
-  c->add_flag("--ln-reparam", a->ln_reparam,
-              "Fix (any method): RepQ-ViT's reparameterisation of the post-LayerNorm activations (qkv and fc1 "
-              "inputs): each channel centred on its calibration mid-range and scaled to the median channel range "
-              "(DopQ-ViT's robust shared target), the shifts and scales folded into the LayerNorm and the next "
-              "layer (the same FP function), so that one per-tensor step fits every channel. Not with --smooth-ln");
-  c->add_option("--smooth-alpha", a->smooth_alpha, "--smooth-ln: migration strength alpha in [0, 1]")
-      ->check(opt::real(0, 1))
-      ->capture_default_str();
+}
+
+void add_run_options(CLI::App* c, QuantizeArgs* a) {
+  c->option_defaults()->group("Output and run");
   c->add_option("--batch", a->batch, "Images per forward pass during calibration")->capture_default_str()
       ->check(opt::integer(1, opt::kMaxBatch));
   c->add_option("--threads", a->threads, "Threads (0 = all cores)")->capture_default_str()
@@ -505,11 +556,28 @@ void add_quantize_command(CLI::App& app) {
                 "calibration data, and an existing non-empty directory needs --force. Written into a staging "
                 "directory beside it that replaces it only when everything is written")
       ->required();
+  c->add_flag("--plan-only", a->plan_only,
+              "Write only plan.json and report.json, not the quantized model (model.safetensors, config.json)");
   c->add_flag("--force", a->force,
               "Replace the output directory if it exists and is not empty (as a whole: files that vitq did not "
               "write go too; a directory holding subdirectories is never replaced)");
   add_allow_non_finite_flag(c, a->allow_non_finite);
   c->add_flag("-q,--quiet", a->quiet, "No progress output and no per-site table");
+}
+
+}  // namespace
+
+void add_quantize_command(CLI::App& app) {
+  auto a = std::make_shared<QuantizeArgs>();
+  CLI::App* c = app.add_subcommand("quantize", "Calibrate a quantization plan from unlabelled images");
+  add_input_options(c, a.get());
+  add_bits_options(c, a.get());
+  add_grid_options(c, a.get());
+  add_transform_options(c, a.get());
+  add_rounding_options(c, a.get());
+  add_recon_options(c, a.get());
+  add_run_options(c, a.get());
+  c->option_defaults()->group("Options");
   a->method_flags = add_method_options(c, a->methods);
   a->cmd = c;
   c->callback([a] { run_quantize(*a); });
