@@ -165,15 +165,8 @@ static SiteReport calibrate_site(Method& method, const ViTModel& model, const Si
   return rep;
 }
 
-CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
-                                  const std::function<void(const CalibProgress&)>& progress) {
-  const auto t_start = clock_type::now();
-  const ViTConfig& c = m_.cfg;
-  CalibrationResult res;
-  QuantPlan& plan = res.plan;
-  plan.method = method.name();
-  plan.settings = method.settings(opt.grids);
-  // The driver's format choices beyond the method's own echo (absent at their defaults).
+// The driver's format choices and steps beyond the method's own echo (absent at their defaults).
+static void record_driver_settings(const CalibOptions& opt, QuantPlan& plan) {
   if (is_level_grid(opt.grids.softmax)) plan.settings["softmax_grid"] = grid_name(opt.grids.softmax);
   if (opt.grids.per_token) plan.settings["per_token_inputs"] = true;
   if (opt.grids.per_token && opt.grids.token_clip != 1.0f) plan.settings["token_clip"] = opt.grids.token_clip;
@@ -199,8 +192,59 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
   if (opt.ridge)
     plan.settings["ridge_update"] = {{"damp", opt.ridge_opt.damp},
                                      {"target", opt.ridge_opt.target == RidgeTarget::Fp ? "fp" : "local"}};
+}
+
+// Step 4 of Calibrator::run for block `blk`, its progress and result lines reported as events.
+static nlohmann::ordered_json reconstruct_stage(StagedForward& fwd, PlanSimulator& sim, int blk, const float* xq,
+                                               const float* target, QuantPlan& plan, const ReconOptions& opt,
+                                               size_t done, size_t total_sites,
+                                               const std::function<void(const CalibProgress&)>& progress) {
+  auto rp = [&](const ReconProgress& p) {
+    if (progress)
+      progress({done, total_sites, cat("blocks.", blk, " reconstruction ", p.iter, "/", p.iters, " loss ", p.loss), ""});
+  };
+  nlohmann::ordered_json n = reconstruct_block(fwd, sim, blk, xq, target, plan, opt, rp);
+  if (progress && n.contains("loss_before"))
+    progress({done, total_sites, "",
+              cat("blocks.", blk, " reconstructed: block output MSE ", n["loss_before"].get<double>(), " -> ",
+                  n["loss_after"].get<double>(), n["reverted"].get<bool>() ? " (kept the start: no gain)" : "",
+                  ", ", n["seconds"].get<double>(), " s")});
+  return n;
+}
+
+// The plan's header: method, its settings and the driver's, version, architecture.
+static void start_plan(const Method& method, const CalibOptions& opt, const ViTConfig& c, QuantPlan& plan) {
+  plan.method = method.name();
+  plan.settings = method.settings(opt.grids);
+  record_driver_settings(opt, plan);
   plan.tool_version = VITQ_VERSION;
   plan.architecture = c.architecture;
+}
+
+// Step 2 of Calibrator::run for one site of stage st: its inputs replayed through the plan so far
+// (or the FP pass's, CalibInputs::FP), its targets from the FP pass `fp`.
+static SiteReport calibrate_stage_site(Method& method, StagedForward& fwd, PlanSimulator& sim, int st,
+                                       const SiteId& id, const std::map<SiteId, SiteShape>& shapes,
+                                       SiteTensorCapture& fp, float* xq, const CalibOptions& opt, QuantPlan& plan) {
+  const int n = fwd.images();
+  SiteTensorCapture qc(shapes, n);
+  if (opt.inputs == CalibInputs::Quantized) {
+    qc.inner = &sim;
+    qc.want_xw.insert(id);
+    qc.stop_after = id;
+    fwd.replay(st, st, xq, &qc);
+  }
+  const SiteTensors& in = opt.inputs == CalibInputs::Quantized ? qc.buf[id] : fp.buf[id];
+  return calibrate_site(method, fwd.model(), shapes.at(id), n, in, fp.buf[id], opt, plan);
+}
+
+CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
+                                  const std::function<void(const CalibProgress&)>& progress) {
+  const auto t_start = clock_type::now();
+  const ViTConfig& c = m_.cfg;
+  CalibrationResult res;
+  QuantPlan& plan = res.plan;
+  start_plan(method, opt, c, plan);
   // The transforms first: every site sees the rewritten model.
   fit_plan_transforms(m_, images_, n_, opt.batch, opt.transforms, plan);
   std::unique_ptr<ViTModel> rewritten;
@@ -233,15 +277,7 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
     // 2. Each site in execution order, its inputs from the plan so far.
     for (const SiteId& id : sites) {
       if (progress) progress({done, total_sites, id.name(), ""});
-      SiteTensorCapture qc(shapes, n_);
-      if (opt.inputs == CalibInputs::Quantized) {
-        qc.inner = &sim;
-        qc.want_xw.insert(id);
-        qc.stop_after = id;
-        fwd.replay(st, st, xq.data(), &qc);
-      }
-      const SiteTensors& in = opt.inputs == CalibInputs::Quantized ? qc.buf[id] : fp.buf[id];
-      res.sites.push_back(calibrate_site(method, model, shapes.at(id), n_, in, fp.buf[id], opt, plan));
+      res.sites.push_back(calibrate_stage_site(method, fwd, sim, st, id, shapes, fp, xq.data(), opt, plan));
       ++done;
     }
 
@@ -265,21 +301,10 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
     };
 
     // 4. Block reconstruction, if asked for: the block's codes and bias corrections trained.
-    if (opt.recon.on() && st >= 1 && st <= c.depth && !sites.empty()) {
-      const int blk = st - 1;
-      const float* target = opt.recon.target == ReconTarget::Local ? local_target() : xf.data();
-      auto rp = [&](const ReconProgress& p) {
-        if (progress)
-          progress({done, total_sites, cat("blocks.", blk, " reconstruction ", p.iter, "/", p.iters, " loss ", p.loss), ""});
-      };
-      nlohmann::ordered_json n = reconstruct_block(fwd, sim, blk, xq.data(), target, plan, opt.recon, rp);
-      if (progress && n.contains("loss_before"))
-        progress({done, total_sites, "",
-                  cat("blocks.", blk, " reconstructed: block output MSE ", n["loss_before"].get<double>(), " -> ",
-                      n["loss_after"].get<double>(), n["reverted"].get<bool>() ? " (kept the start: no gain)" : "",
-                      ", ", n["seconds"].get<double>(), " s")});
-      res.block_notes[cat("blocks.", blk)]["reconstruction"] = std::move(n);
-    }
+    if (opt.recon.on() && st >= 1 && st <= c.depth && !sites.empty())
+      res.block_notes[cat("blocks.", st - 1)]["reconstruction"] = reconstruct_stage(
+          fwd, sim, st - 1, xq.data(), opt.recon.target == ReconTarget::Local ? local_target() : xf.data(), plan,
+          opt.recon, done, total_sites, progress);
 
     // 5. The block's error compensation, if asked for: fitted to what the finished block leaves.
     if (opt.compensation.on && st >= 1 && st <= c.depth && !sites.empty())

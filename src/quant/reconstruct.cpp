@@ -288,13 +288,26 @@ class BlockTrainer {
     for (int64_t i = 0; i < rows * K; ++i) dx[i] *= mask_[size_t(i)];
   }
 
+  // The gradient of the block's loss (g_, of the block output) down to the codes, biases and steps
+  // of its sites (`grads`), from the forward's records of the batch whose input is x_in.
   void backward(const float* x_in, int b, BlockGrads& grads) {
     grads = {};
     const ViTConfig& c = m_.cfg;
-    const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim(), F = c.mlp_hidden;
-    const int64_t rows = int64_t(b) * T;
+    const int64_t rows = int64_t(b) * c.tokens();
+    const size_t D = size_t(c.embed_dim);
+    avector<float> dln(size_t(rows) * D), dx1(size_t(rows) * D), dctx(size_t(rows) * D), dqkv(size_t(rows) * 3 * D);
+    mlp_backward(rows, dln.data(), grads);
+    ln2_backward(x_in, rows, dln.data(), dx1.data());
+    linear_backward(SiteKind::Proj, dx1.data(), dctx.data(), grads);
+    attention_backward(b, dctx.data(), dqkv.data(), grads);
+    linear_backward(SiteKind::Qkv, dqkv.data(), nullptr, grads);  // the block's input is data
+  }
+
+  // fc2, GELU and fc1: the gradient of LayerNorm 2's output into dln.
+  void mlp_backward(int64_t rows, float* dln, BlockGrads& grads) {
+    const int F = m_.cfg.mlp_hidden;
     // fc2 (its input: GELU output, rotated if the model has the MLP rotation).
-    avector<float> dh(size_t(rows) * F), dx1(size_t(rows) * D), dln(size_t(rows) * D), dctx(size_t(rows) * D);
+    avector<float> dh(size_t(rows) * F);
     linear_backward(SiteKind::Fc2, g_.data(), dh.data(), grads);
     if (!m_.mlp_rotation_signs.empty()) {  // r = (a·H)∘s/√F  →  da = ((dr∘s)·Hᵀ)/√F
       std::vector<double> t(dh.size());
@@ -308,8 +321,13 @@ class BlockTrainer {
     const avector<float>& h = rec_.rec.at(SiteKind::Fc1).y;  // fc1's output: GELU's input
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < rows * F; ++i) dh[size_t(i)] = float(double(dh[size_t(i)]) * gelu_grad(h[size_t(i)]));
-    linear_backward(SiteKind::Fc1, dh.data(), dln.data(), grads);
-    // LayerNorm 2 on x1 = x_in + proj's output; dx1 = g + LN2's input gradient.
+    linear_backward(SiteKind::Fc1, dh.data(), dln, grads);
+  }
+
+  // LayerNorm 2 on x1 = x_in + proj's output: dx1 = g + LN2's input gradient of dln.
+  void ln2_backward(const float* x_in, int64_t rows, const float* dln, float* dx1) const {
+    const ViTConfig& c = m_.cfg;
+    const int D = c.embed_dim;
     const avector<float>& proj_y = rec_.rec.at(SiteKind::Proj).y;
     const float* gamma = m_.blocks[size_t(block_)].norm2.gamma.ptr();
 #pragma omp parallel for schedule(static)
@@ -338,8 +356,13 @@ class BlockTrainer {
         dx1[size_t(r) * D + size_t(j)] = float(double(g_[size_t(r) * D + size_t(j)]) + rstd * (g - m1 - xh * m2));
       }
     }
-    linear_backward(SiteKind::Proj, dx1.data(), dctx.data(), grads);
-    // Attention, per (image, head): O = P̂·V̂, S = Q̂·K̂ᵀ, P = softmax(scale·S).
+  }
+
+  // Attention, per (image, head): O = P̂·V̂, S = Q̂·K̂ᵀ, P = softmax(scale·S). From the gradient of
+  // the heads' output (dctx) to that of qkv's output (dqkv) and of the per-head steps of Q, K, V.
+  void attention_backward(int b, const float* dctx, float* dqkv, BlockGrads& grads) {
+    const ViTConfig& c = m_.cfg;
+    const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim();
     const Rec& qk = rec_.rec.at(SiteKind::MatmulQK);
     const Rec& av = rec_.rec.at(SiteKind::MatmulAV);
     const SitePlan* pqk = plan_of(SiteKind::MatmulQK);
@@ -347,7 +370,6 @@ class BlockTrainer {
     const OperandQuant none;
     const float scale = 1.0f / std::sqrt(float(d));
     const size_t TT = size_t(T) * T, TD = size_t(T) * d;
-    avector<float> dqkv(size_t(rows) * 3 * D);
     // ∂L/∂Δ_h of Q, K, V per head, summed over the batch (per thread, then reduced in order).
     const int threads = omp_get_max_threads();
     std::vector<double> dstep(size_t(threads) * 3 * H, 0.0);
@@ -386,7 +408,7 @@ class BlockTrainer {
         sgemm('T', 'N', T, d, T, dP.data(), T, qh.data(), d, dK.data(), d);  // dK̂ = dSᵀ · Q̂
         double sq = 0, sk = 0, sv = 0;
         for (int t = 0; t < T; ++t) {
-          float* row = dqkv.data() + (size_t(bi) * T + size_t(t)) * 3 * D + size_t(hh) * d;
+          float* row = dqkv + (size_t(bi) * T + size_t(t)) * 3 * D + size_t(hh) * d;
           for (int j = 0; j < d; ++j) {
             const size_t i = size_t(t) * d + size_t(j), iv = size_t(j) * T + size_t(t);
             row[j] = dQ[i] * qm[i];
@@ -411,7 +433,6 @@ class BlockTrainer {
       grads.dk_step[size_t(hd)] = float(s[1]);
       grads.dv_step[size_t(hd)] = float(s[2]);
     }
-    linear_backward(SiteKind::Qkv, dqkv.data(), nullptr, grads);  // the block's input is data
   }
 
   const ViTModel& m_;
@@ -526,6 +547,125 @@ double full_loss(BlockTrainer& tr, const float* x, const float* y, int n, size_t
   return s / n;
 }
 
+// The linear sites of the block whose per-channel codes the reconstruction trains, each switched
+// to explicit codes in the plan, with its Adam state and what a revert restores.
+std::vector<Param> trainable_sites(const ViTModel& model, PlanSimulator& sim, int block, QuantPlan& plan,
+                                   const ReconOptions& opt) {
+  std::vector<Param> params;
+  for (SiteKind k : kLinearKinds) {
+    const SiteId id{k, block};
+    auto it = plan.sites.find(id.name());
+    if (it == plan.sites.end() || !it->second.w.quantized() || !it->second.w.channel_bits.empty()) continue;
+    SitePlan& sp = it->second;
+    const LinearWeights& lw = *site_weights(model, id);
+    Param p;
+    p.id = id;
+    p.N = lw.out();
+    p.K = lw.in();
+    if (!plan_channel_grid(sp, p.N, &p.grid)) continue;
+    p.codes0.resize(size_t(p.N) * p.K);
+    site_weight_codes(lw.w.ptr(), p.N, p.K, sp, p.codes0.data());
+    p.range = qrange(p.grid.bits);
+    set_plan_weight_codes(sp, p.grid, p.codes0);  // per-channel form, explicit codes
+    p.grid0 = p.grid;
+    p.has_offset = !sp.weight_offset.empty();
+    for (auto* v : {&p.ls, &p.ms, &p.vs, &p.to, &p.mo, &p.vo}) v->assign(size_t(p.N), 0.0f);
+    sim.forget(id);
+    p.u.assign(p.codes0.begin(), p.codes0.end());
+    p.mu.assign(p.u.size(), 0.0f);
+    p.vu.assign(p.u.size(), 0.0f);
+    p.bias0 = sp.bias_correction;
+    if (sp.bias_correction.empty()) sp.bias_correction.assign(size_t(p.N), 0.0f);
+    p.mb.assign(size_t(p.N), 0.0f);
+    p.vb.assign(size_t(p.N), 0.0f);
+    p.train_clip = opt.act_lr > 0 && sp.x.quantized() && sp.x.per_token;
+    p.clip0 = sp.x.token_clip;
+    params.push_back(std::move(p));
+  }
+  return params;
+}
+
+// With --recon-act-lr: the per-head (or per-tensor) steps of Q, K and V the reconstruction trains.
+std::vector<HeadSteps> trainable_head_steps(int block, const QuantPlan& plan, const ReconOptions& opt) {
+  std::vector<HeadSteps> heads;
+  if (opt.act_lr <= 0) return heads;
+  for (auto [kind, is_w, grad] : {std::tuple{SiteKind::MatmulQK, false, &BlockGrads::dq_step},
+                                  {SiteKind::MatmulQK, true, &BlockGrads::dk_step},
+                                  {SiteKind::MatmulAV, true, &BlockGrads::dv_step}}) {
+    const SiteId id{kind, block};
+    const auto it = plan.sites.find(id.name());
+    if (it == plan.sites.end()) continue;
+    const OperandQuant& q = is_w ? it->second.w : it->second.x;
+    if (!q.quantized() || is_level_grid(q.grid) || !(q.scale > 0)) continue;
+    HeadSteps hs{id, is_w, grad, q, {}, {}, {}};
+    const size_t count = q.per_head() ? q.head_scales.size() : 1;
+    for (auto* v : {&hs.ls, &hs.m, &hs.v}) v->assign(count, 0.0f);
+    heads.push_back(std::move(hs));
+  }
+  return heads;
+}
+
+// One Adam step of a site's latent codes (straight through the rounding), and with their options
+// its grid, input clip ratio and bias correction; the plan gets the new codes.
+void update_site(Param& p, const BlockGrads& grads, const ReconOptions& opt, double cosine, double c1, double c2,
+                 QuantPlan& plan, PlanSimulator& sim) {
+  const std::string name = p.id.name();
+  const size_t gi = size_t(std::find(grads.sites.begin(), grads.sites.end(), name) - grads.sites.begin());
+  if (gi >= grads.sites.size()) fail(ErrorKind::Internal, "reconstruction: no gradient for ", name);
+  const std::vector<float>& dw = grads.dw[gi];
+  const double lr = opt.lr * cosine;
+  for (int ch = 0; ch < p.N; ++ch) {
+    const float step = p.grid.step[size_t(ch)];
+    for (int k = 0; k < p.K; ++k) {
+      const size_t i = size_t(ch) * p.K + size_t(k);
+      // Straight through the rounding, not past the grid's ends.
+      const bool clipped = (p.u[i] <= float(p.range.lo) && dw[i] > 0) || (p.u[i] >= float(p.range.hi) && dw[i] < 0);
+      adam(p.u[i], p.mu[i], p.vu[i], clipped ? 0.0 : double(dw[i]) * step, lr, c1, c2);
+    }
+  }
+  SitePlan& sp = plan.sites.at(name);
+  // The grid's gradient is taken at the codes this step's forward used.
+  if (opt.step_lr > 0) update_grid(p, dw, sp.weight_codes, opt.step_lr * cosine, c1, c2, sp);
+  set_codes(p, sp);
+  sim.forget(p.id);
+  if (p.train_clip) {  // α = α⁰·e^{l} ≤ 1
+    adam(p.lc, p.mc, p.vc, grads.dlog_clip[gi], opt.act_lr * cosine, c1, c2);
+    p.lc = std::min(p.lc, -std::log(p.clip0));
+    sp.x.token_clip = std::min(1.0f, float(double(p.clip0) * std::exp(double(p.lc))));
+  }
+  if (opt.bias_lr > 0) {
+    const std::vector<float>& db = grads.db[gi];
+    const double blr = opt.bias_lr * cosine;
+    for (int ch = 0; ch < p.N; ++ch)
+      adam(sp.bias_correction[size_t(ch)], p.mb[size_t(ch)], p.vb[size_t(ch)], db[size_t(ch)], blr, c1, c2);
+  }
+}
+
+// The block's plan as it was before the reconstruction.
+void restore_sites(const std::vector<Param>& params, const std::vector<HeadSteps>& heads, QuantPlan& plan,
+                   PlanSimulator& sim) {
+  for (const Param& p : params) {
+    SitePlan& sp = plan.sites.at(p.id.name());
+    write_grid(p, p.grid0, sp);
+    sp.weight_codes = p.codes0;
+    sp.bias_correction = p.bias0;
+    sp.x.token_clip = p.clip0;
+    sim.forget(p.id);
+  }
+  for (const HeadSteps& hs : heads) operand_of(plan, hs) = hs.q0;
+}
+
+// The share of the trained sites' codes that differ from where they started.
+double codes_changed(const std::vector<Param>& params, const QuantPlan& plan) {
+  size_t changed = 0, total = 0;
+  for (const Param& p : params) {
+    const std::vector<int16_t>& q = plan.sites.at(p.id.name()).weight_codes;
+    for (size_t i = 0; i < q.size(); ++i) changed += q[i] != p.codes0[i];
+    total += q.size();
+  }
+  return total ? double(changed) / double(total) : 0.0;
+}
+
 }  // namespace
 
 void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector<float>& w) {
@@ -561,54 +701,9 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
   const ViTModel& model = fwd.model();
   const int n = fwd.images();
   const size_t per = fwd.stream_floats();
-  std::vector<Param> params;
-  for (SiteKind k : kLinearKinds) {
-    const SiteId id{k, block};
-    auto it = plan.sites.find(id.name());
-    if (it == plan.sites.end() || !it->second.w.quantized() || !it->second.w.channel_bits.empty()) continue;
-    SitePlan& sp = it->second;
-    const LinearWeights& lw = *site_weights(model, id);
-    Param p;
-    p.id = id;
-    p.N = lw.out();
-    p.K = lw.in();
-    if (!plan_channel_grid(sp, p.N, &p.grid)) continue;
-    p.codes0.resize(size_t(p.N) * p.K);
-    site_weight_codes(lw.w.ptr(), p.N, p.K, sp, p.codes0.data());
-    p.range = qrange(p.grid.bits);
-    set_plan_weight_codes(sp, p.grid, p.codes0);  // per-channel form, explicit codes
-    p.grid0 = p.grid;
-    p.has_offset = !sp.weight_offset.empty();
-    for (auto* v : {&p.ls, &p.ms, &p.vs, &p.to, &p.mo, &p.vo}) v->assign(size_t(p.N), 0.0f);
-    sim.forget(id);
-    p.u.assign(p.codes0.begin(), p.codes0.end());
-    p.mu.assign(p.u.size(), 0.0f);
-    p.vu.assign(p.u.size(), 0.0f);
-    p.bias0 = sp.bias_correction;
-    if (sp.bias_correction.empty()) sp.bias_correction.assign(size_t(p.N), 0.0f);
-    p.mb.assign(size_t(p.N), 0.0f);
-    p.vb.assign(size_t(p.N), 0.0f);
-    p.train_clip = opt.act_lr > 0 && sp.x.quantized() && sp.x.per_token;
-    p.clip0 = sp.x.token_clip;
-    params.push_back(std::move(p));
-  }
-  nlohmann::ordered_json notes;
+  std::vector<Param> params = trainable_sites(model, sim, block, plan, opt);
   if (params.empty()) return {{"skipped", "no linear site of the block has per-channel codes to train"}};
-  std::vector<HeadSteps> heads;
-  if (opt.act_lr > 0)
-    for (auto [kind, is_w, grad] : {std::tuple{SiteKind::MatmulQK, false, &BlockGrads::dq_step},
-                                    {SiteKind::MatmulQK, true, &BlockGrads::dk_step},
-                                    {SiteKind::MatmulAV, true, &BlockGrads::dv_step}}) {
-      const SiteId id{kind, block};
-      const auto it = plan.sites.find(id.name());
-      if (it == plan.sites.end()) continue;
-      const OperandQuant& q = is_w ? it->second.w : it->second.x;
-      if (!q.quantized() || is_level_grid(q.grid) || !(q.scale > 0)) continue;
-      HeadSteps hs{id, is_w, grad, q, {}, {}, {}};
-      const size_t count = q.per_head() ? q.head_scales.size() : 1;
-      for (auto* v : {&hs.ls, &hs.m, &hs.v}) v->assign(count, 0.0f);
-      heads.push_back(std::move(hs));
-    }
+  std::vector<HeadSteps> heads = trainable_head_steps(block, plan, opt);
 
   BlockTrainer tr(model, sim, plan, block);
   tr.clip_grads = opt.act_lr > 0;
@@ -639,66 +734,23 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
     running = it == 0 ? loss : 0.95 * running + 0.05 * loss;
     const double cosine = 0.5 * (1.0 + std::cos(M_PI * double(it) / double(opt.iters)));
     const double c1 = 1.0 - std::pow(kBeta1, it + 1), c2 = 1.0 - std::pow(kBeta2, it + 1);
-    for (Param& p : params) {
-      const std::string name = p.id.name();
-      const size_t gi = size_t(std::find(grads.sites.begin(), grads.sites.end(), name) - grads.sites.begin());
-      if (gi >= grads.sites.size()) fail(ErrorKind::Internal, "reconstruction: no gradient for ", name);
-      const std::vector<float>& dw = grads.dw[gi];
-      const double lr = opt.lr * cosine;
-      for (int ch = 0; ch < p.N; ++ch) {
-        const float step = p.grid.step[size_t(ch)];
-        for (int k = 0; k < p.K; ++k) {
-          const size_t i = size_t(ch) * p.K + size_t(k);
-          // Straight through the rounding, not past the grid's ends.
-          const bool clipped = (p.u[i] <= float(p.range.lo) && dw[i] > 0) || (p.u[i] >= float(p.range.hi) && dw[i] < 0);
-          adam(p.u[i], p.mu[i], p.vu[i], clipped ? 0.0 : double(dw[i]) * step, lr, c1, c2);
-        }
-      }
-      SitePlan& sp = plan.sites.at(name);
-      // The grid's gradient is taken at the codes this step's forward used.
-      if (opt.step_lr > 0) update_grid(p, dw, sp.weight_codes, opt.step_lr * cosine, c1, c2, sp);
-      set_codes(p, sp);
-      sim.forget(p.id);
-      if (p.train_clip) {  // α = α⁰·e^{l} ≤ 1
-        adam(p.lc, p.mc, p.vc, grads.dlog_clip[gi], opt.act_lr * cosine, c1, c2);
-        p.lc = std::min(p.lc, -std::log(p.clip0));
-        sp.x.token_clip = std::min(1.0f, float(double(p.clip0) * std::exp(double(p.lc))));
-      }
-      if (opt.bias_lr > 0) {
-        const std::vector<float>& db = grads.db[gi];
-        const double blr = opt.bias_lr * cosine;
-        for (int ch = 0; ch < p.N; ++ch)
-          adam(sp.bias_correction[size_t(ch)], p.mb[size_t(ch)], p.vb[size_t(ch)], db[size_t(ch)], blr, c1, c2);
-      }
-    }
+    for (Param& p : params) update_site(p, grads, opt, cosine, c1, c2, plan, sim);
     for (HeadSteps& hs : heads) update_head_steps(hs, grads, opt.act_lr * cosine, c1, c2, plan);
     if (progress && ((it + 1) % 10 == 0 || it + 1 == opt.iters)) progress({block, it + 1, opt.iters, running});
   }
   double after = full_loss(tr, x_in, y_target, n, per, eval_batch);
-  size_t changed = 0, total = 0;
-  for (const Param& p : params) {
-    const std::vector<int16_t>& q = plan.sites.at(p.id.name()).weight_codes;
-    for (size_t i = 0; i < q.size(); ++i) changed += q[i] != p.codes0[i];
-    total += q.size();
-  }
+  double changed = codes_changed(params, plan);
   const bool revert = !(after < before);  // never leave the block worse on its own images
   if (revert) {
-    for (const Param& p : params) {
-      SitePlan& sp = plan.sites.at(p.id.name());
-      write_grid(p, p.grid0, sp);
-      sp.weight_codes = p.codes0;
-      sp.bias_correction = p.bias0;
-      sp.x.token_clip = p.clip0;
-      sim.forget(p.id);
-    }
-    for (const HeadSteps& hs : heads) operand_of(plan, hs) = hs.q0;
+    restore_sites(params, heads, plan, sim);
     after = before;
     changed = 0;
   }
+  nlohmann::ordered_json notes;
   notes["loss_before"] = before;
   notes["loss_after"] = after;
   notes["reverted"] = revert;
-  notes["codes_changed"] = total ? double(changed) / double(total) : 0.0;
+  notes["codes_changed"] = changed;
   notes["iters"] = opt.iters;
   notes["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return notes;
