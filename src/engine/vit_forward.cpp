@@ -148,30 +148,26 @@ void ViTForward::embed(const float* images, int batch, float* x, SiteHook* hook)
 
 void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
   reserve(batch);
-  const ViTConfig& c = m_.cfg;
   const BlockWeights& w = m_.blocks[size_t(index)];
-  const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim(), F = c.mlp_hidden;
-  const int rows = batch * T;
-  const size_t TD = size_t(T) * d;
-
+  const int rows = batch * m_.cfg.tokens(), D = m_.cfg.embed_dim;
   // Error compensation (ViTModel: BlockWeights::compensation): x·Wᵀ + b of the block's input,
   // added to its output at the end.
   if (w.has_compensation()) compensate(w.compensation, x, rows, comp_.data());
-
-  // --- attention ---
+  attention(index, x, batch, hook);
+  mlp(index, batch, hook);
+  const float* comp = w.has_compensation() ? comp_.data() : nullptr;
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r)
-    layernorm_rows(x + size_t(r) * D, ln_.data() + size_t(r) * D, 1, size_t(D), w.norm1.gamma.ptr(),
-                   w.norm1.beta.ptr(), c.ln_eps);
+  for (int r = 0; r < rows; ++r) {
+    float* xr = x + size_t(r) * D;
+    add_bias_residual_rows(xr, fc2_.data() + size_t(r) * D, 1, size_t(D), nullptr);
+    if (comp) add_bias_residual_rows(xr, comp + size_t(r) * D, 1, size_t(D), nullptr);
+  }
+}
 
-  const SiteCall qkv = linear_call({SiteKind::Qkv, index}, batch, rows, ln_.data(), w.qkv, qkv_.data());
-  run_site(qkv, hook);
-
-  // Split into per-(image, head) Q [T x d], K [T x d] and Vᵀ [d x T] (the sites' N x K
-  // operands); without a hook and with enough heads to spread over the threads (measured: at
-  // 3–12 heads on 2 threads the row-blocked sgemms are faster), into Q, Kᵀ [d x T] and V [T x d]
-  // for the batched products.
-  const bool plain = !hook && gemm_ == FpGemm::Packed && batch * H >= 8 * omp_get_max_threads();
+void ViTForward::split_heads(int batch, bool plain) {
+  const ViTConfig& c = m_.cfg;
+  const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim();
+  const size_t TD = size_t(T) * d;
 #pragma omp parallel for schedule(static)
   for (int bh = 0; bh < batch * H; ++bh) {
     const int b = bh / H, h = bh % H;
@@ -190,6 +186,28 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
       }
     }
   }
+}
+
+void ViTForward::attention(int index, float* x, int batch, SiteHook* hook) {
+  const ViTConfig& c = m_.cfg;
+  const BlockWeights& w = m_.blocks[size_t(index)];
+  const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim();
+  const int rows = batch * T;
+  const size_t TD = size_t(T) * d;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r)
+    layernorm_rows(x + size_t(r) * D, ln_.data() + size_t(r) * D, 1, size_t(D), w.norm1.gamma.ptr(),
+                   w.norm1.beta.ptr(), c.ln_eps);
+
+  const SiteCall qkv = linear_call({SiteKind::Qkv, index}, batch, rows, ln_.data(), w.qkv, qkv_.data());
+  run_site(qkv, hook);
+
+  // Split into per-(image, head) Q [T x d], K [T x d] and Vᵀ [d x T] (the sites' N x K
+  // operands); without a hook and with enough heads to spread over the threads (measured: at
+  // 3–12 heads on 2 threads the row-blocked sgemms are faster), into Q, Kᵀ [d x T] and V [T x d]
+  // for the batched products.
+  const bool plain = !hook && gemm_ == FpGemm::Packed && batch * H >= 8 * omp_get_max_threads();
+  split_heads(batch, plain);
 
   const SiteCall qk = attention_call({SiteKind::MatmulQK, index}, batch, H, T, T, d, q_.data(), k_.data(), s_.data());
   if (plain) qk_mm_->run(qk.groups, q_.data(), k_.data(), s_.data());
@@ -223,8 +241,11 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
     add_bias_residual_rows(xr, proj_.data() + size_t(r) * D, 1, size_t(D), nullptr);
     layernorm_rows(xr, ln_.data() + size_t(r) * D, 1, size_t(D), w.norm2.gamma.ptr(), w.norm2.beta.ptr(), c.ln_eps);
   }
+}
 
-  // --- MLP ---
+void ViTForward::mlp(int index, int batch, SiteHook* hook) {
+  const BlockWeights& w = m_.blocks[size_t(index)];
+  const int rows = batch * m_.cfg.tokens(), F = m_.cfg.mlp_hidden;
   const SiteCall fc1 = linear_call({SiteKind::Fc1, index}, batch, rows, ln_.data(), w.fc1, hidden_.data());
   run_site(fc1, hook);
 
@@ -240,14 +261,6 @@ void ViTForward::block(int index, float* x, int batch, SiteHook* hook) {
 
   const SiteCall fc2 = linear_call({SiteKind::Fc2, index}, batch, rows, hidden_.data(), w.fc2, fc2_.data());
   run_site(fc2, hook);
-
-  const float* comp = w.has_compensation() ? comp_.data() : nullptr;
-#pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r) {
-    float* xr = x + size_t(r) * D;
-    add_bias_residual_rows(xr, fc2_.data() + size_t(r) * D, 1, size_t(D), nullptr);
-    if (comp) add_bias_residual_rows(xr, comp + size_t(r) * D, 1, size_t(D), nullptr);
-  }
 }
 
 void ViTForward::compensate(const LinearWeights& c, const float* x, int rows, float* y) {

@@ -47,6 +47,12 @@ class ViTForward {
   // linear sites run on weights packed once for oneDNN's matmul (packed_linear_f32.h); with a
   // hook (simulation, observers) or FpGemm::PerCall every site runs through site_gemm_f32.
   void run_site(const SiteCall& call, SiteHook* hook);
+  // The two halves of block(): x += proj(attention(LN1(x))), leaving LN2(x) in ln_; and the MLP
+  // of ln_ (GELU, and the MLP rotation if the model has one) in fc2_.
+  void attention(int index, float* x, int batch, SiteHook* hook);
+  void mlp(int index, int batch, SiteHook* hook);
+  // qkv_ split into per-(image, head) operands (see attention()).
+  void split_heads(int batch, bool plain);
   // A block's error compensation: y (rows x D) = x · cᵀ + b, FP32 (not a site: never quantized).
   void compensate(const LinearWeights& c, const float* x, int rows, float* y);
 

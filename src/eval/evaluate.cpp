@@ -57,6 +57,67 @@ EvalResult evaluate(ViTForward& fwd, const Dataset& data, const std::vector<size
       progress);
 }
 
+namespace {
+
+// Loads images indices[start, start + n) into `images`, compacted over those that loaded (their
+// slots in `ok_slots`); an unreadable one fails or is listed in res.skipped, as opt says.
+void load_batch(const Dataset& data, const Preprocess& pre, const std::vector<size_t>& indices, size_t start, int n,
+                const EvalOptions& opt, float* images, std::vector<std::string>& errors, std::vector<size_t>& ok_slots,
+                EvalResult& res) {
+  const size_t img_floats = size_t(pre.channels) * size_t(pre.height) * size_t(pre.width);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int i = 0; i < n; ++i) {
+    errors[size_t(i)].clear();
+    try {
+      data.load(indices[start + size_t(i)], pre, images + size_t(i) * img_floats);
+    } catch (const std::exception& e) {
+      errors[size_t(i)] = e.what();
+    }
+  }
+  ok_slots.clear();
+  for (int i = 0; i < n; ++i) {
+    if (errors[size_t(i)].empty()) {
+      if (ok_slots.size() != size_t(i))
+        std::copy_n(images + size_t(i) * img_floats, img_floats, images + ok_slots.size() * img_floats);
+      ok_slots.push_back(size_t(i));
+    } else if (opt.on_bad_image == BadImagePolicy::Fail) {
+      fail(ErrorKind::Data, errors[size_t(i)], " (use --skip-bad-images to skip unreadable images)");
+    } else {
+      res.skipped.push_back(errors[size_t(i)]);
+    }
+  }
+}
+
+// One image's logits scored against its label (image: its preprocessed pixels, to locate a
+// non-finite value).
+void score_image(const Dataset& data, size_t idx, const float* lg, int NC, const float* image, const EvalOptions& opt,
+                 EvalResult& res) {
+  const int label = data.label(idx);
+  if (label < 0 || label >= NC)
+    fail(ErrorKind::Data, data.name(idx), ": label ", label, " is outside the model's ", NC, " classes");
+  res.evaluated.push_back(idx);
+  ++res.images;
+  if (first_non_finite(lg, size_t(NC)) != size_t(NC)) {
+    if (!opt.allow_non_finite) {
+      const std::string where = opt.locate_non_finite ? opt.locate_non_finite(image) : "";
+      fail(ErrorKind::Model, data.name(idx), ": the model's logits hold NaN/Inf",
+           where.empty() ? "" : " - first non-finite value in ", where,
+           "; not counted as a result (--allow-non-finite counts such images as wrong)");
+    }
+    res.predictions.push_back(-1);
+    ++res.non_finite;
+    return;
+  }
+  int best = 0;
+  for (int k = 1; k < NC; ++k)
+    if (lg[k] > lg[best]) best = k;
+  res.predictions.push_back(best);
+  res.top1 += best == label;
+  res.top5 += in_top_k(lg, NC, label, std::min(5, NC));
+}
+
+}  // namespace
+
 EvalResult evaluate(const ViTConfig& c, const ForwardFn& forward, const Dataset& data,
                     const std::vector<size_t>& indices, const EvalOptions& opt,
                     const std::function<void(const EvalProgress&)>& progress) {
@@ -75,29 +136,7 @@ EvalResult evaluate(const ViTConfig& c, const ForwardFn& forward, const Dataset&
 
   for (size_t start = 0; start < indices.size(); start += size_t(batch)) {
     const int n = int(std::min(indices.size() - start, size_t(batch)));
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int i = 0; i < n; ++i) {
-      errors[size_t(i)].clear();
-      try {
-        data.load(indices[start + size_t(i)], pre, images.data() + size_t(i) * img_floats);
-      } catch (const std::exception& e) {
-        errors[size_t(i)] = e.what();
-      }
-    }
-    // Compact the batch over the images that loaded.
-    ok_slots.clear();
-    for (int i = 0; i < n; ++i) {
-      if (errors[size_t(i)].empty()) {
-        if (ok_slots.size() != size_t(i))
-          std::copy_n(images.data() + size_t(i) * img_floats, img_floats,
-                      images.data() + ok_slots.size() * img_floats);
-        ok_slots.push_back(size_t(i));
-      } else if (opt.on_bad_image == BadImagePolicy::Fail) {
-        fail(ErrorKind::Data, errors[size_t(i)], " (use --skip-bad-images to skip unreadable images)");
-      } else {
-        res.skipped.push_back(errors[size_t(i)]);
-      }
-    }
+    load_batch(data, pre, indices, start, n, opt, images.data(), errors, ok_slots, res);
     const int m = int(ok_slots.size());
     if (m > 0) {
       const auto f0 = clock::now();
@@ -105,35 +144,9 @@ EvalResult evaluate(const ViTConfig& c, const ForwardFn& forward, const Dataset&
       res.forward_seconds += std::chrono::duration<double>(clock::now() - f0).count();
       if (opt.on_batch) opt.on_batch(images.data(), m, logits.data());
     }
-    for (int j = 0; j < m; ++j) {
-      const size_t idx = indices[start + ok_slots[size_t(j)]];
-      const int label = data.label(idx);
-      if (label < 0 || label >= NC)
-        fail(ErrorKind::Data, data.name(idx), ": label ", label, " is outside the model's ", NC, " classes");
-      const float* lg = logits.data() + size_t(j) * size_t(NC);
-      if (first_non_finite(lg, size_t(NC)) != size_t(NC)) {
-        if (!opt.allow_non_finite) {
-          const std::string where =
-              opt.locate_non_finite ? opt.locate_non_finite(images.data() + size_t(j) * img_floats) : "";
-          fail(ErrorKind::Model, data.name(idx), ": the model's logits hold NaN/Inf",
-               where.empty() ? "" : " - first non-finite value in ", where,
-               "; not counted as a result (--allow-non-finite counts such images as wrong)");
-        }
-        res.evaluated.push_back(idx);
-        res.predictions.push_back(-1);
-        ++res.non_finite;
-        ++res.images;
-        continue;
-      }
-      int best = 0;
-      for (int k = 1; k < NC; ++k)
-        if (lg[k] > lg[best]) best = k;
-      res.evaluated.push_back(idx);
-      res.predictions.push_back(best);
-      res.top1 += best == label;
-      res.top5 += in_top_k(lg, NC, label, std::min(5, NC));
-      ++res.images;
-    }
+    for (int j = 0; j < m; ++j)
+      score_image(data, indices[start + ok_slots[size_t(j)]], logits.data() + size_t(j) * size_t(NC), NC,
+                  images.data() + size_t(j) * img_floats, opt, res);
     if (progress)
       progress({start + size_t(n), indices.size(), res.top1,
                 std::chrono::duration<double>(clock::now() - t0).count()});

@@ -60,19 +60,8 @@ struct ShardFile {
   }
 };
 
-}  // namespace
-
-Json merge_eval_shards(const std::vector<std::string>& paths) {
-  if (paths.empty()) fail(ErrorKind::Usage, "--merge: no shard results given");
-  std::vector<ShardFile> files;
-  for (const std::string& p : paths) {
-    ShardFile f{p, read_json_file(p, ErrorKind::Model)};
-    if (!f.j.is_object()) fail(ErrorKind::Model, p, ": not a vitq eval --json result (a JSON object)");
-    if (!f.j.contains("shard"))
-      fail(ErrorKind::Usage, p, ": not a shard result (it has no 'shard' field: it was not run with --shard K/N)");
-    files.push_back(std::move(f));
-  }
-  // Shard numbers: each of 1..N exactly once.
+// The shard files, in shard order 1..N (each number exactly once).
+std::vector<const ShardFile*> in_shard_order(const std::vector<ShardFile>& files) {
   const ShardFile& first = files.front();
   int N = 0;
   std::vector<const ShardFile*> by_index;
@@ -94,7 +83,13 @@ Json merge_eval_shards(const std::vector<std::string>& paths) {
   }
   for (int k = 1; k <= N; ++k)
     if (!by_index[size_t(k)]) fail(ErrorKind::Usage, "--merge: shard ", k, "/", N, " is missing (", files.size(), " of ", N, " given)");
-  // The run the shards come from: these fields must be the same in all of them.
+  by_index.erase(by_index.begin());
+  return by_index;
+}
+
+// The run the shards come from: these fields must be the same in all of them.
+void check_same_run(const std::vector<ShardFile>& files) {
+  const ShardFile& first = files.front();
   for (const char* name : {"model", "architecture", "plan", "engine", "data", "dataset", "limit", "seed"})
     for (const ShardFile& f : files)
       if (f.field(name) != first.field(name))
@@ -111,13 +106,15 @@ Json merge_eval_shards(const std::vector<std::string>& paths) {
       fail(ErrorKind::Usage, f.path, ": field 'shard.selected' (images before sharding) differs from ", first.path,
            "'s (a different dataset or --limit)");
   }
+}
 
-  Json out;
+// The counts and per-image lists of the shards, summed and joined in shard order.
+struct Totals {
   size_t images = 0, top1 = 0, top5 = 0, non_finite = 0, agree = 0;
   double seconds = 0, forward_seconds = 0, kl_sum = 0;
   Json evaluated = Json::array(), predictions = Json::array(), skipped = Json::array();
-  for (int k = 1; k <= N; ++k) {
-    const ShardFile& f = *by_index[size_t(k)];
+
+  void add(const ShardFile& f, bool has_ref) {
     const size_t n = f.count("images");
     images += n;
     top1 += f.count("top1_correct");
@@ -133,41 +130,62 @@ Json merge_eval_shards(const std::vector<std::string>& paths) {
     for (const Json& v : ev) evaluated.push_back(v);
     for (const Json& v : pr) predictions.push_back(v);
     for (const Json& v : sk) skipped.push_back(v);
-    if (has_ref) {
-      const Json& r = f.j["reference"];
-      size_t a = 0;
-      if (!r.is_object() || !r.contains("agreement_count") || !json_int_in(r["agreement_count"], 0, (1LL << 53), &a) ||
-          a > n || !r.contains("kl_sum"))
-        fail(ErrorKind::Model, f.path, ": field 'reference' must hold 'agreement_count' (<= images) and 'kl_sum'");
-      agree += a;
-      kl_sum += f.number(r["kl_sum"], "reference.kl_sum");
-    }
+    if (!has_ref) return;
+    const Json& r = f.j["reference"];
+    size_t a = 0;
+    if (!r.is_object() || !r.contains("agreement_count") || !json_int_in(r["agreement_count"], 0, (1LL << 53), &a) ||
+        a > n || !r.contains("kl_sum"))
+      fail(ErrorKind::Model, f.path, ": field 'reference' must hold 'agreement_count' (<= images) and 'kl_sum'");
+    agree += a;
+    kl_sum += f.number(r["kl_sum"], "reference.kl_sum");
   }
-  if (images == 0) fail(ErrorKind::Data, "--merge: the shards evaluated no image");
+};
+
+}  // namespace
+
+Json merge_eval_shards(const std::vector<std::string>& paths) {
+  if (paths.empty()) fail(ErrorKind::Usage, "--merge: no shard results given");
+  std::vector<ShardFile> files;
+  for (const std::string& p : paths) {
+    ShardFile f{p, read_json_file(p, ErrorKind::Model)};
+    if (!f.j.is_object()) fail(ErrorKind::Model, p, ": not a vitq eval --json result (a JSON object)");
+    if (!f.j.contains("shard"))
+      fail(ErrorKind::Usage, p, ": not a shard result (it has no 'shard' field: it was not run with --shard K/N)");
+    files.push_back(std::move(f));
+  }
+  const std::vector<const ShardFile*> shards = in_shard_order(files);
+  check_same_run(files);
+  const ShardFile& first = files.front();
+  const bool has_ref = first.j.contains("reference");
+  Totals t;
+  for (const ShardFile* f : shards) t.add(*f, has_ref);
+  if (t.images == 0) fail(ErrorKind::Data, "--merge: the shards evaluated no image");
+
+  Json out;
   for (const char* name : {"model", "architecture", "plan", "engine", "data", "dataset"}) out[name] = first.j[name];
-  out["images"] = images;
-  out["top1"] = 100.0 * double(top1) / double(images);
-  out["top5"] = 100.0 * double(top5) / double(images);
-  out["top1_correct"] = top1;
-  out["top5_correct"] = top5;
-  out["skipped"] = skipped;
-  out["non_finite"] = non_finite;
+  out["images"] = t.images;
+  out["top1"] = 100.0 * double(t.top1) / double(t.images);
+  out["top5"] = 100.0 * double(t.top5) / double(t.images);
+  out["top1_correct"] = t.top1;
+  out["top5_correct"] = t.top5;
+  out["skipped"] = t.skipped;
+  out["non_finite"] = t.non_finite;
   out["limit"] = first.j["limit"];
   out["seed"] = first.j["seed"];
-  out["merged_shards"] = N;
+  out["merged_shards"] = shards.size();
   Json part_files = Json::array();
-  for (int k = 1; k <= N; ++k) part_files.push_back(by_index[size_t(k)]->path);
+  for (const ShardFile* f : shards) part_files.push_back(f->path);
   out["shard_files"] = part_files;
-  out["seconds"] = seconds;
-  out["forward_seconds"] = forward_seconds;
+  out["seconds"] = t.seconds;
+  out["forward_seconds"] = t.forward_seconds;
   if (has_ref)
     out["reference"] = {{"model", first.j["reference"]["model"]},
-                        {"agreement", 100.0 * double(agree) / double(images)},
-                        {"agreement_count", agree},
-                        {"kl_mean", kl_sum / double(images)},
-                        {"kl_sum", kl_sum}};
-  out["evaluated"] = evaluated;
-  out["predictions"] = predictions;
+                        {"agreement", 100.0 * double(t.agree) / double(t.images)},
+                        {"agreement_count", t.agree},
+                        {"kl_mean", t.kl_sum / double(t.images)},
+                        {"kl_sum", t.kl_sum}};
+  out["evaluated"] = t.evaluated;
+  out["predictions"] = t.predictions;
   return out;
 }
 

@@ -68,6 +68,17 @@ class Exporter {
   }
   std::string layernorm(const std::string& name, const std::string& x, const LayerNormWeights& ln);
   std::string attention_matmul(SiteId id, const std::string& a, const std::string& b, int64_t cols);
+  // The parts of build(), in the order their nodes are made: the patch embedding's tokens
+  // [batch, patches, D]; with the class (and distillation) tokens and the position embedding;
+  // the shared constants of the blocks; one block; the head (the graph's output).
+  std::string patch_embedding();
+  std::string with_class_tokens(const std::string& patches);
+  struct BlockConstants {
+    std::string index[3], qkv_shape, tokens_shape, scale, mlp_rotation, half, one, inv_sqrt2;
+  };
+  BlockConstants block_constants();
+  std::string block(int l, const std::string& x, const BlockConstants& k);
+  void head(const std::string& x, const BlockConstants& k);
 
   Graph g_;
   const ViTModel& m_;
@@ -250,18 +261,14 @@ std::string Exporter::layernorm(const std::string& name, const std::string& x, c
                {Attr::of("axis", int64_t(-1)), Attr::real("epsilon", m_.cfg.ln_eps)});
 }
 
-void Exporter::build() {
+std::string Exporter::patch_embedding() {
   const ViTConfig& c = m_.cfg;
-  const int64_t D = c.embed_dim, H = c.num_heads, hd = c.head_dim(), T = c.tokens(), p = c.patch_size;
-  const std::string S = std::to_string(c.img_size);
-  g_.input("pixels", onnx::TensorProto::FLOAT, {"batch", std::to_string(c.in_chans), S, S});
-
+  const int64_t D = c.embed_dim, p = c.patch_size;
   // Patch embedding: Conv with the [D, C·p·p] weight viewed as [D, C, p, p] (c, ky, kx order);
   // quantized: the pixels' QDQ (each patch row is a slice of them) and per-channel codes on axis 0.
   // A per-token input (each patch row its own step) needs the rows: the patches by Reshape /
   // Transpose into [batch, patches, C·p·p], then the site as a linear one.
   g_.set_scope("patch_embed");
-  std::string x;
   const SitePlan* pe = site({SiteKind::PatchEmbed, -1});
   if (pe) {
     check_operand("patch_embed", "input", pe->x);
@@ -273,48 +280,58 @@ void Exporter::build() {
         "Reshape", {g_.op("Transpose", {g_.op("Reshape", {"pixels", g_.int64s("shape.patch_grid", {0, c.in_chans, G, p, G, p})})},
                           {Attr::of("perm", ints({0, 2, 4, 1, 3, 5}))}),
                     g_.int64s("shape.patch_rows", {0, G * G, int64_t(c.in_chans) * p * p})});
-    x = linear({SiteKind::PatchEmbed, -1}, "patch_embed", patches, m_.patch_embed);
-  } else {
-    std::string pix = "pixels", wconv;
-    if (pe && pe->x.quantized()) pix = act("patch_embed.input", pix, pe->x, 0);
-    if (pe && pe->w.quantized()) {
-      const int N = m_.patch_embed.out(), K = m_.patch_embed.in();
-      std::vector<int16_t> codes(size_t(N) * size_t(K));
-      site_weight_codes(m_.patch_embed.w.ptr(), N, K, *pe, codes.data());
-      wconv = dequantized_weight("patch_embed.weight", std::vector<int8_t>(codes.begin(), codes.end()),
-                                 {D, c.in_chans, p, p}, 0, *pe);
-    } else {
-      wconv = g_.floats("patch_embed.weight", {D, c.in_chans, p, p}, m_.patch_embed.w.ptr());
-    }
-    std::vector<float> pbias(m_.patch_embed.b.ptr(), m_.patch_embed.b.ptr() + D);
-    if (pe && !pe->bias_correction.empty())
-      for (int64_t i = 0; i < D; ++i) pbias[size_t(i)] += pe->bias_correction[size_t(i)];
-    const std::string conv = g_.op("Conv", {pix, wconv, g_.floats("patch_embed.bias", {D}, pbias.data())},
-                                   {Attr::of("kernel_shape", ints({p, p})), Attr::of("strides", ints({p, p}))});
-    x = g_.op("Transpose", {g_.op("Reshape", {conv, g_.int64s("shape.tokens_t", {0, D, -1})})},
-              {Attr::of("perm", ints({0, 2, 1}))});
+    return linear({SiteKind::PatchEmbed, -1}, "patch_embed", patches, m_.patch_embed);
   }
+  std::string pix = "pixels", wconv;
+  if (pe && pe->x.quantized()) pix = act("patch_embed.input", pix, pe->x, 0);
+  if (pe && pe->w.quantized()) {
+    const int N = m_.patch_embed.out(), K = m_.patch_embed.in();
+    std::vector<int16_t> codes(size_t(N) * size_t(K));
+    site_weight_codes(m_.patch_embed.w.ptr(), N, K, *pe, codes.data());
+    wconv = dequantized_weight("patch_embed.weight", std::vector<int8_t>(codes.begin(), codes.end()),
+                               {D, c.in_chans, p, p}, 0, *pe);
+  } else {
+    wconv = g_.floats("patch_embed.weight", {D, c.in_chans, p, p}, m_.patch_embed.w.ptr());
+  }
+  std::vector<float> pbias(m_.patch_embed.b.ptr(), m_.patch_embed.b.ptr() + D);
+  if (pe && !pe->bias_correction.empty())
+    for (int64_t i = 0; i < D; ++i) pbias[size_t(i)] += pe->bias_correction[size_t(i)];
+  const std::string conv = g_.op("Conv", {pix, wconv, g_.floats("patch_embed.bias", {D}, pbias.data())},
+                                 {Attr::of("kernel_shape", ints({p, p})), Attr::of("strides", ints({p, p}))});
+  return g_.op("Transpose", {g_.op("Reshape", {conv, g_.int64s("shape.tokens_t", {0, D, -1})})},
+               {Attr::of("perm", ints({0, 2, 1}))});
+}
+
+std::string Exporter::with_class_tokens(const std::string& patches) {
+  const ViTConfig& c = m_.cfg;
+  const int64_t D = c.embed_dim, T = c.tokens();
   // Class (and distillation) tokens, broadcast over the batch: Expand to [batch, 1, D].
   const std::string batch = g_.op("Shape", {"pixels"}, {Attr::of("start", int64_t(0)), Attr::of("end", int64_t(1))});
   const std::string tok_shape = g_.op("Concat", {batch, g_.int64s("shape.1_D", {1, D})}, {Attr::of("axis", int64_t(0))});
   const std::string cls = g_.op("Expand", {g_.floats("cls_token", {1, 1, D}, m_.cls_token.ptr()), tok_shape});
+  std::string x;
   if (c.distilled) {
     const std::string dist = g_.op("Expand", {g_.floats("dist_token", {1, 1, D}, m_.dist_token.ptr()), tok_shape});
-    x = g_.op("Concat", {cls, dist, x}, {Attr::of("axis", int64_t(1))});
+    x = g_.op("Concat", {cls, dist, patches}, {Attr::of("axis", int64_t(1))});
   } else {
-    x = g_.op("Concat", {cls, x}, {Attr::of("axis", int64_t(1))});
+    x = g_.op("Concat", {cls, patches}, {Attr::of("axis", int64_t(1))});
   }
-  x = g_.op("Add", {x, g_.floats("pos_embed", {1, T, D}, m_.pos_embed.ptr())});
+  return g_.op("Add", {x, g_.floats("pos_embed", {1, T, D}, m_.pos_embed.ptr())});
+}
 
+Exporter::BlockConstants Exporter::block_constants() {
+  const ViTConfig& c = m_.cfg;
+  const int64_t D = c.embed_dim, H = c.num_heads, hd = c.head_dim();
+  BlockConstants k;
   // Scalar indices for Gather, which then drops the axis (q, k, v; class and distillation token).
-  const std::string index[3] = {g_.int64_scalar("index.0", 0), g_.int64_scalar("index.1", 1),
-                                g_.int64_scalar("index.2", 2)};
-  const std::string qkv_shape = g_.int64s("shape.qkv", {0, 0, 3, H, hd});
-  const std::string tokens_shape = g_.int64s("shape.tokens", {0, 0, D});
-  const std::string scale = g_.scalar("attn.scale", 1.0f / std::sqrt(static_cast<float>(hd)));
+  k.index[0] = g_.int64_scalar("index.0", 0);
+  k.index[1] = g_.int64_scalar("index.1", 1);
+  k.index[2] = g_.int64_scalar("index.2", 2);
+  k.qkv_shape = g_.int64s("shape.qkv", {0, 0, 3, H, hd});
+  k.tokens_shape = g_.int64s("shape.tokens", {0, 0, D});
+  k.scale = g_.scalar("attn.scale", 1.0f / std::sqrt(static_cast<float>(hd)));
   // The online rotation of fc2's input (ViTModel::mlp_rotation_signs): h·M, M = H_F·diag(s)/√F, as
   // one constant F × F MatMul shared by the blocks.
-  std::string mlp_rotation;
   if (!m_.mlp_rotation_signs.empty()) {
     const int F = c.mlp_hidden;
     if (m_.mlp_rotation_signs.size() != size_t(F) || !hadamard_supported(F))
@@ -323,52 +340,71 @@ void Exporter::build() {
     const float norm = 1.0f / std::sqrt(static_cast<float>(F));
     for (size_t i = 0; i < size_t(F); ++i)
       for (size_t j = 0; j < size_t(F); ++j) mr[i * size_t(F) + j] *= m_.mlp_rotation_signs[j] * norm;
-    mlp_rotation = g_.floats("mlp_rotation", {F, F}, mr.data());
+    k.mlp_rotation = g_.floats("mlp_rotation", {F, F}, mr.data());
     info_.mlp_rotation = true;
   }
-  const std::string c_half = constant("const.half", 0.5f), c_one = constant("const.one", 1.0f),
-                    c_isq2 = g_.scalar("gelu.inv_sqrt2", static_cast<float>(1.0 / std::sqrt(2.0)));
-  for (int l = 0; l < int(m_.blocks.size()); ++l) {
-    const BlockWeights& b = m_.blocks[size_t(l)];
-    const std::string pre = "blocks." + std::to_string(l);
-    g_.set_scope(pre);
-    // QwT compensation (ViTModel: BlockWeights::compensation): x·Wᵀ + b of the block's input,
-    // added after fc2's residual.
-    const std::string comp = b.has_compensation() ? linear_fp32(pre + ".compensation", x, b.compensation) : "";
-    info_.compensated_blocks += b.has_compensation() ? 1 : 0;
-    std::string h = layernorm(pre + ".norm1", x, b.norm1);
-    const std::string qkv =
-        g_.op("Transpose", {g_.op("Reshape", {linear({SiteKind::Qkv, l}, pre + ".attn.qkv", h, b.qkv), qkv_shape})},
-              {Attr::of("perm", ints({2, 0, 3, 1, 4}))});  // [3, N, H, T, hd]
-    const std::string q = g_.op("Gather", {qkv, index[0]}, {Attr::of("axis", int64_t(0))});
-    const std::string k = g_.op("Gather", {qkv, index[1]}, {Attr::of("axis", int64_t(0))});
-    const std::string v = g_.op("Gather", {qkv, index[2]}, {Attr::of("axis", int64_t(0))});
-    const std::string kt = g_.op("Transpose", {k}, {Attr::of("perm", ints({0, 1, 3, 2}))});
-    const std::string s = g_.op("Mul", {attention_matmul({SiteKind::MatmulQK, l}, q, kt, T), scale});
-    const std::string pr = g_.op("Softmax", {s}, {Attr::of("axis", int64_t(-1))});
-    std::string o = g_.op("Transpose", {attention_matmul({SiteKind::MatmulAV, l}, pr, v, hd)},
-                          {Attr::of("perm", ints({0, 2, 1, 3}))});
-    o = g_.op("Reshape", {o, tokens_shape});
-    x = g_.op("Add", {x, linear({SiteKind::Proj, l}, pre + ".attn.proj", o, b.proj)});
-    h = layernorm(pre + ".norm2", x, b.norm2);
-    const std::string f = linear({SiteKind::Fc1, l}, pre + ".mlp.fc1", h, b.fc1);
-    const std::string erf = g_.op("Erf", {g_.op("Mul", {f, c_isq2})});
-    std::string gelu = g_.op("Mul", {g_.op("Mul", {f, c_half}), g_.op("Add", {erf, c_one})});
-    if (!mlp_rotation.empty()) gelu = g_.op("MatMul", {gelu, mlp_rotation});
-    x = g_.op("Add", {x, linear({SiteKind::Fc2, l}, pre + ".mlp.fc2", gelu, b.fc2)});
-    if (!comp.empty()) x = g_.op("Add", {x, comp});
-  }
+  k.half = constant("const.half", 0.5f);
+  k.one = constant("const.one", 1.0f);
+  k.inv_sqrt2 = g_.scalar("gelu.inv_sqrt2", static_cast<float>(1.0 / std::sqrt(2.0)));
+  return k;
+}
+
+std::string Exporter::block(int l, const std::string& x_in, const BlockConstants& k) {
+  const int64_t T = m_.cfg.tokens(), hd = m_.cfg.head_dim();
+  const BlockWeights& b = m_.blocks[size_t(l)];
+  const std::string pre = "blocks." + std::to_string(l);
+  g_.set_scope(pre);
+  // QwT compensation (ViTModel: BlockWeights::compensation): x·Wᵀ + b of the block's input,
+  // added after fc2's residual.
+  const std::string comp = b.has_compensation() ? linear_fp32(pre + ".compensation", x_in, b.compensation) : "";
+  info_.compensated_blocks += b.has_compensation() ? 1 : 0;
+  std::string h = layernorm(pre + ".norm1", x_in, b.norm1);
+  const std::string qkv =
+      g_.op("Transpose", {g_.op("Reshape", {linear({SiteKind::Qkv, l}, pre + ".attn.qkv", h, b.qkv), k.qkv_shape})},
+            {Attr::of("perm", ints({2, 0, 3, 1, 4}))});  // [3, N, H, T, hd]
+  const std::string q = g_.op("Gather", {qkv, k.index[0]}, {Attr::of("axis", int64_t(0))});
+  const std::string kk = g_.op("Gather", {qkv, k.index[1]}, {Attr::of("axis", int64_t(0))});
+  const std::string v = g_.op("Gather", {qkv, k.index[2]}, {Attr::of("axis", int64_t(0))});
+  const std::string kt = g_.op("Transpose", {kk}, {Attr::of("perm", ints({0, 1, 3, 2}))});
+  const std::string s = g_.op("Mul", {attention_matmul({SiteKind::MatmulQK, l}, q, kt, T), k.scale});
+  const std::string pr = g_.op("Softmax", {s}, {Attr::of("axis", int64_t(-1))});
+  std::string o = g_.op("Transpose", {attention_matmul({SiteKind::MatmulAV, l}, pr, v, hd)},
+                        {Attr::of("perm", ints({0, 2, 1, 3}))});
+  o = g_.op("Reshape", {o, k.tokens_shape});
+  std::string x = g_.op("Add", {x_in, linear({SiteKind::Proj, l}, pre + ".attn.proj", o, b.proj)});
+  h = layernorm(pre + ".norm2", x, b.norm2);
+  const std::string f = linear({SiteKind::Fc1, l}, pre + ".mlp.fc1", h, b.fc1);
+  const std::string erf = g_.op("Erf", {g_.op("Mul", {f, k.inv_sqrt2})});
+  std::string gelu = g_.op("Mul", {g_.op("Mul", {f, k.half}), g_.op("Add", {erf, k.one})});
+  if (!k.mlp_rotation.empty()) gelu = g_.op("MatMul", {gelu, k.mlp_rotation});
+  x = g_.op("Add", {x, linear({SiteKind::Fc2, l}, pre + ".mlp.fc2", gelu, b.fc2)});
+  if (!comp.empty()) x = g_.op("Add", {x, comp});
+  return x;
+}
+
+void Exporter::head(const std::string& x_in, const BlockConstants& k) {
+  const ViTConfig& c = m_.cfg;
   g_.set_scope("head");
-  x = layernorm("norm", x, m_.norm);
+  const std::string x = layernorm("norm", x_in, m_.norm);
   std::string logits = linear({SiteKind::Head, -1}, "head",
-                              g_.op("Gather", {x, index[0]}, {Attr::of("axis", int64_t(1))}), m_.head);
+                              g_.op("Gather", {x, k.index[0]}, {Attr::of("axis", int64_t(1))}), m_.head);
   if (c.distilled) {
     const std::string l2 = linear({SiteKind::HeadDist, -1}, "head_dist",
-                                  g_.op("Gather", {x, index[1]}, {Attr::of("axis", int64_t(1))}), m_.head_dist);
-    logits = g_.op("Mul", {g_.op("Add", {logits, l2}), c_half});
+                                  g_.op("Gather", {x, k.index[1]}, {Attr::of("axis", int64_t(1))}), m_.head_dist);
+    logits = g_.op("Mul", {g_.op("Add", {logits, l2}), k.half});
   }
   g_.rename(logits, "logits");
   g_.output("logits", onnx::TensorProto::FLOAT, {"batch", std::to_string(c.num_classes)});
+}
+
+void Exporter::build() {
+  const ViTConfig& c = m_.cfg;
+  const std::string S = std::to_string(c.img_size);
+  g_.input("pixels", onnx::TensorProto::FLOAT, {"batch", std::to_string(c.in_chans), S, S});
+  std::string x = with_class_tokens(patch_embedding());
+  const BlockConstants k = block_constants();
+  for (int l = 0; l < int(m_.blocks.size()); ++l) x = block(l, x, k);
+  head(x, k);
 }
 
 }  // namespace

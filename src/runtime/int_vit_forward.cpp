@@ -333,11 +333,82 @@ struct IntViTForward::Impl {
     }
   }
 
+  // Σ_p Σ_q acc_pq << (8p + 7q) of one row of a product split into P × Q code planes (blk: the
+  // distance between planes' accumulators), minus comp (if given), in float.
+  static void combine_planes_row(const int32_t* acc, int P, int Q, size_t blk, int n_cols, const int32_t* comp,
+                                 float* out) {
+    for (int n = 0; n < n_cols; ++n) {
+      int64_t v = 0;
+      for (int p = 0; p < P; ++p)
+        for (int qq = 0; qq < Q; ++qq) v += int64_t(acc[size_t(p * Q + qq) * blk + size_t(n)]) << (8 * p + 7 * qq);
+      out[n] = float(v - (comp ? comp[n] : 0));
+    }
+  }
+
+  // Scores S = Q·Kᵀ of rows [t0, t0 + rows) of head group g (head h) into s.srows (rows x T):
+  // integer GEMMs dequantized, or an FP32 GEMM.
+  void attention_scores(const AttnSite& qk, Scratch& s, int g, int h, int t0, int rows) {
+    const int T = q.cfg.tokens(), d = q.cfg.head_dim();
+    const size_t TD = size_t(T) * d;
+    const size_t qoff = size_t(g) * TD + size_t(t0) * d;  // first Q row of the block
+    if (!qk.on) {
+      dnnl_sgemm('N', 'T', rows, T, d, 1.0f, qf.data() + qoff, d, kf.data() + size_t(g) * TD, d, 0.0f,
+                 s.srows.data(), T);
+      return;
+    }
+    const int P = qk.a.planes, Q = qk.b.planes;
+    const size_t blk = size_t(rows) * T;
+    for (int p = 0; p < P; ++p)
+      for (int qq = 0; qq < Q; ++qq)
+        qk_mm->run(rows, qc.data() + size_t(p) * attn_ps + qoff, d, s.sacc.data() + size_t(p * Q + qq) * blk, T,
+                   kc.data() + size_t(qq) * attn_ps + size_t(g) * TD);
+    const int32_t* comp = compk.data() + size_t(g) * T;
+    const float* bias = qk.bias ? qk.bias + size_t(h) * T : nullptr;
+    for (int r = 0; r < rows; ++r) {
+      float* sr = s.srows.data() + size_t(r) * T;
+      const int32_t* acc = s.sacc.data() + size_t(r) * T;
+      if (P == 1 && Q == 1) {
+        dequantize_row_scalar(acc, qk.a.zp ? comp : nullptr, qk.scale[size_t(h)], bias, sr, size_t(T));
+      } else {
+        combine_planes_row(acc, P, Q, blk, T, comp, sr);
+        scale_bias_row_scalar(sr, qk.scale[size_t(h)], bias, size_t(T));
+      }
+    }
+  }
+
+  // P·V of those rows into s.otile (rows x d): from P's codes in s.pcodes (pblk apart per plane)
+  // by integer GEMMs, or from the float P in s.srows.
+  void attention_context(const AttnSite& av, Scratch& s, int g, int h, int rows, size_t pblk) {
+    const int T = q.cfg.tokens(), d = q.cfg.head_dim();
+    const size_t TD = size_t(T) * d;
+    float* orow = s.otile.data();
+    if (!av.on) {
+      dnnl_sgemm('N', 'N', rows, d, T, 1.0f, s.srows.data(), T, vf.data() + size_t(g) * TD, d, 0.0f, orow, d);
+      return;
+    }
+    const int P = av.a.planes, Q = av.b.planes;
+    const size_t blk = size_t(rows) * d;
+    for (int p = 0; p < P; ++p)
+      for (int qq = 0; qq < Q; ++qq)
+        av_mm->run(rows, s.pcodes.data() + size_t(p) * pblk, T, s.oacc.data() + size_t(p * Q + qq) * blk, d,
+                   vc.data() + size_t(qq) * attn_ps + size_t(g) * TD);
+    const float* bias = av.bias ? av.bias + size_t(h) * d : nullptr;
+    for (int r = 0; r < rows; ++r) {
+      const int32_t* acc = s.oacc.data() + size_t(r) * d;
+      float* o = orow + size_t(r) * d;
+      if (P == 1 && Q == 1) {
+        dequantize_row_scalar(acc, nullptr, av.scale[size_t(h)], bias, o, size_t(d));
+      } else {
+        combine_planes_row(acc, P, Q, blk, d, nullptr, o);
+        scale_bias_row_scalar(o, av.scale[size_t(h)], bias, size_t(d));
+      }
+    }
+  }
+
   void attention(int i, int batch) {
     const ViTConfig& c = q.cfg;
     const Block& bl = blocks[size_t(i)];
     const int T = c.tokens(), D = c.embed_dim, H = c.num_heads, d = c.head_dim();
-    const size_t TD = size_t(T) * d;
     const IntLinear& proj = *bl.proj;
     const ActQuant& pa = proj.input();
     const float sm_scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -350,36 +421,7 @@ struct IntViTForward::Impl {
       const int g = task / nrb, t0 = (task % nrb) * rpb, rows = std::min(rpb, T - t0);
       if (rows <= 0) continue;
       const int b = g / H, h = g % H;
-      const size_t qoff = size_t(g) * TD + size_t(t0) * d;  // first Q row of the block
-      // Scores rows x T: integer GEMM and dequantize, or FP32 GEMM.
-      if (qk.on) {
-        const int P = qk.a.planes, Q = qk.b.planes;
-        const size_t blk = size_t(rows) * T;
-        for (int p = 0; p < P; ++p)
-          for (int qq = 0; qq < Q; ++qq)
-            qk_mm->run(rows, qc.data() + size_t(p) * attn_ps + qoff, d, s.sacc.data() + size_t(p * Q + qq) * blk, T,
-                       kc.data() + size_t(qq) * attn_ps + size_t(g) * TD);
-        const int32_t* comp = compk.data() + size_t(g) * T;
-        const float* bias = qk.bias ? qk.bias + size_t(h) * T : nullptr;
-        for (int r = 0; r < rows; ++r) {
-          float* sr = s.srows.data() + size_t(r) * T;
-          const int32_t* acc = s.sacc.data() + size_t(r) * T;
-          if (P == 1 && Q == 1) {
-            dequantize_row_scalar(acc, qk.a.zp ? comp : nullptr, qk.scale[size_t(h)], bias, sr, size_t(T));
-          } else {
-            for (int n = 0; n < T; ++n) {
-              int64_t v = 0;
-              for (int p = 0; p < P; ++p)
-                for (int qq = 0; qq < Q; ++qq) v += int64_t(acc[size_t(p * Q + qq) * blk + size_t(n)]) << (8 * p + 7 * qq);
-              sr[n] = float(v - comp[n]);
-            }
-            scale_bias_row_scalar(sr, qk.scale[size_t(h)], bias, size_t(T));
-          }
-        }
-      } else {
-        dnnl_sgemm('N', 'T', rows, T, d, 1.0f, qf.data() + qoff, d, kf.data() + size_t(g) * TD, d, 0.0f,
-                   s.srows.data(), T);
-      }
+      attention_scores(qk, s, g, h, t0, rows);
       // Softmax, then the probabilities as A codes of P·V (or kept in float).
       const size_t pblk = size_t(rows) * T;
       const ActQuant pq = av.on ? av.a_of(h) : ActQuant{};
@@ -388,34 +430,9 @@ struct IntViTForward::Impl {
         softmax_rows(sr, 1, size_t(T), sm_scale);
         if (av.on) emit_a_codes(pq, sr, size_t(T), s.pcodes.data() + size_t(r) * T, pblk, nullptr);
       }
-      // P·V rows x d, then the rows of the proj input (ctx, heads merged).
-      float* orow = s.otile.data();
-      if (av.on) {
-        const int P = av.a.planes, Q = av.b.planes;
-        const size_t blk = size_t(rows) * d;
-        for (int p = 0; p < P; ++p)
-          for (int qq = 0; qq < Q; ++qq)
-            av_mm->run(rows, s.pcodes.data() + size_t(p) * pblk, T, s.oacc.data() + size_t(p * Q + qq) * blk, d,
-                       vc.data() + size_t(qq) * attn_ps + size_t(g) * TD);
-        const float* bias = av.bias ? av.bias + size_t(h) * d : nullptr;
-        for (int r = 0; r < rows; ++r) {
-          const int32_t* acc = s.oacc.data() + size_t(r) * d;
-          float* o = orow + size_t(r) * d;
-          if (P == 1 && Q == 1) {
-            dequantize_row_scalar(acc, nullptr, av.scale[size_t(h)], bias, o, size_t(d));
-          } else {
-            for (int n = 0; n < d; ++n) {
-              int64_t v = 0;
-              for (int p = 0; p < P; ++p)
-                for (int qq = 0; qq < Q; ++qq) v += int64_t(acc[size_t(p * Q + qq) * blk + size_t(n)]) << (8 * p + 7 * qq);
-              o[n] = float(v);
-            }
-            scale_bias_row_scalar(o, av.scale[size_t(h)], bias, size_t(d));
-          }
-        }
-      } else {
-        dnnl_sgemm('N', 'N', rows, d, T, 1.0f, s.srows.data(), T, vf.data() + size_t(g) * TD, d, 0.0f, orow, d);
-      }
+      attention_context(av, s, g, h, rows, pblk);
+      // The rows of the proj input (ctx, heads merged).
+      const float* orow = s.otile.data();
       for (int r = 0; r < rows; ++r) {
         const size_t cr = size_t(b) * T + size_t(t0 + r);
         const size_t off = cr * D + size_t(h) * d;

@@ -348,16 +348,8 @@ void load_codes(Loader& L, StoredLinear& s) {
   }
 }
 
-}  // namespace
-
-QuantizedViT load_quantized_model(const std::string& dir, const LoadOptions& opt) {
-  QuantizedViT q;
-  q.dir = dir;
-  const std::string cfg_path = (fs::path(dir) / "config.json").string();
-  const std::string plan_path = (fs::path(dir) / "plan.json").string();
-  const std::string st_path = (fs::path(dir) / "model.safetensors").string();
-
-  // config.json: the vitq section first (a newer format must say so, not fail on a tensor).
+// config.json's vitq section: a newer format must say so, not fail on a tensor.
+void check_config_format(const std::string& cfg_path) {
   const ojson cj = read_json_file(cfg_path);
   if (!cj.is_object() || !cj.contains("vitq") || !cj["vitq"].is_object())
     fail(ErrorKind::Model, cfg_path, ": no \"vitq\" section: not a quantized model directory");
@@ -369,12 +361,10 @@ QuantizedViT load_quantized_model(const std::string& dir, const LoadOptions& opt
   if (v["format_version"].get<int64_t>() != kQuantizedFormatVersion)
     fail(ErrorKind::Model, cfg_path, ": vitq.format_version is ", v["format_version"].dump(), "; this vitq reads version ",
          kQuantizedFormatVersion, " (re-create the directory with 'vitq quantize' or 'vitq export')");
-  q.cfg = load_vit_config(dir);
-  const ViTConfig& c = q.cfg;
-  q.plan = load_plan(plan_path);
-  check_plan_matches(q.plan, c, plan_path);
+}
 
-  SafeTensorsFile f = SafeTensorsFile::open(st_path);
+// model.safetensors' __metadata__: the format and its version.
+void check_tensor_file_format(const SafeTensorsFile& f, const std::string& st_path) {
   const auto& meta = f.metadata();
   auto mi = meta.find("format");
   if (mi == meta.end() || mi->second != kQuantizedFormat)
@@ -385,9 +375,12 @@ QuantizedViT load_quantized_model(const std::string& dir, const LoadOptions& opt
     fail(ErrorKind::Model, st_path, ": __metadata__.format_version is ",
          mi == meta.end() ? std::string("missing") : "\"" + mi->second + "\"", "; this vitq reads version ",
          kQuantizedFormatVersion);
+}
 
-  Loader L(f, opt.allow_non_finite);
-  const int D = c.embed_dim, T = c.tokens(), H = c.num_heads;
+// The float tensors outside the linear sites: tokens, position embedding, LayerNorms, MLP rotation.
+void load_float_parts(Loader& L, QuantizedViT& q) {
+  const ViTConfig& c = q.cfg;
+  const int D = c.embed_dim, T = c.tokens();
   q.cls_token = L.f32_tensor("cls_token", {1, 1, D}, {D});
   if (c.distilled) q.dist_token = L.f32_tensor("dist_token", {1, 1, D}, {D});
   q.pos_embed = L.f32_tensor("pos_embed", {1, T, D}, {T, D});
@@ -403,13 +396,44 @@ QuantizedViT load_quantized_model(const std::string& dir, const LoadOptions& opt
       if (std::fabs(q.mlp_rotation_signs[i]) != 1.0f)
         L.bad("mlp_rotation.signs", cat("entry ", i, " is ", q.mlp_rotation_signs[i], "; signs must be +1 or -1"));
   }
+}
 
+// A quantized linear site's codes, steps and offsets, each checked against the plan.
+void load_quantized_weights(Loader& L, const SitePlan& sp, StoredLinear& s) {
+  const std::string n = s.id.name();
+  s.per_channel = sp.w.per_channel();
+  s.bits.resize(size_t(s.N));
+  for (int ch = 0; ch < s.N; ++ch)
+    s.bits[size_t(ch)] = sp.w.channel_bits.empty() ? sp.w.bits : sp.w.channel_bits[size_t(ch)];
+  load_codes(L, s);
+  if (sp.has_weight_codes() && !std::equal(s.codes.begin(), s.codes.end(), sp.weight_codes.begin()))
+    L.bad(n + ".qweight", "differs from the weight codes of plan.json");
+  const std::string sn = n + ".weight_scale";
+  std::vector<float> sc = L.f32(sn, {s.per_channel ? s.N : 1});
+  for (size_t i = 0; i < sc.size(); ++i) {
+    if (!(sc[i] > 0) || !std::isfinite(sc[i]))
+      L.bad(sn, cat("step [", i, "] is ", sc[i], "; steps must be positive and finite"));
+    const float want = s.per_channel ? sp.w.channel_scales[i] : sp.w.scale;
+    if (sc[i] != want)
+      L.bad(sn, cat("step [", i, "] is ", sc[i], " but plan.json says ", want, " (file and plan disagree)"));
+  }
+  s.scale.assign(size_t(s.N), sc[0]);
+  if (s.per_channel) s.scale = sc;
+  if (!sp.weight_offset.empty()) {
+    s.weight_offset = L.f32(n + ".weight_offset", {s.N});
+    if (s.weight_offset != sp.weight_offset) L.bad(n + ".weight_offset", "differs from plan.json");
+  }
+}
+
+// Every site's tensors: attention sites' bias corrections, linear sites' weights (codes or FP32) and biases.
+void load_sites(Loader& L, QuantizedViT& q) {
+  const ViTConfig& c = q.cfg;
   for (const SiteShape& sh : model_sites(c)) {
     const std::string n = sh.id.name();
     const SitePlan* sp = q.plan.find(sh.id);
     if (sh.id.is_attention()) {
       if (sp && !sp->bias_correction.empty()) {
-        std::vector<float> b = L.f32(n + ".bias", {H, sh.N});
+        std::vector<float> b = L.f32(n + ".bias", {c.num_heads, sh.N});
         if (b != sp->bias_correction) L.bad(n + ".bias", "differs from the bias_correction of plan.json");
         q.attention_bias[sh.id] = std::move(b);
       }
@@ -420,35 +444,31 @@ QuantizedViT load_quantized_model(const std::string& dir, const LoadOptions& opt
     s.N = sh.N;
     s.K = sh.K;
     s.quantized = sp && sp->w.quantized();
-    if (s.quantized) {
-      s.per_channel = sp->w.per_channel();
-      s.bits.resize(size_t(s.N));
-      for (int ch = 0; ch < s.N; ++ch)
-        s.bits[size_t(ch)] = sp->w.channel_bits.empty() ? sp->w.bits : sp->w.channel_bits[size_t(ch)];
-      load_codes(L, s);
-      if (sp->has_weight_codes() && !std::equal(s.codes.begin(), s.codes.end(), sp->weight_codes.begin()))
-        L.bad(n + ".qweight", "differs from the weight codes of plan.json");
-      const std::string sn = n + ".weight_scale";
-      std::vector<float> sc = L.f32(sn, {s.per_channel ? s.N : 1});
-      for (size_t i = 0; i < sc.size(); ++i) {
-        if (!(sc[i] > 0) || !std::isfinite(sc[i]))
-          L.bad(sn, cat("step [", i, "] is ", sc[i], "; steps must be positive and finite"));
-        const float want = s.per_channel ? sp->w.channel_scales[i] : sp->w.scale;
-        if (sc[i] != want)
-          L.bad(sn, cat("step [", i, "] is ", sc[i], " but plan.json says ", want, " (file and plan disagree)"));
-      }
-      s.scale.assign(size_t(s.N), sc[0]);
-      if (s.per_channel) s.scale = sc;
-      if (!sp->weight_offset.empty()) {
-        s.weight_offset = L.f32(n + ".weight_offset", {s.N});
-        if (s.weight_offset != sp->weight_offset) L.bad(n + ".weight_offset", "differs from plan.json");
-      }
-    } else {
-      s.w = L.f32_tensor(n + ".weight", {s.N, s.K}, {s.N, s.K});
-    }
+    if (s.quantized) load_quantized_weights(L, *sp, s);
+    else s.w = L.f32_tensor(n + ".weight", {s.N, s.K}, {s.N, s.K});
     if (stored_has_bias(c, q.plan, sh.id)) s.bias = L.f32(n + ".bias", {s.N});
     q.linears[sh.id] = std::move(s);
   }
+}
+
+}  // namespace
+
+QuantizedViT load_quantized_model(const std::string& dir, const LoadOptions& opt) {
+  QuantizedViT q;
+  q.dir = dir;
+  const std::string cfg_path = (fs::path(dir) / "config.json").string();
+  const std::string plan_path = (fs::path(dir) / "plan.json").string();
+  const std::string st_path = (fs::path(dir) / "model.safetensors").string();
+  check_config_format(cfg_path);
+  q.cfg = load_vit_config(dir);
+  q.plan = load_plan(plan_path);
+  check_plan_matches(q.plan, q.cfg, plan_path);
+
+  SafeTensorsFile f = SafeTensorsFile::open(st_path);
+  check_tensor_file_format(f, st_path);
+  Loader L(f, opt.allow_non_finite);
+  load_float_parts(L, q);
+  load_sites(L, q);
   L.check_all_used();
   return q;
 }
