@@ -8,12 +8,8 @@ namespace vitq {
 
 Image rgb_to_gray(const Image& rgb) {
   if (rgb.channels != 3) fail(ErrorKind::Internal, "rgb_to_gray: image has ", rgb.channels, " channels, not 3");
-  Image g;
-  g.width = rgb.width;
-  g.height = rgb.height;
-  g.channels = 1;
-  const size_t n = size_t(rgb.width) * size_t(rgb.height);
-  g.pixels.resize(n);
+  Image g = Image::blank(rgb.width, rgb.height, 1);
+  const size_t n = g.area();
   const uint8_t* p = rgb.pixels.data();
   // PIL's convert("L"): ITU-R 601-2 weights 0.299/0.587/0.114 in 16-bit fixed point
   // (19595 + 38470 + 7471 = 65536), rounded by adding half before the shift.
@@ -24,12 +20,8 @@ Image rgb_to_gray(const Image& rgb) {
 
 Image gray_to_rgb(const Image& gray) {
   if (gray.channels != 1) fail(ErrorKind::Internal, "gray_to_rgb: image has ", gray.channels, " channels, not 1");
-  Image c;
-  c.width = gray.width;
-  c.height = gray.height;
-  c.channels = 3;
-  const size_t n = size_t(gray.width) * size_t(gray.height);
-  c.pixels.resize(n * 3);
+  Image c = Image::blank(gray.width, gray.height, 3);
+  const size_t n = c.area();
   for (size_t i = 0; i < n; ++i) std::memset(&c.pixels[i * 3], gray.pixels[i], 3);
   return c;
 }

@@ -126,23 +126,15 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
   if (!run_libjpeg(&session, data, size, name, &d))
     fail(ErrorKind::Data, name, ": invalid JPEG: ", session.err.message);
 
-  Image img;
-  img.width = d.width;
-  img.height = d.height;
-  img.channels = 3;
-  const size_t n = size_t(d.width) * size_t(d.height);
-  if (d.components == 3) {
-    img.pixels = std::move(d.pixels);
-  } else if (d.components == 1) {
-    img.pixels.resize(n * 3);
-    for (size_t i = 0; i < n; ++i) std::memset(&img.pixels[i * 3], d.pixels[i], 3);
-  } else {  // 4: Adobe-inverted CMYK, as PIL assumes
-    img.pixels.resize(n * 3);
-    for (size_t i = 0; i < n; ++i) {
-      const uint8_t* p = &d.pixels[i * 4];
-      const int nk = p[3];  // 255 - (255 - stored k)
-      for (int ch = 0; ch < 3; ++ch) img.pixels[i * 3 + size_t(ch)] = clip8(nk - muldiv255(255 - p[ch], nk));
-    }
+  if (d.components == 3) return Image{d.width, d.height, 3, std::move(d.pixels)};
+  if (d.components == 1) return gray_to_rgb(Image{d.width, d.height, 1, std::move(d.pixels)});
+  // 4: Adobe-inverted CMYK, as PIL assumes
+  Image img = Image::blank(d.width, d.height, 3);
+  const size_t n = img.area();
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* p = &d.pixels[i * 4];
+    const int nk = p[3];  // 255 - (255 - stored k)
+    for (int ch = 0; ch < 3; ++ch) img.pixels[i * 3 + size_t(ch)] = clip8(nk - muldiv255(255 - p[ch], nk));
   }
   return img;
 }

@@ -183,21 +183,11 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name) {
   Decoded d;
   if (!run_libpng(&session, &reader, name, &d)) fail(ErrorKind::Data, name, ": invalid PNG: ", reader.message);
 
-  Image img;
-  img.width = d.width;
-  img.height = d.height;
-  img.channels = 3;
-  const size_t n = size_t(d.width) * size_t(d.height);
-  if (d.channels == 3) {
-    img.pixels = std::move(d.pixels);
-  } else {
-    img.pixels.resize(n * 3);
-    if (d.palette) {
-      for (size_t i = 0; i < n; ++i) std::memcpy(&img.pixels[i * 3], &d.lut[d.pixels[i] * 3], 3);
-    } else {
-      for (size_t i = 0; i < n; ++i) std::memset(&img.pixels[i * 3], d.pixels[i], 3);
-    }
-  }
+  if (d.channels == 3) return Image{d.width, d.height, 3, std::move(d.pixels)};
+  if (!d.palette) return gray_to_rgb(Image{d.width, d.height, 1, std::move(d.pixels)});
+  Image img = Image::blank(d.width, d.height, 3);
+  const size_t n = img.area();
+  for (size_t i = 0; i < n; ++i) std::memcpy(&img.pixels[i * 3], &d.lut[d.pixels[i] * 3], 3);
   return img;
 }
 

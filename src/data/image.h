@@ -13,6 +13,11 @@ struct Image {
   int width = 0, height = 0, channels = 0;
   std::vector<uint8_t> pixels;
   uint8_t at(int x, int y, int c) const { return pixels[(size_t(y) * width + x) * channels + c]; }
+  size_t area() const { return size_t(width) * size_t(height); }
+  // An image of this size, its pixels zero.
+  static Image blank(int width, int height, int channels) {
+    return {width, height, channels, std::vector<uint8_t>(size_t(width) * size_t(height) * size_t(channels))};
+  }
 };
 
 // Decodes a JPEG or PNG file (detected from its magic bytes, not its extension) into RGB,
