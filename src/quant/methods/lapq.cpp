@@ -138,26 +138,6 @@ std::vector<float> lp_optimal_steps(const float* v, size_t n, QRange r, const st
   return steps;
 }
 
-double kl_from_logits(const float* fp, const float* q, int n, int classes) {
-  double total = 0;
-  for (int i = 0; i < n; ++i) {
-    const float* a = fp + size_t(i) * classes;
-    const float* b = q + size_t(i) * classes;
-    double ma = -INFINITY, mb = -INFINITY;
-    for (int j = 0; j < classes; ++j) ma = std::max(ma, double(a[j])), mb = std::max(mb, double(b[j]));
-    double za = 0, zb = 0;
-    for (int j = 0; j < classes; ++j) za += std::exp(a[j] - ma), zb += std::exp(b[j] - mb);
-    const double la = ma + std::log(za), lb = mb + std::log(zb);
-    double kl = 0;
-    for (int j = 0; j < classes; ++j) {
-      const double lpa = a[j] - la, lpb = b[j] - lb;
-      kl += std::exp(lpa) * (lpa - lpb);
-    }
-    total += kl;
-  }
-  return total / std::max(1, n);
-}
-
 namespace {
 
 // The network loss of the plan being optimised, evaluated from a cached residual stream: the

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "quant/method_options.h"
+#include "quant/network_kl.h"  // kl_from_logits: the loss LAPQ minimises without labels
 #include "numerics/quantizer.h"
 
 namespace vitq {
@@ -30,9 +31,5 @@ std::vector<float> lp_optimal_steps(const float* v, size_t n, QRange r, const st
 
 // Σ_i |v_i − Q_Δ(v_i)|^p (for tests and reports).
 double lp_error(const float* v, size_t n, float delta, QRange r, double p);
-
-// Mean over images of KL(softmax(fp) ‖ softmax(q)), logits n × classes (the loss LAPQ minimises
-// without labels).
-double kl_from_logits(const float* fp, const float* q, int n, int classes);
 
 }  // namespace vitq
