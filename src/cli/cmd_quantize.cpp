@@ -31,6 +31,8 @@ struct QuantizeArgs {
   std::string model, calib, class_map, method = "liu2021", out, calib_inputs = "quant";
   int bits = 0, wbits = 0, abits = 0, threads = 0, batch = 32, mixed_precision = 0, mp_svd_images = 32;
   std::vector<int> mp_candidates;
+  std::string mp_sensitivity = "kl";
+  int mp_kl_images = 64, mp_check = 8, mp_check_images = 0;
   size_t calib_size = 256;
   bool calib_mirror = false;  // --calib-mirror: each calibration image also mirrored (add_mirrored_views)
   int random_calib = 0;     // --random-calibration N: N random images instead of --calib
@@ -251,6 +253,10 @@ CalibrationResult calibrate(const QuantizeArgs& a, const ViTModel& model, const 
     mpo.target_bits = a.mixed_precision;
     mpo.candidates = a.mp_candidates;
     mpo.svd_images = a.mp_svd_images;
+    mpo.sensitivity = a.mp_sensitivity == "nuclear" ? MpSensitivity::Nuclear : MpSensitivity::EndToEnd;
+    mpo.kl_images = a.mp_kl_images;
+    mpo.check_points = a.mp_check;
+    mpo.check_images = a.mp_check_images;
     MixedPrecisionResult mr = calibrate_mixed_precision(
         model, cs.images.data(), cs.n, method, opt, mpo,
         [&](const std::string& st) {
@@ -374,13 +380,39 @@ void add_bits_options(CLI::App* c, QuantizeArgs* a) {
   c->add_option("--abits", a->abits, "Activation bits (with --wbits)")
       ->check(opt::integer(kMinBits, kMaxBits));
   c->add_option("--mixed-precision", a->mixed_precision,
-                "Mixed precision at the size of the uniform B-bit model: bits per MSA/MLP module from the nuclear "
-                "norm sensitivity (candidates B-2..B+2), weights and inputs alike")
+                "Mixed precision within the weight size of the uniform B-bit model: bits per MSA/MLP module "
+                "(candidates B-2..B+2), weights and inputs alike, allocated by --mp-sensitivity; with 'kl' the "
+                "uniform B-bit plan is kept unless a mixed one measures better on the calibration images")
       ->check(opt::integer(kMinBits, kMaxBits));
+  c->add_option("--mp-sensitivity", a->mp_sensitivity,
+                "Mixed precision: the cost of a module at a width. 'kl' (vitq's): the end-to-end KL of the "
+                "network's output from the FP32 model's with the module at that width and the rest at B (the "
+                "method's uniform plans composed; errors compound), then the allocations nearest the budget "
+                "measured on the simulated network against uniform B. 'nuclear' (the paper's): the nuclear norm "
+                "of the module's attention map / output times its output perturbation with the module alone "
+                "quantized")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"kl", "nuclear"}));
+  c->add_option("--mp-kl-images", a->mp_kl_images,
+                "Mixed precision 'kl': calibration images of the per-module KL measurements (the first N)")
+      ->capture_default_str()
+      ->check(opt::integer(1, 65536));
+  c->add_option("--mp-check", a->mp_check,
+                "Mixed precision 'kl': allocations of the Pareto frontier (those nearest the budget) measured on "
+                "the simulated network; the best is calibrated with its widths, and the plan kept is the one that "
+                "measures best of that, the uniform plans composed at those widths, and uniform B")
+      ->capture_default_str()
+      ->check(opt::integer(1, 64));
+  c->add_option("--mp-check-images", a->mp_check_images,
+                "Mixed precision 'kl': calibration images of those measurements and of the final choice (the "
+                "first N; 0 = all): more than --mp-kl-images, so that the choice among the checked plans is not "
+                "decided by the noise of a few images")
+      ->capture_default_str()
+      ->check(opt::integer(0, 1 << 24));
   c->add_option("--mp-candidates", a->mp_candidates, "Mixed precision: candidate bit-widths (default B-2..B+2)")
       ->delimiter(',')
       ->check(opt::integer(kMinBits, kMaxBits));
-  c->add_option("--mp-svd-images", a->mp_svd_images, "Mixed precision: images used for the nuclear norms")
+  c->add_option("--mp-svd-images", a->mp_svd_images, "Mixed precision 'nuclear': images used for the nuclear norms")
       ->capture_default_str()
       ->check(opt::integer(1, 65536));
   c->add_flag("--quantize-head", a->quantize_head, "Also quantize the classifier head (default: FP32)");

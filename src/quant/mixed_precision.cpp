@@ -7,6 +7,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "quant/mixed_precision_kl.h"
 #include "quant/plan_transforms.h"
 #include "quant/observers.h"
 #include "quant/simulate.h"
@@ -188,6 +189,121 @@ nlohmann::ordered_json allocation_report(int target_bits, const std::vector<int>
   return r;
 }
 
+// Weight parameters per module (the size of a choice is params × bits).
+std::vector<int64_t> module_params(const ViTModel& model) {
+  std::vector<int64_t> p;
+  for (const BlockWeights& bw : model.blocks) {
+    p.push_back(bw.qkv.w.numel() + bw.proj.w.numel());
+    p.push_back(bw.fc1.w.numel() + bw.fc2.w.numel());
+  }
+  return p;
+}
+
+// What an allocation step returns: the chosen width per module and the report.
+struct Allocation {
+  std::vector<int> bits;
+  nlohmann::ordered_json report;
+};
+
+// The paper's allocation: σ · perturbation, exact under the budget.
+Allocation nuclear_allocation(const ViTModel& model, const float* images, int n, const CalibOptions& base,
+                              const MixedPrecisionOptions& mpo, const std::vector<int>& cand,
+                              const std::vector<QuantPlan>& plans, const std::vector<std::vector<int64_t>>& size,
+                              int64_t budget) {
+  // With transforms the plans are for the rewritten model (the same FP function, the same
+  // rewrite for every width).
+  std::unique_ptr<ViTModel> rewritten;
+  const ViTModel& run_model = apply_plan_transforms(model, plans.at(0), rewritten, "mixed precision");
+  const int svd_n = std::min(n, std::max(1, mpo.svd_images));
+  Sensitivity sens = module_sensitivity(run_model, images, n, base.batch, plans, svd_n);
+  std::vector<std::vector<double>>& pert = sens.pert;
+  for (auto& row : pert)
+    for (auto& v : row) v /= n;  // mean squared-error norm per image
+  std::vector<std::vector<double>> cost(pert.size(), std::vector<double>(cand.size()));
+  for (size_t m = 0; m < pert.size(); ++m)
+    for (size_t k = 0; k < cand.size(); ++k) cost[m][k] = sens.sigma[m] * pert[m][k];
+  const std::vector<AllocationPoint> front = pareto_frontier(cost, size, budget);
+  const AllocationPoint best = allocate_bits(cost, size, budget);
+  Allocation a;
+  for (int k : best.choice) a.bits.push_back(cand[size_t(k)]);
+  a.report = allocation_report(mpo.target_bits, cand, budget, best, front, sens.sigma, pert, cost, svd_n);
+  a.report["allocation"] = "nuclear (the paper's)";
+  return a;
+}
+
+// vitq's allocation (mixed_precision_kl.h): end-to-end KL costs, then the frontier's points
+// nearest the budget checked on the simulated network against the uniform target plan
+// (plans[base_k]); the least measured KL wins, the uniform plan on a tie.
+Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedPrecisionOptions& mpo,
+                                 const std::vector<int>& cand, const std::vector<QuantPlan>& plans, int base_k,
+                                 const std::vector<std::vector<int64_t>>& size, int64_t budget,
+                                 const std::function<void(const std::string&)>& stage) {
+  std::vector<int> bits = cand;
+  if (size_t(base_k) == cand.size()) bits.push_back(mpo.target_bits);  // the target is not a candidate
+  std::vector<std::vector<double>> cost = module_kl_costs(cost_kl, plans, base_k, bits, stage);
+  const double uniform_kl = kl.of(plans[size_t(base_k)]);
+  for (auto& row : cost) row.resize(cand.size());
+  const std::vector<AllocationPoint> front = pareto_frontier(cost, size, budget);
+  const size_t M = cost.size();
+  Allocation a{std::vector<int>(M, mpo.target_bits), {}};
+  double best_kl = uniform_kl;
+  nlohmann::ordered_json checked = nlohmann::ordered_json::array();
+  const size_t first = front.size() > size_t(mpo.check_points) ? front.size() - size_t(mpo.check_points) : 0;
+  for (size_t i = first; i < front.size(); ++i) {
+    const AllocationPoint& p = front[i];
+    if (p.choice.size() != M) continue;
+    std::vector<const QuantPlan*> per_module;
+    std::vector<int> pb;
+    for (int k : p.choice) per_module.push_back(&plans[size_t(k)]), pb.push_back(cand[size_t(k)]);
+    const double measured = kl.of(compose_module_plans(plans[size_t(base_k)], per_module, pb));
+    checked.push_back({{"weight_bits", p.size}, {"predicted_sum_kl", p.omega}, {"kl", measured}, {"bits", pb}});
+    if (stage) stage(cat("frontier point of ", p.size, " weight bits: KL ", measured, " (uniform W", mpo.target_bits,
+                         "A", mpo.target_bits, ": ", uniform_kl, ")"));
+    if (measured < best_kl) best_kl = measured, a.bits = pb;
+  }
+  nlohmann::ordered_json& r = a.report;
+  r["target_bits"] = mpo.target_bits;
+  r["candidates"] = cand;
+  r["allocation"] = "end-to-end";
+  r["cost"] = "KL(p_fp || p_q) of the network's output, mean over the KL images, with the module at the "
+              "candidate width and every other module at the target width (uniform plans of the method composed); "
+              "the checked allocations, the uniform plan (uniform_kl) and the final plans measured on the check "
+              "images";
+  r["kl_images"] = cost_kl.images();
+  r["check_images"] = kl.images();
+  r["budget_weight_bits"] = budget;
+  r["uniform_kl"] = uniform_kl;
+  r["module_costs"] = cost;
+  r["checked"] = checked;
+  r["chosen"] = a.bits == std::vector<int>(M, mpo.target_bits) ? "uniform" : "mixed";
+  r["chosen_kl_composed"] = best_kl;
+  r["bits"] = a.bits;
+  int64_t chosen_size = 0;
+  for (size_t m = 0; m < M; ++m) chosen_size += size[m][0] / cand[0] * a.bits[m];
+  r["chosen_weight_bits"] = chosen_size;
+  return a;
+}
+
+// The uniform plans composed module by module at `module_bits` (widths[k]: uniform[k]'s width),
+// with each site's report line from the plan it came from.
+CalibrationResult composed_result(const std::vector<CalibrationResult>& uniform, const std::vector<int>& widths,
+                                  int base_k, const std::vector<int>& module_bits) {
+  auto index_of = [&](int b) { return size_t(std::find(widths.begin(), widths.end(), b) - widths.begin()); };
+  std::vector<const QuantPlan*> per_module;
+  for (int b : module_bits) per_module.push_back(&uniform.at(index_of(b)).plan);
+  CalibrationResult r = uniform[size_t(base_k)];
+  r.plan = compose_module_plans(uniform[size_t(base_k)].plan, per_module, module_bits);
+  for (SiteReport& line : r.sites) {
+    SiteId id;
+    if (!parse_site_name(line.site, &id) || id.block < 0) continue;
+    const auto& from = uniform.at(index_of(module_bits[size_t(2 * id.block + (id.in_attention_module() ? 0 : 1))])).sites;
+    for (const SiteReport& f : from)
+      if (f.site == line.site) line = f;
+  }
+  r.block_notes = nlohmann::ordered_json();
+  return r;
+}
+
 }  // namespace
 
 MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const float* images, int n, Method& method,
@@ -195,67 +311,83 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
                                                const std::function<void(const std::string&)>& stage,
                                                const std::function<void(const CalibProgress&)>& progress) {
   const auto t0 = clock_type::now();
-  const ViTConfig& c = model.cfg;
   std::vector<int> cand = mpo.candidates;
   if (cand.empty())
     for (int b = mpo.target_bits - 2; b <= mpo.target_bits + 2; ++b)
       if (b >= kMinBits && b <= kMaxBits) cand.push_back(b);
-  const int modules = 2 * c.depth, C = int(cand.size());
+  const bool e2e = mpo.sensitivity == MpSensitivity::EndToEnd;
 
-  // 1. A uniform plan at every candidate bit-width, from the method itself.
+  // 1. A uniform plan at every candidate bit-width (end to end: and at the target), from the method itself.
+  std::vector<int> widths = cand;
+  int base_k = int(std::find(cand.begin(), cand.end(), mpo.target_bits) - cand.begin());
+  if (e2e && size_t(base_k) == cand.size()) widths.push_back(mpo.target_bits);
+  std::vector<CalibrationResult> uniform;
   std::vector<QuantPlan> plans;
-  for (int b : cand) {
+  for (int b : widths) {
     if (stage) stage(cat("uniform W", b, "A", b, " plan"));
     CalibOptions o = base;
     o.bits = {b, b};
     o.block_bits.clear();
     Calibrator cal(model, images, n);
-    plans.push_back(cal.run(method, o, progress).plan);
+    uniform.push_back(cal.run(method, o, progress));
+    plans.push_back(uniform.back().plan);
   }
 
-  // 2. Sensitivity and perturbations, module by module along the FP model. With transforms the
-  // plans are for the rewritten model (the same FP function, the same rewrite for every width).
-  if (stage) stage("sensitivity (nuclear norms) and perturbations");
-  std::unique_ptr<ViTModel> rewritten;
-  const ViTModel& run_model = apply_plan_transforms(model, plans.at(0), rewritten, "mixed precision");
-  const int svd_n = std::min(n, std::max(1, mpo.svd_images));
-  Sensitivity sens = module_sensitivity(run_model, images, n, base.batch, plans, svd_n);
-  const std::vector<double>& sigma = sens.sigma;
-  std::vector<std::vector<double>>& pert = sens.pert;
-  for (auto& row : pert)
-    for (auto& v : row) v /= n;  // mean squared-error norm per image
-
-  // 3. Exact allocation under the uniform model's weight size.
-  const size_t M = static_cast<size_t>(modules), NC = static_cast<size_t>(C);
-  std::vector<std::vector<double>> cost(M, std::vector<double>(NC));
-  std::vector<std::vector<int64_t>> size(M, std::vector<int64_t>(NC));
+  // 2. Costs and the allocation under the uniform model's weight size.
+  const std::vector<int64_t> params = module_params(model);
+  std::vector<std::vector<int64_t>> size(params.size(), std::vector<int64_t>(cand.size()));
   int64_t budget = 0;
-  for (int m = 0; m < modules; ++m) {
-    const BlockWeights& bw = model.blocks[size_t(m / 2)];
-    const int64_t params = m % 2 == 0 ? bw.qkv.w.numel() + bw.proj.w.numel() : bw.fc1.w.numel() + bw.fc2.w.numel();
-    budget += params * mpo.target_bits;
-    for (int k = 0; k < C; ++k) {
-      cost[size_t(m)][size_t(k)] = sigma[size_t(m)] * pert[size_t(m)][size_t(k)];
-      size[size_t(m)][size_t(k)] = params * cand[size_t(k)];
+  for (size_t m = 0; m < params.size(); ++m) {
+    budget += params[m] * mpo.target_bits;
+    for (size_t k = 0; k < cand.size(); ++k) size[m][k] = params[m] * cand[k];
+  }
+  std::unique_ptr<NetworkKl> kl;
+  Allocation alloc;
+  if (e2e) {
+    if (stage) stage("end-to-end KL of each module at each width");
+    NetworkKl cost_kl(model, images, std::min(n, std::max(1, mpo.kl_images)), base.batch);
+    kl = std::make_unique<NetworkKl>(model, images, mpo.check_images > 0 ? std::min(n, mpo.check_images) : n,
+                                     base.batch);
+    alloc = end_to_end_allocation(cost_kl, *kl, mpo, cand, plans, base_k, size, budget, stage);
+  } else {
+    if (stage) stage("sensitivity (nuclear norms) and perturbations");
+    alloc = nuclear_allocation(model, images, n, base, mpo, cand, plans, size, budget);
+  }
+
+  // 3. Final calibration with the chosen bits (the uniform plan if that was chosen).
+  MixedPrecisionResult res;
+  res.report = std::move(alloc.report);
+  if (e2e && res.report["chosen"] == "uniform") {
+    res.final = std::move(uniform[size_t(base_k)]);
+  } else {
+    CalibOptions fin = base;
+    fin.bits = {mpo.target_bits, mpo.target_bits};  // patch_embed (and head) stay at the target width
+    fin.block_bits.clear();
+    for (int b : alloc.bits) fin.block_bits.push_back({b, b});
+    if (stage) stage("final calibration with the chosen bits");
+    Calibrator cal(model, images, n);
+    res.final = cal.run(method, fin, progress);
+    // End to end: the plan that measures best of the calibrated mixed plan, the uniform plans
+    // composed at the same widths (each module calibrated by the method at its width), and the
+    // uniform plan.
+    if (e2e) {
+      const double final_kl = kl->of(res.final.plan), composed_kl = res.report["chosen_kl_composed"].get<double>(),
+                   uniform_kl = res.report["uniform_kl"].get<double>();
+      res.report["recalibrated_kl"] = final_kl;
+      if (composed_kl < final_kl && composed_kl < uniform_kl) {
+        res.report["final"] = "composed: the uniform plans at the chosen widths (they measured better than the "
+                              "recalibrated mixed plan)";
+        res.final = composed_result(uniform, widths, base_k, alloc.bits);
+      } else if (!(final_kl < uniform_kl)) {
+        res.report["chosen"] = "uniform (the mixed plans measured no better)";
+        res.report["bits"] = std::vector<int>(alloc.bits.size(), mpo.target_bits);
+        res.report["chosen_weight_bits"] = budget;
+        res.final = std::move(uniform[size_t(base_k)]);
+      } else {
+        res.report["final"] = "recalibrated: the method calibrated again with the chosen widths";
+      }
     }
   }
-  std::vector<AllocationPoint> front = pareto_frontier(cost, size, budget);
-  const AllocationPoint best = allocate_bits(cost, size, budget);
-
-  // 4. Final calibration with the chosen bits.
-  CalibOptions fin = base;
-  fin.bits = {mpo.target_bits, mpo.target_bits};  // patch_embed (and head) stay at the target width
-  fin.block_bits.resize(size_t(modules));
-  for (int m = 0; m < modules; ++m) {
-    const int b = cand[size_t(best.choice[size_t(m)])];
-    fin.block_bits[size_t(m)] = {b, b};
-  }
-  if (stage) stage("final calibration with the chosen bits");
-  Calibrator cal(model, images, n);
-  MixedPrecisionResult res;
-  res.final = cal.run(method, fin, progress);
-
-  res.report = allocation_report(mpo.target_bits, cand, budget, best, front, sigma, pert, cost, svd_n);
   res.report["seconds"] = std::chrono::duration<double>(clock_type::now() - t0).count();
   return res;
 }

@@ -1,6 +1,8 @@
-// Mixed precision from the nuclear norm (Liu et al. 2021, Sec. 3.4): every MSA module and
-// every MLP module of the transformer blocks gets one bit-width (weights and inputs alike).
-// Sensitivity σ of a module: the nuclear norm of its attention map (MSA) or of its output
+// Mixed precision: every MSA module and every MLP module of the transformer blocks gets one
+// bit-width (weights and inputs alike), at most the weight size of the uniform target model.
+// By default the cost of a module at a width is end-to-end (MpSensitivity::EndToEnd,
+// mixed_precision_kl.h). The paper's (Liu et al. 2021, Sec. 3.4; MpSensitivity::Nuclear):
+// sensitivity σ of a module: the nuclear norm of its attention map (MSA) or of its output
 // feature (MLP) on calibration images. Cost of a choice: Ω = Σ σ_m · ||Ŷ_m − Y_m||², with the
 // perturbation of the module's output measured with the module alone quantized at each
 // candidate bit-width (the method's own plan at that width). The allocation of least Ω whose
@@ -32,10 +34,20 @@ std::vector<AllocationPoint> pareto_frontier(const std::vector<std::vector<doubl
 AllocationPoint allocate_bits(const std::vector<std::vector<double>>& cost,
                               const std::vector<std::vector<int64_t>>& size, int64_t budget);
 
+// How a module's cost at a width is measured.
+enum class MpSensitivity {
+  EndToEnd,  // vitq's: end-to-end KL with the module at that width, the rest at the target (mixed_precision_kl.h)
+  Nuclear,   // the paper's: nuclear norm × the module's own output perturbation, the module alone quantized
+};
+
 struct MixedPrecisionOptions {
   int target_bits = 6;       // the uniform model whose size is the budget
   std::vector<int> candidates;  // default: target − 2 .. target + 2, clipped to [2, 10]
-  int svd_images = 32;       // calibration images used for the nuclear norms
+  MpSensitivity sensitivity = MpSensitivity::EndToEnd;
+  int svd_images = 32;       // Nuclear: calibration images used for the nuclear norms
+  int kl_images = 64;        // EndToEnd: calibration images of the KL measurements
+  int check_points = 8;      // EndToEnd: frontier points within the budget checked on the simulated network
+  int check_images = 0;      // EndToEnd: calibration images of those checks and the final choice (0 = all)
 };
 
 struct MixedPrecisionResult {
