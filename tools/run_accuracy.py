@@ -74,7 +74,8 @@ def configs():
         c[f"lapq-w{b}a{b}"] = ("lapq", f"{b}/{b}", ["--method", "lapq", "--bits", str(b)])
         c[f"bitsplit-w{b}a{b}"] = ("bitsplit", f"{b}/{b}", ["--method", "bitsplit", "--bits", str(b)])
     for b in (6, 8):
-        c[f"liu2021-mp{b}"] = ("liu2021 mixed precision", f"{b}MP", ["--method", "liu2021", "--mixed-precision", str(b)])
+        c[f"liu2021-mp{b}"] = ("liu2021 mixed precision, the paper's nuclear-norm allocation", f"{b}MP",
+                               ["--method", "liu2021", "--mixed-precision", str(b), "--mp-sensitivity", "nuclear"])
     # The paper's ablation at W6A6 (its Table 3 is at about 8 bits on ViT-B).
     c["abl-sim"] = ("ablation: similarity only", "6/6", ["--method", "liu2021", "--bits", "6", "--no-ranking",
                                                            "--no-bias-correction"])

@@ -1,0 +1,149 @@
+#!/usr/bin/python3
+"""Mixed precision against uniform precision at the same weight size — the table of
+docs/RESULTS.md between <!-- mixed:begin --> and <!-- mixed:end -->.
+
+For each model (the shared ViT-Ti and CIFAR ViT), base method and target width B:
+  uniform     `--bits B`
+  nuclear     `--mixed-precision B --mp-sensitivity nuclear` (the paper's allocation)
+  kl          `--mixed-precision B` (vitq's: end-to-end KL costs, the frontier checked on the
+              simulated network, uniform kept unless a mixed plan measures better)
+Each row: `vitq quantize` on the calibration split (--calib-size, default 200), the quantized model
+directory run in integers on the dev split with --reference: top-1, agreement with FP32's top-1,
+mean KL(p_FP32 || p); the weight bits of the blocks over the uniform model's; what the allocation
+chose (report.json); calibration time (all of it: the uniform plans at every candidate width, the
+measurements and the final calibration).
+
+  /usr/bin/python3 tools/run_mixed_precision.py --out bench/results/mixed_precision.json --results docs/RESULTS.md
+  /usr/bin/python3 tools/run_mixed_precision.py --models cifar --methods percentile --out /tmp/mp.json
+
+Needs ../shared (models and data); exits with a message if it is absent. Resumes from --out.
+"""
+import argparse
+import datetime
+import json
+import os
+import sys
+
+from results_md import machine, replace_block, run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+MODELS = {
+    "vit_ti": dict(label="ViT-Ti/16 (augreg, ImageNet)", model="models/vit_tiny_patch16_224",
+                   calib="data/imagenet-sample/calib", dev="data/imagenet-sample/dev",
+                   class_map="data/imagenet-sample/class_map.txt"),
+    "cifar": dict(label="ViT CIFAR-10 (patch 4)", model="models/vit_cifar10_patch4_32",
+                  calib="data/cifar10/calib", dev="data/cifar10/dev", class_map=None),
+}
+# Base methods: name -> vitq quantize arguments.
+METHODS = {"percentile": ["--method", "percentile"], "liu2021": ["--method", "liu2021", "--fast"]}
+KINDS = {"uniform": ("uniform", lambda b: ["--bits", str(b)]),
+         "nuclear": ("mixed, nuclear norm (the paper's)", lambda b: ["--mixed-precision", str(b), "--mp-sensitivity",
+                                                                      "nuclear"]),
+         "kl": ("**mixed, end-to-end KL** (vitq's default)", lambda b: ["--mixed-precision", str(b)])}
+
+
+def measure(args, mk, method, bits, kind):
+    m = MODELS[mk]
+    model = os.path.join(args.shared_dir, m["model"])
+    cm = ["--class-map", os.path.join(args.shared_dir, m["class_map"])] if m["class_map"] else []
+    out = os.path.join(args.work_dir, mk, f"{method}-{kind}{bits}")
+    run([args.vitq, "quantize", "--model", model, "--calib", os.path.join(args.shared_dir, m["calib"]), *cm,
+         "--calib-size", args.calib_size, "--threads", args.threads, "-o", out, "--force", "--quiet",
+         *METHODS[method], *KINDS[kind][1](bits)])
+    with open(os.path.join(out, "report.json")) as f:
+        rep = json.load(f)
+    ev = os.path.join(out, "eval_integer.json")
+    run([args.vitq, "eval", "--model", out, "--data", os.path.join(args.shared_dir, m["dev"]), *cm, "--threads",
+         args.threads, "--quiet", "--json", ev, "--reference", model])
+    with open(ev) as f:
+        e = json.load(f)
+    mp = rep.get("mixed_precision", {})
+    seconds = max(rep["seconds"], mp.get("seconds", 0.0))
+    row = dict(model=mk, method=method, bits=bits, kind=kind, date=datetime.date.today().isoformat(),
+               top1=e["top1"], images=e["images"], agreement=e["reference"]["agreement"],
+               kl=e["reference"]["kl_mean"], calib_seconds=seconds, calib_images=rep["calibration"]["images"],
+               file_ratio=os.path.getsize(os.path.join(out, "model.safetensors")) /
+               os.path.getsize(os.path.join(model, "model.safetensors")))
+    if mp:
+        row["chosen"] = str(mp.get("chosen", "mixed"))
+        bits_list = mp.get("bits") or [md["bits"] for md in mp.get("modules", [])]
+        row["module_bits"] = bits_list
+        if "budget_weight_bits" in mp and "chosen_weight_bits" in mp:
+            row["size_ratio"] = mp["chosen_weight_bits"] / mp["budget_weight_bits"]
+    return row
+
+
+def table(results):
+    rows = list(results.values())
+    d = sorted({r["date"] for r in rows})
+    lines = [f"Measured {d[0] if len(d) == 1 else d[0] + ' to ' + d[-1]} on {machine()}; "
+             "`tools/run_mixed_precision.py`. Each MSA and MLP module gets one width for its weights and inputs "
+             "(candidates B−2..B+2), within the weight size of the uniform B-bit blocks. The quantized model "
+             "directory run in integers on the dev split; agreement and KL against the FP32 model as in the "
+             "ablation; `chosen` is what the allocation kept (`uniform`: no mixed plan measured better on the "
+             "calibration images); module bits = attention and MLP width of each block in order.", ""]
+    for mk, m in MODELS.items():
+        mr = [r for r in rows if r["model"] == mk]
+        if not mr:
+            continue
+        ncal = sorted({r["calib_images"] for r in mr})
+        lines += [f"**{m['label']}** — calibration: {', '.join(map(str, ncal))} images; dev: "
+                  f"{max(r['images'] for r in mr)} images", "",
+                  "| base method | B | allocation | top-1 | agreement | KL | chosen (module bits) | calib. | file ÷ FP32 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        order = [(me, b, k) for me in METHODS for b in (6, 8) for k in KINDS]
+        for r in sorted(mr, key=lambda r: order.index((r["method"], r["bits"], r["kind"]))):
+            chosen = "–"
+            if "chosen" in r:
+                mb = r["module_bits"]
+                bits = " ".join(f"{mb[i]}{mb[i + 1]}" for i in range(0, len(mb), 2))  # per block: attention, MLP
+                chosen = f"{r['chosen'].split(' ')[0]} ({bits})"
+            lines.append(f"| {' '.join(METHODS[r['method']][1:])} | {r['bits']} | {KINDS[r['kind']][0]} | "
+                         f"{r['top1']:.2f} | {r['agreement']:.2f} | {r['kl']:.4f} | {chosen} | "
+                         f"{r['calib_seconds']:.0f} s | {r['file_ratio']:.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared-dir", default=os.path.join(REPO, "..", "shared"))
+    ap.add_argument("--vitq", default=os.path.join(REPO, "build", "vitq"))
+    ap.add_argument("--work-dir", default=os.path.join(REPO, "out", "mixed_precision"))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--bits", default="6")
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--calib-size", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True, help="results JSON (also read to resume: finished rows are kept)")
+    ap.add_argument("--results", metavar="MD", help="replace the <!-- mixed:begin/end --> block of this file")
+    args = ap.parse_args()
+    if not os.path.isdir(args.shared_dir):
+        sys.exit(f"run_mixed_precision: {args.shared_dir} not found (the shared models and data are needed)")
+    results = {}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            results = json.load(f).get("results", {})
+    for mk in args.models.split(","):
+        for method in args.methods.split(","):
+            for bits in map(int, args.bits.split(",")):
+                for kind in args.kinds.split(","):
+                    key = f"{mk}/{method}/{kind}{bits}"
+                    if key in results:
+                        continue
+                    results[key] = measure(args, mk, method, bits, kind)
+                    r = results[key]
+                    print(f"{key:32s} top-1 {r['top1']:6.2f}  agreement {r['agreement']:6.2f}  KL {r['kl']:.4f}  "
+                          f"{r.get('chosen', '')}  ({r['calib_seconds']:.0f} s)", flush=True)
+                    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+                    with open(args.out, "w") as f:
+                        json.dump({"machine": machine(), "results": results}, f, indent=1)
+    if args.results:
+        replace_block(args.results, "mixed", table(results))
+
+
+if __name__ == "__main__":
+    main()
