@@ -177,7 +177,7 @@ def main():
         configs = [("W8A8", ["--method", "minmax", "--bits", "8", "--quantize-head", "--unsigned-softmax"]),
                    ("W6A6 per-channel", ["--method", "minmax", "--bits", "6", "--per-channel-weights"]),
                    ("W4A4", ["--method", "percentile", "--bits", "4"]),
-                   ("MP 8", ["--method", "minmax", "--mixed-precision", "8", "--mp-svd-images", "4"])]
+                   ("MP 8", ["--method", "minmax", "--mixed-precision", "8", "--mp-sensitivity", "nuclear", "--mp-svd-images", "4"])]
         for name, extra in configs:
             q = quantize(args, tmp, "random_" + name.split()[0], src, None, extra + ["--random-calibration", "8"])
             check_codes(chk, src, q, f"random {name}")
@@ -218,7 +218,7 @@ def main():
             configs = [("W8A8", ["--method", "minmax", "--bits", "8"]),
                        ("W6A6", ["--method", "percentile", "--bits", "6", "--unsigned-softmax"]),
                        ("W4A4", ["--method", "minmax", "--bits", "4"]),
-                       ("MP8", ["--method", "minmax", "--mixed-precision", "8", "--mp-svd-images", "4"])]
+                       ("MP8", ["--method", "minmax", "--mixed-precision", "8", "--mp-sensitivity", "nuclear", "--mp-svd-images", "4"])]
             w8 = None
             for name, extra in configs:
                 if name == "MP8" and mp_blocks:
