@@ -98,7 +98,7 @@ def table(results):
             chosen = "–"
             if "chosen" in r:
                 mb = r["module_bits"]
-                bits = " ".join(f"{mb[i]}{mb[i + 1]}" for i in range(0, len(mb), 2))  # per block: attention, MLP
+                bits = " ".join(f"{mb[i]}/{mb[i + 1]}" for i in range(0, len(mb), 2))  # per block: attention/MLP
                 chosen = f"{r['chosen'].split(' ')[0]} ({bits})"
             lines.append(f"| {' '.join(METHODS[r['method']][1:])} | {r['bits']} | {KINDS[r['kind']][0]} | "
                          f"{r['top1']:.2f} | {r['agreement']:.2f} | {r['kl']:.4f} | {chosen} | "
