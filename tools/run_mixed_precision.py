@@ -25,17 +25,11 @@ import os
 import sys
 
 from results_md import machine, replace_block, run
+from run_ablation import MODELS  # the same two models, paths and labels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-MODELS = {
-    "vit_ti": dict(label="ViT-Ti/16 (augreg, ImageNet)", model="models/vit_tiny_patch16_224",
-                   calib="data/imagenet-sample/calib", dev="data/imagenet-sample/dev",
-                   class_map="data/imagenet-sample/class_map.txt"),
-    "cifar": dict(label="ViT CIFAR-10 (patch 4)", model="models/vit_cifar10_patch4_32",
-                  calib="data/cifar10/calib", dev="data/cifar10/dev", class_map=None),
-}
 # Base methods: name -> vitq quantize arguments.
 METHODS = {"percentile": ["--method", "percentile"], "liu2021": ["--method", "liu2021", "--fast"]}
 KINDS = {"uniform": ("uniform", lambda b: ["--bits", str(b)]),
