@@ -32,7 +32,7 @@ struct QuantizeArgs {
   int bits = 0, wbits = 0, abits = 0, threads = 0, batch = 32, mixed_precision = 0, mp_svd_images = 32;
   std::vector<int> mp_candidates;
   std::string mp_sensitivity = "kl";
-  int mp_kl_images = 64, mp_check = 8, mp_check_images = 0;
+  int mp_kl_images = 64, mp_check = 8, mp_check_images = 0, mp_holdout = 4;
   size_t calib_size = 256;
   bool calib_mirror = false;  // --calib-mirror: each calibration image also mirrored (add_mirrored_views)
   int random_calib = 0;     // --random-calibration N: N random images instead of --calib
@@ -257,6 +257,7 @@ CalibrationResult calibrate(const QuantizeArgs& a, const ViTModel& model, const 
     mpo.kl_images = a.mp_kl_images;
     mpo.check_points = a.mp_check;
     mpo.check_images = a.mp_check_images;
+    mpo.holdout = a.mp_holdout;
     MixedPrecisionResult mr = calibrate_mixed_precision(
         model, cs.images.data(), cs.n, method, opt, mpo,
         [&](const std::string& st) {
@@ -404,11 +405,17 @@ void add_bits_options(CLI::App* c, QuantizeArgs* a) {
       ->capture_default_str()
       ->check(opt::integer(1, 64));
   c->add_option("--mp-check-images", a->mp_check_images,
-                "Mixed precision 'kl': calibration images of those measurements and of the final choice (the "
-                "first N; 0 = all): more than --mp-kl-images, so that the choice among the checked plans is not "
-                "decided by the noise of a few images")
+                "Mixed precision 'kl': images of those measurements and of the final choice (the first N of the "
+                "held-out images, or of all with --mp-holdout 0; 0 = all of them)")
       ->capture_default_str()
       ->check(opt::integer(0, 1 << 24));
+  c->add_option("--mp-holdout", a->mp_holdout,
+                "Mixed precision 'kl': every K-th calibration image is held out; the uniform plans, the module "
+                "costs and the mixed plans come from the others, every check and the final choice between "
+                "mixed and uniform is measured on the held-out images (a plan is not judged on the images it "
+                "was fitted to), and the plan kept is then calibrated on all images. 0 = no hold-out")
+      ->capture_default_str()
+      ->check(opt::integer(0, 1 << 16));
   c->add_option("--mp-candidates", a->mp_candidates, "Mixed precision: candidate bit-widths (default B-2..B+2)")
       ->delimiter(',')
       ->check(opt::integer(kMinBits, kMaxBits));

@@ -268,7 +268,7 @@ Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedP
   r["cost"] = "KL(p_fp || p_q) of the network's output, mean over the KL images, with the module at the "
               "candidate width and every other module at the target width (uniform plans of the method composed); "
               "the checked allocations, the uniform plan (uniform_kl) and the final plans measured on the check "
-              "images";
+              "images (with a hold-out: the held-out calibration images, which no plan was calibrated on)";
   r["kl_images"] = cost_kl.images();
   r["check_images"] = kl.images();
   r["budget_weight_bits"] = budget;
@@ -304,6 +304,76 @@ CalibrationResult composed_result(const std::vector<CalibrationResult>& uniform,
   return r;
 }
 
+// The split of the end-to-end choice: every k-th image is held out, the rest calibrate. The
+// calibration subset is in dataset order (often by class), so the split interleaves.
+struct HeldOutSplit {
+  avector<float> fit, held;
+  int n_fit = 0, n_held = 0;
+};
+
+HeldOutSplit split_images(const float* images, int n, size_t per_image, int k) {
+  HeldOutSplit s;
+  s.n_held = n / k;
+  s.n_fit = n - s.n_held;
+  s.fit.resize(size_t(s.n_fit) * per_image);
+  s.held.resize(size_t(s.n_held) * per_image);
+  int f = 0, h = 0;
+  for (int i = 0; i < n; ++i) {
+    float* dst = i % k == k - 1 ? s.held.data() + size_t(h++) * per_image : s.fit.data() + size_t(f++) * per_image;
+    std::copy_n(images + size_t(i) * per_image, per_image, dst);
+  }
+  return s;
+}
+
+// The method's uniform plan at each width, calibrated on `images`.
+std::vector<CalibrationResult> uniform_plans(const ViTModel& model, const float* images, int n, Method& method,
+                                             const CalibOptions& base, const std::vector<int>& widths,
+                                             const std::function<void(const std::string&)>& stage,
+                                             const std::function<void(const CalibProgress&)>& progress) {
+  std::vector<CalibrationResult> uniform;
+  for (int b : widths) {
+    if (stage) stage(cat("uniform W", b, "A", b, " plan on ", n, " images"));
+    CalibOptions o = base;
+    o.bits = {b, b};
+    o.block_bits.clear();
+    Calibrator cal(model, images, n);
+    uniform.push_back(cal.run(method, o, progress));
+  }
+  return uniform;
+}
+
+// The method calibrated with one width per module (patch embedding and head at the target width).
+CalibrationResult calibrate_widths(const ViTModel& model, const float* images, int n, Method& method,
+                                   const CalibOptions& base, int target, const std::vector<int>& module_bits,
+                                   const std::function<void(const CalibProgress&)>& progress) {
+  CalibOptions fin = base;
+  fin.bits = {target, target};
+  fin.block_bits.clear();
+  for (int b : module_bits) fin.block_bits.push_back({b, b});
+  Calibrator cal(model, images, n);
+  return cal.run(method, fin, progress);
+}
+
+// What the end-to-end choice keeps (measured on the check images).
+enum class Kept { Uniform, Recalibrated, Composed };
+
+Kept choose_plan(NetworkKl& kl, const QuantPlan& recalibrated, nlohmann::ordered_json& report) {
+  const double final_kl = kl.of(recalibrated), composed_kl = report["chosen_kl_composed"].get<double>(),
+               uniform_kl = report["uniform_kl"].get<double>();
+  report["recalibrated_kl"] = final_kl;
+  if (composed_kl < final_kl && composed_kl < uniform_kl) {
+    report["final"] = "composed: the uniform plans at the chosen widths (they measured better than the "
+                      "recalibrated mixed plan)";
+    return Kept::Composed;
+  }
+  if (final_kl < uniform_kl) {
+    report["final"] = "recalibrated: the method calibrated again with the chosen widths";
+    return Kept::Recalibrated;
+  }
+  report["chosen"] = "uniform (the mixed plans measured no better)";
+  return Kept::Uniform;
+}
+
 }  // namespace
 
 MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const float* images, int n, Method& method,
@@ -317,21 +387,22 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
       if (b >= kMinBits && b <= kMaxBits) cand.push_back(b);
   const bool e2e = mpo.sensitivity == MpSensitivity::EndToEnd;
 
+  // 0. End to end with a hold-out: plans and costs from the fit images, every choice on the held-out ones.
+  const bool hold = e2e && mpo.holdout > 1 && n >= mpo.holdout;
+  HeldOutSplit split;
+  if (hold)
+    split = split_images(images, n, size_t(model.cfg.in_chans) * model.cfg.img_size * model.cfg.img_size,
+                         mpo.holdout);
+  const float* fit = hold ? split.fit.data() : images;
+  const int n_fit = hold ? split.n_fit : n;
+
   // 1. A uniform plan at every candidate bit-width (end to end: and at the target), from the method itself.
   std::vector<int> widths = cand;
   int base_k = int(std::find(cand.begin(), cand.end(), mpo.target_bits) - cand.begin());
   if (e2e && size_t(base_k) == cand.size()) widths.push_back(mpo.target_bits);
-  std::vector<CalibrationResult> uniform;
+  std::vector<CalibrationResult> uniform = uniform_plans(model, fit, n_fit, method, base, widths, stage, progress);
   std::vector<QuantPlan> plans;
-  for (int b : widths) {
-    if (stage) stage(cat("uniform W", b, "A", b, " plan"));
-    CalibOptions o = base;
-    o.bits = {b, b};
-    o.block_bits.clear();
-    Calibrator cal(model, images, n);
-    uniform.push_back(cal.run(method, o, progress));
-    plans.push_back(uniform.back().plan);
-  }
+  for (const CalibrationResult& u : uniform) plans.push_back(u.plan);
 
   // 2. Costs and the allocation under the uniform model's weight size.
   const std::vector<int64_t> params = module_params(model);
@@ -341,51 +412,56 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
     budget += params[m] * mpo.target_bits;
     for (size_t k = 0; k < cand.size(); ++k) size[m][k] = params[m] * cand[k];
   }
-  std::unique_ptr<NetworkKl> kl;
-  Allocation alloc;
-  if (e2e) {
-    if (stage) stage("end-to-end KL of each module at each width");
-    NetworkKl cost_kl(model, images, std::min(n, std::max(1, mpo.kl_images)), base.batch);
-    kl = std::make_unique<NetworkKl>(model, images, mpo.check_images > 0 ? std::min(n, mpo.check_images) : n,
-                                     base.batch);
-    alloc = end_to_end_allocation(cost_kl, *kl, mpo, cand, plans, base_k, size, budget, stage);
-  } else {
+  MixedPrecisionResult res;
+  if (!e2e) {
     if (stage) stage("sensitivity (nuclear norms) and perturbations");
-    alloc = nuclear_allocation(model, images, n, base, mpo, cand, plans, size, budget);
+    Allocation alloc = nuclear_allocation(model, images, n, base, mpo, cand, plans, size, budget);
+    res.report = std::move(alloc.report);
+    if (stage) stage("final calibration with the chosen bits");
+    res.final = calibrate_widths(model, images, n, method, base, mpo.target_bits, alloc.bits, progress);
+    res.report["seconds"] = std::chrono::duration<double>(clock_type::now() - t0).count();
+    return res;
+  }
+  if (stage) stage("end-to-end KL of each module at each width");
+  NetworkKl cost_kl(model, fit, std::min(n_fit, std::max(1, mpo.kl_images)), base.batch);
+  const int n_check = hold ? split.n_held : n;
+  NetworkKl kl(model, hold ? split.held.data() : images,
+               mpo.check_images > 0 ? std::min(n_check, mpo.check_images) : n_check, base.batch);
+  Allocation alloc = end_to_end_allocation(cost_kl, kl, mpo, cand, plans, base_k, size, budget, stage);
+  res.report = std::move(alloc.report);
+  res.report["holdout"] = hold ? mpo.holdout : 0;
+  res.report["fit_images"] = n_fit;
+
+  // 3. The best measured of: the mixed plan calibrated again with the chosen widths, the uniform
+  // plans composed at those widths (each module calibrated by the method at its width), uniform.
+  Kept kept = Kept::Uniform;
+  CalibrationResult recalibrated;
+  if (res.report["chosen"] == "mixed") {
+    if (stage) stage("calibration with the chosen bits");
+    recalibrated = calibrate_widths(model, fit, n_fit, method, base, mpo.target_bits, alloc.bits, progress);
+    kept = choose_plan(kl, recalibrated.plan, res.report);
+  }
+  if (kept == Kept::Uniform) {
+    res.report["bits"] = std::vector<int>(alloc.bits.size(), mpo.target_bits);
+    res.report["chosen_weight_bits"] = budget;
   }
 
-  // 3. Final calibration with the chosen bits (the uniform plan if that was chosen).
-  MixedPrecisionResult res;
-  res.report = std::move(alloc.report);
-  if (e2e && res.report["chosen"] == "uniform") {
-    res.final = std::move(uniform[size_t(base_k)]);
+  // 4. With a hold-out, what was kept is calibrated again on all the images.
+  if (!hold) {
+    res.final = kept == Kept::Uniform        ? std::move(uniform[size_t(base_k)])
+                : kept == Kept::Recalibrated ? std::move(recalibrated)
+                                             : composed_result(uniform, widths, base_k, alloc.bits);
   } else {
-    CalibOptions fin = base;
-    fin.bits = {mpo.target_bits, mpo.target_bits};  // patch_embed (and head) stay at the target width
-    fin.block_bits.clear();
-    for (int b : alloc.bits) fin.block_bits.push_back({b, b});
-    if (stage) stage("final calibration with the chosen bits");
-    Calibrator cal(model, images, n);
-    res.final = cal.run(method, fin, progress);
-    // End to end: the plan that measures best of the calibrated mixed plan, the uniform plans
-    // composed at the same widths (each module calibrated by the method at its width), and the
-    // uniform plan.
-    if (e2e) {
-      const double final_kl = kl->of(res.final.plan), composed_kl = res.report["chosen_kl_composed"].get<double>(),
-                   uniform_kl = res.report["uniform_kl"].get<double>();
-      res.report["recalibrated_kl"] = final_kl;
-      if (composed_kl < final_kl && composed_kl < uniform_kl) {
-        res.report["final"] = "composed: the uniform plans at the chosen widths (they measured better than the "
-                              "recalibrated mixed plan)";
-        res.final = composed_result(uniform, widths, base_k, alloc.bits);
-      } else if (!(final_kl < uniform_kl)) {
-        res.report["chosen"] = "uniform (the mixed plans measured no better)";
-        res.report["bits"] = std::vector<int>(alloc.bits.size(), mpo.target_bits);
-        res.report["chosen_weight_bits"] = budget;
-        res.final = std::move(uniform[size_t(base_k)]);
-      } else {
-        res.report["final"] = "recalibrated: the method calibrated again with the chosen widths";
-      }
+    if (stage) stage(cat("the kept plan calibrated on all ", n, " images"));
+    if (kept == Kept::Recalibrated) {
+      res.final = calibrate_widths(model, images, n, method, base, mpo.target_bits, alloc.bits, progress);
+    } else {
+      std::vector<int> used = {mpo.target_bits};
+      if (kept == Kept::Composed)
+        for (int b : alloc.bits)
+          if (std::find(used.begin(), used.end(), b) == used.end()) used.push_back(b);
+      std::vector<CalibrationResult> all = uniform_plans(model, images, n, method, base, used, {}, progress);
+      res.final = kept == Kept::Uniform ? std::move(all[0]) : composed_result(all, used, 0, alloc.bits);
     }
   }
   res.report["seconds"] = std::chrono::duration<double>(clock_type::now() - t0).count();

@@ -47,7 +47,12 @@ struct MixedPrecisionOptions {
   int svd_images = 32;       // Nuclear: calibration images used for the nuclear norms
   int kl_images = 64;        // EndToEnd: calibration images of the KL measurements
   int check_points = 8;      // EndToEnd: frontier points within the budget checked on the simulated network
-  int check_images = 0;      // EndToEnd: calibration images of those checks and the final choice (0 = all)
+  int check_images = 0;      // EndToEnd: images of those checks and of the final choice (0 = all check images)
+  // EndToEnd: every holdout-th calibration image is held out: the plans and module costs come from
+  // the others, the checks and the final choice are measured on the held-out images (so a plan is
+  // not judged on the images it was fitted to), and what was kept is calibrated again on all
+  // images. 0 or 1: no hold-out, everything on all images.
+  int holdout = 4;
 };
 
 struct MixedPrecisionResult {

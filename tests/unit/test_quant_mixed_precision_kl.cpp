@@ -28,28 +28,32 @@ std::vector<float> random_images(const ViTModel& m, int n, uint64_t seed) {
   return x;
 }
 
-QuantPlan uniform_plan(const ViTModel& m, const std::vector<float>& images, int bits) {
+// The method's plan on the first n images (default: all), uniform `bits` or per module.
+QuantPlan uniform_plan(const ViTModel& m, const std::vector<float>& images, int bits, int n = kImages,
+                       const std::vector<int>& module_bits = {}, const char* method_name = "minmax") {
   CalibOptions opt;
   opt.bits = {bits, bits};
   opt.batch = kBatch;
-  auto method = make_method("minmax", MethodConfig());
-  return Calibrator(m, images.data(), kImages).run(*method, opt).plan;
+  for (int b : module_bits) opt.block_bits.push_back({b, b});
+  auto method = make_method(method_name, MethodConfig());
+  return Calibrator(m, images.data(), n).run(*method, opt).plan;
 }
 
-// Mean KL(softmax(fp) || softmax(q)) of a whole forward of `plan` (nullptr: FP32), batch by batch
-// as NetworkKl runs it, computed here from the logits.
-double reference_kl(const ViTModel& m, const std::vector<float>& images, const QuantPlan& plan) {
+// Mean KL(softmax(fp) || softmax(q)) of a whole forward of `plan` on n images (default: all),
+// batch by batch as NetworkKl runs it, computed here from the logits.
+double reference_kl(const ViTModel& m, const std::vector<float>& images, const QuantPlan& plan, int n = kImages) {
   const int C = m.cfg.num_classes;
-  const size_t per = images.size() / kImages;
-  std::vector<float> fp(size_t(kImages) * C), q(fp.size());
+  const size_t per = size_t(m.cfg.in_chans) * m.cfg.img_size * m.cfg.img_size;
+  std::vector<float> fp(size_t(n) * C), q(fp.size());
   ViTForward f(m, FpGemm::PerCall);
   PlanSimulator sim(m, plan);
-  for (int i0 = 0; i0 < kImages; i0 += kBatch) {
-    f.run(images.data() + size_t(i0) * per, kBatch, fp.data() + size_t(i0) * C);
-    f.run(images.data() + size_t(i0) * per, kBatch, q.data() + size_t(i0) * C, &sim);
+  for (int i0 = 0; i0 < n; i0 += kBatch) {
+    const int b = std::min(kBatch, n - i0);
+    f.run(images.data() + size_t(i0) * per, b, fp.data() + size_t(i0) * C);
+    f.run(images.data() + size_t(i0) * per, b, q.data() + size_t(i0) * C, &sim);
   }
   double total = 0;
-  for (int i = 0; i < kImages; ++i) {
+  for (int i = 0; i < n; ++i) {
     const float* a = fp.data() + size_t(i) * C;
     const float* b = q.data() + size_t(i) * C;
     double za = 0, zb = 0;
@@ -59,7 +63,7 @@ double reference_kl(const ViTModel& m, const std::vector<float>& images, const Q
       total += pa * (std::log(pa) - (double(b[j]) - std::log(zb)));
     }
   }
-  return total / kImages;
+  return total / n;
 }
 
 TEST(MixedPrecisionKl, CompositionTakesEachModuleAndCompensationFromItsPlan) {
@@ -131,6 +135,7 @@ TEST(MixedPrecisionKl, ChosenPlanMeasuresNoWorseThanUniformAndFitsTheBudget) {
     mpo.target_bits = 4;
     mpo.candidates = {2, 3, 4, 5, 6, 8};
     mpo.kl_images = 8;  // the costs on 8 images, the checks and the choice on all 12
+    mpo.holdout = 0;
     const MixedPrecisionResult r = calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
     const double uniform = reference_kl(m, images, uniform_plan(m, images, 4));
     const double chosen = reference_kl(m, images, r.final.plan);
@@ -165,6 +170,69 @@ TEST(MixedPrecisionKl, ChosenPlanMeasuresNoWorseThanUniformAndFitsTheBudget) {
                 uniform, r.report["chosen"].get<std::string>().c_str(), final.substr(0, final.find(':')).c_str(), chosen);
   }
   EXPECT_GT(mixed, 0) << "no seed chose a mixed plan: the mixed path went unchecked";
+}
+
+// With a hold-out (every 4th image), the plans come from the other images and every check is
+// measured on the held-out ones: the report's uniform KL is the uniform plan of the fit images
+// measured on the held-out images by the forward written here (the split written here too); the
+// plan kept measured no worse there than uniform; and the final plan is the kept choice
+// calibrated again on all images (uniform: the plain uniform plan, entry for entry). ACIQ, whose
+// clipping makes all three outcomes occur over these seeds.
+TEST(MixedPrecisionKl, HoldOutChoosesOnImagesNoPlanWasCalibratedOn) {
+  test::SingleThreadScope one;
+  int recalibrated = 0, composed = 0, uniform_chosen = 0;
+  for (uint64_t seed = 50; seed < 62; ++seed) {
+    const ViTModel m = test::tiny_model(seed);
+    const std::vector<float> images = random_images(m, kImages, seed);
+    const size_t per = images.size() / kImages;
+    std::vector<float> fit, held;
+    for (int i = 0; i < kImages; ++i)
+      (i % 4 == 3 ? held : fit).insert((i % 4 == 3 ? held : fit).end(), images.begin() + long(i * per),
+                                       images.begin() + long((i + 1) * per));
+    const int n_fit = int(fit.size() / per), n_held = int(held.size() / per);
+    ASSERT_EQ(n_held, 3);
+    auto method = make_method("aciq", MethodConfig());
+    CalibOptions base;
+    base.batch = kBatch;
+    MixedPrecisionOptions mpo;
+    mpo.target_bits = 4;
+    mpo.candidates = {2, 3, 4, 5, 6, 8};
+    mpo.kl_images = 8;
+    mpo.holdout = 4;
+    const MixedPrecisionResult r = calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
+    EXPECT_EQ(r.report["fit_images"].get<int>(), n_fit);
+    EXPECT_EQ(r.report["check_images"].get<int>(), n_held);
+    const double uniform_held = reference_kl(m, held, uniform_plan(m, fit, 4, n_fit, {}, "aciq"), n_held);
+    EXPECT_NEAR(r.report["uniform_kl"].get<double>(), uniform_held, 1e-9 + 1e-6 * uniform_held) << "seed " << seed;
+    const std::string final = r.report.value("final", std::string());
+    const std::vector<int> bits = r.report["bits"].get<std::vector<int>>();
+    if (final.rfind("recalibrated", 0) == 0) {
+      ++recalibrated;
+      // Measured as the mixed plan of the fit images on the held-out ones; kept: the same widths on all.
+      const QuantPlan on_fit = uniform_plan(m, fit, 4, n_fit, bits, "aciq");
+      const double want = reference_kl(m, held, on_fit, n_held);
+      EXPECT_NEAR(r.report["recalibrated_kl"].get<double>(), want, 1e-9 + 1e-6 * want) << "seed " << seed;
+      EXPECT_LT(want, uniform_held) << "seed " << seed;
+      EXPECT_TRUE(r.final.plan.sites == uniform_plan(m, images, 4, kImages, bits, "aciq").sites) << "seed " << seed;
+    } else if (final.rfind("composed", 0) == 0) {
+      ++composed;
+      EXPECT_LT(r.report["chosen_kl_composed"].get<double>(), uniform_held) << "seed " << seed;
+      for (const auto& [name, sp] : r.final.plan.sites) {  // each module from the uniform plan of all images at its width
+        SiteId id;
+        ASSERT_TRUE(parse_site_name(name, &id));
+        const int b = id.block < 0 ? 4 : bits[size_t(2 * id.block + (id.in_attention_module() ? 0 : 1))];
+        EXPECT_TRUE(sp == uniform_plan(m, images, b, kImages, {}, "aciq").sites.at(name)) << name << ", seed " << seed;
+      }
+    } else {
+      ++uniform_chosen;
+      EXPECT_EQ(bits, std::vector<int>(bits.size(), 4));
+      EXPECT_TRUE(r.final.plan.sites == uniform_plan(m, images, 4, kImages, {}, "aciq").sites) << "seed " << seed;
+    }
+  }
+  std::printf("hold-out kept: recalibrated %d, composed %d, uniform %d\n", recalibrated, composed, uniform_chosen);
+  EXPECT_GT(recalibrated, 0) << "the recalibrated path went unchecked";
+  EXPECT_GT(composed, 0) << "the composed path went unchecked";
+  EXPECT_GT(uniform_chosen, 0) << "the uniform path went unchecked";
 }
 
 }  // namespace
