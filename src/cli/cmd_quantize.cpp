@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/method_options_cli.h"
+#include "cli/quantize_target.h"
 #include "cli/model_export.h"
 #include "cli/progress.h"
 #include "cli/validators.h"
@@ -29,6 +30,7 @@ namespace {
 
 struct QuantizeArgs {
   std::string model, calib, class_map, method = "liu2021", out, calib_inputs = "quant";
+  std::string target = "cpu-vnni";  // --target: a built-in hardware description or a file
   int bits = 0, wbits = 0, abits = 0, threads = 0, batch = 32, mixed_precision = 0, mp_svd_images = 32;
   std::vector<int> mp_candidates;
   std::string mp_sensitivity = "kl";
@@ -84,10 +86,12 @@ void print_table(const CalibrationResult& r) {
               "mean over calibration images of the Pearson correlation of the site output with the FP output.\n");
 }
 
-// The method's recipe (Method::recipe) for every driver option the command line did not give;
-// returns what it set, for the header.
-std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& opt) {
-  const Recipe r = method.recipe(a.wbits, a.abits);
+// The method's recipe (Method::recipe), shaped by the target, for every driver option the
+// command line did not give; returns what it set, for the header (and in `dropped` what the
+// target left out).
+std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& opt, const Target& target,
+                         std::string& dropped) {
+  const Recipe r = recipe_for_target(method.recipe(a.wbits, a.abits), target, dropped);
   auto given = [&](const char* flag) { return a.cmd->get_option(flag)->count() > 0; };
   std::string out;
   auto note = [&](const std::string& s) { out += (out.empty() ? "" : ", ") + s; };
@@ -216,8 +220,11 @@ CalibOptions calib_options(const QuantizeArgs& a) {
 }
 
 void print_header(const QuantizeArgs& a, const ViTModel& model, const Method& method, const CalibOptions& opt,
-                  const CalibrationSet& cs, const Dataset* data, const std::string& recipe) {
+                  const CalibrationSet& cs, const Dataset* data, const std::string& recipe, const Target& target,
+                  const std::string& dropped) {
   std::printf("model    %s (%s)\n", a.model.c_str(), model.cfg.architecture.c_str());
+  std::printf("target   %s: %s\n", target.name.c_str(), target.summary.c_str());
+  if (!dropped.empty()) std::printf("         left out of the method's recipe (the target cannot run them): %s\n", dropped.c_str());
   std::printf("method   %s, W%dA%d, %s\n", method.name().c_str(), a.wbits, a.abits,
               method.settings(opt.grids).dump().c_str());
   std::printf("calib    %d images%s from %s (%s); site inputs from the %s model\n", cs.n,
@@ -299,8 +306,13 @@ void run_quantize(QuantizeArgs& a) {
   if (a.fast && !a.methods.of(a.method).apply_fast())  // fills in only what was left at its exhaustive default
     fail(ErrorKind::Usage, "--fast applies to the methods with a fast configuration (", fast_method_names(),
          "), not to --method ", a.method);
+  const Target target = load_target(a.target);
+  check_options_for_target(CalibOptions{}, a.wbits, a.abits, {}, target);  // the bit-widths, before any loading
+  std::string dropped = a.methods.of(a.method).fit_target(target.inputs.per_head);
   std::unique_ptr<Method> method = make_method(a.method, a.methods);
   a.method_flags.warn_unused(a.method, a.methods);
+  if (method->settings(GridPolicy{}).value("per_head", false) && !target.inputs.per_head)
+    fail(ErrorKind::Usage, "--per-head: target ", target.name, " has one step per tensor for activations");
   // Before minutes of calibration: the output must not be (or contain) an input, must be empty
   // unless --force, and must be writable. Everything is written into a staging directory that
   // replaces OUT only at the end.
@@ -310,20 +322,26 @@ void run_quantize(QuantizeArgs& a) {
   std::unique_ptr<Dataset> data;
   CalibrationSet cs = load_calibration(a, model, data);
   CalibOptions opt = calib_options(a);
-  const std::string recipe = apply_recipe(*method, a, opt);
+  const std::string recipe = apply_recipe(*method, a, opt, target, dropped);
   if (a.calib_mirror) add_mirrored_views(cs, model.cfg.preprocess.channels, model.cfg.preprocess.height,
                                          model.cfg.preprocess.width);
   if (a.cmd->get_option("--token-clip")->count() > 0 && a.token_clip != 1.0f && !opt.grids.per_token)
     std::fprintf(stderr, "warning: --token-clip %g has no effect without per-token inputs (--per-token)\n",
                  double(a.token_clip));
   if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
-  print_header(a, model, *method, opt, cs, data.get(), recipe);
+  check_options_for_target(opt, a.wbits, a.abits, a.mp_candidates, target);
+  if (a.mixed_precision && a.mp_candidates.empty())  // B-2..B+2 within what the target runs
+    for (int b = a.mixed_precision - 2; b <= a.mixed_precision + 2; ++b)
+      if (b >= kMinBits && b <= std::min(kMaxBits, target.max_bits)) a.mp_candidates.push_back(b);
+  print_header(a, model, *method, opt, cs, data.get(), recipe, target, dropped);
 
   const auto t_calib = std::chrono::steady_clock::now();
   nlohmann::ordered_json mp_report;
   CalibrationResult r = calibrate(a, model, cs, *method, opt, mp_report);
   // All of the calibration: with mixed precision, the sensitivity and perturbation passes too.
   const double calib_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_calib).count();
+  r.plan.target = target.json;
+  check_plan_for_target(r.plan, target);
   record_settings(a, opt, cs, recipe, r.plan);
 
   if (!a.quiet) print_table(r);
@@ -372,8 +390,15 @@ void add_input_options(CLI::App* c, QuantizeArgs* a) {
 }
 
 void add_bits_options(CLI::App* c, QuantizeArgs* a) {
+  std::string target_names;
+  for (const std::string& n : builtin_target_names()) target_names += (target_names.empty() ? "" : ", ") + n;
   c->option_defaults()->group("Method and bit-widths");
   c->add_option("--method", a->method, "PTQ method: " + method_names())->capture_default_str();
+  c->add_option("--target", a->target,
+                "The hardware the plan is for: a built-in description (" + target_names +
+                    "; targets/*.json) or a description file. It bounds the bit-widths, leaves out of the "
+                    "method's recipe what it cannot run, refuses such options, checks the plan, and is recorded in it")
+      ->capture_default_str();
   c->add_option("--bits", a->bits, "Weight and activation bits (2-10)")
       ->check(opt::integer(kMinBits, kMaxBits));
   c->add_option("--wbits", a->wbits, "Weight bits (with --abits)")

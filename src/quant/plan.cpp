@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "quant/target.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/vit_config.h"
@@ -29,7 +30,7 @@ bool QuantPlan::operator==(const QuantPlan& o) const {
   return method == o.method && settings == o.settings && calibration == o.calibration &&
          tool_version == o.tool_version && architecture == o.architecture && sites == o.sites &&
          ln_smoothing == o.ln_smoothing && ln_shift == o.ln_shift && rotation == o.rotation &&
-         compensation == o.compensation;
+         compensation == o.compensation && target == o.target;
 }
 
 namespace {
@@ -349,6 +350,7 @@ ojson plan_to_json(const QuantPlan& p, const std::string& codes_file, const std:
   j["architecture"] = p.architecture;
   j["settings"] = p.settings;
   j["calibration"] = p.calibration;
+  if (!p.target.is_null()) j["target"] = p.target;
   if (any_codes(p))
     j["weight_codes"] = {{"file", codes_file}, {"dtype", "I16"}, {"content_fnv1a64", codes_hash(p)}};
   ojson sites = ojson::object();
@@ -439,6 +441,7 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   p.architecture = str("architecture");
   if (j.contains("settings")) p.settings = j["settings"];
   if (j.contains("calibration")) p.calibration = j["calibration"];
+  if (j.contains("target")) p.target = target_from_json(j["target"], source + ": target").json;
   if (!j.contains("sites") || !j["sites"].is_object()) top.bad("sites", "must be an object");
   std::vector<std::string> coded;  // sites whose weight codes are in the companion file
   for (auto it = j["sites"].begin(); it != j["sites"].end(); ++it) {

@@ -112,6 +112,8 @@ struct QuantPlan {
   // like the transforms (plan_transforms.h); the tensors live in the companion file
   // `<stem>_compensation.safetensors` (save_plan), F32 blocks.i.compensation.{weight,bias}.
   std::map<int, BlockCompensation> compensation;
+  // The hardware description the plan was made for (quant/target.h), as given; null = none recorded.
+  nlohmann::ordered_json target;
 
   const SitePlan* find(const SiteId& id) const;
   bool operator==(const QuantPlan& o) const;

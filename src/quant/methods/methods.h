@@ -53,6 +53,11 @@ struct VitqOptions : MethodOptions {
   // (block reconstruction, then QwT), or auto (closed-form at 6 bits or fewer, none above).
   std::string compensate = "auto";
   void declare(OptionDecls& d) override;
+  std::string fit_target(bool target_per_head) override {
+    if (target_per_head || !per_head) return "";
+    per_head = false;
+    return "per-head attention steps";
+  }
 };
 
 std::unique_ptr<Method> make_minmax(const MethodConfig& cfg);

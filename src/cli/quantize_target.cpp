@@ -1,0 +1,60 @@
+#include "cli/quantize_target.h"
+
+#include "core/error.h"
+
+namespace vitq {
+
+Recipe recipe_for_target(Recipe r, const Target& t, std::string& dropped) {
+  auto drop = [&](const std::string& s) { dropped += (dropped.empty() ? "" : ", ") + s; };
+  if (r.softmax && !t.allows_grid(*r.softmax)) drop(cat(grid_name(*r.softmax), " softmax grid")), r.softmax.reset();
+  if (r.per_token && *r.per_token && !t.inputs.per_token) drop("per-token inputs"), r.per_token.reset(), r.token_clip.reset();
+  if (r.patch_embed_abits && *r.patch_embed_abits > t.max_bits)
+    drop(cat("patch embedding input at ", *r.patch_embed_abits, " bits")), r.patch_embed_abits.reset();
+  if (r.qwt && *r.qwt && !t.float_ops.compensation) drop("QwT compensation"), r.qwt.reset();
+  if (r.rotate_mlp && *r.rotate_mlp && !t.float_ops.mlp_rotation) drop("MLP rotation"), r.rotate_mlp.reset();
+  return r;
+}
+
+void check_options_for_target(const CalibOptions& opt, int wbits, int abits, const std::vector<int>& mp_candidates,
+                              const Target& t) {
+  auto refuse = [&](const std::string& what, const std::string& why) {
+    fail(ErrorKind::Usage, what, ": target ", t.name, " ", why, " (", t.summary, ")");
+  };
+  const std::string widest = cat("runs GEMMs of at most ", t.max_bits, " bits");
+  if (wbits > t.max_bits) refuse(cat(wbits, "-bit weights"), widest);
+  if (abits > t.max_bits) refuse(cat(abits, "-bit activations"), widest);
+  for (const Bits& b : opt.block_bits)
+    if (b.w > t.max_bits || b.x > t.max_bits) refuse(cat(std::max(b.w, b.x), "-bit block"), widest);
+  for (int b : mp_candidates)
+    if (b > t.max_bits) refuse(cat("--mp-candidates ", b), widest);
+  if (opt.grids.patch_embed_abits > t.max_bits) refuse(cat("--patch-embed-abits ", opt.grids.patch_embed_abits), widest);
+  if (!t.allows_grid(opt.grids.softmax))
+    refuse(cat("the ", grid_name(opt.grids.softmax), " softmax grid (--softmax-grid)"), "does not run that grid");
+  if (opt.grids.per_token && !t.inputs.per_token) refuse("per-token inputs (--per-token)", "has static steps only");
+  if (opt.compensation.on && !t.float_ops.compensation)
+    refuse("QwT compensation (--qwt, --compensate)", "runs no float GEMMs beside the quantized ones");
+  if (opt.transforms.rotation && opt.transforms.rotation->mlp && !t.float_ops.mlp_rotation)
+    refuse("the MLP rotation (--rotate-mlp)", "runs no online float Hadamard of fc2's input");
+}
+
+void check_plan_for_target(const QuantPlan& plan, const Target& t) {
+  const std::vector<std::string> v = plan_target_violations(plan, t);
+  if (v.empty()) return;
+  std::string list;
+  bool per_head = false, offset = false, channel = false;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i < 8) list += "\n  " + v[i];
+    per_head |= v[i].find("per-head") != std::string::npos;
+    offset |= v[i].find("asymmetric") != std::string::npos;
+    channel |= v[i].find("per-channel") != std::string::npos;
+  }
+  if (v.size() > 8) list += cat("\n  ... and ", v.size() - 8, " more");
+  std::string hint;
+  if (per_head) hint += "\nper-head steps come from the method: minmax/percentile without --per-head, vitq with --vitq-no-per-head";
+  if (offset) hint += cat("\nasymmetric weights come from the method (vitq, aciq); ", t.name, " needs symmetric ones: try --method percentile or minmax");
+  if (channel) hint += "\nper-channel steps or widths come from the method; choose one with per-tensor weights";
+  fail(ErrorKind::Usage, "the plan of --method ", plan.method, " has ", v.size(), " entries target ", t.name,
+       " cannot run (nothing was written):", list, hint);
+}
+
+}  // namespace vitq

@@ -1,0 +1,105 @@
+#!/usr/bin/python3
+"""`vitq quantize --target`: the hardware description bounds the bit-widths, leaves out of the
+method's recipe what it cannot run (and says so), refuses such options before calibrating and a
+plan it cannot run before writing anything, and is recorded in the plan; each built-in target's
+plan runs on its target (cpu-vnni and int8-only in vitq's integer runtime with the simulator's
+predictions, onnx-qdq exported as ONNX QDQ).
+
+On the bundled model with Debian's Fashion-MNIST (skips without it)."""
+import json
+import os
+
+from cli_common import FMNIST, Cli, parse_args, read_json, require_fashion_mnist, write_json
+
+
+def predictions(cli, what, model, *extra):
+    out = cli.path(f"{what}.json")
+    cli.expect(f"{what}: eval", ["eval", "--model", model, "--data", FMNIST, "--limit", "128", "-q", "--json", out,
+                                 *extra], "ok")
+    return read_json(out)["predictions"] if os.path.exists(out) else None
+
+
+def operands(plan):
+    for name, s in plan["sites"].items():
+        for k in ("x", "w"):
+            yield name, k, s[k]
+
+
+def main():
+    cli = Cli(parse_args())
+    require_fashion_mnist()
+    m = cli.model
+    calib = os.path.join(FMNIST, "train-images-idx3-ubyte.gz")
+    q = ["quantize", "--model", m, "--calib", calib, "--calib-size", "64"]
+
+    # Refused before anything is loaded or written.
+    never = cli.path("never")
+    cli.expect("int8-only at 10 bits", q + ["--bits", "10", "--target", "int8-only", "-o", never], "usage",
+               r"10-bit weights: target int8-only runs GEMMs of at most 8 bits")
+    cli.expect("int8-only with --per-token", q + ["--bits", "8", "--per-token", "--target", "int8-only", "-o", never],
+               "usage", r"per-token inputs \(--per-token\): target int8-only has static steps only")
+    cli.expect("int8-only with --qwt", q + ["--bits", "8", "--qwt", "--target", "int8-only", "-o", never], "usage",
+               r"QwT compensation .*: target int8-only runs no float GEMMs")
+    cli.expect("onnx-qdq with a log2 softmax grid", q + ["--bits", "8", "--softmax-grid", "log2", "--target", "onnx-qdq",
+                                                          "-o", never], "usage", r"log2 softmax grid.*onnx-qdq")
+    cli.expect("minmax --per-head on int8-only", q + ["--bits", "8", "--method", "minmax", "--per-head", "--target",
+                                                       "int8-only", "-o", never], "usage", r"--per-head: target int8-only")
+    cli.expect("--mp-candidates over the target's width", q + ["--mixed-precision", "8", "--mp-candidates", "6,8,10",
+                                                               "--target", "int8-only", "-o", never], "usage",
+               r"--mp-candidates 10: target int8-only runs GEMMs of at most 8 bits")
+    cli.expect("an unknown target", q + ["--bits", "8", "--target", "tpu9", "-o", never], "usage",
+               r"--target tpu9: neither a built-in target \(cpu-vnni, int8-only, onnx-qdq\) nor a description file")
+    bad = cli.path("my_npu.json")
+    desc = read_json(os.path.join(cli.source, "targets", "int8-only.json"))
+    del desc["inputs"]
+    write_json(bad, desc)
+    cli.expect("a description without 'inputs'", q + ["--bits", "8", "--target", bad, "-o", never], "model",
+               r"my_npu\.json: inputs: is missing")
+    # vitq's asymmetric weights are not onnx-qdq's: refused after calibrating, nothing written.
+    cli.expect("vitq on onnx-qdq", q + ["--bits", "8", "--method", "vitq", "--target", "onnx-qdq", "-q", "-o", never],
+               "usage", r"cannot run \(nothing was written\).*weight_offset: asymmetric weights; onnx-qdq has symmetric")
+    cli.check(not os.path.exists(never), "nothing was written by the refused runs")
+
+    # The default target is vitq's runtime, recorded in the plan.
+    cli.expect("default target", q + ["--bits", "8", "--method", "minmax", "--plan-only", "-q", "-o", cli.path("d")], "ok")
+    cli.check(read_json(cli.path("d", "plan.json")).get("target", {}).get("name") == "cpu-vnni",
+              "the plan records the default target cpu-vnni")
+
+    # vitq's W4A4 recipe shaped by int8-only: runs, within the target's rules, in integers.
+    out = cli.expect("vitq W4A4 on int8-only", q + ["--bits", "4", "--method", "vitq", "--target", "int8-only", "-o",
+                                                    cli.path("npu")], "ok",
+                     r"target\s+int8-only: a generic NPU",
+                     r"left out of the method's recipe \(the target cannot run them\): per-head attention steps, float "
+                     r"softmax grid, per-token inputs, QwT compensation, MLP rotation")
+    p = read_json(cli.path("npu", "plan.json"))
+    bad_ops = [f"{n}.{k}" for n, k, o in operands(p)
+               if o.get("bits", 0) > 8 or o.get("granularity") in ("token",) or "head_scales" in o or
+               o.get("grid") in ("log2", "logsqrt2", "float")]
+    cli.check(p["target"]["name"] == "int8-only" and not bad_ops and "compensation" not in p and
+              not p.get("rotation", {}).get("mlp", False),
+              "int8-only plan: at most 8 bits, static per-tensor activations, no QwT, no MLP rotation",
+              json.dumps(bad_ops[:5]))
+    a = predictions(cli, "npu_int", cli.path("npu"))
+    b = predictions(cli, "npu_sim", cli.path("npu"), "--simulate")
+    cli.check(a is not None and a == b, "int8-only plan: integer = simulated (128 images)")
+
+    # Mixed precision within int8-only's widths: candidates 6..8.
+    cli.expect("mixed precision 8 on int8-only", q[:-1] + ["32", "--mixed-precision", "8", "--method", "minmax",
+                                                             "--target", "int8-only", "--plan-only", "-q", "-o",
+                                                             cli.path("mp")], "ok")
+    r = read_json(cli.path("mp", "report.json")) if os.path.exists(cli.path("mp", "report.json")) else {}
+    cli.check(r.get("mixed_precision", {}).get("candidates") == [6, 7, 8],
+              "mixed precision at 8 bits on int8-only: candidates 6, 7, 8",
+              json.dumps(r.get("mixed_precision", {}).get("candidates")))
+
+    # onnx-qdq: percentile's plan passes and exports as ONNX.
+    cli.expect("percentile W8A8 on onnx-qdq", q + ["--bits", "8", "--method", "percentile", "--target", "onnx-qdq", "-q",
+                                                   "-o", cli.path("qdq")], "ok")
+    cli.expect("its ONNX export", ["export", "--model", cli.path("qdq"), "--onnx", cli.path("qdq.onnx")], "ok")
+    cli.check(os.path.getsize(cli.path("qdq.onnx")) > 0 if os.path.exists(cli.path("qdq.onnx")) else False,
+              "onnx-qdq plan exported")
+    cli.finish()
+
+
+if __name__ == "__main__":
+    main()
