@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/frontier_svg.h"
 #include "cli/method_options_cli.h"
 #include "cli/quantize_target.h"
 #include "cli/model_export.h"
@@ -35,6 +36,7 @@ struct QuantizeArgs {
   std::vector<int> mp_candidates;
   std::string mp_sensitivity = "kl";
   int mp_kl_images = 64, mp_check = 8, mp_check_images = 0, mp_holdout = 4;
+  double mp_min_gain_se = 2.0;
   size_t calib_size = 256;
   bool calib_mirror = false;  // --calib-mirror: each calibration image also mirrored (add_mirrored_views)
   int random_calib = 0;     // --random-calibration N: N random images instead of --calib
@@ -265,6 +267,7 @@ CalibrationResult calibrate(const QuantizeArgs& a, const ViTModel& model, const 
     mpo.check_points = a.mp_check;
     mpo.check_images = a.mp_check_images;
     mpo.holdout = a.mp_holdout;
+    mpo.min_gain_se = a.mp_min_gain_se;
     MixedPrecisionResult mr = calibrate_mixed_precision(
         model, cs.images.data(), cs.n, method, opt, mpo,
         [&](const std::string& st) {
@@ -347,6 +350,15 @@ void run_quantize(QuantizeArgs& a) {
   if (!a.quiet) print_table(r);
   const std::string& dir = out.path();
   save_plan(r.plan, dir + "/plan.json");
+  const bool picture = mp_report.contains("frontier");
+  if (picture) {
+    const int b = a.mixed_precision, held = mp_report.value("holdout", 0);
+    std::ofstream f(dir + "/frontier.svg");
+    f << frontier_svg(mp_report, cat("Mixed precision at the W", b, "A", b, " size, ", a.method, ": KL on ",
+                                     mp_report["check_images"].get<int>(), held ? " held-out" : "",
+                                     " calibration images"));
+    if (!f) fail(ErrorKind::Io, a.out, "/frontier.svg: write failed");
+  }
   CalibRunInfo run{a.model, model.cfg.architecture, omp_get_max_threads(), calib_seconds, peak_rss_mb(),
                    std::move(mp_report)};
   const nlohmann::ordered_json rep = calibration_report(r, run);
@@ -357,8 +369,9 @@ void run_quantize(QuantizeArgs& a) {
   }
   if (!a.plan_only) export_quantized_dir(model, r.plan, a.model, dir, a.out);
   out.commit();
-  std::printf("\ncalibrated %zu sites in %.1f s (peak memory %.0f MB)\nwrote %s/plan.json and %s/report.json\n",
-              r.sites.size(), calib_seconds, peak_rss_mb(), a.out.c_str(), a.out.c_str());
+  std::printf("\ncalibrated %zu sites in %.1f s (peak memory %.0f MB)\nwrote %s/plan.json and %s/report.json%s\n",
+              r.sites.size(), calib_seconds, peak_rss_mb(), a.out.c_str(), a.out.c_str(),
+              picture ? cat(" (the mixed-precision search: ", a.out, "/frontier.svg)").c_str() : "");
 }
 
 void add_input_options(CLI::App* c, QuantizeArgs* a) {
@@ -408,7 +421,8 @@ void add_bits_options(CLI::App* c, QuantizeArgs* a) {
   c->add_option("--mixed-precision", a->mixed_precision,
                 "Mixed precision within the weight size of the uniform B-bit model: bits per MSA/MLP module "
                 "(candidates B-2..B+2), weights and inputs alike, allocated by --mp-sensitivity; with 'kl' the "
-                "uniform B-bit plan is kept unless a mixed one measures better on the calibration images")
+                "uniform B-bit plan is kept unless a mixed one measures better on held-out calibration images, "
+                "and OUT/frontier.svg pictures the search")
       ->check(opt::integer(kMinBits, kMaxBits));
   c->add_option("--mp-sensitivity", a->mp_sensitivity,
                 "Mixed precision: the cost of a module at a width. 'kl' (vitq's): the end-to-end KL of the "
@@ -441,6 +455,12 @@ void add_bits_options(CLI::App* c, QuantizeArgs* a) {
                 "was fitted to), and the plan kept is then calibrated on all images. 0 = no hold-out")
       ->capture_default_str()
       ->check(opt::integer(0, 1 << 16));
+  c->add_option("--mp-min-gain-se", a->mp_min_gain_se,
+                "Mixed precision 'kl': the mixed plan replaces uniform B only if its KL on the check images is "
+                "lower by more than this many standard errors of the paired per-image difference (0: any "
+                "improvement)")
+      ->capture_default_str()
+      ->check(opt::real(0, 100));
   c->add_option("--mp-candidates", a->mp_candidates, "Mixed precision: candidate bit-widths (default B-2..B+2)")
       ->delimiter(',')
       ->check(opt::integer(kMinBits, kMaxBits));

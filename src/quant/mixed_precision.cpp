@@ -15,6 +15,20 @@
 
 namespace vitq {
 
+double paired_gain_se(const std::vector<double>& candidate, const std::vector<double>& base) {
+  if (candidate.size() != base.size() || candidate.empty())
+    fail(ErrorKind::Internal, "paired_gain_se: ", candidate.size(), " and ", base.size(), " values");
+  const size_t n = base.size();
+  double mean = 0;
+  for (size_t i = 0; i < n; ++i) mean += base[i] - candidate[i];
+  mean /= double(n);
+  double ss = 0;
+  for (size_t i = 0; i < n; ++i) ss += (base[i] - candidate[i] - mean) * (base[i] - candidate[i] - mean);
+  const double se = n > 1 ? std::sqrt(ss / double(n - 1) / double(n)) : 0.0;
+  if (se > 0) return mean / se;
+  return mean > 0 ? INFINITY : mean < 0 ? -INFINITY : 0.0;
+}
+
 std::vector<AllocationPoint> pareto_frontier(const std::vector<std::vector<double>>& cost,
                                              const std::vector<std::vector<int64_t>>& size, int64_t max_size) {
   std::vector<AllocationPoint> front = {AllocationPoint{}};
@@ -189,6 +203,12 @@ nlohmann::ordered_json allocation_report(int target_bits, const std::vector<int>
   return r;
 }
 
+double mean_of(const std::vector<double>& v) {
+  double t = 0;
+  for (double x : v) t += x;
+  return v.empty() ? 0.0 : t / double(v.size());
+}
+
 // Weight parameters per module (the size of a choice is params × bits).
 std::vector<int64_t> module_params(const ViTModel& model) {
   std::vector<int64_t> p;
@@ -203,6 +223,7 @@ std::vector<int64_t> module_params(const ViTModel& model) {
 struct Allocation {
   std::vector<int> bits;
   nlohmann::ordered_json report;
+  std::vector<double> uniform_kl, composed_kl;  // end to end: per check image, uniform and the best checked point
 };
 
 // The paper's allocation: σ · perturbation, exact under the budget.
@@ -241,11 +262,16 @@ Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedP
   std::vector<int> bits = cand;
   if (size_t(base_k) == cand.size()) bits.push_back(mpo.target_bits);  // the target is not a candidate
   std::vector<std::vector<double>> cost = module_kl_costs(cost_kl, plans, base_k, bits, stage);
-  const double uniform_kl = kl.of(plans[size_t(base_k)]);
+  const std::vector<double> uniform_pi = kl.per_image(plans[size_t(base_k)]);
+  const double uniform_kl = mean_of(uniform_pi);
+  // The additive prediction of a choice's network KL from the costs: the uniform plan's KL on the
+  // cost images plus each module's change from it (Ω − (M − 1)·that KL).
+  const size_t M = cost.size();
+  const double cost_base = cost.at(0).at(size_t(base_k));
+  auto predicted = [&](double omega) { return omega - double(M - 1) * cost_base; };
   for (auto& row : cost) row.resize(cand.size());
   const std::vector<AllocationPoint> front = pareto_frontier(cost, size, budget);
-  const size_t M = cost.size();
-  Allocation a{std::vector<int>(M, mpo.target_bits), {}};
+  Allocation a{std::vector<int>(M, mpo.target_bits), {}, uniform_pi, uniform_pi};
   double best_kl = uniform_kl;
   nlohmann::ordered_json checked = nlohmann::ordered_json::array();
   const size_t first = front.size() > size_t(mpo.check_points) ? front.size() - size_t(mpo.check_points) : 0;
@@ -255,11 +281,13 @@ Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedP
     std::vector<const QuantPlan*> per_module;
     std::vector<int> pb;
     for (int k : p.choice) per_module.push_back(&plans[size_t(k)]), pb.push_back(cand[size_t(k)]);
-    const double measured = kl.of(compose_module_plans(plans[size_t(base_k)], per_module, pb));
-    checked.push_back({{"weight_bits", p.size}, {"predicted_sum_kl", p.omega}, {"kl", measured}, {"bits", pb}});
+    const std::vector<double> measured_pi = kl.per_image(compose_module_plans(plans[size_t(base_k)], per_module, pb));
+    const double measured = mean_of(measured_pi);
+    checked.push_back({{"weight_bits", p.size}, {"predicted_sum_kl", p.omega}, {"predicted_kl", predicted(p.omega)},
+                       {"kl", measured}, {"bits", pb}});
     if (stage) stage(cat("frontier point of ", p.size, " weight bits: KL ", measured, " (uniform W", mpo.target_bits,
                          "A", mpo.target_bits, ": ", uniform_kl, ")"));
-    if (measured < best_kl) best_kl = measured, a.bits = pb;
+    if (measured < best_kl) best_kl = measured, a.bits = pb, a.composed_kl = measured_pi;
   }
   nlohmann::ordered_json& r = a.report;
   r["target_bits"] = mpo.target_bits;
@@ -274,7 +302,20 @@ Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedP
   r["budget_weight_bits"] = budget;
   r["uniform_kl"] = uniform_kl;
   r["module_costs"] = cost;
+  r["cost_uniform_kl"] = cost_base;
+  nlohmann::ordered_json fr = nlohmann::ordered_json::array();
+  for (const AllocationPoint& p : front) fr.push_back({{"weight_bits", p.size}, {"predicted_kl", predicted(p.omega)}});
+  r["frontier"] = fr;
   r["checked"] = checked;
+  // The uniform plans of the other widths on the check images: where the mixed plans stand.
+  nlohmann::ordered_json widths = nlohmann::ordered_json::array();
+  for (size_t k = 0; k < plans.size(); ++k) {
+    int64_t wb = 0;
+    for (size_t m = 0; m < M; ++m) wb += size[m][0] / cand[0] * bits[k];
+    widths.push_back({{"bits", bits[k]}, {"weight_bits", wb},
+                      {"kl", int(k) == base_k ? uniform_kl : kl.of(plans[k])}});
+  }
+  r["uniform_widths"] = widths;
   r["chosen"] = a.bits == std::vector<int>(M, mpo.target_bits) ? "uniform" : "mixed";
   r["chosen_kl_composed"] = best_kl;
   r["bits"] = a.bits;
@@ -357,21 +398,26 @@ CalibrationResult calibrate_widths(const ViTModel& model, const float* images, i
 // What the end-to-end choice keeps (measured on the check images).
 enum class Kept { Uniform, Recalibrated, Composed };
 
-Kept choose_plan(NetworkKl& kl, const QuantPlan& recalibrated, nlohmann::ordered_json& report) {
-  const double final_kl = kl.of(recalibrated), composed_kl = report["chosen_kl_composed"].get<double>(),
-               uniform_kl = report["uniform_kl"].get<double>();
+Kept choose_plan(NetworkKl& kl, const QuantPlan& recalibrated, const Allocation& alloc, double min_gain_se,
+                 nlohmann::ordered_json& report) {
+  const std::vector<double> rec_pi = kl.per_image(recalibrated);
+  const double final_kl = mean_of(rec_pi), composed_kl = mean_of(alloc.composed_kl);
   report["recalibrated_kl"] = final_kl;
-  if (composed_kl < final_kl && composed_kl < uniform_kl) {
+  const bool composed = composed_kl < final_kl;
+  const double z = paired_gain_se(composed ? alloc.composed_kl : rec_pi, alloc.uniform_kl);
+  report["gain_se"] = std::isfinite(z) ? nlohmann::ordered_json(z) : nlohmann::ordered_json("inf");
+  if (!(z > min_gain_se)) {
+    report["chosen"] = cat("uniform (the better mixed plan, ", composed ? "composed" : "recalibrated",
+                           ", measured ", z, " standard errors better; ", min_gain_se, " needed)");
+    return Kept::Uniform;
+  }
+  if (composed) {
     report["final"] = "composed: the uniform plans at the chosen widths (they measured better than the "
                       "recalibrated mixed plan)";
     return Kept::Composed;
   }
-  if (final_kl < uniform_kl) {
-    report["final"] = "recalibrated: the method calibrated again with the chosen widths";
-    return Kept::Recalibrated;
-  }
-  report["chosen"] = "uniform (the mixed plans measured no better)";
-  return Kept::Uniform;
+  report["final"] = "recalibrated: the method calibrated again with the chosen widths";
+  return Kept::Recalibrated;
 }
 
 }  // namespace
@@ -439,7 +485,7 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
   if (res.report["chosen"] == "mixed") {
     if (stage) stage("calibration with the chosen bits");
     recalibrated = calibrate_widths(model, fit, n_fit, method, base, mpo.target_bits, alloc.bits, progress);
-    kept = choose_plan(kl, recalibrated.plan, res.report);
+    kept = choose_plan(kl, recalibrated.plan, alloc, mpo.min_gain_se, res.report);
   }
   if (kept == Kept::Uniform) {
     res.report["bits"] = std::vector<int>(alloc.bits.size(), mpo.target_bits);

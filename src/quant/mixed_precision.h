@@ -34,6 +34,11 @@ std::vector<AllocationPoint> pareto_frontier(const std::vector<std::vector<doubl
 AllocationPoint allocate_bits(const std::vector<std::vector<double>>& cost,
                               const std::vector<std::vector<int64_t>>& size, int64_t budget);
 
+// How much lower `candidate` is than `base`, paired per image: mean(base − candidate) over its
+// standard error (sample standard deviation / √n); ±inf when every difference is equal and
+// non-zero, 0 when all are zero.
+double paired_gain_se(const std::vector<double>& candidate, const std::vector<double>& base);
+
 // How a module's cost at a width is measured.
 enum class MpSensitivity {
   EndToEnd,  // vitq's: end-to-end KL with the module at that width, the rest at the target (mixed_precision_kl.h)
@@ -53,6 +58,9 @@ struct MixedPrecisionOptions {
   // not judged on the images it was fitted to), and what was kept is calibrated again on all
   // images. 0 or 1: no hold-out, everything on all images.
   int holdout = 4;
+  // EndToEnd: a mixed plan replaces the uniform one only if its KL on the check images is lower by
+  // more than this many standard errors of the paired per-image difference (0: any improvement).
+  double min_gain_se = 2.0;
 };
 
 struct MixedPrecisionResult {

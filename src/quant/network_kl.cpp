@@ -9,8 +9,8 @@
 
 namespace vitq {
 
-double kl_from_logits(const float* fp, const float* q, int n, int classes) {
-  double total = 0;
+std::vector<double> kl_per_image(const float* fp, const float* q, int n, int classes) {
+  std::vector<double> out(size_t(std::max(0, n)));
   for (int i = 0; i < n; ++i) {
     const float* a = fp + size_t(i) * classes;
     const float* b = q + size_t(i) * classes;
@@ -24,8 +24,14 @@ double kl_from_logits(const float* fp, const float* q, int n, int classes) {
       const double lpa = a[j] - la, lpb = b[j] - lb;
       kl += std::exp(lpa) * (lpa - lpb);
     }
-    total += kl;
+    out[size_t(i)] = kl;
   }
+  return out;
+}
+
+double kl_from_logits(const float* fp, const float* q, int n, int classes) {
+  double total = 0;
+  for (double v : kl_per_image(fp, q, n, classes)) total += v;
   return total / std::max(1, n);
 }
 
@@ -42,6 +48,11 @@ avector<float> NetworkKl::new_stream() const {
 }
 
 double NetworkKl::of(const QuantPlan& plan) { return of_from(plan, 0, nullptr); }
+
+std::vector<double> NetworkKl::per_image(const QuantPlan& plan) {
+  of(plan);
+  return kl_per_image(fp_.data(), q_.data(), n_, model_.cfg.num_classes);
+}
 
 double NetworkKl::of_from(const QuantPlan& plan, int first, const float* stream) {
   std::unique_ptr<ViTModel> rewritten;

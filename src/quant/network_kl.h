@@ -11,7 +11,8 @@
 
 namespace vitq {
 
-// Mean over images of KL(softmax(fp) ‖ softmax(q)), logits n × classes.
+// KL(softmax(fp) ‖ softmax(q)) of each image, logits n × classes; and their mean.
+std::vector<double> kl_per_image(const float* fp, const float* q, int n, int classes);
 double kl_from_logits(const float* fp, const float* q, int n, int classes);
 
 // KL of the simulated network under plans, on images (n × C × H × W preprocessed, kept by
@@ -25,8 +26,9 @@ class NetworkKl {
   int images() const { return n_; }
   const std::vector<float>& fp_logits() const { return fp_; }
 
-  // KL of `plan` over the images.
+  // KL of `plan` over the images: the mean, or each image's.
   double of(const QuantPlan& plan);
+  std::vector<double> per_image(const QuantPlan& plan);
   // The same, with stages 0..first−1 taken as given: `stream` (n × tokens × embed_dim) is the
   // input of stage `first` under a plan equal to `plan` on the sites and compensation of those
   // stages (computed by advance()); first = 0 is of(plan), stream unread.

@@ -25,6 +25,40 @@ def operands(plan):
             yield name, k, s[k]
 
 
+def check_frontier_picture(cli, out, mp):
+    """OUT/frontier.svg: one element per frontier, checked and uniform entry of the report, placed
+    in the report's order of weight size (x) and KL (y, upward), the kept plan at its size."""
+    import math
+    import xml.etree.ElementTree as ET
+    path = os.path.join(out, "frontier.svg")
+    if not os.path.exists(path):
+        cli.check(False, "mixed precision wrote frontier.svg")
+        return
+    root = ET.parse(path).getroot()
+    by = {c: [e for e in root.iter() if e.get("class") == c] for c in ("frontier", "checked", "uniform", "chosen", "budget")}
+    pts = [tuple(map(float, p.split(","))) for p in by["frontier"][0].get("points").split()] if by["frontier"] else []
+    cli.check(len(pts) == len(mp["frontier"]) and len(by["checked"]) == len(mp["checked"]) and
+              len(by["uniform"]) == len(mp["uniform_widths"]) and len(by["chosen"]) == 1 and len(by["budget"]) == 1,
+              "frontier.svg: one mark per frontier point, checked point and uniform width; the kept plan; the budget")
+    # Uniform widths: x increases with weight size; y (downward on screen) falls as KL rises.
+    u = [(float(e.get("x")) + 5, float(e.get("y")) + 5) for e in by["uniform"]]
+    w = [(p["weight_bits"], p["kl"]) for p in mp["uniform_widths"]]
+    order_ok = all((u[i][0] < u[j][0]) == (w[i][0] < w[j][0]) and
+                   (w[i][1] == w[j][1] or (u[i][1] < u[j][1]) == (w[i][1] > w[j][1]))
+                   for i in range(len(u)) for j in range(len(u)) if i != j)
+    # Log scale: equal KL ratios, equal pixel steps (uniform widths 2 apart against 1 apart).
+    ratio_ok = True
+    if len(u) >= 3 and all(k > 0 for _, k in w):
+        per_decade = [(u[0][1] - u[i][1]) / math.log10(w[i][1] / w[0][1]) for i in range(1, len(u))
+                      if abs(math.log10(w[i][1] / w[0][1])) > 1e-3]
+        ratio_ok = max(per_decade) - min(per_decade) < 0.05 * abs(per_decade[0]) + 0.02
+    chosen_x = float(by["chosen"][0].get("cx"))
+    same_size = [x for (x, _), (wb, _) in zip(u, w) if wb == mp["chosen_weight_bits"]]
+    cli.check(order_ok and ratio_ok and (not same_size or abs(same_size[0] - chosen_x) < 0.02),
+              "frontier.svg: marks ordered by size and KL, KL on a log scale, the kept plan at its size",
+              json.dumps({"uniform": u, "report": w, "chosen_x": chosen_x}))
+
+
 def main():
     cli = Cli(parse_args())
     require_fashion_mnist()
@@ -91,6 +125,8 @@ def main():
     cli.check(r.get("mixed_precision", {}).get("candidates") == [6, 7, 8],
               "mixed precision at 8 bits on int8-only: candidates 6, 7, 8",
               json.dumps(r.get("mixed_precision", {}).get("candidates")))
+
+    check_frontier_picture(cli, cli.path("mp"), r.get("mixed_precision", {}))
 
     # onnx-qdq: percentile's plan passes and exports as ONNX.
     cli.expect("percentile W8A8 on onnx-qdq", q + ["--bits", "8", "--method", "percentile", "--target", "onnx-qdq", "-q",

@@ -7,6 +7,7 @@
 #include <random>
 #include <set>
 
+#include "core/error.h"
 #include "engine/vit_forward.h"
 #include "quant/calibrate.h"
 #include "quant/method.h"
@@ -136,6 +137,7 @@ TEST(MixedPrecisionKl, ChosenPlanMeasuresNoWorseThanUniformAndFitsTheBudget) {
     mpo.candidates = {2, 3, 4, 5, 6, 8};
     mpo.kl_images = 8;  // the costs on 8 images, the checks and the choice on all 12
     mpo.holdout = 0;
+    mpo.min_gain_se = 0;  // any improvement
     const MixedPrecisionResult r = calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
     const double uniform = reference_kl(m, images, uniform_plan(m, images, 4));
     const double chosen = reference_kl(m, images, r.final.plan);
@@ -199,6 +201,7 @@ TEST(MixedPrecisionKl, HoldOutChoosesOnImagesNoPlanWasCalibratedOn) {
     mpo.candidates = {2, 3, 4, 5, 6, 8};
     mpo.kl_images = 8;
     mpo.holdout = 4;
+    mpo.min_gain_se = 0;  // any improvement: every path occurs
     const MixedPrecisionResult r = calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
     EXPECT_EQ(r.report["fit_images"].get<int>(), n_fit);
     EXPECT_EQ(r.report["check_images"].get<int>(), n_held);
@@ -233,6 +236,49 @@ TEST(MixedPrecisionKl, HoldOutChoosesOnImagesNoPlanWasCalibratedOn) {
   EXPECT_GT(recalibrated, 0) << "the recalibrated path went unchecked";
   EXPECT_GT(composed, 0) << "the composed path went unchecked";
   EXPECT_GT(uniform_chosen, 0) << "the uniform path went unchecked";
+}
+
+// The paired test of the final choice, against values computed by hand.
+TEST(MixedPrecisionKl, PairedGainInStandardErrors) {
+  // base − candidate = {1, 3}: mean 2, sample sd √2, se 1 → 2.
+  EXPECT_NEAR(paired_gain_se({1.0, 1.0}, {2.0, 4.0}), 2.0, 1e-12);
+  // {1, 2, 3}: mean 2, sd 1, se 1/√3 → 2√3.
+  EXPECT_NEAR(paired_gain_se({0.0, 0.0, 0.0}, {1.0, 2.0, 3.0}), 2.0 * std::sqrt(3.0), 1e-12);
+  EXPECT_LT(paired_gain_se({2.0, 4.0}, {1.0, 1.0}), 0.0);                 // worse: negative
+  EXPECT_EQ(paired_gain_se({1.0, 1.0}, {2.0, 2.0}), INFINITY);            // equal gains, no spread
+  EXPECT_EQ(paired_gain_se({1.0, 2.0}, {1.0, 2.0}), 0.0);                 // no difference
+  EXPECT_THROW(paired_gain_se({1.0}, {1.0, 2.0}), Error);
+}
+
+// A mixed plan replaces uniform only by more than min_gain_se standard errors on the check
+// images: the seeds that keep a mixed plan at 0 keep uniform at a bar no plan can pass, and the
+// report's gain is the paired gain of the report's own per-plan KLs' ordering (positive when kept).
+TEST(MixedPrecisionKl, MixedPlanMustBeSignificantlyBetter) {
+  test::SingleThreadScope one;
+  int mixed_at_zero = 0;
+  for (uint64_t seed = 50; seed < 56; ++seed) {
+    const ViTModel m = test::tiny_model(seed);
+    const std::vector<float> images = random_images(m, kImages, seed);
+    CalibOptions base;
+    base.batch = kBatch;
+    MixedPrecisionOptions mpo;
+    mpo.target_bits = 4;
+    mpo.candidates = {2, 3, 4, 5, 6, 8};
+    mpo.kl_images = 8;
+    mpo.holdout = 0;
+    mpo.min_gain_se = 0;
+    auto method = make_method("minmax", MethodConfig());
+    const MixedPrecisionResult loose = calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
+    if (loose.report["chosen"] != "mixed") continue;
+    ++mixed_at_zero;
+    EXPECT_TRUE(loose.report["gain_se"].is_string() || loose.report["gain_se"].get<double>() > 0) << "seed " << seed;
+    mpo.min_gain_se = 1e6;
+    auto method2 = make_method("minmax", MethodConfig());
+    const MixedPrecisionResult strict = calibrate_mixed_precision(m, images.data(), kImages, *method2, base, mpo);
+    EXPECT_EQ(strict.report["chosen"].get<std::string>().rfind("uniform", 0), 0u) << "seed " << seed;
+    EXPECT_TRUE(strict.final.plan.sites == uniform_plan(m, images, 4).sites) << "seed " << seed;
+  }
+  EXPECT_GT(mixed_at_zero, 0);
 }
 
 }  // namespace
