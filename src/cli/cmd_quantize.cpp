@@ -226,7 +226,7 @@ void print_header(const QuantizeArgs& a, const ViTModel& model, const Method& me
                   const std::string& dropped) {
   std::printf("model    %s (%s)\n", a.model.c_str(), model.cfg.architecture.c_str());
   std::printf("target   %s: %s\n", target.name.c_str(), target.summary.c_str());
-  if (!dropped.empty()) std::printf("         left out of the method's recipe (the target cannot run them): %s\n", dropped.c_str());
+  if (!dropped.empty()) std::printf("         changed for the target (it cannot run them): %s\n", dropped.c_str());
   std::printf("method   %s, W%dA%d, %s\n", method.name().c_str(), a.wbits, a.abits,
               method.settings(opt.grids).dump().c_str());
   std::printf("calib    %d images%s from %s (%s); site inputs from the %s model\n", cs.n,
@@ -311,7 +311,7 @@ void run_quantize(QuantizeArgs& a) {
          "), not to --method ", a.method);
   const Target target = load_target(a.target);
   check_options_for_target(CalibOptions{}, a.wbits, a.abits, {}, target);  // the bit-widths, before any loading
-  std::string dropped = a.methods.of(a.method).fit_target(target.inputs.per_head);
+  std::string dropped = a.methods.of(a.method).fit_target(target);
   std::unique_ptr<Method> method = make_method(a.method, a.methods);
   a.method_flags.warn_unused(a.method, a.methods);
   if (method->settings(GridPolicy{}).value("per_head", false) && !target.inputs.per_head)

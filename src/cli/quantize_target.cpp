@@ -51,7 +51,7 @@ void check_plan_for_target(const QuantPlan& plan, const Target& t) {
   if (v.size() > 8) list += cat("\n  ... and ", v.size() - 8, " more");
   std::string hint;
   if (per_head) hint += "\nper-head steps come from the method: minmax/percentile without --per-head, vitq with --vitq-no-per-head";
-  if (offset) hint += cat("\nasymmetric weights come from the method (vitq, aciq); ", t.name, " needs symmetric ones: try --method percentile or minmax");
+  if (offset) hint += cat("\n", t.name, " needs symmetric weights: vitq makes them with --vitq-symmetric-weights, aciq without its bias correction (--aciq-no-bias-correction)");
   if (channel) hint += "\nper-channel steps or widths come from the method; choose one with per-tensor weights";
   fail(ErrorKind::Usage, "the plan of --method ", plan.method, " has ", v.size(), " entries target ", t.name,
        " cannot run (nothing was written):", list, hint);

@@ -39,12 +39,15 @@ void check_finite_weights(const float* W, int N, int K) {
 }
 
 // The best grid of one channel over the ratio candidates (see fit_channel_grid).
-void fit_one_channel(const float* w, int K, int bits, const double* d, float& step, float& offset, float& ratio) {
+void fit_one_channel(const float* w, int K, int bits, const double* d, bool symmetric, float& step, float& offset,
+                     float& ratio) {
   const auto [mn, mx] = std::minmax_element(w, w + K);
+  const double amax = std::max(std::fabs(double(*mn)), std::fabs(double(*mx)));
   double best = INFINITY;
   for (int i = 0; i < kGridRatioCount; ++i) {
-    float s, o;
-    if (!range_grid(*mn, *mx, grid_ratio(i), bits, s, o)) continue;
+    float s, o = 0.0f;
+    if (symmetric ? !symmetric_grid(amax, grid_ratio(i), bits, s) : !range_grid(*mn, *mx, grid_ratio(i), bits, s, o))
+      continue;
     const double e = row_rounding_error(w, K, s, o, bits, d);
     if (e < best) {
       best = e;
@@ -55,7 +58,7 @@ void fit_one_channel(const float* w, int K, int bits, const double* d, float& st
   }
   if (best == INFINITY) {  // no normal step: constant (or nearly constant) row
     step = kTinyStep;
-    offset = float(0.5 * (double(*mn) + double(*mx)));
+    offset = symmetric ? 0.0f : float(0.5 * (double(*mn) + double(*mx)));
     ratio = 1.0f;
   }
 }
@@ -195,6 +198,13 @@ bool range_grid(double wmin, double wmax, double r, int bits, float& step, float
   return true;
 }
 
+bool symmetric_grid(double amax, double r, int bits, float& step) {
+  const float s = float(r * amax / double(qmax(bits)));
+  if (!(std::isnormal(s) && s > 0)) return false;
+  step = s;
+  return true;
+}
+
 double row_rounding_error(const float* w, int K, float step, float offset, int bits, const double* d) {
   double e = 0;
   for (int k = 0; k < K; ++k) {
@@ -204,7 +214,7 @@ double row_rounding_error(const float* w, int K, float step, float offset, int b
   return e;
 }
 
-ChannelGrid fit_channel_grid(const float* W, int N, int K, int bits, const double* h_diag) {
+ChannelGrid fit_channel_grid(const float* W, int N, int K, int bits, const double* h_diag, bool symmetric) {
   if (N < 1 || K < 1 || bits < kMinBits || bits > kMaxBits)
     fail(ErrorKind::Internal, "fit_channel_grid: ", bits, "-bit grid for a ", N, " x ", K, " weight");
   check_finite_weights(W, N, K);
@@ -218,7 +228,7 @@ ChannelGrid fit_channel_grid(const float* W, int N, int K, int bits, const doubl
   g.ratio.resize(size_t(N));
 #pragma omp parallel for schedule(dynamic, 4)
   for (int c = 0; c < N; ++c)
-    fit_one_channel(W + size_t(c) * size_t(K), K, bits, h_diag, g.step[size_t(c)], g.offset[size_t(c)],
+    fit_one_channel(W + size_t(c) * size_t(K), K, bits, h_diag, symmetric, g.step[size_t(c)], g.offset[size_t(c)],
                     g.ratio[size_t(c)]);
   return g;
 }

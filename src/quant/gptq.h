@@ -38,13 +38,19 @@ inline double grid_ratio(int i) { return double(100 - i) / 100.0; }
 // Returns false (and leaves step/offset alone) when Δ would not be a positive normal float.
 bool range_grid(double wmin, double wmax, double r, int bits, float& step, float& offset);
 
+// The symmetric grid of one channel for the clipped range [−r·amax, r·amax]: Δ = float(r·amax /
+// qmax), offset 0 (the zero point ONNX QDQ and TensorRT require of weights). False when Δ would
+// not be a positive normal float.
+bool symmetric_grid(double amax, double r, int bits, float& step);
+
 // Per channel, the candidate r (grid_ratio) that minimises the weighted squared rounding error
 //     Σ_k d_k (ŵ_k − w_k)²,    d_k = h_diag[k] (the input second moment E[x_k²]) or 1 if null,
 // the first (largest r) on ties. A channel whose range gives no normal step at r = 1 (constant
 // rows, zero rows) gets Δ = kTinyStep and o = the row's mid-range, so that it is exact when
-// constant. Throws Error(Model) on non-finite weights or non-finite / negative h_diag.
+// constant. symmetric: the grids of symmetric_grid (offset 0; a zero row gets Δ = kTinyStep).
+// Throws Error(Model) on non-finite weights or non-finite / negative h_diag.
 constexpr float kTinyStep = 1e-30f;
-ChannelGrid fit_channel_grid(const float* W, int N, int K, int bits, const double* h_diag);
+ChannelGrid fit_channel_grid(const float* W, int N, int K, int bits, const double* h_diag, bool symmetric = false);
 
 // Weighted squared rounding error Σ_k d_k (ŵ_k − w_k)² of one row on (step, offset) (d = 1 if
 // null): the objective of fit_channel_grid.

@@ -11,6 +11,8 @@
 
 namespace vitq {
 
+struct Target;  // quant/target.h
+
 struct OptionDecl {
   enum class Kind {
     Flag,       // bool, set to true by the flag
@@ -65,9 +67,9 @@ class MethodOptions {
   virtual bool apply_fast() { return false; }
   // Other methods whose options this one reads (e.g. bitsplit's --bitsplit-act method).
   virtual std::vector<std::string> uses_methods() const { return {}; }
-  // --target: turn off the features on by default that the hardware cannot run (per_head: it
-  // has per-head activation steps); returns what was turned off, for the header ("" = nothing).
-  virtual std::string fit_target(bool /*per_head*/) { return ""; }
+  // --target: turn off the features on by default that the hardware cannot run; returns what was
+  // changed, for the header ("" = nothing).
+  virtual std::string fit_target(const Target& /*target*/) { return ""; }
 };
 
 // A method without options of its own.

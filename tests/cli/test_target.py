@@ -89,9 +89,15 @@ def main():
     write_json(bad, desc)
     cli.expect("a description without 'inputs'", q + ["--bits", "8", "--target", bad, "-o", never], "model",
                r"my_npu\.json: inputs: is missing")
-    # vitq's asymmetric weights are not onnx-qdq's: refused after calibrating, nothing written.
-    cli.expect("vitq on onnx-qdq", q + ["--bits", "8", "--method", "vitq", "--target", "onnx-qdq", "-q", "-o", never],
-               "usage", r"cannot run \(nothing was written\).*weight_offset: asymmetric weights; onnx-qdq has symmetric")
+    # A description file without per-channel widths: ACIQ's bit allocation is refused after
+    # calibrating, and nothing is written.
+    npu2 = cli.path("npu_no_channel_bits.json")
+    desc = read_json(os.path.join(cli.source, "targets", "int8-only.json"))
+    desc["name"], desc["weights"]["channel_bits"] = "npu2", False
+    write_json(npu2, desc)
+    cli.expect("aciq's per-channel widths on a target without them", q + ["--bits", "4", "--method", "aciq", "--target",
+                                                                        npu2, "-q", "-o", never], "usage",
+               r"cannot run \(nothing was written\).*w: per-channel bit-widths; npu2 has one width per tensor")
     cli.check(not os.path.exists(never), "nothing was written by the refused runs")
 
     # The default target is vitq's runtime, recorded in the plan.
@@ -103,7 +109,7 @@ def main():
     out = cli.expect("vitq W4A4 on int8-only", q + ["--bits", "4", "--method", "vitq", "--target", "int8-only", "-o",
                                                     cli.path("npu")], "ok",
                      r"target\s+int8-only: a generic NPU",
-                     r"left out of the method's recipe \(the target cannot run them\): per-head attention steps, float "
+                     r"changed for the target \(it cannot run them\): per-head attention steps, float "
                      r"softmax grid, per-token inputs, QwT compensation, MLP rotation")
     p = read_json(cli.path("npu", "plan.json"))
     bad_ops = [f"{n}.{k}" for n, k, o in operands(p)
@@ -128,12 +134,28 @@ def main():
 
     check_frontier_picture(cli, cli.path("mp"), r.get("mixed_precision", {}))
 
-    # onnx-qdq: percentile's plan passes and exports as ONNX.
-    cli.expect("percentile W8A8 on onnx-qdq", q + ["--bits", "8", "--method", "percentile", "--target", "onnx-qdq", "-q",
-                                                   "-o", cli.path("qdq")], "ok")
-    cli.expect("its ONNX export", ["export", "--model", cli.path("qdq"), "--onnx", cli.path("qdq.onnx")], "ok")
-    cli.check(os.path.getsize(cli.path("qdq.onnx")) > 0 if os.path.exists(cli.path("qdq.onnx")) else False,
-              "onnx-qdq plan exported")
+    # onnx-qdq: vitq's W4A4 recipe with symmetric weights; the plan keeps the rules, runs in
+    # integers as simulated, and exports as ONNX QDQ.
+    cli.expect("vitq W4A4 on onnx-qdq", q + ["--bits", "4", "--method", "vitq", "--target", "onnx-qdq", "-o",
+                                             cli.path("qdq")], "ok",
+               r"changed for the target \(it cannot run them\): per-head attention steps, asymmetric weights "
+               r"\(symmetric per-channel grids instead\), float softmax grid, per-token inputs")
+    p = read_json(cli.path("qdq", "plan.json"))
+    bad_ops = [f"{n}.{k}" for n, k, o in operands(p)
+               if o.get("bits", 0) > 8 or o.get("granularity") == "token" or "head_scales" in o or
+               o.get("grid") in ("log2", "logsqrt2", "float")] + [n for n, e in p["sites"].items() if "weight_offset" in e]
+    cli.check(p["target"]["name"] == "onnx-qdq" and not bad_ops and
+              p["settings"].get("weights", "").startswith("per-channel symmetric"),
+              "onnx-qdq plan: symmetric weights, per-tensor activations, at most 8 bits", json.dumps(bad_ops[:5]))
+    a = predictions(cli, "qdq_int", cli.path("qdq"))
+    b = predictions(cli, "qdq_sim", cli.path("qdq"), "--simulate")
+    cli.check(a is not None and a == b, "onnx-qdq plan: integer = simulated (128 images)")
+    cli.expect("its ONNX export", ["export", "--model", cli.path("qdq"), "--onnx", cli.path("qdq.onnx")], "ok",
+               r"activation operands as QDQ")
+    cli.expect("aciq W8A8 on onnx-qdq: without its bias correction", q + ["--bits", "8", "--method", "aciq", "--target",
+                                                                         "onnx-qdq", "--plan-only", "-o",
+                                                                         cli.path("aq")], "ok",
+               r"changed for the target \(it cannot run them\): bias correction \(its weight offsets\)")
     cli.finish()
 
 

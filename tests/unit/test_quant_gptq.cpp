@@ -194,6 +194,39 @@ TEST(Gptq, FitChoosesTheBruteForceBestRatio) {
     }
 }
 
+// Symmetric grids (--vitq-symmetric-weights, targets without weight zero points): offset 0,
+// Δ = r·max|w| / (2^(b−1) − 1) with the r of least weighted error by brute force, written here.
+TEST(Gptq, SymmetricFitChoosesTheBruteForceBestRatioWithZeroOffset) {
+  const Problem p = make_problem(24, 40, 17);
+  const std::vector<double> hd = diag_of(p.H, p.K);
+  for (int bits : {4, 8}) {
+    const ChannelGrid g = fit_channel_grid(p.W.data(), p.N, p.K, bits, hd.data(), true);
+    for (int c = 0; c < p.N; ++c) {
+      const float* w = p.W.data() + size_t(c) * p.K;
+      double amax = 0;
+      for (int k = 0; k < p.K; ++k) amax = std::max(amax, std::fabs(double(w[k])));
+      double best = INFINITY;
+      float best_s = 0;
+      for (int i = 0; i <= 50; ++i) {
+        const float s = float((100 - i) / 100.0 * amax / ((1 << (bits - 1)) - 1));
+        double e = 0;
+        for (int k = 0; k < p.K; ++k) {
+          const double diff = spec_value(spec_code(w[k], s, 0.0f, bits), s, 0.0f) - w[k];
+          e += hd[size_t(k)] * diff * diff;
+        }
+        if (e < best) best = e, best_s = s;
+      }
+      EXPECT_EQ(g.offset[size_t(c)], 0.0f) << "channel " << c;
+      EXPECT_EQ(g.step[size_t(c)], best_s) << "channel " << c << ", " << bits << " bits";
+    }
+  }
+  // A zero row: the tiny step, offset 0, exact.
+  std::vector<float> z(8, 0.0f);
+  const ChannelGrid gz = fit_channel_grid(z.data(), 1, 8, 4, nullptr, true);
+  EXPECT_EQ(gz.step[0], kTinyStep);
+  EXPECT_EQ(gz.offset[0], 0.0f);
+}
+
 TEST(Gptq, FitBreaksTiesTowardsTheFullRange) {
   // With every input second moment 0 all candidates score 0: the first (r = 1) is kept.
   const Problem p = make_problem(8, 20, 13);

@@ -9,6 +9,7 @@
 //      mean and the norm of the centred weights after quantization.
 // Weights are never clipped (the paper finds no gain from clipping weights; Sec. 3).
 #include "quant/methods/aciq.h"
+#include "quant/target.h"
 
 #include <omp.h>
 
@@ -271,6 +272,12 @@ class Aciq : public Method {
 };
 
 }  // namespace
+
+std::string AciqOptions::fit_target(const Target& t) {
+  if (!bias_correction || t.weights.offset) return "";
+  bias_correction = false;  // its per-channel weight offsets are zero points the target lacks
+  return "bias correction (its weight offsets)";
+}
 
 void AciqOptions::declare(OptionDecls& d) {
   d.off_switch("--aciq-no-clip", &clip, "no analytical clipping; activations keep their max-based steps (ablation)");

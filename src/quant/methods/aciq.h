@@ -17,6 +17,7 @@ struct AciqOptions : MethodOptions {
   bool bit_alloc = true;        // per-channel weight bit allocation
   bool bias_correction = true;  // per-channel weight mean/norm restoration
   void declare(OptionDecls& d) override;
+  std::string fit_target(const Target& t) override;  // no bias correction without weight zero points
 };
 
 enum class AciqDist { Laplace, Gauss };

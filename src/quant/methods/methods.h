@@ -53,11 +53,8 @@ struct VitqOptions : MethodOptions {
   // (block reconstruction, then QwT), or auto (closed-form at 6 bits or fewer, none above).
   std::string compensate = "auto";
   void declare(OptionDecls& d) override;
-  std::string fit_target(bool target_per_head) override {
-    if (target_per_head || !per_head) return "";
-    per_head = false;
-    return "per-head attention steps";
-  }
+  bool symmetric_weights = false;  // --vitq-symmetric-weights: per-channel grids with zero offset
+  std::string fit_target(const Target& t) override;
 };
 
 std::unique_ptr<Method> make_minmax(const MethodConfig& cfg);

@@ -25,17 +25,30 @@
 #include "quant/calibrate.h"
 #include "quant/gptq.h"
 #include "quant/methods/methods.h"
+#include "quant/target.h"
 
 namespace vitq {
 
 void VitqOptions::declare(OptionDecls& d) {
   d.off_switch("--vitq-no-per-head", &per_head, "one step per tensor (not per head) for the attention operands");
+  d.flag("--vitq-symmetric-weights", &symmetric_weights,
+         "symmetric per-channel weight grids (zero point 0, as ONNX QDQ / TensorRT want) instead of asymmetric ones");
   d.text("--compensate", &compensate,
          "error compensation: none, closed-form (QwT per-block linear compensation, --qwt; about a minute on "
          "ViT-Ti), reconstruct (block reconstruction of the codes and bias corrections, then QwT; "
          "--recon-iters 500 and at 4-bit activations --recon-act-lr 0.001 --recon-head-share 0.5 unless given, about 8 min on "
          "ViT-Ti with 2 cores), or auto (default: closed-form at "
          "6 bits or fewer, none at more)");
+}
+
+std::string VitqOptions::fit_target(const Target& t) {
+  std::string changed;
+  if (per_head && !t.inputs.per_head) per_head = false, changed = "per-head attention steps";
+  if (!symmetric_weights && !t.weights.offset) {
+    symmetric_weights = true;
+    changed += std::string(changed.empty() ? "" : ", ") + "asymmetric weights (symmetric per-channel grids instead)";
+  }
+  return changed;
 }
 
 // Block reconstruction steps per block at --compensate reconstruct.
@@ -77,7 +90,8 @@ class Vitq : public Method {
   std::string name() const override { return "vitq"; }
   nlohmann::ordered_json settings(const GridPolicy& g) const override {
     return {{"unsigned_softmax", g.unsigned_softmax()}, {"per_head", o_.per_head},
-            {"weights", "per-channel asymmetric, MSE clipping"}, {"activations", "MSE clipping"}};
+            {"weights", o_.symmetric_weights ? "per-channel symmetric, MSE clipping" : "per-channel asymmetric, MSE clipping"},
+            {"activations", "MSE clipping"}};
   }
   Recipe recipe(int wbits, int abits) const override {
     Recipe r;
@@ -118,10 +132,10 @@ class Vitq : public Method {
     if (!bits.x_fixed())
       sp.x.scale = max_step(mse_extent(obs.x, size_t(obs.x_per_image()) * size_t(obs.images), sp.x.range()), sp.x.range());
     const int N = obs.shape.N, K = obs.shape.K;
-    const ChannelGrid g = fit_channel_grid(obs.w, N, K, bits.w, nullptr);
+    const ChannelGrid g = fit_channel_grid(obs.w, N, K, bits.w, nullptr, o_.symmetric_weights);
     sp.w.channel_scales = g.step;
     sp.w.scale = *std::max_element(g.step.begin(), g.step.end());
-    sp.weight_offset = g.offset;
+    if (!o_.symmetric_weights) sp.weight_offset = g.offset;
     sp.weight_codes.resize(size_t(N) * size_t(K));
     round_to_grid(obs.w, N, K, g, sp.weight_codes.data());
     double mean_ratio = 0;
