@@ -62,6 +62,8 @@ def measure(args, mk, method, bits, kind):
                os.path.getsize(os.path.join(model, "model.safetensors")))
     if mp:
         row["chosen"] = str(mp.get("chosen", "mixed"))
+        if "gain_se" in mp:
+            row["gain_se"] = mp["gain_se"]
         bits_list = mp.get("bits") or [md["bits"] for md in mp.get("modules", [])]
         row["module_bits"] = bits_list
         if "budget_weight_bits" in mp and "chosen_weight_bits" in mp:
@@ -76,8 +78,11 @@ def table(results):
              "`tools/run_mixed_precision.py`. Each MSA and MLP module gets one width for its weights and inputs "
              "(candidates B−2..B+2), within the weight size of the uniform B-bit blocks. The quantized model "
              "directory run in integers on the dev split; agreement and KL against the FP32 model as in the "
-             "ablation; `chosen` is what the allocation kept (`uniform`: no mixed plan measured better on the "
-             "calibration images); module bits = attention and MLP width of each block in order.", ""]
+             "ablation. `chosen` is what the allocation kept; with `kl` the plans are fitted on 3/4 of the calibration "
+             "images and the choice is made on the held-out quarter, where a mixed plan must be better than uniform "
+             "by more than 2 standard errors of the paired per-image KL difference (`gain`: the better mixed plan's, "
+             "in standard errors; no gain: no checked allocation was better on average); module bits = attention "
+             "and MLP width of each block in order.", ""]
     for mk, m in MODELS.items():
         mr = [r for r in rows if r["model"] == mk]
         if not mr:
@@ -93,7 +98,9 @@ def table(results):
             if "chosen" in r:
                 mb = r["module_bits"]
                 bits = " ".join(f"{mb[i]}/{mb[i + 1]}" for i in range(0, len(mb), 2))  # per block: attention/MLP
-                chosen = f"{r['chosen'].split(' ')[0]} ({bits})"
+                g = r.get("gain_se")
+                gain = "" if g is None else f", gain {g:.1f} SE" if isinstance(g, (int, float)) else f", gain {g}"
+                chosen = f"{r['chosen'].split(' ')[0]}{gain} ({bits})"
             lines.append(f"| {' '.join(METHODS[r['method']][1:])} | {r['bits']} | {KINDS[r['kind']][0]} | "
                          f"{r['top1']:.2f} | {r['agreement']:.2f} | {r['kl']:.4f} | {chosen} | "
                          f"{r['calib_seconds']:.0f} s | {r['file_ratio']:.3f} |")
