@@ -40,6 +40,17 @@ QuantPlan uniform_plan(const ViTModel& m, const std::vector<float>& images, int 
   return Calibrator(m, images.data(), n).run(*method, opt).plan;
 }
 
+// Mixed precision at the W4A4 size over widths 2..8, the module costs on 8 images.
+MixedPrecisionOptions w4_options(int holdout, double min_gain_se) {
+  MixedPrecisionOptions mpo;
+  mpo.target_bits = 4;
+  mpo.candidates = {2, 3, 4, 5, 6, 8};
+  mpo.kl_images = 8;
+  mpo.holdout = holdout;
+  mpo.min_gain_se = min_gain_se;
+  return mpo;
+}
+
 // Mean KL(softmax(fp) || softmax(q)) of a whole forward of `plan` on n images (default: all),
 // batch by batch as NetworkKl runs it, computed here from the logits.
 double reference_kl(const ViTModel& m, const std::vector<float>& images, const QuantPlan& plan, int n = kImages) {
@@ -132,12 +143,7 @@ TEST(MixedPrecisionKl, ChosenPlanMeasuresNoWorseThanUniformAndFitsTheBudget) {
     auto method = make_method("minmax", MethodConfig());
     CalibOptions base;
     base.batch = kBatch;
-    MixedPrecisionOptions mpo;
-    mpo.target_bits = 4;
-    mpo.candidates = {2, 3, 4, 5, 6, 8};
-    mpo.kl_images = 8;  // the costs on 8 images, the checks and the choice on all 12
-    mpo.holdout = 0;
-    mpo.min_gain_se = 0;  // any improvement
+    const MixedPrecisionOptions mpo = w4_options(0, 0);  // the checks and the choice on all 12, any improvement
     const MixedPrecisionResult r = calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
     const double uniform = reference_kl(m, images, uniform_plan(m, images, 4));
     const double chosen = reference_kl(m, images, r.final.plan);
@@ -196,12 +202,7 @@ TEST(MixedPrecisionKl, HoldOutChoosesOnImagesNoPlanWasCalibratedOn) {
     auto method = make_method("aciq", MethodConfig());
     CalibOptions base;
     base.batch = kBatch;
-    MixedPrecisionOptions mpo;
-    mpo.target_bits = 4;
-    mpo.candidates = {2, 3, 4, 5, 6, 8};
-    mpo.kl_images = 8;
-    mpo.holdout = 4;
-    mpo.min_gain_se = 0;  // any improvement: every path occurs
+    const MixedPrecisionOptions mpo = w4_options(4, 0);  // any improvement: every path occurs
     const MixedPrecisionResult r = calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
     EXPECT_EQ(r.report["fit_images"].get<int>(), n_fit);
     EXPECT_EQ(r.report["check_images"].get<int>(), n_held);
@@ -261,12 +262,7 @@ TEST(MixedPrecisionKl, MixedPlanMustBeSignificantlyBetter) {
     const std::vector<float> images = random_images(m, kImages, seed);
     CalibOptions base;
     base.batch = kBatch;
-    MixedPrecisionOptions mpo;
-    mpo.target_bits = 4;
-    mpo.candidates = {2, 3, 4, 5, 6, 8};
-    mpo.kl_images = 8;
-    mpo.holdout = 0;
-    mpo.min_gain_se = 0;
+    MixedPrecisionOptions mpo = w4_options(0, 0);
     auto method = make_method("minmax", MethodConfig());
     const MixedPrecisionResult loose = calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
     if (loose.report["chosen"] != "mixed") continue;
