@@ -246,7 +246,8 @@ void print_header(const QuantizeArgs& a, const ViTModel& model, const Method& me
 // The calibration itself (with --mixed-precision: its sensitivity and perturbation passes too,
 // their report in `mp_report`), with a progress bar.
 CalibrationResult calibrate(const QuantizeArgs& a, const ViTModel& model, const CalibrationSet& cs,
-                            Method& method, const CalibOptions& opt, nlohmann::ordered_json& mp_report) {
+                            Method& method, const CalibOptions& opt, const Target& target,
+                            nlohmann::ordered_json& mp_report) {
   Progress bar("calibrate", 1, a.quiet);
   auto on_progress = [&](const CalibProgress& p) {
     if (!p.event.empty()) {
@@ -261,6 +262,7 @@ CalibrationResult calibrate(const QuantizeArgs& a, const ViTModel& model, const 
     MixedPrecisionOptions mpo;
     mpo.target_bits = a.mixed_precision;
     mpo.candidates = a.mp_candidates;
+    mpo.max_bits = target.max_bits;  // the default candidates stop at what the target runs
     mpo.svd_images = a.mp_svd_images;
     mpo.sensitivity = a.mp_sensitivity == "nuclear" ? MpSensitivity::Nuclear : MpSensitivity::EndToEnd;
     mpo.kl_images = a.mp_kl_images;
@@ -333,14 +335,11 @@ void run_quantize(QuantizeArgs& a) {
                  double(a.token_clip));
   if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
   check_options_for_target(opt, a.wbits, a.abits, a.mp_candidates, target);
-  if (a.mixed_precision && a.mp_candidates.empty())  // B-2..B+2 within what the target runs
-    for (int b = a.mixed_precision - 2; b <= a.mixed_precision + 2; ++b)
-      if (b >= kMinBits && b <= std::min(kMaxBits, target.max_bits)) a.mp_candidates.push_back(b);
   print_header(a, model, *method, opt, cs, data.get(), recipe, target, dropped);
 
   const auto t_calib = std::chrono::steady_clock::now();
   nlohmann::ordered_json mp_report;
-  CalibrationResult r = calibrate(a, model, cs, *method, opt, mp_report);
+  CalibrationResult r = calibrate(a, model, cs, *method, opt, target, mp_report);
   // All of the calibration: with mixed precision, the sensitivity and perturbation passes too.
   const double calib_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_calib).count();
   r.plan.target = target.json;

@@ -267,6 +267,11 @@ Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedP
   // The additive prediction of a choice's network KL from the costs: the uniform plan's KL on the
   // cost images plus each module's change from it (Ω − (M − 1)·that KL).
   const size_t M = cost.size();
+  auto weight_bits = [&](const std::vector<int>& per_module) {  // size[m][0] / cand[0]: module m's parameters
+    int64_t wb = 0;
+    for (size_t m = 0; m < M; ++m) wb += size[m][0] / cand[0] * per_module[m];
+    return wb;
+  };
   const double cost_base = cost.at(0).at(size_t(base_k));
   auto predicted = [&](double omega) { return omega - double(M - 1) * cost_base; };
   for (auto& row : cost) row.resize(cand.size());
@@ -310,18 +315,14 @@ Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedP
   // The uniform plans of the other widths on the check images: where the mixed plans stand.
   nlohmann::ordered_json widths = nlohmann::ordered_json::array();
   for (size_t k = 0; k < plans.size(); ++k) {
-    int64_t wb = 0;
-    for (size_t m = 0; m < M; ++m) wb += size[m][0] / cand[0] * bits[k];
-    widths.push_back({{"bits", bits[k]}, {"weight_bits", wb},
+    widths.push_back({{"bits", bits[k]}, {"weight_bits", weight_bits(std::vector<int>(M, bits[k]))},
                       {"kl", int(k) == base_k ? uniform_kl : kl.of(plans[k])}});
   }
   r["uniform_widths"] = widths;
   r["chosen"] = a.bits == std::vector<int>(M, mpo.target_bits) ? "uniform" : "mixed";
   r["chosen_kl_composed"] = best_kl;
   r["bits"] = a.bits;
-  int64_t chosen_size = 0;
-  for (size_t m = 0; m < M; ++m) chosen_size += size[m][0] / cand[0] * a.bits[m];
-  r["chosen_weight_bits"] = chosen_size;
+  r["chosen_weight_bits"] = weight_bits(a.bits);
   return a;
 }
 
@@ -430,7 +431,7 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
   std::vector<int> cand = mpo.candidates;
   if (cand.empty())
     for (int b = mpo.target_bits - 2; b <= mpo.target_bits + 2; ++b)
-      if (b >= kMinBits && b <= kMaxBits) cand.push_back(b);
+      if (b >= kMinBits && b <= std::min(kMaxBits, mpo.max_bits)) cand.push_back(b);
   const bool e2e = mpo.sensitivity == MpSensitivity::EndToEnd;
 
   // 0. End to end with a hold-out: plans and costs from the fit images, every choice on the held-out ones.
@@ -482,7 +483,8 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
   // plans composed at those widths (each module calibrated by the method at its width), uniform.
   Kept kept = Kept::Uniform;
   CalibrationResult recalibrated;
-  if (res.report["chosen"] == "mixed") {
+  const bool mixed = std::any_of(alloc.bits.begin(), alloc.bits.end(), [&](int b) { return b != mpo.target_bits; });
+  if (mixed) {  // a checked point measured better on average
     if (stage) stage("calibration with the chosen bits");
     recalibrated = calibrate_widths(model, fit, n_fit, method, base, mpo.target_bits, alloc.bits, progress);
     kept = choose_plan(kl, recalibrated.plan, alloc, mpo.min_gain_se, res.report);

@@ -47,7 +47,8 @@ enum class MpSensitivity {
 
 struct MixedPrecisionOptions {
   int target_bits = 6;       // the uniform model whose size is the budget
-  std::vector<int> candidates;  // default: target − 2 .. target + 2, clipped to [2, 10]
+  std::vector<int> candidates;  // default: target − 2 .. target + 2, clipped to [2, max_bits]
+  int max_bits = kMaxBits;      // the widest the hardware runs (Target::max_bits)
   MpSensitivity sensitivity = MpSensitivity::EndToEnd;
   int svd_images = 32;       // Nuclear: calibration images used for the nuclear norms
   int kl_images = 64;        // EndToEnd: calibration images of the KL measurements
