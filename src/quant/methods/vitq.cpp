@@ -133,11 +133,9 @@ class Vitq : public Method {
       sp.x.scale = max_step(mse_extent(obs.x, size_t(obs.x_per_image()) * size_t(obs.images), sp.x.range()), sp.x.range());
     const int N = obs.shape.N, K = obs.shape.K;
     const ChannelGrid g = fit_channel_grid(obs.w, N, K, bits.w, nullptr, o_.symmetric_weights);
-    sp.w.channel_scales = g.step;
-    sp.w.scale = *std::max_element(g.step.begin(), g.step.end());
-    if (!o_.symmetric_weights) sp.weight_offset = g.offset;
-    sp.weight_codes.resize(size_t(N) * size_t(K));
-    round_to_grid(obs.w, N, K, g, sp.weight_codes.data());
+    std::vector<int16_t> codes(size_t(N) * size_t(K));
+    round_to_grid(obs.w, N, K, g, codes.data());
+    set_plan_weight_codes(sp, g, std::move(codes));  // offsets only if any is nonzero (never when symmetric)
     double mean_ratio = 0;
     for (float r : g.ratio) mean_ratio += r;
     notes.j["mean_clip_ratio"] = mean_ratio / N;
