@@ -38,15 +38,15 @@ void check_options_for_target(const CalibOptions& opt, int wbits, int abits, con
 }
 
 void check_plan_for_target(const QuantPlan& plan, const Target& t) {
-  const std::vector<std::string> v = plan_target_violations(plan, t);
+  const std::vector<TargetViolation> v = plan_target_violations(plan, t);
   if (v.empty()) return;
   std::string list;
   bool per_head = false, offset = false, channel = false;
   for (size_t i = 0; i < v.size(); ++i) {
-    if (i < 8) list += "\n  " + v[i];
-    per_head |= v[i].find("per-head") != std::string::npos;
-    offset |= v[i].find("asymmetric") != std::string::npos;
-    channel |= v[i].find("per-channel") != std::string::npos;
+    if (i < 8) list += "\n  " + v[i].what;
+    per_head |= v[i].gap == TargetGap::PerHead;
+    offset |= v[i].gap == TargetGap::WeightOffset;
+    channel |= v[i].gap == TargetGap::ChannelSteps || v[i].gap == TargetGap::ChannelWidths;
   }
   if (v.size() > 8) list += cat("\n  ... and ", v.size() - 8, " more");
   std::string hint;

@@ -127,44 +127,49 @@ Target load_target(const std::string& name_or_path) {
 namespace {
 
 void check_operand(const std::string& site, const char* which, const OperandQuant& q, bool weight_of_linear,
-                   const Target& t, std::vector<std::string>& out) {
+                   const Target& t, std::vector<TargetViolation>& out) {
   if (!q.quantized()) return;
   const std::string at = cat("site ", site, ", ", which, ": ");
   const bool level = is_level_grid(q.grid);
   if (!level && q.bits > t.max_bits)
-    out.push_back(cat(at, q.bits, "-bit codes; ", t.name, "'s widest GEMM takes ", t.max_bits, " bits"));
+    out.push_back({TargetGap::Width, cat(at, q.bits, "-bit codes; ", t.name, "'s widest GEMM takes ", t.max_bits, " bits")});
   for (int b : q.channel_bits)
     if (b > t.max_bits) {
-      out.push_back(cat(at, b, "-bit channel codes; ", t.name, "'s widest GEMM takes ", t.max_bits, " bits"));
+      out.push_back({TargetGap::Width, cat(at, b, "-bit channel codes; ", t.name, "'s widest GEMM takes ", t.max_bits, " bits")});
       break;
     }
   if (!q.channel_bits.empty() && !t.weights.channel_bits)
-    out.push_back(cat(at, "per-channel bit-widths; ", t.name, " has one width per tensor"));
+    out.push_back({TargetGap::ChannelWidths, cat(at, "per-channel bit-widths; ", t.name, " has one width per tensor")});
   if (q.per_channel() && !t.weights.per_channel)
-    out.push_back(cat(at, "per-channel steps; ", t.name, " has one weight step per tensor"));
+    out.push_back({TargetGap::ChannelSteps, cat(at, "per-channel steps; ", t.name, " has one weight step per tensor")});
   if (weight_of_linear) return;  // the rest is about activations (and the attention's K, V)
-  if (!t.allows_grid(q.grid)) out.push_back(cat(at, "the ", grid_name(q.grid), " grid; ", t.name, " does not run it"));
-  if (q.per_token && !t.inputs.per_token) out.push_back(cat(at, "dynamic per-token steps; ", t.name, " has static steps only"));
-  if (q.per_head() && !t.inputs.per_head) out.push_back(cat(at, "per-head steps; ", t.name, " has one step per tensor"));
+  if (!t.allows_grid(q.grid))
+    out.push_back({TargetGap::Grid, cat(at, "the ", grid_name(q.grid), " grid; ", t.name, " does not run it")});
+  if (q.per_token && !t.inputs.per_token)
+    out.push_back({TargetGap::PerToken, cat(at, "dynamic per-token steps; ", t.name, " has static steps only")});
+  if (q.per_head() && !t.inputs.per_head)
+    out.push_back({TargetGap::PerHead, cat(at, "per-head steps; ", t.name, " has one step per tensor")});
 }
 
 }  // namespace
 
-std::vector<std::string> plan_target_violations(const QuantPlan& plan, const Target& t) {
-  std::vector<std::string> out;
+std::vector<TargetViolation> plan_target_violations(const QuantPlan& plan, const Target& t) {
+  std::vector<TargetViolation> out;
   for (const auto& [name, sp] : plan.sites) {
     SiteId id;
     const bool attention = parse_site_name(name, &id) && id.is_attention();
     check_operand(name, "x", sp.x, false, t, out);
     check_operand(name, "w", sp.w, !attention, t, out);
     if (!sp.weight_offset.empty() && !t.weights.offset)
-      out.push_back(cat("site ", name, ", weight_offset: asymmetric weights; ", t.name, " has symmetric weights (zero point 0)"));
+      out.push_back({TargetGap::WeightOffset,
+                     cat("site ", name, ", weight_offset: asymmetric weights; ", t.name, " has symmetric weights (zero point 0)")});
   }
   if (!plan.compensation.empty() && !t.float_ops.compensation)
-    out.push_back(cat("compensation: QwT maps of ", plan.compensation.size(), " blocks (float GEMMs); ", t.name,
-                      " runs no float GEMMs beside the quantized ones"));
+    out.push_back({TargetGap::FloatGemm, cat("compensation: QwT maps of ", plan.compensation.size(), " blocks (float GEMMs); ",
+                                             t.name, " runs no float GEMMs beside the quantized ones")});
   if (plan.rotation && plan.rotation->mlp && !t.float_ops.mlp_rotation)
-    out.push_back(cat("rotation.mlp: an online Hadamard of fc2's input (a float GEMM); ", t.name, " does not run it"));
+    out.push_back({TargetGap::FloatGemm,
+                   cat("rotation.mlp: an online Hadamard of fc2's input (a float GEMM); ", t.name, " does not run it")});
   return out;
 }
 

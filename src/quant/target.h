@@ -52,8 +52,14 @@ std::vector<std::string> builtin_target_names();
 // A built-in by name, else a description file at that path.
 Target load_target(const std::string& name_or_path);
 
-// What in `plan` the target cannot run, one line each ("site blocks.0.attn.qkv, x: per-token
-// steps: ..."); empty = the target runs the plan.
-std::vector<std::string> plan_target_violations(const QuantPlan& plan, const Target& t);
+// What a plan entry needs that a target lacks.
+enum class TargetGap { Width, ChannelWidths, ChannelSteps, Grid, PerToken, PerHead, WeightOffset, FloatGemm };
+struct TargetViolation {
+  TargetGap gap;
+  std::string what;  // "site blocks.0.attn.qkv, x: dynamic per-token steps; ..."
+};
+
+// What in `plan` the target cannot run, one entry each; empty = the target runs the plan.
+std::vector<TargetViolation> plan_target_violations(const QuantPlan& plan, const Target& t);
 
 }  // namespace vitq

@@ -57,8 +57,12 @@ QuantPlan plan_with_everything() {
   return p;
 }
 
-int count(const std::vector<std::string>& v, const std::string& part) {
-  return int(std::count_if(v.begin(), v.end(), [&](const std::string& s) { return s.find(part) != std::string::npos; }));
+int count(const std::vector<TargetViolation>& v, const std::string& part) {
+  return int(std::count_if(v.begin(), v.end(), [&](const TargetViolation& e) { return e.what.find(part) != std::string::npos; }));
+}
+
+int count(const std::vector<TargetViolation>& v, TargetGap gap) {
+  return int(std::count_if(v.begin(), v.end(), [&](const TargetViolation& e) { return e.gap == gap; }));
 }
 
 std::string error_of(const std::function<void()>& f, ErrorKind* kind = nullptr) {
@@ -88,7 +92,7 @@ TEST(Target, EachTargetRefusesExactlyWhatItCannotRun) {
   const QuantPlan p = plan_with_everything();
   EXPECT_TRUE(plan_target_violations(p, load_target("cpu-vnni")).empty());
 
-  const std::vector<std::string> npu = plan_target_violations(p, load_target("int8-only"));
+  const std::vector<TargetViolation> npu = plan_target_violations(p, load_target("int8-only"));
   EXPECT_EQ(count(npu, "blocks.0.mlp.fc1"), 2);           // x and w at 10 bits
   EXPECT_EQ(count(npu, "10-bit codes"), 2);
   EXPECT_EQ(count(npu, "blocks.0.attn.qkv, x: dynamic per-token"), 1);
@@ -99,12 +103,16 @@ TEST(Target, EachTargetRefusesExactlyWhatItCannotRun) {
   EXPECT_EQ(count(npu, "asymmetric"), 0);                 // int8-only takes weight zero points
   EXPECT_EQ(count(npu, "site blocks.0.mlp.fc2"), 0);      // per-channel widths within 8 bits
   EXPECT_EQ(npu.size(), 8u);
+  EXPECT_EQ(count(npu, TargetGap::Width), 2);
+  EXPECT_EQ(count(npu, TargetGap::PerHead), 2);
+  EXPECT_EQ(count(npu, TargetGap::FloatGemm), 2);
 
-  const std::vector<std::string> qdq = plan_target_violations(p, load_target("onnx-qdq"));
+  const std::vector<TargetViolation> qdq = plan_target_violations(p, load_target("onnx-qdq"));
   EXPECT_EQ(count(qdq, "blocks.0.attn.proj, weight_offset: asymmetric"), 1);
   EXPECT_EQ(count(qdq, "compensation"), 0);
   EXPECT_EQ(count(qdq, "rotation.mlp"), 0);
-  EXPECT_EQ(qdq.size(), 7u);  // int8-only's 8 − compensation − rotation + the asymmetric weight
+  EXPECT_EQ(qdq.size(), 7u);
+  EXPECT_EQ(count(qdq, TargetGap::WeightOffset), 1);  // int8-only's 8 − compensation − rotation + the asymmetric weight
 
   // A per-tensor 8-bit plan runs everywhere.
   QuantPlan plain;
