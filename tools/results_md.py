@@ -1,6 +1,7 @@
 """What the scripts that measure and publish results share (tools/run_accuracy.py,
 tools/run_ablation.py, bench/calib_cost.py, bench/recipe_speed.py, bench/run_speed.py): running a
 vitq command, the machine line of a table, and replacing a generated block of a markdown file."""
+import json
 import os
 import platform
 import subprocess
@@ -26,6 +27,22 @@ def machine():
                 cpu = line.split(":", 1)[1].strip()
                 break
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def load_results(path):
+    """The `results` of a results JSON written by save_results ({} if the file does not exist yet):
+    the measuring scripts resume from it."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f).get("results", {})
+
+
+def save_results(path, results, **fields):
+    """Writes {**fields, machine, results} to path (its directory made if needed)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({**fields, "machine": machine(), "results": results}, f, indent=1)
 
 
 def replace_block(path, name, text):

@@ -36,7 +36,7 @@ import os
 import sys
 import time
 
-from results_md import machine, replace_block, run
+from results_md import load_results, machine, replace_block, run, save_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -129,22 +129,34 @@ def evaluate(args, model, m, cm, qdir, json_path, *extra):
         return json.load(f)
 
 
+def quantize_and_evaluate(args, mk, out, qargs):
+    """`vitq quantize` of model mk on its calibration split (--calib-size, --threads) into out, then
+    the quantized directory run in integers on the dev split with --reference (eval_integer.json).
+    Returns (the row's common fields, report.json, the eval JSON, quantize's stdout)."""
+    m = MODELS[mk]
+    model = os.path.join(args.shared_dir, m["model"])
+    cm = ["--class-map", os.path.join(args.shared_dir, m["class_map"])] if m["class_map"] else []
+    log = run([args.vitq, "quantize", "--model", model, "--calib", os.path.join(args.shared_dir, m["calib"]), *cm,
+               "--calib-size", args.calib_size, "--threads", args.threads, "-o", out, "--force", *qargs])
+    with open(os.path.join(out, "report.json")) as f:
+        rep = json.load(f)
+    e = evaluate(args, model, m, cm, out, os.path.join(out, "eval_integer.json"), "--reference", model)
+    row = dict(model=mk, date=datetime.date.today().isoformat(), top1=e["top1"], images=e["images"],
+               agreement=e["reference"]["agreement"], kl=e["reference"]["kl_mean"], calib_seconds=rep["seconds"],
+               calib_images=rep["calibration"]["images"],
+               file_ratio=os.path.getsize(os.path.join(out, "model.safetensors")) /
+               os.path.getsize(os.path.join(model, "model.safetensors")))
+    return row, rep, e, log
+
+
 def measure(args, mk, bits, name, qargs):
     m = MODELS[mk]
     model = os.path.join(args.shared_dir, m["model"])
     cm = ["--class-map", os.path.join(args.shared_dir, m["class_map"])] if m["class_map"] else []
     out = os.path.join(args.work_dir, mk, f"w{bits}a{bits}", name.replace("+", "plus_").replace("-", "minus_").replace("~", "swap_"))
-    run([args.vitq, "quantize", "--model", model, "--calib", os.path.join(args.shared_dir, m["calib"]), *cm,
-         "--calib-size", args.calib_size, "--threads", args.threads, "-o", out, "--force", "--quiet", *qargs])
-    with open(os.path.join(out, "report.json")) as f:
-        rep = json.load(f)
-    e = evaluate(args, model, m, cm, out, os.path.join(out, "eval_integer.json"), "--reference", model)
-    row = dict(model=mk, bits=bits, config=name, date=datetime.date.today().isoformat(), top1=e["top1"], images=e["images"],
-               agreement=e["reference"]["agreement"], kl=e["reference"]["kl_mean"], calib_seconds=rep["seconds"],
-               calib_images=rep["calibration"]["images"], calib_peak_rss_mb=rep["peak_rss_mb"],
-               file_ratio=os.path.getsize(os.path.join(out, "model.safetensors")) /
-               os.path.getsize(os.path.join(model, "model.safetensors")),
-               integer_images_per_second=e["images_per_second"])
+    common, rep, e, _ = quantize_and_evaluate(args, mk, out, ["--quiet", *qargs])
+    row = dict(model=mk, bits=bits, config=name, **{k: v for k, v in common.items() if k != "model"},
+               calib_peak_rss_mb=rep["peak_rss_mb"], integer_images_per_second=e["images_per_second"])
     recon = [v["reconstruction"]["seconds"] for v in rep.get("block_step", {}).values() if "reconstruction" in v]
     if recon:
         row.update(recon_seconds_per_block=sum(recon) / len(recon))
@@ -244,10 +256,7 @@ def main():
     args = ap.parse_args()
     if not os.path.isdir(args.shared_dir):
         sys.exit(f"run_ablation: {args.shared_dir} not found (the shared models and data are needed)")
-    results = {}
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            results = json.load(f).get("results", {})
+    results = load_results(args.out)
     for mk in args.models.split(","):
         m = MODELS[mk]
         model = os.path.join(args.shared_dir, m["model"])
@@ -277,10 +286,7 @@ def main():
 
 
 def save(args, results):
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"date": datetime.date.today().isoformat(), "machine": machine(), "calib_size": args.calib_size,
-                   "results": results}, f, indent=1)
+    save_results(args.out, results, date=datetime.date.today().isoformat(), calib_size=args.calib_size)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,11 @@ measurements and the final calibration).
 Needs ../shared (models and data); exits with a message if it is absent. Resumes from --out.
 """
 import argparse
-import datetime
-import json
 import os
 import sys
 
-from results_md import machine, replace_block, run
-from run_ablation import MODELS  # the same two models, paths and labels
+from results_md import load_results, machine, replace_block, save_results
+from run_ablation import MODELS, quantize_and_evaluate  # the same two models, paths and labels
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -39,27 +37,10 @@ KINDS = {"uniform": ("uniform", lambda b: ["--bits", str(b)]),
 
 
 def measure(args, mk, method, bits, kind):
-    m = MODELS[mk]
-    model = os.path.join(args.shared_dir, m["model"])
-    cm = ["--class-map", os.path.join(args.shared_dir, m["class_map"])] if m["class_map"] else []
     out = os.path.join(args.work_dir, mk, f"{method}-{kind}{bits}")
-    run([args.vitq, "quantize", "--model", model, "--calib", os.path.join(args.shared_dir, m["calib"]), *cm,
-         "--calib-size", args.calib_size, "--threads", args.threads, "-o", out, "--force", "--quiet",
-         *METHODS[method], *KINDS[kind][1](bits)])
-    with open(os.path.join(out, "report.json")) as f:
-        rep = json.load(f)
-    ev = os.path.join(out, "eval_integer.json")
-    run([args.vitq, "eval", "--model", out, "--data", os.path.join(args.shared_dir, m["dev"]), *cm, "--threads",
-         args.threads, "--quiet", "--json", ev, "--reference", model])
-    with open(ev) as f:
-        e = json.load(f)
+    common, rep, _, _ = quantize_and_evaluate(args, mk, out, ["--quiet", *METHODS[method], *KINDS[kind][1](bits)])
     mp = rep.get("mixed_precision", {})
-    seconds = max(rep["seconds"], mp.get("seconds", 0.0))
-    row = dict(model=mk, method=method, bits=bits, kind=kind, date=datetime.date.today().isoformat(),
-               top1=e["top1"], images=e["images"], agreement=e["reference"]["agreement"],
-               kl=e["reference"]["kl_mean"], calib_seconds=seconds, calib_images=rep["calibration"]["images"],
-               file_ratio=os.path.getsize(os.path.join(out, "model.safetensors")) /
-               os.path.getsize(os.path.join(model, "model.safetensors")))
+    row = dict(common, method=method, bits=bits, kind=kind, calib_seconds=max(rep["seconds"], mp.get("seconds", 0.0)))
     if mp:
         row["chosen"] = str(mp.get("chosen", "mixed"))
         if "gain_se" in mp:
@@ -124,10 +105,7 @@ def main():
     args = ap.parse_args()
     if not os.path.isdir(args.shared_dir):
         sys.exit(f"run_mixed_precision: {args.shared_dir} not found (the shared models and data are needed)")
-    results = {}
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            results = json.load(f).get("results", {})
+    results = load_results(args.out)
     for mk in args.models.split(","):
         for method in args.methods.split(","):
             for bits in map(int, args.bits.split(",")):
@@ -139,9 +117,7 @@ def main():
                     r = results[key]
                     print(f"{key:32s} top-1 {r['top1']:6.2f}  agreement {r['agreement']:6.2f}  KL {r['kl']:.4f}  "
                           f"{r.get('chosen', '')}  ({r['calib_seconds']:.0f} s)", flush=True)
-                    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-                    with open(args.out, "w") as f:
-                        json.dump({"machine": machine(), "results": results}, f, indent=1)
+                    save_results(args.out, results)
     if args.results:
         replace_block(args.results, "mixed", table(results))
 

@@ -15,14 +15,12 @@ is not installed here, see RESULTS' ONNX section for its agreement with vitq's s
 Needs ../shared (models and data); exits with a message if it is absent. Resumes from --out.
 """
 import argparse
-import datetime
-import json
 import os
 import re
 import sys
 
-from results_md import machine, replace_block, run
-from run_ablation import MODELS
+from results_md import load_results, machine, replace_block, run, save_results
+from run_ablation import MODELS, quantize_and_evaluate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -30,27 +28,10 @@ TARGETS = ["cpu-vnni", "int8-only", "onnx-qdq"]
 
 
 def measure(args, mk, target, bits):
-    m = MODELS[mk]
-    model = os.path.join(args.shared_dir, m["model"])
-    cm = ["--class-map", os.path.join(args.shared_dir, m["class_map"])] if m["class_map"] else []
     out = os.path.join(args.work_dir, mk, f"{target}-{bits}")
-    log = run([args.vitq, "quantize", "--model", model, "--calib", os.path.join(args.shared_dir, m["calib"]), *cm,
-               "--calib-size", args.calib_size, "--threads", args.threads, "-o", out, "--force", "--method", "vitq",
-               "--bits", bits, "--target", target])
+    common, _, _, log = quantize_and_evaluate(args, mk, out, ["--method", "vitq", "--bits", bits, "--target", target])
     changed = re.search(r"changed for the target \(it cannot run them\): (.*)", log)
-    with open(os.path.join(out, "report.json")) as f:
-        rep = json.load(f)
-    ev = os.path.join(out, "eval_integer.json")
-    run([args.vitq, "eval", "--model", out, "--data", os.path.join(args.shared_dir, m["dev"]), *cm, "--threads",
-         args.threads, "--quiet", "--json", ev, "--reference", model])
-    with open(ev) as f:
-        e = json.load(f)
-    row = dict(model=mk, target=target, bits=bits, date=datetime.date.today().isoformat(), top1=e["top1"],
-               images=e["images"], agreement=e["reference"]["agreement"], kl=e["reference"]["kl_mean"],
-               calib_seconds=rep["seconds"], calib_images=rep["calibration"]["images"],
-               changed=changed.group(1).strip() if changed else "",
-               file_ratio=os.path.getsize(os.path.join(out, "model.safetensors")) /
-               os.path.getsize(os.path.join(model, "model.safetensors")))
+    row = dict(common, target=target, bits=bits, changed=changed.group(1).strip() if changed else "")
     if target == "onnx-qdq":
         onnx = os.path.join(out, "model.onnx")
         run([args.vitq, "export", "--model", out, "--onnx", onnx])
@@ -93,10 +74,7 @@ def main():
     args = ap.parse_args()
     if not os.path.isdir(args.shared_dir):
         sys.exit(f"{args.shared_dir}: not found (the shared models and data); nothing measured")
-    results = {}
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            results = json.load(f)["results"]
+    results = load_results(args.out)
     for mk in args.models.split(","):
         for bits in map(int, args.bits.split(",")):
             for t in args.targets.split(","):
@@ -107,8 +85,7 @@ def main():
                 r = results[key]
                 print(f"{key:28s} top-1 {r['top1']:6.2f}  agreement {r['agreement']:6.2f}  KL {r['kl']:.4f}  "
                       f"({r['calib_seconds']:.0f} s) {r['changed']}", flush=True)
-                with open(args.out, "w") as f:
-                    json.dump({"machine": machine(), "results": results}, f, indent=1)
+                save_results(args.out, results)
     if args.results:
         replace_block(args.results, "targets", table(results))
 
