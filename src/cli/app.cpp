@@ -1,6 +1,7 @@
 #include "cli/app.h"
 
 #include <omp.h>
+#include <sys/resource.h>
 
 #include "cli/commands.h"
 #include "cli/validators.h"
@@ -11,6 +12,12 @@ namespace vitq {
 void set_threads(int threads) {
   if (threads < 0) fail(ErrorKind::Usage, "--threads must be >= 0 (0 = all cores)");
   omp_set_num_threads(threads > 0 ? threads : omp_get_num_procs());
+}
+
+double peak_rss_mb() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
 }
 
 void add_allow_non_finite_flag(CLI::App* c, bool& flag) {
@@ -31,6 +38,7 @@ std::unique_ptr<CLI::App> make_app() {
       "Run 'vitq COMMAND --help' for the options of a command.");
   add_quantize_command(*app);
   add_export_command(*app);
+  add_synth_command(*app);
   add_eval_command(*app);
   add_info_command(*app);
   add_bench_command(*app);

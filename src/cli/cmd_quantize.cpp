@@ -1,6 +1,5 @@
 // vitq quantize: calibrate a quantization plan with a PTQ method and write it with a report.
 #include <omp.h>
-#include <sys/resource.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -71,12 +70,6 @@ struct QuantizeArgs {
   MethodConfig methods;     // every method's options (each method declares its own)
   MethodOptionFlags method_flags;  // which of them the command line gave
 };
-
-double peak_rss_mb() {
-  struct rusage ru {};
-  getrusage(RUSAGE_SELF, &ru);
-  return double(ru.ru_maxrss) / 1024.0;
-}
 
 void print_table(const CalibrationResult& r) {
   std::printf("\n%-26s %5s %12s %12s %10s %10s %11s %8s\n", "site", "W/A", "x step", "w step", "pearson0",

@@ -64,10 +64,11 @@ def write_safetensors(path, tensors, dtype="F32"):
             f.write(b)
 
 
-def vit_forward(sd, num_heads, eps=1e-6, distilled=False, patch_size=None, fc2_input=None):
+def vit_forward(sd, num_heads, eps=1e-6, distilled=False, patch_size=None, fc2_input=None, taps=None):
     """Returns a function images(B,C,H,W) -> logits(B,classes) for timm state dict sd.
     fc2_input: optional function applied to every block's GELU output before fc2 (a rotated
-    model's online transform, tests/parity/test_rotation.py)."""
+    model's online transform, tests/parity/test_rotation.py). taps: a list that receives every
+    block's LayerNorm 1 and LayerNorm 2 inputs in order (tests/parity/test_synth_grad.py)."""
     pw = sd["patch_embed.proj.weight"]
     p = patch_size or pw.shape[-1]
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
@@ -84,6 +85,8 @@ def vit_forward(sd, num_heads, eps=1e-6, distilled=False, patch_size=None, fc2_i
         hd = c // num_heads
         for i in range(depth):
             pre = f"blocks.{i}."
+            if taps is not None:
+                taps.append(x)
             y = F.layer_norm(x, (c,), sd[pre + "norm1.weight"], sd[pre + "norm1.bias"], eps)
             qkv = F.linear(y, sd[pre + "attn.qkv.weight"], sd.get(pre + "attn.qkv.bias"))
             n = x.shape[1]
@@ -92,6 +95,8 @@ def vit_forward(sd, num_heads, eps=1e-6, distilled=False, patch_size=None, fc2_i
             a = (q @ k.transpose(-2, -1)) * hd ** -0.5
             y = (a.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
             x = x + F.linear(y, sd[pre + "attn.proj.weight"], sd[pre + "attn.proj.bias"])
+            if taps is not None:
+                taps.append(x)
             y = F.layer_norm(x, (c,), sd[pre + "norm2.weight"], sd[pre + "norm2.bias"], eps)
             y = F.gelu(F.linear(y, sd[pre + "mlp.fc1.weight"], sd[pre + "mlp.fc1.bias"]))
             if fc2_input is not None:

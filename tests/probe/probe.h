@@ -17,6 +17,7 @@ void register_forward(CLI::App& app);     // probe_forward.cpp
 void register_quant(CLI::App& app);       // probe_quant.cpp
 void register_rotate(CLI::App& app);      // probe_rotate.cpp
 void register_recon(CLI::App& app);       // probe_recon.cpp
+void register_synth(CLI::App& app);       // probe_synth.cpp
 
 // Writes n elements of T to path; throws vitq::Error(Io) on failure.
 template <class T>

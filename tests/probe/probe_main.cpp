@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   vitq::probe::register_quant(app);
   vitq::probe::register_rotate(app);
   vitq::probe::register_recon(app);
+  vitq::probe::register_synth(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
