@@ -129,15 +129,18 @@ def evaluate(args, model, m, cm, qdir, json_path, *extra):
         return json.load(f)
 
 
-def quantize_and_evaluate(args, mk, out, qargs):
+def quantize_and_evaluate(args, mk, out, qargs, calib=None):
     """`vitq quantize` of model mk on its calibration split (--calib-size, --threads) into out, then
     the quantized directory run in integers on the dev split with --reference (eval_integer.json).
-    Returns (the row's common fields, report.json, the eval JSON, quantize's stdout)."""
+    calib: another calibration directory (read whole, its own class map). Returns (the row's common
+    fields, report.json, the eval JSON, quantize's stdout)."""
     m = MODELS[mk]
     model = os.path.join(args.shared_dir, m["model"])
     cm = ["--class-map", os.path.join(args.shared_dir, m["class_map"])] if m["class_map"] else []
-    log = run([args.vitq, "quantize", "--model", model, "--calib", os.path.join(args.shared_dir, m["calib"]), *cm,
-               "--calib-size", args.calib_size, "--threads", args.threads, "-o", out, "--force", *qargs])
+    source = ["--calib", calib, "--calib-size", 0] if calib else \
+        ["--calib", os.path.join(args.shared_dir, m["calib"]), *cm, "--calib-size", args.calib_size]
+    log = run([args.vitq, "quantize", "--model", model, *source, "--threads", args.threads, "-o", out, "--force",
+               *qargs])
     with open(os.path.join(out, "report.json")) as f:
         rep = json.load(f)
     e = evaluate(args, model, m, cm, out, os.path.join(out, "eval_integer.json"), "--reference", model)

@@ -157,6 +157,24 @@ void bias_gelu_rows_ref(float* x, size_t rows, size_t n, const float* bias) {
 }
 
 VITQ_MULTIVERSION
+void gelu_grad_mul(float* d, const float* h, size_t n) {
+  constexpr float kInvSqrt2 = 0.70710678118654752f, kInvSqrt2Pi = 0.39894228040143267794f;
+#pragma omp simd
+  for (size_t j = 0; j < n; ++j) {
+    const float v = h[j];
+    d[j] *= 0.5f * (1.0f + erf_inline(v * kInvSqrt2)) + v * kInvSqrt2Pi * exp_inline(-0.5f * v * v);
+  }
+}
+
+void gelu_grad_mul_ref(float* d, const float* h, size_t n) {
+  const double pi = 3.14159265358979323846;
+  for (size_t j = 0; j < n; ++j) {
+    const double v = h[j];
+    d[j] = static_cast<float>(d[j] * (0.5 * (1.0 + std::erf(v / std::sqrt(2.0))) + v * std::exp(-0.5 * v * v) / std::sqrt(2.0 * pi)));
+  }
+}
+
+VITQ_MULTIVERSION
 void add_bias_residual_rows(float* acc, const float* y, size_t rows, size_t n, const float* bias) {
   for (size_t r = 0; r < rows; ++r) {
     float* ar = acc + r * n;

@@ -22,6 +22,10 @@ void softmax_rows_ref(float* s, size_t rows, size_t n, float scale);
 void bias_gelu_rows(float* x, size_t rows, size_t n, const float* bias);
 void bias_gelu_rows_ref(float* x, size_t rows, size_t n, const float* bias);
 
+// In place: d[j] *= GELU'(h[j]) = Φ(h) + h·φ(h) (the backward of the exact-erf GELU).
+void gelu_grad_mul(float* d, const float* h, size_t n);
+void gelu_grad_mul_ref(float* d, const float* h, size_t n);
+
 // In place: acc[r][j] += y[r][j] + bias[j] (residual add; bias may be null).
 void add_bias_residual_rows(float* acc, const float* y, size_t rows, size_t n, const float* bias);
 

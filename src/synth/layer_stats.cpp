@@ -11,6 +11,7 @@ namespace vitq {
 
 void image_layer_stats(const ViTInputGrad& g, const ViTConfig& cfg, int i, float* mean, float* sd) {
   const int T = cfg.tokens(), D = cfg.embed_dim;
+#pragma omp parallel for schedule(static)
   for (int l = 0; l < g.layers(); ++l) {
     const float* x = g.layer_input(l) + size_t(i) * T * D;
     for (int j = 0; j < D; ++j) {
@@ -143,6 +144,7 @@ double stat_loss(const StatTargets& t, int centre, const float* mean, const floa
 void stat_grad_to_inputs(const ViTInputGrad& g, const ViTConfig& cfg, int i, const float* mean, const float* sd,
                          const float* dmean, const float* dsd, const std::vector<float*>& dx) {
   const int T = cfg.tokens(), D = cfg.embed_dim;
+#pragma omp parallel for schedule(static)
   for (int l = 0; l < g.layers(); ++l) {
     const float* x = g.layer_input(l) + size_t(i) * T * D;
     float* o = dx[size_t(l)] + size_t(i) * T * D;

@@ -79,6 +79,11 @@ struct Batch {
   std::vector<int> classes, centres;
 };
 
+// The last step's loss terms summed over a batch's images, and how many had their target class.
+struct BatchTotals {
+  double ce = 0, stats = 0, tv = 0, hits = 0;
+};
+
 class Synthesizer {
  public:
   Synthesizer(const ViTModel& m, const StatTargets* t, const SynthOptions& o)
@@ -90,9 +95,8 @@ class Synthesizer {
     shift_ = o.shift >= 0 ? o.shift : S_ / 8;
   }
 
-  // Optimises the batch's images x (count × C × S × S, normalised) in place; returns the last
-  // step's loss terms summed over the batch's images.
-  SynthResult run_batch(const Batch& bt, float* x, Rng& rng, const std::function<void(const SynthProgress&)>& progress) {
+  // Optimises the batch's images x (count × C × S × S, normalised) in place.
+  BatchTotals run_batch(const Batch& bt, float* x, Rng& rng, const std::function<void(const SynthProgress&)>& progress) {
     const ViTConfig& c = m_.cfg;
     const int B = bt.count, NC = c.num_classes, L = grad_.layers(), D = c.embed_dim, T = c.tokens();
     const size_t LD = size_t(L) * D;
@@ -104,13 +108,14 @@ class Synthesizer {
     std::vector<const float*> dlc(size_t(L), nullptr);
     for (int l = 0; l < L; ++l) dl[size_t(l)] = dlayer[size_t(l)].data();
     std::vector<int> map;
-    SynthResult r;
+    BatchTotals r;
     constexpr double kB1 = 0.5, kB2 = 0.9, kEps = 1e-8;  // DeepInversion's Adam settings for images
     for (int it = 0; it < o_.iters; ++it) {
       const int oy = shift_ > 0 ? rng.below(2 * shift_ + 1) - shift_ : 0;
       const int ox = shift_ > 0 ? rng.below(2 * shift_ + 1) - shift_ : 0;
       const bool flip = o_.flip && rng.below(2) == 1;
       view_map(S_, oy, ox, flip, map);
+#pragma omp parallel for collapse(2) schedule(static)
       for (int b = 0; b < B; ++b)
         for (int ch = 0; ch < C_; ++ch) {
           const float* src = x + size_t(b) * n_img_ + size_t(ch) * S_ * S_;
@@ -150,6 +155,7 @@ class Synthesizer {
       grad_.backward(dlogits.data(), dlc, dview.data());
       // Back to the image's own pixels, then the priors on them.
       std::fill(g.begin(), g.end(), 0.0f);
+#pragma omp parallel for collapse(2) schedule(static)
       for (int b = 0; b < B; ++b)
         for (int ch = 0; ch < C_; ++ch) {
           const float* src = dview.data() + size_t(b) * n_img_ + size_t(ch) * S_ * S_;
@@ -166,6 +172,7 @@ class Synthesizer {
       constexpr double kPi = 3.14159265358979323846;
       const double lr = o_.lr * 0.5 * (1.0 + std::cos(kPi * it / o_.iters));
       const double c1 = 1.0 - std::pow(kB1, it + 1), c2 = 1.0 - std::pow(kB2, it + 1);
+#pragma omp parallel for collapse(2) schedule(static)
       for (int b = 0; b < B; ++b)
         for (int ch = 0; ch < C_; ++ch) {
           const size_t o = size_t(b) * n_img_ + size_t(ch) * S_ * S_;
@@ -177,10 +184,7 @@ class Synthesizer {
             x[e] = std::clamp(float(x[e] - step), range_.lo[size_t(ch)], range_.hi[size_t(ch)]);
           }
         }
-      r.ce = ce;
-      r.stats = st;
-      r.tv = tv;
-      r.hit_rate = hits;
+      r = {ce, st, tv, hits};
       if (progress) {
         SynthProgress p;
         p.image0 = bt.first;
@@ -248,11 +252,11 @@ SynthResult synthesize(const ViTModel& model, const StatTargets* centres, const 
       const size_t ch = (e / plane) % size_t(c.in_chans);
       x[e] = std::clamp(float(rng.normal()), s.range().lo[ch], s.range().hi[ch]);
     }
-    const SynthResult r = s.run_batch(bt, x.data(), rng, progress);
+    const BatchTotals r = s.run_batch(bt, x.data(), rng, progress);
     ce += r.ce;
     st += r.stats;
     tv += r.tv;
-    hits += r.hit_rate;
+    hits += r.hits;
     for (size_t e = 0; e < x.size(); ++e) {  // p = round((x·std + mean)·255)
       const size_t ch = (e / plane) % size_t(c.in_chans);
       const double v = (double(x[e]) * s.range().sd[ch] + s.range().mean[ch]) * 255.0;

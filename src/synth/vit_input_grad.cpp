@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "engine/kernels.h"
 #include "engine/site.h"
 
 namespace vitq {
@@ -18,11 +19,6 @@ void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, in
            float beta, float* C, int64_t ldc) {
   if (dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc) != dnnl_success)
     fail(ErrorKind::Internal, "dnnl_sgemm failed (", M, "x", N, "x", K, ")");
-}
-
-double gelu_grad(double h) {
-  constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
-  return 0.5 * (1.0 + std::erf(h * kInvSqrt2)) + h * kInvSqrt2Pi * std::exp(-0.5 * h * h);
 }
 
 }  // namespace
@@ -168,10 +164,16 @@ void ViTInputGrad::block_backward(int i, float* g, const float* dln1_in, const f
   const int64_t rows = int64_t(batch_) * c.tokens();
   const Records& r = rec_[size_t(i)];
   // MLP: out = x1 + fc2(GELU(fc1(LN2(x1)))).
-  avector<float> dh(size_t(rows) * F), dln(size_t(rows) * D), dx1(g, g + size_t(rows) * D);
+  // Work buffers kept across calls (resize keeps the pages of the previous step).
+  avector<float>&dh = ws_.dh, &dln = ws_.dln, &dx1 = ws_.dx1, &dctx = ws_.dctx, &dqkv = ws_.dqkv;
+  dh.resize(size_t(rows) * F);
+  dln.resize(size_t(rows) * D);
+  dx1.assign(g, g + size_t(rows) * D);
+  dctx.resize(size_t(rows) * D);
+  dqkv.resize(size_t(rows) * 3 * D);
   sgemm('N', 'N', rows, F, D, g, D, w.fc2.w.ptr(), F, 0.0f, dh.data(), F);
 #pragma omp parallel for schedule(static)
-  for (int64_t e = 0; e < rows * F; ++e) dh[size_t(e)] = float(double(dh[size_t(e)]) * gelu_grad(r.h[size_t(e)]));
+  for (int64_t t = 0; t < rows; ++t) gelu_grad_mul(dh.data() + t * F, r.h.data() + t * F, size_t(F));
   sgemm('N', 'N', rows, D, F, dh.data(), F, w.fc1.w.ptr(), D, 0.0f, dln.data(), D);
   const avector<float>& x1 = xs_[size_t(2 * i + 1)];
 #pragma omp parallel for schedule(static)
@@ -182,7 +184,6 @@ void ViTInputGrad::block_backward(int i, float* g, const float* dln1_in, const f
       for (int j = 0; j < D; ++j) o[j] += dln2_in[t * D + j];
   }
   // Attention: x1 = x_i + proj(attention(qkv(LN1(x_i)))).
-  avector<float> dctx(size_t(rows) * D), dqkv(size_t(rows) * 3 * D);
   sgemm('N', 'N', rows, D, D, dx1.data(), D, w.proj.w.ptr(), D, 0.0f, dctx.data(), D);
   attention_backward(i, dctx.data(), dqkv.data());
   sgemm('N', 'N', rows, D, 3 * D, dqkv.data(), 3 * D, w.qkv.w.ptr(), D, 0.0f, dln.data(), D);

@@ -49,6 +49,9 @@ class ViTInputGrad {
   std::vector<avector<float>> xs_;  // the layer inputs (2·depth)
   avector<float> x_last_;           // the last block's output (the final LayerNorm's input)
   std::vector<Records> rec_;        // per block
+  struct {
+    avector<float> dh, dln, dx1, dctx, dqkv;
+  } ws_;                            // block_backward's work buffers
 };
 
 // LayerNorm's input gradient, one row of n: x the input, dy the output gradient; dx += result.

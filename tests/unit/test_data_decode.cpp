@@ -6,6 +6,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "data/encode_png.h"
 #include "data/image.h"
 #include "data_test_util.h"
 
@@ -261,6 +262,34 @@ TEST(DataDecode, OversizedHeaderIsRejectedBeforeAllocating) {
   const uint32_t crc = uint32_t(crc32(0, &png[12], 17));
   for (int i = 0; i < 4; ++i) png[29 + size_t(i)] = uint8_t(crc >> (24 - 8 * i));
   expect_data_error([&] { decode_image_memory(png.data(), png.size(), "huge.png"); }, "huge.png", "exceeds");
+}
+
+}  // namespace
+}  // namespace vitq
+
+namespace vitq {
+namespace {
+
+// encode_png (vitq synth's output): every pixel back through the decoder (grey replicated to RGB
+// as PIL's convert("RGB") does), the same bytes for the same pixels, and other bytes for others.
+TEST(DataEncodePng, RoundTripsGreyAndRgb) {
+  std::mt19937 rng(3);
+  for (int channels : {1, 3}) {
+    Image img = Image::blank(37, 21, channels);
+    for (auto& p : img.pixels) p = uint8_t(rng() & 255);
+    const std::vector<uint8_t> png = encode_png(img);
+    ASSERT_EQ(png, encode_png(img));
+    const Image back = decode_image_memory(png.data(), png.size(), "round trip");
+    ASSERT_EQ(back.width, 37);
+    ASSERT_EQ(back.height, 21);
+    ASSERT_EQ(back.channels, 3);
+    for (int y = 0; y < 21; ++y)
+      for (int x = 0; x < 37; ++x)
+        for (int c = 0; c < 3; ++c) ASSERT_EQ(back.at(x, y, c), img.at(x, y, channels == 1 ? 0 : c));
+    img.pixels[5] ^= 1;
+    EXPECT_NE(png, encode_png(img));
+  }
+  EXPECT_THROW(encode_png(Image::blank(4, 4, 2)), Error);
 }
 
 }  // namespace

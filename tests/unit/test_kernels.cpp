@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <vector>
 
 #include "engine/kernels.h"
@@ -76,6 +77,28 @@ TEST(Kernels, BiasGeluMatchesReference) {
   bias_gelu_rows(x.data(), rows, n, bias.data());
   bias_gelu_rows_ref(r.data(), rows, n, bias.data());
   for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(x[i], r[i], 1e-6f * (1 + std::fabs(r[i])));
+}
+
+TEST(Kernels, GeluGradMatchesReference) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  const size_t n = 4099;  // not a multiple of any vector width
+  std::vector<float> h(n), d(n), r;
+  for (size_t i = 0; i < n; ++i) {
+    h[i] = nd(rng);
+    d[i] = nd(rng);
+  }
+  h[0] = 0.0f;
+  h[1] = -12.0f;
+  h[2] = 12.0f;
+  r = d;
+  const float d0 = d[0];
+  gelu_grad_mul(d.data(), h.data(), n);
+  gelu_grad_mul_ref(r.data(), h.data(), n);
+  for (size_t i = 0; i < n; ++i) ASSERT_NEAR(d[i], r[i], 1e-6f * (1.0f + std::fabs(r[i]))) << "h = " << h[i];
+  EXPECT_FLOAT_EQ(d[0], 0.5f * d0);  // GELU'(0) = 1/2
+  EXPECT_NEAR(d[1], 0.0f, 1e-6f);     // GELU'(-12) ≈ 0
+  EXPECT_FLOAT_EQ(d[2], r[2]);        // GELU'(12) ≈ 1
 }
 
 TEST(Kernels, ResidualAndBias) {
