@@ -55,7 +55,7 @@ def main():
         for i, im in enumerate(ims):
             grid.paste(im.resize((a.size, a.size), Image.BICUBIC), (pad + i * (a.size + pad), y))
         y += a.size + pad
-    grid.save(a.out, optimize=True)
+    grid.save(a.out, optimize=True, **({"quality": 85} if a.out.lower().endswith((".jpg", ".jpeg")) else {}))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@
 
 namespace vitq {
 
+void sgemm_f32(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+               int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc) != dnnl_success)
+    fail(ErrorKind::Internal, "dnnl_sgemm failed (", M, "x", N, "x", K, ")");
+}
+
 void gemm_nt_f32(int64_t M, int64_t N, int64_t K, const float* x, const float* w, float* y, float beta) {
   if (M == 0 || N == 0) return;
   dnnl_status_t st = dnnl_sgemm('N', 'T', M, N, K, 1.0f, x, K, w, K, beta, y, N);

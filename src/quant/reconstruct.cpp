@@ -28,11 +28,10 @@ namespace {
 
 constexpr SiteKind kLinearKinds[] = {SiteKind::Qkv, SiteKind::Proj, SiteKind::Fc1, SiteKind::Fc2};
 
-// Row-major C (M × N) = op(A) · op(B) through oneDNN's sgemm (single-threaded inside a parallel region).
+// Row-major C (M × N) = op(A) · op(B) (engine/gemm_f32.h).
 void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
            float* C, int64_t ldc) {
-  if (dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc) != dnnl_success)
-    fail(ErrorKind::Internal, "dnnl_sgemm failed (", M, "x", N, "x", K, ")");
+  sgemm_f32(ta, tb, M, N, K, A, lda, B, ldb, 0.0f, C, ldc);
 }
 
 // QDrop's random dropping of activation quantization: during a training step each element of a

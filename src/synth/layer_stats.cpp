@@ -43,7 +43,8 @@ StatTargets centre_targets(const ViTModel& model, const Dataset& data, int per_c
   std::map<int, std::vector<double>> sum_m, sum_s;  // class → Σ statistics
   std::vector<double> gm(LD, 0.0), gs(LD, 0.0);
   std::vector<float> images(size_t(batch) * img), logits(size_t(batch) * NC), m(LD), s(LD);
-  for (size_t i0 = 0; i0 < n; i0 += size_t(batch)) {
+  size_t full = 0;  // classes with per_class images: every class full ends the scan
+  for (size_t i0 = 0; i0 < n && full < size_t(NC); i0 += size_t(batch)) {
     const int b = int(std::min(n - i0, size_t(batch)));
     for (int k = 0; k < b; ++k) data.load(i0 + size_t(k), c.preprocess, images.data() + size_t(k) * img);
     g.forward(images.data(), b, logits.data());
@@ -54,7 +55,7 @@ StatTargets centre_targets(const ViTModel& model, const Dataset& data, int per_c
         cls = int(std::max_element(lg, lg + NC) - lg);
       }
       if (taken[cls] >= per_class) continue;
-      ++taken[cls];
+      if (++taken[cls] == per_class) ++full;
       image_layer_stats(g, c, k, m.data(), s.data());
       auto& cm = sum_m[cls];
       auto& cs = sum_s[cls];

@@ -29,7 +29,8 @@ struct StatTargets {
 };
 
 // The class centres of `data`: up to `per_class` images of each class in the dataset's order
-// (label from the dataset when it has one in [0, classes), else the model's FP32 prediction).
+// (label from the dataset when it has one in [0, classes), else the model's FP32 prediction); the
+// scan stops once every class of the model has its images.
 // Throws Error(Data) if fewer than two centres result (no spread to jitter by).
 StatTargets centre_targets(const ViTModel& model, const Dataset& data, int per_class, int batch);
 

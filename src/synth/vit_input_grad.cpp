@@ -1,27 +1,16 @@
 #include "synth/vit_input_grad.h"
 
-#include <dnnl.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
+#include "engine/gemm_f32.h"
 #include "engine/kernels.h"
 #include "engine/site.h"
 
 namespace vitq {
-namespace {
-
-// Row-major C (M × N) = op(A) · op(B) + beta·C through oneDNN's sgemm (single-threaded inside a
-// parallel region).
-void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
-           float beta, float* C, int64_t ldc) {
-  if (dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc) != dnnl_success)
-    fail(ErrorKind::Internal, "dnnl_sgemm failed (", M, "x", N, "x", K, ")");
-}
-
-}  // namespace
 
 // What one block's backward reads besides its layer inputs: per (image, head) Q and K (T × d), Vᵀ
 // (d × T) and the softmax probabilities P (T × T); fc1's output (GELU's input).
@@ -132,8 +121,8 @@ void ViTInputGrad::attention_backward(int i, const float* dctx, float* dqkv) {
       const float *Q = r.q.data() + size_t(g) * TD, *K = r.k.data() + size_t(g) * TD;
       for (int t = 0; t < T; ++t)
         std::copy_n(dctx + (size_t(b) * T + size_t(t)) * D + size_t(h) * d, d, dO.data() + size_t(t) * d);
-      sgemm('N', 'N', T, T, d, dO.data(), d, Vt, T, 0.0f, dP.data(), T);   // dP = dO · V
-      sgemm('T', 'N', d, T, T, dO.data(), d, P, T, 0.0f, dVt.data(), T);   // dVᵀ = dOᵀ · P
+      sgemm_f32('N', 'N', T, T, d, dO.data(), d, Vt, T, 0.0f, dP.data(), T);   // dP = dO · V
+      sgemm_f32('T', 'N', d, T, T, dO.data(), d, P, T, 0.0f, dVt.data(), T);   // dVᵀ = dOᵀ · P
       for (int t = 0; t < T; ++t) {  // softmax: dS = scale · P ∘ (dP − Σ_j dP_j P_j)
         float* dr = dP.data() + size_t(t) * T;
         const float* pr = P + size_t(t) * T;
@@ -141,8 +130,8 @@ void ViTInputGrad::attention_backward(int i, const float* dctx, float* dqkv) {
         for (int j = 0; j < T; ++j) dot += double(dr[j]) * pr[j];
         for (int j = 0; j < T; ++j) dr[j] = float(scale * double(pr[j]) * (double(dr[j]) - dot));
       }
-      sgemm('N', 'N', T, d, T, dP.data(), T, K, d, 0.0f, dQ.data(), d);  // dQ = dS · K
-      sgemm('T', 'N', T, d, T, dP.data(), T, Q, d, 0.0f, dK.data(), d);  // dK = dSᵀ · Q
+      sgemm_f32('N', 'N', T, d, T, dP.data(), T, K, d, 0.0f, dQ.data(), d);  // dQ = dS · K
+      sgemm_f32('T', 'N', T, d, T, dP.data(), T, Q, d, 0.0f, dK.data(), d);  // dK = dSᵀ · Q
       for (int t = 0; t < T; ++t) {
         float* row = dqkv + (size_t(b) * T + size_t(t)) * 3 * D + size_t(h) * d;
         for (int j = 0; j < d; ++j) {
@@ -171,10 +160,10 @@ void ViTInputGrad::block_backward(int i, float* g, const float* dln1_in, const f
   dx1.assign(g, g + size_t(rows) * D);
   dctx.resize(size_t(rows) * D);
   dqkv.resize(size_t(rows) * 3 * D);
-  sgemm('N', 'N', rows, F, D, g, D, w.fc2.w.ptr(), F, 0.0f, dh.data(), F);
+  sgemm_f32('N', 'N', rows, F, D, g, D, w.fc2.w.ptr(), F, 0.0f, dh.data(), F);
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < rows; ++t) gelu_grad_mul(dh.data() + t * F, r.h.data() + t * F, size_t(F));
-  sgemm('N', 'N', rows, D, F, dh.data(), F, w.fc1.w.ptr(), D, 0.0f, dln.data(), D);
+  sgemm_f32('N', 'N', rows, D, F, dh.data(), F, w.fc1.w.ptr(), D, 0.0f, dln.data(), D);
   const avector<float>& x1 = xs_[size_t(2 * i + 1)];
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < rows; ++t) {
@@ -184,9 +173,9 @@ void ViTInputGrad::block_backward(int i, float* g, const float* dln1_in, const f
       for (int j = 0; j < D; ++j) o[j] += dln2_in[t * D + j];
   }
   // Attention: x1 = x_i + proj(attention(qkv(LN1(x_i)))).
-  sgemm('N', 'N', rows, D, D, dx1.data(), D, w.proj.w.ptr(), D, 0.0f, dctx.data(), D);
+  sgemm_f32('N', 'N', rows, D, D, dx1.data(), D, w.proj.w.ptr(), D, 0.0f, dctx.data(), D);
   attention_backward(i, dctx.data(), dqkv.data());
-  sgemm('N', 'N', rows, D, 3 * D, dqkv.data(), 3 * D, w.qkv.w.ptr(), D, 0.0f, dln.data(), D);
+  sgemm_f32('N', 'N', rows, D, 3 * D, dqkv.data(), 3 * D, w.qkv.w.ptr(), D, 0.0f, dln.data(), D);
   const avector<float>& x0 = xs_[size_t(2 * i)];
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < rows; ++t) {
@@ -210,7 +199,7 @@ void ViTInputGrad::backward(const float* dlogits, const std::vector<const float*
     std::vector<float> dtok(size_t(B) * D);
     for (int t = 0; t < ntok; ++t) {
       const LinearWeights& hw = t == 0 ? m_.head : m_.head_dist;
-      sgemm('N', 'N', B, D, NC, dlogits, NC, hw.w.ptr(), D, 0.0f, dtok.data(), D);
+      sgemm_f32('N', 'N', B, D, NC, dlogits, NC, hw.w.ptr(), D, 0.0f, dtok.data(), D);
       if (c.distilled)
         for (float& v : dtok) v *= 0.5f;
       for (int b = 0; b < B; ++b) {
@@ -227,7 +216,7 @@ void ViTInputGrad::backward(const float* dlogits, const std::vector<const float*
   avector<float> gp(size_t(B) * NP * D), dpatch(size_t(B) * NP * PD);
   for (int b = 0; b < B; ++b)
     std::copy_n(g.data() + (size_t(b) * T + size_t(npre)) * D, size_t(NP) * D, gp.data() + size_t(b) * NP * D);
-  sgemm('N', 'N', int64_t(B) * NP, PD, D, gp.data(), D, m_.patch_embed.w.ptr(), PD, 0.0f, dpatch.data(), PD);
+  sgemm_f32('N', 'N', int64_t(B) * NP, PD, D, gp.data(), D, m_.patch_embed.w.ptr(), PD, 0.0f, dpatch.data(), PD);
   std::fill_n(dimages, size_t(B) * C * S * S, 0.0f);
 #pragma omp parallel for schedule(static)
   for (int bp = 0; bp < B * NP; ++bp) {
