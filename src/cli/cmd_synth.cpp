@@ -27,6 +27,7 @@ struct SynthArgs {
   int centres_per_class = 1, threads = 0;
   bool force = false, no_flip = false, quiet = false;
   SynthOptions opt;
+  CLI::App* cmd = nullptr;
 };
 
 std::string class_dir(int cls) {
@@ -38,6 +39,11 @@ std::string class_dir(int cls) {
 void run_synth(SynthArgs& a) {
   set_threads(a.threads);
   a.opt.flip = !a.no_flip;
+  if (a.centres.empty())
+    for (const char* o : {"--centres-per-class", "--class-map", "--stats"})
+      if (a.cmd->get_option(o)->count() > 0)
+        fail(ErrorKind::Usage, o, " applies to the class centres: give --centres-from DIR (without it the synthesis is "
+             "data-free)");
   StagedDir out(a.out, {"-o", {a.model, a.centres, a.class_map}, a.force});
   const ViTModel model = load_vit_model(a.model);
   const ViTConfig& cfg = model.cfg;
@@ -168,6 +174,7 @@ void add_synth_command(CLI::App& app) {
       ->capture_default_str();
   c->add_flag("--force", a->force, "Replace a non-empty output directory of files");
   c->add_flag("-q,--quiet", a->quiet, "No progress bar");
+  a->cmd = c;
   c->callback([a] { run_synth(*a); });
 }
 

@@ -127,8 +127,10 @@ def main():
     cli.expect("missing centres", ["synth", "--model", m, "--centres-from", cli.path("nope"), "-o", cli.path("x1")],
                "data", "nope")
     cli.expect("non-empty output", [*common, "-o", a], "usage", "not empty|--force")
+    cli.expect("--centres-per-class without centres", ["synth", "--model", m, "-o", cli.path("x3"),
+                                                          "--centres-per-class", "2"], "usage", "--centres-from")
     cli.expect("--images 0", ["synth", "--model", m, "-o", cli.path("x2"), "--images", "0"], "usage", "--images")
-    cli.check(not os.path.exists(cli.path("x1")) and not os.path.exists(cli.path("x2")), "nothing written on refusal")
+    cli.check(not any(os.path.exists(cli.path(x)) for x in ("x1", "x2", "x3")), "nothing written on refusal")
     cli.finish()
 
 
