@@ -142,6 +142,14 @@ double stat_loss(const StatTargets& t, int centre, const float* mean, const floa
   return loss;
 }
 
+double cross_entropy(const float* lg, int n, int cls, double scale, float* dg) {
+  const double mx = *std::max_element(lg, lg + n);
+  double z = 0;
+  for (int k = 0; k < n; ++k) z += std::exp(double(lg[k]) - mx);
+  for (int k = 0; k < n; ++k) dg[k] = float(scale * (std::exp(double(lg[k]) - mx) / z - (k == cls ? 1.0 : 0.0)));
+  return std::log(z) + mx - lg[cls];
+}
+
 void stat_grad_to_inputs(const ViTInputGrad& g, const ViTConfig& cfg, int i, const float* mean, const float* sd,
                          const float* dmean, const float* dsd, const std::vector<float*>& dx) {
   const int T = cfg.tokens(), D = cfg.embed_dim;

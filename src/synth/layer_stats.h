@@ -46,6 +46,10 @@ struct StatWeights {
 double stat_loss(const StatTargets& t, int centre, const float* mean, const float* sd, const float* noise_mean,
                  const float* noise_sd, const StatWeights& w, float* dmean, float* dsd);
 
+// The cross-entropy −log softmax(logits)[cls] of one image's n logits; dlogits receives its gradient
+// softmax − onehot(cls), times `scale`.
+double cross_entropy(const float* logits, int n, int cls, double scale, float* dlogits);
+
 // ∂L/∂x of image i's layer inputs (tokens × D per layer) from ∂L/∂μ, ∂L/∂σ (layers × D), using
 // the layer inputs x of g's last forward: ∂μ_j/∂x_tj = 1/T, ∂σ_j/∂x_tj = (x_tj − μ_j)/(T·σ_j).
 // dx: layers pointers, each to the batch's buffer (batch × tokens × D); image i's rows are set.

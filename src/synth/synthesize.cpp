@@ -126,13 +126,8 @@ class Synthesizer {
       double ce = 0, st = 0, tv = 0, hits = 0;
       for (int b = 0; b < B; ++b) {  // cross-entropy of the softmax to the target class
         const float* lg = logits.data() + size_t(b) * NC;
-        float* dg = dlogits.data() + size_t(b) * NC;
-        const double mx = *std::max_element(lg, lg + NC);
-        double z = 0;
-        for (int k = 0; k < NC; ++k) z += std::exp(double(lg[k]) - mx);
         const int cls = bt.classes[size_t(b)];
-        ce += std::log(z) + mx - lg[cls];
-        for (int k = 0; k < NC; ++k) dg[k] = float(o_.ce * (std::exp(double(lg[k]) - mx) / z - (k == cls ? 1.0 : 0.0)));
+        ce += cross_entropy(lg, NC, cls, o_.ce, dlogits.data() + size_t(b) * NC);
         hits += int(std::max_element(lg, lg + NC) - lg) == cls;
       }
       if (t_ && o_.stats > 0) {

@@ -89,13 +89,7 @@ void register_synth(CLI::App& app) {
     }
     double loss = 0;
     for (int i = 0; i < N; ++i) {
-      const float* lg = logits.data() + size_t(i) * NC;
-      double mx = lg[0], z = 0;
-      for (int k = 1; k < NC; ++k) mx = std::max(mx, double(lg[k]));
-      for (int k = 0; k < NC; ++k) z += std::exp(double(lg[k]) - mx);
-      loss += std::log(z) + mx - lg[cls[size_t(i)]];
-      for (int k = 0; k < NC; ++k)
-        dlog[size_t(i) * NC + size_t(k)] = float(std::exp(double(lg[k]) - mx) / z - (k == cls[size_t(i)] ? 1.0 : 0.0));
+      loss += cross_entropy(logits.data() + size_t(i) * NC, NC, cls[size_t(i)], 1.0, dlog.data() + size_t(i) * NC);
       image_layer_stats(g, cfg, i, mean.data(), sd.data());
       loss += stat_loss(t, 0, mean.data(), sd.data(), nullptr, nullptr, w, dmean.data(), dsd.data());
       stat_grad_to_inputs(g, cfg, i, mean.data(), sd.data(), dmean.data(), dsd.data(), dp);
