@@ -22,6 +22,10 @@ Configurations:
                    int8 GEMMs)
   vitq-w4a4+qwt    the same with QwT error compensation (`--compensate closed-form`, the default at
                    W4A4: one FP32 D × D GEMM per block)
+  w8a8+gelu        w8a8 with 8-bit GELU tables (--gelu-table 8: fc1's epilogue looks fc2's input
+                   codes up instead of computing GELU and quantizing)
+  vitq-w8a8+gelu   vitq-w8a8 with 8-bit GELU tables (per-token fc2 inputs: the table gives the GELU
+                   values, which are then quantized per token)
 
   /usr/bin/python3 bench/recipe_speed.py --out bench/results/recipe-speed.json --results docs/RESULTS.md
 """
@@ -47,6 +51,8 @@ CONFIGS = {
     "vitq-w8a8": ["--method", "vitq", "--bits", "8"],
     "vitq-w4a4": ["--method", "vitq", "--bits", "4", "--compensate", "none"],
     "vitq-w4a4+qwt": ["--method", "vitq", "--bits", "4", "--compensate", "closed-form"],
+    "w8a8+gelu": ["--method", "minmax", "--bits", "8", "--gelu-table", "8"],
+    "vitq-w8a8+gelu": ["--method", "vitq", "--bits", "8", "--gelu-table", "8"],
 }
 
 
@@ -102,13 +108,15 @@ def main():
                     j = bench(args.vitq, d, b, args.iters)
                     times[n].append(statistics.median(j["ms_per_batch"]) / b)
             base = statistics.median(times["w8a8"])
+            fp32 = statistics.median(times["fp32"])
             for n, d in dirs.items():
                 prof = bench(args.vitq, d, b, args.iters, profile=True).get("profile_ms_per_image", {}) if n != "fp32" else {}
                 med = statistics.median(times[n])
                 row = dict(model=mk, batch=b, config=n, ms_per_image=med, spread=(max(times[n]) - min(times[n])) / med,
-                           vs_w8a8=med / base, profile=prof)
+                           vs_w8a8=med / base, fp32_speedup=fp32 / med, profile=prof)
                 res["rows"].append(row)
-                print(f"{mk} b{b} {n:12s} {med:7.3f} ms/image  x{med / base:.2f} of w8a8", flush=True)
+                print(f"{mk} b{b} {n:14s} {med:7.3f} ms/image  x{med / base:.2f} of w8a8  FP32 / this {fp32 / med:.2f}",
+                      flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
@@ -119,19 +127,20 @@ def main():
 def table(res):
     lines = [f"Measured {res['date']} on {res['machine']}; `bench/recipe_speed.py`: random-weight models, `vitq bench` "
              "with 2 threads, configurations interleaved, median of 5 repetitions of 30 timed forwards; ratio to the "
-             "plain W8A8 model (per-tensor steps) of the same run. Stage columns: `vitq bench --profile` (ms/image; "
+             "plain W8A8 model (per-tensor steps) of the same run; FP32 ÷: vitq's FP32 forward's time over the "
+             "row's. Stage columns: `vitq bench --profile` (ms/image; "
              "each linear stage includes its fused epilogue, attention includes the softmax and P·V).", ""]
     stages = ["embed", "qkv", "attention", "proj", "fc1", "fc2", "head", "compensation"]
     for mk, (_, label) in MODELS.items():
         for b in sorted({r["batch"] for r in res["rows"] if r["model"] == mk}):
             rows = [r for r in res["rows"] if r["model"] == mk and r["batch"] == b]
             lines += [f"**{label}, batch {b}**", "",
-                      "| configuration | ms/image | ÷ W8A8 | " + " | ".join(stages) + " |",
-                      "|---|---|---|" + "---|" * len(stages)]
+                      "| configuration | ms/image | ÷ W8A8 | FP32 ÷ | " + " | ".join(stages) + " |",
+                      "|---|---|---|---|" + "---|" * len(stages)]
             for r in rows:
                 st = " | ".join(f"{r['profile'][s]:.2f}" if s in r["profile"] else "–" for s in stages)
                 lines.append(f"| {r['config']} | {r['ms_per_image']:.2f} ±{100 * r['spread'] / 2:.0f}% | "
-                             f"{r['vs_w8a8']:.2f}× | {st} |")
+                             f"{r['vs_w8a8']:.2f}× | {r['fp32_speedup']:.2f}× | {st} |")
             lines.append("")
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@
 #include "io/output_dir.h"
 #include "model/vit_model.h"
 #include "quant/calib_data.h"
+#include "quant/gelu_table.h"
 #include "quant/calib_random.h"
 #include "quant/calib_report.h"
 #include "quant/calibrate.h"
@@ -61,6 +62,7 @@ struct QuantizeArgs {
   std::string ridge_target = "local";
   ReconOptions recon;           // --recon-iters, ...
   std::string recon_target = "local";
+  int gelu_table = 0;           // --gelu-table BITS (0 = GELU in float)
   bool qwt = false;             // --qwt
   CompensationOptions qwt_opt;
   std::string qwt_target = "local";
@@ -328,11 +330,18 @@ void run_quantize(QuantizeArgs& a) {
                  double(a.token_clip));
   if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
   check_options_for_target(opt, a.wbits, a.abits, a.mp_candidates, target);
+  check_gelu_table_for_target(a.gelu_table, target);
   print_header(a, model, *method, opt, cs, data.get(), recipe, target, dropped);
 
   const auto t_calib = std::chrono::steady_clock::now();
   nlohmann::ordered_json mp_report;
   CalibrationResult r = calibrate(a, model, cs, *method, opt, target, mp_report);
+  if (a.gelu_table) {
+    Progress bar("GELU tables", cs.n, a.quiet);
+    fit_gelu_tables(model, r.plan, cs.images.data(), cs.n, a.gelu_table, [&](int done, int) { bar.update(done, ""); });
+    bar.finish();
+    r.plan.settings["gelu_table_bits"] = a.gelu_table;
+  }
   // All of the calibration: with mixed precision, the sensitivity and perturbation passes too.
   const double calib_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_calib).count();
   r.plan.target = target.json;
@@ -552,6 +561,13 @@ void add_rounding_options(CLI::App* c, QuantizeArgs* a) {
                 "original weights)")
       ->capture_default_str()
       ->check(opt::real(1e-6, 100));
+  c->add_option("--gelu-table", a->gelu_table,
+                "After calibration (any method): GELU as a table — each block's GELU input (fc1's output) is "
+                "quantized to BITS bits on a grid fitted to the calibration images (least GELU-output error) and "
+                "the integer runtime looks GELU up instead of computing it (with a per-tensor fc2 input the table "
+                "gives fc2's codes directly). It changes the model a little, so it is a choice: the simulator "
+                "computes the same. 0 = GELU in float")
+      ->check(CLI::IsMember({0, 4, 5, 6, 7, 8, 9, 10}));
   c->add_flag("--qwt,!--no-qwt", a->qwt,
               "After each block (any method): QwT error compensation - a linear map of the block's input, fitted "
               "in closed form to the error the quantized block leaves in its output, added to the block's output "

@@ -22,5 +22,7 @@ void check_options_for_target(const CalibOptions& opt, int wbits, int abits, con
 // The finished plan against the target: a usage error listing what it cannot run, with the
 // method option that leads there where one does.
 void check_plan_for_target(const QuantPlan& plan, const Target& t);
+// --gelu-table BITS (0 = off): refused (ErrorKind::Usage) if the target runs no such table.
+void check_gelu_table_for_target(int bits, const Target& t);
 
 }  // namespace vitq

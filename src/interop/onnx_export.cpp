@@ -424,6 +424,9 @@ std::string OnnxExportInfo::summary() const {
 }
 
 std::string export_onnx(const ViTModel& model, const QuantPlan* plan, OnnxExportInfo* info) {
+  if (plan && !plan->gelu_tables.empty())
+    fail(ErrorKind::Model, "ONNX export: the plan has GELU tables (", plan->gelu_tables.begin()->first,
+         ", ...; --gelu-table), which the ONNX graph does not express yet; quantize without --gelu-table to export");
   onnx::ModelProto mp;
   mp.set_ir_version(8);
   mp.set_producer_name("vitq");

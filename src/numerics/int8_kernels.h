@@ -78,6 +78,10 @@ void add_scaled_row(float* y, const float* v, float s, size_t n);
 // in every clone, so that the integer runtime and the simulator, which both call these
 // kernels, get the same floats from the same integers.
 
+// out[j] = float(acc0[j] + 256·acc1[j] − comp[j]) with the sum in 64 bits (comp may be null): the
+// two A-plane products of a 9..16-bit A operand by an 8-bit B, combined exactly, then rounded once.
+void combine_two_a_planes_row(const int32_t* acc0, const int32_t* acc1, const int32_t* comp, float* out, size_t n);
+
 // Sum of n u8 values (row sums of A codes for a weight offset).
 int64_t sum_u8(const uint8_t* u, size_t n);
 

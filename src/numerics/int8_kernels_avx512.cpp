@@ -61,6 +61,41 @@ int32_t quantize_b_s8_avx512(const float* x, int8_t* q8, size_t n, float delta, 
   return _mm512_reduce_add_epi32(sum);
 }
 
+// Table lookups: the code as an index (code − lo), then a gather of 16 entries.
+VITQ_AVX512
+void table_lookup_u8_avx512(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out) {
+  const __m512 vd = _mm512_set1_ps(delta), lo = _mm512_set1_ps(float(r.lo)), hi = _mm512_set1_ps(float(r.hi));
+  const __m512i vlo = _mm512_set1_epi32(r.lo);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i idx = _mm512_sub_epi32(_mm512_cvtps_epi32(code16(_mm512_loadu_ps(x + i), vd, lo, hi)), vlo);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(_mm512_i32gather_epi32(idx, table, 4)));
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512i idx = _mm512_sub_epi32(_mm512_cvtps_epi32(code16(_mm512_maskz_loadu_ps(m, x + i), vd, lo, hi)), vlo);
+    const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, table, 4);
+    _mm512_mask_cvtepi32_storeu_epi8(out + i, m, v);
+  }
+}
+
+VITQ_AVX512
+void table_lookup_f32_avx512(const float* x, size_t n, float delta, QRange r, const float* table, float* out) {
+  const __m512 vd = _mm512_set1_ps(delta), lo = _mm512_set1_ps(float(r.lo)), hi = _mm512_set1_ps(float(r.hi));
+  const __m512i vlo = _mm512_set1_epi32(r.lo);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i idx = _mm512_sub_epi32(_mm512_cvtps_epi32(code16(_mm512_loadu_ps(x + i), vd, lo, hi)), vlo);
+    _mm512_storeu_ps(out + i, _mm512_i32gather_ps(idx, table, 4));
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512i idx = _mm512_sub_epi32(_mm512_cvtps_epi32(code16(_mm512_maskz_loadu_ps(m, x + i), vd, lo, hi)), vlo);
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, table, 4));
+  }
+}
+
 }  // namespace vitq
+
 
 #pragma GCC diagnostic pop

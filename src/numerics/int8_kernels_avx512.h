@@ -10,5 +10,8 @@ namespace vitq {
 
 void quantize_a_u8_avx512(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp);
 int32_t quantize_b_s8_avx512(const float* x, int8_t* q, size_t n, float delta, QRange r);
+// numerics/table_lookup.h
+void table_lookup_u8_avx512(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out);
+void table_lookup_f32_avx512(const float* x, size_t n, float delta, QRange r, const float* table, float* out);
 
 }  // namespace vitq

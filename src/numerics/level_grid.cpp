@@ -51,12 +51,14 @@ std::vector<int32_t> positive_levels(Grid g, int bits) {
 // only after the exact scaling, so every clone of the loops below gives the same levels.
 __attribute__((always_inline)) inline int32_t arith_level(float p, int mant, int32_t lmin) {
   const float t = round_half_even(p * float(kLevelOne));  // exact scaling by a power of two
-  const int32_t v = t > 0.0f ? (t >= float(kLevelOne) ? kLevelOne : int32_t(t)) : 0;  // NaN: 0
-  int32_t e = 0;  // ⌊log2 v⌋ (0 for v = 0)
-  for (int k = 1; k <= kLevelFracBits; ++k) e += v >= (int32_t(1) << k) ? 1 : 0;
+  const float tp = t > 0.0f ? t : 0.0f;                    // NaN: 0
+  const int32_t v = int32_t(tp < float(kLevelOne) ? tp : float(kLevelOne));
+  // ⌊log2 v⌋ (0 for v = 0): a count of leading zeros, which vectorises (AVX-512 CD's vplzcntd).
+  const int32_t e = 31 - __builtin_clz(uint32_t(v) | 1u);
   const int32_t sh = e > mant ? e - mant : 0, base = int32_t(1) << e;
   const int32_t up = base + (((v - base + ((int32_t(1) << sh) >> 1)) >> sh) << sh);
-  return v >= lmin ? up : (2 * v >= lmin ? lmin : 0);
+  const int32_t below = 2 * v >= lmin ? lmin : 0;
+  return v >= lmin ? up : below;
 }
 
 // ... of n values: as two u8 planes, or as floats.

@@ -30,7 +30,7 @@ bool QuantPlan::operator==(const QuantPlan& o) const {
   return method == o.method && settings == o.settings && calibration == o.calibration &&
          tool_version == o.tool_version && architecture == o.architecture && sites == o.sites &&
          ln_smoothing == o.ln_smoothing && ln_shift == o.ln_shift && rotation == o.rotation &&
-         compensation == o.compensation && target == o.target;
+         compensation == o.compensation && target == o.target && gelu_tables == o.gelu_tables;
 }
 
 namespace {
@@ -330,7 +330,8 @@ int plan_format_version(const QuantPlan& p) {
   // Format 2 adds what a format-1 reader would silently misread (per-head steps, a rotation);
   // per-token inputs and level grids lack the `scale` a format-1 reader requires, so it refuses them.
   // Format 3 adds error compensation, which a format-2 reader would ignore; format 4 the per-token
-  // clip ratio, likewise.
+  // clip ratio, likewise; format 5 GELU tables.
+  if (!p.gelu_tables.empty()) return 5;
   for (const auto& kv : p.sites)
     if (kv.second.x.clips_tokens()) return 4;
   if (!p.compensation.empty()) return 3;
@@ -378,6 +379,11 @@ ojson plan_to_json(const QuantPlan& p, const std::string& codes_file, const std:
     const PlanRotation& r = *p.rotation;
     j["rotation"] = {{"seed", r.seed}, {"residual", r.residual}, {"heads", r.heads}, {"mlp", r.mlp}};
   }
+  if (!p.gelu_tables.empty()) {
+    ojson g = ojson::object();
+    for (const auto& [name, t] : p.gelu_tables) g[name] = {{"bits", t.bits}, {"scale", t.scale}, {"lo", t.lo}};
+    j["gelu_tables"] = g;
+  }
   if (!p.compensation.empty()) {
     ojson blocks = ojson::array();
     for (const auto& kv : p.compensation) blocks.push_back(kv.first);
@@ -423,14 +429,49 @@ static PlanRotation rotation_from_json(const json& r, const std::string& source)
   return out;
 }
 
+// gelu_tables: fc1 site name -> {bits, scale, lo}; the site must be quantized in the plan.
+static std::map<std::string, GeluTable> gelu_tables_from_json(const json& g, const std::string& source,
+                                                              const QuantPlan& p) {
+  if (!g.is_object()) Ctx{source, ""}.bad("gelu_tables", "must be an object (blocks.N.mlp.fc1 -> {bits, scale, lo})");
+  Ctx c{source, "gelu_tables."};
+  std::map<std::string, GeluTable> out;
+  for (auto it = g.begin(); it != g.end(); ++it) {
+    const std::string& name = it.key();
+    SiteId id;
+    if (!parse_site_name(name, &id) || id.kind != SiteKind::Fc1)
+      c.bad(name, "is not an fc1 site (blocks.N.mlp.fc1: the GELU's input is that site's output)");
+    auto sp = p.sites.find(name);
+    if (sp == p.sites.end() || !sp->second.x.quantized())
+      c.bad(name, "a GELU table needs its fc1 site quantized in the plan");
+    const json& e = it.value();
+    if (!e.is_object()) c.bad(name, "must be an object {bits, scale, lo}");
+    for (auto f = e.begin(); f != e.end(); ++f)
+      if (f.key() != "bits" && f.key() != "scale" && f.key() != "lo")
+        c.bad(name + "." + f.key(), "is not a GELU table field (bits, scale, lo)");
+    GeluTable t;
+    if (!e.contains("bits") || !e["bits"].is_number_integer() || e["bits"] < 4 || e["bits"] > 10)
+      c.bad(name + ".bits", "must be an integer in [4, 10]");
+    t.bits = e["bits"].get<int>();
+    if (!e.contains("scale") || !e["scale"].is_number()) c.bad(name + ".scale", "must be a number");
+    const double sc = e["scale"].get<double>();
+    if (!(sc >= FLT_MIN && sc <= FLT_MAX)) c.bad(name + ".scale", cat("must be positive and finite (got ", sc, ")"));
+    t.scale = float(sc);
+    if (!e.contains("lo") || !e["lo"].is_number_integer() || e["lo"] < -(1 << 20) || e["lo"] > (1 << 20))
+      c.bad(name + ".lo", "must be an integer in [-2^20, 2^20]");
+    t.lo = e["lo"].get<int32_t>();
+    out[name] = t;
+  }
+  return out;
+}
+
 QuantPlan plan_from_json(const json& j, const std::string& source) {
   Ctx top{source, ""};
   if (!j.is_object()) top.bad("plan", "must be a JSON object");
   if (!j.contains("format") || !j["format"].is_string() || j["format"] != "vitq-plan")
     top.bad("format", cat("must be \"vitq-plan\" (got ", j.contains("format") ? j["format"].dump() : "nothing", ")"));
   if (!j.contains("format_version") || !j["format_version"].is_number_integer() ||
-      j["format_version"] < 1 || j["format_version"] > 4)
-    top.bad("format_version", "must be 1, 2, 3 or 4 (this vitq reads plan formats 1 to 4)");
+      j["format_version"] < 1 || j["format_version"] > 5)
+    top.bad("format_version", "must be 1 to 5 (this vitq reads plan formats 1 to 5)");
   QuantPlan p;
   auto str = [&](const char* k) {
     if (!j.contains(k) || !j[k].is_string()) top.bad(k, "must be a string");
@@ -484,6 +525,7 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   p.ln_shift = ln_site_vectors(j, "ln_shift", "shifts", source);
   if (j.contains("rotation")) p.rotation = rotation_from_json(j["rotation"], source);
   if (j.contains("compensation")) read_compensation(j, source, p);
+  if (j.contains("gelu_tables")) p.gelu_tables = gelu_tables_from_json(j["gelu_tables"], source, p);
   return p;
 }
 
@@ -574,6 +616,10 @@ void check_plan_matches(const QuantPlan& plan, const ViTConfig& cfg, const std::
       fail(ErrorKind::Model, source, ": compensation of block ", i, " is for embed_dim ", comp.b.size(),
            ", the model has ", D);
   }
+  for (const auto& [name, t] : plan.gelu_tables)
+    if (!shapes.count(name))
+      fail(ErrorKind::Model, source, ": gelu_tables: site '", name, "' does not exist in this model (",
+           cfg.architecture, ", depth ", cfg.depth, ")");
   for (const auto* field : {&plan.ln_smoothing, &plan.ln_shift}) {
     const char* what = field == &plan.ln_shift ? "ln_shift" : "ln_smoothing";
     for (const auto& [name, v] : *field) {

@@ -89,6 +89,18 @@ struct BlockCompensation {
   bool operator==(const BlockCompensation&) const = default;
 };
 
+// GELU as a table (plan option --gelu-table; quant/gelu_table.h): the GELU input — fc1's output,
+// bias included — is quantized to a code c = clip(round(y / scale), lo, lo + 2^bits − 1) and the
+// GELU output is GELU(c · scale), exact in float: the integer runtime reads it from a 2^bits-entry
+// table indexed by c − lo (or, with a per-tensor fc2 input, the fc2 input code itself).
+struct GeluTable {
+  int bits = 8;
+  float scale = 0.0f;
+  int32_t lo = 0;
+  QRange range() const { return {lo, lo + (int32_t(1) << bits) - 1}; }
+  bool operator==(const GeluTable&) const = default;
+};
+
 struct QuantPlan {
   std::string method;                 // "liu2021", "minmax", ...
   nlohmann::ordered_json settings;    // method settings as given (bits, flags, ...)
@@ -112,6 +124,9 @@ struct QuantPlan {
   // like the transforms (plan_transforms.h); the tensors live in the companion file
   // `<stem>_compensation.safetensors` (save_plan), F32 blocks.i.compensation.{weight,bias}.
   std::map<int, BlockCompensation> compensation;
+  // GELU tables by the fc1 site whose output they take (blocks.i.mlp.fc1; that site must be
+  // quantized); a block absent here runs GELU in float.
+  std::map<std::string, GeluTable> gelu_tables;
   // The hardware description the plan was made for (quant/target.h), as given; null = none recorded.
   nlohmann::ordered_json target;
 

@@ -207,6 +207,12 @@ bool PlanSimulator::compute(const SiteCall& call) {
     wq = it->second.data();
   }
   simulate_site(call, *sp, wq, xbuf_, wbuf_);
+  if (call.site.kind == SiteKind::Fc1 && !plan_.gelu_tables.empty()) {
+    // A GELU table: the GELU (applied by the forward next) sees the fc1 output on its grid.
+    auto t = plan_.gelu_tables.find(call.site.name());
+    if (t != plan_.gelu_tables.end())
+      fake_quantize(call.y, call.y, size_t(call.M) * size_t(call.N), t->second.scale, t->second.range());
+  }
   return true;
 }
 

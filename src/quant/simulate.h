@@ -1,6 +1,8 @@
 // Simulated quantization: a SiteHook that runs each planned site on quantize-dequantized
 // operands (float GEMM), adds the plan's weight offset and bias correction, and leaves FP32
-// sites alone. Computes exactly what plan.h describes.
+// sites alone; an fc1 site with a GELU table (plan.h: GeluTable) has its output put on the
+// table's grid, so that the forward's GELU computes the table's entry. Computes exactly what
+// plan.h describes.
 #pragma once
 #include <map>
 #include <vector>

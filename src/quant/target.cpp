@@ -98,7 +98,9 @@ Target target_from_json(const ojson& j, const std::string& source) {
   t.float_ops.compensation = c.boolean(fo, "float_ops.compensation");
   t.float_ops.mlp_rotation = c.boolean(fo, "float_ops.mlp_rotation");
   const ojson& el = c.object(j["elementwise"], "elementwise", {"gelu", "softmax", "layernorm", "requantize"});
-  for (const char* k : {"gelu", "softmax", "layernorm", "requantize"}) c.string(el, cat("elementwise.", k), {"fp32"});
+  const std::string gelu = c.string(el, "elementwise.gelu", {"fp32", "lut8", "lut10"});
+  t.elementwise.gelu_table_bits = gelu == "lut10" ? 10 : gelu == "lut8" ? 8 : 0;
+  for (const char* k : {"softmax", "layernorm", "requantize"}) c.string(el, cat("elementwise.", k), {"fp32"});
   return t;
 }
 
@@ -167,6 +169,12 @@ std::vector<TargetViolation> plan_target_violations(const QuantPlan& plan, const
   if (!plan.compensation.empty() && !t.float_ops.compensation)
     out.push_back({TargetGap::FloatGemm, cat("compensation: QwT maps of ", plan.compensation.size(), " blocks (float GEMMs); ",
                                              t.name, " runs no float GEMMs beside the quantized ones")});
+  for (const auto& [name, g] : plan.gelu_tables)
+    if (g.bits > t.elementwise.gelu_table_bits)
+      out.push_back({TargetGap::Elementwise,
+                     cat("gelu_tables.", name, ": a ", g.bits, "-bit GELU table; ", t.name,
+                         t.elementwise.gelu_table_bits ? cat(" runs tables of at most ", t.elementwise.gelu_table_bits, " bits")
+                                                       : std::string(" runs GELU in float only"))});
   if (plan.rotation && plan.rotation->mlp && !t.float_ops.mlp_rotation)
     out.push_back({TargetGap::FloatGemm,
                    cat("rotation.mlp: an online Hadamard of fc2's input (a float GEMM); ", t.name, " does not run it")});

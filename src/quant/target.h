@@ -14,7 +14,9 @@
 //                                                    operands; dynamic per-token steps
 //   float_ops: {compensation, mlp_rotation}          float GEMMs beside the quantized ones (QwT
 //                                                    compensation; the online Hadamard of fc2's input)
-//   elementwise: {gelu, softmax, layernorm, requantize}  how they run ("fp32": what vitq runs today)
+//   elementwise: {gelu, softmax, layernorm, requantize}  how they can run: gelu "fp32", "lut8" or
+//                                                    "lut10" (a table on an input code of at most
+//                                                    8 / 10 bits, plan.h GeluTable); the others "fp32"
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
@@ -38,6 +40,9 @@ struct Target {
   struct {
     bool compensation = false, mlp_rotation = false;
   } float_ops;
+  struct {
+    int gelu_table_bits = 0;  // the widest GELU table input (0: GELU in float only)
+  } elementwise;
   nlohmann::ordered_json json;  // the description as given (recorded in the plan)
 
   bool allows_grid(Grid g) const;
@@ -53,7 +58,7 @@ std::vector<std::string> builtin_target_names();
 Target load_target(const std::string& name_or_path);
 
 // What a plan entry needs that a target lacks.
-enum class TargetGap { Width, ChannelWidths, ChannelSteps, Grid, PerToken, PerHead, WeightOffset, FloatGemm };
+enum class TargetGap { Width, ChannelWidths, ChannelSteps, Grid, PerToken, PerHead, WeightOffset, FloatGemm, Elementwise };
 struct TargetViolation {
   TargetGap gap;
   std::string what;  // "site blocks.0.attn.qkv, x: dynamic per-token steps; ..."

@@ -131,6 +131,12 @@ bool IntegerSiteHook::compute(const SiteCall& call) {
   auto it = linear_.find(call.site);
   if (it == linear_.end()) fail(ErrorKind::Internal, "no integer weights for site ", call.site.name());
   run_linear(*it->second, call);
+  if (call.site.kind == SiteKind::Fc1 && !q_.plan.gelu_tables.empty()) {
+    // A GELU table (plan.h: GeluTable): the forward's GELU then computes the table's entries.
+    auto t = q_.plan.gelu_tables.find(call.site.name());
+    if (t != q_.plan.gelu_tables.end())
+      fake_quantize(call.y, call.y, size_t(call.M) * size_t(call.N), t->second.scale, t->second.range());
+  }
   return true;
 }
 

@@ -14,6 +14,8 @@
 #include "engine/packed_linear_f32.h"
 #include "numerics/hadamard.h"
 #include "numerics/int8_kernels.h"
+#include "numerics/table_lookup.h"
+#include "quant/gelu_table.h"
 
 namespace vitq {
 namespace {
@@ -57,8 +59,20 @@ struct AttnSite {
   }
 };
 
+// A block's GELU table (plan.h: GeluTable): the GELU outputs of the table's grid, and — when
+// fc2's input is one per-tensor u8 plane and nothing comes between (no MLP rotation) — fc2's A
+// codes of those outputs, so that the fc1 epilogue writes fc2's input directly.
+struct GeluLut {
+  bool on = false, direct = false;
+  float delta = 1.0f;
+  QRange range{0, 0};
+  std::vector<float> values;
+  std::vector<int32_t> codes;
+};
+
 struct Block {
   std::unique_ptr<IntLinear> qkv, proj, fc1, fc2;
+  GeluLut gelu;
   AttnSite qk, av;
   std::unique_ptr<PackedLinearF32> comp;  // error compensation (plan.h: BlockCompensation), FP32; or null
 };
@@ -152,6 +166,21 @@ struct IntViTForward::Impl {
       b.av = attention_site(q, {SiteKind::MatmulAV, i});
       b.av.a.zp = 0;  // softmax probabilities are >= 0: their codes need no shift to be u8
       for (const AttnSite* s : {&b.qk, &b.av}) (s->on ? any_int_attention : any_fp_attention) = true;
+      auto gt = q.plan.gelu_tables.find(SiteId{SiteKind::Fc1, i}.name());
+      if (gt != q.plan.gelu_tables.end()) {
+        GeluLut& g = b.gelu;
+        g.on = true;
+        g.delta = gt->second.scale;
+        g.range = gt->second.range();
+        g.values = gelu_table_values(gt->second);
+        const ActQuant& f2 = b.fc2->input();
+        g.direct = f2.on && !f2.per_token && !f2.levels && f2.planes == 1 && q.mlp_rotation_signs.empty();
+        if (g.direct) {
+          std::vector<uint8_t> u(g.values.size());
+          emit_a_codes(f2, g.values.data(), u.size(), u.data(), u.size(), nullptr);
+          g.codes.assign(u.begin(), u.end());
+        }
+      }
       auto ci = q.plan.compensation.find(i);
       if (ci != q.plan.compensation.end())
         b.comp = std::make_unique<PackedLinearF32>(c.embed_dim, c.embed_dim, ci->second.w.data(), ci->second.b.data());
@@ -339,6 +368,10 @@ struct IntViTForward::Impl {
   // distance between planes' accumulators), minus comp (if given), in float.
   static void combine_planes_row(const int32_t* acc, int P, int Q, size_t blk, int n_cols, const int32_t* comp,
                                  float* out) {
+    if (P == 2 && Q == 1) {  // 16-bit A codes (level grids of the softmax output) by 8-bit B: vectorised
+      combine_two_a_planes_row(acc, acc + blk, comp, out, size_t(n_cols));
+      return;
+    }
     for (int n = 0; n < n_cols; ++n) {
       int64_t v = 0;
       for (int p = 0; p < P; ++p)
@@ -494,8 +527,14 @@ struct IntViTForward::Impl {
     const ActQuant& f2 = bl.fc2->input();
     const float* mlp_signs = q.mlp_rotation_signs.empty() ? nullptr : q.mlp_rotation_signs.data();
     const float mlp_scale = 1.0f / std::sqrt(static_cast<float>(F));
+    const GeluLut& gl = bl.gelu;
     linear(*bl.fc1, rows, buf_a, 0, [&](int r, float* y) {
-      bias_gelu_rows(y, 1, size_t(F), nullptr);
+      if (gl.direct) {  // the table holds fc2's codes
+        table_lookup_u8(y, size_t(F), gl.delta, gl.range, gl.codes.data(), buf_b.u8.data() + size_t(r) * size_t(F));
+        return;
+      }
+      if (gl.on) table_lookup_f32(y, size_t(F), gl.delta, gl.range, gl.values.data(), y);
+      else bias_gelu_rows(y, 1, size_t(F), nullptr);
       if (mlp_signs) hadamard_sign_rows(y, 1, F, mlp_signs, mlp_scale);  // a rotated model's fc2 input
       emit_row(f2, y, size_t(F), buf_b, size_t(r));
     });

@@ -86,7 +86,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   nlohmann::ordered_json good = plan_to_json(sample_plan());
   ASSERT_NO_THROW(plan_from_json(good, "plan.json"));
   auto j = good;
-  j["format_version"] = 5;
+  j["format_version"] = 6;
   expect(j, "format_version");
   j = good;
   j["format_version"] = 1;  // a format-2 plan: accepted (the fields decide what it means)

@@ -86,6 +86,9 @@ TEST(Target, BuiltinsParseAndSayWhatTheyRun) {
   EXPECT_FALSE(qdq.weights.offset || qdq.inputs.per_head || qdq.inputs.per_token);
   EXPECT_TRUE(qdq.float_ops.compensation && qdq.weights.per_channel);
   EXPECT_EQ(cpu.json["name"], "cpu-vnni");
+  EXPECT_EQ(cpu.elementwise.gelu_table_bits, 10);
+  EXPECT_EQ(npu.elementwise.gelu_table_bits, 8);
+  EXPECT_EQ(qdq.elementwise.gelu_table_bits, 0);
 }
 
 TEST(Target, EachTargetRefusesExactlyWhatItCannotRun) {
@@ -113,6 +116,18 @@ TEST(Target, EachTargetRefusesExactlyWhatItCannotRun) {
   EXPECT_EQ(count(qdq, "rotation.mlp"), 0);
   EXPECT_EQ(qdq.size(), 7u);
   EXPECT_EQ(count(qdq, TargetGap::WeightOffset), 1);  // int8-only's 8 − compensation − rotation + the asymmetric weight
+
+  // GELU tables: cpu-vnni runs them up to 10 bits, int8-only up to 8, onnx-qdq none.
+  QuantPlan g = plan_with_everything();
+  g.gelu_tables["blocks.0.mlp.fc1"] = GeluTable{10, 0.01f, -300};
+  g.gelu_tables["blocks.1.mlp.fc1"] = GeluTable{8, 0.01f, -100};
+  EXPECT_TRUE(plan_target_violations(g, load_target("cpu-vnni")).empty());
+  const std::vector<TargetViolation> gn = plan_target_violations(g, load_target("int8-only"));
+  EXPECT_EQ(count(gn, TargetGap::Elementwise), 1);
+  EXPECT_EQ(count(gn, "gelu_tables.blocks.0.mlp.fc1: a 10-bit GELU table; int8-only runs tables of at most 8 bits"), 1);
+  const std::vector<TargetViolation> gq = plan_target_violations(g, load_target("onnx-qdq"));
+  EXPECT_EQ(count(gq, TargetGap::Elementwise), 2);
+  EXPECT_EQ(count(gq, "onnx-qdq runs GELU in float only"), 2);
 
   // A per-tensor 8-bit plan runs everywhere.
   QuantPlan plain;

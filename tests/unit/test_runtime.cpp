@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/vit_forward.h"
+#include "quant/gelu_table.h"
 #include "quant/ln_smoothing.h"
 #include "quant/plan_transforms.h"
 #include "quant/simulate.h"
@@ -95,6 +96,33 @@ TEST(PackBits, RowsOfDifferentWidthsFollowEachOther) {
 }
 
 // ------------------------------------------------------------------------------ kernels
+
+// The row sums of A codes and the two-plane combination against plain 64-bit scalar arithmetic.
+TEST(Int8Kernels, RowSumsAndPlaneCombinationAreExact) {
+  std::mt19937_64 rng(3);
+  for (size_t n : {size_t(0), size_t(1), size_t(63), size_t(64), size_t(197), size_t(3072), (size_t(1) << 24) + 5}) {
+    std::vector<uint8_t> u(n);
+    for (size_t i = 0; i < n; ++i) u[i] = n > 4096 ? uint8_t(255 - (i & 1)) : uint8_t(rng());
+    int64_t ref = 0;
+    for (uint8_t v : u) ref += v;
+    EXPECT_EQ(sum_u8(u.data(), n), ref) << n;
+  }
+  const size_t n = 197;
+  std::vector<int32_t> a0(n), a1(n), comp(n);
+  for (size_t j = 0; j < n; ++j) {
+    a0[j] = int32_t(rng() % 2000001) - 1000000;
+    a1[j] = int32_t(rng() % 16000001) - 8000000;  // 256·a1 overflows int32: the sum needs 64 bits
+    comp[j] = int32_t(rng() % 200001) - 100000;
+  }
+  std::vector<float> out(n), out_nc(n);
+  combine_two_a_planes_row(a0.data(), a1.data(), comp.data(), out.data(), n);
+  combine_two_a_planes_row(a0.data(), a1.data(), nullptr, out_nc.data(), n);
+  for (size_t j = 0; j < n; ++j) {
+    const int64_t t = int64_t(a0[j]) + 256 * int64_t(a1[j]);
+    EXPECT_EQ(out[j], float(t - comp[j])) << j;
+    EXPECT_EQ(out_nc[j], float(t)) << j;
+  }
+}
 
 TEST(Int8Kernels, QuantizersMatchTheScalarReference) {
   std::mt19937_64 rng(2);
@@ -477,6 +505,19 @@ TEST(IntegerForward, W4A4ReconstructionAndQwtCompensation) {
 
 TEST(IntegerForward, W8A8UnsignedSoftmaxQuantizedHead) {
   check_forward("w8", {}, [](const ViTModel& m) { return test::minmax_plan(m, 8, true, true); });
+}
+
+// GELU tables (plan.h: GeluTable), fitted on random images: block 0's fc2 input is 10 bits (two
+// planes: the table gives floats that are then quantized), block 1's 8 bits per tensor (the table
+// gives fc2's codes directly).
+TEST(IntegerForward, W8A8GeluTablesDirectAndFloat) {
+  check_forward("gelu", {}, [](const ViTModel& m) {
+    QuantPlan p = test::minmax_plan(m, 8, true, true, {{8, 8}, {10, 10}, {8, 8}, {8, 8}});
+    const std::vector<float> images = test::random_images(m.cfg, 8, 5);
+    fit_gelu_tables(m, p, images.data(), 8, 8);
+    EXPECT_EQ(p.gelu_tables.size(), size_t(m.cfg.depth));
+    return p;
+  });
 }
 
 TEST(IntegerForward, W6A6LayerNormSmoothing) {

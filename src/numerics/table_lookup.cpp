@@ -1,0 +1,52 @@
+#include "numerics/table_lookup.h"
+
+#include "numerics/int8_kernels.h"
+#include "numerics/int8_kernels_avx512.h"
+#include "numerics/multiversion.h"
+
+namespace vitq {
+namespace {
+
+VITQ_MULTIVERSION
+void table_lookup_u8_portable(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out) {
+  const float lo = float(r.lo), hi = float(r.hi);
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) out[i] = uint8_t(table[int32_t(code_f(x[i], delta, lo, hi)) - r.lo]);
+}
+
+VITQ_MULTIVERSION
+void table_lookup_f32_portable(const float* x, size_t n, float delta, QRange r, const float* table, float* out) {
+  const float lo = float(r.lo), hi = float(r.hi);
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) out[i] = table[int32_t(code_f(x[i], delta, lo, hi)) - r.lo];
+}
+
+}  // namespace
+
+const std::vector<TableLookupVariant>& table_lookup_variants() {
+  static const std::vector<TableLookupVariant> v = {
+      {"avx512", int8_kernels_use_avx512(), table_lookup_u8_avx512, table_lookup_f32_avx512},
+      {"portable", true, table_lookup_u8_portable, table_lookup_f32_portable},
+  };
+  return v;
+}
+
+void table_lookup_u8(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out) {
+  if (int8_kernels_use_avx512()) table_lookup_u8_avx512(x, n, delta, r, table, out);
+  else table_lookup_u8_portable(x, n, delta, r, table, out);
+}
+
+void table_lookup_f32(const float* x, size_t n, float delta, QRange r, const float* table, float* out) {
+  if (int8_kernels_use_avx512()) table_lookup_f32_avx512(x, n, delta, r, table, out);
+  else table_lookup_f32_portable(x, n, delta, r, table, out);
+}
+
+void table_lookup_u8_ref(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out) {
+  for (size_t i = 0; i < n; ++i) out[i] = uint8_t(table[quantize_one(x[i], delta, r) - r.lo]);
+}
+
+void table_lookup_f32_ref(const float* x, size_t n, float delta, QRange r, const float* table, float* out) {
+  for (size_t i = 0; i < n; ++i) out[i] = table[quantize_one(x[i], delta, r) - r.lo];
+}
+
+}  // namespace vitq
