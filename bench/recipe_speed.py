@@ -26,6 +26,10 @@ Configurations:
                    codes up instead of computing GELU and quantizing)
   vitq-w8a8+gelu   vitq-w8a8 with 8-bit GELU tables (per-token fc2 inputs: the table gives the GELU
                    values, which are then quantized per token)
+  w8a8+tables      w8a8 with 8-bit GELU tables and an 8-bit softmax exponent table (--softmax-table 8)
+  vitq-int8only    `--method vitq --bits 8 --target int8-only`: the recipe within static per-tensor
+                   steps and a u8 softmax output
+  vitq-int8only+tables  the same with 8-bit GELU and softmax tables (the fast format)
 
   /usr/bin/python3 bench/recipe_speed.py --out bench/results/recipe-speed.json --results docs/RESULTS.md
 """
@@ -53,6 +57,10 @@ CONFIGS = {
     "vitq-w4a4+qwt": ["--method", "vitq", "--bits", "4", "--compensate", "closed-form"],
     "w8a8+gelu": ["--method", "minmax", "--bits", "8", "--gelu-table", "8"],
     "vitq-w8a8+gelu": ["--method", "vitq", "--bits", "8", "--gelu-table", "8"],
+    "w8a8+tables": ["--method", "minmax", "--bits", "8", "--gelu-table", "8", "--softmax-table", "8"],
+    "vitq-int8only": ["--method", "vitq", "--bits", "8", "--target", "int8-only"],
+    "vitq-int8only+tables": ["--method", "vitq", "--bits", "8", "--target", "int8-only", "--gelu-table", "8",
+                             "--softmax-table", "8"],
 }
 
 

@@ -63,6 +63,7 @@ struct QuantizeArgs {
   ReconOptions recon;           // --recon-iters, ...
   std::string recon_target = "local";
   int gelu_table = 0;           // --gelu-table BITS (0 = GELU in float)
+  int softmax_table = 0;        // --softmax-table BITS (0 = float softmax)
   bool qwt = false;             // --qwt
   CompensationOptions qwt_opt;
   std::string qwt_target = "local";
@@ -330,12 +331,16 @@ void run_quantize(QuantizeArgs& a) {
                  double(a.token_clip));
   if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
   check_options_for_target(opt, a.wbits, a.abits, a.mp_candidates, target);
-  check_gelu_table_for_target(a.gelu_table, target);
+  check_tables_for_target(a.gelu_table, a.softmax_table, target);
   print_header(a, model, *method, opt, cs, data.get(), recipe, target, dropped);
 
   const auto t_calib = std::chrono::steady_clock::now();
   nlohmann::ordered_json mp_report;
   CalibrationResult r = calibrate(a, model, cs, *method, opt, target, mp_report);
+  if (a.softmax_table) {  // before the GELU tables: they are fitted on the model with it
+    r.plan.softmax_table = SoftmaxTable{a.softmax_table, 16.0f};
+    r.plan.settings["softmax_table_bits"] = a.softmax_table;
+  }
   if (a.gelu_table) {
     Progress bar("GELU tables", cs.n, a.quiet);
     fit_gelu_tables(model, r.plan, cs.images.data(), cs.n, a.gelu_table, [&](int done, int) { bar.update(done, ""); });
@@ -568,6 +573,12 @@ void add_rounding_options(CLI::App* c, QuantizeArgs* a) {
                 "gives fc2's codes directly). It changes the model a little, so it is a choice: the simulator "
                 "computes the same. 0 = GELU in float")
       ->check(CLI::IsMember({0, 4, 5, 6, 7, 8, 9, 10}));
+  c->add_option("--softmax-table", a->softmax_table,
+                "After calibration (any method): the softmax's exponent from a table — each exponent argument "
+                "(max − score)/sqrt(d) is put on a grid of 2^BITS points over [0, 16] and its exponential read from "
+                "two 32-entry tables (no exp per value in the integer runtime). It changes the model a little, so it "
+                "is a choice: the simulator computes the same. 0 = the float softmax")
+      ->check(CLI::IsMember({0, 6, 7, 8, 9, 10}));
   c->add_flag("--qwt,!--no-qwt", a->qwt,
               "After each block (any method): QwT error compensation - a linear map of the block's input, fitted "
               "in closed form to the error the quantized block leaves in its output, added to the block's output "

@@ -37,12 +37,18 @@ void check_options_for_target(const CalibOptions& opt, int wbits, int abits, con
     refuse("the MLP rotation (--rotate-mlp)", "runs no online float Hadamard of fc2's input");
 }
 
-void check_gelu_table_for_target(int bits, const Target& t) {
-  if (bits <= t.elementwise.gelu_table_bits) return;
-  fail(ErrorKind::Usage, "--gelu-table ", bits, ": target ", t.name,
-       t.elementwise.gelu_table_bits ? cat(" runs GELU tables of at most ", t.elementwise.gelu_table_bits, " bits")
-                                     : std::string(" runs GELU in float only"),
-       " (", t.summary, ")");
+void check_tables_for_target(int gelu_bits, int softmax_bits, const Target& t) {
+  if (gelu_bits > t.elementwise.gelu_table_bits)
+    fail(ErrorKind::Usage, "--gelu-table ", gelu_bits, ": target ", t.name,
+         t.elementwise.gelu_table_bits ? cat(" runs GELU tables of at most ", t.elementwise.gelu_table_bits, " bits")
+                                       : std::string(" runs GELU in float only"),
+         " (", t.summary, ")");
+  if (softmax_bits > t.elementwise.softmax_table_bits)
+    fail(ErrorKind::Usage, "--softmax-table ", softmax_bits, ": target ", t.name,
+         t.elementwise.softmax_table_bits
+             ? cat(" runs softmax exponent tables of at most ", t.elementwise.softmax_table_bits, " bits")
+             : std::string(" runs the softmax in float only"),
+         " (", t.summary, ")");
 }
 
 void check_plan_for_target(const QuantPlan& plan, const Target& t) {

@@ -22,7 +22,8 @@ void check_options_for_target(const CalibOptions& opt, int wbits, int abits, con
 // The finished plan against the target: a usage error listing what it cannot run, with the
 // method option that leads there where one does.
 void check_plan_for_target(const QuantPlan& plan, const Target& t);
-// --gelu-table BITS (0 = off): refused (ErrorKind::Usage) if the target runs no such table.
-void check_gelu_table_for_target(int bits, const Target& t);
+// --gelu-table / --softmax-table BITS (0 = off): refused (ErrorKind::Usage) if the target runs no
+// such table.
+void check_tables_for_target(int gelu_bits, int softmax_bits, const Target& t);
 
 }  // namespace vitq

@@ -72,6 +72,10 @@ class SiteHook {
   virtual bool compute(const SiteCall& /*call*/) { return false; }
   // Sees the inputs and the output once call.y is computed.
   virtual void observe(const SiteCall& /*call*/) {}
+  // Computes block `block`'s softmax in place itself — each of `rows` rows of n scores (Q·Kᵀ,
+  // unscaled) becomes softmax(scale · row) — and returns true, or returns false to let the
+  // forward's float softmax do it (a plan's softmax table, plan.h: SoftmaxTable).
+  virtual bool softmax(int /*block*/, float* /*s*/, int /*rows*/, int /*n*/, float /*scale*/) { return false; }
 };
 
 }  // namespace vitq

@@ -215,8 +215,10 @@ void ViTForward::attention(int index, float* x, int batch, SiteHook* hook) {
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int srows = batch * H * T;
+  if (!hook || !hook->softmax(index, s_.data(), srows, T, scale)) {
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < srows; ++r) softmax_rows(s_.data() + size_t(r) * T, 1, size_t(T), scale);
+    for (int r = 0; r < srows; ++r) softmax_rows(s_.data() + size_t(r) * T, 1, size_t(T), scale);
+  }
 
   const SiteCall av = attention_call({SiteKind::MatmulAV, index}, batch, H, T, d, T, s_.data(), vt_.data(), o_.data());
   if (plain) av_mm_->run(av.groups, s_.data(), vt_.data(), o_.data());

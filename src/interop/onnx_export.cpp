@@ -427,6 +427,9 @@ std::string export_onnx(const ViTModel& model, const QuantPlan* plan, OnnxExport
   if (plan && !plan->gelu_tables.empty())
     fail(ErrorKind::Model, "ONNX export: the plan has GELU tables (", plan->gelu_tables.begin()->first,
          ", ...; --gelu-table), which the ONNX graph does not express yet; quantize without --gelu-table to export");
+  if (plan && plan->softmax_table)
+    fail(ErrorKind::Model, "ONNX export: the plan has a softmax exponent table (--softmax-table), which the ONNX "
+         "graph does not express yet; quantize without --softmax-table to export");
   onnx::ModelProto mp;
   mp.set_ir_version(8);
   mp.set_producer_name("vitq");

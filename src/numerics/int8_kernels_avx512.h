@@ -10,6 +10,9 @@ namespace vitq {
 
 void quantize_a_u8_avx512(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp);
 int32_t quantize_b_s8_avx512(const float* x, int8_t* q, size_t n, float delta, QRange r);
+// numerics/softmax_table.h
+struct SoftmaxExpTable;
+void softmax_table_rows_avx512(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t);
 // numerics/table_lookup.h
 void table_lookup_u8_avx512(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out);
 void table_lookup_f32_avx512(const float* x, size_t n, float delta, QRange r, const float* table, float* out);

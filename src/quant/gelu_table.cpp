@@ -77,6 +77,9 @@ class Fc1Sampler : public SiteHook {
     }
     return done;
   }
+  bool softmax(int block, float* s, int rows, int n, float scale) override {
+    return sim_.softmax(block, s, rows, n, scale);
+  }
   std::map<int, std::vector<float>> samples_;
 
  private:

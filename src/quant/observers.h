@@ -64,6 +64,9 @@ class SelectiveSimulation : public SiteHook {
   std::map<SiteId, float*> capture;  // where a site's batch output goes (groups × M × N floats)
   std::function<void(const SiteCall&)> on_site;  // called for every site after its output
   bool compute(const SiteCall& c) override { return inner && allowed.count(c.site) ? inner->compute(c) : false; }
+  bool softmax(int block, float* s, int rows, int n, float scale) override {
+    return inner && allowed.count({SiteKind::MatmulAV, block}) ? inner->softmax(block, s, rows, n, scale) : false;
+  }
   void observe(const SiteCall& c) override;
 };
 

@@ -30,7 +30,8 @@ bool QuantPlan::operator==(const QuantPlan& o) const {
   return method == o.method && settings == o.settings && calibration == o.calibration &&
          tool_version == o.tool_version && architecture == o.architecture && sites == o.sites &&
          ln_smoothing == o.ln_smoothing && ln_shift == o.ln_shift && rotation == o.rotation &&
-         compensation == o.compensation && target == o.target && gelu_tables == o.gelu_tables;
+         compensation == o.compensation && target == o.target && gelu_tables == o.gelu_tables &&
+         softmax_table == o.softmax_table;
 }
 
 namespace {
@@ -330,8 +331,8 @@ int plan_format_version(const QuantPlan& p) {
   // Format 2 adds what a format-1 reader would silently misread (per-head steps, a rotation);
   // per-token inputs and level grids lack the `scale` a format-1 reader requires, so it refuses them.
   // Format 3 adds error compensation, which a format-2 reader would ignore; format 4 the per-token
-  // clip ratio, likewise; format 5 GELU tables.
-  if (!p.gelu_tables.empty()) return 5;
+  // clip ratio, likewise; format 5 GELU and softmax tables.
+  if (!p.gelu_tables.empty() || p.softmax_table) return 5;
   for (const auto& kv : p.sites)
     if (kv.second.x.clips_tokens()) return 4;
   if (!p.compensation.empty()) return 3;
@@ -384,6 +385,7 @@ ojson plan_to_json(const QuantPlan& p, const std::string& codes_file, const std:
     for (const auto& [name, t] : p.gelu_tables) g[name] = {{"bits", t.bits}, {"scale", t.scale}, {"lo", t.lo}};
     j["gelu_tables"] = g;
   }
+  if (p.softmax_table) j["softmax_table"] = {{"bits", p.softmax_table->bits}, {"range", p.softmax_table->range}};
   if (!p.compensation.empty()) {
     ojson blocks = ojson::array();
     for (const auto& kv : p.compensation) blocks.push_back(kv.first);
@@ -526,6 +528,22 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   if (j.contains("rotation")) p.rotation = rotation_from_json(j["rotation"], source);
   if (j.contains("compensation")) read_compensation(j, source, p);
   if (j.contains("gelu_tables")) p.gelu_tables = gelu_tables_from_json(j["gelu_tables"], source, p);
+  if (j.contains("softmax_table")) {
+    const json& e = j["softmax_table"];
+    Ctx c{source, "softmax_table."};
+    if (!e.is_object()) top.bad("softmax_table", "must be an object {bits, range}");
+    for (auto f = e.begin(); f != e.end(); ++f)
+      if (f.key() != "bits" && f.key() != "range") c.bad(f.key(), "is not a softmax table field (bits, range)");
+    SoftmaxTable t;
+    if (!e.contains("bits") || !e["bits"].is_number_integer() || e["bits"] < 6 || e["bits"] > 10)
+      c.bad("bits", "must be an integer in [6, 10]");
+    t.bits = e["bits"].get<int>();
+    if (!e.contains("range") || !e["range"].is_number()) c.bad("range", "must be a number");
+    const double r = e["range"].get<double>();
+    if (!(r >= 1.0 && r <= 88.0)) c.bad("range", cat("must be in [1, 88] (got ", r, ")"));
+    t.range = float(r);
+    p.softmax_table = t;
+  }
   return p;
 }
 

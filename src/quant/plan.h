@@ -101,6 +101,15 @@ struct GeluTable {
   bool operator==(const GeluTable&) const = default;
 };
 
+// Softmax with a table exponent (plan option --softmax-table; numerics/softmax_table.h): every
+// block's softmax puts its exponent arguments on a grid of 2^bits points over [0, range] and reads
+// the exponentials from tables.
+struct SoftmaxTable {
+  int bits = 10;
+  float range = 16.0f;
+  bool operator==(const SoftmaxTable&) const = default;
+};
+
 struct QuantPlan {
   std::string method;                 // "liu2021", "minmax", ...
   nlohmann::ordered_json settings;    // method settings as given (bits, flags, ...)
@@ -127,6 +136,8 @@ struct QuantPlan {
   // GELU tables by the fc1 site whose output they take (blocks.i.mlp.fc1; that site must be
   // quantized); a block absent here runs GELU in float.
   std::map<std::string, GeluTable> gelu_tables;
+  // Softmax with a table exponent in every block; none = the float softmax.
+  std::optional<SoftmaxTable> softmax_table;
   // The hardware description the plan was made for (quant/target.h), as given; null = none recorded.
   nlohmann::ordered_json target;
 

@@ -188,7 +188,16 @@ void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, av
   else linear_epilogue(call, sp, xbuf, row_delta);
 }
 
-PlanSimulator::PlanSimulator(const ViTModel& model, const QuantPlan& plan) : m_(model), plan_(plan) {}
+PlanSimulator::PlanSimulator(const ViTModel& model, const QuantPlan& plan) : m_(model), plan_(plan) {
+  if (plan.softmax_table) softmax_ = std::make_unique<SoftmaxExpTable>(plan.softmax_table->bits, plan.softmax_table->range);
+}
+
+bool PlanSimulator::softmax(int /*block*/, float* s, int rows, int n, float scale) {
+  if (!softmax_) return false;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) softmax_table_rows(s + size_t(r) * size_t(n), 1, size_t(n), scale, *softmax_);
+  return true;
+}
 
 bool PlanSimulator::compute(const SiteCall& call) {
   const SitePlan* sp = plan_.find(call.site);

@@ -5,11 +5,13 @@
 // plan.h describes.
 #pragma once
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "core/aligned.h"
 #include "engine/site.h"
 #include "model/vit_model.h"
+#include "numerics/softmax_table.h"
 #include "quant/plan.h"
 
 namespace vitq {
@@ -22,6 +24,8 @@ class PlanSimulator : public SiteHook {
   // and run the forward on that same model (plan_transforms.h).
   PlanSimulator(const ViTModel& model, const QuantPlan& plan);
   bool compute(const SiteCall& call) override;
+  // The plan's softmax table, if it has one (numerics/softmax_table.h).
+  bool softmax(int block, float* s, int rows, int n, float scale) override;
   void forget(const SiteId& id) { wq_.erase(id); }
 
  private:
@@ -29,6 +33,7 @@ class PlanSimulator : public SiteHook {
   const QuantPlan& plan_;
   std::map<SiteId, avector<float>> wq_;  // weight codes (as floats) of planned linear sites
   avector<float> xbuf_, wbuf_;
+  std::unique_ptr<SoftmaxExpTable> softmax_;
 };
 
 // Applies the site plan to one call with float GEMMs: the reference computation shared by

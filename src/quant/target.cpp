@@ -100,7 +100,9 @@ Target target_from_json(const ojson& j, const std::string& source) {
   const ojson& el = c.object(j["elementwise"], "elementwise", {"gelu", "softmax", "layernorm", "requantize"});
   const std::string gelu = c.string(el, "elementwise.gelu", {"fp32", "lut8", "lut10"});
   t.elementwise.gelu_table_bits = gelu == "lut10" ? 10 : gelu == "lut8" ? 8 : 0;
-  for (const char* k : {"softmax", "layernorm", "requantize"}) c.string(el, cat("elementwise.", k), {"fp32"});
+  const std::string softmax = c.string(el, "elementwise.softmax", {"fp32", "lut8", "lut10"});
+  t.elementwise.softmax_table_bits = softmax == "lut10" ? 10 : softmax == "lut8" ? 8 : 0;
+  for (const char* k : {"layernorm", "requantize"}) c.string(el, cat("elementwise.", k), {"fp32"});
   return t;
 }
 
@@ -175,6 +177,12 @@ std::vector<TargetViolation> plan_target_violations(const QuantPlan& plan, const
                      cat("gelu_tables.", name, ": a ", g.bits, "-bit GELU table; ", t.name,
                          t.elementwise.gelu_table_bits ? cat(" runs tables of at most ", t.elementwise.gelu_table_bits, " bits")
                                                        : std::string(" runs GELU in float only"))});
+  if (plan.softmax_table && plan.softmax_table->bits > t.elementwise.softmax_table_bits)
+    out.push_back({TargetGap::Elementwise,
+                   cat("softmax_table: a ", plan.softmax_table->bits, "-bit exponent table; ", t.name,
+                       t.elementwise.softmax_table_bits
+                           ? cat(" runs tables of at most ", t.elementwise.softmax_table_bits, " bits")
+                           : std::string(" runs the softmax in float only"))});
   if (plan.rotation && plan.rotation->mlp && !t.float_ops.mlp_rotation)
     out.push_back({TargetGap::FloatGemm,
                    cat("rotation.mlp: an online Hadamard of fc2's input (a float GEMM); ", t.name, " does not run it")});

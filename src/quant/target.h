@@ -16,7 +16,9 @@
 //                                                    compensation; the online Hadamard of fc2's input)
 //   elementwise: {gelu, softmax, layernorm, requantize}  how they can run: gelu "fp32", "lut8" or
 //                                                    "lut10" (a table on an input code of at most
-//                                                    8 / 10 bits, plan.h GeluTable); the others "fp32"
+//                                                    8 / 10 bits, plan.h GeluTable); softmax the same
+//                                                    (an exponent table, plan.h SoftmaxTable); the
+//                                                    others "fp32"
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
@@ -41,7 +43,8 @@ struct Target {
     bool compensation = false, mlp_rotation = false;
   } float_ops;
   struct {
-    int gelu_table_bits = 0;  // the widest GELU table input (0: GELU in float only)
+    int gelu_table_bits = 0;     // the widest GELU table input (0: GELU in float only)
+    int softmax_table_bits = 0;  // the widest softmax exponent table (0: softmax in float only)
   } elementwise;
   nlohmann::ordered_json json;  // the description as given (recorded in the plan)
 

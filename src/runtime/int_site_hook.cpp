@@ -113,7 +113,16 @@ void int_site_compute(const SiteCall& call, const SitePlan& sp) {
   }
 }
 
+bool IntegerSiteHook::softmax(int /*block*/, float* s, int rows, int n, float scale) {
+  if (!softmax_) return false;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) softmax_table_rows(s + size_t(r) * size_t(n), 1, size_t(n), scale, *softmax_);
+  return true;
+}
+
 IntegerSiteHook::IntegerSiteHook(const QuantizedViT& q) : q_(q) {
+  if (q.plan.softmax_table)
+    softmax_ = std::make_unique<SoftmaxExpTable>(q.plan.softmax_table->bits, q.plan.softmax_table->range);
   for (const auto& [id, s] : q.linears) {
     if (!s.quantized) continue;
     const SitePlan* sp = q.plan.find(id);

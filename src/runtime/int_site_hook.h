@@ -3,6 +3,7 @@
 // It is the reference the fused IntViTForward is tested against, and what the unit tests compare
 // with the simulator site by site (same codes, integer instead of float products).
 #pragma once
+#include "numerics/softmax_table.h"
 #include <map>
 #include <memory>
 
@@ -18,10 +19,12 @@ class IntegerSiteHook : public SiteHook {
   // Linear sites take their integer weights from `q` (the call's float weights are ignored).
   explicit IntegerSiteHook(const QuantizedViT& q);
   bool compute(const SiteCall& call) override;
+  bool softmax(int block, float* s, int rows, int n, float scale) override;  // the plan's softmax table
 
  private:
   const QuantizedViT& q_;
   std::map<SiteId, std::unique_ptr<IntLinear>> linear_;
+  std::unique_ptr<SoftmaxExpTable> softmax_;
 };
 
 // One call of a site under plan `sp`, in integers: linear sites quantize call.w with the plan

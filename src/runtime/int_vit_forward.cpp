@@ -14,6 +14,7 @@
 #include "engine/packed_linear_f32.h"
 #include "numerics/hadamard.h"
 #include "numerics/int8_kernels.h"
+#include "numerics/softmax_table.h"
 #include "numerics/table_lookup.h"
 #include "quant/gelu_table.h"
 
@@ -128,6 +129,7 @@ struct IntViTForward::Impl {
   std::unique_ptr<IntLinear> patch, head, head_dist;
   std::vector<Block> blocks;
   std::unique_ptr<U8S8Matmul> qk_mm, av_mm;  // shared by all blocks (same shapes)
+  std::unique_ptr<SoftmaxExpTable> softmax_table;  // the plan's (plan.h: SoftmaxTable), or null
   bool any_fp_attention = false, any_int_attention = false;
 
   int capacity = 0, threads = 0;
@@ -153,6 +155,8 @@ struct IntViTForward::Impl {
 
   explicit Impl(const QuantizedViT& qm) : q(qm) {
     const ViTConfig& c = q.cfg;
+    if (q.plan.softmax_table)
+      softmax_table = std::make_unique<SoftmaxExpTable>(q.plan.softmax_table->bits, q.plan.softmax_table->range);
     patch = make_linear(q, {SiteKind::PatchEmbed, -1});
     head = make_linear(q, {SiteKind::Head, -1});
     if (c.distilled) head_dist = make_linear(q, {SiteKind::HeadDist, -1});
@@ -462,7 +466,8 @@ struct IntViTForward::Impl {
       const ActQuant pq = av.on ? av.a_of(h) : ActQuant{};
       for (int r = 0; r < rows; ++r) {
         float* sr = s.srows.data() + size_t(r) * T;
-        softmax_rows(sr, 1, size_t(T), sm_scale);
+        if (softmax_table) softmax_table_rows(sr, 1, size_t(T), sm_scale, *softmax_table);
+        else softmax_rows(sr, 1, size_t(T), sm_scale);
         if (av.on) emit_a_codes(pq, sr, size_t(T), s.pcodes.data() + size_t(r) * T, pblk, nullptr);
       }
       attention_context(av, s, g, h, rows, pblk);

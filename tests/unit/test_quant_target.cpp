@@ -89,6 +89,9 @@ TEST(Target, BuiltinsParseAndSayWhatTheyRun) {
   EXPECT_EQ(cpu.elementwise.gelu_table_bits, 10);
   EXPECT_EQ(npu.elementwise.gelu_table_bits, 8);
   EXPECT_EQ(qdq.elementwise.gelu_table_bits, 0);
+  EXPECT_EQ(cpu.elementwise.softmax_table_bits, 10);
+  EXPECT_EQ(npu.elementwise.softmax_table_bits, 8);
+  EXPECT_EQ(qdq.elementwise.softmax_table_bits, 0);
 }
 
 TEST(Target, EachTargetRefusesExactlyWhatItCannotRun) {
@@ -128,6 +131,11 @@ TEST(Target, EachTargetRefusesExactlyWhatItCannotRun) {
   const std::vector<TargetViolation> gq = plan_target_violations(g, load_target("onnx-qdq"));
   EXPECT_EQ(count(gq, TargetGap::Elementwise), 2);
   EXPECT_EQ(count(gq, "onnx-qdq runs GELU in float only"), 2);
+  g.softmax_table = SoftmaxTable{10, 16.0f};
+  EXPECT_TRUE(plan_target_violations(g, load_target("cpu-vnni")).empty());
+  EXPECT_EQ(count(plan_target_violations(g, load_target("int8-only")),
+                  "softmax_table: a 10-bit exponent table; int8-only runs tables of at most 8 bits"), 1);
+  EXPECT_EQ(count(plan_target_violations(g, load_target("onnx-qdq")), "onnx-qdq runs the softmax in float only"), 1);
 
   // A per-tensor 8-bit plan runs everywhere.
   QuantPlan plain;

@@ -520,6 +520,26 @@ TEST(IntegerForward, W8A8GeluTablesDirectAndFloat) {
   });
 }
 
+// The softmax exponent table (plan.h: SoftmaxTable) with GELU tables, and at 10 bits with a level
+// grid of the softmax output.
+TEST(IntegerForward, SoftmaxTableWithGeluTablesAndLevelGrid) {
+  check_forward("softmax_table", {}, [](const ViTModel& m) {
+    QuantPlan p = test::minmax_plan(m, 8, true, true);
+    p.softmax_table = SoftmaxTable{8, 16.0f};
+    const std::vector<float> images = test::random_images(m.cfg, 8, 5);
+    fit_gelu_tables(m, p, images.data(), 8, 8);
+    return p;
+  });
+  check_forward("softmax_table_levels", {}, [](const ViTModel& m) {
+    CalibOptions opt;
+    opt.bits = {8, 8};
+    opt.grids.softmax = Grid::Float;
+    QuantPlan p = test::plan_with(m, "minmax", MethodConfig{}, opt);
+    p.softmax_table = SoftmaxTable{10, 12.0f};
+    return p;
+  });
+}
+
 TEST(IntegerForward, W6A6LayerNormSmoothing) {
   check_forward("w6smooth", {}, [](const ViTModel& m) {
     QuantPlan p = test::minmax_plan(m, 6, false, true, {}, false, 0.5);

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""`vitq quantize --gelu-table BITS`: the plan gets one GELU table per quantized fc1 site (format
-5), the integer runtime gives the simulator's predictions with it (the direct path — fc2 codes
-from the table — with minmax's per-tensor inputs, the float-table path with vitq's per-token
-inputs), the tables change the model measurably but little, the targets that cannot run them
-refuse the option before anything is written, and the ONNX export refuses such a plan.
+"""`vitq quantize --gelu-table BITS` and `--softmax-table BITS`: the plan gets one GELU table per
+quantized fc1 site and the softmax exponent table (format 5), the integer runtime gives the
+simulator's predictions with them (GELU: the direct path — fc2 codes from the table — with
+minmax's per-tensor inputs, the float-table path with vitq's per-token inputs), the tables change
+the model measurably but little, the targets that cannot run them refuse the options before
+anything is written, and the ONNX export refuses such a plan.
 
 On the bundled model with Debian's Fashion-MNIST (skips without it)."""
 import os
@@ -31,31 +32,39 @@ def main():
     cli.expect("int8-only with a 10-bit table", q + ["--bits", "8", "--gelu-table", "10", "--target", "int8-only", "-o",
                                                      never], "usage", r"target int8-only runs GELU tables of at most 8 bits")
     cli.expect("a 3-bit table", q + ["--bits", "8", "--gelu-table", "3", "-o", never], "usage", r"--gelu-table")
+    cli.expect("onnx-qdq with --softmax-table", q + ["--bits", "8", "--softmax-table", "10", "--target", "onnx-qdq",
+                                                    "-o", never], "usage",
+               r"--softmax-table 10: target onnx-qdq runs the softmax in float only")
+    cli.expect("int8-only with a 10-bit softmax table", q + ["--bits", "8", "--softmax-table", "10", "--target",
+                                                            "int8-only", "-o", never], "usage",
+               r"target int8-only runs softmax exponent tables of at most 8 bits")
     cli.check(not os.path.exists(never), "nothing was written by the refused runs")
 
     depth = read_json(os.path.join(m, "config.json")).get("depth") or 6
     for method, bits in (("minmax", "8"), ("vitq", "6")):
         plain, table = cli.path(f"{method}_plain"), cli.path(f"{method}_table")
         cli.expect(f"{method} W{bits}A{bits}", q + ["--method", method, "--bits", bits, "-q", "-o", plain], "ok")
-        cli.expect(f"{method} W{bits}A{bits} --gelu-table 8", q + ["--method", method, "--bits", bits, "--gelu-table", "8",
-                                                                  "-q", "-o", table], "ok")
+        cli.expect(f"{method} W{bits}A{bits} --gelu-table 8 --softmax-table 10",
+                   q + ["--method", method, "--bits", bits, "--gelu-table", "8", "--softmax-table", "10", "-q", "-o",
+                        table], "ok")
         p = read_json(os.path.join(table, "plan.json"))
         t = p.get("gelu_tables", {})
         cli.check(p.get("format_version") == 5 and sorted(t) == sorted(f"blocks.{i}.mlp.fc1" for i in range(depth)) and
                   all(e["bits"] == 8 and e["scale"] > 0 and e["lo"] < 0 for e in t.values()) and
-                  p["settings"].get("gelu_table_bits") == 8,
-                  f"{method}: one 8-bit table per block, covering negative inputs, in a format-5 plan", str(t)[:400])
+                  p["settings"].get("gelu_table_bits") == 8 and p.get("softmax_table") == {"bits": 10, "range": 16.0},
+                  f"{method}: one 8-bit GELU table per block, covering negative inputs, and the softmax table, in a "
+                  "format-5 plan", str(t)[:400])
         cli.check("gelu_tables" not in read_json(os.path.join(plain, "plan.json")), f"{method}: no tables unless asked")
         a = predictions(cli, f"{method}_int", table)
         b = predictions(cli, f"{method}_sim", table, "--simulate")
         c = predictions(cli, f"{method}_plain_sim", plain, "--simulate")
         if a and b and c:
-            cli.check(a["predictions"] == b["predictions"], f"{method} with GELU tables: integer = simulated (256 images)")
+            cli.check(a["predictions"] == b["predictions"], f"{method} with tables: integer = simulated (256 images)")
             # the table changes the model (some logits), not its accuracy much (same bound as W8A8 vs FP32 here)
             same = sum(x == y for x, y in zip(b["predictions"], c["predictions"]))
             cli.check(same >= 0.95 * len(c["predictions"]) and abs(a["top1"] - c["top1"]) <= 2.0,
                       f"{method}: with tables {a['top1']:.2f} % vs {c['top1']:.2f} %, {same}/256 same predictions")
-    cli.expect("ONNX export of a plan with GELU tables", ["export", "--model", cli.path("minmax_table"), "--onnx",
+    cli.expect("ONNX export of a plan with tables", ["export", "--model", cli.path("minmax_table"), "--onnx",
                                                           cli.path("t.onnx")], "model", r"GELU tables")
     cli.check(not os.path.exists(cli.path("t.onnx")), "no ONNX file written")
     cli.finish()
