@@ -6,6 +6,7 @@ cd "$(dirname "$0")"
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
+  ccache                 # compiler cache: a rebuild (or the next CI run on this machine) compiles only what changed
   libdnnl-dev            # oneDNN: FP32 and INT8 GEMM
   ocl-icd-opencl-dev     # dnnl-config.cmake runs find_package(OpenCL REQUIRED) (GPU runtime "OCL") but libdnnl-dev does not depend on it
   libeigen3-dev          # SVD for mixed precision
@@ -52,5 +53,9 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
+# ccache keys on the preprocessed source and the flags (paths relative to the checkout), so a cached
+# object is exactly what the compiler would produce.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER_LAUNCHER=ccache \
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache "$@"
 cmake --build build
