@@ -48,20 +48,21 @@ def table(results):
     if not rows:
         return ""
     d = sorted({r["date"] for r in rows})
+    cols = [v for v in VARIANTS if any(k.endswith("/" + v) for k in results)]  # the measured variants
     lines = [f"Measured {d[0] if len(d) == 1 else d[0] + ' to ' + d[-1]} on {machine()}; `tools/run_tables.py`. "
              "`vitq quantize --method M --bits B [--gelu-table G] [--softmax-table S]` on the calibration split (200 "
              "ImageNet / 1000 CIFAR images); the quantized model run in integers on the dev split: top-1 (agreement "
              "with FP32's top-1, mean KL to FP32's softmax); for the table rows also the images on which the integer "
              "run and the simulator give the same prediction.", "",
-             "| model | method | W/A | " + " | ".join(c for c, _ in VARIANTS.values()) + " |",
-             "|---|---|---|" + "---|" * len(VARIANTS)]
+             "| model | method | W/A | " + " | ".join(VARIANTS[v][0] for v in cols) + " |",
+             "|---|---|---|" + "---|" * len(cols)]
     for mk, m in MODELS.items():
         for meth, bits, _ in CONFIGS:
             r = {t: results.get(f"{mk}/{meth}/{bits}/{t}") for t in VARIANTS}
             if not r["0"]:
                 continue
             lines.append(f"| {m['label']} | {meth} | {bits}/{bits} | " +
-                         " | ".join(cell(r[t]) if r[t] else "–" for t in VARIANTS) + " |")
+                         " | ".join(cell(r[t]) if r[t] else "–" for t in cols) + " |")
     return "\n".join(lines)
 
 
