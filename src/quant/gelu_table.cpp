@@ -66,7 +66,7 @@ namespace {
 // The simulator, recording a strided sample (and the exact range) of every quantized fc1 output.
 class Fc1Sampler : public SiteHook {
  public:
-  Fc1Sampler(const ViTModel& m, const QuantPlan& plan, size_t stride) : sim_(m, plan), plan_(plan), stride_(stride) {}
+  Fc1Sampler(const ViTModel& m, const QuantPlan& plan, size_t stride) : sim_(m, plan), stride_(stride) {}
   bool compute(const SiteCall& call) override {
     const bool done = sim_.compute(call);
     if (done && call.site.kind == SiteKind::Fc1) {
@@ -84,7 +84,6 @@ class Fc1Sampler : public SiteHook {
 
  private:
   PlanSimulator sim_;
-  const QuantPlan& plan_;
   size_t stride_;
   std::map<int, size_t> offset_;
 };

@@ -188,15 +188,30 @@ void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, av
   else linear_epilogue(call, sp, xbuf, row_delta);
 }
 
-PlanSimulator::PlanSimulator(const ViTModel& model, const QuantPlan& plan) : m_(model), plan_(plan) {
-  if (plan.softmax_table) softmax_ = std::make_unique<SoftmaxExpTable>(plan.softmax_table->bits, plan.softmax_table->range);
+void put_on_gelu_grid(const QuantPlan& plan, const SiteCall& call) {
+  if (call.site.kind != SiteKind::Fc1 || plan.gelu_tables.empty()) return;
+  auto t = plan.gelu_tables.find(call.site.name());
+  if (t != plan.gelu_tables.end())
+    fake_quantize(call.y, call.y, size_t(call.M) * size_t(call.N), t->second.scale, t->second.range());
 }
 
-bool PlanSimulator::softmax(int /*block*/, float* s, int rows, int n, float scale) {
-  if (!softmax_) return false;
+std::unique_ptr<SoftmaxExpTable> plan_softmax_table(const QuantPlan& plan) {
+  if (!plan.softmax_table) return nullptr;
+  return std::make_unique<SoftmaxExpTable>(plan.softmax_table->bits, plan.softmax_table->range);
+}
+
+bool softmax_with_table(const SoftmaxExpTable* t, float* s, int rows, int n, float scale) {
+  if (!t) return false;
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r) softmax_table_rows(s + size_t(r) * size_t(n), 1, size_t(n), scale, *softmax_);
+  for (int r = 0; r < rows; ++r) softmax_table_rows(s + size_t(r) * size_t(n), 1, size_t(n), scale, *t);
   return true;
+}
+
+PlanSimulator::PlanSimulator(const ViTModel& model, const QuantPlan& plan)
+    : m_(model), plan_(plan), softmax_(plan_softmax_table(plan)) {}
+
+bool PlanSimulator::softmax(int /*block*/, float* s, int rows, int n, float scale) {
+  return softmax_with_table(softmax_.get(), s, rows, n, scale);
 }
 
 bool PlanSimulator::compute(const SiteCall& call) {
@@ -216,12 +231,7 @@ bool PlanSimulator::compute(const SiteCall& call) {
     wq = it->second.data();
   }
   simulate_site(call, *sp, wq, xbuf_, wbuf_);
-  if (call.site.kind == SiteKind::Fc1 && !plan_.gelu_tables.empty()) {
-    // A GELU table: the GELU (applied by the forward next) sees the fc1 output on its grid.
-    auto t = plan_.gelu_tables.find(call.site.name());
-    if (t != plan_.gelu_tables.end())
-      fake_quantize(call.y, call.y, size_t(call.M) * size_t(call.N), t->second.scale, t->second.range());
-  }
+  put_on_gelu_grid(plan_, call);  // the GELU the forward applies next then computes the table's entry
   return true;
 }
 

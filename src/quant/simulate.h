@@ -48,6 +48,14 @@ class PlanSimulator : public SiteHook {
 void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, avector<float>& xbuf,
                    avector<float>& wbuf);
 
+// The plan's element-wise options as the simulator applies them (the integer site hook shares
+// them): an fc1 site's output put on its GELU table's grid (nothing for other sites or without a
+// table); the plan's softmax exponent table (or null); and the softmax of `rows` rows with that
+// table, over OpenMP threads (false, nothing done, for a null table).
+void put_on_gelu_grid(const QuantPlan& plan, const SiteCall& call);
+std::unique_ptr<SoftmaxExpTable> plan_softmax_table(const QuantPlan& plan);
+bool softmax_with_table(const SoftmaxExpTable* t, float* s, int rows, int n, float scale);
+
 // y[g][r][n] += corr[(g % heads) * N + n] for attention sites, corr[n] for linear sites.
 void add_bias_correction(const SiteCall& call, const std::vector<float>& corr);
 // y[r][n] += offset[n] · Σ_k x[r][k] (linear sites; x = the quantized input the GEMM used).

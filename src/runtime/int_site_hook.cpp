@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "numerics/int8_kernels.h"
+#include "quant/simulate.h"
 
 namespace vitq {
 namespace {
@@ -114,15 +115,10 @@ void int_site_compute(const SiteCall& call, const SitePlan& sp) {
 }
 
 bool IntegerSiteHook::softmax(int /*block*/, float* s, int rows, int n, float scale) {
-  if (!softmax_) return false;
-#pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r) softmax_table_rows(s + size_t(r) * size_t(n), 1, size_t(n), scale, *softmax_);
-  return true;
+  return softmax_with_table(softmax_.get(), s, rows, n, scale);
 }
 
-IntegerSiteHook::IntegerSiteHook(const QuantizedViT& q) : q_(q) {
-  if (q.plan.softmax_table)
-    softmax_ = std::make_unique<SoftmaxExpTable>(q.plan.softmax_table->bits, q.plan.softmax_table->range);
+IntegerSiteHook::IntegerSiteHook(const QuantizedViT& q) : q_(q), softmax_(plan_softmax_table(q.plan)) {
   for (const auto& [id, s] : q.linears) {
     if (!s.quantized) continue;
     const SitePlan* sp = q.plan.find(id);
@@ -140,12 +136,7 @@ bool IntegerSiteHook::compute(const SiteCall& call) {
   auto it = linear_.find(call.site);
   if (it == linear_.end()) fail(ErrorKind::Internal, "no integer weights for site ", call.site.name());
   run_linear(*it->second, call);
-  if (call.site.kind == SiteKind::Fc1 && !q_.plan.gelu_tables.empty()) {
-    // A GELU table (plan.h: GeluTable): the forward's GELU then computes the table's entries.
-    auto t = q_.plan.gelu_tables.find(call.site.name());
-    if (t != q_.plan.gelu_tables.end())
-      fake_quantize(call.y, call.y, size_t(call.M) * size_t(call.N), t->second.scale, t->second.range());
-  }
+  put_on_gelu_grid(q_.plan, call);  // as the simulator: the forward's GELU then gives the table's entries
   return true;
 }
 

@@ -17,6 +17,7 @@
 #include "numerics/softmax_table.h"
 #include "numerics/table_lookup.h"
 #include "quant/gelu_table.h"
+#include "quant/simulate.h"
 
 namespace vitq {
 namespace {
@@ -155,8 +156,7 @@ struct IntViTForward::Impl {
 
   explicit Impl(const QuantizedViT& qm) : q(qm) {
     const ViTConfig& c = q.cfg;
-    if (q.plan.softmax_table)
-      softmax_table = std::make_unique<SoftmaxExpTable>(q.plan.softmax_table->bits, q.plan.softmax_table->range);
+    softmax_table = plan_softmax_table(q.plan);
     patch = make_linear(q, {SiteKind::PatchEmbed, -1});
     head = make_linear(q, {SiteKind::Head, -1});
     if (c.distilled) head_dist = make_linear(q, {SiteKind::HeadDist, -1});
