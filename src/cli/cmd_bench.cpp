@@ -1,4 +1,5 @@
-// vitq bench: forward latency of a model on random inputs (for the speed benchmarks).
+// vitq bench: forward latency of a model on random inputs (for the speed benchmarks), and the
+// per-site latency table of the integer runtime (--latency-table) that prices mixed precision.
 #include <omp.h>
 
 #include <algorithm>
@@ -6,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <filesystem>
 #include <random>
 
 #include "cli/commands.h"
@@ -14,21 +16,80 @@
 #include "io/output_dir.h"
 #include "engine/vit_forward.h"
 #include "model/vit_model.h"
+#include "quant/calib_random.h"
+#include "quant/calibrate.h"
+#include "quant/latency_table.h"
+#include "quant/method.h"
 #include "quant/simulate.h"
 #include "runtime/int_vit_forward.h"
 #include "runtime/quantized_model.h"
+#include "runtime/stage_latency.h"
 
 namespace vitq {
 namespace {
 
 struct BenchArgs {
-  std::string model, json_out;
+  std::string model, json_out, latency_table;
+  std::vector<int> widths = {8, 10};  // --widths: of --latency-table from a checkpoint
   int batch = 1, threads = 0, warmup = 3, iters = 20;
   bool simulate = false, profile = false, allow_non_finite = false;
 };
 
+// --latency-table: the per-site latency of the integer runtime here, added to FILE (made if
+// absent). From a quantized model: the entry of its (uniform) width. From a checkpoint: MinMax
+// plans on random images at each of --widths (the timing does not depend on the steps).
+void run_latency_table(const BenchArgs& a) {
+  const bool quantized = is_quantized_model_dir(a.model);
+  std::unique_ptr<QuantizedViT> qm;
+  ViTModel m;
+  if (quantized) qm = std::make_unique<QuantizedViT>(load_quantized_model(a.model, {a.allow_non_finite}));
+  else m = load_vit_model(a.model, {a.allow_non_finite});
+  const ViTConfig& cfg = quantized ? qm->cfg : m.cfg;
+  LatencyTable t = latency_table_for(cfg, a.batch);
+  if (std::filesystem::exists(a.latency_table)) {  // add to it: same model shape, batch and threads
+    LatencyTable old = load_latency_table(a.latency_table);
+    check_latency_table_model(old, cfg, a.latency_table);
+    if (old.batch != t.batch || old.threads != t.threads)
+      fail(ErrorKind::Usage, a.latency_table, ": measured at batch ", old.batch, " with ", old.threads,
+           " threads; this run is at batch ", t.batch, " with ", t.threads, " (use the same, or another file)");
+    old.cpu = t.cpu;
+    t = std::move(old);
+  }
+  StagedFile out(a.latency_table, OutputCheck{"--latency-table", {a.model}});
+  auto add = [&](const QuantizedViT& q) {
+    const LatencyEntry e = measure_stage_latency(q, a.batch, a.warmup, a.iters, a.model);
+    t.add(e);
+    std::printf("%2d bits: qkv %.4f  attention %.4f  proj %.4f  fc1 %.4f  fc2 %.4f ms/image per block; rest %.4f; "
+                "total %.3f ms/image\n",
+                e.bits, e.qkv, e.attention, e.proj, e.fc1, e.fc2, e.rest, e.total(cfg.depth));
+    std::fflush(stdout);
+  };
+  if (quantized) {
+    add(*qm);
+  } else {
+    const CalibrationSet cs = random_calibration_set(8, 0, m.cfg.preprocess);
+    for (int b : a.widths) {
+      CalibOptions o;
+      o.bits = {b, b};
+      o.batch = 8;
+      auto method = make_method("minmax", MethodConfig());
+      const QuantPlan plan = Calibrator(m, cs.images.data(), cs.n).run(*method, o).plan;
+      add(quantize_model(m, plan));
+    }
+  }
+  out.commit(latency_table_json(t).dump(2) + "\n");
+  std::printf("wrote %s (%zu widths, batch %d, %d threads)\n", a.latency_table.c_str(), t.entries.size(), t.batch,
+              t.threads);
+}
+
 void run_bench(const BenchArgs& a) {
   set_threads(a.threads);
+  if (!a.latency_table.empty()) {
+    if (a.simulate || a.profile || !a.json_out.empty())
+      fail(ErrorKind::Usage, "--latency-table is a run of its own: without --simulate, --profile and --json");
+    run_latency_table(a);
+    return;
+  }
   std::unique_ptr<StagedFile> json_out;
   if (!a.json_out.empty()) json_out = std::make_unique<StagedFile>(a.json_out, OutputCheck{"--json", {a.model}});
   if (a.batch < 1 || a.iters < 1 || a.warmup < 0) fail(ErrorKind::Usage, "--batch and --iters must be >= 1");
@@ -121,6 +182,15 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--warmup", a->warmup, "Untimed runs first")->capture_default_str()->check(opt::integer(0, 1000000));
   c->add_option("--iters", a->iters, "Timed runs")->capture_default_str()->check(opt::integer(1, 1000000));
   c->add_option("--json", a->json_out, "Write the per-run times as JSON");
+  c->add_option("--latency-table", a->latency_table,
+                "Measure the per-site latency table of the integer runtime on this machine (ms per image of each "
+                "block site and of the rest, for vitq quantize --mixed-precision --mp-budget latency=MS) and add it to "
+                "FILE (made if absent; same model shape, batch and threads). --model a quantized model: its width; "
+                "a checkpoint: each of --widths, on MinMax plans of random images");
+  c->add_option("--widths", a->widths, "--latency-table from a checkpoint: the widths to measure")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(opt::integer(kMinBits, kMaxBits));
   c->callback([a] { run_bench(*a); });
 }
 

@@ -25,6 +25,8 @@
 #include "quant/calibrate.h"
 #include "quant/method.h"
 #include "quant/mixed_precision.h"
+#include "quant/mp_search.h"
+#include "runtime/stage_latency.h"
 
 namespace vitq {
 namespace {
@@ -37,6 +39,9 @@ struct QuantizeArgs {
   std::string mp_sensitivity = "kl";
   int mp_kl_images = 64, mp_check = 8, mp_check_images = 0, mp_holdout = 4;
   double mp_min_gain_se = 2.0;
+  std::string mp_budget;        // --mp-budget KIND=VALUE (empty: the uniform width's size)
+  std::string latency_table;    // --latency-table FILE
+  int latency_batch = 8;        // --latency-batch: batch of latencies measured here
   size_t calib_size = 256;
   bool calib_mirror = false;  // --calib-mirror: each calibration image also mirrored (add_mirrored_views)
   int random_calib = 0;     // --random-calibration N: N random images instead of --calib
@@ -243,7 +248,7 @@ void print_header(const QuantizeArgs& a, const ViTModel& model, const Method& me
 // their report in `mp_report`), with a progress bar.
 CalibrationResult calibrate(const QuantizeArgs& a, const ViTModel& model, const CalibrationSet& cs,
                             Method& method, const CalibOptions& opt, const Target& target,
-                            nlohmann::ordered_json& mp_report) {
+                            nlohmann::ordered_json& mp_report, LatencyTable& latency) {
   Progress bar("calibrate", 1, a.quiet);
   auto on_progress = [&](const CalibProgress& p) {
     if (!p.event.empty()) {
@@ -266,6 +271,19 @@ CalibrationResult calibrate(const QuantizeArgs& a, const ViTModel& model, const 
     mpo.check_images = a.mp_check_images;
     mpo.holdout = a.mp_holdout;
     mpo.min_gain_se = a.mp_min_gain_se;
+    if (!a.mp_budget.empty()) {
+      const MpBudget b = MpBudget::parse(a.mp_budget);
+      mpo.budget_kind = b.kind;
+      mpo.budget_value = b.value;
+    }
+    if (mpo.budget_kind == BudgetKind::Latency || !a.latency_table.empty()) {
+      mpo.latency = &latency;
+      if (latency.entries.empty() && latency.architecture.empty()) latency = latency_table_for(model.cfg, a.latency_batch);
+      mpo.measure_latency = [&](const QuantPlan& p) {
+        const QuantizedViT q = quantize_model(model, p);
+        return measure_stage_latency(q, latency.batch, 2, 5, "mixed precision");
+      };
+    }
     MixedPrecisionResult mr = calibrate_mixed_precision(
         model, cs.images.data(), cs.n, method, opt, mpo,
         [&](const std::string& st) {
@@ -307,6 +325,13 @@ void run_quantize(QuantizeArgs& a) {
   if (a.fast && !a.methods.of(a.method).apply_fast())  // fills in only what was left at its exhaustive default
     fail(ErrorKind::Usage, "--fast applies to the methods with a fast configuration (", fast_method_names(),
          "), not to --method ", a.method);
+  if (!a.mp_budget.empty()) {  // before anything is loaded
+    if (!a.mixed_precision) fail(ErrorKind::Usage, "--mp-budget bounds the allocation of --mixed-precision; give that too");
+    if (MpBudget::parse(a.mp_budget).kind == BudgetKind::KlFloor && a.mp_sensitivity == "nuclear")
+      fail(ErrorKind::Usage, "--mp-budget kl=... is measured end to end: it needs --mp-sensitivity kl");
+  }
+  if (!a.latency_table.empty() && !a.mixed_precision)
+    fail(ErrorKind::Usage, "--latency-table prices the widths of --mixed-precision; give that too");
   const Target target = load_target(a.target);
   check_options_for_target(CalibOptions{}, a.wbits, a.abits, {}, target);  // the bit-widths, before any loading
   std::string dropped = a.methods.of(a.method).fit_target(target);
@@ -336,7 +361,14 @@ void run_quantize(QuantizeArgs& a) {
 
   const auto t_calib = std::chrono::steady_clock::now();
   nlohmann::ordered_json mp_report;
-  CalibrationResult r = calibrate(a, model, cs, *method, opt, target, mp_report);
+  // --latency-table: read before calibrating (its errors first); widths it lacks are measured here.
+  LatencyTable latency;
+  if (!a.latency_table.empty()) {
+    latency = load_latency_table(a.latency_table);
+    check_latency_table_model(latency, model.cfg, a.latency_table);
+  }
+  const size_t latency_entries = latency.entries.size();
+  CalibrationResult r = calibrate(a, model, cs, *method, opt, target, mp_report, latency);
   if (a.softmax_table) {  // before the GELU tables: they are fitted on the model with it
     r.plan.softmax_table = SoftmaxTable{a.softmax_table, 16.0f};
     r.plan.settings["softmax_table_bits"] = a.softmax_table;
@@ -359,11 +391,21 @@ void run_quantize(QuantizeArgs& a) {
   const bool picture = mp_report.contains("frontier");
   if (picture) {
     const int b = a.mixed_precision, held = mp_report.value("holdout", 0);
+    const std::string within = a.mp_budget.empty() ? cat("at the W", b, "A", b, " size")
+                                                   : mp_report["budget"].value("text", std::string());
     std::ofstream f(dir + "/frontier.svg");
-    f << frontier_svg(mp_report, cat("Mixed precision at the W", b, "A", b, " size, ", a.method, ": KL on ",
+    f << frontier_svg(mp_report, cat("Mixed precision, ", within, ", ", a.method, ": KL on ",
                                      mp_report["check_images"].get<int>(), held ? " held-out" : "",
                                      " calibration images"));
     if (!f) fail(ErrorKind::Io, a.out, "/frontier.svg: write failed");
+  }
+  if (!latency.entries.empty()) {  // the table the search priced widths with (measured entries added)
+    std::ofstream f(dir + "/latency_table.json");
+    f << latency_table_json(latency).dump(2) << "\n";
+    if (!f) fail(ErrorKind::Io, a.out, "/latency_table.json: write failed");
+    if (latency.entries.size() > latency_entries)
+      mp_report["latency_table"] = cat("measured here at batch ", latency.batch, " (", latency.entries.size() - latency_entries,
+                                       " widths): ", a.out, "/latency_table.json");
   }
   CalibRunInfo run{a.model, model.cfg.architecture, omp_get_max_threads(), calib_seconds, peak_rss_mb(),
                    std::move(mp_report)};
@@ -467,6 +509,25 @@ void add_bits_options(CLI::App* c, QuantizeArgs* a) {
                 "improvement)")
       ->capture_default_str()
       ->check(opt::real(0, 100));
+  c->add_option("--mp-budget", a->mp_budget,
+                "Mixed precision: the budget the allocation stays within instead of the uniform B-bit size. "
+                "'size=MB': MB (10^6 bytes) of the transformer blocks' quantized weights; 'latency=MS': ms per image "
+                "of the integer model as the latency table predicts it (--latency-table, or measured here on the "
+                "method's uniform plans of each width: then OUT/latency_table.json, and the plan can differ from "
+                "run to run as timings do); 'kl=X' (with --mp-sensitivity kl): an accuracy floor, the cheapest "
+                "allocation (by latency with --latency-table, else by size) whose KL to the FP32 output on the "
+                "check images is at most X. With a budget the uniform B plan does not fit, the best mixed plan "
+                "is kept")
+      ->type_name("KIND=VALUE");
+  c->add_option("--latency-table", a->latency_table,
+                "Mixed precision: the per-site latency table of this machine (vitq bench --latency-table) that prices "
+                "each module's width; widths it lacks (by 8-bit plane count: 1 up to 8 bits, 2 for 9-10) are "
+                "measured here. Written to OUT/latency_table.json with what was added")
+      ->check(CLI::ExistingFile);
+  c->add_option("--latency-batch", a->latency_batch,
+                "Mixed precision: the batch of latencies measured here (without --latency-table)")
+      ->capture_default_str()
+      ->check(opt::integer(1, opt::kMaxBatch));
   c->add_option("--mp-candidates", a->mp_candidates, "Mixed precision: candidate bit-widths (default B-2..B+2)")
       ->delimiter(',')
       ->check(opt::integer(kMinBits, kMaxBits));

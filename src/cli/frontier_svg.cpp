@@ -26,30 +26,47 @@ std::string escape(const std::string& s) {
   return o;
 }
 
-// Plot coordinates: x linear in MB, y logarithmic in KL.
+// Plot coordinates: x linear (MB or ms), y logarithmic in KL.
 struct Axes {
   double x0, x1, ly0, ly1;  // data ranges (ly: log10 KL)
   double px(double mb) const { return kLeft + (mb - x0) / (x1 - x0) * (kW - kLeft - kRight); }
   double py(double kl) const { return kTop + (ly1 - std::log10(kl)) / (ly1 - ly0) * (kH - kTop - kBottom); }
 };
 
-double mb(const nlohmann::ordered_json& wb) { return wb.get<double>() / 8.0 / 1e6; }
+// The x value of a report point: MB of block weights, or predicted ms per image for a latency
+// budget (the frontier's resource).
+struct XAxis {
+  bool latency = false;
+  double of(const nlohmann::ordered_json& p) const {
+    return latency ? p["latency_ms"].get<double>() : p["weight_bits"].get<double>() / 8.0 / 1e6;
+  }
+  const char* label() const {
+    return latency ? "predicted latency of the integer model (ms/image, latency table)"
+                   : "weight size of the transformer blocks (MB)";
+  }
+};
 
 }  // namespace
 
 std::string frontier_svg(const nlohmann::ordered_json& r, const std::string& title) {
   if (!r.contains("frontier") || !r.contains("uniform_widths"))
     fail(ErrorKind::Internal, "frontier_svg: not an end-to-end mixed-precision report");
+  const nlohmann::ordered_json budget = r.value("budget", nlohmann::ordered_json::object());
+  const XAxis xa{budget.value("resource", std::string("size")) == "latency"};
+  const bool kl_floor = budget.value("kind", std::string("size")) == "kl";
   // Ranges over everything drawn; KL floored at a positive value (a predicted KL can be ≤ 0).
   std::vector<double> xs, ks;
   auto add = [&](const nlohmann::ordered_json& p, const char* kl) {
-    xs.push_back(mb(p["weight_bits"]));
+    xs.push_back(xa.of(p));
     if (p[kl].get<double>() > 0) ks.push_back(p[kl].get<double>());
   };
   for (const auto& p : r["frontier"]) add(p, "predicted_kl");
   for (const auto& p : r["checked"]) add(p, "kl");
   for (const auto& p : r["uniform_widths"]) add(p, "kl");
-  xs.push_back(mb(r["budget_weight_bits"]));
+  if (kl_floor) ks.push_back(budget["kl"].get<double>());
+  const double budget_x =
+      kl_floor ? 0.0 : xa.latency ? budget["latency_ms"].get<double>() : r["budget_weight_bits"].get<double>() / 8e6;
+  if (!kl_floor) xs.push_back(budget_x);
   if (ks.empty()) ks.push_back(1);
   const auto [xmin, xmax] = std::minmax_element(xs.begin(), xs.end());
   const auto [kmin, kmax] = std::minmax_element(ks.begin(), ks.end());
@@ -80,23 +97,29 @@ std::string frontier_svg(const nlohmann::ordered_json& r, const std::string& tit
   o << "<rect x=\"" << num(kLeft) << "\" y=\"" << num(kTop) << "\" width=\"" << num(right - kLeft) << "\" height=\"" <<
        num(bottom - kTop) << "\" fill=\"none\" stroke=\"black\"/>\n";
   o << "<text x=\"" << num((kLeft + right) / 2) << "\" y=\"" << num(bottom + 36) <<
-       "\" text-anchor=\"middle\">weight size of the transformer blocks (MB)</text>\n";
+       "\" text-anchor=\"middle\">" << xa.label() << "</text>\n";
   o << "<text transform=\"translate(18," << num((kTop + bottom) / 2) <<
        ") rotate(-90)\" text-anchor=\"middle\">KL(FP32 || quantized), network output</text>\n";
-  // Budget.
-  const double bx = ax.px(mb(r["budget_weight_bits"]));
-  o << "<line class=\"budget\" x1=\"" << num(bx) << "\" y1=\"" << num(kTop) << "\" x2=\"" << num(bx) << "\" y2=\"" <<
-       num(bottom) << "\" stroke=\"#888\" stroke-dasharray=\"5,4\"/>\n";
+  // Budget: a size or latency bound (vertical), or the KL floor (horizontal).
+  if (kl_floor) {
+    const double by = ax.py(kl_of(budget["kl"].get<double>()));
+    o << "<line class=\"budget\" x1=\"" << num(kLeft) << "\" y1=\"" << num(by) << "\" x2=\"" << num(right) <<
+         "\" y2=\"" << num(by) << "\" stroke=\"#888\" stroke-dasharray=\"5,4\"/>\n";
+  } else {
+    const double bx = ax.px(budget_x);
+    o << "<line class=\"budget\" x1=\"" << num(bx) << "\" y1=\"" << num(kTop) << "\" x2=\"" << num(bx) <<
+         "\" y2=\"" << num(bottom) << "\" stroke=\"#888\" stroke-dasharray=\"5,4\"/>\n";
+  }
   // The frontier as predicted.
   o << "<polyline class=\"frontier\" points=\"";
   for (size_t i = 0; i < r["frontier"].size(); ++i) {
     const auto& p = r["frontier"][i];
-    o << (i ? " " : "") << num(ax.px(mb(p["weight_bits"]))) << "," << num(ax.py(kl_of(p["predicted_kl"].get<double>())));
+    o << (i ? " " : "") << num(ax.px(xa.of(p))) << "," << num(ax.py(kl_of(p["predicted_kl"].get<double>())));
   }
   o << "\" fill=\"none\" stroke=\"#999\" stroke-width=\"1.5\"/>\n";
   // Uniform plans of each width.
   for (const auto& p : r["uniform_widths"]) {
-    const double x = ax.px(mb(p["weight_bits"])), y = ax.py(kl_of(p["kl"].get<double>()));
+    const double x = ax.px(xa.of(p)), y = ax.py(kl_of(p["kl"].get<double>()));
     const std::string b = std::to_string(p["bits"].get<int>());
     o << "<rect class=\"uniform\" x=\"" << num(x - 5) << "\" y=\"" << num(y - 5) <<
          "\" width=\"10\" height=\"10\" fill=\"#e8871e\"/><text x=\"" << num(x + 8) << "\" y=\"" << num(y - 7) <<
@@ -104,14 +127,15 @@ std::string frontier_svg(const nlohmann::ordered_json& r, const std::string& tit
   }
   // Frontier points measured.
   for (const auto& p : r["checked"])
-    o << "<circle class=\"checked\" cx=\"" << num(ax.px(mb(p["weight_bits"]))) << "\" cy=\"" <<
+    o << "<circle class=\"checked\" cx=\"" << num(ax.px(xa.of(p))) << "\" cy=\"" <<
          num(ax.py(kl_of(p["kl"].get<double>()))) << "\" r=\"4\" fill=\"#1f6fd1\"/>\n";
   // The plan kept, as measured on the check images.
   const std::string final = r.value("final", std::string());
   const double kept_kl = final.rfind("recalibrated", 0) == 0 ? r["recalibrated_kl"].get<double>()
                          : final.rfind("composed", 0) == 0   ? r["chosen_kl_composed"].get<double>()
                                                              : r["uniform_kl"].get<double>();
-  o << "<circle class=\"chosen\" cx=\"" << num(ax.px(mb(r["chosen_weight_bits"]))) << "\" cy=\"" <<
+  const double chosen_x = xa.latency ? r["chosen_latency_ms"].get<double>() : r["chosen_weight_bits"].get<double>() / 8e6;
+  o << "<circle class=\"chosen\" cx=\"" << num(ax.px(chosen_x)) << "\" cy=\"" <<
        num(ax.py(kl_of(kept_kl))) << "\" r=\"9\" fill=\"none\" stroke=\"#d12f1f\" stroke-width=\"2.5\"/>\n";
   // Legend.
   const double ly = kH - 30;

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "quant/mixed_precision_kl.h"
+#include "quant/mp_search.h"
 #include "quant/plan_transforms.h"
 #include "quant/observers.h"
 #include "quant/simulate.h"
@@ -166,7 +167,7 @@ Sensitivity module_sensitivity(const ViTModel& run_model, const float* images, i
 }
 
 // The report of the allocation: the chosen bits per module, its inputs, and the Pareto frontier.
-nlohmann::ordered_json allocation_report(int target_bits, const std::vector<int>& cand, int64_t budget,
+nlohmann::ordered_json allocation_report(const std::string& key, int target_bits, const std::vector<int>& cand, int64_t budget,
                                          const AllocationPoint& best, const std::vector<AllocationPoint>& front,
                                          const std::vector<double>& sigma, const std::vector<std::vector<double>>& pert,
                                          const std::vector<std::vector<double>>& cost, int svd_n) {
@@ -174,8 +175,8 @@ nlohmann::ordered_json allocation_report(int target_bits, const std::vector<int>
   nlohmann::ordered_json r;
   r["target_bits"] = target_bits;
   r["candidates"] = cand;
-  r["budget_weight_bits"] = budget;
-  r["chosen_weight_bits"] = best.size;
+  r["budget_" + key] = budget;
+  r["chosen_" + key] = best.size;
   r["omega"] = best.omega;
   r["svd_images"] = svd_n;
   r["sensitivity"] = "nuclear norm of the attention map (MSA, mean over images and heads) / of the MLP output "
@@ -197,7 +198,7 @@ nlohmann::ordered_json allocation_report(int target_bits, const std::vector<int>
   for (const auto& p : front) {
     std::vector<int> bits;
     for (int k : p.choice) bits.push_back(cand[size_t(k)]);
-    fr.push_back({{"weight_bits", p.size}, {"omega", p.omega}, {"bits", bits}});
+    fr.push_back({{key, p.size}, {"omega", p.omega}, {"bits", bits}});
   }
   r["pareto_frontier"] = fr;
   return r;
@@ -224,13 +225,248 @@ struct Allocation {
   std::vector<int> bits;
   nlohmann::ordered_json report;
   std::vector<double> uniform_kl, composed_kl;  // end to end: per check image, uniform and the best checked point
+  bool gate_against_uniform = true;  // end to end: a mixed plan must beat uniform by min_gain_se to be kept
 };
 
-// The paper's allocation: σ · perturbation, exact under the budget.
+// What an allocation spends, per module and width: weight bits, and (with a latency table)
+// nanoseconds per image of the integer model; and the bound the user stated.
+struct Resources {
+  std::vector<int64_t> params;    // weight parameters per module
+  const LatencyTable* table = nullptr;
+  int target_bits = 0;
+  bool latency = false;           // the budget (or the floor's cheapest) is latency, else size
+  bool floor = false;             // an accuracy floor instead of a budget
+  int64_t budget = 0;             // on spend(): weight bits or ns per image (not for a floor)
+  double kl_floor = 0;
+  std::string describe;           // the budget in words
+
+  int64_t size(size_t m, int bits) const { return params[m] * bits; }
+  double module_ms(size_t m, int bits) const {
+    const LatencyEntry* e = table->entry_for(bits);
+    return m % 2 == 0 ? e->msa() : e->mlp();
+  }
+  int64_t spend(size_t m, int bits) const {
+    return latency ? int64_t(std::llround(module_ms(m, bits) * 1e6)) : size(m, bits);
+  }
+  int64_t weight_bits(const std::vector<int>& b) const {
+    int64_t t = 0;
+    for (size_t m = 0; m < b.size(); ++m) t += size(m, b[m]);
+    return t;
+  }
+  int64_t spend(const std::vector<int>& b) const {
+    int64_t t = 0;
+    for (size_t m = 0; m < b.size(); ++m) t += spend(m, b[m]);
+    return t;
+  }
+  // Predicted ms per image: the table's rest at the target width plus each module at its width.
+  double latency_ms(const std::vector<int>& b) const {
+    double t = table->entry_for(target_bits)->rest;
+    for (size_t m = 0; m < b.size(); ++m) t += module_ms(m, b[m]);
+    return t;
+  }
+  std::vector<std::vector<int64_t>> spend_matrix(const std::vector<int>& cand) const {
+    std::vector<std::vector<int64_t>> r(params.size(), std::vector<int64_t>(cand.size()));
+    for (size_t m = 0; m < params.size(); ++m)
+      for (size_t k = 0; k < cand.size(); ++k) r[m][k] = spend(m, cand[k]);
+    return r;
+  }
+  // A point of the report: its weight bits and (with a table) predicted latency.
+  void describe_point(nlohmann::ordered_json& j, const std::vector<int>& b) const {
+    j["weight_bits"] = weight_bits(b);
+    if (table) j["latency_ms"] = latency_ms(b);
+  }
+};
+
+// The resources of the allocation and its budget. A latency budget (or a floor with a table)
+// prices each width by the table; widths it lacks are measured on the method's uniform plan of
+// that width (the target's first, then the widest), if the options can measure.
+Resources resources(const ViTModel& model, const MixedPrecisionOptions& mpo, const std::vector<int>& widths,
+                    const std::vector<QuantPlan>& plans, const std::function<void(const std::string&)>& stage) {
+  Resources r;
+  r.params = module_params(model);
+  r.target_bits = mpo.target_bits;
+  r.floor = mpo.budget_kind == BudgetKind::KlFloor;
+  r.latency = mpo.budget_kind == BudgetKind::Latency || (r.floor && mpo.latency);
+  r.describe = MpBudget{mpo.budget_kind, mpo.budget_value}.describe();
+  if (r.latency && !mpo.latency) fail(ErrorKind::Internal, "mixed precision: a latency budget without a latency table");
+  if (mpo.latency) {
+    std::vector<size_t> order(widths.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const bool ta = widths[a] == mpo.target_bits, tb = widths[b] == mpo.target_bits;
+      return ta != tb ? ta : widths[a] > widths[b];
+    });
+    bool complete = true;
+    for (size_t k : order) {
+      const int b = widths[k];
+      if (mpo.latency->entry_for(b)) continue;
+      if (!mpo.measure_latency) {
+        if (r.latency)
+          fail(ErrorKind::Usage, "the latency table has no entry for ", b, "-bit modules (nor for any width of ",
+               operand_planes(b), " 8-bit plane", operand_planes(b) > 1 ? "s" : "", "); make one with vitq bench "
+               "--latency-table from a model quantized at ", b, " bits");
+        complete = false;
+        continue;
+      }
+      if (stage) stage(cat("latency of the uniform W", b, "A", b, " plan in the integer runtime"));
+      LatencyEntry e = mpo.measure_latency(plans[k]);
+      e.bits = b;
+      mpo.latency->add(e);
+    }
+    if (complete) r.table = mpo.latency;
+  }
+  switch (mpo.budget_kind) {
+    case BudgetKind::Size:
+      if (mpo.budget_value > 0) r.budget = std::llround(mpo.budget_value * 8e6);
+      else
+        for (size_t m = 0; m < r.params.size(); ++m) r.budget += r.size(m, mpo.target_bits);
+      break;
+    case BudgetKind::Latency: {
+      const double rest = r.table->entry_for(mpo.target_bits)->rest;
+      r.budget = std::llround((mpo.budget_value - rest) * 1e6);
+      if (r.budget <= 0)
+        fail(ErrorKind::Usage, "--mp-budget latency=", mpo.budget_value, ": below what the patch embedding and head "
+             "alone take (", rest, " ms/image in the latency table)");
+      break;
+    }
+    case BudgetKind::KlFloor: r.kl_floor = mpo.budget_value; break;
+  }
+  return r;
+}
+
+// vitq's allocation (mixed_precision_kl.h): end-to-end KL costs, then the frontier searched
+// under the budget (mp_search.h) with its points measured on the simulated network. Within a
+// budget the uniform target plan (plans[base_k]) stays unless a point measures better (and the
+// uniform plan fits); with a floor the cheapest point within it is taken (uniform if cheaper).
+Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedPrecisionOptions& mpo,
+                                 const std::vector<int>& cand, const std::vector<QuantPlan>& plans, int base_k,
+                                 const Resources& res, const std::function<void(const std::string&)>& stage) {
+  std::vector<int> bits = cand;
+  if (size_t(base_k) == cand.size()) bits.push_back(mpo.target_bits);  // the target is not a candidate
+  std::vector<std::vector<double>> cost = module_kl_costs(cost_kl, plans, base_k, bits, stage);
+  const std::vector<double> uniform_pi = kl.per_image(plans[size_t(base_k)]);
+  const double uniform_kl = mean_of(uniform_pi);
+  // The additive prediction of a choice's network KL from the costs: the uniform plan's KL on the
+  // cost images plus each module's change from it (Ω − (M − 1)·that KL).
+  const size_t M = cost.size();
+  const double cost_base = cost.at(0).at(size_t(base_k));
+  auto predicted = [&](double omega) { return omega - double(M - 1) * cost_base; };
+  for (auto& row : cost) row.resize(cand.size());
+  const std::vector<int> uniform_bits(M, mpo.target_bits);
+  auto widths_of = [&](const AllocationPoint& p) {
+    std::vector<int> pb;
+    for (int k : p.choice) pb.push_back(cand[size_t(k)]);
+    return pb;
+  };
+  std::map<std::vector<int>, std::vector<double>> measured_pi;
+  nlohmann::ordered_json checked = nlohmann::ordered_json::array();
+  const MeasurePoint measure = [&](const AllocationPoint& p) {
+    const std::vector<int> pb = widths_of(p);
+    std::vector<const QuantPlan*> per_module;
+    for (int k : p.choice) per_module.push_back(&plans[size_t(k)]);
+    const std::vector<double>& pi = measured_pi[pb] =
+        kl.per_image(compose_module_plans(plans[size_t(base_k)], per_module, pb));
+    const double m = mean_of(pi);
+    nlohmann::ordered_json c;
+    res.describe_point(c, pb);
+    c["predicted_sum_kl"] = p.omega;
+    c["predicted_kl"] = predicted(p.omega);
+    c["kl"] = m;
+    c["bits"] = pb;
+    checked.push_back(c);
+    if (stage)
+      stage(cat("frontier point of ", res.weight_bits(pb), " weight bits",
+                res.table ? cat(", ", res.latency_ms(pb), " ms/image") : std::string(), ": KL ", m, " (uniform W",
+                mpo.target_bits, "A", mpo.target_bits, ": ", uniform_kl, ")"));
+    return m;
+  };
+  const std::vector<std::vector<int64_t>> spend = res.spend_matrix(cand);
+  const SearchOutcome o = res.floor ? search_kl_floor(cost, spend, res.kl_floor, measure)
+                                    : search_within_budget(cost, spend, res.budget, mpo.check_points, measure);
+  const bool uniform_fits = res.floor ? uniform_kl <= res.kl_floor : res.spend(uniform_bits) <= res.budget;
+  Allocation a{uniform_bits, {}, uniform_pi, uniform_pi};
+  const AllocationPoint* best = o.chosen >= 0 ? &o.front[size_t(o.chosen)] : nullptr;
+  if (!best && !uniform_fits) {
+    if (res.floor) {
+      double most = INFINITY;
+      for (const MeasuredPoint& p : o.measured) most = std::min(most, p.kl);
+      fail(ErrorKind::Usage, "mixed precision: no allocation of the candidate widths reaches ", res.describe,
+           " (the most accurate measured KL ", most, ", uniform W", mpo.target_bits, "A", mpo.target_bits, " ",
+           uniform_kl, "); raise the floor or add wider --mp-candidates");
+    }
+    int64_t least = 0;
+    for (const auto& row : spend) least += *std::min_element(row.begin(), row.end());
+    fail(ErrorKind::Usage, "mixed precision: no allocation of the candidate widths fits ", res.describe,
+         " (the cheapest needs ", res.latency ? cat(double(least) / 1e6 + res.latency_ms(std::vector<int>()) , " ms/image")
+                                                : cat(double(least) / 8e6, " MB"), ")");
+  }
+  if (best) {
+    const std::vector<int> pb = widths_of(*best);
+    const double best_kl = mean_of(measured_pi.at(pb));
+    const bool take = res.floor ? !uniform_fits || res.spend(pb) < res.spend(uniform_bits)
+                                : !uniform_fits || best_kl < uniform_kl;
+    if (take) a.bits = pb, a.composed_kl = measured_pi.at(pb);
+  }
+  // Against uniform only where uniform was an option of equal standing: within a budget it fits.
+  a.gate_against_uniform = !res.floor && uniform_fits;
+  nlohmann::ordered_json& r = a.report;
+  r["target_bits"] = mpo.target_bits;
+  r["candidates"] = cand;
+  r["allocation"] = "end-to-end";
+  r["cost"] = "KL(p_fp || p_q) of the network's output, mean over the KL images, with the module at the "
+              "candidate width and every other module at the target width (uniform plans of the method composed); "
+              "the checked allocations, the uniform plan (uniform_kl) and the final plans measured on the check "
+              "images (with a hold-out: the held-out calibration images, which no plan was calibrated on)";
+  r["kl_images"] = cost_kl.images();
+  r["check_images"] = kl.images();
+  nlohmann::ordered_json bj;
+  bj["kind"] = res.floor ? "kl" : res.latency ? "latency" : "size";
+  bj["resource"] = res.latency ? "latency" : "size";
+  if (res.floor) bj["kl"] = res.kl_floor;
+  else if (res.latency) bj["latency_ms"] = double(res.budget) / 1e6 + res.latency_ms(std::vector<int>());
+  else bj["weight_bits"] = res.budget;
+  bj["search"] = res.floor ? "the cheapest frontier point whose measured KL is within the floor (bisection)"
+                           : cat("the ", mpo.check_points, " frontier points nearest the budget measured; the least KL");
+  bj["text"] = res.describe;
+  r["budget"] = bj;
+  if (!res.floor && !res.latency) r["budget_weight_bits"] = res.budget;
+  r["uniform_kl"] = uniform_kl;
+  r["module_costs"] = cost;
+  r["cost_uniform_kl"] = cost_base;
+  nlohmann::ordered_json fr = nlohmann::ordered_json::array();
+  for (const AllocationPoint& p : o.front) {
+    nlohmann::ordered_json j;
+    res.describe_point(j, widths_of(p));
+    j["predicted_kl"] = predicted(p.omega);
+    fr.push_back(j);
+  }
+  r["frontier"] = fr;
+  r["checked"] = checked;
+  // The uniform plans of the other widths on the check images: where the mixed plans stand.
+  nlohmann::ordered_json widths = nlohmann::ordered_json::array();
+  for (size_t k = 0; k < plans.size(); ++k) {
+    nlohmann::ordered_json j;
+    j["bits"] = bits[k];
+    res.describe_point(j, std::vector<int>(M, bits[k]));
+    j["kl"] = int(k) == base_k ? uniform_kl : kl.of(plans[k]);
+    widths.push_back(j);
+  }
+  r["uniform_widths"] = widths;
+  r["chosen"] = a.bits == uniform_bits ? "uniform" : "mixed";
+  r["chosen_kl_composed"] = mean_of(a.composed_kl);
+  r["bits"] = a.bits;
+  r["chosen_weight_bits"] = res.weight_bits(a.bits);
+  if (res.table) r["chosen_latency_ms"] = res.latency_ms(a.bits);
+  return a;
+}
+
+// The paper's allocation: σ · perturbation, exact under the budget (size or latency).
 Allocation nuclear_allocation(const ViTModel& model, const float* images, int n, const CalibOptions& base,
                               const MixedPrecisionOptions& mpo, const std::vector<int>& cand,
-                              const std::vector<QuantPlan>& plans, const std::vector<std::vector<int64_t>>& size,
-                              int64_t budget) {
+                              const std::vector<QuantPlan>& plans, const Resources& res) {
+  if (res.floor)
+    fail(ErrorKind::Usage, "mixed precision: an accuracy floor (--mp-budget kl=...) needs the end-to-end "
+                           "measurement (--mp-sensitivity kl)");
   // With transforms the plans are for the rewritten model (the same FP function, the same
   // rewrite for every width).
   std::unique_ptr<ViTModel> rewritten;
@@ -243,86 +479,17 @@ Allocation nuclear_allocation(const ViTModel& model, const float* images, int n,
   std::vector<std::vector<double>> cost(pert.size(), std::vector<double>(cand.size()));
   for (size_t m = 0; m < pert.size(); ++m)
     for (size_t k = 0; k < cand.size(); ++k) cost[m][k] = sens.sigma[m] * pert[m][k];
-  const std::vector<AllocationPoint> front = pareto_frontier(cost, size, budget);
-  const AllocationPoint best = allocate_bits(cost, size, budget);
+  const std::vector<std::vector<int64_t>> spend = res.spend_matrix(cand);
+  const std::vector<AllocationPoint> front = pareto_frontier(cost, spend, res.budget);
+  const AllocationPoint best = allocate_bits(cost, spend, res.budget);
   Allocation a;
   for (int k : best.choice) a.bits.push_back(cand[size_t(k)]);
-  a.report = allocation_report(mpo.target_bits, cand, budget, best, front, sens.sigma, pert, cost, svd_n);
+  a.report = allocation_report(res.latency ? "module_latency_ns" : "weight_bits", mpo.target_bits, cand, res.budget,
+                               best, front, sens.sigma, pert, cost, svd_n);
   a.report["allocation"] = "nuclear (the paper's)";
-  return a;
-}
-
-// vitq's allocation (mixed_precision_kl.h): end-to-end KL costs, then the frontier's points
-// nearest the budget checked on the simulated network against the uniform target plan
-// (plans[base_k]); the least measured KL wins, the uniform plan on a tie.
-Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedPrecisionOptions& mpo,
-                                 const std::vector<int>& cand, const std::vector<QuantPlan>& plans, int base_k,
-                                 const std::vector<std::vector<int64_t>>& size, int64_t budget,
-                                 const std::function<void(const std::string&)>& stage) {
-  std::vector<int> bits = cand;
-  if (size_t(base_k) == cand.size()) bits.push_back(mpo.target_bits);  // the target is not a candidate
-  std::vector<std::vector<double>> cost = module_kl_costs(cost_kl, plans, base_k, bits, stage);
-  const std::vector<double> uniform_pi = kl.per_image(plans[size_t(base_k)]);
-  const double uniform_kl = mean_of(uniform_pi);
-  // The additive prediction of a choice's network KL from the costs: the uniform plan's KL on the
-  // cost images plus each module's change from it (Ω − (M − 1)·that KL).
-  const size_t M = cost.size();
-  auto weight_bits = [&](const std::vector<int>& per_module) {  // size[m][0] / cand[0]: module m's parameters
-    int64_t wb = 0;
-    for (size_t m = 0; m < M; ++m) wb += size[m][0] / cand[0] * per_module[m];
-    return wb;
-  };
-  const double cost_base = cost.at(0).at(size_t(base_k));
-  auto predicted = [&](double omega) { return omega - double(M - 1) * cost_base; };
-  for (auto& row : cost) row.resize(cand.size());
-  const std::vector<AllocationPoint> front = pareto_frontier(cost, size, budget);
-  Allocation a{std::vector<int>(M, mpo.target_bits), {}, uniform_pi, uniform_pi};
-  double best_kl = uniform_kl;
-  nlohmann::ordered_json checked = nlohmann::ordered_json::array();
-  const size_t first = front.size() > size_t(mpo.check_points) ? front.size() - size_t(mpo.check_points) : 0;
-  for (size_t i = first; i < front.size(); ++i) {
-    const AllocationPoint& p = front[i];
-    if (p.choice.size() != M) continue;
-    std::vector<const QuantPlan*> per_module;
-    std::vector<int> pb;
-    for (int k : p.choice) per_module.push_back(&plans[size_t(k)]), pb.push_back(cand[size_t(k)]);
-    const std::vector<double> measured_pi = kl.per_image(compose_module_plans(plans[size_t(base_k)], per_module, pb));
-    const double measured = mean_of(measured_pi);
-    checked.push_back({{"weight_bits", p.size}, {"predicted_sum_kl", p.omega}, {"predicted_kl", predicted(p.omega)},
-                       {"kl", measured}, {"bits", pb}});
-    if (stage) stage(cat("frontier point of ", p.size, " weight bits: KL ", measured, " (uniform W", mpo.target_bits,
-                         "A", mpo.target_bits, ": ", uniform_kl, ")"));
-    if (measured < best_kl) best_kl = measured, a.bits = pb, a.composed_kl = measured_pi;
-  }
-  nlohmann::ordered_json& r = a.report;
-  r["target_bits"] = mpo.target_bits;
-  r["candidates"] = cand;
-  r["allocation"] = "end-to-end";
-  r["cost"] = "KL(p_fp || p_q) of the network's output, mean over the KL images, with the module at the "
-              "candidate width and every other module at the target width (uniform plans of the method composed); "
-              "the checked allocations, the uniform plan (uniform_kl) and the final plans measured on the check "
-              "images (with a hold-out: the held-out calibration images, which no plan was calibrated on)";
-  r["kl_images"] = cost_kl.images();
-  r["check_images"] = kl.images();
-  r["budget_weight_bits"] = budget;
-  r["uniform_kl"] = uniform_kl;
-  r["module_costs"] = cost;
-  r["cost_uniform_kl"] = cost_base;
-  nlohmann::ordered_json fr = nlohmann::ordered_json::array();
-  for (const AllocationPoint& p : front) fr.push_back({{"weight_bits", p.size}, {"predicted_kl", predicted(p.omega)}});
-  r["frontier"] = fr;
-  r["checked"] = checked;
-  // The uniform plans of the other widths on the check images: where the mixed plans stand.
-  nlohmann::ordered_json widths = nlohmann::ordered_json::array();
-  for (size_t k = 0; k < plans.size(); ++k) {
-    widths.push_back({{"bits", bits[k]}, {"weight_bits", weight_bits(std::vector<int>(M, bits[k]))},
-                      {"kl", int(k) == base_k ? uniform_kl : kl.of(plans[k])}});
-  }
-  r["uniform_widths"] = widths;
-  r["chosen"] = a.bits == std::vector<int>(M, mpo.target_bits) ? "uniform" : "mixed";
-  r["chosen_kl_composed"] = best_kl;
-  r["bits"] = a.bits;
-  r["chosen_weight_bits"] = weight_bits(a.bits);
+  a.report["budget"] = {{"kind", res.latency ? "latency" : "size"}, {"text", res.describe}};
+  a.report["chosen_weight_bits"] = res.weight_bits(a.bits);
+  if (res.table) a.report["chosen_latency_ms"] = res.latency_ms(a.bits);
   return a;
 }
 
@@ -407,7 +574,7 @@ Kept choose_plan(NetworkKl& kl, const QuantPlan& recalibrated, const Allocation&
   const bool composed = composed_kl < final_kl;
   const double z = paired_gain_se(composed ? alloc.composed_kl : rec_pi, alloc.uniform_kl);
   report["gain_se"] = std::isfinite(z) ? nlohmann::ordered_json(z) : nlohmann::ordered_json("inf");
-  if (!(z > min_gain_se)) {
+  if (alloc.gate_against_uniform && !(z > min_gain_se)) {
     report["chosen"] = cat("uniform (the better mixed plan, ", composed ? "composed" : "recalibrated",
                            ", measured ", z, " standard errors better; ", min_gain_se, " needed)");
     return Kept::Uniform;
@@ -451,18 +618,13 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
   std::vector<QuantPlan> plans;
   for (const CalibrationResult& u : uniform) plans.push_back(u.plan);
 
-  // 2. Costs and the allocation under the uniform model's weight size.
-  const std::vector<int64_t> params = module_params(model);
-  std::vector<std::vector<int64_t>> size(params.size(), std::vector<int64_t>(cand.size()));
-  int64_t budget = 0;
-  for (size_t m = 0; m < params.size(); ++m) {
-    budget += params[m] * mpo.target_bits;
-    for (size_t k = 0; k < cand.size(); ++k) size[m][k] = params[m] * cand[k];
-  }
+  // 2. What a width costs each module (size; latency from the table, widths it lacks measured)
+  // and the budget.
+  const Resources res_ = resources(model, mpo, widths, plans, stage);
   MixedPrecisionResult res;
   if (!e2e) {
     if (stage) stage("sensitivity (nuclear norms) and perturbations");
-    Allocation alloc = nuclear_allocation(model, images, n, base, mpo, cand, plans, size, budget);
+    Allocation alloc = nuclear_allocation(model, images, n, base, mpo, cand, plans, res_);
     res.report = std::move(alloc.report);
     if (stage) stage("final calibration with the chosen bits");
     res.final = calibrate_widths(model, images, n, method, base, mpo.target_bits, alloc.bits, progress);
@@ -474,7 +636,7 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
   const int n_check = hold ? split.n_held : n;
   NetworkKl kl(model, hold ? split.held.data() : images,
                mpo.check_images > 0 ? std::min(n_check, mpo.check_images) : n_check, base.batch);
-  Allocation alloc = end_to_end_allocation(cost_kl, kl, mpo, cand, plans, base_k, size, budget, stage);
+  Allocation alloc = end_to_end_allocation(cost_kl, kl, mpo, cand, plans, base_k, res_, stage);
   res.report = std::move(alloc.report);
   res.report["holdout"] = hold ? mpo.holdout : 0;
   res.report["fit_images"] = n_fit;
@@ -490,8 +652,10 @@ MixedPrecisionResult calibrate_mixed_precision(const ViTModel& model, const floa
     kept = choose_plan(kl, recalibrated.plan, alloc, mpo.min_gain_se, res.report);
   }
   if (kept == Kept::Uniform) {
-    res.report["bits"] = std::vector<int>(alloc.bits.size(), mpo.target_bits);
-    res.report["chosen_weight_bits"] = budget;
+    const std::vector<int> ub(alloc.bits.size(), mpo.target_bits);
+    res.report["bits"] = ub;
+    res.report["chosen_weight_bits"] = res_.weight_bits(ub);
+    if (res_.table) res.report["chosen_latency_ms"] = res_.latency_ms(ub);
   }
 
   // 4. With a hold-out, what was kept is calibrated again on all the images.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "quant/calibrate.h"
+#include "quant/latency_table.h"
 
 namespace vitq {
 
@@ -45,6 +46,12 @@ enum class MpSensitivity {
   Nuclear,   // the paper's: nuclear norm × the module's own output perturbation, the module alone quantized
 };
 
+enum class BudgetKind {
+  Size,     // MB (10^6 bytes) of the transformer blocks' quantized weights
+  Latency,  // ms per image of the integer model, from a latency table (latency_table.h)
+  KlFloor,  // KL(FP32 || quantized) of the network output on the check images
+};
+
 struct MixedPrecisionOptions {
   int target_bits = 6;       // the uniform model whose size is the budget
   std::vector<int> candidates;  // default: target − 2 .. target + 2, clipped to [2, max_bits]
@@ -62,6 +69,18 @@ struct MixedPrecisionOptions {
   // EndToEnd: a mixed plan replaces the uniform one only if its KL on the check images is lower by
   // more than this many standard errors of the paired per-image difference (0: any improvement).
   double min_gain_se = 2.0;
+  // The budget (quant/mp_search.h): the weight size of the transformer blocks (0: the uniform
+  // target width's, the default), the latency of the integer model by a latency table, or an
+  // accuracy floor (the cheapest allocation whose KL on the check images is within it: by latency
+  // with a latency table, else by size). The paper's allocation takes size and latency budgets.
+  BudgetKind budget_kind = BudgetKind::Size;
+  double budget_value = 0;
+  // Per-module prices of each width for latency budgets (and the floor's resource); widths it
+  // lacks (by plane count, latency_table.h) are measured with measure_latency on the method's
+  // uniform plan of that width, if given, else an Error(Usage) names them.
+  // Entries measured here are added to the table.
+  LatencyTable* latency = nullptr;
+  std::function<LatencyEntry(const QuantPlan&)> measure_latency;
 };
 
 struct MixedPrecisionResult {

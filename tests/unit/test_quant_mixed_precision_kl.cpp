@@ -13,6 +13,7 @@
 #include "quant/method.h"
 #include "quant/mixed_precision.h"
 #include "quant/mixed_precision_kl.h"
+#include "quant/latency_table.h"
 #include "quant/simulate.h"
 #include "tiny_model_util.h"
 
@@ -275,6 +276,107 @@ TEST(MixedPrecisionKl, MixedPlanMustBeSignificantlyBetter) {
     EXPECT_TRUE(strict.final.plan.sites == uniform_plan(m, images, 4).sites) << "seed " << seed;
   }
   EXPECT_GT(mixed_at_zero, 0);
+}
+
+// The module widths of a plan (weights of the block's linear sites).
+std::vector<int> plan_module_bits(const QuantPlan& plan, int depth) {
+  std::vector<int> b(size_t(2 * depth), 0);
+  for (const auto& [name, sp] : plan.sites) {
+    SiteId id;
+    if (!parse_site_name(name, &id) || id.block < 0) continue;
+    b[size_t(2 * id.block + (id.in_attention_module() ? 0 : 1))] = sp.w.bits;
+  }
+  return b;
+}
+
+// A latency budget: the kept plan's modules, priced by the table written here, stay within it;
+// the table's 10-bit entry prices 9 bits (same plane count); the uniform 8-bit plan fits, so the
+// kept plan measures no worse than it.
+TEST(MixedPrecisionKl, LatencyBudgetBoundsThePricedModules) {
+  test::SingleThreadScope one;
+  LatencyTable table;
+  table.add({8, 0.1, 0.2, 0.1, 0.4, 0.2, 1.0});   // MSA 0.4, MLP 0.6 ms per block
+  table.add({10, 0.3, 0.5, 0.3, 1.2, 0.6, 1.0});  // MSA 1.1, MLP 1.8
+  int mixed = 0;
+  for (uint64_t seed = 50; seed < 56; ++seed) {
+    const ViTModel m = test::tiny_model(seed);
+    const std::vector<float> images = random_images(m, kImages, seed);
+    auto method = make_method("minmax", MethodConfig());
+    CalibOptions base;
+    base.batch = kBatch;
+    MixedPrecisionOptions mpo;
+    mpo.target_bits = 8;
+    mpo.candidates = {6, 8, 9};
+    mpo.kl_images = 8;
+    mpo.holdout = 0;
+    mpo.min_gain_se = 0;
+    mpo.budget_kind = BudgetKind::Latency;
+    const double uniform_ms = 1.0 + 2 * (0.4 + 0.6);
+    mpo.budget_value = uniform_ms + 0.75;  // room for one MSA module at 9 bits, not for an MLP one
+    mpo.latency = &table;
+    const MixedPrecisionResult r = calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
+    const std::vector<int> bits = plan_module_bits(r.final.plan, m.cfg.depth);
+    double ms = 1.0;
+    for (size_t k = 0; k < bits.size(); ++k) {
+      const bool wide = bits[k] > 8;
+      ms += k % 2 == 0 ? (wide ? 1.1 : 0.4) : (wide ? 1.8 : 0.6);
+    }
+    EXPECT_LE(ms, mpo.budget_value + 1e-9) << "seed " << seed;
+    EXPECT_NEAR(r.report["chosen_latency_ms"].get<double>(), ms, 1e-9) << "seed " << seed;
+    EXPECT_EQ(r.report["budget"]["kind"], "latency");
+    const double uniform = reference_kl(m, images, uniform_plan(m, images, 8));
+    EXPECT_LE(reference_kl(m, images, r.final.plan), uniform + 1e-12) << "seed " << seed;
+    mixed += r.report["chosen"] == "mixed";
+  }
+  EXPECT_GT(mixed, 0) << "no seed took a 9-bit module: the budget went unused";
+}
+
+// An accuracy floor: the kept plan's KL (by the forward written here, on the check images = all
+// images without a hold-out) is within it, the kept allocation is the cheapest measured point that
+// met it, and a floor no allocation reaches is an error naming the option's measure.
+TEST(MixedPrecisionKl, KlFloorKeepsTheCheapestPlanWithinIt) {
+  test::SingleThreadScope one;
+  int met = 0;
+  for (uint64_t seed = 50; seed < 56; ++seed) {
+    const ViTModel m = test::tiny_model(seed);
+    const std::vector<float> images = random_images(m, kImages, seed);
+    auto method = make_method("minmax", MethodConfig());
+    CalibOptions base;
+    base.batch = kBatch;
+    MixedPrecisionOptions mpo = w4_options(0, 0);
+    mpo.budget_kind = BudgetKind::KlFloor;
+    const double uniform4 = reference_kl(m, images, uniform_plan(m, images, 4));
+    mpo.budget_value = uniform4 * 0.8;  // the patch embedding and head stay at 4 bits: not every floor is reachable
+    MixedPrecisionResult r;
+    try {
+      r = calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
+    } catch (const Error& e) {
+      std::printf("seed %llu: %s\n", static_cast<unsigned long long>(seed), e.what());
+      continue;
+    }
+    ++met;
+    const double kept = reference_kl(m, images, r.final.plan);
+    EXPECT_LE(kept, mpo.budget_value * (1 + 1e-6)) << "seed " << seed;
+    const int64_t chosen = r.report["chosen_weight_bits"].get<int64_t>();
+    for (const auto& c : r.report["checked"]) {  // no cheaper measured point met the floor
+      if (c["kl"].get<double>() <= mpo.budget_value) {
+        EXPECT_GE(c["weight_bits"].get<int64_t>(), chosen) << "seed " << seed;
+      }
+    }
+    std::printf("seed %llu floor %.5f: kept KL %.5f at %lld weight bits, %zu points measured\n",
+                static_cast<unsigned long long>(seed), mpo.budget_value, kept, static_cast<long long>(chosen),
+                r.report["checked"].size());
+
+    mpo.budget_value = 1e-12;
+    try {
+      calibrate_mixed_precision(m, images.data(), kImages, *method, base, mpo);
+      ADD_FAILURE() << "an unreachable floor was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage);
+      EXPECT_NE(std::string(e.what()).find("reaches KL <= 1e-12"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_GE(met, 3) << "too few seeds reached the floor: the kept-plan checks went unexercised";
 }
 
 }  // namespace
