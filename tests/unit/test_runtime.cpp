@@ -2,6 +2,8 @@
 // integers against the simulator (quantize-dequantize) and a double-precision reference; the
 // fused integer forward against the simulator and the unfused integer sites on random models.
 #include <gtest/gtest.h>
+
+#include "numerics/table_lookup.h"
 #include <omp.h>
 
 #include <algorithm>
@@ -169,6 +171,65 @@ TEST(Int8Kernels, QuantizersMatchTheScalarReference) {
   }
   EXPECT_GE(run, 1);
   EXPECT_TRUE(quantizer_variants().back().available) << "the portable variant runs everywhere";
+}
+
+// Near every rounding boundary: values within a few ulps of each half-integer multiple of the step
+// (the product rounded, and the exact half-integer rounded), for steps of many magnitudes and a
+// subnormal one, give the reference's codes in every quantizer variant and every table-lookup
+// variant (whose index is the same code), with values far outside the grid and zero.
+TEST(Int8Kernels, QuantizersMatchTheReferenceNearEveryRoundingBoundary) {
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<float> ue(-12.0f, 4.0f);
+  std::vector<float> deltas = {1.0f / 127, 1.0f / 255, 1.0f / 511, 0.00195694f, 3.0f / 127, 1e-39f};
+  for (int i = 0; i < 40; ++i) deltas.push_back(std::exp2(ue(rng)));
+  for (float delta : deltas)
+    for (int bits : {4, 8, 10}) {
+      const QRange r = qrange(bits, Grid::Signed);
+      std::vector<float> x;
+      for (int k = r.lo - 3; k <= r.hi + 3; ++k) {
+        const float tie = (float(k) + 0.5f) * delta;                 // the product, rounded
+        const float tie2 = float((double(k) + 0.5) * double(delta));  // the exact half-integer, rounded
+        for (float c : {tie, tie2, float(k) * delta}) {
+          float up = c, down = c;
+          x.push_back(c);
+          for (int u = 0; u < 4; ++u) {
+            up = std::nextafter(up, INFINITY);
+            down = std::nextafter(down, -INFINITY);
+            x.push_back(up);
+            x.push_back(down);
+          }
+        }
+      }
+      x.push_back(1e30f);
+      x.push_back(-1e30f);
+      x.push_back(0.0f);
+      const size_t n = x.size();
+      const int32_t zp = a_zero_point(bits <= 8 ? bits : 8, Grid::Signed);
+      std::vector<uint8_t> a(n), a_ref(n);
+      std::vector<int8_t> b(n), b_ref(n);
+      if (bits <= 8) {
+        quantize_a_u8_ref(x.data(), a_ref.data(), n, delta, r, zp);
+        const int32_t s_ref = quantize_b_s8_ref(x.data(), b_ref.data(), n, delta, r);
+        for (const QuantizerVariant& v : quantizer_variants()) {
+          if (!v.available) continue;
+          v.a_u8(x.data(), a.data(), n, delta, r, zp);
+          ASSERT_EQ(a, a_ref) << v.name << " delta " << delta << " bits " << bits;
+          ASSERT_EQ(v.b_s8(x.data(), b.data(), n, delta, r), s_ref) << v.name << " delta " << delta;
+          ASSERT_EQ(b, b_ref) << v.name << " delta " << delta << " bits " << bits;
+        }
+      }
+      // The table lookup's index is the same code: a table of the codes themselves.
+      std::vector<float> table(size_t(r.hi - r.lo + 1));
+      for (size_t j = 0; j < table.size(); ++j) table[j] = float(r.lo + int(j));
+      std::vector<float> got(n);
+      for (const TableLookupVariant& v : table_lookup_variants()) {
+        if (!v.available) continue;
+        v.f32(x.data(), n, delta, r, table.data(), got.data());
+        for (size_t j = 0; j < n; ++j)
+          ASSERT_EQ(got[j], float(quantize_one(x[j], delta, r)))
+              << v.name << " delta " << delta << " x " << x[j] << " bits " << bits;
+      }
+    }
 }
 
 // ------------------------------------------------------------------------------ sites
