@@ -26,14 +26,17 @@ REPO = os.path.dirname(HERE)
 # (method, bits) measured, with the method's flags.
 CONFIGS = [("vitq", 8, ["--method", "vitq"]), ("vitq", 6, ["--method", "vitq"]), ("minmax", 8, ["--method", "minmax"]),
            # vitq's recipe within what int8-only runs: static per-tensor steps, u8 softmax output (the fast format)
-           ("vitq --target int8-only", 8, ["--method", "vitq", "--target", "int8-only"])]
+           ("vitq --target int8-only", 8, ["--method", "vitq", "--target", "int8-only"]),
+           # vitq's formats with the signed softmax grid (one P·V plane), no compensation: the fastest
+           # plan within a point of the best W8A8 on ViT-Ti (bench/recipe_speed.py vitq-w8a8-signed+tables)
+           ("vitq --softmax-grid signed", 8, ["--method", "vitq", "--softmax-grid", "signed", "--compensate", "none"])]
 # Variants: name -> (column, the flags). Names "0", "8", "10" are the GELU-table widths.
 VARIANTS = {"0": ("float", []), "8": ("8-bit GELU table", ["--gelu-table", 8]),
             "10": ("10-bit GELU table", ["--gelu-table", 10]), "s10": ("10-bit softmax table", ["--softmax-table", 10]),
             "s8": ("8-bit softmax table", ["--softmax-table", 8]),
             "8+s8": ("both, 8 bits", ["--gelu-table", 8, "--softmax-table", 8])}
 # What a target runs (targets/*.json): int8-only has tables of at most 8 bits.
-SKIP = {"vitq --target int8-only": {"10", "s10"}}
+SKIP = {"vitq --target int8-only": {"10", "s10"}, "vitq --softmax-grid signed": {"8", "10", "s8", "s10"}}
 
 
 def cell(r):
@@ -92,7 +95,7 @@ def main():
                 key = f"{mk}/{meth}/{bits}/{t}"
                 if key in results:
                     continue
-                out = os.path.join(args.work_dir, mk, f"{meth.replace(' --target ', '-')}-w{bits}-{t}")
+                out = os.path.join(args.work_dir, mk, f"{meth.replace(' --target ', '-').replace(' --', '-').replace(' ', '-')}-w{bits}-{t}")
                 extra = VARIANTS[t][1]
                 common, _, e, _ = quantize_and_evaluate(args, mk, out, [*flags, "--bits", bits, *extra, "-q"])
                 row = dict(common, method=meth, bits=bits, variant=t)
