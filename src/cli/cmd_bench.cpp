@@ -8,7 +8,6 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <filesystem>
-#include <random>
 
 #include "cli/commands.h"
 #include "cli/validators.h"
@@ -68,11 +67,11 @@ void run_latency_table(const BenchArgs& a) {
     add(*qm);
   } else {
     const CalibrationSet cs = random_calibration_set(8, 0, m.cfg.preprocess);
+    auto method = make_method("minmax", MethodConfig());
     for (int b : a.widths) {
       CalibOptions o;
       o.bits = {b, b};
       o.batch = 8;
-      auto method = make_method("minmax", MethodConfig());
       const QuantPlan plan = Calibrator(m, cs.images.data(), cs.n).run(*method, o).plan;
       add(quantize_model(m, plan));
     }
@@ -124,11 +123,7 @@ void run_bench(const BenchArgs& a) {
       else vf.run(x, b, logits, sim);
     }
   } fwd{vf, sim.get(), ifwd.get()};
-  const size_t img = size_t(c.in_chans) * c.img_size * c.img_size;
-  avector<float> x(img * size_t(a.batch));
-  std::mt19937 rng(0);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (auto& v : x) v = nd(rng);
+  const avector<float> x = bench_images(c, a.batch);
   std::vector<float> logits(size_t(a.batch) * size_t(c.num_classes));
   for (int i = 0; i < a.warmup; ++i) fwd.run(x.data(), a.batch, logits.data());
   std::vector<double> ms;

@@ -40,6 +40,7 @@ struct QuantizeArgs {
   int mp_kl_images = 64, mp_check = 8, mp_check_images = 0, mp_holdout = 4;
   double mp_min_gain_se = 2.0;
   std::string mp_budget;        // --mp-budget KIND=VALUE (empty: the uniform width's size)
+  MpBudget budget;              // mp_budget parsed (run_quantize)
   std::string latency_table;    // --latency-table FILE
   int latency_batch = 8;        // --latency-batch: batch of latencies measured here
   size_t calib_size = 256;
@@ -271,14 +272,11 @@ CalibrationResult calibrate(const QuantizeArgs& a, const ViTModel& model, const 
     mpo.check_images = a.mp_check_images;
     mpo.holdout = a.mp_holdout;
     mpo.min_gain_se = a.mp_min_gain_se;
-    if (!a.mp_budget.empty()) {
-      const MpBudget b = MpBudget::parse(a.mp_budget);
-      mpo.budget_kind = b.kind;
-      mpo.budget_value = b.value;
-    }
+    mpo.budget_kind = a.budget.kind;
+    mpo.budget_value = a.budget.value;
     if (mpo.budget_kind == BudgetKind::Latency || !a.latency_table.empty()) {
       mpo.latency = &latency;
-      if (latency.entries.empty() && latency.architecture.empty()) latency = latency_table_for(model.cfg, a.latency_batch);
+      if (a.latency_table.empty()) latency = latency_table_for(model.cfg, a.latency_batch);
       mpo.measure_latency = [&](const QuantPlan& p) {
         const QuantizedViT q = quantize_model(model, p);
         return measure_stage_latency(q, latency.batch, 2, 5, "mixed precision");
@@ -327,7 +325,8 @@ void run_quantize(QuantizeArgs& a) {
          "), not to --method ", a.method);
   if (!a.mp_budget.empty()) {  // before anything is loaded
     if (!a.mixed_precision) fail(ErrorKind::Usage, "--mp-budget bounds the allocation of --mixed-precision; give that too");
-    if (MpBudget::parse(a.mp_budget).kind == BudgetKind::KlFloor && a.mp_sensitivity == "nuclear")
+    a.budget = MpBudget::parse(a.mp_budget);
+    if (a.budget.kind == BudgetKind::KlFloor && a.mp_sensitivity == "nuclear")
       fail(ErrorKind::Usage, "--mp-budget kl=... is measured end to end: it needs --mp-sensitivity kl");
   }
   if (!a.latency_table.empty() && !a.mixed_precision)

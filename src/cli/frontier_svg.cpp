@@ -33,12 +33,12 @@ struct Axes {
   double py(double kl) const { return kTop + (ly1 - std::log10(kl)) / (ly1 - ly0) * (kH - kTop - kBottom); }
 };
 
-// The x value of a report point: MB of block weights, or predicted ms per image for a latency
-// budget (the frontier's resource).
+// The x value of a report point (its fields `prefix`latency_ms / `prefix`weight_bits): MB of block
+// weights, or predicted ms per image for a latency budget (the frontier's resource).
 struct XAxis {
   bool latency = false;
-  double of(const nlohmann::ordered_json& p) const {
-    return latency ? p["latency_ms"].get<double>() : p["weight_bits"].get<double>() / 8.0 / 1e6;
+  double of(const nlohmann::ordered_json& p, const std::string& prefix = "") const {
+    return latency ? p[prefix + "latency_ms"].get<double>() : p[prefix + "weight_bits"].get<double>() / 8.0 / 1e6;
   }
   const char* label() const {
     return latency ? "predicted latency of the integer model (ms/image, latency table)"
@@ -64,8 +64,7 @@ std::string frontier_svg(const nlohmann::ordered_json& r, const std::string& tit
   for (const auto& p : r["checked"]) add(p, "kl");
   for (const auto& p : r["uniform_widths"]) add(p, "kl");
   if (kl_floor) ks.push_back(budget["kl"].get<double>());
-  const double budget_x =
-      kl_floor ? 0.0 : xa.latency ? budget["latency_ms"].get<double>() : r["budget_weight_bits"].get<double>() / 8e6;
+  const double budget_x = kl_floor ? 0.0 : xa.of(budget);
   if (!kl_floor) xs.push_back(budget_x);
   if (ks.empty()) ks.push_back(1);
   const auto [xmin, xmax] = std::minmax_element(xs.begin(), xs.end());
@@ -134,8 +133,7 @@ std::string frontier_svg(const nlohmann::ordered_json& r, const std::string& tit
   const double kept_kl = final.rfind("recalibrated", 0) == 0 ? r["recalibrated_kl"].get<double>()
                          : final.rfind("composed", 0) == 0   ? r["chosen_kl_composed"].get<double>()
                                                              : r["uniform_kl"].get<double>();
-  const double chosen_x = xa.latency ? r["chosen_latency_ms"].get<double>() : r["chosen_weight_bits"].get<double>() / 8e6;
-  o << "<circle class=\"chosen\" cx=\"" << num(ax.px(chosen_x)) << "\" cy=\"" <<
+  o << "<circle class=\"chosen\" cx=\"" << num(ax.px(xa.of(r, "chosen_"))) << "\" cy=\"" <<
        num(ax.py(kl_of(kept_kl))) << "\" r=\"9\" fill=\"none\" stroke=\"#d12f1f\" stroke-width=\"2.5\"/>\n";
   // Legend.
   const double ly = kH - 30;

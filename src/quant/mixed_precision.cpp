@@ -258,9 +258,11 @@ struct Resources {
     for (size_t m = 0; m < b.size(); ++m) t += spend(m, b[m]);
     return t;
   }
-  // Predicted ms per image: the table's rest at the target width plus each module at its width.
+  // ms per image outside the modules: the table's rest at the target width (patch embedding, head).
+  double rest_ms() const { return table->entry_for(target_bits)->rest; }
+  // Predicted ms per image: the rest plus each module at its width.
   double latency_ms(const std::vector<int>& b) const {
-    double t = table->entry_for(target_bits)->rest;
+    double t = rest_ms();
     for (size_t m = 0; m < b.size(); ++m) t += module_ms(m, b[m]);
     return t;
   }
@@ -322,7 +324,7 @@ Resources resources(const ViTModel& model, const MixedPrecisionOptions& mpo, con
         for (size_t m = 0; m < r.params.size(); ++m) r.budget += r.size(m, mpo.target_bits);
       break;
     case BudgetKind::Latency: {
-      const double rest = r.table->entry_for(mpo.target_bits)->rest;
+      const double rest = r.rest_ms();
       r.budget = std::llround((mpo.budget_value - rest) * 1e6);
       if (r.budget <= 0)
         fail(ErrorKind::Usage, "--mp-budget latency=", mpo.budget_value, ": below what the patch embedding and head "
@@ -397,7 +399,7 @@ Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedP
     int64_t least = 0;
     for (const auto& row : spend) least += *std::min_element(row.begin(), row.end());
     fail(ErrorKind::Usage, "mixed precision: no allocation of the candidate widths fits ", res.describe,
-         " (the cheapest needs ", res.latency ? cat(double(least) / 1e6 + res.latency_ms(std::vector<int>()) , " ms/image")
+         " (the cheapest needs ", res.latency ? cat(double(least) / 1e6 + res.rest_ms(), " ms/image")
                                                 : cat(double(least) / 8e6, " MB"), ")");
   }
   if (best) {
@@ -423,7 +425,7 @@ Allocation end_to_end_allocation(NetworkKl& cost_kl, NetworkKl& kl, const MixedP
   bj["kind"] = res.floor ? "kl" : res.latency ? "latency" : "size";
   bj["resource"] = res.latency ? "latency" : "size";
   if (res.floor) bj["kl"] = res.kl_floor;
-  else if (res.latency) bj["latency_ms"] = double(res.budget) / 1e6 + res.latency_ms(std::vector<int>());
+  else if (res.latency) bj["latency_ms"] = double(res.budget) / 1e6 + res.rest_ms();
   else bj["weight_bits"] = res.budget;
   bj["search"] = res.floor ? "the cheapest frontier point whose measured KL is within the floor (bisection)"
                            : cat("the ", mpo.check_points, " frontier points nearest the budget measured; the least KL");

@@ -1,9 +1,9 @@
 #include "quant/mp_search.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
-#include <map>
 
 #include "core/error.h"
 
@@ -51,7 +51,7 @@ SearchOutcome search_within_budget(const std::vector<std::vector<double>>& cost,
                                    const MeasurePoint& measure) {
   SearchOutcome o;
   o.front = complete_front(cost, resource, budget);
-  const size_t first = o.front.size() > size_t(std::max(checks, 1)) ? o.front.size() - size_t(std::max(checks, 1)) : 0;
+  const size_t n = size_t(std::max(checks, 1)), first = o.front.size() > n ? o.front.size() - n : 0;
   double best = std::numeric_limits<double>::infinity();
   for (size_t i = first; i < o.front.size(); ++i) {
     const double kl = measure(o.front[i]);
@@ -67,13 +67,11 @@ SearchOutcome search_kl_floor(const std::vector<std::vector<double>>& cost,
   SearchOutcome o;
   o.front = complete_front(cost, resource, std::numeric_limits<int64_t>::max());
   if (o.front.empty()) return o;
-  std::map<size_t, double> seen;
-  auto kl_at = [&](size_t i) {
-    auto it = seen.find(i);
-    if (it != seen.end()) return it->second;
-    const double kl = measure(o.front[i]);
-    o.measured.push_back({i, kl});
-    return seen[i] = kl;
+  auto kl_at = [&](size_t i) {  // each point measured once (o.measured holds what was)
+    for (const MeasuredPoint& m : o.measured)
+      if (m.index == i) return m.kl;
+    o.measured.push_back({i, measure(o.front[i])});
+    return o.measured.back().kl;
   };
   size_t lo = 0, hi = o.front.size() - 1;
   if (!(kl_at(hi) <= floor)) return o;  // the most accurate point misses the floor

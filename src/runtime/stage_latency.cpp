@@ -27,16 +27,20 @@ int uniform_block_width(const QuantPlan& plan, int depth, const std::string& wha
   return width;
 }
 
+avector<float> bench_images(const ViTConfig& cfg, int batch) {
+  avector<float> x(size_t(cfg.in_chans) * cfg.img_size * cfg.img_size * size_t(batch));
+  std::mt19937 rng(0);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
 LatencyEntry measure_stage_latency(const QuantizedViT& q, int batch, int warmup, int iters, const std::string& what) {
   const ViTConfig& c = q.cfg;
   LatencyEntry e;
   e.bits = uniform_block_width(q.plan, c.depth, what);
   IntViTForward f(q);
-  const size_t img = size_t(c.in_chans) * c.img_size * c.img_size;
-  avector<float> x(img * size_t(batch));
-  std::mt19937 rng(0);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (auto& v : x) v = nd(rng);
+  const avector<float> x = bench_images(c, batch);
   std::vector<float> logits(size_t(batch) * size_t(c.num_classes));
   for (int i = 0; i < warmup; ++i) f.run(x.data(), batch, logits.data());
   f.set_profiling(true);
