@@ -15,6 +15,8 @@ struct SoftmaxExpTable;
 void softmax_table_rows_avx512(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t);
 // numerics/table_lookup.h
 void table_lookup_u8_avx512(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out);
+// The same with AVX-512 VBMI byte permutes (tables of at most 256 entries; larger ones: the gather).
+void table_lookup_u8_avx512_vbmi(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out);
 void table_lookup_f32_avx512(const float* x, size_t n, float delta, QRange r, const float* table, float* out);
 
 }  // namespace vitq

@@ -21,10 +21,13 @@ void table_lookup_f32_portable(const float* x, size_t n, float delta, QRange r, 
   for (size_t i = 0; i < n; ++i) out[i] = table[int32_t(code_f(x[i], delta, lo, hi)) - r.lo];
 }
 
+const bool kVbmi = int8_kernels_use_avx512() && __builtin_cpu_supports("avx512vbmi");
+
 }  // namespace
 
 const std::vector<TableLookupVariant>& table_lookup_variants() {
   static const std::vector<TableLookupVariant> v = {
+      {"avx512-vbmi", kVbmi, table_lookup_u8_avx512_vbmi, table_lookup_f32_avx512},
       {"avx512", int8_kernels_use_avx512(), table_lookup_u8_avx512, table_lookup_f32_avx512},
       {"portable", true, table_lookup_u8_portable, table_lookup_f32_portable},
   };
@@ -32,7 +35,8 @@ const std::vector<TableLookupVariant>& table_lookup_variants() {
 }
 
 void table_lookup_u8(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out) {
-  if (int8_kernels_use_avx512()) table_lookup_u8_avx512(x, n, delta, r, table, out);
+  if (kVbmi) table_lookup_u8_avx512_vbmi(x, n, delta, r, table, out);
+  else if (int8_kernels_use_avx512()) table_lookup_u8_avx512(x, n, delta, r, table, out);
   else table_lookup_u8_portable(x, n, delta, r, table, out);
 }
 

@@ -113,10 +113,12 @@ def main():
                                                                            "-o", never], "usage",
                r"latency=1e-09: below what the patch embedding and head alone take")
 
-    # Without a table: the uniform plans are measured here and the table written beside the plan.
+    # Without a table: the uniform plans are measured here and the table written beside the plan. (A
+    # budget no timing misses: one priced by the earlier table can be below this run's own timings
+    # when the machine is busy.)
     out = cli.path("lat_measured")
     cli.expect("a latency budget, the table measured here", q + ["--mixed-precision", "8", "--mp-candidates", "8,10",
-                                                                 "--mp-budget", f"latency={budget:.6f}",
+                                                                 "--mp-budget", "latency=1000000",
                                                                  "--latency-batch", "2", "-o", out], "ok")
     lt = read_json(os.path.join(out, "latency_table.json")) if os.path.exists(os.path.join(out, "latency_table.json")) else {}
     r = read_json(os.path.join(out, "report.json")) if os.path.exists(os.path.join(out, "report.json")) else {}

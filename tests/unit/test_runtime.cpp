@@ -219,15 +219,22 @@ TEST(Int8Kernels, QuantizersMatchTheReferenceNearEveryRoundingBoundary) {
         }
       }
       // The table lookup's index is the same code: a table of the codes themselves.
+      // (u8 tables: the index itself, mod 256.)
       std::vector<float> table(size_t(r.hi - r.lo + 1));
-      for (size_t j = 0; j < table.size(); ++j) table[j] = float(r.lo + int(j));
+      std::vector<int32_t> table8(table.size());
+      for (size_t j = 0; j < table.size(); ++j) table[j] = float(r.lo + int(j)), table8[j] = int32_t(j & 255);
       std::vector<float> got(n);
+      std::vector<uint8_t> got8(n);
       for (const TableLookupVariant& v : table_lookup_variants()) {
         if (!v.available) continue;
         v.f32(x.data(), n, delta, r, table.data(), got.data());
-        for (size_t j = 0; j < n; ++j)
-          ASSERT_EQ(got[j], float(quantize_one(x[j], delta, r)))
-              << v.name << " delta " << delta << " x " << x[j] << " bits " << bits;
+        v.u8(x.data(), n, delta, r, table8.data(), got8.data());
+        for (size_t j = 0; j < n; ++j) {
+          const int32_t code = quantize_one(x[j], delta, r);
+          ASSERT_EQ(got[j], float(code)) << v.name << " delta " << delta << " x " << x[j] << " bits " << bits;
+          ASSERT_EQ(got8[j], uint8_t((code - r.lo) & 255))
+              << v.name << " u8 delta " << delta << " x " << x[j] << " bits " << bits;
+        }
       }
     }
 }
