@@ -10,10 +10,12 @@
 // The tail is handled with masked loads and stores.
 #include "numerics/int8_kernels_avx512.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
 #include "numerics/softmax_table.h"
+#include "numerics/table_lookup.h"
 
 // GCC 12's unmasked AVX-512 intrinsics pass _mm512_undefined_*() as the merge source, which
 // -Wmaybe-uninitialized reports inside the header (a known false positive).
@@ -114,6 +116,20 @@ void table_lookup_u8_avx512(const float* x, size_t n, float delta, QRange r, con
   }
 }
 
+namespace {
+
+// The byte indices (code − lo) of 64 values.
+VITQ_AVX512_VBMI inline __m512i index64(const float* x, const Code16& c, __m512i vlo) {
+  __m512i idx = _mm512_setzero_si512();
+  idx = _mm512_inserti32x4(idx, _mm512_cvtepi32_epi8(_mm512_sub_epi32(code16(_mm512_loadu_ps(x), c), vlo)), 0);
+  idx = _mm512_inserti32x4(idx, _mm512_cvtepi32_epi8(_mm512_sub_epi32(code16(_mm512_loadu_ps(x + 16), c), vlo)), 1);
+  idx = _mm512_inserti32x4(idx, _mm512_cvtepi32_epi8(_mm512_sub_epi32(code16(_mm512_loadu_ps(x + 32), c), vlo)), 2);
+  idx = _mm512_inserti32x4(idx, _mm512_cvtepi32_epi8(_mm512_sub_epi32(code16(_mm512_loadu_ps(x + 48), c), vlo)), 3);
+  return idx;
+}
+
+}  // namespace
+
 // With AVX-512 VBMI and at most 256 entries: the entries as bytes in four registers, 64 values per
 // step looked up by two two-register byte permutes (index bits 0–6) and a blend on bit 7 — no gather.
 VITQ_AVX512_VBMI
@@ -132,15 +148,81 @@ void table_lookup_u8_avx512_vbmi(const float* x, size_t n, float delta, QRange r
   const __m512i vlo = _mm512_set1_epi32(r.lo);
   size_t i = 0;
   for (; i + 64 <= n; i += 64) {
-    __m512i idx = _mm512_setzero_si512();
-    idx = _mm512_inserti32x4(idx, _mm512_cvtepi32_epi8(_mm512_sub_epi32(code16(_mm512_loadu_ps(x + i), c), vlo)), 0);
-    idx = _mm512_inserti32x4(idx, _mm512_cvtepi32_epi8(_mm512_sub_epi32(code16(_mm512_loadu_ps(x + i + 16), c), vlo)), 1);
-    idx = _mm512_inserti32x4(idx, _mm512_cvtepi32_epi8(_mm512_sub_epi32(code16(_mm512_loadu_ps(x + i + 32), c), vlo)), 2);
-    idx = _mm512_inserti32x4(idx, _mm512_cvtepi32_epi8(_mm512_sub_epi32(code16(_mm512_loadu_ps(x + i + 48), c), vlo)), 3);
+    const __m512i idx = index64(x + i, c, vlo);
     const __m512i lo_half = _mm512_permutex2var_epi8(t0, idx, t1), hi_half = _mm512_permutex2var_epi8(t2, idx, t3);
     _mm512_storeu_si512(out + i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo_half, hi_half));
   }
   if (i < n) table_lookup_u8_avx512(x + i, n - i, delta, r, table, out + i);
+}
+
+VITQ_AVX512_VBMI
+TokenQuant table_lookup_token_u8_avx512_vbmi(const float* x, size_t n, float delta, QRange r, const float* table,
+                                             int valley, int bits, float clip, uint8_t* out) {
+  const size_t entries = size_t(r.hi - r.lo + 1);
+  if (entries > 256 || valley < 0 || size_t(valley) >= entries || bits > 8)
+    return table_lookup_token_u8_portable(x, n, delta, r, table, valley, bits, clip, out);
+  // Pass 1: the indices (into out), their least and greatest, and the greatest at or below the
+  // valley (L) and the least at or above it (R).
+  const Code16 c = code16_setup(delta, r);
+  const __m512i vlo = _mm512_set1_epi32(r.lo), vval = _mm512_set1_epi8(static_cast<char>(valley));
+  __m512i vmin = _mm512_set1_epi8(-1), vmax = _mm512_setzero_si512(), vl = _mm512_setzero_si512(),
+          vr = _mm512_set1_epi8(-1);
+  bool any_l = false, any_r = false;
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i idx = index64(x + i, c, vlo);
+    _mm512_storeu_si512(out + i, idx);
+    vmin = _mm512_min_epu8(vmin, idx);
+    vmax = _mm512_max_epu8(vmax, idx);
+    const __mmask64 le = _mm512_cmple_epu8_mask(idx, vval), ge = _mm512_cmpge_epu8_mask(idx, vval);
+    vl = _mm512_mask_max_epu8(vl, le, vl, idx);  // lanes never set stay 0: no greater than the true L
+    vr = _mm512_mask_min_epu8(vr, ge, vr, idx);  // lanes never set stay 255: no less than the true R
+    any_l |= le != 0;
+    any_r |= ge != 0;
+  }
+  alignas(64) uint8_t b_min[64], b_max[64], b_l[64], b_r[64];
+  _mm512_store_si512(b_min, vmin);
+  _mm512_store_si512(b_max, vmax);
+  _mm512_store_si512(b_l, vl);
+  _mm512_store_si512(b_r, vr);
+  int imin = 255, imax = 0, il = 0, ir = 255;
+  for (int l = 0; l < 64; ++l) {
+    imin = std::min<int>(imin, b_min[l]);
+    imax = std::max<int>(imax, b_max[l]);
+    il = std::max<int>(il, b_l[l]);
+    ir = std::min<int>(ir, b_r[l]);
+  }
+  for (; i < n; ++i) {
+    const int k = quantize_one(x[i], delta, r) - r.lo;
+    out[i] = uint8_t(k);
+    imin = std::min(imin, k), imax = std::max(imax, k);
+    if (k <= valley) il = std::max(il, k), any_l = true;
+    if (k >= valley) ir = std::min(ir, k), any_r = true;
+  }
+  // token_quant's range: the values fall to the valley and rise after it, so the greatest present
+  // is at the least or the greatest index and the least at L or R.
+  float mn = 0.0f, mx = 0.0f;
+  if (n > 0) {
+    const float top = std::max(table[imin], table[imax]);
+    const float bottom = any_l && any_r ? std::min(table[il], table[ir]) : any_l ? table[il] : table[ir];
+    mn = bottom < 0.0f ? bottom : 0.0f;
+    mx = top > 0.0f ? top : 0.0f;
+  }
+  const TokenQuant t = token_quant_of_range(mn, mx, bits, clip);
+  // The row's code of every entry, then pass 2: the indices looked up in place.
+  alignas(64) float tv[256] = {};
+  for (size_t k = 0; k < entries; ++k) tv[k] = table[k];
+  alignas(64) uint8_t t8[256];
+  quantize_a_u8_avx512(tv, t8, 256, t.delta, t.range(bits), -t.lo);
+  const __m512i t0 = _mm512_load_si512(t8), t1 = _mm512_load_si512(t8 + 64), t2 = _mm512_load_si512(t8 + 128),
+                t3 = _mm512_load_si512(t8 + 192);
+  for (i = 0; i + 64 <= n; i += 64) {
+    const __m512i idx = _mm512_loadu_si512(out + i);
+    const __m512i lo_half = _mm512_permutex2var_epi8(t0, idx, t1), hi_half = _mm512_permutex2var_epi8(t2, idx, t3);
+    _mm512_storeu_si512(out + i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo_half, hi_half));
+  }
+  for (; i < n; ++i) out[i] = t8[out[i]];
+  return t;
 }
 
 VITQ_AVX512

@@ -17,6 +17,12 @@ void softmax_table_rows_avx512(float* s, size_t rows, size_t n, float scale, con
 void table_lookup_u8_avx512(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out);
 // The same with AVX-512 VBMI byte permutes (tables of at most 256 entries; larger ones: the gather).
 void table_lookup_u8_avx512_vbmi(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out);
+// table_lookup_token_u8 (table_lookup.h) with AVX-512 VBMI: pass 1 writes each value's table index
+// as a byte and finds the least and greatest index and, around the table's valley, the nearest
+// indices on either side (the row's minimum and maximum value are at those); the row's codes of the
+// at most 256 entries are quantized once; pass 2 looks the indices up by byte permutes.
+TokenQuant table_lookup_token_u8_avx512_vbmi(const float* x, size_t n, float delta, QRange r, const float* table,
+                                             int valley, int bits, float clip, uint8_t* out);
 void table_lookup_f32_avx512(const float* x, size_t n, float delta, QRange r, const float* table, float* out);
 
 }  // namespace vitq

@@ -45,6 +45,10 @@ TokenQuant token_quant(const float* x, size_t n, int bits, float clip) {
     mn = x[i] < mn ? x[i] : mn;
     mx = x[i] > mx ? x[i] : mx;
   }
+  return token_quant_of_range(mn, mx, bits, clip);
+}
+
+TokenQuant token_quant_of_range(float mn, float mx, int bits, float clip) {
   mn *= clip;
   mx *= clip;
   float delta = (mx - mn) / float((int32_t(1) << bits) - 1);

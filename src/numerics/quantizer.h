@@ -76,6 +76,8 @@ struct TokenQuant {
   QRange range(int bits) const { return {lo, lo + (int32_t(1) << bits) - 1}; }
 };
 TokenQuant token_quant(const float* x, size_t n, int bits, float clip = 1.0f);
+// The same from the row's mn = min(min_k x_k, 0) and mx = max(max_k x_k, 0), already found.
+TokenQuant token_quant_of_range(float mn, float mx, int bits, float clip = 1.0f);
 
 // The max-based step Δ₀ = max|x| / hi (a tiny positive value for all-zero input).
 float max_abs(const float* x, size_t n);

@@ -21,15 +21,52 @@ void table_lookup_f32_portable(const float* x, size_t n, float delta, QRange r, 
   for (size_t i = 0; i < n; ++i) out[i] = table[int32_t(code_f(x[i], delta, lo, hi)) - r.lo];
 }
 
+}  // namespace
+
+VITQ_MULTIVERSION
+TokenQuant table_lookup_token_u8_portable(const float* x, size_t n, float delta, QRange r, const float* table, int,
+                                          int bits, float clip, uint8_t* out) {
+  const float lo = float(r.lo), hi = float(r.hi);
+  float mn = 0.0f, mx = 0.0f;  // token_quant's range of the looked-up values
+  for (size_t i = 0; i < n; ++i) {
+    const float v = table[int32_t(code_f(x[i], delta, lo, hi)) - r.lo];
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+  }
+  const TokenQuant t = token_quant_of_range(mn, mx, bits, clip);
+  const QRange tr = t.range(bits);
+  const float tlo = float(tr.lo), thi = float(tr.hi);
+  for (size_t i = 0; i < n; ++i) {
+    const float v = table[int32_t(code_f(x[i], delta, lo, hi)) - r.lo];
+    out[i] = uint8_t(int32_t(code_f(v, t.delta, tlo, thi)) - t.lo);
+  }
+  return t;
+}
+
+int table_valley(const float* t, size_t n) {
+  if (n == 0) return -1;
+  size_t a = 0;
+  for (size_t k = 1; k < n; ++k)
+    if (t[k] < t[a]) a = k;
+  for (size_t k = 1; k <= a; ++k)
+    if (!(t[k] <= t[k - 1])) return -1;
+  for (size_t k = a + 1; k < n; ++k)
+    if (!(t[k] >= t[k - 1])) return -1;
+  return int(a);
+}
+
+namespace {
+
 const bool kVbmi = int8_kernels_use_avx512() && __builtin_cpu_supports("avx512vbmi");
 
 }  // namespace
 
 const std::vector<TableLookupVariant>& table_lookup_variants() {
   static const std::vector<TableLookupVariant> v = {
-      {"avx512-vbmi", kVbmi, table_lookup_u8_avx512_vbmi, table_lookup_f32_avx512},
-      {"avx512", int8_kernels_use_avx512(), table_lookup_u8_avx512, table_lookup_f32_avx512},
-      {"portable", true, table_lookup_u8_portable, table_lookup_f32_portable},
+      {"avx512-vbmi", kVbmi, table_lookup_u8_avx512_vbmi, table_lookup_f32_avx512, table_lookup_token_u8_avx512_vbmi},
+      {"avx512", int8_kernels_use_avx512(), table_lookup_u8_avx512, table_lookup_f32_avx512,
+       table_lookup_token_u8_portable},
+      {"portable", true, table_lookup_u8_portable, table_lookup_f32_portable, table_lookup_token_u8_portable},
   };
   return v;
 }
@@ -38,6 +75,12 @@ void table_lookup_u8(const float* x, size_t n, float delta, QRange r, const int3
   if (kVbmi) table_lookup_u8_avx512_vbmi(x, n, delta, r, table, out);
   else if (int8_kernels_use_avx512()) table_lookup_u8_avx512(x, n, delta, r, table, out);
   else table_lookup_u8_portable(x, n, delta, r, table, out);
+}
+
+TokenQuant table_lookup_token_u8(const float* x, size_t n, float delta, QRange r, const float* table, int valley,
+                                 int bits, float clip, uint8_t* out) {
+  if (kVbmi) return table_lookup_token_u8_avx512_vbmi(x, n, delta, r, table, valley, bits, clip, out);
+  return table_lookup_token_u8_portable(x, n, delta, r, table, valley, bits, clip, out);
 }
 
 void table_lookup_f32(const float* x, size_t n, float delta, QRange r, const float* table, float* out) {

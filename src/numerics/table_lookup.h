@@ -20,11 +20,27 @@ void table_lookup_f32(const float* x, size_t n, float delta, QRange r, const flo
 void table_lookup_u8_ref(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out);
 void table_lookup_f32_ref(const float* x, size_t n, float delta, QRange r, const float* table, float* out);
 
+// A table lookup whose results are quantized per token (quantizer.h: token_quant at `bits` and
+// clip ratio `clip`) into u8 codes u = code − lo — exactly table_lookup_f32 followed by token_quant
+// and quantize_a_u8, without the floats: the integer runtime's GELU when fc2's input is per token.
+// `valley` is table_valley(table) (≥ 0), which the fast variant needs (it finds the row's minimum
+// and maximum from the indices present); tables of more than 256 entries take the plain path.
+TokenQuant table_lookup_token_u8(const float* x, size_t n, float delta, QRange r, const float* table, int valley,
+                                 int bits, float clip, uint8_t* out);
+// The portable loop (any table; the fast variant's fallback).
+TokenQuant table_lookup_token_u8_portable(const float* x, size_t n, float delta, QRange r, const float* table,
+                                          int valley, int bits, float clip, uint8_t* out);
+// The index of the least entry of a table that falls to it and rises after it (non-increasing, then
+// non-decreasing: GELU on a grid), or −1 if the table is not such a valley.
+int table_valley(const float* table, size_t entries);
+
 struct TableLookupVariant {
   const char* name;  // "avx512-vbmi", "avx512", "portable"
   bool available;
   void (*u8)(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out);
   void (*f32)(const float* x, size_t n, float delta, QRange r, const float* table, float* out);
+  TokenQuant (*token_u8)(const float* x, size_t n, float delta, QRange r, const float* table, int valley, int bits,
+                         float clip, uint8_t* out);
 };
 const std::vector<TableLookupVariant>& table_lookup_variants();
 

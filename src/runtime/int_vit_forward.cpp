@@ -63,9 +63,12 @@ struct AttnSite {
 
 // A block's GELU table (plan.h: GeluTable): the GELU outputs of the table's grid, and — when
 // fc2's input is one per-tensor u8 plane and nothing comes between (no MLP rotation) — fc2's A
-// codes of those outputs, so that the fc1 epilogue writes fc2's input directly.
+// codes of those outputs, so that the fc1 epilogue writes fc2's input directly; when fc2's input
+// is per token (one plane, no rotation), `token`: the epilogue quantizes the looked-up values per
+// row without writing them as floats (numerics/table_lookup.h: table_lookup_token_u8).
 struct GeluLut {
-  bool on = false, direct = false;
+  bool on = false, direct = false, token = false;
+  int valley = -1;  // table_valley of the values
   float delta = 1.0f;
   QRange range{0, 0};
   std::vector<float> values;
@@ -179,6 +182,8 @@ struct IntViTForward::Impl {
         g.values = gelu_table_values(gt->second);
         const ActQuant& f2 = b.fc2->input();
         g.direct = f2.on && !f2.per_token && !f2.levels && f2.planes == 1 && q.mlp_rotation_signs.empty();
+        g.token = f2.on && f2.per_token && !f2.levels && f2.planes == 1 && q.mlp_rotation_signs.empty();
+        g.valley = table_valley(g.values.data(), g.values.size());
         if (g.direct) {
           std::vector<uint8_t> u(g.values.size());
           emit_a_codes(f2, g.values.data(), u.size(), u.data(), u.size(), nullptr);
@@ -536,6 +541,12 @@ struct IntViTForward::Impl {
     linear(*bl.fc1, rows, buf_a, 0, [&](int r, float* y) {
       if (gl.direct) {  // the table holds fc2's codes
         table_lookup_u8(y, size_t(F), gl.delta, gl.range, gl.codes.data(), buf_b.u8.data() + size_t(r) * size_t(F));
+        return;
+      }
+      if (gl.token) {  // fc2's per-token codes of the looked-up values
+        const TokenQuant t = table_lookup_token_u8(y, size_t(F), gl.delta, gl.range, gl.values.data(), gl.valley,
+                                                   f2.bits, f2.token_clip, buf_b.u8.data() + size_t(r) * size_t(F));
+        buf_b.rq[size_t(r)] = {t.delta, -t.lo};
         return;
       }
       if (gl.on) table_lookup_f32(y, size_t(F), gl.delta, gl.range, gl.values.data(), y);

@@ -3,6 +3,7 @@
 // grid fit against a brute-force search, and the plan field's JSON round trip and errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "core/error.h"
 #include "engine/kernels.h"
+#include "numerics/int8_kernels.h"
 #include "numerics/table_lookup.h"
 #include "quant/gelu_table.h"
 #include "quant/plan.h"
@@ -59,6 +61,77 @@ TEST(TableLookup, EveryVariantMatchesTheScalarReference) {
         }
       }
     }
+}
+
+// Per-token codes of looked-up values (the runtime's GELU when fc2's input is per token): every
+// variant against the reference composition table_lookup_f32_ref → token_quant → quantize_a_u8_ref,
+// codes and the row's step and zero point, for GELU tables, random valleys (with plateaus, all
+// positive, all negative), tables that are not valleys, and tables too large for byte indices.
+TEST(TableLookup, PerTokenCodesOfLookedUpValuesMatchTheReferenceComposition) {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> nd(0, 3);
+  std::vector<std::pair<std::string, std::vector<float>>> tables;
+  tables.push_back({"gelu 8", gelu_table_values(GeluTable{8, 0.05f, -100})});
+  tables.push_back({"gelu 8 right", gelu_table_values(GeluTable{8, 0.02f, -20})});
+  tables.push_back({"gelu 6", gelu_table_values(GeluTable{6, 0.2f, -20})});
+  tables.push_back({"gelu 10", gelu_table_values(GeluTable{10, 0.01f, -300})});
+  for (int kind = 0; kind < 6; ++kind) {
+    std::vector<float> v(256);
+    for (float& e : v) e = std::round(nd(rng) * 2.0f) / 2.0f;  // coarse values: plateaus
+    // the bottom anywhere, or near either end (the greatest value at the least index, or the greatest)
+    const size_t bottom = kind == 4 ? 250 : kind == 5 ? 5 : size_t(rng() % 256);
+    std::sort(v.begin(), v.begin() + long(bottom) + 1, std::greater<float>());
+    std::sort(v.begin() + long(bottom) + 1, v.end());
+    const float least = *std::min_element(v.begin(), v.end()), most = *std::max_element(v.begin(), v.end());
+    if (kind == 1)
+      for (float& e : v) e += 0.5f - least;  // all positive
+    if (kind == 2)
+      for (float& e : v) e -= most + 0.5f;  // all negative
+    if (kind == 3) std::shuffle(v.begin(), v.end(), rng);  // not a valley
+    tables.push_back({"random " + std::to_string(kind), v});
+  }
+  for (const auto& [name, table] : tables) {
+    const int valley = table_valley(table.data(), table.size());
+    if (name.rfind("gelu", 0) == 0) {
+      ASSERT_GE(valley, 0) << name << ": a GELU table is a valley";
+    }
+    if (name == "random 3") {
+      ASSERT_EQ(valley, -1) << "a shuffled table is not a valley";
+    } else {
+      ASSERT_GE(valley, 0) << name;
+    }
+    const int tb = int(std::lround(std::log2(double(table.size()))));
+    for (int32_t lo : {-(1 << (tb - 1)), 0}) {
+      const QRange r{lo, lo + int32_t(table.size()) - 1};
+      const float delta = 0.037f;
+      for (int bits : {4, 8})
+        for (float clip : {1.0f, 0.9f})
+          for (size_t n : {size_t(0), size_t(1), size_t(63), size_t(64), size_t(65), size_t(768), size_t(1001)}) {
+            std::vector<float> x(n);
+            for (size_t i = 0; i < n; ++i) {
+              const float e = nd(rng);
+              x[i] = i % 5 == 0 ? (float(int(e * 8)) + 0.5f) * delta : i % 7 == 0 ? 100.0f * e : e;
+            }
+            std::vector<float> y(n);
+            table_lookup_f32_ref(x.data(), n, delta, r, table.data(), y.data());
+            const TokenQuant want = token_quant(y.data(), n, bits, clip);
+            std::vector<uint8_t> u_ref(n), u(n);
+            quantize_a_u8_ref(y.data(), u_ref.data(), n, want.delta, want.range(bits), -want.lo);
+            for (const TableLookupVariant& v : table_lookup_variants()) {
+              if (!v.available) continue;
+              std::fill(u.begin(), u.end(), uint8_t(7));
+              const TokenQuant got = v.token_u8(x.data(), n, delta, r, table.data(), valley, bits, clip, u.data());
+              ASSERT_EQ(u, u_ref) << v.name << " " << name << " lo " << lo << " bits " << bits << " n " << n;
+              ASSERT_EQ(got.delta, want.delta) << v.name << " " << name << " n " << n;
+              ASSERT_EQ(got.lo, want.lo) << v.name << " " << name << " n " << n;
+            }
+            std::fill(u.begin(), u.end(), uint8_t(7));
+            const TokenQuant got = table_lookup_token_u8(x.data(), n, delta, r, table.data(), valley, bits, clip, u.data());
+            ASSERT_EQ(u, u_ref) << "dispatched " << name << " n " << n;
+            ASSERT_EQ(got.delta, want.delta) << "dispatched " << name;
+          }
+    }
+  }
 }
 
 double gelu_double(double v) { return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))); }

@@ -588,6 +588,24 @@ TEST(IntegerForward, W8A8GeluTablesDirectAndFloat) {
   });
 }
 
+// GELU tables with per-token fc2 inputs (the fc1 epilogue quantizes the looked-up values per row
+// without writing floats: numerics/table_lookup.h), at 8 and 6 bits, the fc2 inputs clipped (α 0.9).
+TEST(IntegerForward, GeluTablesPerTokenFc2Inputs) {
+  for (int bits : {8, 6})
+    check_forward(cat("gelu_token", bits), {}, [&](const ViTModel& m) {
+      CalibOptions opt;
+      opt.bits = {bits, bits};
+      opt.grids.per_token = true;
+      QuantPlan p = test::plan_with(m, "minmax", MethodConfig{}, opt);
+      for (int i = 0; i < m.cfg.depth; ++i) p.sites.at(SiteId{SiteKind::Fc2, i}.name()).x.token_clip = 0.9f;
+      const std::vector<float> images = test::random_images(m.cfg, 8, 5);
+      fit_gelu_tables(m, p, images.data(), 8, 8);
+      EXPECT_EQ(p.gelu_tables.size(), size_t(m.cfg.depth));
+      EXPECT_TRUE(p.sites.at("blocks.0.mlp.fc2").x.per_token);
+      return p;
+    });
+}
+
 // The softmax exponent table (plan.h: SoftmaxTable) with GELU tables, and at 10 bits with a level
 // grid of the softmax output.
 TEST(IntegerForward, SoftmaxTableWithGeluTablesAndLevelGrid) {
