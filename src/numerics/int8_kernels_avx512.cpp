@@ -258,9 +258,43 @@ VITQ_AVX512 inline __m512 softmax_exp16(__m512 v, __m512 vmx, __m512 k, __m512i 
 
 }  // namespace
 
+namespace {
+
+// Row s of n scores → its exponentials e_j in place; returns 1 / Σ_k e_k (the portable loop's lanes:
+// value j in lane j mod 16, reduced in the same order).
+VITQ_AVX512 inline float softmax_exp_row(float* sr, size_t n, __m512 k, __m512i last, __m512 hi0, __m512 hi1, __m512 lo0,
+                                         __m512 lo1, __m512i m31) {
+  __m512 vm = _mm512_set1_ps(sr[0]);  // the row maximum (exact in any order)
+  size_t j = 0;
+  for (; j + 16 <= n; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(sr + j));
+  if (j < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1);
+    vm = _mm512_mask_max_ps(vm, m, vm, _mm512_maskz_loadu_ps(m, sr + j));
+  }
+  const __m512 vmx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
+  __m512 lane = _mm512_setzero_ps();
+  for (j = 0; j + 16 <= n; j += 16) {
+    const __m512 e = softmax_exp16(_mm512_loadu_ps(sr + j), vmx, k, last, hi0, hi1, lo0, lo1, m31);
+    _mm512_storeu_ps(sr + j, e);
+    lane = _mm512_add_ps(lane, e);
+  }
+  if (j < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512 e = softmax_exp16(_mm512_mask_loadu_ps(vmx, m, sr + j), vmx, k, last, hi0, hi1, lo0, lo1, m31);
+    _mm512_mask_storeu_ps(sr + j, m, e);
+    lane = _mm512_mask_add_ps(lane, m, lane, e);
+  }
+  alignas(64) float ls[16];
+  _mm512_store_ps(ls, lane);
+  for (size_t w = 8; w >= 1; w /= 2)
+    for (size_t l = 0; l < w; ++l) ls[l] += ls[l + w];
+  return 1.0f / ls[0];
+}
+
+}  // namespace
+
 // softmax_table_rows (numerics/softmax_table.h) with the tables in registers: the index split into
-// its high and low 5 bits, each looked up by a two-register permute; the 16 lanes of the sum are
-// the portable loop's lanes (value j in lane j mod 16), reduced in the same order.
+// its high and low 5 bits, each looked up by a two-register permute.
 VITQ_AVX512
 void softmax_table_rows_avx512(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t) {
   const __m512 k = _mm512_set1_ps(scale * t.inv_step);
@@ -270,33 +304,37 @@ void softmax_table_rows_avx512(float* s, size_t rows, size_t n, float scale, con
   const __m512i m31 = _mm512_set1_epi32(31);
   for (size_t r = 0; r < rows; ++r) {
     float* sr = s + r * n;
-    __m512 vm = _mm512_set1_ps(sr[0]);  // the row maximum (exact in any order)
+    const __m512 inv = _mm512_set1_ps(softmax_exp_row(sr, n, k, last, hi0, hi1, lo0, lo1, m31));
     size_t j = 0;
-    for (; j + 16 <= n; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(sr + j));
-    if (j < n) vm = _mm512_mask_max_ps(vm, static_cast<__mmask16>((1u << (n - j)) - 1), vm, _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (n - j)) - 1), sr + j));
-    const __m512 vmx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
-    __m512 lane = _mm512_setzero_ps();
-    for (j = 0; j + 16 <= n; j += 16) {
-      const __m512 e = softmax_exp16(_mm512_loadu_ps(sr + j), vmx, k, last, hi0, hi1, lo0, lo1, m31);
-      _mm512_storeu_ps(sr + j, e);
-      lane = _mm512_add_ps(lane, e);
-    }
-    if (j < n) {
-      const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1);
-      const __m512 e = softmax_exp16(_mm512_mask_loadu_ps(vmx, m, sr + j), vmx, k, last, hi0, hi1, lo0, lo1, m31);
-      _mm512_mask_storeu_ps(sr + j, m, e);
-      lane = _mm512_mask_add_ps(lane, m, lane, e);
-    }
-    alignas(64) float ls[16];
-    _mm512_store_ps(ls, lane);
-    for (size_t w = 8; w >= 1; w /= 2)
-      for (size_t l = 0; l < w; ++l) ls[l] += ls[l + w];
-    const __m512 inv = _mm512_set1_ps(1.0f / ls[0]);
-    for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(sr + j, _mm512_mul_ps(_mm512_loadu_ps(sr + j), inv));
+    for (; j + 16 <= n; j += 16) _mm512_storeu_ps(sr + j, _mm512_mul_ps(_mm512_loadu_ps(sr + j), inv));
     if (j < n) {
       const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1);
       _mm512_mask_storeu_ps(sr + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, sr + j), inv));
     }
+  }
+}
+
+// softmax_table_codes_row: the same exponentials, then p = e · (1/Σ) quantized as quantize_a_u8.
+VITQ_AVX512
+void softmax_table_codes_row_avx512(float* s, size_t n, float scale, const SoftmaxExpTable& t, float delta, QRange r,
+                                    int32_t zp, uint8_t* u) {
+  const __m512 k = _mm512_set1_ps(scale * t.inv_step);
+  const __m512i last = _mm512_set1_epi32((1 << t.bits) - 1);
+  const __m512 hi0 = _mm512_loadu_ps(t.hi), hi1 = _mm512_loadu_ps(t.hi + 16);
+  const __m512 lo0 = _mm512_loadu_ps(t.lo), lo1 = _mm512_loadu_ps(t.lo + 16);
+  const __m512i m31 = _mm512_set1_epi32(31);
+  const __m512 inv = _mm512_set1_ps(softmax_exp_row(s, n, k, last, hi0, hi1, lo0, lo1, m31));
+  const Code16 c = code16_setup(delta, r);
+  const __m512i vzp = _mm512_set1_epi32(zp);
+  size_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512i q = _mm512_add_epi32(code16(_mm512_mul_ps(_mm512_loadu_ps(s + j), inv), c), vzp);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(u + j), _mm512_cvtepi32_epi8(q));
+  }
+  if (j < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512i q = _mm512_add_epi32(code16(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv), c), vzp);
+    _mm512_mask_cvtepi32_storeu_epi8(u + j, m, q);
   }
 }
 

@@ -13,6 +13,8 @@ int32_t quantize_b_s8_avx512(const float* x, int8_t* q, size_t n, float delta, Q
 // numerics/softmax_table.h
 struct SoftmaxExpTable;
 void softmax_table_rows_avx512(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t);
+void softmax_table_codes_row_avx512(float* s, size_t n, float scale, const SoftmaxExpTable& t, float delta, QRange r,
+                                    int32_t zp, uint8_t* u);
 // numerics/table_lookup.h
 void table_lookup_u8_avx512(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out);
 // The same with AVX-512 VBMI byte permutes (tables of at most 256 entries; larger ones: the gather).

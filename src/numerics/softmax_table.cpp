@@ -68,6 +68,22 @@ void softmax_table_rows_portable(float* s, size_t rows, size_t n, float scale, c
   }
 }
 
+namespace {
+
+void softmax_table_codes_row_portable(float* s, size_t n, float scale, const SoftmaxExpTable& t, float delta,
+                                      QRange r, int32_t zp, uint8_t* u) {
+  softmax_table_rows_portable(s, 1, n, scale, t);
+  quantize_a_u8(s, u, n, delta, r, zp);
+}
+
+}  // namespace
+
+void softmax_table_codes_row(float* s, size_t n, float scale, const SoftmaxExpTable& t, float delta, QRange r,
+                             int32_t zp, uint8_t* u) {
+  if (int8_kernels_use_avx512()) softmax_table_codes_row_avx512(s, n, scale, t, delta, r, zp, u);
+  else softmax_table_codes_row_portable(s, n, scale, t, delta, r, zp, u);
+}
+
 void softmax_table_rows(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t) {
   if (int8_kernels_use_avx512()) softmax_table_rows_avx512(s, rows, n, scale, t);
   else softmax_table_rows_portable(s, rows, n, scale, t);
@@ -75,8 +91,8 @@ void softmax_table_rows(float* s, size_t rows, size_t n, float scale, const Soft
 
 const std::vector<SoftmaxTableVariant>& softmax_table_variants() {
   static const std::vector<SoftmaxTableVariant> v = {
-      {"avx512", int8_kernels_use_avx512(), softmax_table_rows_avx512},
-      {"portable", true, softmax_table_rows_portable},
+      {"avx512", int8_kernels_use_avx512(), softmax_table_rows_avx512, softmax_table_codes_row_avx512},
+      {"portable", true, softmax_table_rows_portable, softmax_table_codes_row_portable},
   };
   return v;
 }

@@ -11,6 +11,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "numerics/quantizer.h"
+
 namespace vitq {
 
 struct SoftmaxExpTable {
@@ -23,11 +25,19 @@ struct SoftmaxExpTable {
 
 // In place over `rows` rows of n values.
 void softmax_table_rows(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t);
+// One row's probabilities straight to u8 codes on a uniform grid, u = clip(round(p / Δ), r) + zp —
+// the bits of softmax_table_rows then quantize_a_u8 (numerics/int8_kernels.h), in one pass less
+// (the probabilities are not stored; s is left holding the exponentials): the integer runtime's
+// attention when P·V takes P per tensor or per head.
+void softmax_table_codes_row(float* s, size_t n, float scale, const SoftmaxExpTable& t, float delta, QRange r,
+                             int32_t zp, uint8_t* u);
 // The implementations (AVX-512 permutes of the tables; the portable loop), all giving the same bits.
 struct SoftmaxTableVariant {
   const char* name;
   bool available;
   void (*rows)(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t);
+  void (*codes_row)(float* s, size_t n, float scale, const SoftmaxExpTable& t, float delta, QRange r, int32_t zp,
+                    uint8_t* u);
 };
 const std::vector<SoftmaxTableVariant>& softmax_table_variants();
 void softmax_table_rows_portable(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t);

@@ -469,8 +469,15 @@ struct IntViTForward::Impl {
       // Softmax, then the probabilities as A codes of P·V (or kept in float).
       const size_t pblk = size_t(rows) * T;
       const ActQuant pq = av.on ? av.a_of(h) : ActQuant{};
+      // One pass less: a table softmax straight to P's codes on one uniform plane.
+      const bool fused = softmax_table && pq.on && !pq.levels && !pq.per_token && pq.planes == 1;
       for (int r = 0; r < rows; ++r) {
         float* sr = s.srows.data() + size_t(r) * T;
+        if (fused) {
+          softmax_table_codes_row(sr, size_t(T), sm_scale, *softmax_table, pq.delta, pq.range, pq.zp,
+                                  s.pcodes.data() + size_t(r) * T);
+          continue;
+        }
         if (softmax_table) softmax_table_rows(sr, 1, size_t(T), sm_scale, *softmax_table);
         else softmax_rows(sr, 1, size_t(T), sm_scale);
         if (av.on) emit_a_codes(pq, sr, size_t(T), s.pcodes.data() + size_t(r) * T, pblk, nullptr);

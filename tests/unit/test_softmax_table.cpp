@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "engine/kernels.h"
+#include "numerics/int8_kernels.h"
 #include "numerics/softmax_table.h"
 #include "quant/plan.h"
 
@@ -44,6 +45,38 @@ TEST(SoftmaxTable, VariantsGiveTheSameBits) {
         ASSERT_EQ(got, want) << v.name << " bits " << bits << " n " << n;
       }
     }
+}
+
+// Probabilities straight to codes: every variant gives the codes of the portable softmax followed
+// by the scalar quantizer, on unsigned and signed grids (zero point 0 and 2^(b−1)), 4 and 8 bits,
+// with steps from a max-based 1/255 to ones that clip most of the row.
+TEST(SoftmaxTable, CodesRowEqualsSoftmaxThenQuantizer) {
+  for (int bits : {8, 10})
+    for (size_t n : {size_t(1), size_t(5), size_t(16), size_t(17), size_t(65), size_t(197)})
+      for (int qbits : {4, 8})
+        for (Grid g : {Grid::Unsigned, Grid::Signed})
+          for (float delta : {1.0f / 255.0f, 1.0f / 127.0f, 0.0013f, 3e-5f}) {
+            const SoftmaxExpTable t(bits, 16.0f);
+            const QRange r = qrange(qbits, g);
+            const int32_t zp = g == Grid::Signed ? (int32_t(1) << (qbits - 1)) : 0;
+            const std::vector<float> s0 = scores(3, n, 17 + n);
+            for (size_t row = 0; row < 3; ++row) {
+              std::vector<float> p(s0.begin() + long(row * n), s0.begin() + long((row + 1) * n));
+              softmax_table_rows_portable(p.data(), 1, n, 0.125f, t);
+              std::vector<uint8_t> want(n), got(n);
+              quantize_a_u8_ref(p.data(), want.data(), n, delta, r, zp);
+              for (const SoftmaxTableVariant& v : softmax_table_variants()) {
+                if (!v.available) continue;
+                std::vector<float> sr(s0.begin() + long(row * n), s0.begin() + long((row + 1) * n));
+                std::fill(got.begin(), got.end(), uint8_t(1));
+                v.codes_row(sr.data(), n, 0.125f, t, delta, r, zp, got.data());
+                ASSERT_EQ(got, want) << v.name << " bits " << bits << " n " << n << " q" << qbits << " delta " << delta;
+              }
+              std::vector<float> sr(s0.begin() + long(row * n), s0.begin() + long((row + 1) * n));
+              softmax_table_codes_row(sr.data(), n, 0.125f, t, delta, r, zp, got.data());
+              ASSERT_EQ(got, want) << "dispatched";
+            }
+          }
 }
 
 TEST(SoftmaxTable, WithinOneStepOfTheReferenceAndNearTheTrueSoftmax) {
