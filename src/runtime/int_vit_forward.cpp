@@ -15,6 +15,7 @@
 #include "numerics/hadamard.h"
 #include "numerics/int8_kernels.h"
 #include "numerics/softmax_table.h"
+#include "numerics/attention_gemm_amx.h"
 #include "numerics/table_lookup.h"
 #include "quant/gelu_table.h"
 #include "quant/simulate.h"
@@ -79,6 +80,7 @@ struct Block {
   std::unique_ptr<IntLinear> qkv, proj, fc1, fc2;
   GeluLut gelu;
   AttnSite qk, av;
+  bool amx = false;  // both attention GEMMs on AMX (numerics/attention_gemm_amx.h): 8-bit operands, one plane each
   std::unique_ptr<PackedLinearF32> comp;  // error compensation (plan.h: BlockCompensation), FP32; or null
 };
 
@@ -90,6 +92,11 @@ struct Scratch {
   avector<uint8_t> pcodes;  // probabilities as A codes (2 planes)
   avector<int32_t> oacc;    // P·V int32
   avector<float> otile;     // P·V float (FP32 matmul_av)
+  // The AMX path: Kᵀ and V of one head packed, the scores' int32 tile grid, P's codes (rows
+  // n_pad_k(T) bytes apart, zero past T) and P·V's int32 rows.
+  avector<int32_t> amx_kt, amx_s, amx_o;
+  avector<int8_t> amx_v;
+  avector<uint8_t> amx_p;
 };
 
 // Row r (y, n floats) of a linear input buffer as its consumer reads it: its A codes (and, if
@@ -134,7 +141,7 @@ struct IntViTForward::Impl {
   std::vector<Block> blocks;
   std::unique_ptr<U8S8Matmul> qk_mm, av_mm;  // shared by all blocks (same shapes)
   std::unique_ptr<SoftmaxExpTable> softmax_table;  // the plan's (plan.h: SoftmaxTable), or null
-  bool any_fp_attention = false, any_int_attention = false;
+  bool any_fp_attention = false, any_int_attention = false, any_amx_attention = false;
 
   int capacity = 0, threads = 0;
   avector<float> x, comp_out, tok, logits2, fp_out;
@@ -173,6 +180,9 @@ struct IntViTForward::Impl {
       b.av = attention_site(q, {SiteKind::MatmulAV, i});
       b.av.a.zp = 0;  // softmax probabilities are >= 0: their codes need no shift to be u8
       for (const AttnSite* s : {&b.qk, &b.av}) (s->on ? any_int_attention : any_fp_attention) = true;
+      b.amx = amx_int8_available() && amx_attention_head(c.head_dim()) && b.qk.on && b.av.on && b.qk.a.planes == 1 &&
+              b.qk.b.planes == 1 && b.av.a.planes == 1 && b.av.b.planes == 1;
+      any_amx_attention = any_amx_attention || b.amx;
       auto gt = q.plan.gelu_tables.find(SiteId{SiteKind::Fc1, i}.name());
       if (gt != q.plan.gelu_tables.end()) {
         GeluLut& g = b.gelu;
@@ -285,6 +295,14 @@ struct IntViTForward::Impl {
       s.pcodes.resize(2 * arows * T);
       s.oacc.resize(4 * arows * d);
       s.otile.resize(arows * d);
+      if (any_amx_attention) {
+        const size_t tp = size_t(amx_pad16(int(T))), mp = size_t(amx_pad16(int(arows))), kp = size_t(n_pad_k(int(T)));
+        s.amx_kt.resize(d / 4 * tp);
+        s.amx_v.resize(kp * d);
+        s.amx_s.resize(mp * tp);
+        s.amx_o.resize(mp * d);
+        s.amx_p.assign(mp * kp, 0);
+      }
     }
   }
 
@@ -458,31 +476,17 @@ struct IntViTForward::Impl {
     const float sm_scale = 1.0f / std::sqrt(static_cast<float>(d));
     const int nrb = attn_row_blocks(batch), rpb = (T + nrb - 1) / nrb;
     const int tasks = batch * H * nrb;
-    const AttnSite &qk = bl.qk, &av = bl.av;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < tasks; ++task) {
       Scratch& s = scratch[size_t(omp_get_thread_num())];
       const int g = task / nrb, t0 = (task % nrb) * rpb, rows = std::min(rpb, T - t0);
       if (rows <= 0) continue;
       const int b = g / H, h = g % H;
-      attention_scores(qk, s, g, h, t0, rows);
-      // Softmax, then the probabilities as A codes of P·V (or kept in float).
-      const size_t pblk = size_t(rows) * T;
-      const ActQuant pq = av.on ? av.a_of(h) : ActQuant{};
-      // One pass less: a table softmax straight to P's codes on one uniform plane.
-      const bool fused = softmax_table && pq.on && !pq.levels && !pq.per_token && pq.planes == 1;
-      for (int r = 0; r < rows; ++r) {
-        float* sr = s.srows.data() + size_t(r) * T;
-        if (fused) {
-          softmax_table_codes_row(sr, size_t(T), sm_scale, *softmax_table, pq.delta, pq.range, pq.zp,
-                                  s.pcodes.data() + size_t(r) * T);
-          continue;
-        }
-        if (softmax_table) softmax_table_rows(sr, 1, size_t(T), sm_scale, *softmax_table);
-        else softmax_rows(sr, 1, size_t(T), sm_scale);
-        if (av.on) emit_a_codes(pq, sr, size_t(T), s.pcodes.data() + size_t(r) * T, pblk, nullptr);
+      if (bl.amx) {
+        attention_amx(bl, s, g, h, t0, rows, sm_scale);
+      } else {
+        attention_task(bl, s, g, h, t0, rows, sm_scale);
       }
-      attention_context(av, s, g, h, rows, pblk);
       // The rows of the proj input (ctx, heads merged).
       const float* orow = s.otile.data();
       for (int r = 0; r < rows; ++r) {
@@ -497,6 +501,62 @@ struct IntViTForward::Impl {
 #pragma omp parallel for schedule(static)
       for (int r = 0; r < batch * T; ++r) emit_row(pa, buf_b.f32.data() + size_t(r) * D, size_t(D), buf_b, size_t(r));
     }
+  }
+
+  // One (image, head, row block) task of the attention: its context rows into s.otile (rows × d).
+  void attention_task(const Block& bl, Scratch& s, int g, int h, int t0, int rows, float sm_scale) {
+    const AttnSite &qk = bl.qk, &av = bl.av;
+    const int T = q.cfg.tokens();
+    attention_scores(qk, s, g, h, t0, rows);
+    // Softmax, then the probabilities as A codes of P·V (or kept in float).
+    const size_t pblk = size_t(rows) * T;
+    const ActQuant pq = av.on ? av.a_of(h) : ActQuant{};
+    // One pass less: a table softmax straight to P's codes on one uniform plane.
+    const bool fused = softmax_table && pq.on && !pq.levels && !pq.per_token && pq.planes == 1;
+    for (int r = 0; r < rows; ++r) {
+      float* sr = s.srows.data() + size_t(r) * T;
+      if (fused) {
+        softmax_table_codes_row(sr, size_t(T), sm_scale, *softmax_table, pq.delta, pq.range, pq.zp,
+                                s.pcodes.data() + size_t(r) * T);
+        continue;
+      }
+      if (softmax_table) softmax_table_rows(sr, 1, size_t(T), sm_scale, *softmax_table);
+      else softmax_rows(sr, 1, size_t(T), sm_scale);
+      if (av.on) emit_a_codes(pq, sr, size_t(T), s.pcodes.data() + size_t(r) * T, pblk, nullptr);
+    }
+    attention_context(av, s, g, h, rows, pblk);
+  }
+
+  // The same task on AMX: the head's Kᵀ and V packed, the scores of the row block's 16-row tiles,
+  // the softmax and P's codes per row (as attention_task), then P·V.
+  void attention_amx(const Block& bl, Scratch& s, int g, int h, int t0, int rows, float sm_scale) {
+    const AttnSite &qk = bl.qk, &av = bl.av;
+    const int T = q.cfg.tokens(), d = q.cfg.head_dim();
+    const size_t TD = size_t(T) * d, tp = size_t(amx_pad16(T)), kp = size_t(n_pad_k(T));
+    pack_kt_vnni(kc.data() + size_t(g) * TD, T, d, s.amx_kt.data());
+    pack_v_vnni(vc.data() + size_t(g) * TD, T, d, s.amx_v.data());
+    qk_u8s8_amx(rows, T, d, qc.data() + size_t(g) * TD + size_t(t0) * d, d, s.amx_kt.data(), s.amx_s.data(), int(tp));
+    const int32_t* comp = compk.data() + size_t(g) * T;
+    const float* qbias = qk.bias ? qk.bias + size_t(h) * T : nullptr;
+    const ActQuant pq = av.a_of(h);
+    for (int r = 0; r < rows; ++r) {
+      float* sr = s.srows.data() + size_t(r) * T;
+      dequantize_row_scalar(s.amx_s.data() + size_t(r) * tp, qk.a.zp ? comp : nullptr, qk.scale[size_t(h)], qbias, sr,
+                            size_t(T));
+      uint8_t* pr = s.amx_p.data() + size_t(r) * kp;
+      if (softmax_table && !pq.levels && !pq.per_token) {
+        softmax_table_codes_row(sr, size_t(T), sm_scale, *softmax_table, pq.delta, pq.range, pq.zp, pr);
+        continue;
+      }
+      if (softmax_table) softmax_table_rows(sr, 1, size_t(T), sm_scale, *softmax_table);
+      else softmax_rows(sr, 1, size_t(T), sm_scale);
+      emit_a_codes(pq, sr, size_t(T), pr, 0, nullptr);  // one plane
+    }
+    pv_u8s8_amx(rows, T, d, s.amx_p.data(), s.amx_v.data(), s.amx_o.data(), d);
+    const float* vbias = av.bias ? av.bias + size_t(h) * d : nullptr;
+    for (int r = 0; r < rows; ++r)
+      dequantize_row_scalar(s.amx_o.data() + size_t(r) * d, nullptr, av.scale[size_t(h)], vbias,
+                            s.otile.data() + size_t(r) * d, size_t(d));
   }
 
   void block(int i, int batch) {
