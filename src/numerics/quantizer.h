@@ -42,9 +42,10 @@ inline QRange qrange(int bits, Grid g = Grid::Signed) {
 // (FE_TONEAREST), which vitq never changes; tests check the ties.
 inline float round_half_even(float v) { return std::nearbyint(v); }
 
-// Integer code of x for step `delta` (> 0): clip(round(x / Δ), lo, hi). A true division
-// (not x · (1/Δ), which can land on the other side of a .5 tie); every quantizing code path
-// of vitq computes exactly this expression.
+// Integer code of x for step `delta` (> 0): clip(round(x / Δ), lo, hi). The rounding of the true
+// quotient (x · (1/Δ) can land on the other side of a .5 tie); every quantizing code path of vitq
+// computes exactly this expression (the AVX-512 kernels by the product where they can prove it
+// rounds alike, numerics/int8_kernels_avx512.cpp).
 // code_f is that code as a float (lo, hi = the range as floats), for the vectorised loops.
 __attribute__((always_inline)) inline float code_f(float x, float delta, float lo, float hi) {
   const float q = round_half_even(x / delta);
