@@ -128,6 +128,21 @@ VITQ_AVX512_VBMI inline __m512i index64(const float* x, const Code16& c, __m512i
   return idx;
 }
 
+// A 256-byte table in four registers, looked up for 64 byte indices by two two-register byte
+// permutes (index bits 0–6) and a blend on bit 7.
+struct ByteTable256 {
+  __m512i t0, t1, t2, t3;
+};
+
+VITQ_AVX512_VBMI inline ByteTable256 load_table256(const uint8_t* t) {
+  return {_mm512_loadu_si512(t), _mm512_loadu_si512(t + 64), _mm512_loadu_si512(t + 128), _mm512_loadu_si512(t + 192)};
+}
+
+VITQ_AVX512_VBMI inline __m512i lookup64(const ByteTable256& t, __m512i idx) {
+  return _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), _mm512_permutex2var_epi8(t.t0, idx, t.t1),
+                                _mm512_permutex2var_epi8(t.t2, idx, t.t3));
+}
+
 }  // namespace
 
 // With AVX-512 VBMI and at most 256 entries: the entries as bytes in four registers, 64 values per
@@ -142,16 +157,11 @@ void table_lookup_u8_avx512_vbmi(const float* x, size_t n, float delta, QRange r
   }
   alignas(64) uint8_t t8[256] = {};
   for (size_t j = 0; j < entries; ++j) t8[j] = uint8_t(table[j]);
-  const __m512i t0 = _mm512_load_si512(t8), t1 = _mm512_load_si512(t8 + 64), t2 = _mm512_load_si512(t8 + 128),
-                t3 = _mm512_load_si512(t8 + 192);
+  const ByteTable256 t = load_table256(t8);
   const Code16 c = code16_setup(delta, r);
   const __m512i vlo = _mm512_set1_epi32(r.lo);
   size_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    const __m512i idx = index64(x + i, c, vlo);
-    const __m512i lo_half = _mm512_permutex2var_epi8(t0, idx, t1), hi_half = _mm512_permutex2var_epi8(t2, idx, t3);
-    _mm512_storeu_si512(out + i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo_half, hi_half));
-  }
+  for (; i + 64 <= n; i += 64) _mm512_storeu_si512(out + i, lookup64(t, index64(x + i, c, vlo)));
   if (i < n) table_lookup_u8_avx512(x + i, n - i, delta, r, table, out + i);
 }
 
@@ -214,13 +224,8 @@ TokenQuant table_lookup_token_u8_avx512_vbmi(const float* x, size_t n, float del
   for (size_t k = 0; k < entries; ++k) tv[k] = table[k];
   alignas(64) uint8_t t8[256];
   quantize_a_u8_avx512(tv, t8, 256, t.delta, t.range(bits), -t.lo);
-  const __m512i t0 = _mm512_load_si512(t8), t1 = _mm512_load_si512(t8 + 64), t2 = _mm512_load_si512(t8 + 128),
-                t3 = _mm512_load_si512(t8 + 192);
-  for (i = 0; i + 64 <= n; i += 64) {
-    const __m512i idx = _mm512_loadu_si512(out + i);
-    const __m512i lo_half = _mm512_permutex2var_epi8(t0, idx, t1), hi_half = _mm512_permutex2var_epi8(t2, idx, t3);
-    _mm512_storeu_si512(out + i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo_half, hi_half));
-  }
+  const ByteTable256 tt = load_table256(t8);
+  for (i = 0; i + 64 <= n; i += 64) _mm512_storeu_si512(out + i, lookup64(tt, _mm512_loadu_si512(out + i)));
   for (; i < n; ++i) out[i] = t8[out[i]];
   return t;
 }

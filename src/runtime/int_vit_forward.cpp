@@ -12,10 +12,10 @@
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
 #include "engine/packed_linear_f32.h"
+#include "numerics/attention_gemm_amx.h"
 #include "numerics/hadamard.h"
 #include "numerics/int8_kernels.h"
 #include "numerics/softmax_table.h"
-#include "numerics/attention_gemm_amx.h"
 #include "numerics/table_lookup.h"
 #include "quant/gelu_table.h"
 #include "quant/simulate.h"
@@ -511,20 +511,23 @@ struct IntViTForward::Impl {
     // Softmax, then the probabilities as A codes of P·V (or kept in float).
     const size_t pblk = size_t(rows) * T;
     const ActQuant pq = av.on ? av.a_of(h) : ActQuant{};
-    // One pass less: a table softmax straight to P's codes on one uniform plane.
-    const bool fused = softmax_table && pq.on && !pq.levels && !pq.per_token && pq.planes == 1;
-    for (int r = 0; r < rows; ++r) {
-      float* sr = s.srows.data() + size_t(r) * T;
-      if (fused) {
-        softmax_table_codes_row(sr, size_t(T), sm_scale, *softmax_table, pq.delta, pq.range, pq.zp,
-                                s.pcodes.data() + size_t(r) * T);
-        continue;
-      }
-      if (softmax_table) softmax_table_rows(sr, 1, size_t(T), sm_scale, *softmax_table);
-      else softmax_rows(sr, 1, size_t(T), sm_scale);
-      if (av.on) emit_a_codes(pq, sr, size_t(T), s.pcodes.data() + size_t(r) * T, pblk, nullptr);
-    }
+    for (int r = 0; r < rows; ++r)
+      probabilities(pq, s.srows.data() + size_t(r) * T, sm_scale, s.pcodes.data() + size_t(r) * T, pblk);
     attention_context(av, s, g, h, rows, pblk);
+  }
+
+  // Softmax of one row of scores (T) in place, and the probabilities as P's A codes (planes
+  // plane_stride apart) if P·V is quantized — a table softmax on one uniform plane straight to the
+  // codes, one pass less.
+  void probabilities(const ActQuant& pq, float* sr, float sm_scale, uint8_t* codes, size_t plane_stride) const {
+    const size_t T = size_t(q.cfg.tokens());
+    if (softmax_table && pq.on && !pq.levels && !pq.per_token && pq.planes == 1) {
+      softmax_table_codes_row(sr, T, sm_scale, *softmax_table, pq.delta, pq.range, pq.zp, codes);
+      return;
+    }
+    if (softmax_table) softmax_table_rows(sr, 1, T, sm_scale, *softmax_table);
+    else softmax_rows(sr, 1, T, sm_scale);
+    if (pq.on) emit_a_codes(pq, sr, T, codes, plane_stride, nullptr);
   }
 
   // The same task on AMX: the head's Kᵀ and V packed, the scores of the row block's 16-row tiles,
@@ -543,14 +546,7 @@ struct IntViTForward::Impl {
       float* sr = s.srows.data() + size_t(r) * T;
       dequantize_row_scalar(s.amx_s.data() + size_t(r) * tp, qk.a.zp ? comp : nullptr, qk.scale[size_t(h)], qbias, sr,
                             size_t(T));
-      uint8_t* pr = s.amx_p.data() + size_t(r) * kp;
-      if (softmax_table && !pq.levels && !pq.per_token) {
-        softmax_table_codes_row(sr, size_t(T), sm_scale, *softmax_table, pq.delta, pq.range, pq.zp, pr);
-        continue;
-      }
-      if (softmax_table) softmax_table_rows(sr, 1, size_t(T), sm_scale, *softmax_table);
-      else softmax_rows(sr, 1, size_t(T), sm_scale);
-      emit_a_codes(pq, sr, size_t(T), pr, 0, nullptr);  // one plane
+      probabilities(pq, sr, sm_scale, s.amx_p.data() + size_t(r) * kp, 0);  // one plane
     }
     pv_u8s8_amx(rows, T, d, s.amx_p.data(), s.amx_v.data(), s.amx_o.data(), d);
     const float* vbias = av.bias ? av.bias + size_t(h) * d : nullptr;
