@@ -15,6 +15,7 @@
 #include "eval/evaluate.h"
 #include "eval/shards.h"
 #include "model/vit_model.h"
+#include "numerics/attention_gemm_amx.h"
 #include "quant/plan.h"
 #include "runtime/model_runner.h"
 #include "runtime/quantized_model.h"
@@ -123,7 +124,9 @@ void print_run_header(const EvalArgs& a, const ModelRunner& runner, bool quantiz
   if (quantized)
     std::printf("plan     %s/plan.json (%s, %zu quantized sites; %s)\n", a.model.c_str(), plan->method.c_str(),
                 plan->sites.size(),
-                a.simulate ? "simulated: quantize-dequantize, float GEMM" : "integer: int8 GEMMs (oneDNN u8 x s8)");
+                a.simulate ? "simulated: quantize-dequantize, float GEMM"
+                : amx_int8_available() ? "integer: int8 GEMMs (oneDNN u8 x s8; 8-bit attention on vitq's AMX kernels)"
+                                       : "integer: int8 GEMMs (oneDNN u8 x s8)");
   else if (plan)
     std::printf("plan     %s (%s, %zu quantized sites; simulated: quantize-dequantize, float GEMM)\n",
                 a.plan.c_str(), plan->method.c_str(), plan->sites.size());
