@@ -248,27 +248,34 @@ void table_lookup_f32_avx512(const float* x, size_t n, float delta, QRange r, co
 
 namespace {
 
+// A softmax table in registers: the exponent argument's scale k = scale · inv_step, the last
+// index, the two 32-entry tables (two registers each) and the low-5-bit mask.
+struct SoftmaxRegs {
+  __m512 k, hi0, hi1, lo0, lo1;
+  __m512i last, m31;
+};
+
+VITQ_AVX512 inline SoftmaxRegs softmax_regs(float scale, const SoftmaxExpTable& t) {
+  return {_mm512_set1_ps(scale * t.inv_step), _mm512_loadu_ps(t.hi), _mm512_loadu_ps(t.hi + 16),
+          _mm512_loadu_ps(t.lo), _mm512_loadu_ps(t.lo + 16), _mm512_set1_epi32((1 << t.bits) - 1),
+          _mm512_set1_epi32(31)};
+}
+
 // e = hi[i >> 5] · lo[i & 31] for 16 scores v, i = min(round((max − v)·k), last) (NaN: last).
 // The argument is ≥ 0 (max is the row's maximum); its rounding to int32 (half to even) is the
 // integer indefinite 2^31 for NaN, ±∞ and anything ≥ 2^31, which the unsigned minimum takes to last.
-VITQ_AVX512 inline __m512 softmax_exp16(__m512 v, __m512 vmx, __m512 k, __m512i last, __m512 hi0, __m512 hi1,
-                                        __m512 lo0, __m512 lo1, __m512i m31) {
+VITQ_AVX512 inline __m512 softmax_exp16(__m512 v, __m512 vmx, const SoftmaxRegs& t) {
   const __m512i i = _mm512_min_epu32(
-      _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_sub_ps(vmx, v), k), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-      last);
-  const __m512 h = _mm512_permutex2var_ps(hi0, _mm512_srli_epi32(i, 5), hi1);
-  const __m512 l = _mm512_permutex2var_ps(lo0, _mm512_and_si512(i, m31), lo1);
+      _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_sub_ps(vmx, v), t.k), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+      t.last);
+  const __m512 h = _mm512_permutex2var_ps(t.hi0, _mm512_srli_epi32(i, 5), t.hi1);
+  const __m512 l = _mm512_permutex2var_ps(t.lo0, _mm512_and_si512(i, t.m31), t.lo1);
   return _mm512_mul_ps(h, l);
 }
 
-}  // namespace
-
-namespace {
-
 // Row s of n scores → its exponentials e_j in place; returns 1 / Σ_k e_k (the portable loop's lanes:
 // value j in lane j mod 16, reduced in the same order).
-VITQ_AVX512 inline float softmax_exp_row(float* sr, size_t n, __m512 k, __m512i last, __m512 hi0, __m512 hi1, __m512 lo0,
-                                         __m512 lo1, __m512i m31) {
+VITQ_AVX512 inline float softmax_exp_row(float* sr, size_t n, const SoftmaxRegs& t) {
   __m512 vm = _mm512_set1_ps(sr[0]);  // the row maximum (exact in any order)
   size_t j = 0;
   for (; j + 16 <= n; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(sr + j));
@@ -279,13 +286,13 @@ VITQ_AVX512 inline float softmax_exp_row(float* sr, size_t n, __m512 k, __m512i 
   const __m512 vmx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
   __m512 lane = _mm512_setzero_ps();
   for (j = 0; j + 16 <= n; j += 16) {
-    const __m512 e = softmax_exp16(_mm512_loadu_ps(sr + j), vmx, k, last, hi0, hi1, lo0, lo1, m31);
+    const __m512 e = softmax_exp16(_mm512_loadu_ps(sr + j), vmx, t);
     _mm512_storeu_ps(sr + j, e);
     lane = _mm512_add_ps(lane, e);
   }
   if (j < n) {
     const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1);
-    const __m512 e = softmax_exp16(_mm512_mask_loadu_ps(vmx, m, sr + j), vmx, k, last, hi0, hi1, lo0, lo1, m31);
+    const __m512 e = softmax_exp16(_mm512_mask_loadu_ps(vmx, m, sr + j), vmx, t);
     _mm512_mask_storeu_ps(sr + j, m, e);
     lane = _mm512_mask_add_ps(lane, m, lane, e);
   }
@@ -302,14 +309,10 @@ VITQ_AVX512 inline float softmax_exp_row(float* sr, size_t n, __m512 k, __m512i 
 // its high and low 5 bits, each looked up by a two-register permute.
 VITQ_AVX512
 void softmax_table_rows_avx512(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t) {
-  const __m512 k = _mm512_set1_ps(scale * t.inv_step);
-  const __m512i last = _mm512_set1_epi32((1 << t.bits) - 1);
-  const __m512 hi0 = _mm512_loadu_ps(t.hi), hi1 = _mm512_loadu_ps(t.hi + 16);
-  const __m512 lo0 = _mm512_loadu_ps(t.lo), lo1 = _mm512_loadu_ps(t.lo + 16);
-  const __m512i m31 = _mm512_set1_epi32(31);
+  const SoftmaxRegs tr = softmax_regs(scale, t);
   for (size_t r = 0; r < rows; ++r) {
     float* sr = s + r * n;
-    const __m512 inv = _mm512_set1_ps(softmax_exp_row(sr, n, k, last, hi0, hi1, lo0, lo1, m31));
+    const __m512 inv = _mm512_set1_ps(softmax_exp_row(sr, n, tr));
     size_t j = 0;
     for (; j + 16 <= n; j += 16) _mm512_storeu_ps(sr + j, _mm512_mul_ps(_mm512_loadu_ps(sr + j), inv));
     if (j < n) {
@@ -323,12 +326,7 @@ void softmax_table_rows_avx512(float* s, size_t rows, size_t n, float scale, con
 VITQ_AVX512
 void softmax_table_codes_row_avx512(float* s, size_t n, float scale, const SoftmaxExpTable& t, float delta, QRange r,
                                     int32_t zp, uint8_t* u) {
-  const __m512 k = _mm512_set1_ps(scale * t.inv_step);
-  const __m512i last = _mm512_set1_epi32((1 << t.bits) - 1);
-  const __m512 hi0 = _mm512_loadu_ps(t.hi), hi1 = _mm512_loadu_ps(t.hi + 16);
-  const __m512 lo0 = _mm512_loadu_ps(t.lo), lo1 = _mm512_loadu_ps(t.lo + 16);
-  const __m512i m31 = _mm512_set1_epi32(31);
-  const __m512 inv = _mm512_set1_ps(softmax_exp_row(s, n, k, last, hi0, hi1, lo0, lo1, m31));
+  const __m512 inv = _mm512_set1_ps(softmax_exp_row(s, n, softmax_regs(scale, t)));
   const Code16 c = code16_setup(delta, r);
   const __m512i vzp = _mm512_set1_epi32(zp);
   size_t j = 0;
