@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <string>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -15,8 +16,8 @@
 #include "eval/evaluate.h"
 #include "eval/shards.h"
 #include "model/vit_model.h"
-#include "numerics/attention_gemm_amx.h"
 #include "quant/plan.h"
+#include "runtime/int_vit_forward.h"
 #include "runtime/model_runner.h"
 #include "runtime/quantized_model.h"
 
@@ -121,12 +122,17 @@ void print_run_header(const EvalArgs& a, const ModelRunner& runner, bool quantiz
     std::printf("model    %s (%s, %.2f M parameters)\n", a.model.c_str(), cfg.architecture.c_str(),
                 double(runner.float_model()->parameter_count()) / 1e6);
   std::printf("data     %s\n", data.describe().c_str());
-  if (quantized)
+  if (quantized) {
+    const IntViTForward* ifwd = runner.integer_forward();
+    const int amx = ifwd ? ifwd->amx_attention_blocks() : 0;
+    const std::string engine =
+        a.simulate ? "simulated: quantize-dequantize, float GEMM"
+        : amx > 0  ? cat("integer: int8 GEMMs (oneDNN u8 x s8; attention of ", amx, "/", cfg.depth,
+                         " blocks on vitq's AMX kernels)")
+                   : std::string("integer: int8 GEMMs (oneDNN u8 x s8)");
     std::printf("plan     %s/plan.json (%s, %zu quantized sites; %s)\n", a.model.c_str(), plan->method.c_str(),
-                plan->sites.size(),
-                a.simulate ? "simulated: quantize-dequantize, float GEMM"
-                : amx_int8_available() ? "integer: int8 GEMMs (oneDNN u8 x s8; 8-bit attention on vitq's AMX kernels)"
-                                       : "integer: int8 GEMMs (oneDNN u8 x s8)");
+                plan->sites.size(), engine.c_str());
+  }
   else if (plan)
     std::printf("plan     %s (%s, %zu quantized sites; simulated: quantize-dequantize, float GEMM)\n",
                 a.plan.c_str(), plan->method.c_str(), plan->sites.size());

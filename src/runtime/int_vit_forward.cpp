@@ -690,6 +690,12 @@ size_t IntViTForward::weight_bytes() const {
   return n;
 }
 
+int IntViTForward::amx_attention_blocks() const {
+  int n = 0;
+  for (const auto& b : impl_->blocks) n += b.amx;
+  return n;
+}
+
 size_t IntViTForward::workspace_bytes() const {
   const Impl& m = *impl_;
   size_t n = (m.x.capacity() + m.comp_out.capacity() + m.fp_out.capacity() + m.tok.capacity() + m.logits2.capacity() + m.qf.capacity() +

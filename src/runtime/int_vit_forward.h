@@ -34,6 +34,9 @@ class IntViTForward {
   // Bytes of prepared weights (packed int8 planes, FP32 weights) and of workspace.
   size_t weight_bytes() const;
   size_t workspace_bytes() const;
+  // Blocks whose two attention GEMMs run on vitq's AMX kernels (numerics/attention_gemm_amx.h:
+  // an AMX CPU, 8-bit one-plane operands, a supported head width); the others use oneDNN.
+  int amx_attention_blocks() const;
 
   // Wall time per stage (embed, qkv, attention, proj, fc1, fc2, head), summed over the runs since
   // profiling was switched on: each linear stage includes its fused epilogue (the following

@@ -42,6 +42,8 @@ class ModelRunner {
   // FP32), e.g. to wrap the hook in another; both null in integers.
   ViTForward* float_forward() { return fwd_.get(); }
   SiteHook* hook();
+  // The integer engine (null for a float run).
+  const IntViTForward* integer_forward() const { return ifwd_.get(); }
 
   // Logits of `batch` preprocessed images (batch × C × H × W); one call at a time (buffers are kept).
   void run(const float* images, int batch, float* logits);
