@@ -698,6 +698,14 @@ void add_recon_options(CLI::App* c, QuantizeArgs* a) {
                 "ViT-Ti's loss though the head reads only it), 1 = only those tokens")
       ->capture_default_str()
       ->check(opt::real(0, 1));
+  c->add_option("--recon-fisher", a->recon.fisher,
+                "Reconstruction: the share of Fisher token weights in the block loss (BRECQ-style, one weight per "
+                "token: how much the token's error moves the FP model's prediction, E over labels drawn from its "
+                "own output of the squared gradient of their log-likelihood; 8 draws per image, one backward pass "
+                "each, before the first block). 0 = every token alike; off by default: 0.5 did not lower the KL on held-out "
+                "ViT-Ti calibration images at W4A4 (docs/RESULTS.md)")
+      ->capture_default_str()
+      ->check(opt::real(0, 1));
   c->add_option("--recon-target", a->recon_target,
                 "Reconstruction: the output reproduced: 'local' (the FP32 block's output of the same quantized "
                 "input) or 'fp' (the FP32 model's block output, BRECQ's; measured worse on held-out images of "

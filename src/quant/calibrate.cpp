@@ -9,6 +9,7 @@
 #include "core/finite.h"
 #include "numerics/level_grid.h"
 #include "numerics/quantizer.h"
+#include "quant/fisher_tokens.h"
 #include "quant/observers.h"
 #include "quant/plan_transforms.h"
 #include "quant/similarity.h"
@@ -183,6 +184,7 @@ static void record_driver_settings(const CalibOptions& opt, QuantPlan& plan) {
     if (opt.recon.head_share > 0) r["head_share"] = opt.recon.head_share;
     if (opt.recon.step_lr > 0) r["step_lr"] = opt.recon.step_lr;
     if (opt.recon.act_lr > 0) r["act_lr"] = opt.recon.act_lr;
+    if (opt.recon.fisher > 0) r["fisher"] = {{"share", opt.recon.fisher}, {"samples", kFisherSamples}};
   }
   if (opt.compensation.on)
     plan.settings["compensation"] = {
@@ -196,14 +198,14 @@ static void record_driver_settings(const CalibOptions& opt, QuantPlan& plan) {
 
 // Step 4 of Calibrator::run for block `blk`, its progress and result lines reported as events.
 static nlohmann::ordered_json reconstruct_stage(StagedForward& fwd, PlanSimulator& sim, int blk, const float* xq,
-                                               const float* target, QuantPlan& plan, const ReconOptions& opt,
-                                               size_t done, size_t total_sites,
+                                               const float* target, const float* token_weight, QuantPlan& plan,
+                                               const ReconOptions& opt, size_t done, size_t total_sites,
                                                const std::function<void(const CalibProgress&)>& progress) {
   auto rp = [&](const ReconProgress& p) {
     if (progress)
       progress({done, total_sites, cat("blocks.", blk, " reconstruction ", p.iter, "/", p.iters, " loss ", p.loss), ""});
   };
-  nlohmann::ordered_json n = reconstruct_block(fwd, sim, blk, xq, target, plan, opt, rp);
+  nlohmann::ordered_json n = reconstruct_block(fwd, sim, blk, xq, target, plan, opt, rp, token_weight);
   if (progress && n.contains("loss_before"))
     progress({done, total_sites, "",
               cat("blocks.", blk, " reconstructed: block output MSE ", n["loss_before"].get<double>(), " -> ",
@@ -261,6 +263,12 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
 
   StagedForward fwd(model, images_, n_, opt.batch);
   PlanSimulator sim(model, plan);
+  // The reconstruction's Fisher token weights, from the FP model before any block is compensated.
+  std::vector<std::vector<float>> fisher;
+  if (opt.recon.on() && opt.recon.fisher > 0)
+    fisher = fisher_token_weights(model, images_, n_, opt.batch, kFisherSamples, opt.recon.seed, [&](int d, int n) {
+      if (progress) progress({0, total_sites, cat("Fisher token weights ", d, "/", n, " images"), ""});
+    });
   // The FP model's residual stream and the partly quantized model's (calibrate.h).
   avector<float> xf = fwd.new_stream(), xq = fwd.new_stream();
   for (int st = 0; st < fwd.stages(); ++st) {
@@ -303,8 +311,8 @@ CalibrationResult Calibrator::run(Method& method, const CalibOptions& opt,
     // 4. Block reconstruction, if asked for: the block's codes and bias corrections trained.
     if (opt.recon.on() && st >= 1 && st <= c.depth && !sites.empty())
       res.block_notes[cat("blocks.", st - 1)]["reconstruction"] = reconstruct_stage(
-          fwd, sim, st - 1, xq.data(), opt.recon.target == ReconTarget::Local ? local_target() : xf.data(), plan,
-          opt.recon, done, total_sites, progress);
+          fwd, sim, st - 1, xq.data(), opt.recon.target == ReconTarget::Local ? local_target() : xf.data(),
+          fisher.empty() ? nullptr : fisher[size_t(st - 1)].data(), plan, opt.recon, done, total_sites, progress);
 
     // 5. The block's error compensation, if asked for: fitted to what the finished block leaves.
     if (opt.compensation.on && st >= 1 && st <= c.depth && !sites.empty())

@@ -219,9 +219,13 @@ class BlockTrainer {
   bool clip_grads = false;
   // The share of the loss given to the prefix tokens (ReconOptions::head_share; 0: a plain mean).
   double head_share = 0;
+  // The share λ of the Fisher token weights in each token's weight (ReconOptions::fisher).
+  double fisher = 0;
 
-  // drop: QDrop's dropping for this call (null: every quantizer as planned).
-  double run(const float* x_in, const float* target, int b, BlockGrads* grads, const Drop* drop = nullptr) {
+  // drop: QDrop's dropping for this call (null: every quantizer as planned); token_w: the batch's
+  // Fisher token weights (b × tokens; read only with fisher > 0).
+  double run(const float* x_in, const float* target, int b, BlockGrads* grads, const Drop* drop = nullptr,
+             const float* token_w = nullptr) {
     rec_.drop = drop;
     const ViTConfig& c = m_.cfg;
     const int T = c.tokens(), D = c.embed_dim;
@@ -232,13 +236,17 @@ class BlockTrainer {
     double loss = 0;
     const double inv = 1.0 / double(out_.size());
     // Each element's weight: (1 − s) + s·T/P on the prefix tokens, i.e. (1 − s)·the mean over every
-    // element + s·the mean over the prefix tokens' elements (head_share s; 1 everywhere at s = 0).
+    // element + s·the mean over the prefix tokens' elements (head_share s; 1 everywhere at s = 0);
+    // with the Fisher token weights f (fisher λ > 0): (1 − λ)·that + λ·f of the element's token.
     const int P = c.num_prefix_tokens();
     const double prefix_gain = head_share * double(T) / double(P);
+    const double lambda = fisher > 0 && token_w ? fisher : 0.0;
+    if (fisher > 0 && !token_w) fail(ErrorKind::Internal, "reconstruction: Fisher share without token weights");
 #pragma omp parallel for schedule(static) reduction(+ : loss)
     for (int64_t i = 0; i < int64_t(out_.size()); ++i) {
       const double d = double(out_[size_t(i)]) - double(target[size_t(i)]);
-      const double w = (1.0 - head_share) + ((i / D) % T < P ? prefix_gain : 0.0);
+      const double u = (1.0 - head_share) + ((i / D) % T < P ? prefix_gain : 0.0);
+      const double w = lambda > 0 ? (1.0 - lambda) * u + lambda * double(token_w[i / D]) : u;
       loss += w * d * d;
       g_[size_t(i)] = float(2.0 * d * w * inv);
     }
@@ -537,11 +545,14 @@ void set_codes(const Param& p, SitePlan& sp) {
 }
 
 // mean((block(x) − y)²) over all images, in batches of `batch`.
-double full_loss(BlockTrainer& tr, const float* x, const float* y, int n, size_t per_image, int batch) {
+double full_loss(BlockTrainer& tr, const float* x, const float* y, const float* token_w, int tokens, int n,
+                 size_t per_image, int batch) {
   double s = 0;
   for (int i0 = 0; i0 < n; i0 += batch) {
     const int b = std::min(batch, n - i0);
-    s += tr.run(x + size_t(i0) * per_image, y + size_t(i0) * per_image, b, nullptr) * b;
+    s += tr.run(x + size_t(i0) * per_image, y + size_t(i0) * per_image, b, nullptr, nullptr,
+                token_w ? token_w + size_t(i0) * size_t(tokens) : nullptr) *
+         b;
   }
   return s / n;
 }
@@ -685,17 +696,19 @@ void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector
 
 double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
                             const float* x, const float* target, int b, BlockGrads* grads, double drop,
-                            double head_share) {
+                            double head_share, const float* token_weight, double fisher) {
   BlockTrainer tr(model, sim, plan, block);
   tr.clip_grads = true;
   tr.head_share = head_share;
+  tr.fisher = fisher;
   const Drop d{1, drop};
-  return tr.run(x, target, b, grads, &d);
+  return tr.run(x, target, b, grads, &d, token_weight);
 }
 
 nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim, int block, const float* x_in,
                                          const float* y_target, QuantPlan& plan, const ReconOptions& opt,
-                                         const std::function<void(const ReconProgress&)>& progress) {
+                                         const std::function<void(const ReconProgress&)>& progress,
+                                         const float* token_weight) {
   const auto t0 = std::chrono::steady_clock::now();
   const ViTModel& model = fwd.model();
   const int n = fwd.images();
@@ -707,13 +720,19 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
   BlockTrainer tr(model, sim, plan, block);
   tr.clip_grads = opt.act_lr > 0;
   if (block == model.cfg.depth - 1) tr.head_share = opt.head_share;
+  if (opt.fisher > 0) {
+    if (!token_weight) fail(ErrorKind::Internal, "reconstruction: --recon-fisher without token weights");
+    tr.fisher = opt.fisher;
+  }
+  const int T = model.cfg.tokens();
+  const float* tw = opt.fisher > 0 ? token_weight : nullptr;
   const int eval_batch = std::max(1, fwd.batch());
-  const double before = full_loss(tr, x_in, y_target, n, per, eval_batch);
+  const double before = full_loss(tr, x_in, y_target, tw, T, n, per, eval_batch);
   std::mt19937_64 rng(opt.seed * 1000003ull + uint64_t(block));
   std::vector<int> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   const int b = std::max(1, std::min(opt.batch, n));
-  avector<float> xb(size_t(b) * per), yb(size_t(b) * per);
+  avector<float> xb(size_t(b) * per), yb(size_t(b) * per), twb(tw ? size_t(b) * T : 0);
   BlockGrads grads;
   double running = 0;
   size_t cursor = size_t(n);
@@ -726,10 +745,11 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
       const size_t src = size_t(order[cursor + size_t(i)]) * per;
       std::copy_n(x_in + src, per, xb.data() + size_t(i) * per);
       std::copy_n(y_target + src, per, yb.data() + size_t(i) * per);
+      if (tw) std::copy_n(tw + size_t(order[cursor + size_t(i)]) * T, T, twb.data() + size_t(i) * T);
     }
     cursor += size_t(b);
     const Drop drop{rng(), opt.drop};
-    const double loss = tr.run(xb.data(), yb.data(), b, &grads, &drop);
+    const double loss = tr.run(xb.data(), yb.data(), b, &grads, &drop, tw ? twb.data() : nullptr);
     running = it == 0 ? loss : 0.95 * running + 0.05 * loss;
     const double cosine = 0.5 * (1.0 + std::cos(M_PI * double(it) / double(opt.iters)));
     const double c1 = 1.0 - std::pow(kBeta1, it + 1), c2 = 1.0 - std::pow(kBeta2, it + 1);
@@ -737,7 +757,7 @@ nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim,
     for (HeadSteps& hs : heads) update_head_steps(hs, grads, opt.act_lr * cosine, c1, c2, plan);
     if (progress && ((it + 1) % 10 == 0 || it + 1 == opt.iters)) progress({block, it + 1, opt.iters, running});
   }
-  double after = full_loss(tr, x_in, y_target, n, per, eval_batch);
+  double after = full_loss(tr, x_in, y_target, tw, T, n, per, eval_batch);
   double changed = codes_changed(params, plan);
   const bool revert = !(after < before);  // never leave the block worse on its own images
   if (revert) {

@@ -26,6 +26,10 @@
 // block's quantized activations unquantized with probability p (forward and backward; the losses
 // reported and the revert check run the plan as it is). On ViT-Ti's 150/50 calibration split p = 0.5
 // did worse on the 50 than p = 0 (KL 0.49 vs 0.37, 300 steps), so it is off by default.
+// With --recon-fisher λ each token's squared error is weighted by (1 − λ)·1 (or the head share's
+// weight) + λ·its Fisher token weight (quant/fisher_tokens.h: how much the token's error moves the
+// FP model's prediction), so the loss follows the network's output KL instead of treating every
+// token and block output alike.
 // The result is ordinary plan data: weight codes (SitePlan::weight_codes) and bias corrections.
 #pragma once
 #include <cstdint>
@@ -57,6 +61,8 @@ struct ReconOptions {
   double drop = 0;            // --recon-drop: QDrop's probability of leaving an activation element unquantized
   double head_share = 0;      // --recon-head-share: in the last block, the loss's share of the tokens the
                               // head reads (the prefix tokens); 0: all tokens alike
+  double fisher = 0;          // --recon-fisher λ: each token's loss weight is (1 − λ)·its plain (or head-share)
+                              // weight + λ·its Fisher weight (quant/fisher_tokens.h); 0: not used
   uint64_t seed = 0;
   bool on() const { return iters > 0; }
 };
@@ -67,13 +73,15 @@ struct ReconProgress {
 };
 
 // Trains block `block` of `model` (stage block + 1 of fwd) in `plan`: x_in / y_target are the
-// block's inputs and targets for all of fwd's images (n × tokens × D). The plan's linear sites of
+// block's inputs and targets for all of fwd's images (n × tokens × D); token_weight, with
+// opt.fisher > 0, the block's Fisher token weights (n × tokens, mean 1; fisher_token_weights). The plan's linear sites of
 // the block must be quantized with per-channel steps (or a per-tensor one) and no per-channel
 // bit-widths; sites that are not are left alone. Returns notes for the report (losses before and
 // after on all images, codes changed, seconds).
 nlohmann::ordered_json reconstruct_block(StagedForward& fwd, PlanSimulator& sim, int block, const float* x_in,
                                          const float* y_target, QuantPlan& plan, const ReconOptions& opt,
-                                         const std::function<void(const ReconProgress&)>& progress = {});
+                                         const std::function<void(const ReconProgress&)>& progress = {},
+                                         const float* token_weight = nullptr);
 
 // One forward and backward of block `block` on b images (x: b × tokens × D, target likewise) under
 // `plan` (run by `sim` on `model`). Returns the loss mean((y − target)²); grads: per linear site name
@@ -98,9 +106,10 @@ struct BlockGrads {
 void dequantized_weight(const LinearWeights& lw, const SitePlan* sp, std::vector<float>& w);
 
 // drop: QDrop's probability (ReconOptions::drop) for this one call, with a fixed seed; head_share:
-// the loss's share of the prefix tokens (ReconOptions::head_share, here for any block).
+// the loss's share of the prefix tokens (ReconOptions::head_share, here for any block); token_weight
+// (b × tokens) and fisher: the Fisher token weights and their share λ (ReconOptions::fisher).
 double block_loss_and_grads(const ViTModel& model, PlanSimulator& sim, const QuantPlan& plan, int block,
                             const float* x, const float* target, int b, BlockGrads* grads, double drop = 0,
-                            double head_share = 0);
+                            double head_share = 0, const float* token_weight = nullptr, double fisher = 0);
 
 }  // namespace vitq

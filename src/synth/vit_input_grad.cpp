@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <vector>
 
 #include "core/error.h"
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
 #include "engine/site.h"
+#include "numerics/hadamard.h"
 
 namespace vitq {
 
@@ -19,6 +22,23 @@ struct ViTInputGrad::Records {
 };
 
 namespace {
+
+// The MLP rotation's input gradient in place: the forward rotates fc2's input, r = (a·H_F)∘s/√F
+// (ViTModel::mlp_rotation_signs), so da = ((dr∘s)·H_Fᵀ)/√F (H_F is not symmetric for 12·2^k).
+void mlp_rotation_backward(int64_t rows, int F, const float* s, float* d) {
+  const double sc = 1.0 / std::sqrt(double(F));
+#pragma omp parallel
+  {
+    std::vector<double> t(static_cast<size_t>(F));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = d + r * F;
+      for (int f = 0; f < F; ++f) t[size_t(f)] = double(row[f]) * s[f];
+      hadamard_rows(t.data(), 1, F, /*transposed=*/true);
+      for (int f = 0; f < F; ++f) row[f] = float(t[size_t(f)] * sc);
+    }
+  }
+}
 
 // Copies what the backward reads, and forms LayerNorm 2's input x_i + proj's output (the
 // forward's own sum: proj's output has its bias, the residual add none) when proj is seen.
@@ -80,8 +100,6 @@ void layernorm_backward_row(const float* x, const float* dy, const float* gamma,
 }
 
 ViTInputGrad::ViTInputGrad(const ViTModel& model) : m_(model), fwd_(model, FpGemm::PerCall) {
-  if (!model.mlp_rotation_signs.empty())
-    fail(ErrorKind::Usage, "image gradients: the model has an MLP rotation (use the plain checkpoint)");
   for (const BlockWeights& b : model.blocks)
     if (b.has_compensation())
       fail(ErrorKind::Usage, "image gradients: the model has error compensation (use the plain checkpoint)");
@@ -161,6 +179,7 @@ void ViTInputGrad::block_backward(int i, float* g, const float* dln1_in, const f
   dctx.resize(size_t(rows) * D);
   dqkv.resize(size_t(rows) * 3 * D);
   sgemm_f32('N', 'N', rows, F, D, g, D, w.fc2.w.ptr(), F, 0.0f, dh.data(), F);
+  if (!m_.mlp_rotation_signs.empty()) mlp_rotation_backward(rows, F, m_.mlp_rotation_signs.data(), dh.data());
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < rows; ++t) gelu_grad_mul(dh.data() + t * F, r.h.data() + t * F, size_t(F));
   sgemm_f32('N', 'N', rows, D, F, dh.data(), F, w.fc1.w.ptr(), D, 0.0f, dln.data(), D);
@@ -187,7 +206,8 @@ void ViTInputGrad::block_backward(int i, float* g, const float* dln1_in, const f
   }
 }
 
-void ViTInputGrad::backward(const float* dlogits, const std::vector<const float*>& dlayer, float* dimages) {
+void ViTInputGrad::backward(const float* dlogits, const std::vector<const float*>& dlayer, float* dimages,
+                           const std::function<void(int, const float*)>& at_block_output) {
   const ViTConfig& c = m_.cfg;
   if (batch_ <= 0) fail(ErrorKind::Internal, "ViTInputGrad::backward before forward");
   if (dlayer.size() != size_t(layers())) fail(ErrorKind::Internal, "ViTInputGrad::backward: ", dlayer.size(), " layer gradients for ", layers());
@@ -209,7 +229,11 @@ void ViTInputGrad::backward(const float* dlogits, const std::vector<const float*
       }
     }
   }
-  for (int i = c.depth - 1; i >= 0; --i) block_backward(i, g.data(), dlayer[size_t(2 * i)], dlayer[size_t(2 * i + 1)]);
+  for (int i = c.depth - 1; i >= 0; --i) {
+    if (at_block_output) at_block_output(i, g.data());
+    if (i == 0 && !dimages) return;
+    block_backward(i, g.data(), dlayer[size_t(2 * i)], dlayer[size_t(2 * i + 1)]);
+  }
   // Embedding: x_0 = [prefix tokens; patches · W_peᵀ + b] + pos, the patches im2col rows of the image.
   const int C = c.in_chans, S = c.img_size, P = c.patch_size, G = c.grid(), NP = c.num_patches(), npre = c.num_prefix_tokens();
   const int PD = c.patch_dim();
