@@ -126,4 +126,16 @@ inline QuantPlan plan_with(const ViTModel& m, const std::string& method, const M
   return p;
 }
 
+// A MinMax W4A4 plan with per-token inputs, calibrated on the n images `img` (the reconstruction
+// loss tests then compute their block outputs on the same images).
+inline QuantPlan minmax_w4a4_token_plan(const ViTModel& m, const std::vector<float>& img, int n) {
+  MethodConfig mc;
+  CalibOptions opt;
+  opt.bits = {4, 4};
+  opt.grids.per_token = true;
+  Calibrator cal(m, img.data(), n);
+  auto method = make_method("minmax", mc);
+  return cal.run(*method, opt).plan;
+}
+
 }  // namespace vitq::test

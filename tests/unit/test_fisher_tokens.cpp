@@ -181,13 +181,7 @@ TEST(FisherTokens, ReconstructionLossWeightsEachToken) {
   const ViTConfig& c = m.cfg;
   const int n = 4, T = c.tokens(), D = c.embed_dim, P = c.num_prefix_tokens(), blk = 0;
   const std::vector<float> img = test::random_images(c, n, 9);
-  MethodConfig mc;
-  CalibOptions opt;
-  opt.bits = {4, 4};
-  opt.grids.per_token = true;
-  Calibrator cal(m, img.data(), n);
-  auto method = make_method("minmax", mc);
-  const QuantPlan plan = cal.run(*method, opt).plan;
+  const QuantPlan plan = test::minmax_w4a4_token_plan(m, img, n);
   PlanSimulator sim(m, plan);
   ViTForward f(m);
   std::vector<float> x(size_t(n) * T * D);

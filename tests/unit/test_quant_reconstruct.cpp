@@ -90,13 +90,7 @@ TEST(Reconstruction, HeadShareWeightsTheClassToken) {
   const ViTConfig& c = m.cfg;
   const int n = 6, T = c.tokens(), D = c.embed_dim, P = c.num_prefix_tokens(), last = c.depth - 1;
   const std::vector<float> img = test::random_images(c, n, 8);
-  MethodConfig mc;
-  CalibOptions opt;
-  opt.bits = {4, 4};
-  opt.grids.per_token = true;
-  Calibrator cal(m, img.data(), n);
-  auto method = make_method("minmax", mc);
-  const QuantPlan plan = cal.run(*method, opt).plan;
+  const QuantPlan plan = test::minmax_w4a4_token_plan(m, img, n);
   // The last block's input in the quantized model, its output there, and a target near it.
   PlanSimulator sim(m, plan);
   ViTForward f(m);
