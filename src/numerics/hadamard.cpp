@@ -262,6 +262,21 @@ void hadamard_sign_rows(float* x, int64_t rows, int n, const float* signs, float
   hadamard_sign_rows_f32(x, rows, n, signs, scale);
 }
 
+void hadamard_sign_rows_transposed(float* x, int64_t rows, int n, const float* signs, double scale) {
+  check_order(n);
+#pragma omp parallel
+  {
+    std::vector<double> t(static_cast<size_t>(n));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* xr = x + r * n;
+      for (int j = 0; j < n; ++j) t[size_t(j)] = double(xr[j]) * signs[j];
+      transform_row(t.data(), n, /*transposed=*/true);
+      for (int j = 0; j < n; ++j) xr[j] = float(t[size_t(j)] * scale);
+    }
+  }
+}
+
 uint64_t splitmix64_next(uint64_t& state) {
   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

@@ -39,6 +39,9 @@ void hadamard_rows_ref(float* x, int64_t rows, int n);
 // The online rotation of a row (the fc2 input): x[r] ← (x[r]·H_n) ∘ signs · scale, i.e. x·M with
 // M = H_n·diag(signs)·scale, orthogonal when signs are ±1 and scale = 1/√n.
 void hadamard_sign_rows(float* x, int64_t rows, int n, const float* signs, float scale);
+// Its transpose, the input gradient of that rotation (backward passes): x[r] ← ((x[r] ∘ signs)·H_nᵀ)
+// · scale, in double per row (H_n is not symmetric for 12·2^k); rows in parallel (OpenMP).
+void hadamard_sign_rows_transposed(float* x, int64_t rows, int n, const float* signs, double scale);
 
 // splitmix64 (Steele, Lea & Flood 2014; the seeding generator of xoshiro): advances the state by
 // γ = 0x9E3779B97F4A7C15 and returns z = state mixed by

@@ -316,15 +316,8 @@ class BlockTrainer {
     // fc2 (its input: GELU output, rotated if the model has the MLP rotation).
     avector<float> dh(size_t(rows) * F);
     linear_backward(SiteKind::Fc2, g_.data(), dh.data(), grads);
-    if (!m_.mlp_rotation_signs.empty()) {  // r = (a·H)∘s/√F  →  da = ((dr∘s)·Hᵀ)/√F
-      std::vector<double> t(dh.size());
-      const float* s = m_.mlp_rotation_signs.data();
-      for (int64_t i = 0; i < rows; ++i)
-        for (int f = 0; f < F; ++f) t[size_t(i) * F + size_t(f)] = double(dh[size_t(i) * F + size_t(f)]) * s[f];
-      hadamard_rows(t.data(), rows, F, /*transposed=*/true);
-      const double sc = 1.0 / std::sqrt(double(F));
-      for (size_t i = 0; i < t.size(); ++i) dh[i] = float(t[i] * sc);
-    }
+    if (!m_.mlp_rotation_signs.empty())  // r = (a·H)∘s/√F  →  da = ((dr∘s)·Hᵀ)/√F
+      hadamard_sign_rows_transposed(dh.data(), rows, F, m_.mlp_rotation_signs.data(), 1.0 / std::sqrt(double(F)));
     const avector<float>& h = rec_.rec.at(SiteKind::Fc1).y;  // fc1's output: GELU's input
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < rows * F; ++i) dh[size_t(i)] = float(double(dh[size_t(i)]) * gelu_grad(h[size_t(i)]));

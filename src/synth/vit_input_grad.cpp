@@ -23,23 +23,6 @@ struct ViTInputGrad::Records {
 
 namespace {
 
-// The MLP rotation's input gradient in place: the forward rotates fc2's input, r = (a·H_F)∘s/√F
-// (ViTModel::mlp_rotation_signs), so da = ((dr∘s)·H_Fᵀ)/√F (H_F is not symmetric for 12·2^k).
-void mlp_rotation_backward(int64_t rows, int F, const float* s, float* d) {
-  const double sc = 1.0 / std::sqrt(double(F));
-#pragma omp parallel
-  {
-    std::vector<double> t(static_cast<size_t>(F));
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      float* row = d + r * F;
-      for (int f = 0; f < F; ++f) t[size_t(f)] = double(row[f]) * s[f];
-      hadamard_rows(t.data(), 1, F, /*transposed=*/true);
-      for (int f = 0; f < F; ++f) row[f] = float(t[size_t(f)] * sc);
-    }
-  }
-}
-
 // Copies what the backward reads, and forms LayerNorm 2's input x_i + proj's output (the
 // forward's own sum: proj's output has its bias, the residual add none) when proj is seen.
 class Recorder : public SiteHook {
@@ -179,7 +162,8 @@ void ViTInputGrad::block_backward(int i, float* g, const float* dln1_in, const f
   dctx.resize(size_t(rows) * D);
   dqkv.resize(size_t(rows) * 3 * D);
   sgemm_f32('N', 'N', rows, F, D, g, D, w.fc2.w.ptr(), F, 0.0f, dh.data(), F);
-  if (!m_.mlp_rotation_signs.empty()) mlp_rotation_backward(rows, F, m_.mlp_rotation_signs.data(), dh.data());
+  if (!m_.mlp_rotation_signs.empty())  // fc2 reads (a·H_F)∘s/√F: da = ((dr∘s)·H_Fᵀ)/√F
+    hadamard_sign_rows_transposed(dh.data(), rows, F, m_.mlp_rotation_signs.data(), 1.0 / std::sqrt(double(F)));
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < rows; ++t) gelu_grad_mul(dh.data() + t * F, r.h.data() + t * F, size_t(F));
   sgemm_f32('N', 'N', rows, D, F, dh.data(), F, w.fc1.w.ptr(), D, 0.0f, dln.data(), D);

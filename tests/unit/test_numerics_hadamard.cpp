@@ -166,6 +166,29 @@ TEST(Hadamard, SignRowsIsOrthogonalRotation) {
   }
 }
 
+// The transpose (a backward pass's rotation) = the dense product with H_nᵀ after the signs, and
+// it undoes the forward rotation (n = 768 = 12·64: H_n is not symmetric there).
+TEST(Hadamard, SignRowsTransposedIsTheInverseRotation) {
+  for (int n : {64, 768}) {
+    const std::vector<float> s = random_signs(n, 7, 2);
+    const double scale = 1.0 / std::sqrt(double(n));
+    const std::vector<int8_t> h = hadamard_matrix_i8(n);
+    const std::vector<float> in = test::random_vec(size_t(2 * n), 1.0f, 11);
+    std::vector<float> x = in;
+    hadamard_sign_rows_transposed(x.data(), 2, n, s.data(), scale);
+    for (int r = 0; r < 2; ++r)
+      for (int j = 0; j < n; ++j) {
+        double ref = 0;
+        for (int i = 0; i < n; ++i) ref += double(in[size_t(r * n + i)]) * s[size_t(i)] * h[size_t(j) * size_t(n) + size_t(i)];
+        ASSERT_NEAR(x[size_t(r * n + j)], ref * scale, 1e-5) << "n=" << n;
+      }
+    std::vector<float> y = in;
+    hadamard_sign_rows(y.data(), 2, n, s.data(), float(scale));
+    hadamard_sign_rows_transposed(y.data(), 2, n, s.data(), scale);
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], in[i], 1e-5) << "n=" << n;
+  }
+}
+
 TEST(Hadamard, Splitmix64KnownValues) {
   // splitmix64 from state 0 (the reference implementation's published first outputs).
   uint64_t st = 0;
