@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 #include "numerics/hadamard.h"
+#include "synth/layer_stats.h"
 #include "synth/vit_input_grad.h"
 
 namespace vitq {
@@ -18,21 +20,17 @@ double uniform01(uint64_t seed, int image, int k) {
   return double(splitmix64_next(state) >> 11) * 0x1.0p-53;
 }
 
-// p = softmax(logits) in double; dlogits = p − e_y for y drawn from p with u ∈ [0, 1).
-void sampled_nll_grad(const float* logits, int classes, double u, float* dlogits) {
-  double mx = -INFINITY;
-  for (int j = 0; j < classes; ++j) mx = std::max(mx, double(logits[j]));
-  std::vector<double> p(static_cast<size_t>(classes));
+// A class drawn from softmax(logits) with u ∈ [0, 1): the first whose cumulative probability
+// exceeds u (in double; the last class if rounding leaves u above the total).
+int draw_class(const float* logits, int classes, double u) {
+  const double mx = *std::max_element(logits, logits + classes);
+  std::vector<double> e(static_cast<size_t>(classes));
   double sum = 0;
-  for (int j = 0; j < classes; ++j) sum += p[size_t(j)] = std::exp(double(logits[j]) - mx);
-  int y = classes - 1;
+  for (int j = 0; j < classes; ++j) sum += e[size_t(j)] = std::exp(double(logits[j]) - mx);
   double cdf = 0;
-  for (int j = 0; j < classes; ++j) {
-    p[size_t(j)] /= sum;
-    cdf += p[size_t(j)];
-    if (y == classes - 1 && u < cdf) y = j;
-  }
-  for (int j = 0; j < classes; ++j) dlogits[j] = float(p[size_t(j)] - (j == y ? 1.0 : 0.0));
+  for (int j = 0; j < classes; ++j)
+    if (u < (cdf += e[size_t(j)] / sum)) return j;
+  return classes - 1;
 }
 
 }  // namespace
@@ -54,8 +52,10 @@ std::vector<std::vector<float>> fisher_token_weights(const ViTModel& model, cons
     const int b = std::min(batch, n - i0);
     grad.forward(images + size_t(i0) * img_floats, b, logits.data());
     for (int k = 0; k < samples; ++k) {
-      for (int r = 0; r < b; ++r)
-        sampled_nll_grad(logits.data() + size_t(r) * NC, NC, uniform01(seed, i0 + r, k), dlogits.data() + size_t(r) * NC);
+      for (int r = 0; r < b; ++r) {  // ∂(−log p_y)/∂logits = p − e_y
+        const float* lg = logits.data() + size_t(r) * NC;
+        cross_entropy(lg, NC, draw_class(lg, NC, uniform01(seed, i0 + r, k)), 1.0, dlogits.data() + size_t(r) * NC);
+      }
       grad.backward(dlogits.data(), no_layers, nullptr, [&](int blk, const float* g) {
         float* out = w[size_t(blk)].data() + size_t(i0) * T;
 #pragma omp parallel for schedule(static)

@@ -8,11 +8,13 @@
 #include <string>
 #include <unistd.h>
 
+#include "engine/vit_forward.h"
 #include "io/safetensors.h"
 #include "model/vit_model.h"
 #include "quant/calibrate.h"
 #include "quant/method.h"
 #include "quant/methods/methods.h"
+#include "quant/simulate.h"
 
 namespace vitq::test {
 
@@ -136,6 +138,23 @@ inline QuantPlan minmax_w4a4_token_plan(const ViTModel& m, const std::vector<flo
   Calibrator cal(m, img.data(), n);
   auto method = make_method("minmax", mc);
   return cal.run(*method, opt).plan;
+}
+
+// Block `blk`'s input and output in the model quantized by `plan` (the simulator's forward), n images.
+struct BlockIO {
+  std::vector<float> x, out;
+};
+inline BlockIO quantized_block_io(const ViTModel& m, const QuantPlan& plan, const std::vector<float>& img, int n,
+                                  int blk) {
+  PlanSimulator sim(m, plan);
+  ViTForward f(m);
+  BlockIO io;
+  io.x.resize(size_t(n) * size_t(m.cfg.tokens()) * size_t(m.cfg.embed_dim));
+  f.embed(img.data(), n, io.x.data(), &sim);
+  for (int i = 0; i < blk; ++i) f.block(i, io.x.data(), n, &sim);
+  io.out = io.x;
+  f.block(blk, io.out.data(), n, &sim);
+  return io;
 }
 
 }  // namespace vitq::test

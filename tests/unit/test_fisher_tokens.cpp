@@ -182,12 +182,7 @@ TEST(FisherTokens, ReconstructionLossWeightsEachToken) {
   const int n = 4, T = c.tokens(), D = c.embed_dim, P = c.num_prefix_tokens(), blk = 0;
   const std::vector<float> img = test::random_images(c, n, 9);
   const QuantPlan plan = test::minmax_w4a4_token_plan(m, img, n);
-  PlanSimulator sim(m, plan);
-  ViTForward f(m);
-  std::vector<float> x(size_t(n) * T * D);
-  f.embed(img.data(), n, x.data(), &sim);
-  std::vector<float> out = x;
-  f.block(blk, out.data(), n, &sim);
+  const auto [x, out] = test::quantized_block_io(m, plan, img, n, blk);
   std::vector<float> y(out.size()), tw(size_t(n) * T);
   for (size_t i = 0; i < y.size(); ++i) y[i] = out[i] + 0.1f * std::sin(float(i) * 0.37f);
   for (size_t i = 0; i < tw.size(); ++i) tw[i] = 0.2f + 1.5f * float(i % 5);

@@ -92,13 +92,7 @@ TEST(Reconstruction, HeadShareWeightsTheClassToken) {
   const std::vector<float> img = test::random_images(c, n, 8);
   const QuantPlan plan = test::minmax_w4a4_token_plan(m, img, n);
   // The last block's input in the quantized model, its output there, and a target near it.
-  PlanSimulator sim(m, plan);
-  ViTForward f(m);
-  std::vector<float> x(size_t(n) * T * D);
-  f.embed(img.data(), n, x.data(), &sim);
-  for (int i = 0; i < last; ++i) f.block(i, x.data(), n, &sim);
-  std::vector<float> out = x;
-  f.block(last, out.data(), n, &sim);
+  const auto [x, out] = test::quantized_block_io(m, plan, img, n, last);
   std::vector<float> y(out.size());
   for (size_t i = 0; i < y.size(); ++i) y[i] = out[i] + 0.1f * std::sin(float(i) * 0.37f);
   double all = 0, pre = 0;
