@@ -205,6 +205,52 @@ int64_t sum_u8(const uint8_t* u, size_t n) {
 }
 
 VITQ_MULTIVERSION
+uint8_t max_u8_rows(const uint8_t* a, size_t rows, size_t cols, size_t lda) {
+  uint8_t m = 0;
+  for (size_t i = 0; i < rows; ++i) {
+    const uint8_t* r = a + i * lda;
+#pragma omp simd reduction(max : m)
+    for (size_t k = 0; k < cols; ++k) m = r[k] > m ? r[k] : m;
+  }
+  return m;
+}
+
+VITQ_MULTIVERSION
+int max_abs_s8(const int8_t* b, size_t n) {
+  int m = 0;
+#pragma omp simd reduction(max : m)
+  for (size_t i = 0; i < n; ++i) {
+    const int v = b[i] < 0 ? -int(b[i]) : int(b[i]);
+    m = v > m ? v : m;
+  }
+  return m;
+}
+
+VITQ_MULTIVERSION
+void split_u8_lo7_hi1_rows(const uint8_t* a, size_t rows, size_t cols, size_t lda, uint8_t* lo_hi) {
+  for (size_t i = 0; i < rows; ++i) {
+    const uint8_t* r = a + i * lda;
+    uint8_t* lo = lo_hi + i * cols;
+    uint8_t* hi = lo_hi + (rows + i) * cols;
+#pragma omp simd
+    for (size_t k = 0; k < cols; ++k) {
+      lo[k] = uint8_t(r[k] & 127);
+      hi[k] = uint8_t(r[k] >> 7);
+    }
+  }
+}
+
+VITQ_MULTIVERSION
+void add_shl7_i32_rows(int32_t* c, size_t ldc, const int32_t* c_hi, size_t ld_hi, size_t rows, size_t cols) {
+  for (size_t i = 0; i < rows; ++i) {
+    int32_t* cr = c + i * ldc;
+    const int32_t* hr = c_hi + i * ld_hi;
+#pragma omp simd
+    for (size_t j = 0; j < cols; ++j) cr[j] += int32_t(uint32_t(hr[j]) << 7);
+  }
+}
+
+VITQ_MULTIVERSION
 void combine_two_a_planes_row(const int32_t* acc0, const int32_t* acc1, const int32_t* comp, float* out, size_t n) {
   if (comp) {
 #pragma omp simd

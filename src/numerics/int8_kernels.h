@@ -85,4 +85,13 @@ void combine_two_a_planes_row(const int32_t* acc0, const int32_t* acc1, const in
 // Sum of n u8 values (row sums of A codes for a weight offset).
 int64_t sum_u8(const uint8_t* u, size_t n);
 
+// The exact u8 x s8 GEMM on CPUs whose int8 kernels add adjacent products into saturating int16
+// (runtime/u8s8_matmul.h): the largest code of `rows` rows of `cols` values, `lda` apart; the
+// largest |b| of n values; the split of each code u into lo = u & 127 (rows 0..rows−1 of `lo_hi`,
+// `cols` apart) and hi = u >> 7 (the next `rows` rows); and c[i][j] += c_hi[i][j] << 7.
+uint8_t max_u8_rows(const uint8_t* a, size_t rows, size_t cols, size_t lda);
+int max_abs_s8(const int8_t* b, size_t n);
+void split_u8_lo7_hi1_rows(const uint8_t* a, size_t rows, size_t cols, size_t lda, uint8_t* lo_hi);
+void add_shl7_i32_rows(int32_t* c, size_t ldc, const int32_t* c_hi, size_t ld_hi, size_t rows, size_t cols);
+
 }  // namespace vitq

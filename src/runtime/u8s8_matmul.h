@@ -14,6 +14,8 @@
 // Whether this happens is probed once at run time (a worst-case product through oneDNN); where
 // it does, run() checks the pair bound 2·max(a)·max|b| ≤ 32767 per call and, when it does not
 // hold, computes a·B = lo·B + 128·(hi·B) with a = 128·hi + lo (lo ≤ 127, hi ≤ 1), both exact.
+// Constant weights (Packed) on such a CPU with AVX2 go to vitq's own exact kernel instead
+// (numerics/gemm_u8s8_avx2.h: one pass at vpmaddubsw speed instead of two oneDNN GEMMs).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -25,6 +27,7 @@
 #include <unordered_map>
 
 #include "engine/dnnl_engine.h"
+#include "numerics/gemm_u8s8_avx2.h"
 
 namespace vitq {
 
@@ -44,7 +47,7 @@ class U8S8Matmul {
   void run(int M, const uint8_t* a, int lda, int32_t* c, int ldc, const int8_t* b = nullptr) const;
   // oneDNN's implementation name for M rows (e.g. "brg:avx512_core_vnni"), for reports.
   std::string impl(int M) const;
-  size_t packed_bytes() const { return packed_md_.get_size(); }
+  size_t packed_bytes() const;
   // True if oneDNN's u8 x s8 kernels saturate pairwise sums on this CPU (see above).
   static bool pairs_saturate();
 
@@ -64,12 +67,14 @@ class U8S8Matmul {
     mutable std::map<std::thread::id, std::unique_ptr<Bound>> bound;
   };
   const Prim& prim(int M, int lda, int ldc) const;
+  static thread_local bool probing;  // pairs_saturate() is running its probe on this thread
   // One oneDNN call, exact only where the pair bound holds or the CPU has VNNI.
   void run_direct(int M, const uint8_t* a, int lda, int32_t* c, int ldc, const int8_t* b) const;
 
   int N_, K_;
   BLayout layout_;
   int packed_abs_max_ = 128;  // max |b| of the packed weights
+  std::unique_ptr<PackedS8Avx2> avx2_;  // the weights for gemm_u8s8s32_4x16_avx2, or null
   dnnl::memory::desc packed_md_;
   dnnl::memory packed_;
   mutable std::mutex mu_;

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "numerics/gemm_u8s8_avx2.h"
 #include "runtime/u8s8_matmul.h"
 
 using vitq::BLayout;
@@ -36,6 +37,41 @@ TEST(U8S8Matmul, ExactAtTheExtremesInEveryLayout) {
       for (int i = 0; i < M; ++i)
         for (int n = 0; n < N; ++n) wrong += c[size_t(i) * ldc + n] != ref[size_t(i) * N + n];
       EXPECT_EQ(wrong, 0) << "trial " << trial << " layout " << int(layout) << " M N K " << M << " " << N << " " << K;
+    }
+  }
+}
+
+// vitq's AVX2 kernel (the sign trick, numerics/gemm_u8s8_avx2.h) against the scalar int64
+// reference: row and column tails (M, N not multiples of 4 / 16), K tails (K % 4 ≠ 0), rows
+// lda > K apart, the extremes u ∈ {0, 255} against b ∈ {−128, 127}, codes −128 (packed as −127 and
+// corrected), and a column-block range.
+TEST(GemmU8S8Avx2, ExactAgainstTheScalarReference) {
+  if (!vitq::gemm_u8s8_avx2_available()) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 8; ++trial) {
+    const int M = 1 + trial * 5, N = 1 + trial * 9, K = 1 + trial * 11;
+    const size_t lda = size_t(K) + size_t(trial % 3), ldc = size_t(N) + 5;
+    std::vector<uint8_t> a(size_t(M) * lda, 7);  // the gap between rows must not be read
+    std::vector<int8_t> b(size_t(N) * K);
+    for (int i = 0; i < M; ++i)
+      for (int k = 0; k < K; ++k) a[size_t(i) * lda + size_t(k)] = trial % 2 ? uint8_t(255 * ((i + k) % 2)) : uint8_t(rng());
+    for (auto& v : b) v = trial % 4 == 1 ? int8_t(rng() % 2 ? -128 : 127) : int8_t(rng());
+    std::vector<int32_t> ref(size_t(M) * ldc, -1), c(size_t(M) * ldc, -1);
+    vitq::gemm_u8s8s32_ref(M, a.data(), lda, b.data(), N, K, ref.data(), ldc);
+    const vitq::PackedS8Avx2 p = vitq::pack_s8_avx2(b.data(), N, K);
+    vitq::gemm_u8s8s32_4x16_avx2(M, a.data(), lda, p, c.data(), ldc, 0, (N + 15) / 16);
+    EXPECT_EQ(c, ref) << "trial " << trial << " M N K " << M << " " << N << " " << K;
+    // Only the columns of the blocks asked for are written.
+    if (N > 16) {
+      std::vector<int32_t> part(size_t(M) * ldc, -1);
+      vitq::gemm_u8s8s32_4x16_avx2(M, a.data(), lda, p, part.data(), ldc, 1, 2);
+      int wrong = 0;
+      for (int i = 0; i < M; ++i)
+        for (int n = 0; n < int(ldc); ++n) {
+          const int32_t want = n >= 16 && n < std::min(32, N) ? ref[size_t(i) * ldc + size_t(n)] : -1;
+          wrong += part[size_t(i) * ldc + size_t(n)] != want;
+        }
+      EXPECT_EQ(wrong, 0) << "trial " << trial;
     }
   }
 }
