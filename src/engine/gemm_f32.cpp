@@ -30,7 +30,9 @@ void gemm_tn_f32(int64_t M, int64_t N, int64_t K, const float* a, const float* b
 
 void site_gemm_f32(const SiteCall& c) {
   if (c.groups == 1) {
-    gemm_nt_f32(c.M, c.N, c.K, c.x, c.w, c.y);
+    const int rows = image_rows(c);  // image by image (site.h)
+    for (int r0 = 0; r0 < c.M; r0 += rows)
+      gemm_nt_f32(std::min(rows, c.M - r0), c.N, c.K, c.x + int64_t(r0) * c.K, c.w, c.y + int64_t(r0) * c.N);
     if (c.bias) {
 #pragma omp parallel for schedule(static)
       for (int r = 0; r < c.M; ++r) add_bias_rows(c.y + int64_t(r) * c.N, 1, size_t(c.N), c.bias);

@@ -97,7 +97,10 @@ void ViTForward::run_site(const SiteCall& call, SiteHook* hook) {
   if (!hook && gemm_ == FpGemm::Packed && call.groups == 1) {  // plain FP32 inference
     auto& p = packed_[{call.w, call.bias}];
     if (!p) p = std::make_unique<PackedLinearF32>(call.N, call.K, call.w, call.bias);
-    p->run(call.M, call.x, call.y);
+    // One GEMM per image (site.h: image_rows): an image's logits do not depend on the batch.
+    const int rows = image_rows(call);
+    for (int r0 = 0; r0 < call.M; r0 += rows)
+      p->run(std::min(rows, call.M - r0), call.x + int64_t(r0) * call.K, call.y + int64_t(r0) * call.N);
     return;
   }
   if (!hook || !hook->compute(call)) site_gemm_f32(call);
@@ -266,17 +269,19 @@ void ViTForward::mlp(int index, int batch, SiteHook* hook) {
 }
 
 void ViTForward::compensate(const LinearWeights& c, const float* x, int rows, float* y) {
-  const int D = m_.cfg.embed_dim;
+  const int D = m_.cfg.embed_dim, T = m_.cfg.tokens();
   if (c.out() != D || c.in() != D || c.b.numel() != D)
     fail(ErrorKind::Model, "error compensation: weight ", c.w.dim(0), "x", c.w.dim(1), ", bias ", c.b.numel(),
          " for embed_dim ", D, " (needs ", D, "x", D, " and ", D, ")");
   if (gemm_ == FpGemm::Packed) {
     auto& p = packed_[{c.w.ptr(), c.b.ptr()}];
     if (!p) p = std::make_unique<PackedLinearF32>(D, D, c.w.ptr(), c.b.ptr());
-    p->run(rows, x, y);
+    for (int r0 = 0; r0 < rows; r0 += T)  // image by image, as the linear sites (site.h: image_rows)
+      p->run(std::min(T, rows - r0), x + int64_t(r0) * D, y + int64_t(r0) * D);
     return;
   }
-  gemm_nt_f32(rows, D, D, x, c.w.ptr(), y);
+  for (int r0 = 0; r0 < rows; r0 += T)
+    gemm_nt_f32(std::min(T, rows - r0), D, D, x + int64_t(r0) * D, c.w.ptr(), y + int64_t(r0) * D);
   const float* b = c.b.ptr();
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < rows; ++r)

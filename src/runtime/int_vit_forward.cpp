@@ -153,6 +153,7 @@ struct IntViTForward::Impl {
   size_t attn_ps = 0;
   std::vector<Scratch> scratch;
 
+  int batch_now = 0;  // images of the forward being run
   enum Stage { kEmbed, kQkv, kAttention, kProj, kFc1, kFc2, kHead, kCompensation, kStages };
   bool profiling = false;
   std::array<double, kStages> stage_s{};
@@ -317,9 +318,11 @@ struct IntViTForward::Impl {
     const float* in_f32 = in.f32.empty() ? nullptr : in.f32.data() + row0 * size_t(K);
     const RowQuant* in_rq = in.rq.empty() ? nullptr : in.rq.data() + row0;
     if (!L.quantized()) {
-      // FP32 site: one oneDNN GEMM over all rows, as the FP32 forward does it (a float GEMM's
-      // rounding may depend on how its rows are split), then the row epilogues in parallel.
-      L.gemm_tile_f32(M, in_f32, fp_out.data());
+      // FP32 site: oneDNN GEMMs image by image, as the FP32 forward does it (engine/site.h:
+      // image_rows; a float GEMM's rounding may depend on its row count), then the row epilogues.
+      const int per_image = batch_now > 0 && M % batch_now == 0 ? M / batch_now : M;
+      for (int r0 = 0; r0 < M; r0 += per_image)
+        L.gemm_tile_f32(std::min(per_image, M - r0), in_f32 + size_t(r0) * size_t(K), fp_out.data() + size_t(r0) * size_t(N));
 #pragma omp parallel for schedule(static)
       for (int r = 0; r < M; ++r) {
         float* y = fp_out.data() + size_t(r) * size_t(N);
@@ -564,7 +567,8 @@ struct IntViTForward::Impl {
     mark(kFc2);  // the previous block's fc2 (nothing before block 0)
     // Error compensation of the block's input, added to its output with fc2's residual.
     if (bl.comp) {
-      bl.comp->run(rows, x.data(), comp_out.data());
+      for (int r0 = 0; r0 < rows; r0 += T)  // image by image, as the FP32 forward (engine/site.h: image_rows)
+        bl.comp->run(T, x.data() + size_t(r0) * D, comp_out.data() + size_t(r0) * D);
       mark(kCompensation);
     }
     const float* comp = bl.comp ? comp_out.data() : nullptr;
@@ -658,6 +662,7 @@ void IntViTForward::run(const float* images, int batch, float* logits) {
   if (batch < 1) return;
   Impl& m = *impl_;
   m.reserve(batch);
+  m.batch_now = batch;
   m.t_last = std::chrono::steady_clock::now();
   m.embed(images, batch);
   m.mark(Impl::kEmbed);

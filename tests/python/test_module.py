@@ -88,7 +88,10 @@ def main():
             run([args.vitq, "eval", *model_args, "--data", data, "--json", out, "-q"])
             return json.load(open(out))["predictions"]
 
-        # 1. FP32.
+        # 1. FP32. Two threads here and in the venv below: importing torch (for the reference) sets
+        # the process's OpenMP threads to its own count, and oneDNN's AVX2 sgemm splits its sums by
+        # the thread count (the logits move by ~1e-6), so both sides name it.
+        vitq.set_threads(2)
         m = vitq.load(bundled)
         check(m.engine == "fp32" and m.config["img_size"] == 28 and m.config["in_chans"] == 1,
               f"vitq.load(bundled): engine {m.engine}, config {m.config['img_size']} px, {m.config['in_chans']} channel")
@@ -182,7 +185,7 @@ def main():
             check(r.returncode == 0, "pip install --no-index <source> into a venv" +
                   ("" if r.returncode == 0 else f": {(r.stdout + r.stderr).strip()[-600:]}"))
             np.save(os.path.join(tmp, "x.npy"), x[:4])
-            code = ("import sys, numpy as np, vitq; m = vitq.load(sys.argv[1]); "
+            code = ("import sys, numpy as np, vitq; vitq.set_threads(2); m = vitq.load(sys.argv[1]); "
                     "np.save(sys.argv[3], m.predict(np.load(sys.argv[2]))); print(vitq.__file__)")
             r = subprocess.run([os.path.join(venv, "bin", "python"), "-c", code, bundled, os.path.join(tmp, "x.npy"),
                                 os.path.join(tmp, "y.npy")], capture_output=True, text=True, cwd=tmp)
