@@ -9,6 +9,9 @@ Engines (see ENGINE_GROUPS; adding one is one function returning an Engine):
   vitq-fp32     build/vitq bench, 2 and 1 threads
   vitq-int8     build/vitq bench on the W8A8 quantized model directory (integer run), 2 and 1 threads
   vitq-sim      the same directory with --simulate (quantize-dequantize, FP32 GEMMs), 2 threads
+  vitq-fast     build/vitq bench on issue 16's fastest plan within a point of the best W8A8 accuracy
+                on ViT-Ti's dev split (bench/recipe_speed.py's vitq-w8a8-signed+tables: vitq's W8A8
+                formats, signed softmax grid, 8-bit GELU and softmax tables), 2 and 1 threads
   pytorch-fp32  PyTorch eager FP32 (bench/torch_bench.py), 1 and 2 threads, best reported
   pytorch-int8  PyTorch quantize_dynamic(nn.Linear, qint8), onednn engine, 1 and 2 threads
   ort-fp32      ONNX Runtime (bench/ort_bench.js, onnxruntime-node), 2 and 1 intra-op threads
@@ -55,6 +58,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tools"))
 from results_md import replace_block  # noqa: E402  (run_speed's machine() is its own: it also lists the ISA)
+from recipe_speed import CONFIGS as RECIPE_CONFIGS  # noqa: E402
 PYTHON = "/usr/bin/python3"
 TIME = "/usr/bin/time"
 CORE_BUDGET = 2
@@ -68,8 +72,12 @@ MODELS = {  # short name -> (timm architecture, label)
     "deit_s": ("deit_small_patch16_224", "DeiT-S"),
     "vit_b": ("vit_base_patch16_224", "ViT-B"),
 }
-PEER_ORDER = ["vitq", "vitq-sim", "pytorch", "ort", "ort-qdq", "roofline"]
-PEER_LABEL = {"vitq": "vitq", "vitq-sim": "vitq simulated", "pytorch": "PyTorch 1.13", "ort": "ONNX Runtime",
+# Issue 16's fastest plan within a point of the best W8A8 accuracy (ViT-Ti dev; docs/RESULTS.md, "Integer
+# element-wise operators"): the quantize options of recipe_speed's configuration of that name.
+FAST_CONFIG = "vitq-w8a8-signed+tables"
+PEER_ORDER = ["vitq", "vitq-fast", "vitq-sim", "pytorch", "ort", "ort-qdq", "roofline"]
+PEER_LABEL = {"vitq": "vitq", "vitq-fast": "vitq fastest plan", "vitq-sim": "vitq simulated",
+              "pytorch": "PyTorch 1.13", "ort": "ONNX Runtime",
               "ort-qdq": "ONNX Runtime on vitq's QDQ export", "roofline": "GEMM roofline"}
 PRECISION_LABEL = {"fp32": "FP32", "int8": "INT8 (dynamic / W8A8)"}
 
@@ -103,6 +111,7 @@ class Model:
     onnx_int8: str = ""
     qdir: str = ""  # vitq W8A8 quantized model directory
     onnx_qdq: str = ""  # its QDQ ONNX export (vitq export --onnx)
+    qdir_fast: str = ""  # the quantized directory of FAST_CONFIG
 
 
 @dataclasses.dataclass
@@ -131,14 +140,17 @@ def missing_file(path, hint):
 # ------------------------------------------------------------------------------ engines
 
 def vitq_engine(threads=CORE_BUDGET, kind="fp32"):
-    """kind: fp32 (the checkpoint), int8 (the W8A8 directory in integers), sim (the same, simulated)."""
+    """kind: fp32 (the checkpoint), int8 (the W8A8 directory in integers), sim (the same, simulated),
+    fast (FAST_CONFIG's directory in integers)."""
     def argv(ctx, m, b, out):
-        cmd = [ctx.vitq, "bench", "--model", m.dir if kind == "fp32" else m.qdir, "--batch", b, "--threads", threads,
+        model = {"fp32": m.dir, "fast": m.qdir_fast}.get(kind, m.qdir)
+        cmd = [ctx.vitq, "bench", "--model", model, "--batch", b, "--threads", threads,
                "--warmup", ctx.warmup, "--iters", ctx.iters, "--json", out]
         return cmd + (["--simulate"] if kind == "sim" else [])
 
     return Engine(
-        name=f"vitq {kind} t{threads}", peer="vitq-sim" if kind == "sim" else "vitq", threads=threads, argv=argv,
+        name=f"vitq {kind} t{threads}", peer={"sim": "vitq-sim", "fast": "vitq-fast"}.get(kind, "vitq"),
+        threads=threads, argv=argv,
         parse=lambda j, b: {"fp32" if kind == "fp32" else "int8": median_per_image(j, b)},
         available=lambda ctx: missing_file(ctx.vitq, "build the 'vitq' target"))
 
@@ -187,6 +199,7 @@ ENGINE_GROUPS = {
     "vitq-fp32": (vitq_engine, (CORE_BUDGET, 1)),
     "vitq-int8": (lambda t: vitq_engine(t, "int8"), (CORE_BUDGET, 1)),
     "vitq-sim": (lambda t: vitq_engine(t, "sim"), (CORE_BUDGET,)),
+    "vitq-fast": (lambda t: vitq_engine(t, "fast"), (CORE_BUDGET, 1)),
     "pytorch-fp32": (lambda t: pytorch_engine("fp32", t), (1, 2)),
     "ort-fp32": (ort_engine, (2, 1)),
     "pytorch-int8": (lambda t: pytorch_engine("int8", t), (1, 2)),
@@ -213,7 +226,7 @@ def prepare_model(ctx, key):
     arch, label = MODELS[key]
     d = os.path.join(ctx.work_dir, arch)
     m = Model(key, arch, label, d, os.path.join(d, "model.onnx"), os.path.join(d, "model_int8.onnx"),
-              os.path.join(d, "w8a8"), os.path.join(d, "w8a8_qdq.onnx"))
+              os.path.join(d, "w8a8"), os.path.join(d, "w8a8_qdq.onnx"), os.path.join(d, FAST_CONFIG.replace("+", "-")))
     if not os.path.exists(m.onnx):
         export_model(d, m, arch)
     if not os.path.exists(m.onnx_int8):
@@ -225,6 +238,10 @@ def prepare_model(ctx, key):
         log(f"  quantizing {arch} to W8A8 with vitq (MinMax on 4 random images)")
         subprocess.run([ctx.vitq, "quantize", "--model", d, "--random-calibration", "4", "--method", "minmax",
                         "--bits", "8", "-o", m.qdir, "--force", "-q"], check=True, stdout=subprocess.DEVNULL)
+    if not os.path.exists(os.path.join(m.qdir_fast, "model.safetensors")) and os.path.exists(ctx.vitq):
+        log(f"  quantizing {arch} with vitq's fastest plan ({FAST_CONFIG}, 4 random images)")
+        subprocess.run([ctx.vitq, "quantize", "--model", d, "--random-calibration", "4", *RECIPE_CONFIGS[FAST_CONFIG],
+                        "-o", m.qdir_fast, "--force", "-q"], check=True, stdout=subprocess.DEVNULL)
     if not os.path.exists(m.onnx_qdq) and os.path.exists(os.path.join(m.qdir, "model.safetensors")):
         log(f"  exporting the {arch} W8A8 model as QDQ ONNX (vitq export --onnx)")
         subprocess.run([ctx.vitq, "export", "--model", m.qdir, "--onnx", m.onnx_qdq], check=True,
@@ -428,7 +445,7 @@ def precision_table(prec, best, models, batches):
     peers = [p for p in PEER_ORDER if any(k[2] == p and k[3] == prec for k in best)]
     if not peers:
         return []
-    others = [p for p in peers if p not in ("vitq", "roofline")]
+    others = [p for p in peers if p not in ("vitq", "vitq-fast", "roofline")]
     has_vitq, has_roof = "vitq" in peers, "roofline" in peers
     head = ["model", "batch"] + [PEER_LABEL[p] for p in peers]
     if has_vitq:
@@ -455,7 +472,7 @@ def precision_table(prec, best, models, batches):
                        "quantize-dequantize with FP32 GEMMs; PyTorch and ORT = dynamic int8 of the linear "
                        "layers (qkv, proj, fc1, fc2), attention matmuls in FP32; ORT on vitq's QDQ export = the "
                        "same W8A8 plan as static QDQ pairs (`vitq export --onnx`), which ORT fuses into its own "
-                       "int8 kernels.")
+                       "int8 kernels; vitq fastest plan = the plan of issue 16's goal below, run in integers.")
     elif prec == "int8":
         out.append("vitq INT8 (W8A8) is not benchmarked yet.")
     return out
@@ -525,6 +542,38 @@ def goals_table(best, models, batches):
     return out if len(out) > 2 else []
 
 
+# Issue 16's speed goals for the fastest plan within a point: (label, peer, precision, minimum ratio, batches
+# the goal is set for, models it is set for).
+FAST_GOALS = [("vitq FP32", "vitq", "fp32", 4.0, (8,), ("vit_ti", "deit_s")),
+              ("ORT int8", "ort", "int8", 1.5, (1, 8), tuple(MODELS))]
+
+
+def fast_goals_table(best, models, batches):
+    """The fastest plan within a point (FAST_CONFIG) against issue 16's goals: peer ÷ it; a goal's cell
+    is marked only for the models and batches the goal is set for."""
+    head = ["model", "batch", "vitq fastest plan ms", "vitq W8A8 ÷ it"] + \
+        [f"{g[0]} ÷ it (≥ {g[3]:g} at batch {'/'.join(map(str, g[4]))})" for g in FAST_GOALS]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for mk in models:
+        for b in batches:
+            f = best.get((mk, b, "vitq-fast", "int8"))
+            if not f:
+                continue
+            fm = f["median_ms_per_image"]
+            w = best.get((mk, b, "vitq", "int8"))
+            cells = [MODELS[mk][1], str(b), f"{fm:.2f}", f"{w['median_ms_per_image'] / fm:.2f}×" if w else "—"]
+            for _, peer, prec, goal, goal_batches, goal_models in FAST_GOALS:
+                r = best.get((mk, b, peer, prec))
+                if not r:
+                    cells.append("—")
+                    continue
+                q = r["median_ms_per_image"] / fm
+                mark = (" ✓" if q >= goal else " ✗") if b in goal_batches and mk in goal_models else ""
+                cells.append(f"{q:.2f}×{mark}")
+            out.append("| " + " | ".join(cells) + " |")
+    return out if len(out) > 2 else []
+
+
 def markdown(meta, rows, models, batches, failures, level=1, detail=True):
     """The report; level = heading level of its title (2 inside docs/RESULTS.md), detail = add the table
     of every (engine, thread count)."""
@@ -538,6 +587,13 @@ def markdown(meta, rows, models, batches, failures, level=1, detail=True):
     goals = goals_table(best, models, batches)
     if goals:
         out += ["", f"{h}# vitq W8A8 against the speed goals (peer ÷ vitq W8A8; ✓ = met)", ""] + goals
+    fast = fast_goals_table(best, models, batches)
+    if fast:
+        out += ["", f"{h}# vitq's fastest plan within a point against issue 16's goals (peer ÷ it; ✓ = met)", "",
+                f"The plan: `vitq quantize {' '.join(RECIPE_CONFIGS[FAST_CONFIG])}` (bench/recipe_speed.py's "
+                f"`{FAST_CONFIG}`), the fastest measured within 1 point of the best W8A8 top-1 on ViT-Ti's dev split "
+                "([Integer element-wise operators](#integer-element-wise-operators)); here on the same random-weight "
+                "models as the other rows.", ""] + fast
     out += ["", f"{h}# Peak memory (RSS, MB)", ""] + rss_table(best, models, batches)
     if detail:
         out += ["", f"{h}# Every configuration", ""] + detail_table(rows)
