@@ -30,9 +30,9 @@ void gemm_tn_f32(int64_t M, int64_t N, int64_t K, const float* a, const float* b
 
 void site_gemm_f32(const SiteCall& c) {
   if (c.groups == 1) {
-    const int rows = image_rows(c);  // image by image (site.h)
-    for (int r0 = 0; r0 < c.M; r0 += rows)
-      gemm_nt_f32(std::min(rows, c.M - r0), c.N, c.K, c.x + int64_t(r0) * c.K, c.w, c.y + int64_t(r0) * c.N);
+    for_row_chunks(c.M, image_rows(c), [&](int r0, int rows) {  // image by image (site.h)
+      gemm_nt_f32(rows, c.N, c.K, c.x + int64_t(r0) * c.K, c.w, c.y + int64_t(r0) * c.N);
+    });
     if (c.bias) {
 #pragma omp parallel for schedule(static)
       for (int r = 0; r < c.M; ++r) add_bias_rows(c.y + int64_t(r) * c.N, 1, size_t(c.N), c.bias);

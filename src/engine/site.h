@@ -63,11 +63,17 @@ struct SiteCall {
   int64_t y_stride() const { return int64_t(M) * N; }
 };
 
-// Rows of one image in a linear site's M rows (M itself if the images do not divide it). The FP32
-// GEMMs of a linear site run image by image: oneDNN's float kernels may round a row differently
-// with the row count of the call (seen with its AVX2 sgemm: 1e-7 relative, batch 1 against 40),
-// and an image's logits must not depend on which images share its batch.
-inline int image_rows(const SiteCall& c) { return c.images > 0 && c.M % c.images == 0 ? c.M / c.images : c.M; }
+// Rows of one image in M rows of `images` images (M itself if the images do not divide it). The
+// FP32 GEMMs of a linear site run image by image (for_row_chunks): oneDNN's float kernels may round
+// a row differently with the row count of the call (seen with its AVX2 sgemm: 1e-7 relative,
+// batch 1 against 40), and an image's logits must not depend on which images share its batch.
+inline int rows_per_image(int M, int images) { return images > 0 && M % images == 0 ? M / images : M; }
+inline int image_rows(const SiteCall& c) { return rows_per_image(c.M, c.images); }
+// f(r0, rows) for the chunks [r0, r0 + rows) of `chunk` rows (the last one shorter) of M rows.
+template <class F>
+void for_row_chunks(int M, int chunk, F&& f) {
+  for (int r0 = 0; r0 < M; r0 += chunk) f(r0, chunk < M - r0 ? chunk : M - r0);
+}
 
 // Observes and/or replaces site computations during a forward pass. Calls come from the
 // forward's calling thread, one per site, in execution order.

@@ -98,9 +98,8 @@ void ViTForward::run_site(const SiteCall& call, SiteHook* hook) {
     auto& p = packed_[{call.w, call.bias}];
     if (!p) p = std::make_unique<PackedLinearF32>(call.N, call.K, call.w, call.bias);
     // One GEMM per image (site.h: image_rows): an image's logits do not depend on the batch.
-    const int rows = image_rows(call);
-    for (int r0 = 0; r0 < call.M; r0 += rows)
-      p->run(std::min(rows, call.M - r0), call.x + int64_t(r0) * call.K, call.y + int64_t(r0) * call.N);
+    for_row_chunks(call.M, image_rows(call),
+                   [&](int r0, int rows) { p->run(rows, call.x + int64_t(r0) * call.K, call.y + int64_t(r0) * call.N); });
     return;
   }
   if (!hook || !hook->compute(call)) site_gemm_f32(call);
@@ -276,12 +275,11 @@ void ViTForward::compensate(const LinearWeights& c, const float* x, int rows, fl
   if (gemm_ == FpGemm::Packed) {
     auto& p = packed_[{c.w.ptr(), c.b.ptr()}];
     if (!p) p = std::make_unique<PackedLinearF32>(D, D, c.w.ptr(), c.b.ptr());
-    for (int r0 = 0; r0 < rows; r0 += T)  // image by image, as the linear sites (site.h: image_rows)
-      p->run(std::min(T, rows - r0), x + int64_t(r0) * D, y + int64_t(r0) * D);
+    // Image by image, as the linear sites (site.h: image_rows).
+    for_row_chunks(rows, T, [&](int r0, int n) { p->run(n, x + int64_t(r0) * D, y + int64_t(r0) * D); });
     return;
   }
-  for (int r0 = 0; r0 < rows; r0 += T)
-    gemm_nt_f32(std::min(T, rows - r0), D, D, x + int64_t(r0) * D, c.w.ptr(), y + int64_t(r0) * D);
+  for_row_chunks(rows, T, [&](int r0, int n) { gemm_nt_f32(n, D, D, x + int64_t(r0) * D, c.w.ptr(), y + int64_t(r0) * D); });
   const float* b = c.b.ptr();
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < rows; ++r)

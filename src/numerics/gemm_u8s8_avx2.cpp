@@ -119,11 +119,13 @@ void gemm_u8s8s32_4x16_avx2(int M, const uint8_t* a, size_t lda, const PackedS8A
     for (; i + kMr <= M; i += kMr) tile<kMr>(a + size_t(i) * lda, lda, b.K, bp, cs, cb + size_t(i) * ldc, ldc, ncols);
     for (; i < M; ++i) tile<1>(a + size_t(i) * lda, lda, b.K, bp, cs, cb + size_t(i) * ldc, ldc, ncols);
   }
-  // The codes −128 were packed as −127: u·(−128) = u·(−127) − u.
-  for (const auto& [k, n] : b.minus128) {
-    if (n < nb0 * kNr || n >= nb1 * kNr) continue;
-    for (int i = 0; i < M; ++i) c[size_t(i) * ldc + size_t(n)] -= a[size_t(i) * lda + size_t(k)];
-  }
+  // The codes −128 were packed as −127: u·(−128) = u·(−127) − u. The list is in column order
+  // (pack_s8_avx2_into): only the entries of these column blocks.
+  const auto by_column = [](const std::pair<int, int>& e, int n) { return e.second < n; };
+  const auto first = std::lower_bound(b.minus128.begin(), b.minus128.end(), nb0 * kNr, by_column);
+  const auto last = std::lower_bound(first, b.minus128.end(), nb1 * kNr, by_column);
+  for (auto e = first; e != last; ++e)
+    for (int i = 0; i < M; ++i) c[size_t(i) * ldc + size_t(e->second)] -= a[size_t(i) * lda + size_t(e->first)];
 }
 
 void gemm_u8s8s32_ref(int M, const uint8_t* a, size_t lda, const int8_t* b_nk, int N, int K, int32_t* c, size_t ldc) {

@@ -22,7 +22,7 @@ struct PackedS8Avx2 {
   int N = 0, K = 0;
   avector<int8_t> data;                    // [N/16 blocks][ceil(K/4) quads][64 bytes], zero-padded
   std::vector<int32_t> colsum;             // Σ_k of the packed codes per column (padded to 16)
-  std::vector<std::pair<int, int>> minus128;  // (k, n) of the codes −128 (packed as −127)
+  std::vector<std::pair<int, int>> minus128;  // (k, n) of the codes −128 (packed as −127), by column n
 };
 
 // The CPU can run gemm_u8s8s32_4x16_avx2.

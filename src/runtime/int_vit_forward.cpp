@@ -12,6 +12,7 @@
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
 #include "engine/packed_linear_f32.h"
+#include "engine/site.h"
 #include "numerics/attention_gemm_amx.h"
 #include "numerics/hadamard.h"
 #include "numerics/int8_kernels.h"
@@ -320,9 +321,9 @@ struct IntViTForward::Impl {
     if (!L.quantized()) {
       // FP32 site: oneDNN GEMMs image by image, as the FP32 forward does it (engine/site.h:
       // image_rows; a float GEMM's rounding may depend on its row count), then the row epilogues.
-      const int per_image = batch_now > 0 && M % batch_now == 0 ? M / batch_now : M;
-      for (int r0 = 0; r0 < M; r0 += per_image)
-        L.gemm_tile_f32(std::min(per_image, M - r0), in_f32 + size_t(r0) * size_t(K), fp_out.data() + size_t(r0) * size_t(N));
+      for_row_chunks(M, rows_per_image(M, batch_now), [&](int r0, int rows) {
+        L.gemm_tile_f32(rows, in_f32 + size_t(r0) * size_t(K), fp_out.data() + size_t(r0) * size_t(N));
+      });
 #pragma omp parallel for schedule(static)
       for (int r = 0; r < M; ++r) {
         float* y = fp_out.data() + size_t(r) * size_t(N);
@@ -567,8 +568,9 @@ struct IntViTForward::Impl {
     mark(kFc2);  // the previous block's fc2 (nothing before block 0)
     // Error compensation of the block's input, added to its output with fc2's residual.
     if (bl.comp) {
-      for (int r0 = 0; r0 < rows; r0 += T)  // image by image, as the FP32 forward (engine/site.h: image_rows)
-        bl.comp->run(T, x.data() + size_t(r0) * D, comp_out.data() + size_t(r0) * D);
+      for_row_chunks(rows, T, [&](int r0, int n) {  // image by image, as the FP32 forward (engine/site.h)
+        bl.comp->run(n, x.data() + size_t(r0) * D, comp_out.data() + size_t(r0) * D);
+      });
       mark(kCompensation);
     }
     const float* comp = bl.comp ? comp_out.data() : nullptr;
