@@ -510,6 +510,15 @@ GOALS = [("vitq FP32", "vitq", "fp32", 3.0), ("PyTorch int8", "pytorch", "int8",
          ("ORT FP32", "ort", "fp32", 2.0), ("ORT int8", "ort", "int8", 1.3)]
 
 
+def goal_cell(best, mk, b, peer, prec, ms, goal, marked=True):
+    """'peer ÷ ms' for the peer's best row, with ✓/✗ against `goal` where `marked`; '—' without a row."""
+    r = best.get((mk, b, peer, prec))
+    if not r:
+        return "—"
+    q = r["median_ms_per_image"] / ms
+    return f"{q:.2f}×" + ((" ✓" if q >= goal else " ✗") if marked else "")
+
+
 def goals_table(best, models, batches):
     """vitq W8A8 against each goal: peer ÷ vitq (must reach the minimum), vitq ÷ INT8 roofline
     (≤ 2), and at batch 1 whether vitq W8A8 is faster than every PyTorch/ORT configuration."""
@@ -523,10 +532,7 @@ def goals_table(best, models, batches):
                 continue
             vm = v["median_ms_per_image"]
             cells = [MODELS[mk][1], str(b), f"{vm:.2f}"]
-            for _, peer, prec, goal in GOALS:
-                r = best.get((mk, b, peer, prec))
-                q = r["median_ms_per_image"] / vm if r else None
-                cells.append(f"{q:.2f}× {'✓' if q >= goal else '✗'}" if r else "—")
+            cells += [goal_cell(best, mk, b, peer, prec, vm, goal) for _, peer, prec, goal in GOALS]
             rf = best.get((mk, b, "roofline", "int8"))
             q = vm / rf["median_ms_per_image"] if rf else None
             cells.append(f"{q:.2f}× {'✓' if q <= 2 else '✗'}" if rf else "—")
@@ -562,14 +568,8 @@ def fast_goals_table(best, models, batches):
             fm = f["median_ms_per_image"]
             w = best.get((mk, b, "vitq", "int8"))
             cells = [MODELS[mk][1], str(b), f"{fm:.2f}", f"{w['median_ms_per_image'] / fm:.2f}×" if w else "—"]
-            for _, peer, prec, goal, goal_batches, goal_models in FAST_GOALS:
-                r = best.get((mk, b, peer, prec))
-                if not r:
-                    cells.append("—")
-                    continue
-                q = r["median_ms_per_image"] / fm
-                mark = (" ✓" if q >= goal else " ✗") if b in goal_batches and mk in goal_models else ""
-                cells.append(f"{q:.2f}×{mark}")
+            cells += [goal_cell(best, mk, b, peer, prec, fm, goal, b in goal_batches and mk in goal_models)
+                      for _, peer, prec, goal, goal_batches, goal_models in FAST_GOALS]
             out.append("| " + " | ".join(cells) + " |")
     return out if len(out) > 2 else []
 
