@@ -19,6 +19,9 @@ ONNX Runtime's LayerNorm, softmax and erf differ from vitq's in the last bits, w
 odd activation across a rounding boundary of its grid (one site alone: mean |diff| 1e-4; W4A4
 minmax on the bundled model, with fewer boundaries: 2e-6). Refusals: --onnx
 with -o, and a plan with codes over 8 bits, naming the site (exit 2 each).
+On CPUs where ONNX Runtime's int8 MatMul saturates pairwise int16 sums (AVX2 without VNNI; probed
+with one worst-case QDQ MatMul, ort_int8_saturates), ONNX Runtime computes another function than an
+8-bit plan: those agreements are printed, not checked (4-bit codes stay within int16 and are).
 
 ONNX Runtime: bench/node_modules, else `npm ci --ignore-scripts` of bench/package-lock.json into
 the build directory (node and the npm registry needed; skips with the reason otherwise).
@@ -72,6 +75,31 @@ def ort_logits(args, ort_dir, onnx_path, x, tmp):
     return torch.from_numpy(np.fromfile(out, dtype="<f4"))
 
 
+def ort_int8_saturates(args, ort_dir, tmp):
+    """Whether ONNX Runtime's fused int8 MatMul adds adjacent u8·s8 products into saturating int16 on
+    this CPU (its AVX2 kernels without VNNI use vpmaddubsw): a QDQ MatMul of u8 codes 255 (zero point
+    128) by s8 weights −128 over K = 64, exactly −127·128·64 = −1040384 (output step 8192: code −127)."""
+    from onnx import TensorProto, helper, numpy_helper
+    K, N = 64, 16
+    inits = [numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(128, np.uint8), "zp_u8"),
+             numpy_helper.from_array(np.full((K, N), -128, np.int8), "w"),
+             numpy_helper.from_array(np.array(0, np.int8), "zp_s8"),
+             numpy_helper.from_array(np.array(8192.0, np.float32), "step_out")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "one", "zp_u8"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "one", "zp_u8"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "one", "zp_s8"], ["wd"]),
+             helper.make_node("MatMul", ["xd", "wd"], ["m"]),
+             helper.make_node("QuantizeLinear", ["m", "step_out", "zp_u8"], ["mq"]),
+             helper.make_node("DequantizeLinear", ["mq", "step_out", "zp_u8"], ["y"])]
+    graph = helper.make_graph(nodes, "u8s8_probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 1, K])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, 1, N])], inits)
+    path = os.path.join(tmp, "u8s8_probe.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    got = ort_logits(args, ort_dir, path, torch.full((1, 1, 1, K), 127.0), tmp)
+    return not bool((got == -127 * 128 * K).all())
+
+
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
@@ -92,11 +120,13 @@ def sim_logits(args, tmp, model_dir, plan, x):
     return torch.from_numpy(np.fromfile(out, dtype="<f4")).reshape(x.shape[0], -1)
 
 
-def compare_qdq(args, chk, ort_dir, tmp, name, model_dir, plan, qdir, x, min_agree=None):
+def compare_qdq(args, chk, ort_dir, tmp, name, model_dir, plan, qdir, x, min_agree=None, peer_exact=True):
     """Exports `plan` (and the quantized model directory `qdir`) as QDQ ONNX; ONNX Runtime's top-1
     must equal the simulation's on at least min_agree of the images, or (min_agree None) at least
     as often as the simulation's top-1 equals the FP32 model's: the export may move predictions
-    less than the quantization itself does."""
+    less than the quantization itself does. peer_exact False (8-bit codes where ONNX Runtime's
+    int8 kernels saturate, ort_int8_saturates): the agreement is printed, not checked — ONNX
+    Runtime then computes another function than the plan's."""
     sim = sim_logits(args, tmp, model_dir, plan, x)
     if min_agree is None:
         inp, out = os.path.join(tmp, "fp_in.f32"), os.path.join(tmp, "fp_out.f32")
@@ -117,9 +147,12 @@ def compare_qdq(args, chk, ort_dir, tmp, name, model_dir, plan, qdir, x, min_agr
         got = ort_logits(args, ort_dir, path, x, tmp).reshape(sim.shape)
         agree = (got.argmax(-1) == sim.argmax(-1)).float().mean().item()
         d = (got - sim).abs()
-        chk.check(agree >= min_agree, f"{name} ({how}): ONNX Runtime's top-1 = vitq's simulation on "
-                                      f"{100 * agree:.2f} % of {x.shape[0]} images (need {100 * min_agree:.2f} %); "
-                                      f"|logit diff| mean {d.mean().item():.2g}, max {d.max().item():.2g}")
+        what = (f"{name} ({how}): ONNX Runtime's top-1 = vitq's simulation on {100 * agree:.2f} % of {x.shape[0]} "
+                f"images (need {100 * min_agree:.2f} %); |logit diff| mean {d.mean().item():.2g}, max {d.max().item():.2g}")
+        if peer_exact:
+            chk.check(agree >= min_agree, what)
+        else:
+            print(f"note  {what} — not checked: ONNX Runtime's int8 MatMul saturates pairwise int16 sums on this CPU")
         os.remove(path)
 
 
@@ -187,6 +220,9 @@ def main():
         # 5. QDQ exports of plans: ONNX Runtime's predictions against vitq's simulation of the same
         #    plan (vitq_probe forward --plan) on the same input tensors.
         bundled = os.path.join(args.source_dir, "models", "vit_fmnist_patch4_28")
+        saturates = ort_int8_saturates(args, ort_dir, tmp)
+        print(f"      ONNX Runtime's int8 MatMul on this CPU: "
+              f"{'saturates pairwise int16 sums (u8 255 x s8 -128 probe); 8-bit QDQ agreement is printed, not checked' if saturates else 'exact (u8 255 x s8 -128 probe)'}")
         if os.path.isdir(FMNIST):
             x = fmnist_inputs(500)
             calib = os.path.join(FMNIST, "train-images-idx3-ubyte.gz")
@@ -196,7 +232,7 @@ def main():
                     common.run([args.vitq, "quantize", "--model", bundled, "--calib", calib, "--calib-size", 32,
                                 "--method", method, "--bits", bits, "-o", q, "-q"])
                     compare_qdq(args, chk, ort_dir, tmp, f"bundled model, {method} W{bits}A{bits}", bundled,
-                                os.path.join(q, "plan.json"), q, x, min_agree=0.99)
+                                os.path.join(q, "plan.json"), q, x, min_agree=0.99, peer_exact=bits < 8 or not saturates)
         else:
             print(f"SKIPPED (part): {FMNIST} absent (Debian package dataset-fashion-mnist); QDQ on the bundled model")
         if common.shared_available(args, "models", "vit_tiny_patch16_224"):
@@ -209,7 +245,7 @@ def main():
                             os.path.join(args.shared_dir, "data/imagenet-sample/calib"), "--calib-size", 64,
                             "--method", method, "--bits", 8, "-o", q, "-q"])
                 compare_qdq(args, chk, ort_dir, tmp, f"shared ViT-Ti, {method} W8A8, 64 dev images", d,
-                            os.path.join(q, "plan.json"), q, x)
+                            os.path.join(q, "plan.json"), q, x, peer_exact=not saturates)
 
         # 6. Refusals, each a usage error (exit 2) naming what is wrong.
         r = subprocess.run([args.vitq, "export", "--model", bundled, "--onnx", os.path.join(tmp, "x.onnx"),
