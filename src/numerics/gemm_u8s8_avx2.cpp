@@ -38,7 +38,8 @@ __attribute__((target("avx2"))) inline void quad_step(__m256i acc[2], int32_t w,
 // Rows [0, MR) of a: c[r][0..ncols) = Σ_k a[r][k]·B[k][n] for one column block (bp: its quads).
 template <int MR>
 __attribute__((target("avx2"))) void tile(const uint8_t* a, size_t lda, int K, const int8_t* bp, const int32_t* cs,
-                                          int32_t* c, size_t ldc, int ncols) {
+                                          const Minus128Row* fix, const Minus128Row* fix_end, int32_t* c, size_t ldc,
+                                          int ncols) {
   __m256i acc[MR][2];
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const int full = K / 4;
@@ -52,6 +53,21 @@ __attribute__((target("avx2"))) void tile(const uint8_t* a, size_t lda, int K, c
     const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bp + size_t(full) * kQuadBytes + 32));
     for (int r = 0; r < MR; ++r)
       quad_step(acc[r], load_quad_tail(a + size_t(r) * lda + size_t(full) * 4, K % 4), b0, b1);
+  }
+  // The codes −128 packed as −127: u·(−128) = u·(−127) − u, for the columns of each entry's mask.
+  if (fix != fix_end) {
+    const __m256i bit0 = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i bit1 = _mm256_setr_epi32(256, 512, 1024, 2048, 4096, 8192, 16384, 32768);
+    for (; fix != fix_end; ++fix) {
+      const __m256i cols = _mm256_set1_epi32(int32_t(fix->columns));
+      const __m256i m0 = _mm256_cmpeq_epi32(_mm256_and_si256(cols, bit0), bit0);
+      const __m256i m1 = _mm256_cmpeq_epi32(_mm256_and_si256(cols, bit1), bit1);
+      for (int r = 0; r < MR; ++r) {
+        const __m256i u = _mm256_set1_epi32(a[size_t(r) * lda + size_t(fix->k)]);
+        acc[r][0] = _mm256_sub_epi32(acc[r][0], _mm256_and_si256(u, m0));
+        acc[r][1] = _mm256_sub_epi32(acc[r][1], _mm256_and_si256(u, m1));
+      }
+    }
   }
   // + 128·Σ_k b: the a'·b above is u·b − 128·b.
   const __m256i s0 = _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(cs)), 7);
@@ -84,20 +100,30 @@ void pack_s8_avx2_into(PackedS8Avx2& p, const int8_t* b, int N, int K, size_t st
   const int NB = (N + kNr - 1) / kNr, K4 = (K + 3) / 4;
   p.data.assign(size_t(NB) * size_t(K4) * kQuadBytes, 0);
   p.colsum.assign(size_t(NB) * kNr, 0);
-  p.minus128.clear();
-  for (int n = 0; n < N; ++n) {
-    int8_t* col = p.data.data() + size_t(n / kNr) * size_t(K4) * kQuadBytes + size_t(n % kNr) * 4;
-    int32_t sum = 0;
-    for (int k = 0; k < K; ++k) {
-      int8_t v = b[size_t(n) * stride_n + size_t(k) * stride_k];
-      if (v == -128) {
-        p.minus128.emplace_back(k, n);
-        v = -127;
+  p.minus128_rows.clear();
+  p.minus128_begin.assign(size_t(NB) + 1, 0);
+  p.minus128 = 0;
+  std::vector<uint32_t> mask(static_cast<size_t>(K));  // one column block's −128 columns per k
+  for (int nb = 0; nb < NB; ++nb) {
+    std::fill(mask.begin(), mask.end(), 0u);
+    for (int n = nb * kNr; n < std::min(N, (nb + 1) * kNr); ++n) {
+      int8_t* col = p.data.data() + size_t(nb) * size_t(K4) * kQuadBytes + size_t(n % kNr) * 4;
+      int32_t sum = 0;
+      for (int k = 0; k < K; ++k) {
+        int8_t v = b[size_t(n) * stride_n + size_t(k) * stride_k];
+        if (v == -128) {
+          mask[size_t(k)] |= 1u << (n % kNr);
+          ++p.minus128;
+          v = -127;
+        }
+        col[size_t(k / 4) * kQuadBytes + size_t(k % 4)] = v;
+        sum += v;
       }
-      col[size_t(k / 4) * kQuadBytes + size_t(k % 4)] = v;
-      sum += v;
+      p.colsum[size_t(n)] = sum;
     }
-    p.colsum[size_t(n)] = sum;
+    for (int k = 0; k < K; ++k)
+      if (mask[size_t(k)]) p.minus128_rows.push_back({k, mask[size_t(k)]});
+    p.minus128_begin[size_t(nb) + 1] = uint32_t(p.minus128_rows.size());
   }
 }
 
@@ -114,18 +140,14 @@ void gemm_u8s8s32_4x16_avx2(int M, const uint8_t* a, size_t lda, const PackedS8A
     const int8_t* bp = b.data.data() + size_t(nb) * size_t(K4) * kQuadBytes;
     const int32_t* cs = b.colsum.data() + size_t(nb) * kNr;
     const int ncols = std::min(kNr, b.N - nb * kNr);
+    const Minus128Row* f0 = b.minus128_rows.data() + b.minus128_begin[size_t(nb)];
+    const Minus128Row* f1 = b.minus128_rows.data() + b.minus128_begin[size_t(nb) + 1];
     int32_t* cb = c + size_t(nb) * kNr;
     int i = 0;
-    for (; i + kMr <= M; i += kMr) tile<kMr>(a + size_t(i) * lda, lda, b.K, bp, cs, cb + size_t(i) * ldc, ldc, ncols);
-    for (; i < M; ++i) tile<1>(a + size_t(i) * lda, lda, b.K, bp, cs, cb + size_t(i) * ldc, ldc, ncols);
+    for (; i + kMr <= M; i += kMr)
+      tile<kMr>(a + size_t(i) * lda, lda, b.K, bp, cs, f0, f1, cb + size_t(i) * ldc, ldc, ncols);
+    for (; i < M; ++i) tile<1>(a + size_t(i) * lda, lda, b.K, bp, cs, f0, f1, cb + size_t(i) * ldc, ldc, ncols);
   }
-  // The codes −128 were packed as −127: u·(−128) = u·(−127) − u. The list is in column order
-  // (pack_s8_avx2_into): only the entries of these column blocks.
-  const auto by_column = [](const std::pair<int, int>& e, int n) { return e.second < n; };
-  const auto first = std::lower_bound(b.minus128.begin(), b.minus128.end(), nb0 * kNr, by_column);
-  const auto last = std::lower_bound(first, b.minus128.end(), nb1 * kNr, by_column);
-  for (auto e = first; e != last; ++e)
-    for (int i = 0; i < M; ++i) c[size_t(i) * ldc + size_t(e->second)] -= a[size_t(i) * lda + size_t(e->first)];
 }
 
 void gemm_u8s8s32_ref(int M, const uint8_t* a, size_t lda, const int8_t* b_nk, int N, int K, int32_t* c, size_t ldc) {

@@ -4,25 +4,34 @@
 // u·b = a'·b + 128·b with a' = u − 128 (s8), and a'·b = |a'| · (sign(a')·b), so vpmaddubsw of
 // |a'| (u8, ≤ 128) and sign(a')·b (s8) adds two products of at most 128·127: 32512 ≤ 32767, never
 // saturating, for b in [−127, 127]. A weight code of −128 is packed as −127 and its missing −u
-// subtracted after the GEMM (a list of its positions). c = a·B + 128·Σ_k B[k][n] exactly.
+// subtracted in the tile, from the accumulators (per column block, each k that has codes −128 with
+// the mask of their columns: one broadcast and two masked subtractions per row). c = a·B exactly.
 //
 // Micro-kernel: 4 rows x 16 columns of int32 accumulators (8 ymm registers); B packed per block
 // of 16 columns as k-quads (for each 4 consecutive k: columns 0..7 then 8..15, 4 bytes each).
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <utility>
 #include <vector>
 
 #include "core/aligned.h"
 
 namespace vitq {
 
+// The codes −128 of one k in one column block: bit j of `columns` is column 16·block + j.
+struct Minus128Row {
+  int32_t k;
+  uint32_t columns;
+};
+static_assert(sizeof(Minus128Row) == 8, "two words per entry");
+
 struct PackedS8Avx2 {
   int N = 0, K = 0;
   avector<int8_t> data;                    // [N/16 blocks][ceil(K/4) quads][64 bytes], zero-padded
   std::vector<int32_t> colsum;             // Σ_k of the packed codes per column (padded to 16)
-  std::vector<std::pair<int, int>> minus128;  // (k, n) of the codes −128 (packed as −127), by column n
+  std::vector<Minus128Row> minus128_rows;  // by column block, then k
+  std::vector<uint32_t> minus128_begin;    // per column block, its first entry in minus128_rows (+ the end)
+  size_t minus128 = 0;                     // how many codes are −128 (packed as −127)
 };
 
 // The CPU can run gemm_u8s8s32_4x16_avx2.

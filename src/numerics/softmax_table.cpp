@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "numerics/int8_kernels.h"
+#include "numerics/int8_kernels_avx2.h"
 #include "numerics/int8_kernels_avx512.h"
 #include "numerics/multiversion.h"
 
@@ -81,17 +82,20 @@ void softmax_table_codes_row_portable(float* s, size_t n, float scale, const Sof
 void softmax_table_codes_row(float* s, size_t n, float scale, const SoftmaxExpTable& t, float delta, QRange r,
                              int32_t zp, uint8_t* u) {
   if (int8_kernels_use_avx512()) softmax_table_codes_row_avx512(s, n, scale, t, delta, r, zp, u);
+  else if (int8_kernels_avx2_available()) softmax_table_codes_row_avx2(s, n, scale, t, delta, r, zp, u);
   else softmax_table_codes_row_portable(s, n, scale, t, delta, r, zp, u);
 }
 
 void softmax_table_rows(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t) {
   if (int8_kernels_use_avx512()) softmax_table_rows_avx512(s, rows, n, scale, t);
+  else if (int8_kernels_avx2_available()) softmax_table_rows_avx2(s, rows, n, scale, t);
   else softmax_table_rows_portable(s, rows, n, scale, t);
 }
 
 const std::vector<SoftmaxTableVariant>& softmax_table_variants() {
   static const std::vector<SoftmaxTableVariant> v = {
       {"avx512", int8_kernels_use_avx512(), softmax_table_rows_avx512, softmax_table_codes_row_avx512},
+      {"avx2", int8_kernels_avx2_available(), softmax_table_rows_avx2, softmax_table_codes_row_avx2},
       {"portable", true, softmax_table_rows_portable, softmax_table_codes_row_portable},
   };
   return v;

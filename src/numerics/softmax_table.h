@@ -31,7 +31,7 @@ void softmax_table_rows(float* s, size_t rows, size_t n, float scale, const Soft
 // attention when P·V takes P per tensor or per head.
 void softmax_table_codes_row(float* s, size_t n, float scale, const SoftmaxExpTable& t, float delta, QRange r,
                              int32_t zp, uint8_t* u);
-// The implementations (AVX-512 permutes of the tables; the portable loop), all giving the same bits.
+// The implementations (AVX-512 or AVX2 permutes of the tables; the portable loop), all giving the same bits.
 struct SoftmaxTableVariant {
   const char* name;
   bool available;

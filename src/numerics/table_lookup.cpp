@@ -3,6 +3,7 @@
 #include "numerics/int8_kernels.h"
 #include "numerics/int8_kernels_avx512.h"
 #include "numerics/multiversion.h"
+#include "numerics/int8_kernels_avx2.h"
 
 namespace vitq {
 namespace {
@@ -58,6 +59,7 @@ int table_valley(const float* t, size_t n) {
 namespace {
 
 const bool kVbmi = int8_kernels_use_avx512() && __builtin_cpu_supports("avx512vbmi");
+const bool kAvx2 = int8_kernels_avx2_available();
 
 }  // namespace
 
@@ -65,7 +67,8 @@ const std::vector<TableLookupVariant>& table_lookup_variants() {
   static const std::vector<TableLookupVariant> v = {
       {"avx512-vbmi", kVbmi, table_lookup_u8_avx512_vbmi, table_lookup_f32_avx512, table_lookup_token_u8_avx512_vbmi},
       {"avx512", int8_kernels_use_avx512(), table_lookup_u8_avx512, table_lookup_f32_avx512,
-       table_lookup_token_u8_portable},
+       kAvx2 ? table_lookup_token_u8_avx2 : table_lookup_token_u8_portable},
+      {"avx2", kAvx2, table_lookup_u8_avx2, table_lookup_f32_avx2, table_lookup_token_u8_avx2},
       {"portable", true, table_lookup_u8_portable, table_lookup_f32_portable, table_lookup_token_u8_portable},
   };
   return v;
@@ -74,17 +77,20 @@ const std::vector<TableLookupVariant>& table_lookup_variants() {
 void table_lookup_u8(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out) {
   if (kVbmi) table_lookup_u8_avx512_vbmi(x, n, delta, r, table, out);
   else if (int8_kernels_use_avx512()) table_lookup_u8_avx512(x, n, delta, r, table, out);
+  else if (kAvx2) table_lookup_u8_avx2(x, n, delta, r, table, out);
   else table_lookup_u8_portable(x, n, delta, r, table, out);
 }
 
 TokenQuant table_lookup_token_u8(const float* x, size_t n, float delta, QRange r, const float* table, int valley,
                                  int bits, float clip, uint8_t* out) {
   if (kVbmi) return table_lookup_token_u8_avx512_vbmi(x, n, delta, r, table, valley, bits, clip, out);
+  if (kAvx2) return table_lookup_token_u8_avx2(x, n, delta, r, table, valley, bits, clip, out);
   return table_lookup_token_u8_portable(x, n, delta, r, table, valley, bits, clip, out);
 }
 
 void table_lookup_f32(const float* x, size_t n, float delta, QRange r, const float* table, float* out) {
   if (int8_kernels_use_avx512()) table_lookup_f32_avx512(x, n, delta, r, table, out);
+  else if (kAvx2) table_lookup_f32_avx2(x, n, delta, r, table, out);
   else table_lookup_f32_portable(x, n, delta, r, table, out);
 }
 

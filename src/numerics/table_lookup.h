@@ -4,7 +4,7 @@
 //   table_lookup_u8    into u8 (the entries are the consumer's A codes, 0..255, held as int32)
 //   table_lookup_f32   into floats
 // AVX-512 VBMI byte permutes (u8, tables of at most 256 entries) or AVX-512 gathers where the CPU
-// has them, else the portable loop; `_ref` is the scalar reference
+// has them, else AVX2 (numerics/int8_kernels_avx2.h), else the portable loop; `_ref` is the scalar reference
 // the tests compare every variant with.
 #pragma once
 #include <cstddef>
@@ -35,7 +35,7 @@ TokenQuant table_lookup_token_u8_portable(const float* x, size_t n, float delta,
 int table_valley(const float* table, size_t entries);
 
 struct TableLookupVariant {
-  const char* name;  // "avx512-vbmi", "avx512", "portable"
+  const char* name;  // "avx512-vbmi", "avx512", "avx2", "portable"
   bool available;
   void (*u8)(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out);
   void (*f32)(const float* x, size_t n, float delta, QRange r, const float* table, float* out);

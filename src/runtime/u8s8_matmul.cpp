@@ -39,10 +39,10 @@ U8S8Matmul::U8S8Matmul(int N, int K, BLayout layout, const int8_t* b_nk) : N_(N)
   packed_abs_max_ = 0;
   for (size_t i = 0; i < size_t(N) * size_t(K); ++i) packed_abs_max_ = std::max(packed_abs_max_, std::abs(int(b_nk[i])));
   // oneDNN's kernels would need the two-GEMM split for any activations beyond 7 bits: vitq's exact
-  // AVX2 kernel instead (unless the codes −128, corrected one by one there, are many).
+  // AVX2 kernel instead (unless the codes −128, each k of them an extra step of its tiles, are many).
   if (!probing && 2 * 255 * packed_abs_max_ > 32767 && gemm_u8s8_avx2_available() && pairs_saturate()) {
     auto p = std::make_unique<PackedS8Avx2>(pack_s8_avx2(b_nk, N, K));
-    if (p->minus128.size() * 64 <= size_t(N) * size_t(K)) {
+    if (p->minus128 * 64 <= size_t(N) * size_t(K)) {
       avx2_ = std::move(p);
       return;
     }
@@ -135,11 +135,11 @@ void U8S8Matmul::run(int M, const uint8_t* a, int lda, int32_t* c, int ldc, cons
   if (!pairs_saturate()) return run_direct(M, a, lda, c, ldc, b);
   if (layout_ != BLayout::Packed && gemm_u8s8_avx2_available()) {
     // A per-call B (attention): packed for the AVX2 kernel on this thread, unless many of its
-    // codes are −128 (each corrected one by one there).
+    // codes are −128 (each k of them an extra step of the tiles).
     thread_local PackedS8Avx2 pb;
     if (layout_ == BLayout::NK) pack_s8_avx2_into(pb, b, N_, K_, size_t(K_), 1);
     else pack_s8_avx2_into(pb, b, N_, K_, 1, size_t(N_));
-    if (pb.minus128.size() * 64 <= size_t(N_) * size_t(K_)) {
+    if (pb.minus128 * 64 <= size_t(N_) * size_t(K_)) {
       gemm_u8s8s32_4x16_avx2(M, a, size_t(lda), pb, c, size_t(ldc), 0, (N_ + 15) / 16);
       return;
     }
