@@ -132,28 +132,30 @@ bool int8_kernels_avx2_available() {
   return ok;
 }
 
-__attribute__((target("avx2"))) void table_lookup_u8_avx2(const float* x, size_t n, float delta, QRange r,
-                                                          const int32_t* table, uint8_t* out) {
+namespace {
+
+// out[i] = T(table[index of x[i]]): the indices eight at a time, the entries by plain loads.
+template <class T, class E>
+__attribute__((target("avx2"))) void lookup_rows(const float* x, size_t n, float delta, QRange r, const E* table,
+                                                 T* out) {
   const Code8 c = code8_setup(delta, r);
   alignas(32) int32_t idx[8];
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     _mm256_store_si256(reinterpret_cast<__m256i*>(idx), index8(x + i, c));
-    for (int l = 0; l < 8; ++l) out[i + size_t(l)] = uint8_t(table[idx[l]]);
+    for (int l = 0; l < 8; ++l) out[i + size_t(l)] = T(table[idx[l]]);
   }
-  for (; i < n; ++i) out[i] = uint8_t(table[quantize_one(x[i], delta, r) - r.lo]);
+  for (; i < n; ++i) out[i] = T(table[quantize_one(x[i], delta, r) - r.lo]);
 }
 
-__attribute__((target("avx2"))) void table_lookup_f32_avx2(const float* x, size_t n, float delta, QRange r,
-                                                           const float* table, float* out) {
-  const Code8 c = code8_setup(delta, r);
-  alignas(32) int32_t idx[8];
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    _mm256_store_si256(reinterpret_cast<__m256i*>(idx), index8(x + i, c));
-    for (int l = 0; l < 8; ++l) out[i + size_t(l)] = table[idx[l]];
-  }
-  for (; i < n; ++i) out[i] = table[quantize_one(x[i], delta, r) - r.lo];
+}  // namespace
+
+void table_lookup_u8_avx2(const float* x, size_t n, float delta, QRange r, const int32_t* table, uint8_t* out) {
+  lookup_rows(x, n, delta, r, table, out);
+}
+
+void table_lookup_f32_avx2(const float* x, size_t n, float delta, QRange r, const float* table, float* out) {
+  lookup_rows(x, n, delta, r, table, out);
 }
 
 __attribute__((target("avx2"))) TokenQuant table_lookup_token_u8_avx2(const float* x, size_t n, float delta, QRange r,
@@ -186,31 +188,12 @@ __attribute__((target("avx2"))) TokenQuant table_lookup_token_u8_avx2(const floa
   _mm256_store_si256(reinterpret_cast<__m256i*>(b_max), vmax);
   _mm256_store_si256(reinterpret_cast<__m256i*>(b_l), vl);
   _mm256_store_si256(reinterpret_cast<__m256i*>(b_r), vr);
-  int imin = 255, imax = 0, il = 0, ir = 255;
-  for (int l = 0; l < 32; ++l) {
-    imin = std::min<int>(imin, b_min[l]);
-    imax = std::max<int>(imax, b_max[l]);
-    il = std::max<int>(il, b_l[l]);
-    ir = std::min<int>(ir, b_r[l]);
-  }
-  bool has_l = any_l != 0, has_r = any_r != 0;
-  for (; i < n; ++i) {
-    const int k = quantize_one(x[i], delta, r) - r.lo;
-    out[i] = uint8_t(k);
-    imin = std::min(imin, k), imax = std::max(imax, k);
-    if (k <= valley) il = std::max(il, k), has_l = true;
-    if (k >= valley) ir = std::min(ir, k), has_r = true;
-  }
-  // token_quant's range: the values fall to the valley and rise after it, so the greatest present
-  // is at the least or the greatest index and the least at L or R.
-  float mn = 0.0f, mx = 0.0f;
-  if (n > 0) {
-    const float top = std::max(table[imin], table[imax]);
-    const float bottom = has_l && has_r ? std::min(table[il], table[ir]) : has_l ? table[il] : table[ir];
-    mn = bottom < 0.0f ? bottom : 0.0f;
-    mx = top > 0.0f ? top : 0.0f;
-  }
-  const TokenQuant t = token_quant_of_range(mn, mx, bits, clip);
+  ValleyScan scan;
+  scan.any_l = any_l != 0;
+  scan.any_r = any_r != 0;
+  scan.fold_lanes(b_min, b_max, b_l, b_r, 32);
+  scan.scan_tail(x, i, n, delta, r, valley, out);
+  const TokenQuant t = scan.token_quant(table, n, bits, clip);
   // Each entry's code for this row, then pass 2: the indices looked up in place.
   alignas(32) uint8_t t8[256];
   quantize_a_u8(table, t8, entries, t.delta, t.range(bits), -t.lo);

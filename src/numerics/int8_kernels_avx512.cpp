@@ -177,7 +177,7 @@ TokenQuant table_lookup_token_u8_avx512_vbmi(const float* x, size_t n, float del
   const __m512i vlo = _mm512_set1_epi32(r.lo), vval = _mm512_set1_epi8(static_cast<char>(valley));
   __m512i vmin = _mm512_set1_epi8(-1), vmax = _mm512_setzero_si512(), vl = _mm512_setzero_si512(),
           vr = _mm512_set1_epi8(-1);
-  bool any_l = false, any_r = false;
+  ValleyScan scan;
   size_t i = 0;
   for (; i + 64 <= n; i += 64) {
     const __m512i idx = index64(x + i, c, vlo);
@@ -187,38 +187,17 @@ TokenQuant table_lookup_token_u8_avx512_vbmi(const float* x, size_t n, float del
     const __mmask64 le = _mm512_cmple_epu8_mask(idx, vval), ge = _mm512_cmpge_epu8_mask(idx, vval);
     vl = _mm512_mask_max_epu8(vl, le, vl, idx);  // lanes never set stay 0: no greater than the true L
     vr = _mm512_mask_min_epu8(vr, ge, vr, idx);  // lanes never set stay 255: no less than the true R
-    any_l |= le != 0;
-    any_r |= ge != 0;
+    scan.any_l |= le != 0;
+    scan.any_r |= ge != 0;
   }
   alignas(64) uint8_t b_min[64], b_max[64], b_l[64], b_r[64];
   _mm512_store_si512(b_min, vmin);
   _mm512_store_si512(b_max, vmax);
   _mm512_store_si512(b_l, vl);
   _mm512_store_si512(b_r, vr);
-  int imin = 255, imax = 0, il = 0, ir = 255;
-  for (int l = 0; l < 64; ++l) {
-    imin = std::min<int>(imin, b_min[l]);
-    imax = std::max<int>(imax, b_max[l]);
-    il = std::max<int>(il, b_l[l]);
-    ir = std::min<int>(ir, b_r[l]);
-  }
-  for (; i < n; ++i) {
-    const int k = quantize_one(x[i], delta, r) - r.lo;
-    out[i] = uint8_t(k);
-    imin = std::min(imin, k), imax = std::max(imax, k);
-    if (k <= valley) il = std::max(il, k), any_l = true;
-    if (k >= valley) ir = std::min(ir, k), any_r = true;
-  }
-  // token_quant's range: the values fall to the valley and rise after it, so the greatest present
-  // is at the least or the greatest index and the least at L or R.
-  float mn = 0.0f, mx = 0.0f;
-  if (n > 0) {
-    const float top = std::max(table[imin], table[imax]);
-    const float bottom = any_l && any_r ? std::min(table[il], table[ir]) : any_l ? table[il] : table[ir];
-    mn = bottom < 0.0f ? bottom : 0.0f;
-    mx = top > 0.0f ? top : 0.0f;
-  }
-  const TokenQuant t = token_quant_of_range(mn, mx, bits, clip);
+  scan.fold_lanes(b_min, b_max, b_l, b_r, 64);
+  scan.scan_tail(x, i, n, delta, r, valley, out);
+  const TokenQuant t = scan.token_quant(table, n, bits, clip);
   // The row's code of every entry, then pass 2: the indices looked up in place.
   alignas(64) float tv[256] = {};
   for (size_t k = 0; k < entries; ++k) tv[k] = table[k];

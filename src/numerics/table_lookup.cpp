@@ -1,5 +1,7 @@
 #include "numerics/table_lookup.h"
 
+#include <algorithm>
+
 #include "numerics/int8_kernels.h"
 #include "numerics/int8_kernels_avx512.h"
 #include "numerics/multiversion.h"
@@ -42,6 +44,36 @@ TokenQuant table_lookup_token_u8_portable(const float* x, size_t n, float delta,
     out[i] = uint8_t(int32_t(code_f(v, t.delta, tlo, thi)) - t.lo);
   }
   return t;
+}
+
+void ValleyScan::fold_lanes(const uint8_t* mn, const uint8_t* mx, const uint8_t* l, const uint8_t* r, int lanes) {
+  for (int k = 0; k < lanes; ++k) {
+    imin = std::min<int>(imin, mn[k]);
+    imax = std::max<int>(imax, mx[k]);
+    il = std::max<int>(il, l[k]);
+    ir = std::min<int>(ir, r[k]);
+  }
+}
+
+void ValleyScan::scan_tail(const float* x, size_t i, size_t n, float delta, QRange r, int valley, uint8_t* out) {
+  for (; i < n; ++i) {
+    const int k = quantize_one(x[i], delta, r) - r.lo;
+    out[i] = uint8_t(k);
+    imin = std::min(imin, k), imax = std::max(imax, k);
+    if (k <= valley) il = std::max(il, k), any_l = true;
+    if (k >= valley) ir = std::min(ir, k), any_r = true;
+  }
+}
+
+TokenQuant ValleyScan::token_quant(const float* table, size_t n, int bits, float clip) const {
+  float mn = 0.0f, mx = 0.0f;
+  if (n > 0) {
+    const float top = std::max(table[imin], table[imax]);
+    const float bottom = any_l && any_r ? std::min(table[il], table[ir]) : any_l ? table[il] : table[ir];
+    mn = bottom < 0.0f ? bottom : 0.0f;
+    mx = top > 0.0f ? top : 0.0f;
+  }
+  return token_quant_of_range(mn, mx, bits, clip);
 }
 
 int table_valley(const float* t, size_t n) {

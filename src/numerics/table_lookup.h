@@ -30,6 +30,22 @@ TokenQuant table_lookup_token_u8(const float* x, size_t n, float delta, QRange r
 // The portable loop (any table; the fast variant's fallback).
 TokenQuant table_lookup_token_u8_portable(const float* x, size_t n, float delta, QRange r, const float* table,
                                           int valley, int bits, float clip, uint8_t* out);
+// The scalar parts shared by the byte-index variants of table_lookup_token_u8 (AVX-512 VBMI,
+// AVX2): pass 1 writes each value's table index and keeps the least and greatest index and the
+// nearest indices on either side of the table's valley; for a valley table the row's least value
+// is at one of those two and its greatest at the least or greatest index.
+struct ValleyScan {
+  int imin = 255, imax = 0;  // least and greatest index present
+  int il = 0, ir = 255;      // greatest index at or below the valley (L), least at or above it (R)
+  bool any_l = false, any_r = false;
+  // Folds in per-lane results of a vector pass (lanes never set: 255, 0, 0, 255).
+  void fold_lanes(const uint8_t* mn, const uint8_t* mx, const uint8_t* l, const uint8_t* r, int lanes);
+  // Pass 1 for x[i, n) one value at a time (a vector pass's tail).
+  void scan_tail(const float* x, size_t i, size_t n, float delta, QRange r, int valley, uint8_t* out);
+  // token_quant of the n > 0 looked-up values scanned (table: the valley table).
+  TokenQuant token_quant(const float* table, size_t n, int bits, float clip) const;
+};
+
 // The index of the least entry of a table that falls to it and rises after it (non-increasing, then
 // non-decreasing: GELU on a grid), or −1 if the table is not such a valley.
 int table_valley(const float* table, size_t entries);
