@@ -23,6 +23,8 @@
 #include "interop/onnx_graph.h"
 #include "numerics/hadamard.h"
 #include "numerics/level_grid.h"
+#include "numerics/softmax_table.h"
+#include "quant/gelu_table.h"
 #include "quant/weight_codes.h"
 
 namespace vitq {
@@ -75,7 +77,15 @@ class Exporter {
   std::string with_class_tokens(const std::string& patches);
   struct BlockConstants {
     std::string index[3], qkv_shape, tokens_shape, scale, mlp_rotation, half, one, inv_sqrt2;
+    // The plan's softmax exponent table (empty without one): its 2^bits exponentials, the
+    // factor k = scale·(2^bits − 1)/range and the last index.
+    std::string softmax_exp, softmax_k, softmax_last, axes_last;
   };
+  // The attention's probabilities from the unscaled scores Q·Kᵀ: ONNX's Softmax, or the plan's
+  // exponent table.
+  std::string softmax(const std::string& scores, const BlockConstants& k);
+  // GELU of fc1's output f: the erf form, or the plan's table of block l.
+  std::string gelu(int l, const std::string& f, const BlockConstants& k);
   BlockConstants block_constants();
   std::string block(int l, const std::string& x, const BlockConstants& k);
   void head(const std::string& x, const BlockConstants& k);
@@ -343,6 +353,19 @@ Exporter::BlockConstants Exporter::block_constants() {
     k.mlp_rotation = g_.floats("mlp_rotation", {F, F}, mr.data());
     info_.mlp_rotation = true;
   }
+  if (plan_ && plan_->softmax_table) {
+    // numerics/softmax_table.h: i = min(round((max − s)·k), last), e = hi[i >> 5]·lo[i & 31] — the
+    // float products of vitq's kernels, one table entry per index.
+    const SoftmaxExpTable t(plan_->softmax_table->bits, plan_->softmax_table->range);
+    const int last = (1 << t.bits) - 1;
+    std::vector<float> e(size_t(last) + 1);
+    for (int i = 0; i <= last; ++i) e[size_t(i)] = t.hi[i >> 5] * t.lo[i & 31];
+    k.softmax_exp = g_.floats("softmax_table.exp", {int64_t(e.size())}, e.data());
+    k.softmax_k = g_.scalar("softmax_table.k", 1.0f / std::sqrt(static_cast<float>(hd)) * t.inv_step);
+    k.softmax_last = g_.scalar("softmax_table.last", float(last));
+    k.axes_last = g_.int64s("softmax_table.sum_axes", {-1});
+    info_.softmax_table = true;
+  }
   k.half = constant("const.half", 0.5f);
   k.one = constant("const.one", 1.0f);
   k.inv_sqrt2 = g_.scalar("gelu.inv_sqrt2", static_cast<float>(1.0 / std::sqrt(2.0)));
@@ -366,20 +389,56 @@ std::string Exporter::block(int l, const std::string& x_in, const BlockConstants
   const std::string kk = g_.op("Gather", {qkv, k.index[1]}, {Attr::of("axis", int64_t(0))});
   const std::string v = g_.op("Gather", {qkv, k.index[2]}, {Attr::of("axis", int64_t(0))});
   const std::string kt = g_.op("Transpose", {kk}, {Attr::of("perm", ints({0, 1, 3, 2}))});
-  const std::string s = g_.op("Mul", {attention_matmul({SiteKind::MatmulQK, l}, q, kt, T), k.scale});
-  const std::string pr = g_.op("Softmax", {s}, {Attr::of("axis", int64_t(-1))});
+  const std::string pr = softmax(attention_matmul({SiteKind::MatmulQK, l}, q, kt, T), k);
   std::string o = g_.op("Transpose", {attention_matmul({SiteKind::MatmulAV, l}, pr, v, hd)},
                         {Attr::of("perm", ints({0, 2, 1, 3}))});
   o = g_.op("Reshape", {o, k.tokens_shape});
   std::string x = g_.op("Add", {x_in, linear({SiteKind::Proj, l}, pre + ".attn.proj", o, b.proj)});
   h = layernorm(pre + ".norm2", x, b.norm2);
   const std::string f = linear({SiteKind::Fc1, l}, pre + ".mlp.fc1", h, b.fc1);
-  const std::string erf = g_.op("Erf", {g_.op("Mul", {f, k.inv_sqrt2})});
-  std::string gelu = g_.op("Mul", {g_.op("Mul", {f, k.half}), g_.op("Add", {erf, k.one})});
-  if (!k.mlp_rotation.empty()) gelu = g_.op("MatMul", {gelu, k.mlp_rotation});
-  x = g_.op("Add", {x, linear({SiteKind::Fc2, l}, pre + ".mlp.fc2", gelu, b.fc2)});
+  std::string g = gelu(l, f, k);
+  if (!k.mlp_rotation.empty()) g = g_.op("MatMul", {g, k.mlp_rotation});
+  x = g_.op("Add", {x, linear({SiteKind::Fc2, l}, pre + ".mlp.fc2", g, b.fc2)});
   if (!comp.empty()) x = g_.op("Add", {x, comp});
   return x;
+}
+
+// The sum is ReduceSum's, in its order: the one operation whose rounding may differ from vitq's
+// (which adds in 16 fixed lanes); p = e·(1/Σe) as vitq computes it.
+std::string Exporter::softmax(const std::string& scores, const BlockConstants& k) {
+  if (k.softmax_exp.empty())
+    return g_.op("Softmax", {g_.op("Mul", {scores, k.scale})}, {Attr::of("axis", int64_t(-1))});
+  const std::string mx = g_.op("ReduceMax", {scores}, {Attr::of("axes", ints({-1})), Attr::of("keepdims", int64_t(1))});
+  const std::string i =
+      g_.op("Min", {g_.op("Round", {g_.op("Mul", {g_.op("Sub", {mx, scores}), k.softmax_k})}), k.softmax_last});
+  const std::string e =
+      g_.op("Gather", {k.softmax_exp, g_.op("Cast", {i}, {Attr::of("to", int64_t(onnx::TensorProto::INT64))})},
+            {Attr::of("axis", int64_t(0))});
+  const std::string sum = g_.op("ReduceSum", {e, k.axes_last}, {Attr::of("keepdims", int64_t(1))});
+  return g_.op("Mul", {e, g_.op("Reciprocal", {sum})});
+}
+
+// A GELU table (plan.h: GeluTable): c = clip(round(f / Δ), lo, hi) — code_f's operations — and the
+// table's entry c − lo (gelu_table_values: the very floats vitq's runtime and simulator use).
+std::string Exporter::gelu(int l, const std::string& f, const BlockConstants& k) {
+  const std::string site = SiteId{SiteKind::Fc1, l}.name();
+  const auto t = plan_ ? plan_->gelu_tables.find(site) : std::map<std::string, GeluTable>::const_iterator{};
+  if (!plan_ || t == plan_->gelu_tables.end()) {  // the erf form
+    const std::string erf = g_.op("Erf", {g_.op("Mul", {f, k.inv_sqrt2})});
+    return g_.op("Mul", {g_.op("Mul", {f, k.half}), g_.op("Add", {erf, k.one})});
+  }
+  const GeluTable& gt = t->second;
+  const std::vector<float> values = gelu_table_values(gt);
+  const QRange r = gt.range();
+  const std::string table = g_.floats(site + ".gelu_table", {int64_t(values.size())}, values.data());
+  const std::string lo = g_.scalar(site + ".gelu_table.lo", float(r.lo));
+  const std::string hi = g_.scalar(site + ".gelu_table.hi", float(r.hi));
+  const std::string code =
+      g_.op("Min", {g_.op("Max", {g_.op("Round", {g_.op("Div", {f, g_.scalar(site + ".gelu_table.step", gt.scale)})}), lo}), hi});
+  ++info_.gelu_tables;
+  return g_.op("Gather",
+               {table, g_.op("Cast", {g_.op("Sub", {code, lo})}, {Attr::of("to", int64_t(onnx::TensorProto::INT64))})},
+               {Attr::of("axis", int64_t(0))});
 }
 
 void Exporter::head(const std::string& x_in, const BlockConstants& k) {
@@ -420,16 +479,12 @@ std::string OnnxExportInfo::summary() const {
   }
   if (mlp_rotation) s += ", the MLP rotation";
   if (compensated_blocks) s += cat(", QwT in ", compensated_blocks, " blocks");
+  if (gelu_tables) s += cat(", GELU tables in ", gelu_tables, " blocks");
+  if (softmax_table) s += ", the softmax exponent table";
   return s;
 }
 
 std::string export_onnx(const ViTModel& model, const QuantPlan* plan, OnnxExportInfo* info) {
-  if (plan && !plan->gelu_tables.empty())
-    fail(ErrorKind::Model, "ONNX export: the plan has GELU tables (", plan->gelu_tables.begin()->first,
-         ", ...; --gelu-table), which the ONNX graph does not express yet; quantize without --gelu-table to export");
-  if (plan && plan->softmax_table)
-    fail(ErrorKind::Model, "ONNX export: the plan has a softmax exponent table (--softmax-table), which the ONNX "
-         "graph does not express yet; quantize without --softmax-table to export");
   onnx::ModelProto mp;
   mp.set_ir_version(8);
   mp.set_producer_name("vitq");

@@ -28,7 +28,10 @@ namespace vitq {
 // Min and x̂ = code·Δ — token_quant's operations in its order; the patch embedding then as
 // rows: Reshape/Transpose into patches and MatMul), level grids (Round(p·2^15) clipped, then
 // Gather from the grid's 2^15 + 1-entry table), the online MLP rotation (MatMul by the constant
-// H_F·diag(s)/√F) and QwT compensation (MatMul + Add of the block's input).
+// H_F·diag(s)/√F), QwT compensation (MatMul + Add of the block's input), GELU tables (the
+// fc1 output's code by Div/Round/Max/Min, then Gather from the block's table) and the softmax
+// exponent table (ReduceMax, the index by Sub/Mul/Round/Min, Gather from the 2^bits
+// exponentials, ReduceSum, Reciprocal, Mul: vitq's operations but the order of the sum).
 // Codes wider than 8 bits are an Error(Usage) naming the site and operand.
 // `info` (optional) receives what the graph holds, for the user's message.
 struct OnnxExportInfo {
@@ -37,6 +40,8 @@ struct OnnxExportInfo {
   int level_grid_inputs = 0;  // as float operators (Gather from the grid's table)
   bool mlp_rotation = false;
   int compensated_blocks = 0;
+  int gelu_tables = 0;         // blocks whose GELU is the plan's table (Gather)
+  bool softmax_table = false;  // the softmax's exponentials from the plan's table (Gather)
   std::string summary() const;  // e.g. "24 QDQ activations, 25 per-token inputs and 12 level grids as float operators"
 };
 std::string export_onnx(const ViTModel& model, const QuantPlan* plan, OnnxExportInfo* info = nullptr);

@@ -11,7 +11,8 @@ QDQ exports of quantization plans (--plan, and from the quantized model director
 Runtime's top-1 against vitq's simulation of the same plan (vitq_probe forward --plan) on the
 same input tensors — minmax, liu2021 and percentile at W8A8 and W4A4, and vitq's recipe at W8A8
 (per-token inputs and the float softmax grid as float operators) and W4A4 (also rotations, the
-online MLP rotation and QwT) on 500 Fashion-MNIST test images (>= 99 % each); minmax and vitq
+online MLP rotation and QwT), and vitq's recipe with 8-bit GELU and softmax tables at W8A8 and
+W4A4, on 500 Fashion-MNIST test images (>= 99 % each); minmax and vitq
 W8A8 on 64 dev images of the shared ViT-Ti, where ONNX Runtime must agree with the simulation at
 least as often as the simulation agrees with FP32 (minmax's per-tensor 8-bit plan is fragile: its
 own top-1 equals FP32's on ~94 % of them). The logits are not equal:
@@ -233,6 +234,15 @@ def main():
                                 "--method", method, "--bits", bits, "-o", q, "-q"])
                     compare_qdq(args, chk, ort_dir, tmp, f"bundled model, {method} W{bits}A{bits}", bundled,
                                 os.path.join(q, "plan.json"), q, x, min_agree=0.99, peer_exact=bits < 8 or not saturates)
+            # GELU and softmax tables (Gather from vitq's own table floats; the softmax's sum is
+            # ReduceSum's, in its order).
+            for bits in (8, 4):
+                q = os.path.join(tmp, f"fm_vitq_tables_{bits}")
+                common.run([args.vitq, "quantize", "--model", bundled, "--calib", calib, "--calib-size", 32,
+                            "--method", "vitq", "--bits", bits, "--gelu-table", 8, "--softmax-table", 8, "-o", q, "-q"])
+                compare_qdq(args, chk, ort_dir, tmp, f"bundled model, vitq W{bits}A{bits} with 8-bit GELU and softmax "
+                            "tables", bundled, os.path.join(q, "plan.json"), q, x, min_agree=0.99,
+                            peer_exact=bits < 8 or not saturates)
         else:
             print(f"SKIPPED (part): {FMNIST} absent (Debian package dataset-fashion-mnist); QDQ on the bundled model")
         if common.shared_available(args, "models", "vit_tiny_patch16_224"):
