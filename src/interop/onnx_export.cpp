@@ -339,7 +339,8 @@ Exporter::BlockConstants Exporter::block_constants() {
   k.index[2] = g_.int64_scalar("index.2", 2);
   k.qkv_shape = g_.int64s("shape.qkv", {0, 0, 3, H, hd});
   k.tokens_shape = g_.int64s("shape.tokens", {0, 0, D});
-  k.scale = g_.scalar("attn.scale", 1.0f / std::sqrt(static_cast<float>(hd)));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  k.scale = g_.scalar("attn.scale", scale);
   // The online rotation of fc2's input (ViTModel::mlp_rotation_signs): h·M, M = H_F·diag(s)/√F, as
   // one constant F × F MatMul shared by the blocks.
   if (!m_.mlp_rotation_signs.empty()) {
@@ -359,9 +360,9 @@ Exporter::BlockConstants Exporter::block_constants() {
     const SoftmaxExpTable t(plan_->softmax_table->bits, plan_->softmax_table->range);
     const int last = (1 << t.bits) - 1;
     std::vector<float> e(size_t(last) + 1);
-    for (int i = 0; i <= last; ++i) e[size_t(i)] = t.hi[i >> 5] * t.lo[i & 31];
+    for (int i = 0; i <= last; ++i) e[size_t(i)] = t.exp_at(i);
     k.softmax_exp = g_.floats("softmax_table.exp", {int64_t(e.size())}, e.data());
-    k.softmax_k = g_.scalar("softmax_table.k", 1.0f / std::sqrt(static_cast<float>(hd)) * t.inv_step);
+    k.softmax_k = g_.scalar("softmax_table.k", scale * t.inv_step);
     k.softmax_last = g_.scalar("softmax_table.last", float(last));
     k.axes_last = g_.int64s("softmax_table.sum_axes", {-1});
     info_.softmax_table = true;

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "numerics/int8_kernels_avx2.h"
+
 namespace vitq {
 
 namespace {
@@ -89,10 +91,7 @@ __attribute__((target("avx2"))) void tile(const uint8_t* a, size_t lda, int K, c
 
 }  // namespace
 
-bool gemm_u8s8_avx2_available() {
-  static const bool ok = __builtin_cpu_supports("avx2");
-  return ok;
-}
+bool gemm_u8s8_avx2_available() { return int8_kernels_avx2_available(); }
 
 void pack_s8_avx2_into(PackedS8Avx2& p, const int8_t* b, int N, int K, size_t stride_n, size_t stride_k) {
   p.N = N;

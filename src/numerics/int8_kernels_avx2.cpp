@@ -3,7 +3,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cmath>
 
 #include "numerics/int8_kernels.h"
 #include "numerics/softmax_table.h"
@@ -39,7 +38,7 @@ __attribute__((target("avx2"))) inline __m256i index32_u8(const float* x, const 
 
 // softmax_table.h: e = hi[i >> 5] · lo[i & 31] for 8 scores v, i = min(round((max − v)·k), last).
 // The rounding to int32 (half to even) is the integer indefinite 2^31 for NaN, ±∞ and anything
-// ≥ 2^31, which the unsigned minimum takes to last (the portable loop's table_index).
+// ≥ 2^31, which the unsigned minimum takes to last (SoftmaxExpTable::index).
 struct SoftmaxRegs8 {
   __m256 k, hi[4], lo[4];
   __m256i last, m31;
@@ -93,11 +92,9 @@ __attribute__((target("avx2"))) float softmax_exp_row8(float* sr, size_t n, floa
   alignas(32) float lane[16];
   _mm256_store_ps(lane, lane0);
   _mm256_store_ps(lane + 8, lane1);
-  const float k = scale * t.inv_step, last = float((1 << t.bits) - 1);
+  const float k = scale * t.inv_step;
   for (size_t l = 0; j + l < n; ++l) {
-    const float q = std::nearbyint((mx - sr[j + l]) * k);
-    const int32_t i = int32_t(q < last ? q : last);
-    const float e = t.hi[i >> 5] * t.lo[i & 31];
+    const float e = t.exp_at(t.index((mx - sr[j + l]) * k));
     sr[j + l] = e;
     lane[l] += e;
   }
@@ -161,8 +158,7 @@ void table_lookup_f32_avx2(const float* x, size_t n, float delta, QRange r, cons
 __attribute__((target("avx2"))) TokenQuant table_lookup_token_u8_avx2(const float* x, size_t n, float delta, QRange r,
                                                                       const float* table, int valley, int bits,
                                                                       float clip, uint8_t* out) {
-  const size_t entries = size_t(r.hi - r.lo + 1);
-  if (entries > 256 || valley < 0 || size_t(valley) >= entries || bits > 8)
+  if (!ValleyScan::applies(r, valley, bits))
     return table_lookup_token_u8_portable(x, n, delta, r, table, valley, bits, clip, out);
   // Pass 1: the indices (into out); their least and greatest; the greatest at or below the valley
   // (L) and the least at or above it (R).
@@ -196,7 +192,7 @@ __attribute__((target("avx2"))) TokenQuant table_lookup_token_u8_avx2(const floa
   const TokenQuant t = scan.token_quant(table, n, bits, clip);
   // Each entry's code for this row, then pass 2: the indices looked up in place.
   alignas(32) uint8_t t8[256];
-  quantize_a_u8(table, t8, entries, t.delta, t.range(bits), -t.lo);
+  quantize_a_u8(table, t8, size_t(r.hi - r.lo + 1), t.delta, t.range(bits), -t.lo);
   for (i = 0; i < n; ++i) out[i] = t8[out[i]];
   return t;
 }

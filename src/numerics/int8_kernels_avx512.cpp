@@ -168,9 +168,9 @@ void table_lookup_u8_avx512_vbmi(const float* x, size_t n, float delta, QRange r
 VITQ_AVX512_VBMI
 TokenQuant table_lookup_token_u8_avx512_vbmi(const float* x, size_t n, float delta, QRange r, const float* table,
                                              int valley, int bits, float clip, uint8_t* out) {
-  const size_t entries = size_t(r.hi - r.lo + 1);
-  if (entries > 256 || valley < 0 || size_t(valley) >= entries || bits > 8)
+  if (!ValleyScan::applies(r, valley, bits))
     return table_lookup_token_u8_portable(x, n, delta, r, table, valley, bits, clip, out);
+  const size_t entries = size_t(r.hi - r.lo + 1);
   // Pass 1: the indices (into out), their least and greatest, and the greatest at or below the
   // valley (L) and the least at or above it (R).
   const Code16 c = code16_setup(delta, r);

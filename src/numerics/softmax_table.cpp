@@ -25,19 +25,9 @@ SoftmaxExpTable::SoftmaxExpTable(int b, float r) : bits(b), range(r) {
   }
 }
 
-namespace {
-
-// The table index of exponent argument x ≥ 0 (NaN: the last index).
-__attribute__((always_inline)) inline int32_t table_index(float x, float inv_step, float last) {
-  const float q = std::nearbyint(x * inv_step);
-  return int32_t(q < last ? q : last);
-}
-
-}  // namespace
-
 VITQ_MULTIVERSION
 void softmax_table_rows_portable(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t) {
-  const float k = scale * t.inv_step, last = float((1 << t.bits) - 1);
+  const float k = scale * t.inv_step;
   for (size_t r = 0; r < rows; ++r) {
     float* sr = s + r * n;
     float mx = sr[0];
@@ -48,15 +38,13 @@ void softmax_table_rows_portable(float* s, size_t rows, size_t n, float scale, c
     for (; j0 + 16 <= n; j0 += 16) {
 #pragma omp simd
       for (size_t l = 0; l < 16; ++l) {
-        const int32_t i = table_index((mx - sr[j0 + l]) * k, 1.0f, last);
-        const float e = t.hi[i >> 5] * t.lo[i & 31];
+        const float e = t.exp_at(t.index((mx - sr[j0 + l]) * k));
         sr[j0 + l] = e;
         lane[l] += e;
       }
     }
     for (size_t l = 0; j0 + l < n; ++l) {
-      const int32_t i = table_index((mx - sr[j0 + l]) * k, 1.0f, last);
-      const float e = t.hi[i >> 5] * t.lo[i & 31];
+      const float e = t.exp_at(t.index((mx - sr[j0 + l]) * k));
       sr[j0 + l] = e;
       lane[l] += e;
     }

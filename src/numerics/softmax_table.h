@@ -8,7 +8,9 @@
 // once; their product within 1 ulp of e^(−i·Δe)), and p_j = e_j · (1 / Σ_k e_k) with the sum taken
 // in 16 fixed lanes, so every ISA clone gives the same bits. No transcendental function per value.
 #pragma once
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "numerics/quantizer.h"
@@ -21,6 +23,13 @@ struct SoftmaxExpTable {
   float inv_step = 0.0f;  // (2^bits − 1) / range
   float hi[32] = {}, lo[32] = {};
   SoftmaxExpTable(int bits, float range);
+  // The index of exponent argument x from xk = x·(scale·inv_step) ≥ 0 (NaN: the last index), and
+  // the exponential at an index: every variant's scalar steps.
+  __attribute__((always_inline)) int32_t index(float xk) const {
+    const float q = std::nearbyint(xk), last = float((1 << bits) - 1);
+    return int32_t(q < last ? q : last);
+  }
+  __attribute__((always_inline)) float exp_at(int32_t i) const { return hi[i >> 5] * lo[i & 31]; }
 };
 
 // In place over `rows` rows of n values.

@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include "numerics/int8_kernels.h"
+#include "numerics/int8_kernels_avx2.h"
 #include "numerics/int8_kernels_avx512.h"
 #include "numerics/multiversion.h"
-#include "numerics/int8_kernels_avx2.h"
 
 namespace vitq {
 namespace {

@@ -35,6 +35,11 @@ TokenQuant table_lookup_token_u8_portable(const float* x, size_t n, float delta,
 // nearest indices on either side of the table's valley; for a valley table the row's least value
 // is at one of those two and its greatest at the least or greatest index.
 struct ValleyScan {
+  // The byte-index variants apply: at most 256 entries, a valley table, codes of at most 8 bits.
+  static bool applies(QRange r, int valley, int bits) {
+    const int64_t entries = int64_t(r.hi) - int64_t(r.lo) + 1;
+    return entries <= 256 && valley >= 0 && valley < entries && bits <= 8;
+  }
   int imin = 255, imax = 0;  // least and greatest index present
   int il = 0, ir = 255;      // greatest index at or below the valley (L), least at or above it (R)
   bool any_l = false, any_r = false;

@@ -68,7 +68,7 @@ def main():
     cli.expect("ONNX export of a plan with tables", ["export", "--model", cli.path("minmax_table"), "--onnx",
                                                           cli.path("t.onnx")], "ok", r"GELU tables in \d+ blocks",
                r"the softmax exponent table")
-    cli.check(os.path.getsize(cli.path("t.onnx")) > 0 if os.path.exists(cli.path("t.onnx")) else False,
+    cli.check(os.path.exists(cli.path("t.onnx")) and os.path.getsize(cli.path("t.onnx")) > 0,
               "the ONNX file is written")
     cli.finish()
 
