@@ -149,7 +149,15 @@ std::string Exporter::act(const std::string& name, const std::string& x, const O
 // Per token (the rows of x's last axis): mn = α·min(min x, 0), mx = α·max(max x, 0),
 // Δ = (mx − mn)/(2^b − 1) (1 if not ≥ 1e-30), lo = round(mn/Δ), x̂ = clip(round(x/Δ), lo, lo + 2^b − 1)·Δ —
 // the same float operations in the same order as token_quant and code_f, so the codes are vitq's.
+// In channel groups (token_group): x reshaped to [rows, K/g, g], the same on its last axis, then
+// reshaped back to x's shape.
 std::string Exporter::act_per_token(const std::string& name, const std::string& x, const OperandQuant& q) {
+  if (q.groups_tokens()) {
+    OperandQuant whole = q;
+    whole.token_group = 0;
+    const std::string xg = g_.op("Reshape", {x, g_.int64s(name + ".token_groups", {-1, q.token_group})});
+    return g_.op("Reshape", {act_per_token(name, xg, whole), g_.op("Shape", {x})});
+  }
   const std::vector<Attr> last_axis{Attr::of("axes", ints({-1})), Attr::of("keepdims", int64_t(1))};
   const std::string zero = constant("const.zero", 0.0f);
   std::string mn = g_.op("Min", {g_.op("ReduceMin", {x}, last_axis), zero});

@@ -173,6 +173,24 @@ void dequantize_row_token(const int32_t* acc, int32_t zp, const int32_t* colsum,
 }
 
 VITQ_MULTIVERSION
+void accumulate_token_group(float* t, const int32_t* acc, int32_t zp, const int32_t* colsum, float delta, bool first,
+                            size_t n) {
+  if (first && !colsum) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) t[j] = float(acc[j]) * delta;
+  } else if (first) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) t[j] = float(acc[j] - zp * colsum[j]) * delta;
+  } else if (!colsum) {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) t[j] += float(acc[j]) * delta;
+  } else {
+#pragma omp simd
+    for (size_t j = 0; j < n; ++j) t[j] += float(acc[j] - zp * colsum[j]) * delta;
+  }
+}
+
+VITQ_MULTIVERSION
 void scale_bias_row_token(float* y, const float* wscale, float delta, const float* bias, size_t n) {
   if (bias) {
 #pragma omp simd

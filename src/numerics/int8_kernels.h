@@ -63,6 +63,13 @@ void dequantize_row_scalar(const int32_t* acc, const int32_t* comp, float scale,
 // (bias may be null); the row's step `delta` times each channel's weight step, then as above.
 void dequantize_row_token(const int32_t* acc, int32_t zp, const int32_t* colsum, const float* wscale, float delta,
                           const float* bias, float* y, size_t n);
+// Per-token rows in channel groups (plan.h: token_group), one group at a time in group order:
+// t[j] = (first ? 0 : t[j]) + float(acc[j] − zp·colsum[j]) · delta with the group's int32 sums acc,
+// its step and zero point, and its weight column sums colsum (null: no zero-point term, zp 0);
+// after the last group scale_bias_row(t, wscale, bias) gives the output row. The simulator passes
+// its exact float sums as int32 and the runtime its GEMM's: the same float operations.
+void accumulate_token_group(float* t, const int32_t* acc, int32_t zp, const int32_t* colsum, float delta, bool first,
+                            size_t n);
 // The same on a sum already in float: y[j] = y[j] · (delta · wscale[j]) + bias[j].
 void scale_bias_row_token(float* y, const float* wscale, float delta, const float* bias, size_t n);
 

@@ -55,7 +55,7 @@ nlohmann::ordered_json compensate_block(StagedForward& fwd, PlanSimulator& sim, 
 
 }  // namespace
 
-Bits Calibrator::site_bits(const SiteId& id, const CalibOptions& opt) {
+Bits Calibrator::site_bits(const SiteId& id, const CalibOptions& opt, int K) {
   Bits b = opt.bits;
   if (!opt.block_bits.empty() && id.block >= 0) {
     b = opt.block_bits.at(size_t(2 * id.block + (id.in_attention_module() ? 0 : 1)));
@@ -63,6 +63,8 @@ Bits Calibrator::site_bits(const SiteId& id, const CalibOptions& opt) {
   b.x_grid = id.kind == SiteKind::MatmulAV ? opt.grids.softmax : Grid::Signed;
   b.x_per_token = opt.grids.per_token && !id.is_attention();
   if (b.x_per_token) b.x_token_clip = opt.grids.token_clip;
+  const int tg = opt.grids.token_group;  // a group of the whole row is the ungrouped form
+  if (b.x_per_token && tg > 0 && K > tg && K % tg == 0) b.x_token_group = tg;
   if (id.kind == SiteKind::PatchEmbed && opt.grids.patch_embed_abits) b.x = opt.grids.patch_embed_abits;
   return b;
 }
@@ -75,6 +77,7 @@ void set_input_format(OperandQuant& x, Bits bits) {
   x.grid = bits.x_grid;
   x.per_token = bits.x_per_token;
   x.token_clip = bits.x_per_token ? bits.x_token_clip : 1.0f;
+  x.token_group = bits.x_per_token ? bits.x_token_group : 0;
   x.scale = bits.x_per_token ? 0.0f : kLevelStep;
   x.head_scales.clear();
 }
@@ -144,7 +147,7 @@ static SiteReport calibrate_site(Method& method, const ViTModel& model, const Si
 
   SiteReport rep;
   rep.site = id.name();
-  rep.bits = Calibrator::site_bits(id, opt);
+  rep.bits = Calibrator::site_bits(id, opt, shape.K);
   SitePlan sp = method.calibrate(obs, rep.bits, rep.notes);
   set_input_format(sp.x, rep.bits);  // per-token inputs and level grids have no step to choose
   const bool gptq = opt.weight_rounding == WeightRounding::Gptq;
@@ -171,6 +174,7 @@ static void record_driver_settings(const CalibOptions& opt, QuantPlan& plan) {
   if (is_level_grid(opt.grids.softmax)) plan.settings["softmax_grid"] = grid_name(opt.grids.softmax);
   if (opt.grids.per_token) plan.settings["per_token_inputs"] = true;
   if (opt.grids.per_token && opt.grids.token_clip != 1.0f) plan.settings["token_clip"] = opt.grids.token_clip;
+  if (opt.grids.per_token && opt.grids.token_group > 0) plan.settings["token_group"] = opt.grids.token_group;
   if (opt.grids.patch_embed_abits) plan.settings["patch_embed_abits"] = opt.grids.patch_embed_abits;
   if (opt.weight_rounding == WeightRounding::Gptq)
     plan.settings["weight_rounding"] = {{"method", "gptq"}, {"damp", opt.gptq.damp}, {"block", opt.gptq.block},

@@ -86,7 +86,8 @@ class Calibrator {
                         const std::function<void(const CalibProgress&)>& progress = {});
 
   // The format of a site under the options: bits uniform or per block, the input's grid by `grids`.
-  static Bits site_bits(const SiteId& id, const CalibOptions& opt);
+  // K: the site's input channels (per-token channel groups apply where they divide K).
+  static Bits site_bits(const SiteId& id, const CalibOptions& opt, int K = 0);
 
  private:
   const ViTModel& m_;

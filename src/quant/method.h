@@ -61,6 +61,7 @@ struct Bits {
   Grid x_grid = Grid::Signed;
   bool x_per_token = false;
   float x_token_clip = 1.0f;  // per-token inputs: the clip ratio of each row's range (plan.h)
+  int x_token_group = 0;      // per-token inputs: channels per group, 0 = the whole row (plan.h)
   // The input's step is fixed by its format (per token, or a level grid).
   bool x_fixed() const { return x_per_token || is_level_grid(x_grid); }
 };
@@ -71,6 +72,7 @@ struct GridPolicy {
   Grid softmax = Grid::Signed;  // the grid of the softmax output (the input of matmul_av)
   bool per_token = false;       // the inputs of linear sites per token (dynamic steps)
   float token_clip = 1.0f;      // their rows' ranges clipped to this share (1: not clipped)
+  int token_group = 0;          // their rows in groups of this many channels (0: whole rows)
   int patch_embed_abits = 0;    // bits of the patch embedding's input (0: the activation bits)
   bool unsigned_softmax() const { return softmax == Grid::Unsigned; }
 };
@@ -84,6 +86,7 @@ struct Recipe {
   std::optional<bool> rotate, rotate_mlp; // --rotate, --rotate-mlp
   std::optional<bool> gptq;               // --weight-rounding gptq
   std::optional<float> token_clip;        // --token-clip
+  std::optional<int> token_group;         // --token-group
   std::optional<bool> ridge;              // --ridge-update
   std::optional<bool> qwt;                // --qwt
   std::optional<int> recon_iters;         // --recon-iters

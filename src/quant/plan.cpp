@@ -45,6 +45,7 @@ ojson operand_to_json(const OperandQuant& q) {
   if (is_level_grid(q.grid)) j["grid"] = grid_name(q.grid);  // its step is fixed (2^-15)
   if (q.per_token) j["granularity"] = "token";                // no stored step
   if (q.clips_tokens()) j["token_clip"] = q.token_clip;
+  if (q.groups_tokens()) j["token_group"] = q.token_group;
   if (!q.per_token && !is_level_grid(q.grid)) j["scale"] = q.scale;
   if (q.per_channel()) j["channel_scales"] = q.channel_scales;
   if (!q.channel_bits.empty()) j["channel_bits"] = q.channel_bits;
@@ -184,6 +185,11 @@ OperandQuant operand_from_json(const Ctx& c, const std::string& name, const json
     if (!v.is_number() || !std::isfinite(v.get<double>()) || !(v.get<double>() > 0) || !(v.get<double>() <= 1))
       c.bad(name + ".token_clip", cat("must be a number in (0, 1] (got ", v.dump(), ")"));
     q.token_clip = v.get<float>();
+  }
+  if (j.contains("token_group")) {
+    if (!q.per_token) c.bad(name + ".token_group", "is for per-token inputs (\"granularity\": \"token\") only");
+    if (!json_int_in(j["token_group"], 1, 1 << 20, &q.token_group))
+      c.bad(name + ".token_group", cat("must be a whole number of channels >= 1 (got ", j["token_group"].dump(), ")"));
   }
   if (q.per_token && q.bits > 8) c.bad(name + ".bits", cat("per-token quantization takes 2..8 bits (got ", q.bits, ")"));
   if (q.per_token || is_level_grid(q.grid)) {
@@ -331,7 +337,9 @@ int plan_format_version(const QuantPlan& p) {
   // Format 2 adds what a format-1 reader would silently misread (per-head steps, a rotation);
   // per-token inputs and level grids lack the `scale` a format-1 reader requires, so it refuses them.
   // Format 3 adds error compensation, which a format-2 reader would ignore; format 4 the per-token
-  // clip ratio, likewise; format 5 GELU and softmax tables.
+  // clip ratio, likewise; format 5 GELU and softmax tables; format 6 per-token channel groups.
+  for (const auto& kv : p.sites)
+    if (kv.second.x.groups_tokens()) return 6;
   if (!p.gelu_tables.empty() || p.softmax_table) return 5;
   for (const auto& kv : p.sites)
     if (kv.second.x.clips_tokens()) return 4;
@@ -472,8 +480,8 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   if (!j.contains("format") || !j["format"].is_string() || j["format"] != "vitq-plan")
     top.bad("format", cat("must be \"vitq-plan\" (got ", j.contains("format") ? j["format"].dump() : "nothing", ")"));
   if (!j.contains("format_version") || !j["format_version"].is_number_integer() ||
-      j["format_version"] < 1 || j["format_version"] > 5)
-    top.bad("format_version", "must be 1 to 5 (this vitq reads plan formats 1 to 5)");
+      j["format_version"] < 1 || j["format_version"] > 6)
+    top.bad("format_version", "must be 1 to 6 (this vitq reads plan formats 1 to 6)");
   QuantPlan p;
   auto str = [&](const char* k) {
     if (!j.contains(k) || !j[k].is_string()) top.bad(k, "must be a string");
@@ -501,6 +509,11 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
     if (s.x.per_channel()) c.bad("x.channel_scales", "per-channel scales are for weights only");
     if (s.x.quantized() != s.w.quantized())
       c.bad("x.bits", "x and w must both be quantized or both FP32 (an integer product needs both)");
+    if (s.x.groups_tokens() && s.w.quantized()) {
+      int wmax = s.w.bits;
+      for (int b : s.w.channel_bits) wmax = std::max(wmax, b);
+      if (wmax > 8) c.bad("x.token_group", cat("needs weights of at most 8 bits (w has ", wmax, ")"));
+    }
     if (e.contains("bias_correction")) s.bias_correction = float_array(c, "bias_correction", e["bias_correction"]);
     if (e.contains("weight_offset")) {
       s.weight_offset = float_array(c, "weight_offset", e["weight_offset"]);
@@ -617,6 +630,9 @@ void check_plan_matches(const QuantPlan& plan, const ViTConfig& cfg, const std::
     if (sp.has_weight_codes() && sp.weight_codes.size() != size_t(sh.N) * size_t(sh.K))
       fail(ErrorKind::Model, source, ": site '", name, "': weight codes have ", sp.weight_codes.size(),
            " entries, the layer has ", sh.N, " x ", sh.K, " weights");
+    if (sp.x.groups_tokens() && sh.K % sp.x.token_group != 0)
+      fail(ErrorKind::Model, source, ": site '", name, "': x.token_group ", sp.x.token_group, " does not divide the ",
+           sh.K, " input channels");
     for (const OperandQuant* q : {&sp.x, &sp.w})
       if (q->per_head() && q->head_scales.size() != size_t(sh.groups_per_image))
         fail(ErrorKind::Model, source, ": site '", name, "': ", q == &sp.x ? "x" : "w", ".head_scales has ",

@@ -43,10 +43,18 @@ struct OperandQuant {
   std::vector<float> head_scales;
   // Per-token inputs: the clip ratio α of each row's range (quantizer.h: token_quant); 1 = none.
   float token_clip = 1.0f;
+  // Per-token inputs in groups: each row's K channels split into K / token_group consecutive
+  // groups of token_group channels, each group with its own step and zero point (its own range,
+  // clipped by token_clip). 0 = one group of the whole row. Must divide K; weights ≤ 8 bits.
+  // Integer form: y[r][c] = Δw_c · Σ_g Δ[r][g] · Σ_{k∈g} qx[r][k]·qw[c][k] (+ bias terms).
+  int token_group = 0;
 
   bool quantized() const { return bits > 0; }
   bool per_channel() const { return !channel_scales.empty(); }
   bool clips_tokens() const { return per_token && token_clip != 1.0f; }
+  bool groups_tokens() const { return per_token && token_group > 0; }
+  // The number of channel groups of a per-token row of K channels (1 if not grouped).
+  int token_groups(int K) const { return groups_tokens() && K % token_group == 0 ? K / token_group : 1; }
   bool per_head() const { return !head_scales.empty(); }
   float head_scale(int h) const { return head_scales.empty() ? scale : head_scales[size_t(h)]; }
   QRange range() const { return qrange(bits, grid); }

@@ -134,15 +134,21 @@ double token_clip_grad(const float* x, const float* dxh, int64_t rows, int K, co
   std::vector<double> per_row(size_t(rows), 0.0);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * K;
-    const TokenQuant t = token_quant(xr, size_t(K), q.bits, q.token_clip);
-    const QRange rg = t.range(q.bits);
-    double s = 0;
-    for (int k = 0; k < K; ++k) {
-      if (drop && drop->on() && drop->dropped(kind, 0, uint64_t(r) * uint64_t(K) + uint64_t(k))) continue;
-      s += double(dxh[r * K + k]) * straight_through_code(xr[k] / t.delta, rg).dstep;
+    const int G = q.token_groups(K), Kg = K / G;
+    double row = 0;
+    for (int g = 0; g < G; ++g) {  // each channel group has its own range, clipped by the same α
+      const float* xr = x + r * K + g * Kg;
+      const TokenQuant t = token_quant(xr, size_t(Kg), q.bits, q.token_clip);
+      const QRange rg = t.range(q.bits);
+      double s = 0;
+      for (int k = 0; k < Kg; ++k) {
+        const int64_t i = r * K + g * Kg + k;
+        if (drop && drop->on() && drop->dropped(kind, 0, uint64_t(i))) continue;
+        s += double(dxh[i]) * straight_through_code(xr[k] / t.delta, rg).dstep;
+      }
+      row += s * t.delta;
     }
-    per_row[size_t(r)] = s * t.delta;
+    per_row[size_t(r)] = row;
   }
   double total = 0;
   for (double v : per_row) total += v;

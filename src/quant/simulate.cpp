@@ -59,16 +59,18 @@ void input_codes(const SiteCall& c, const OperandQuant& x, avector<float>& xbuf,
         xbuf[size_t(n + i) + j] = float(l >> 8);
       }
     }
-  } else if (x.per_token) {
+  } else if (x.per_token) {  // row_delta[r·G + g]: row r's step in channel group g (G = 1: the row)
     const int64_t rows = int64_t(c.groups) * c.M;
-    row_delta.resize(size_t(rows));
+    const int G = x.token_groups(c.K), Kg = c.K / G;
+    row_delta.resize(size_t(rows) * size_t(G));
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = c.x + r * c.K;
-      const TokenQuant t = token_quant(xr, size_t(c.K), x.bits, x.token_clip);
-      row_delta[size_t(r)] = t.delta;
-      quantize_to_f32_codes(xr, xbuf.data() + r * c.K, size_t(c.K), t.delta, t.range(x.bits));
-    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int g = 0; g < G; ++g) {
+        const float* xr = c.x + r * c.K + g * Kg;
+        const TokenQuant t = token_quant(xr, size_t(Kg), x.bits, x.token_clip);
+        row_delta[size_t(r * G + g)] = t.delta;
+        quantize_to_f32_codes(xr, xbuf.data() + r * c.K + g * Kg, size_t(Kg), t.delta, t.range(x.bits));
+      }
   } else if (x.per_head()) {
     const int heads = heads_of(c);
 #pragma omp parallel for schedule(static)
@@ -149,6 +151,49 @@ void linear_epilogue(const SiteCall& call, const SitePlan& sp, const avector<flo
   }
 }
 
+// A linear site with per-token inputs in G > 1 channel groups, as the integer runtime computes it
+// (int_linear.h): per group the exact sums Σ_{k∈g} qx·qw (integer-valued floats, exact: at most
+// 2^b·128·K/G < 2^24), then accumulate_token_group over the groups in order, scale_bias_row by Δw_c
+// with the bias, and the weight offset o_c · Σ_g Δ_g·Σ_{k∈g} qx.
+void linear_token_groups(const SiteCall& call, const SitePlan& sp, const float* wcodes, const avector<float>& xbuf,
+                         const std::vector<float>& row_delta) {
+  const int N = call.N, K = call.K, G = sp.x.token_groups(K), Kg = K / G;
+  const int64_t rows = int64_t(call.groups) * call.M;
+  avector<float> sums(size_t(G) * size_t(rows) * size_t(N));
+  for (int g = 0; g < G; ++g)
+    sgemm_f32('N', 'T', rows, N, Kg, xbuf.data() + g * Kg, K, wcodes + g * Kg, K, 0.0f,
+              sums.data() + size_t(g) * size_t(rows) * size_t(N), N);
+  std::vector<float> wscale(static_cast<size_t>(N)), bias;
+  for (int n = 0; n < N; ++n) wscale[size_t(n)] = sp.w.per_channel() ? sp.w.channel_scales[size_t(n)] : sp.w.scale;
+  if (call.bias || !sp.bias_correction.empty()) {
+    bias.assign(size_t(N), 0.0f);
+    for (int n = 0; n < N; ++n) {
+      if (call.bias) bias[size_t(n)] = call.bias[n];
+      if (!sp.bias_correction.empty()) bias[size_t(n)] += sp.bias_correction[size_t(n)];
+    }
+  }
+  const float* b = bias.empty() ? nullptr : bias.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<int32_t> acc(static_cast<size_t>(N));
+    float* y = call.y + r * N;
+    for (int g = 0; g < G; ++g) {
+      const float* sg = sums.data() + (size_t(g) * size_t(rows) + size_t(r)) * size_t(N);
+      for (int n = 0; n < N; ++n) acc[size_t(n)] = int32_t(sg[n]);
+      accumulate_token_group(y, acc.data(), 0, nullptr, row_delta[size_t(r * G + g)], g == 0, size_t(N));
+    }
+    scale_bias_row(y, wscale.data(), b, size_t(N));
+    if (sp.weight_offset.empty()) continue;
+    float s = 0;  // Σ_g Δ_g · Σ_{k∈g} qx (the group sums are integers, exact)
+    for (int g = 0; g < G; ++g) {
+      double sx = 0;
+      for (int k = 0; k < Kg; ++k) sx += double(xbuf[size_t(r) * size_t(K) + size_t(g * Kg + k)]);
+      s += row_delta[size_t(r * G + g)] * float(sx);
+    }
+    add_scaled_row(y, sp.weight_offset.data(), s, size_t(N));
+  }
+}
+
 }  // namespace
 
 void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, avector<float>& xbuf,
@@ -174,6 +219,10 @@ void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, av
     if (wbuf.size() < n) wbuf.resize(n);
     site_weight_codes_f32(call.w, call.N, call.K, sp, wbuf.data());
     q.w = wbuf.data();
+  }
+  if (!call.site.is_attention() && sp.x.token_groups(call.K) > 1) {
+    linear_token_groups(call, sp, q.w, xbuf, row_delta);
+    return;
   }
   site_gemm_f32(q);  // Σ_k qx·qw (exact while the sums stay below 2^24)
   if (is_level_grid(sp.x.grid)) {  // the hi plane of the levels, then the exact combination

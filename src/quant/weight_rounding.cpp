@@ -16,11 +16,15 @@ void dequantize_input_row(const float* x, int K, const OperandQuant& q, float* o
   if (!q.quantized()) {
     std::copy(x, x + K, out);
     if (mask) std::fill(mask, mask + K, 1.0f);
-  } else if (q.per_token) {
-    const TokenQuant t = token_quant(x, size_t(K), q.bits, q.token_clip);
-    fake_quantize(x, out, size_t(K), t.delta, t.range(q.bits));
-    if (mask)
-      for (int k = 0; k < K; ++k) mask[k] = (x[k] >= t.mn && x[k] <= t.mx) ? 1.0f : 0.0f;
+  } else if (q.per_token) {  // each channel group (the whole row if not grouped) on its own range
+    const int G = q.token_groups(K), Kg = K / G;
+    for (int g = 0; g < G; ++g) {
+      const float* xg = x + g * Kg;
+      const TokenQuant t = token_quant(xg, size_t(Kg), q.bits, q.token_clip);
+      fake_quantize(xg, out + g * Kg, size_t(Kg), t.delta, t.range(q.bits));
+      if (mask)
+        for (int k = 0; k < Kg; ++k) mask[g * Kg + k] = (xg[k] >= t.mn && xg[k] <= t.mx) ? 1.0f : 0.0f;
+    }
   } else {
     const QRange rg = q.range();
     fake_quantize(x, out, size_t(K), q.scale, rg);

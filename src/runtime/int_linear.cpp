@@ -18,6 +18,7 @@ ActQuant ActQuant::of(const OperandQuant& q) {
   a.delta = q.scale;
   a.per_token = q.per_token;
   a.token_clip = q.token_clip;
+  a.token_group = q.groups_tokens() ? q.token_group : 0;
   if (is_level_grid(q.grid)) {
     a.levels = &LevelGrid::get(q.grid, q.bits);
     a.range = {0, kLevelOne};
@@ -35,9 +36,14 @@ void emit_a_codes(const ActQuant& aq, const float* x, size_t n, uint8_t* u8, siz
   if (aq.levels) {
     quantize_levels_u8_split(x, u8, u8 + plane_stride, n, *aq.levels);
   } else if (aq.per_token) {  // (at most 8 bits: one plane)
-    const TokenQuant t = token_quant(x, n, aq.bits, aq.token_clip);
-    quantize_a_u8(x, u8, n, t.delta, t.range(aq.bits), -t.lo);
-    *rq = {t.delta, -t.lo};
+    const int G = aq.groups(n);
+    const size_t ng = n / size_t(G);
+    for (int g = 0; g < G; ++g) {
+      const size_t o = size_t(g) * ng;
+      const TokenQuant t = token_quant(x + o, ng, aq.bits, aq.token_clip);
+      quantize_a_u8(x + o, u8 + o, ng, t.delta, t.range(aq.bits), -t.lo);
+      rq[g] = {t.delta, -t.lo};
+    }
   } else if (aq.planes == 1) {
     quantize_a_u8(x, u8, n, aq.delta, aq.range, aq.zp);
   } else {
@@ -62,7 +68,24 @@ IntLinear::IntLinear(const StoredLinear& s, const OperandQuant& x) : id_(s.id), 
     for (int k = 0; k < K_; ++k) t += s.codes[size_t(n) * size_t(K_) + size_t(k)];
     colsum_[size_t(n)] = t;
   }
-  if (max_bits <= 8) {
+  groups_ = x_.groups(size_t(K_));
+  if (groups_ > 1) {  // one GEMM per channel group: its columns of W as an N x K/G matrix
+    if (max_bits > 8 || K_ % groups_ != 0)
+      fail(ErrorKind::Model, "site ", s.id.name(), ": per-token channel groups of ", x_.token_group,
+           " need weights of at most 8 bits and a divisor of K = ", K_);
+    const int Kg = K_ / groups_;
+    colsum32_.assign(size_t(groups_) * size_t(N_), 0);
+    std::vector<int8_t> wg(size_t(N_) * size_t(Kg));
+    for (int g = 0; g < groups_; ++g) {
+      for (int n = 0; n < N_; ++n)
+        for (int k = 0; k < Kg; ++k) {
+          const int16_t c = s.codes[size_t(n) * size_t(K_) + size_t(g * Kg + k)];
+          wg[size_t(n) * size_t(Kg) + size_t(k)] = int8_t(c);
+          colsum32_[size_t(g) * size_t(N_) + size_t(n)] += c;
+        }
+      mm_.push_back(std::make_unique<U8S8Matmul>(N_, Kg, BLayout::Packed, wg.data()));
+    }
+  } else if (max_bits <= 8) {
     std::vector<int8_t> w8(NK);
     for (size_t i = 0; i < NK; ++i) w8[i] = int8_t(s.codes[i]);
     mm_.push_back(std::make_unique<U8S8Matmul>(N_, K_, BLayout::Packed, w8.data()));
@@ -77,7 +100,7 @@ IntLinear::IntLinear(const StoredLinear& s, const OperandQuant& x) : id_(s.id), 
   }
   comp_.resize(size_t(N_));
   for (int n = 0; n < N_; ++n) comp_[size_t(n)] = int32_t(int64_t(x_.zp) * colsum_[size_t(n)]);
-  colsum32_.assign(colsum_.begin(), colsum_.end());
+  if (groups_ == 1) colsum32_.assign(colsum_.begin(), colsum_.end());
   wscale_.assign(s.scale.begin(), s.scale.end());
   scale_.resize(size_t(N_));
   for (int n = 0; n < N_; ++n) scale_[size_t(n)] = x_.delta * s.scale[size_t(n)];
@@ -97,20 +120,42 @@ size_t IntLinear::weight_bytes() const {
 void IntLinear::gemm_tile(int rows, const uint8_t* a, size_t plane_stride, int32_t* acc) const {
   const int P = a_planes(), Q = b_planes();
   const size_t blk = size_t(rows) * size_t(N_);
+  if (groups_ > 1) {  // (one A plane, one B plane)
+    const int Kg = K_ / groups_;
+    for (int g = 0; g < groups_; ++g) mm_[size_t(g)]->run(rows, a + size_t(g) * size_t(Kg), K_, acc + size_t(g) * blk, N_);
+    return;
+  }
   for (int p = 0; p < P; ++p)
     for (int q = 0; q < Q; ++q)
       mm_[size_t(q)]->run(rows, a + size_t(p) * plane_stride, K_, acc + size_t(p * Q + q) * blk, N_);
 }
 
 void IntLinear::epilogue_row(const int32_t* acc, int rows, int r, const uint8_t* a, size_t plane_stride, float* y,
-                             const RowQuant& rq) const {
+                             const RowQuant* rq) const {
   const int P = a_planes(), Q = b_planes();
   const size_t blk = size_t(rows) * size_t(N_);
   const int32_t* row = acc + size_t(r) * size_t(N_);
   const float* bias = bias_.empty() ? nullptr : bias_.data();
-  const int32_t zp = x_.per_token ? rq.zp : x_.zp;
+  if (x_.per_token && !rq) fail(ErrorKind::Internal, "site ", id_.name(), ": per-token rows need their steps");
+  if (groups_ > 1) {
+    const int Kg = K_ / groups_;
+    for (int g = 0; g < groups_; ++g)
+      accumulate_token_group(y, row + size_t(g) * blk, rq[g].zp, colsum32_.data() + size_t(g) * size_t(N_),
+                             rq[g].delta, g == 0, size_t(N_));
+    scale_bias_row(y, wscale_.data(), bias, size_t(N_));
+    if (woffset_.empty()) return;
+    float s = 0;  // Σ_g Δ_g · Σ_{k∈g} qx, Σ_{k∈g} qx = Σ_{k∈g} u − K/G·zp_g
+    for (int g = 0; g < groups_; ++g) {
+      const int64_t su = sum_u8(a + size_t(r) * size_t(K_) + size_t(g) * size_t(Kg), size_t(Kg));
+      s += rq[g].delta * float(su - int64_t(Kg) * rq[g].zp);
+    }
+    add_scaled_row(y, woffset_.data(), s, size_t(N_));
+    return;
+  }
+  const int32_t zp = x_.per_token ? rq->zp : x_.zp;
+  const float rdelta = x_.per_token ? rq->delta : 1.0f;
   if (x_.per_token && Q == 1) {
-    dequantize_row_token(row, zp, colsum32_.data(), wscale_.data(), rq.delta, bias, y, size_t(N_));
+    dequantize_row_token(row, zp, colsum32_.data(), wscale_.data(), rdelta, bias, y, size_t(N_));
   } else if (P == 1 && Q == 1) {
     dequantize_row(row, x_.zp ? comp_.data() : nullptr, scale_.data(), bias, y, size_t(N_));
   } else {
@@ -122,7 +167,7 @@ void IntLinear::epilogue_row(const int32_t* acc, int rows, int r, const uint8_t*
           t += (int64_t(row[size_t(p * Q + q) * blk + size_t(n)]) << (8 * p + 7 * q));
       y[n] = float(t - int64_t(zp) * colsum_[size_t(n)]);
     }
-    if (x_.per_token) scale_bias_row_token(y, wscale_.data(), rq.delta, bias, size_t(N_));
+    if (x_.per_token) scale_bias_row_token(y, wscale_.data(), rdelta, bias, size_t(N_));
     else scale_bias_row(y, scale_.data(), bias, size_t(N_));
   }
   if (!offset_.empty() || (x_.per_token && !woffset_.empty())) {
@@ -131,7 +176,7 @@ void IntLinear::epilogue_row(const int32_t* acc, int rows, int r, const uint8_t*
     for (int p = 0; p < P; ++p)
       s += sum_u8(a + size_t(p) * plane_stride + size_t(r) * size_t(K_), size_t(K_)) << (8 * p);
     const float sx = float(s - int64_t(K_) * zp);
-    if (x_.per_token) add_scaled_row(y, woffset_.data(), rq.delta * sx, size_t(N_));
+    if (x_.per_token) add_scaled_row(y, woffset_.data(), rdelta * sx, size_t(N_));
     else add_scaled_row(y, offset_.data(), sx, size_t(N_));
   }
 }

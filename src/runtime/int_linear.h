@@ -5,7 +5,10 @@
 // Integer form of a quantized site (plan.h), for input row r and output channel n:
 //   y[r][n] = Δx·Δw_n · Σ_k qx[r][k]·qw[n][k]  +  o_n·Δx·Σ_k qx[r][k]  +  bias_n
 // The GEMM sees u = qx + zp (u8, int8_kernels.h) and computes Σ_k u·qw; the epilogue subtracts
-// zp·Σ_k qw[n][k] (precomputed here) in integers, so the integer part is exact. 9..10-bit
+// zp·Σ_k qw[n][k] (precomputed here) in integers, so the integer part is exact. Per-token inputs
+// in G channel groups (plan.h: token_group): one GEMM per group over its K/G columns, and
+//   y[r][n] = Δw_n · Σ_g Δ[r][g] · float(Σ_{k∈g} u·qw − zp[r][g]·Σ_{k∈g} qw[n][k])  + bias_n
+// (numerics/int8_kernels.h: accumulate_token_group; the simulator does the same). 9..10-bit
 // operands are split into two planes each (A: u = lo + 256·hi; B: qw = lo + 128·hi) and the
 // 2 or 4 plane products are combined exactly in 64-bit integers before the conversion to float.
 #pragma once
@@ -33,12 +36,15 @@ struct ActQuant {
   int planes = 1;
   bool per_token = false;             // each row: its own step and zero point (TokenQuant)
   float token_clip = 1.0f;            // per token: the clip ratio of the row's range
+  int token_group = 0;                // per token: channels per group (0: the whole row is one)
   const LevelGrid* levels = nullptr;  // a level grid: the A codes are levels (two planes, zp 0)
   static ActQuant of(const OperandQuant& q);  // the encoding of the plan's operand
+  // The per-token channel groups of a row of n values (1 unless per token in groups).
+  int groups(size_t n) const { return per_token && token_group > 0 ? int(n / size_t(token_group)) : 1; }
 };
 
 // The A codes of one row of n values (planes `plane_stride` apart); for a per-token operand the
-// row's step and zero point (its TokenQuant) go to *rq.
+// step and zero point (TokenQuant) of each of the row's aq.groups(n) channel groups go to rq[g].
 struct RowQuant {
   float delta = 1.0f;
   int32_t zp = 0;
@@ -56,16 +62,21 @@ class IntLinear {
   int K() const { return K_; }
   const ActQuant& input() const { return x_; }
   int a_planes() const { return x_.planes; }
-  int b_planes() const { return int(mm_.size()); }
+  int b_planes() const { return int(mm_.size()) / groups_; }
+  // Per-token channel groups of an input row (1 unless the plan groups them): RowQuants per row.
+  int token_groups() const { return groups_; }
   // int32 accumulators a tile of `rows` needs.
-  size_t acc_elems(int rows) const { return size_t(rows) * size_t(N_) * size_t(a_planes() * b_planes()); }
+  size_t acc_elems(int rows) const {
+    return size_t(rows) * size_t(N_) * size_t(a_planes() * b_planes()) * size_t(groups_);
+  }
 
   // Quantized: the GEMMs of rows [0, rows) of the A planes (plane p at a + p·plane_stride, rows
-  // K apart) into acc; then output row r of that tile into y (N floats). rq: row r's step and zero
-  // point for a per-token input (ignored otherwise).
+  // K apart) into acc (per channel group for grouped per-token inputs); then output row r of that
+  // tile into y (N floats). rq: row r's token_groups() steps and zero points for a per-token input
+  // (ignored otherwise).
   void gemm_tile(int rows, const uint8_t* a, size_t plane_stride, int32_t* acc) const;
   void epilogue_row(const int32_t* acc, int rows, int r, const uint8_t* a, size_t plane_stride, float* y,
-                    const RowQuant& rq = {}) const;
+                    const RowQuant* rq = nullptr) const;
 
   // FP32: y (rows x N) = x (rows x K) · Wᵀ; epilogue_row_f32 adds the bias.
   void gemm_tile_f32(int rows, const float* x, float* y) const;
@@ -78,9 +89,10 @@ class IntLinear {
   int N_ = 0, K_ = 0;
   bool quantized_ = false;
   ActQuant x_;
-  std::vector<std::unique_ptr<U8S8Matmul>> mm_;  // one per B plane
+  int groups_ = 1;                               // per-token channel groups (ActQuant::groups(K))
+  std::vector<std::unique_ptr<U8S8Matmul>> mm_;  // one per B plane, or per channel group (one plane)
   std::vector<int64_t> colsum_;                  // Σ_k qw[n][k]
-  avector<int32_t> colsum32_;                    // the same as int32 (per-token epilogue)
+  avector<int32_t> colsum32_;                    // the same as int32 (per-token epilogue); per group g at g·N
   avector<float> wscale_;                        // Δw_n
   avector<int32_t> comp_;                        // zp·colsum (single-plane case)
   avector<float> scale_;                         // Δx·Δw_n

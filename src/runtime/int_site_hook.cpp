@@ -18,9 +18,10 @@ void run_linear(const IntLinear& L, const SiteCall& c) {
   const ActQuant& aq = L.input();
   const size_t ps = size_t(M) * size_t(K);
   avector<uint8_t> a(size_t(aq.planes) * ps);
-  std::vector<RowQuant> rq(static_cast<size_t>(M));
+  const size_t G = size_t(L.token_groups());
+  std::vector<RowQuant> rq(size_t(M) * G);
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < M; ++r) emit_a_codes(aq, c.x + size_t(r) * K, size_t(K), a.data() + size_t(r) * K, ps, &rq[size_t(r)]);
+  for (int r = 0; r < M; ++r) emit_a_codes(aq, c.x + size_t(r) * K, size_t(K), a.data() + size_t(r) * K, ps, &rq[size_t(r) * G]);
   const int mb = 64, tiles = (M + mb - 1) / mb;
 #pragma omp parallel
   {
@@ -31,7 +32,7 @@ void run_linear(const IntLinear& L, const SiteCall& c) {
       const uint8_t* at = a.data() + size_t(r0) * K;
       L.gemm_tile(rows, at, ps, acc.data());
       for (int r = 0; r < rows; ++r)
-        L.epilogue_row(acc.data(), rows, r, at, ps, c.y + size_t(r0 + r) * N, rq[size_t(r0 + r)]);
+        L.epilogue_row(acc.data(), rows, r, at, ps, c.y + size_t(r0 + r) * N, &rq[size_t(r0 + r) * G]);
     }
   }
 }

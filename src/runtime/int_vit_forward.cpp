@@ -25,18 +25,19 @@ namespace vitq {
 namespace {
 
 // The input of a linear site: u8 code planes (quantized site; per-token inputs also the step and
-// zero point of every row) or floats (FP32 site).
+// zero point of every row, or of every channel group of a row: its consumer's token_groups() per
+// row) or floats (FP32 site).
 struct ActBuf {
   avector<uint8_t> u8;
   avector<float> f32;
   std::vector<RowQuant> rq;
   size_t plane_stride = 0;
 
-  void reserve(size_t elems, size_t rows, bool codes, bool floats) {
+  void reserve(size_t elems, size_t rows, bool codes, bool floats, size_t groups = 1) {
     plane_stride = elems;
     if (codes) {
       u8.resize(2 * elems);
-      rq.resize(rows);
+      rq.resize(rows * groups);
     }
     if (floats) f32.resize(elems);
   }
@@ -101,10 +102,11 @@ struct Scratch {
 };
 
 // Row r (y, n floats) of a linear input buffer as its consumer reads it: its A codes (and, if
-// per-token, the row's step and zero point in buf.rq[r]) if it is quantized, else the floats.
+// per-token, the steps and zero points of its G channel groups at buf.rq[r·G]) if it is
+// quantized, else the floats.
 void emit_row(const ActQuant& aq, const float* y, size_t n, ActBuf& buf, size_t r) {
   // Only the buffer the consumer reads is allocated (offsetting the other's null data() is UB).
-  if (aq.on) emit_a_codes(aq, y, n, buf.u8.data() + r * n, buf.plane_stride, &buf.rq[r]);
+  if (aq.on) emit_a_codes(aq, y, n, buf.u8.data() + r * n, buf.plane_stride, buf.rq.data() + r * size_t(aq.groups(n)));
   else std::copy(y, y + n, buf.f32.data() + r * n);
 }
 
@@ -194,7 +196,8 @@ struct IntViTForward::Impl {
         g.values = gelu_table_values(gt->second);
         const ActQuant& f2 = b.fc2->input();
         g.direct = f2.on && !f2.per_token && !f2.levels && f2.planes == 1 && q.mlp_rotation_signs.empty();
-        g.token = f2.on && f2.per_token && !f2.levels && f2.planes == 1 && q.mlp_rotation_signs.empty();
+        g.token = f2.on && f2.per_token && f2.groups(size_t(c.mlp_hidden)) == 1 && !f2.levels && f2.planes == 1 &&
+                  q.mlp_rotation_signs.empty();
         g.valley = table_valley(g.values.data(), g.values.size());
         if (g.direct) {
           std::vector<uint8_t> u(g.values.size());
@@ -242,7 +245,7 @@ struct IntViTForward::Impl {
     const size_t d = size_t(c.head_dim()), NC = size_t(c.num_classes);
     x.resize(B * T * D);
     comp_out.resize(B * T * D);
-    patches.reserve(B * NP * PD, B * NP, patch->quantized(), !patch->quantized());
+    patches.reserve(B * NP * PD, B * NP, patch->quantized(), !patch->quantized(), size_t(patch->token_groups()));
     bool a_codes = false, a_f32 = false, b_codes = false, b_f32 = false;
     for (const Block& b : blocks) {
       for (const IntLinear* l : {b.qkv.get(), b.fc1.get()}) (l->quantized() ? a_codes : a_f32) = true;
@@ -250,11 +253,17 @@ struct IntViTForward::Impl {
     }
     // A per-token proj input is quantized once a row is whole (all heads): the float rows first.
     for (const Block& b : blocks) b_f32 = b_f32 || (b.proj->quantized() && b.proj->input().per_token);
-    buf_a.reserve(B * T * D, B * T, a_codes, a_f32);
-    buf_b.reserve(B * T * std::max(D, F), B * T, b_codes, b_f32);
+    size_t ga = 1, gb = 1;  // channel groups per row of the per-token inputs
+    for (const Block& b : blocks) {
+      ga = std::max({ga, size_t(b.qkv->token_groups()), size_t(b.fc1->token_groups())});
+      gb = std::max({gb, size_t(b.proj->token_groups()), size_t(b.fc2->token_groups())});
+    }
+    buf_a.reserve(B * T * D, B * T, a_codes, a_f32, ga);
+    buf_b.reserve(B * T * std::max(D, F), B * T, b_codes, b_f32, gb);
     const bool hq = head->quantized() || (head_dist && head_dist->quantized());
     const bool hf = !head->quantized() || (head_dist && !head_dist->quantized());
-    head_in.reserve(2 * B * D, 2 * B, hq, hf);
+    head_in.reserve(2 * B * D, 2 * B, hq, hf,
+                    size_t(std::max(head->token_groups(), head_dist ? head_dist->token_groups() : 1)));
     tok.resize(2 * B * D);
     logits2.resize(B * NC);
     attn_ps = B * H * T * d;
@@ -317,7 +326,8 @@ struct IntViTForward::Impl {
     // One of the two is allocated (offsetting the other's null data() would be UB).
     const uint8_t* in_u8 = in.u8.empty() ? nullptr : in.u8.data() + row0 * size_t(K);
     const float* in_f32 = in.f32.empty() ? nullptr : in.f32.data() + row0 * size_t(K);
-    const RowQuant* in_rq = in.rq.empty() ? nullptr : in.rq.data() + row0;
+    const size_t G = size_t(L.token_groups());
+    const RowQuant* in_rq = in.rq.empty() ? nullptr : in.rq.data() + row0 * G;
     if (!L.quantized()) {
       // FP32 site: oneDNN GEMMs image by image, as the FP32 forward does it (engine/site.h:
       // image_rows; a float GEMM's rounding may depend on its row count), then the row epilogues.
@@ -342,7 +352,7 @@ struct IntViTForward::Impl {
       const uint8_t* a = in_u8 + size_t(r0) * size_t(K);
       L.gemm_tile(rows, a, plane_stride, s.acc.data());
       for (int r = 0; r < rows; ++r) {
-        L.epilogue_row(s.acc.data(), rows, r, a, plane_stride, s.row.data(), in_rq ? in_rq[r0 + r] : RowQuant{});
+        L.epilogue_row(s.acc.data(), rows, r, a, plane_stride, s.row.data(), in_rq ? in_rq + size_t(r0 + r) * G : nullptr);
         consume(r0 + r, s.row.data());
       }
     }

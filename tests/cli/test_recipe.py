@@ -26,7 +26,8 @@ def main():
 
     out = cli.expect("vitq W4A4: the recipe is applied and printed", q + ["--bits", "4", "-o", cli.path("v4")], "ok",
                      r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, token ranges "
-                     r"clipped to 0.95, GPTQ weight rounding, QwT compensation, rotation, MLP rotation")
+                     r"clipped to 0.95, token ranges per 64 channels, GPTQ weight rounding, QwT compensation, rotation, MLP "
+                     r"rotation")
     plan = read_json(cli.path("v4", "plan.json"))
     s = plan["settings"]
     cli.check(s.get("compensation", {}).get("method") == "qwt" and len(plan.get("compensation", {}).get("blocks", [])) > 0,
@@ -38,8 +39,12 @@ def main():
               "W4A4 plan records the rotation", json.dumps(plan.get("rotation")))
     qkv = plan["sites"]["blocks.0.attn.qkv"]
     cli.check(abs(qkv["x"].get("token_clip", 1) - 0.95) < 1e-6 and abs(s.get("token_clip", 1) - 0.95) < 1e-6 and
-              plan["format_version"] == 4, "W4A4: the token clip ratio 0.95 on per-token inputs (plan format 4)",
+              plan["format_version"] == 6, "W4A4: the token clip ratio 0.95 on per-token inputs (plan format 6)",
               json.dumps(qkv["x"]))
+    # Channel groups of 64 where 64 divides the input (fc2: 128 inputs), whole rows elsewhere (64).
+    fc2 = plan["sites"]["blocks.0.mlp.fc2"]
+    cli.check(s.get("token_group") == 64 and fc2["x"].get("token_group") == 64 and "token_group" not in qkv["x"],
+              "W4A4: per-token ranges per 64 channels on fc2, whole rows of 64 on qkv", json.dumps(fc2["x"]))
     cli.check(qkv["x"].get("granularity") == "token" and qkv.get("weight_codes") is True and "weight_offset" in qkv,
               "qkv: per-token input, GPTQ codes, per-channel offsets", json.dumps(qkv)[:300])
     av = plan["sites"]["blocks.0.attn.matmul_av"]
@@ -71,18 +76,24 @@ def main():
     cli.expect("vitq W4A4 with every recipe part overridden",
                q + ["--bits", "4", "--plan-only", "--softmax-grid", "unsigned", "--no-per-token", "--patch-embed-abits",
                     "4", "--weight-rounding", "nearest", "--no-rotate", "--no-rotate-mlp", "--no-qwt", "--token-clip", "1",
+                    "--token-group", "0",
                     "-o", cli.path("v4o")],
                "ok")
     p = read_json(cli.path("v4o", "plan.json"))
     s = p["settings"]
     cli.check("rotation" not in p and "per_token_inputs" not in s and "weight_rounding" not in s and
               "softmax_grid" not in s and "recipe" not in s and "compensation" not in s and "compensation" not in p and
-              "token_clip" not in s and "token_clip" not in json.dumps(p["sites"]),
+              "token_clip" not in s and "token_clip" not in json.dumps(p["sites"]) and "token_group" not in s and
+              "token_group" not in json.dumps(p["sites"]),
               "overridden parts are absent from the plan", json.dumps(s))
     cli.expect("--token-clip without per-token inputs warns", q + ["--bits", "4", "--plan-only", "--compensate", "none",
                                                                  "--no-per-token", "--token-clip", "0.9", "-q", "-o",
                                                                  cli.path("tcw")], "ok",
                r"warning: --token-clip 0\.9 has no effect without per-token inputs")
+    cli.expect("--token-group without per-token inputs warns", q + ["--bits", "4", "--plan-only", "--compensate",
+                                                                  "none", "--no-per-token", "--token-group", "16", "-q",
+                                                                  "-o", cli.path("tgw")], "ok",
+               r"warning: --token-group 16 has no effect without per-token inputs")
     # --compensate: the levels, and a bad one.
     cli.expect("vitq --compensate none at W4A4", q + ["--bits", "4", "--plan-only", "--compensate", "none", "-q", "-o",
                                                       cli.path("cnone")], "ok")

@@ -98,7 +98,9 @@ def torch_block(p, plan, blk, x, heads, eps, quant_acts=True):
         if xq.get("granularity") != "token":
             return a
         STEPS["clip." + k.split(".")[-1]] = lc = torch.zeros((), requires_grad=True)
-        return per_token_fq(a, xq["bits"], xq.get("token_clip", 1.0), lc)
+        g = xq.get("token_group", a.shape[-1])  # channel groups: each its own row range
+        ag = a.reshape(*a.shape[:-1], a.shape[-1] // g, g)
+        return per_token_fq(ag, xq["bits"], xq.get("token_clip", 1.0), lc).reshape(a.shape)
 
     h = F.layer_norm(x, (d,), p["norm1.g"], p["norm1.b"], eps)
     qkv = lin("qkv", act("attn.qkv", h)).reshape(b, t, 3, heads, hd).permute(2, 0, 3, 1, 4)
@@ -136,6 +138,9 @@ def main():
                                     ("vitq-style W6A6, per-token inputs clipped to 0.9 of the row range",
                                      ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate",
                                       "none", "--token-clip", "0.9"], ((0, 0.0), (1, 0.0))),
+                                    ("vitq-style W6A6, per-token inputs in groups of 16 channels clipped to 0.9",
+                                     ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate",
+                                      "none", "--token-clip", "0.9", "--token-group", "16"], ((0, 0.0), (1, 0.0))),
                              ("vitq-style W6A6 grid (asymmetric per-channel GPTQ weights)",
                               ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate", "none"],
                               ((0, 0.0), (1, 0.0), (0, 1.0)))]:

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/vit_config.h"
 #include "numerics/level_grid.h"
 #include "quant/plan.h"
 
@@ -86,7 +87,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   nlohmann::ordered_json good = plan_to_json(sample_plan());
   ASSERT_NO_THROW(plan_from_json(good, "plan.json"));
   auto j = good;
-  j["format_version"] = 6;
+  j["format_version"] = 7;
   expect(j, "format_version");
   j = good;
   j["format_version"] = 1;  // a format-2 plan: accepted (the fields decide what it means)
@@ -155,6 +156,45 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
     EXPECT_EQ(cj["sites"]["blocks.1.attn.proj"]["x"]["token_clip"].get<float>(), 0.95f);
     EXPECT_TRUE(plan_from_json(cj, "plan.json") == c);
     EXPECT_FALSE(good["sites"]["blocks.1.attn.proj"]["x"].contains("token_clip"));  // 1: not written
+  }
+  // Per-token channel groups: a whole number >= 1, per-token inputs only, weights of at most 8
+  // bits; a plan with them is format 6 and reads back equal.
+  for (const nlohmann::ordered_json& bad : {nlohmann::ordered_json(0), nlohmann::ordered_json(-64),
+                                            nlohmann::ordered_json(6.5), nlohmann::ordered_json("64")}) {
+    j = good;
+    j["sites"]["blocks.1.attn.proj"]["x"]["token_group"] = bad;
+    expect(j, "sites.blocks.1.attn.proj.x.token_group");
+  }
+  j = good;
+  j["sites"]["blocks.0.attn.qkv"]["x"]["token_group"] = 64;
+  expect(j, "per-token inputs");
+  j = good;
+  j["sites"]["blocks.1.attn.proj"]["x"]["token_group"] = 64;
+  j["sites"]["blocks.1.attn.proj"]["w"]["bits"] = 10;
+  expect(j, "at most 8 bits");
+  {
+    QuantPlan c = sample_plan();
+    c.sites.at("blocks.1.attn.proj").x.token_group = 64;
+    const nlohmann::ordered_json cj = plan_to_json(c);
+    EXPECT_EQ(cj["format_version"], 6);
+    EXPECT_EQ(cj["sites"]["blocks.1.attn.proj"]["x"]["token_group"], 64);
+    EXPECT_TRUE(plan_from_json(cj, "plan.json") == c);
+    EXPECT_FALSE(good["sites"]["blocks.1.attn.proj"]["x"].contains("token_group"));  // 0: not written
+    // ViT-Ti's proj has 192 inputs: 64 divides them, 50 does not.
+    ViTConfig cfg;
+    cfg.architecture = "vit_tiny_patch16_224";
+    cfg.embed_dim = 192, cfg.depth = 2, cfg.num_heads = 3, cfg.mlp_hidden = 768;
+    QuantPlan v;
+    v.sites["blocks.1.attn.proj"] = c.sites.at("blocks.1.attn.proj");
+    v.sites.at("blocks.1.attn.proj").w.channel_scales.assign(192, 0.5f);
+    EXPECT_NO_THROW(check_plan_matches(v, cfg, "plan.json"));
+    v.sites.at("blocks.1.attn.proj").x.token_group = 50;
+    try {
+      check_plan_matches(v, cfg, "plan.json");
+      ADD_FAILURE() << "a token group that does not divide K was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("token_group 50 does not divide the 192"), std::string::npos) << e.what();
+    }
   }
   j = good;
   j["sites"]["blocks.1.attn.matmul_av"]["x"]["grid"] = "log3";

@@ -306,31 +306,39 @@ void check_site(const SiteCase& sc) {
       if (std::fabs(l - v) <= std::fabs(best - v)) best = l;
     return best;
   };
-  // Row (g, r) of x: its codes and step.
-  auto x_row = [&](int g, int r, std::vector<int32_t>& q) {
+  // Row (g, r) of x: its codes q and each code's step st (per token: its channel group's, the
+  // whole row when the plan does not group them; clip ratio 1 here).
+  auto x_row = [&](int g, int r, std::vector<int32_t>& q, std::vector<double>& st) {
     const float* xr = x.data() + (size_t(g) * c.M + r) * c.K;
     q.resize(size_t(c.K));
+    st.resize(size_t(c.K));
     if (is_level_grid(sp.x.grid)) {
-      for (int k = 0; k < c.K; ++k) q[size_t(k)] = level_of(xr[k]);
-      return 1.0 / 32768.0;
+      for (int k = 0; k < c.K; ++k) q[size_t(k)] = level_of(xr[k]), st[size_t(k)] = 1.0 / 32768.0;
+      return;
     }
-    float step = sp.x.head_scale(g % heads);
-    int32_t lo = sp.x.range().lo, hi = sp.x.range().hi;
-    if (sp.x.per_token) {
-      float mn = 0, mx = 0;
-      for (int k = 0; k < c.K; ++k) mn = std::min(mn, xr[k]), mx = std::max(mx, xr[k]);
-      step = (mx - mn) / float((1 << sp.x.bits) - 1);
-      lo = int32_t(std::nearbyint(mn / step));
-      hi = lo + (1 << sp.x.bits) - 1;
+    const int span = sp.x.per_token && sp.x.token_group > 0 ? sp.x.token_group : c.K;
+    for (int k0 = 0; k0 < c.K; k0 += span) {
+      float step = sp.x.head_scale(g % heads);
+      int32_t lo = sp.x.range().lo, hi = sp.x.range().hi;
+      if (sp.x.per_token) {
+        float mn = 0, mx = 0;
+        for (int k = k0; k < k0 + span; ++k) mn = std::min(mn, xr[k]), mx = std::max(mx, xr[k]);
+        step = (mx - mn) / float((1 << sp.x.bits) - 1);
+        lo = int32_t(std::nearbyint(mn / step));
+        hi = lo + (1 << sp.x.bits) - 1;
+      }
+      for (int k = k0; k < k0 + span; ++k) {
+        q[size_t(k)] = std::clamp(int32_t(std::nearbyint(xr[k] / step)), lo, hi);
+        st[size_t(k)] = double(step);
+      }
     }
-    for (int k = 0; k < c.K; ++k) q[size_t(k)] = std::clamp(int32_t(std::nearbyint(xr[k] / step)), lo, hi);
-    return double(step);
   };
   size_t exact = 0;
   std::vector<int32_t> qx;
+  std::vector<double> xst;
   for (int g = 0; g < c.groups; ++g)
     for (int r = 0; r < c.M; ++r) {
-      const double xstep = x_row(g, r, qx);
+      x_row(g, r, qx, xst);
       for (int n = 0; n < c.N; ++n) {
         const float wd = sp.w.head_scale(g % heads);
         double acc = 0, mag = 0, sx = 0;
@@ -338,16 +346,16 @@ void check_site(const SiteCase& sc) {
           const int qw = attn ? std::clamp(int(std::nearbyint(w[(size_t(g) * c.N + n) * c.K + k] / wd)),
                                            sp.w.range().lo, sp.w.range().hi)
                               : wcodes[size_t(n) * c.K + k];
-          acc += double(qx[size_t(k)]) * qw;
-          mag += std::fabs(double(qx[size_t(k)]) * qw);
-          sx += qx[size_t(k)];
+          acc += double(qx[size_t(k)]) * qw * xst[size_t(k)];
+          mag += std::fabs(double(qx[size_t(k)]) * qw) * xst[size_t(k)];
+          sx += qx[size_t(k)] * xst[size_t(k)];
         }
         const double step = attn ? double(wd) : double(wsteps[size_t(n)]);
-        double ref = acc * xstep * step;
-        mag *= xstep * step;
+        double ref = acc * step;
+        mag *= step;
         if (c.bias) ref += b[size_t(n)];
         if (!sp.bias_correction.empty()) ref += sp.bias_correction[(attn ? size_t(g % heads) * c.N : 0) + size_t(n)];
-        if (!sp.weight_offset.empty()) ref += double(sp.weight_offset[size_t(n)]) * xstep * sx;
+        if (!sp.weight_offset.empty()) ref += double(sp.weight_offset[size_t(n)]) * sx;
         const size_t i = (size_t(g) * c.M + r) * c.N + n;
         ASSERT_NEAR(yi[i], ref, 1e-5 * (mag + std::fabs(ref) + 1e-3)) << g << " " << r << " " << n;
         ASSERT_NEAR(ys[i], yi[i], 1e-5 * (mag + std::fabs(ref) + 1e-3)) << g << " " << r << " " << n;
@@ -457,6 +465,29 @@ TEST(IntegerSites, PerTokenInputs) {
     p.kind = SiteKind::Qkv;
     check_site(p);
   }
+}
+
+// Per-token inputs in channel groups (plan.h: token_group): K = 40 in groups of 8 and 20, at 8 and
+// 4 bits, with per-channel steps and weight offsets; the reference above quantizes each group on
+// its own range.
+TEST(IntegerSites, PerTokenInputsInChannelGroups) {
+  for (int bits : {8, 4})
+    for (int group : {8, 20}) {
+      SiteCase a{cat("W", bits, "A", bits, " per-token input in groups of ", group), SiteKind::Fc1,
+                 linear_plan(bits, bits, 0.0f, 0.05f)};
+      a.sp.x.per_token = true;
+      a.sp.x.token_group = group;
+      for (int n = 0; n < a.N; ++n) {
+        a.sp.w.channel_scales.push_back(0.02f + 0.004f * float(n));
+        a.sp.weight_offset.push_back(0.01f * float(n % 5) - 0.02f);
+      }
+      check_site(a);
+      SiteCase p = a;
+      p.what += ", positive inputs, no offsets";
+      p.positive_x = true;
+      p.sp.weight_offset.clear();
+      check_site(p);
+    }
 }
 
 TEST(IntegerSites, PerHeadStepsAndLevelGrids) {
@@ -569,6 +600,35 @@ TEST(IntegerForward, W4A4ReconstructionAndQwtCompensation) {
       return p;
     });
   }
+}
+
+// Per-token inputs in channel groups of 16 (plan.h: token_group; the patch embedding's 48 inputs
+// in 3 groups, qkv/proj/head's 32 in 2, fc2's 64 in 4) at W4A4 and W8A8 with a quantized head,
+// GELU tables (a grouped fc2 input takes the looked-up floats) and, at 4 bits, the MLP rotation.
+TEST(IntegerForward, PerTokenChannelGroups) {
+  for (int bits : {4, 8})
+    for (bool distilled : {false, true}) {
+      test::TinyDims dims;
+      dims.distilled = distilled;
+      check_forward(cat("token_groups", bits, distilled), dims, [&](const ViTModel& m) {
+        MethodConfig cfg;
+        cfg.get<MinmaxOptions>("minmax").per_channel_weights = true;
+        CalibOptions opt;
+        opt.bits = {bits, bits};
+        opt.grids.per_token = true;
+        opt.grids.token_group = 16;
+        opt.grids.token_clip = bits == 4 ? 0.9f : 1.0f;
+        opt.quantize_head = true;
+        if (bits == 4) opt.transforms.rotation = PlanRotation{5, true, true, true};
+        QuantPlan p = test::plan_with(m, "minmax", cfg, opt);
+        EXPECT_EQ(p.sites.at("patch_embed").x.token_groups(48), 3);
+        EXPECT_EQ(p.sites.at("blocks.1.mlp.fc2").x.token_groups(64), 4);
+        EXPECT_EQ(p.sites.at("head").x.token_groups(32), 2);
+        const std::vector<float> images = test::random_images(m.cfg, 8, 5);
+        fit_gelu_tables(m, p, images.data(), 8, 8);
+        return p;
+      });
+    }
 }
 
 TEST(IntegerForward, W8A8UnsignedSoftmaxQuantizedHead) {
