@@ -20,6 +20,8 @@ Configurations:
                    steps, per-channel asymmetric weights)
   vitq-w4a4        `--method vitq --bits 4 --compensate none` (+ rotations; 4-bit weights run as
                    int8 GEMMs)
+  vitq-w4a4-rows   the same with one step per token row instead of one per 64 channels of it
+                   (--token-group 0: one integer GEMM per linear site instead of one per channel group)
   vitq-w4a4+qwt    the same with QwT error compensation (`--compensate closed-form`, the default at
                    W4A4: one FP32 D × D GEMM per block)
   w8a8+gelu        w8a8 with 8-bit GELU tables (--gelu-table 8: fc1's epilogue looks fc2's input
@@ -56,6 +58,7 @@ CONFIGS = {
     "w8a8+mlprot": ["--method", "minmax", "--bits", "8", "--rotate-mlp"],
     "vitq-w8a8": ["--method", "vitq", "--bits", "8"],
     "vitq-w4a4": ["--method", "vitq", "--bits", "4", "--compensate", "none"],
+    "vitq-w4a4-rows": ["--method", "vitq", "--bits", "4", "--compensate", "none", "--token-group", "0"],
     "vitq-w4a4+qwt": ["--method", "vitq", "--bits", "4", "--compensate", "closed-form"],
     "w8a8+gelu": ["--method", "minmax", "--bits", "8", "--gelu-table", "8"],
     "vitq-w8a8+gelu": ["--method", "vitq", "--bits", "8", "--gelu-table", "8"],
@@ -70,7 +73,7 @@ CONFIGS = {
 }
 
 
-def prepare(vitq, work, key):
+def prepare(vitq, work, key, configs="all"):
     arch = MODELS[key][0]
     d = os.path.join(work, arch)
     if not os.path.exists(os.path.join(d, "model.safetensors")):
@@ -79,6 +82,8 @@ def prepare(vitq, work, key):
         ref_vit.write_random_checkpoint(d, arch)
     dirs = {}
     for name, q in CONFIGS.items():
+        if configs != "all" and name not in ("fp32", "w8a8") and name not in configs.split(","):
+            continue
         if q is None:
             dirs[name] = d
             continue
@@ -109,14 +114,15 @@ def main():
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--configs", default="all", help="comma-separated configurations (fp32 and w8a8 always run)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--results", metavar="MD", help="replace the <!-- recipe-speed:begin/end --> block of this file")
     args = ap.parse_args()
     res = {"date": datetime.date.today().isoformat(), "machine": machine(), "rows": []}
     for mk in args.models.split(","):
-        dirs = prepare(args.vitq, args.work_dir, mk)
+        dirs = prepare(args.vitq, args.work_dir, mk, args.configs)
         for b in map(int, args.batches.split(",")):
-            times = {n: [] for n in CONFIGS}
+            times = {n: [] for n in dirs}
             for _ in range(args.repeats):  # interleaved
                 for n, d in dirs.items():
                     j = bench(args.vitq, d, b, args.iters)

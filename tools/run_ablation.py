@@ -119,6 +119,11 @@ def comp_configs(bits):
     }
     if bits > 4:  # the head share is in the recipe at 4-bit activations only
         del c["comp:recon+qwt:hs0"]
+    else:  # so are the per-token channel groups: each level also without them
+        for k in ("comp:none", "comp:qwt", "comp:recon+qwt"):
+            label, qargs = c[k]
+            c[k + ":tg0"] = (label.replace("**", "") + ", one step per token row (`--token-group 0`)",
+                             qargs + ["--token-group", "0"])
     return c
 
 
@@ -252,6 +257,8 @@ def main():
     ap.add_argument("--compensation", action="store_true",
                     help="measure the error-compensation configurations (comp:none, comp:qwt, ...) instead of the "
                          "ablation of the formats")
+    ap.add_argument("--block", default="compensation",
+                    help="with --compensation: the <!-- NAME:begin/end --> block of --results to replace")
     ap.add_argument("--calib-size", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="results JSON (also read to resume: finished rows are kept)")
@@ -282,10 +289,10 @@ def main():
                       f"({time.time() - t0:.0f} s)", flush=True)
                 save(args, results)
     save(args, results)
-    if args.results:
+    if args.results and not args.compensation:
         replace_block(args.results, "ablation", table(results))
-        if any(r["config"].startswith("comp:") for r in results.values()):
-            replace_block(args.results, "compensation", comp_table(results))
+    if args.results and args.compensation:
+        replace_block(args.results, args.block, comp_table(results))
 
 
 def save(args, results):

@@ -1,5 +1,7 @@
 #include "quant/simulate.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "engine/gemm_f32.h"
 #include "engine/kernels.h"
@@ -159,10 +161,6 @@ void linear_token_groups(const SiteCall& call, const SitePlan& sp, const float* 
                          const std::vector<float>& row_delta) {
   const int N = call.N, K = call.K, G = sp.x.token_groups(K), Kg = K / G;
   const int64_t rows = int64_t(call.groups) * call.M;
-  avector<float> sums(size_t(G) * size_t(rows) * size_t(N));
-  for (int g = 0; g < G; ++g)
-    sgemm_f32('N', 'T', rows, N, Kg, xbuf.data() + g * Kg, K, wcodes + g * Kg, K, 0.0f,
-              sums.data() + size_t(g) * size_t(rows) * size_t(N), N);
   std::vector<float> wscale(static_cast<size_t>(N)), bias;
   for (int n = 0; n < N; ++n) wscale[size_t(n)] = sp.w.per_channel() ? sp.w.channel_scales[size_t(n)] : sp.w.scale;
   if (call.bias || !sp.bias_correction.empty()) {
@@ -173,24 +171,37 @@ void linear_token_groups(const SiteCall& call, const SitePlan& sp, const float* 
     }
   }
   const float* b = bias.empty() ? nullptr : bias.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  constexpr int64_t kRows = 64;  // rows per task: G sums of 64 x N floats stay in cache
+  const int64_t tasks = (rows + kRows - 1) / kRows;
+#pragma omp parallel
+  {
+    avector<float> sums(size_t(G) * size_t(kRows) * size_t(N));
     std::vector<int32_t> acc(static_cast<size_t>(N));
-    float* y = call.y + r * N;
-    for (int g = 0; g < G; ++g) {
-      const float* sg = sums.data() + (size_t(g) * size_t(rows) + size_t(r)) * size_t(N);
-      for (int n = 0; n < N; ++n) acc[size_t(n)] = int32_t(sg[n]);
-      accumulate_token_group(y, acc.data(), 0, nullptr, row_delta[size_t(r * G + g)], g == 0, size_t(N));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t r0 = t * kRows, m = std::min(kRows, rows - r0);
+      for (int g = 0; g < G; ++g)  // (single-threaded inside the parallel region)
+        sgemm_f32('N', 'T', m, N, Kg, xbuf.data() + r0 * K + g * Kg, K, wcodes + g * Kg, K, 0.0f,
+                  sums.data() + size_t(g) * size_t(m) * size_t(N), N);
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t r = r0 + i;
+        float* y = call.y + r * N;
+        for (int g = 0; g < G; ++g) {
+          const float* sg = sums.data() + (size_t(g) * size_t(m) + size_t(i)) * size_t(N);
+          for (int n = 0; n < N; ++n) acc[size_t(n)] = int32_t(sg[n]);
+          accumulate_token_group(y, acc.data(), 0, nullptr, row_delta[size_t(r * G + g)], g == 0, size_t(N));
+        }
+        scale_bias_row(y, wscale.data(), b, size_t(N));
+        if (sp.weight_offset.empty()) continue;
+        float s = 0;  // Σ_g Δ_g · Σ_{k∈g} qx (the group sums are integers, exact)
+        for (int g = 0; g < G; ++g) {
+          double sx = 0;
+          for (int k = 0; k < Kg; ++k) sx += double(xbuf[size_t(r) * size_t(K) + size_t(g * Kg + k)]);
+          s += row_delta[size_t(r * G + g)] * float(sx);
+        }
+        add_scaled_row(y, sp.weight_offset.data(), s, size_t(N));
+      }
     }
-    scale_bias_row(y, wscale.data(), b, size_t(N));
-    if (sp.weight_offset.empty()) continue;
-    float s = 0;  // Σ_g Δ_g · Σ_{k∈g} qx (the group sums are integers, exact)
-    for (int g = 0; g < G; ++g) {
-      double sx = 0;
-      for (int k = 0; k < Kg; ++k) sx += double(xbuf[size_t(r) * size_t(K) + size_t(g * Kg + k)]);
-      s += row_delta[size_t(r * G + g)] * float(sx);
-    }
-    add_scaled_row(y, sp.weight_offset.data(), s, size_t(N));
   }
 }
 

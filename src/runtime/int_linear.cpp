@@ -1,6 +1,7 @@
 #include "runtime/int_linear.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "engine/gemm_f32.h"
@@ -75,15 +76,24 @@ IntLinear::IntLinear(const StoredLinear& s, const OperandQuant& x) : id_(s.id), 
            " need weights of at most 8 bits and a divisor of K = ", K_);
     const int Kg = K_ / groups_;
     colsum32_.assign(size_t(groups_) * size_t(N_), 0);
-    std::vector<int8_t> wg(size_t(N_) * size_t(Kg));
-    for (int g = 0; g < groups_; ++g) {
-      for (int n = 0; n < N_; ++n)
-        for (int k = 0; k < Kg; ++k) {
-          const int16_t c = s.codes[size_t(n) * size_t(K_) + size_t(g * Kg + k)];
-          wg[size_t(n) * size_t(Kg) + size_t(k)] = int8_t(c);
-          colsum32_[size_t(g) * size_t(N_) + size_t(n)] += c;
-        }
-      mm_.push_back(std::make_unique<U8S8Matmul>(N_, Kg, BLayout::Packed, wg.data()));
+    int wmax = 0;
+    for (int n = 0; n < N_; ++n)
+      for (int k = 0; k < K_; ++k) {
+        const int16_t c = s.codes[size_t(n) * size_t(K_) + size_t(k)];
+        colsum32_[size_t(k / Kg) * size_t(N_) + size_t(n)] += c;
+        wmax = std::max(wmax, std::abs(int(c)));
+      }
+    if (U8S8GroupedMatmul::exact_for(wmax)) {
+      std::vector<int8_t> w8(NK);
+      for (size_t i = 0; i < NK; ++i) w8[i] = int8_t(s.codes[i]);
+      grouped_ = std::make_unique<U8S8GroupedMatmul>(N_, K_, groups_, w8.data());
+    } else {
+      std::vector<int8_t> wg(size_t(N_) * size_t(Kg));
+      for (int g = 0; g < groups_; ++g) {
+        for (int n = 0; n < N_; ++n)
+          for (int k = 0; k < Kg; ++k) wg[size_t(n) * size_t(Kg) + size_t(k)] = int8_t(s.codes[size_t(n) * size_t(K_) + size_t(g * Kg + k)]);
+        mm_.push_back(std::make_unique<U8S8Matmul>(N_, Kg, BLayout::Packed, wg.data()));
+      }
     }
   } else if (max_bits <= 8) {
     std::vector<int8_t> w8(NK);
@@ -114,12 +124,14 @@ IntLinear::IntLinear(const StoredLinear& s, const OperandQuant& x) : id_(s.id), 
 size_t IntLinear::weight_bytes() const {
   size_t b = w_.size() * sizeof(float);
   for (const auto& m : mm_) b += m->packed_bytes();
+  if (grouped_) b += grouped_->packed_bytes();
   return b;
 }
 
 void IntLinear::gemm_tile(int rows, const uint8_t* a, size_t plane_stride, int32_t* acc) const {
   const int P = a_planes(), Q = b_planes();
   const size_t blk = size_t(rows) * size_t(N_);
+  if (grouped_) return grouped_->run(rows, a, K_, acc);
   if (groups_ > 1) {  // (one A plane, one B plane)
     const int Kg = K_ / groups_;
     for (int g = 0; g < groups_; ++g) mm_[size_t(g)]->run(rows, a + size_t(g) * size_t(Kg), K_, acc + size_t(g) * blk, N_);

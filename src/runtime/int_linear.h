@@ -20,6 +20,7 @@
 #include "engine/site.h"
 #include "quant/plan.h"
 #include "numerics/level_grid.h"
+#include "runtime/u8s8_grouped_matmul.h"
 #include "runtime/u8s8_matmul.h"
 
 namespace vitq {
@@ -62,7 +63,7 @@ class IntLinear {
   int K() const { return K_; }
   const ActQuant& input() const { return x_; }
   int a_planes() const { return x_.planes; }
-  int b_planes() const { return int(mm_.size()) / groups_; }
+  int b_planes() const { return grouped_ ? 1 : int(mm_.size()) / groups_; }
   // Per-token channel groups of an input row (1 unless the plan groups them): RowQuants per row.
   int token_groups() const { return groups_; }
   // int32 accumulators a tile of `rows` needs.
@@ -91,6 +92,7 @@ class IntLinear {
   ActQuant x_;
   int groups_ = 1;                               // per-token channel groups (ActQuant::groups(K))
   std::vector<std::unique_ptr<U8S8Matmul>> mm_;  // one per B plane, or per channel group (one plane)
+  std::unique_ptr<U8S8GroupedMatmul> grouped_;   // or all channel groups in one oneDNN call
   std::vector<int64_t> colsum_;                  // Σ_k qw[n][k]
   avector<int32_t> colsum32_;                    // the same as int32 (per-token epilogue); per group g at g·N
   avector<float> wscale_;                        // Δw_n
