@@ -119,7 +119,7 @@ def comp_configs(bits):
     }
     if bits > 4:  # the head share is in the recipe at 4-bit activations only
         del c["comp:recon+qwt:hs0"]
-    else:  # so are the per-token channel groups: each level also without them
+    if bits <= 6:  # the per-token channel groups are in the recipe at 6 bits and fewer: each level also without
         for k in ("comp:none", "comp:qwt", "comp:recon+qwt"):
             label, qargs = c[k]
             c[k + ":tg0"] = (label.replace("**", "") + ", one step per token row (`--token-group 0`)",
