@@ -54,7 +54,12 @@ struct OperandQuant {
   bool clips_tokens() const { return per_token && token_clip != 1.0f; }
   bool groups_tokens() const { return per_token && token_group > 0; }
   // The number of channel groups of a per-token row of K channels (1 if not grouped).
-  int token_groups(int K) const { return groups_tokens() && K % token_group == 0 ? K / token_group : 1; }
+  int token_groups(int K) const { return token_group_count(per_token, token_group, K); }
+  // The rule itself, for the runtime's copy of these fields: K / g for per-token rows in groups of
+  // g channels that divide K (plan validation rejects the others), else 1.
+  static int token_group_count(bool per_token, int g, int64_t K) {
+    return per_token && g > 0 && K % g == 0 ? int(K / g) : 1;
+  }
   bool per_head() const { return !head_scales.empty(); }
   float head_scale(int h) const { return head_scales.empty() ? scale : head_scales[size_t(h)]; }
   QRange range() const { return qrange(bits, grid); }

@@ -116,24 +116,32 @@ void attention_epilogue(const SiteCall& call, const SitePlan& sp) {
   }
 }
 
+// A linear site's per-channel weight steps Δw_c (the tensor step repeated if it has one).
+std::vector<float> weight_steps(const SitePlan& sp, int N) {
+  if (sp.w.per_channel()) return std::vector<float>(sp.w.channel_scales.begin(), sp.w.channel_scales.begin() + N);
+  return std::vector<float>(size_t(N), sp.w.scale);
+}
+
+// The epilogue's bias: the layer's bias + the plan's bias correction (empty if neither).
+std::vector<float> epilogue_bias(const SiteCall& call, const SitePlan& sp) {
+  std::vector<float> bias;
+  if (!call.bias && sp.bias_correction.empty()) return bias;
+  bias.assign(size_t(call.N), 0.0f);
+  for (int n = 0; n < call.N; ++n) {
+    if (call.bias) bias[size_t(n)] = call.bias[n];
+    if (!sp.bias_correction.empty()) bias[size_t(n)] += sp.bias_correction[size_t(n)];
+  }
+  return bias;
+}
+
 // Linear epilogue, as the integer runtime's: y = Σ·(Δx·Δw_c) + (bias + bias_correction) + o_c·Δx·Σ_k qx,
 // with Δx the row's own step for per-token inputs.
 void linear_epilogue(const SiteCall& call, const SitePlan& sp, const avector<float>& xbuf,
                      const std::vector<float>& row_delta) {
   const int N = call.N;
-  const std::vector<float>& corr = sp.bias_correction;
-  std::vector<float> wscale(static_cast<size_t>(N)), scale(static_cast<size_t>(N)), bias, offset;
-  for (int n = 0; n < N; ++n) {
-    wscale[size_t(n)] = sp.w.per_channel() ? sp.w.channel_scales[size_t(n)] : sp.w.scale;
-    scale[size_t(n)] = sp.x.scale * wscale[size_t(n)];
-  }
-  if (call.bias || !corr.empty()) {
-    bias.assign(size_t(N), 0.0f);
-    for (int n = 0; n < N; ++n) {
-      if (call.bias) bias[size_t(n)] = call.bias[n];
-      if (!corr.empty()) bias[size_t(n)] += corr[size_t(n)];
-    }
-  }
+  const std::vector<float> wscale = weight_steps(sp, N), bias = epilogue_bias(call, sp);
+  std::vector<float> scale(static_cast<size_t>(N)), offset;
+  for (int n = 0; n < N; ++n) scale[size_t(n)] = sp.x.scale * wscale[size_t(n)];
   if (!sp.weight_offset.empty() && !sp.x.per_token) {
     offset.resize(size_t(N));
     for (int n = 0; n < N; ++n) offset[size_t(n)] = sp.weight_offset[size_t(n)] * sp.x.scale;
@@ -161,15 +169,7 @@ void linear_token_groups(const SiteCall& call, const SitePlan& sp, const float* 
                          const std::vector<float>& row_delta) {
   const int N = call.N, K = call.K, G = sp.x.token_groups(K), Kg = K / G;
   const int64_t rows = int64_t(call.groups) * call.M;
-  std::vector<float> wscale(static_cast<size_t>(N)), bias;
-  for (int n = 0; n < N; ++n) wscale[size_t(n)] = sp.w.per_channel() ? sp.w.channel_scales[size_t(n)] : sp.w.scale;
-  if (call.bias || !sp.bias_correction.empty()) {
-    bias.assign(size_t(N), 0.0f);
-    for (int n = 0; n < N; ++n) {
-      if (call.bias) bias[size_t(n)] = call.bias[n];
-      if (!sp.bias_correction.empty()) bias[size_t(n)] += sp.bias_correction[size_t(n)];
-    }
-  }
+  const std::vector<float> wscale = weight_steps(sp, N), bias = epilogue_bias(call, sp);
   const float* b = bias.empty() ? nullptr : bias.data();
   constexpr int64_t kRows = 64;  // rows per task: G sums of 64 x N floats stay in cache
   const int64_t tasks = (rows + kRows - 1) / kRows;

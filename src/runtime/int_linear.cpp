@@ -69,11 +69,12 @@ IntLinear::IntLinear(const StoredLinear& s, const OperandQuant& x) : id_(s.id), 
     for (int k = 0; k < K_; ++k) t += s.codes[size_t(n) * size_t(K_) + size_t(k)];
     colsum_[size_t(n)] = t;
   }
+  // (plan validation checks this too; a plan built in code reaches here without it)
+  if (x_.per_token && x_.token_group > 0 && (max_bits > 8 || K_ % x_.token_group != 0))
+    fail(ErrorKind::Model, "site ", s.id.name(), ": per-token channel groups of ", x_.token_group,
+         " need weights of at most 8 bits and a divisor of K = ", K_);
   groups_ = x_.groups(size_t(K_));
   if (groups_ > 1) {  // one GEMM per channel group: its columns of W as an N x K/G matrix
-    if (max_bits > 8 || K_ % groups_ != 0)
-      fail(ErrorKind::Model, "site ", s.id.name(), ": per-token channel groups of ", x_.token_group,
-           " need weights of at most 8 bits and a divisor of K = ", K_);
     const int Kg = K_ / groups_;
     colsum32_.assign(size_t(groups_) * size_t(N_), 0);
     int wmax = 0;
@@ -90,8 +91,10 @@ IntLinear::IntLinear(const StoredLinear& s, const OperandQuant& x) : id_(s.id), 
     } else {
       std::vector<int8_t> wg(size_t(N_) * size_t(Kg));
       for (int g = 0; g < groups_; ++g) {
-        for (int n = 0; n < N_; ++n)
-          for (int k = 0; k < Kg; ++k) wg[size_t(n) * size_t(Kg) + size_t(k)] = int8_t(s.codes[size_t(n) * size_t(K_) + size_t(g * Kg + k)]);
+        for (int n = 0; n < N_; ++n) {
+          const int16_t* src = s.codes.data() + size_t(n) * size_t(K_) + size_t(g) * size_t(Kg);
+          for (int k = 0; k < Kg; ++k) wg[size_t(n) * size_t(Kg) + size_t(k)] = int8_t(src[k]);
+        }
         mm_.push_back(std::make_unique<U8S8Matmul>(N_, Kg, BLayout::Packed, wg.data()));
       }
     }

@@ -41,7 +41,7 @@ struct ActQuant {
   const LevelGrid* levels = nullptr;  // a level grid: the A codes are levels (two planes, zp 0)
   static ActQuant of(const OperandQuant& q);  // the encoding of the plan's operand
   // The per-token channel groups of a row of n values (1 unless per token in groups).
-  int groups(size_t n) const { return per_token && token_group > 0 ? int(n / size_t(token_group)) : 1; }
+  int groups(size_t n) const { return OperandQuant::token_group_count(per_token, token_group, int64_t(n)); }
 };
 
 // The A codes of one row of n values (planes `plane_stride` apart); for a per-token operand the

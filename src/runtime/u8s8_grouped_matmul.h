@@ -15,8 +15,9 @@
 #include <memory>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
-#include <thread>
-#include <unordered_map>
+#include <utility>
+
+#include "engine/dnnl_thread_call.h"
 
 namespace vitq {
 
@@ -35,24 +36,13 @@ class U8S8GroupedMatmul {
   size_t packed_bytes() const { return packed_md_.get_size(); }
 
  private:
-  struct Prim {
-    dnnl::matmul prim;
-    dnnl::memory::desc src, dst;
-    size_t scratch = 0;
-    mutable std::mutex mu;
-    struct Bound {
-      dnnl::memory src, dst, scratch;
-      std::unordered_map<int, dnnl::memory> args;
-    };
-    mutable std::map<std::thread::id, std::unique_ptr<Bound>> bound;  // per calling thread
-  };
-  const Prim& prim(int M, int lda) const;
+  const DnnlThreadCall& prim(int M, int lda) const;  // one per (M, lda), made on first use
 
   int N_, K_, G_, Kg_;
   dnnl::memory::desc packed_md_;
   dnnl::memory packed_;
   mutable std::mutex mu_;
-  mutable std::map<std::pair<int, int>, std::unique_ptr<Prim>> cache_;
+  mutable std::map<std::pair<int, int>, std::unique_ptr<DnnlThreadCall>> cache_;
 };
 
 }  // namespace vitq

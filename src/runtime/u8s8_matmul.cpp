@@ -4,12 +4,11 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <thread>
 #include <vector>
-#include <unordered_map>
 
 #include "core/aligned.h"
 #include "core/error.h"
+#include "engine/dnnl_thread_call.h"
 #include "numerics/int8_kernels.h"
 
 namespace vitq {
@@ -18,17 +17,6 @@ namespace {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 using dims = dnnl::memory::dims;
-
-// Per-thread stream and scratchpad: a oneDNN stream is not thread-safe, and a primitive with a
-// user scratchpad can run concurrently from several threads, each with its own scratch memory.
-struct ThreadState {
-  dnnl::stream stream{cpu_engine()};
-  avector<uint8_t> scratch;
-};
-ThreadState& thread_state() {
-  thread_local ThreadState s;
-  return s;
-}
 
 }  // namespace
 
@@ -75,21 +63,24 @@ const U8S8Matmul::Prim& U8S8Matmul::prim(int M, int lda, int ldc) const {
   auto key = std::make_tuple(M, lda, ldc);
   auto it = cache_.find(key);
   if (it != cache_.end()) return *it->second;
-  auto p = std::make_unique<Prim>();
+  std::unique_ptr<Prim> p;
   try {
-    p->src = dnnl::memory::desc({M, K_}, dt::u8, dims{lda, 1});
-    p->dst = dnnl::memory::desc({M, N_}, dt::s32, dims{ldc, 1});
+    const dnnl::memory::desc src({M, K_}, dt::u8, dims{lda, 1}), dst({M, N_}, dt::s32, dims{ldc, 1});
+    dnnl::memory::desc wei;
     switch (layout_) {
-      case BLayout::Packed: p->wei = packed_md_; break;
-      case BLayout::NK: p->wei = dnnl::memory::desc({K_, N_}, dt::s8, dims{1, K_}); break;
-      case BLayout::KN: p->wei = dnnl::memory::desc({K_, N_}, dt::s8, tag::ab); break;
+      case BLayout::Packed: wei = packed_md_; break;
+      case BLayout::NK: wei = dnnl::memory::desc({K_, N_}, dt::s8, dims{1, K_}); break;
+      case BLayout::KN: wei = dnnl::memory::desc({K_, N_}, dt::s8, tag::ab); break;
     }
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p->src, p->wei, p->dst), attr, cpu_engine());
-    p->prim = dnnl::matmul(pd);
-    p->scratch = pd.scratchpad_desc().get_size();
-    p->impl = pd.impl_info_str();
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, cpu_engine());
+    std::vector<std::pair<int, dnnl::memory::desc>> per_call{{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}};
+    std::vector<std::pair<int, dnnl::memory>> fixed;
+    if (layout_ == BLayout::Packed) fixed.emplace_back(DNNL_ARG_WEIGHTS, packed_);
+    else per_call.emplace_back(DNNL_ARG_WEIGHTS, wei);
+    p = std::make_unique<Prim>(dnnl::matmul(pd), pd.scratchpad_desc().get_size(), std::move(per_call),
+                               std::move(fixed), pd.impl_info_str());
   } catch (const dnnl::error& e) {
     fail(ErrorKind::Internal, "oneDNN: no u8 x s8 matmul for M=", M, " N=", N_, " K=", K_, ": ", e.what());
   }
@@ -161,42 +152,9 @@ void U8S8Matmul::run(int M, const uint8_t* a, int lda, int32_t* c, int ldc, cons
 
 void U8S8Matmul::run_direct(int M, const uint8_t* a, int lda, int32_t* c, int ldc, const int8_t* b) const {
   const Prim& p = prim(M, lda, ldc);
-  ThreadState& ts = thread_state();
-  if (ts.scratch.size() < p.scratch) ts.scratch.resize(p.scratch);
-  const dnnl::engine& eng = cpu_engine();
   try {
-    Bound* found = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(p.mu);
-      auto it = p.bound.find(std::this_thread::get_id());
-      if (it != p.bound.end()) found = it->second.get();
-    }
-    if (!found) {
-      auto bd = std::make_unique<Bound>();
-      bd->src = dnnl::memory(p.src, eng, const_cast<uint8_t*>(a));
-      bd->dst = dnnl::memory(p.dst, eng, c);
-      bd->args = {{DNNL_ARG_SRC, bd->src}, {DNNL_ARG_DST, bd->dst}};
-      if (layout_ == BLayout::Packed) {
-        bd->args[DNNL_ARG_WEIGHTS] = packed_;
-      } else {
-        bd->wei = dnnl::memory(p.wei, eng, const_cast<int8_t*>(b));
-        bd->args[DNNL_ARG_WEIGHTS] = bd->wei;
-      }
-      if (p.scratch) {
-        bd->scratch =
-            dnnl::memory(dnnl::memory::desc({int64_t(p.scratch)}, dt::u8, tag::a), eng, ts.scratch.data());
-        bd->args[DNNL_ARG_SCRATCHPAD] = bd->scratch;
-      }
-      std::lock_guard<std::mutex> lock(p.mu);
-      found = p.bound.emplace(std::this_thread::get_id(), std::move(bd)).first->second.get();
-    }
-    Bound& bd = *found;
-    bd.src.set_data_handle(const_cast<uint8_t*>(a));
-    bd.dst.set_data_handle(c);
-    if (layout_ != BLayout::Packed) bd.wei.set_data_handle(const_cast<int8_t*>(b));
-    if (p.scratch) bd.scratch.set_data_handle(ts.scratch.data());
-    p.prim.execute(ts.stream, bd.args);
-    ts.stream.wait();
+    if (layout_ == BLayout::Packed) p.call.run({a, c});
+    else p.call.run({a, c, b});
   } catch (const dnnl::error& e) {
     fail(ErrorKind::Internal, "oneDNN: u8 x s8 matmul failed (M=", M, " N=", N_, " K=", K_, "): ", e.what());
   }

@@ -23,10 +23,12 @@
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
-#include <thread>
-#include <unordered_map>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "engine/dnnl_engine.h"
+#include "engine/dnnl_thread_call.h"
 #include "numerics/gemm_u8s8_avx2.h"
 
 namespace vitq {
@@ -52,19 +54,13 @@ class U8S8Matmul {
   static bool pairs_saturate();
 
  private:
-  // The argument memories of a primitive for one calling thread, made on its first call and
-  // given new data pointers afterwards (making them per call cost as much as a small GEMM's tail).
-  struct Bound {
-    dnnl::memory src, dst, wei, scratch;
-    std::unordered_map<int, dnnl::memory> args;
-  };
+  // A primitive for one (M, lda, ldc), run from any thread (engine/dnnl_thread_call.h).
   struct Prim {
-    dnnl::matmul prim;
-    dnnl::memory::desc src, wei, dst;
-    size_t scratch = 0;
+    Prim(dnnl::primitive prim, size_t scratch, std::vector<std::pair<int, dnnl::memory::desc>> per_call,
+         std::vector<std::pair<int, dnnl::memory>> fixed, std::string impl_name)
+        : call(std::move(prim), scratch, std::move(per_call), std::move(fixed)), impl(std::move(impl_name)) {}
+    DnnlThreadCall call;
     std::string impl;
-    mutable std::mutex mu;
-    mutable std::map<std::thread::id, std::unique_ptr<Bound>> bound;
   };
   const Prim& prim(int M, int lda, int ldc) const;
   static thread_local bool probing;  // pairs_saturate() is running its probe on this thread
