@@ -124,11 +124,6 @@ def comp_configs(bits):
             label, qargs = c[k]
             c[k + ":tg0"] = (label.replace("**", "") + ", one step per token row (`--token-group 0`)",
                              qargs + ["--token-group", "0"])
-    if bits <= 4:  # the recipe clips the groups' ranges to 0.95 only with reconstruction: the others also with it
-        for k in ("comp:none", "comp:qwt"):
-            label, qargs = c[k]
-            c[k + ":clip95"] = (label.replace("**", "") + ", each group's range clipped to 0.95 (`--token-clip 0.95`)",
-                                qargs + ["--token-clip", "0.95"])
     return c
 
 

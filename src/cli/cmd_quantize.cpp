@@ -112,15 +112,13 @@ std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& op
     opt.grids.patch_embed_abits = *r.patch_embed_abits;
     note(cat("patch embedding input at ", *r.patch_embed_abits, " bits"));
   }
+  if (r.token_clip && !given("--token-clip")) {
+    opt.grids.token_clip = *r.token_clip;
+    note(cat("token ranges clipped to ", *r.token_clip));
+  }
   if (r.token_group && !given("--token-group")) {
     opt.grids.token_group = *r.token_group;
     if (*r.token_group) note(cat("token ranges per ", *r.token_group, " channels"));
-  }
-  // The recipe's clip ratio for whole rows or for channel groups, whichever the ranges are.
-  const std::optional<float>& clip = opt.grids.token_group > 0 ? r.group_clip : r.token_clip;
-  if (clip && !given("--token-clip")) {
-    opt.grids.token_clip = *clip;
-    if (*clip != 1.0f) note(cat("token ranges clipped to ", *clip));
   }
   if (r.gptq && !given("--weight-rounding")) {
     opt.weight_rounding = *r.gptq ? WeightRounding::Gptq : WeightRounding::Nearest;
@@ -571,7 +569,7 @@ void add_grid_options(CLI::App* c, QuantizeArgs* a) {
   c->add_option("--token-clip", a->token_clip,
                 "Per-token inputs: quantize each row on alpha x [min, max] of its own range (alpha < 1 clips the "
                 "row's extremes for finer steps on the rest; recorded in the plan). The vitq method's recipe: 0.95 "
-                "at 4-bit activations, for channel groups (--token-group) only with --compensate reconstruct")
+                "at 4-bit activations")
       ->capture_default_str()
       ->check(opt::real(0.01, 1));
   c->add_option("--token-group", a->token_group,

@@ -7,7 +7,7 @@ namespace vitq {
 Recipe recipe_for_target(Recipe r, const Target& t, std::string& dropped) {
   auto drop = [&](const std::string& s) { dropped += (dropped.empty() ? "" : ", ") + s; };
   if (r.softmax && !t.allows_grid(*r.softmax)) drop(cat(grid_name(*r.softmax), " softmax grid")), r.softmax.reset();
-  if (r.per_token && *r.per_token && !t.inputs.per_token) drop("per-token inputs"), r.per_token.reset(), r.token_clip.reset(), r.group_clip.reset(), r.token_group.reset();
+  if (r.per_token && *r.per_token && !t.inputs.per_token) drop("per-token inputs"), r.per_token.reset(), r.token_clip.reset(), r.token_group.reset();
   if (r.patch_embed_abits && *r.patch_embed_abits > t.max_bits)
     drop(cat("patch embedding input at ", *r.patch_embed_abits, " bits")), r.patch_embed_abits.reset();
   if (r.qwt && *r.qwt && !t.float_ops.compensation) drop("QwT compensation"), r.qwt.reset();

@@ -85,8 +85,7 @@ struct Recipe {
   std::optional<int> patch_embed_abits;   // --patch-embed-abits
   std::optional<bool> rotate, rotate_mlp; // --rotate, --rotate-mlp
   std::optional<bool> gptq;               // --weight-rounding gptq
-  std::optional<float> token_clip;        // --token-clip where the token ranges are whole rows (no --token-group)
-  std::optional<float> group_clip;        // --token-clip where they are channel groups (--token-group)
+  std::optional<float> token_clip;        // --token-clip
   std::optional<int> token_group;         // --token-group
   std::optional<bool> ridge;              // --ridge-update
   std::optional<bool> qwt;                // --qwt

@@ -25,8 +25,9 @@ def main():
     q = ["quantize", "--model", m, "--calib", calib, "--calib-size", "64", "--method", "vitq"]
 
     out = cli.expect("vitq W4A4: the recipe is applied and printed", q + ["--bits", "4", "-o", cli.path("v4")], "ok",
-                     r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, token ranges per 64 "
-                     r"channels, GPTQ weight rounding, QwT compensation, rotation, MLP rotation")
+                     r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, token ranges "
+                     r"clipped to 0.95, token ranges per 64 channels, GPTQ weight rounding, QwT compensation, rotation, MLP "
+                     r"rotation")
     plan = read_json(cli.path("v4", "plan.json"))
     s = plan["settings"]
     cli.check(s.get("compensation", {}).get("method") == "qwt" and len(plan.get("compensation", {}).get("blocks", [])) > 0,
@@ -37,8 +38,9 @@ def main():
     cli.check(plan.get("rotation") == {"seed": 0, "residual": True, "heads": True, "mlp": True},
               "W4A4 plan records the rotation", json.dumps(plan.get("rotation")))
     qkv = plan["sites"]["blocks.0.attn.qkv"]
-    cli.check("token_clip" not in json.dumps(plan["sites"]) and "token_clip" not in s and plan["format_version"] == 6,
-              "W4A4 with channel groups: no token clip ratio (plan format 6)", json.dumps(qkv["x"]))
+    cli.check(abs(qkv["x"].get("token_clip", 1) - 0.95) < 1e-6 and abs(s.get("token_clip", 1) - 0.95) < 1e-6 and
+              plan["format_version"] == 6, "W4A4: the token clip ratio 0.95 on per-token inputs (plan format 6)",
+              json.dumps(qkv["x"]))
     # Channel groups of 64 where 64 divides the input (fc2: 128 inputs), whole rows elsewhere (64).
     fc2 = plan["sites"]["blocks.0.mlp.fc2"]
     cli.check(s.get("token_group") == 64 and fc2["x"].get("token_group") == 64 and "token_group" not in qkv["x"],
@@ -84,24 +86,6 @@ def main():
               "token_clip" not in s and "token_clip" not in json.dumps(p["sites"]) and "token_group" not in s and
               "token_group" not in json.dumps(p["sites"]),
               "overridden parts are absent from the plan", json.dumps(s))
-    # Whole rows (--token-group 0): the recipe's clip ratio for them, 0.95 at 4 bits.
-    cli.expect("vitq W4A4 with whole-row token ranges", q + ["--bits", "4", "--plan-only", "--compensate", "none",
-                                                            "--token-group", "0", "-o", cli.path("v4rows")], "ok",
-               r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, token ranges "
-               r"clipped to 0.95, GPTQ")
-    rows = read_json(cli.path("v4rows", "plan.json"))
-    cli.check(abs(rows["sites"]["blocks.0.attn.qkv"]["x"].get("token_clip", 1) - 0.95) < 1e-6 and
-              abs(rows["settings"].get("token_clip", 1) - 0.95) < 1e-6 and "token_group" not in json.dumps(rows["sites"]),
-              "W4A4 whole rows: the token clip ratio 0.95", json.dumps(rows["sites"]["blocks.0.attn.qkv"]["x"]))
-    # With reconstruction the groups' ranges are clipped too (its trained ratios start there).
-    cli.expect("vitq W4A4 reconstruct: the groups' ranges clipped", q + ["--bits", "4", "--plan-only", "--compensate",
-                                                                        "reconstruct", "--recon-iters", "2", "-o",
-                                                                        cli.path("v4rec")], "ok",
-               r"recipe\s+.*token ranges per 64 channels, token ranges clipped to 0.95, GPTQ")
-    rec = read_json(cli.path("v4rec", "plan.json"))
-    cli.check(rec["sites"]["blocks.0.mlp.fc2"]["x"].get("token_group") == 64 and
-              0 < rec["sites"]["blocks.0.mlp.fc2"]["x"].get("token_clip", 1) < 1,
-              "W4A4 reconstruct: fc2's groups with a clip ratio below 1", json.dumps(rec["sites"]["blocks.0.mlp.fc2"]["x"]))
     cli.expect("--token-clip without per-token inputs warns", q + ["--bits", "4", "--plan-only", "--compensate", "none",
                                                                  "--no-per-token", "--token-clip", "0.9", "-q", "-o",
                                                                  cli.path("tcw")], "ok",

@@ -12,10 +12,9 @@
 //                    rotations (--rotate --rotate-mlp);
 //   compensation     --compensate: none; closed-form = QwT's per-block linear compensation (--qwt,
 //                    about a minute on ViT-Ti); reconstruct = block reconstruction of the codes and
-//                    bias corrections (--recon-iters kReconIters, ~15 min on ViT-Ti, 2 cores; at 4-bit
-//                    activations also the activation steps, --recon-act-lr kReconActLr, half the
-//                    last block's loss on the class token, --recon-head-share kReconHeadShare, and
-//                    the token groups' ranges clipped to 0.95 for it to train from), then
+//                    bias corrections (--recon-iters kReconIters, ~8 min on ViT-Ti, 2 cores; at 4-bit
+//                    activations also the activation steps, --recon-act-lr kReconActLr, and half the
+//                    last block's loss on the class token, --recon-head-share kReconHeadShare), then
 //                    QwT; auto (the default) = closed-form at 6 bits or fewer, none above (at 8
 //                    bits it buys nothing measurable and costs run time: docs/RESULTS.md).
 #include <algorithm>
@@ -37,8 +36,7 @@ void VitqOptions::declare(OptionDecls& d) {
   d.text("--compensate", &compensate,
          "error compensation: none, closed-form (QwT per-block linear compensation, --qwt; about a minute on "
          "ViT-Ti), reconstruct (block reconstruction of the codes and bias corrections, then QwT; "
-         "--recon-iters 500 and at 4-bit activations --recon-act-lr 0.001 --recon-head-share 0.5 --token-clip 0.95 unless "
-         "given, about 15 min on "
+         "--recon-iters 500 and at 4-bit activations --recon-act-lr 0.001 --recon-head-share 0.5 unless given, about 8 min on "
          "ViT-Ti with 2 cores), or auto (default: closed-form at "
          "6 bits or fewer, none at more)");
 }
@@ -101,14 +99,9 @@ class Vitq : public Method {
     r.per_token = true;
     r.patch_embed_abits = std::max(8, abits);
     r.gptq = true;
-    const std::string& c = o_.compensate;
-    // Measured on the calibration images (KL to FP32 of ViT-Ti, docs/RESULTS.md): 0.95 of each
-    // whole row's range helps at 4-bit activations, hurts at 6. For the channel groups below (two
-    // calibration/held-out splits, docs/RESULTS.md): 0.95 of each group's range hurts closed-form
-    // (held-out KL 0.211 and 0.338 without, 0.278 and 0.377 with) and helps the reconstruction,
-    // which trains the ratio from there (0.265 and 0.259 from 1, 0.248 and 0.225 from 0.95).
+    // Measured on the calibration images (KL to FP32 of ViT-Ti, docs/RESULTS.md): 0.95 helps at
+    // 4-bit activations, hurts at 6.
     if (abits <= 4) r.token_clip = 0.95f;
-    if (abits <= 4 && c == "reconstruct") r.group_clip = 0.95f;
     // Measured on two calibration/held-out splits (docs/RESULTS.md): a step per 64 input channels of
     // a row instead of one per row lowers the held-out KL at every compensation level at 4 bits,
     // and at 6 bits with the default compensation (0.0177 -> 0.0138, 0.0200 -> 0.0094).
@@ -116,6 +109,7 @@ class Vitq : public Method {
     const bool low = std::min(wbits, abits) <= 6;
     r.rotate = low;
     r.rotate_mlp = low;
+    const std::string& c = o_.compensate;
     r.qwt = c == "closed-form" || c == "reconstruct" || (c == "auto" && low);
     r.recon_iters = c == "reconstruct" ? kReconIters : 0;
     // Measured on two calibration/held-out splits of the calibration images (docs/RESULTS.md):
