@@ -20,7 +20,6 @@ namespace vitq {
 
 class DnnlThreadCall {
  public:
-  DnnlThreadCall() = default;
   // prim needs scratch_bytes of user scratchpad; per_call: the arguments (DNNL_ARG_*, desc) whose
   // data run() passes, in that order; fixed: arguments bound once (e.g. reordered weights).
   DnnlThreadCall(dnnl::primitive prim, size_t scratch_bytes, std::vector<std::pair<int, dnnl::memory::desc>> per_call,

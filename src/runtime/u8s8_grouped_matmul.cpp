@@ -1,19 +1,14 @@
 #include "runtime/u8s8_grouped_matmul.h"
 
-#include <algorithm>
-
 #include "core/error.h"
 #include "engine/dnnl_engine.h"
 #include "runtime/u8s8_matmul.h"
 
 namespace vitq {
-namespace {
 
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 using dims = dnnl::memory::dims;
-
-}  // namespace
 
 bool U8S8GroupedMatmul::exact_for(int b_abs_max) {
   return 2 * 255 * b_abs_max <= 32767 || !U8S8Matmul::pairs_saturate();
