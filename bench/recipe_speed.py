@@ -20,7 +20,9 @@ Configurations:
                    steps, per-channel asymmetric weights)
   vitq-w4a4        `--method vitq --bits 4 --compensate none` (+ rotations; 4-bit weights run as
                    int8 GEMMs)
-  vitq-w4a4-rows   the same with one step per token row instead of one per 64 channels of it
+  vitq-w4a4-g64    the same with a step per 64 channels of each token row instead of per 32
+                   (--token-group 64: half as many channel groups, the 6-bit recipe's size)
+  vitq-w4a4-rows   the same with one step per token row instead of one per 32 channels of it
                    (--token-group 0: one integer GEMM per linear site instead of one per channel group)
   vitq-w4a4+qwt    the same with QwT error compensation (`--compensate closed-form`, the default at
                    W4A4: one FP32 D × D GEMM per block)
@@ -58,6 +60,7 @@ CONFIGS = {
     "w8a8+mlprot": ["--method", "minmax", "--bits", "8", "--rotate-mlp"],
     "vitq-w8a8": ["--method", "vitq", "--bits", "8"],
     "vitq-w4a4": ["--method", "vitq", "--bits", "4", "--compensate", "none"],
+    "vitq-w4a4-g64": ["--method", "vitq", "--bits", "4", "--compensate", "none", "--token-group", "64"],
     "vitq-w4a4-rows": ["--method", "vitq", "--bits", "4", "--compensate", "none", "--token-group", "0"],
     "vitq-w4a4+qwt": ["--method", "vitq", "--bits", "4", "--compensate", "closed-form"],
     "w8a8+gelu": ["--method", "minmax", "--bits", "8", "--gelu-table", "8"],

@@ -124,6 +124,9 @@ def comp_configs(bits):
             label, qargs = c[k]
             c[k + ":tg0"] = (label.replace("**", "") + ", one step per token row (`--token-group 0`)",
                              qargs + ["--token-group", "0"])
+            if bits <= 4:  # groups of 32 there; 64 is the 6-bit recipe's
+                c[k + ":tg64"] = (label.replace("**", "") + ", a step per 64 channels (`--token-group 64`)",
+                                  qargs + ["--token-group", "64"])
     return c
 
 

@@ -26,7 +26,7 @@ def main():
 
     out = cli.expect("vitq W4A4: the recipe is applied and printed", q + ["--bits", "4", "-o", cli.path("v4")], "ok",
                      r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, token ranges "
-                     r"clipped to 0.95, token ranges per 64 channels, GPTQ weight rounding, QwT compensation, rotation, MLP "
+                     r"clipped to 0.95, token ranges per 32 channels, GPTQ weight rounding, QwT compensation, rotation, MLP "
                      r"rotation")
     plan = read_json(cli.path("v4", "plan.json"))
     s = plan["settings"]
@@ -41,10 +41,10 @@ def main():
     cli.check(abs(qkv["x"].get("token_clip", 1) - 0.95) < 1e-6 and abs(s.get("token_clip", 1) - 0.95) < 1e-6 and
               plan["format_version"] == 6, "W4A4: the token clip ratio 0.95 on per-token inputs (plan format 6)",
               json.dumps(qkv["x"]))
-    # Channel groups of 64 where 64 divides the input (fc2: 128 inputs), whole rows elsewhere (64).
+    # Channel groups of 32 at 4 bits (qkv: 64 inputs, fc2: 128).
     fc2 = plan["sites"]["blocks.0.mlp.fc2"]
-    cli.check(s.get("token_group") == 64 and fc2["x"].get("token_group") == 64 and "token_group" not in qkv["x"],
-              "W4A4: per-token ranges per 64 channels on fc2, whole rows of 64 on qkv", json.dumps(fc2["x"]))
+    cli.check(s.get("token_group") == 32 and fc2["x"].get("token_group") == 32 and qkv["x"].get("token_group") == 32,
+              "W4A4: per-token ranges per 32 channels on fc2 and qkv", json.dumps(fc2["x"]))
     cli.check(qkv["x"].get("granularity") == "token" and qkv.get("weight_codes") is True and "weight_offset" in qkv,
               "qkv: per-token input, GPTQ codes, per-channel offsets", json.dumps(qkv)[:300])
     av = plan["sites"]["blocks.0.attn.matmul_av"]
@@ -103,6 +103,11 @@ def main():
                     cli.path("crec")], "ok", r"blocks\.0 reconstructed: block output MSE")
     pr = read_json(cli.path("crec", "plan.json"))
     rr = read_json(cli.path("crec", "report.json"))
+    # Groups of 64 at 6 bits: fc2 (128 inputs) grouped, qkv's rows of 64 whole.
+    cli.check(pr["settings"].get("token_group") == 64 and pr["sites"]["blocks.0.mlp.fc2"]["x"].get("token_group") == 64
+              and "token_group" not in pr["sites"]["blocks.0.attn.qkv"]["x"],
+              "W6A6: per-token ranges per 64 channels on fc2, whole rows of 64 on qkv",
+              json.dumps(pr["sites"]["blocks.0.mlp.fc2"]["x"]))
     cli.check(pr["settings"].get("reconstruction", {}).get("iters") == 20 and "compensation" in pr and
               all("reconstruction" in v and "seconds" in v["reconstruction"] for v in rr["block_step"].values()),
               "--compensate reconstruct: reconstruction (20 steps, time per block) and QwT in the plan and report")
