@@ -575,7 +575,7 @@ void add_grid_options(CLI::App* c, QuantizeArgs* a) {
   c->add_option("--token-group", a->token_group,
                 "Per-token inputs: give each group of this many consecutive input channels of a row its own step "
                 "and zero point (0: one per row). Applies to the sites whose input width it divides; the integer "
-                "runtime runs one GEMM per group. The vitq method's recipe: 64 at 6-bit activations and fewer")
+                "runtime runs one GEMM per group. The vitq method's recipe: 64 at 5- and 6-bit activations, 32 at 4 bits and fewer")
       ->capture_default_str()
       ->check(opt::integer(0, 1 << 16));
 }
