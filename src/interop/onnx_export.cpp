@@ -23,6 +23,7 @@
 #include "interop/onnx_graph.h"
 #include "numerics/hadamard.h"
 #include "numerics/level_grid.h"
+#include "numerics/quantizer.h"
 #include "numerics/softmax_table.h"
 #include "quant/gelu_table.h"
 #include "quant/weight_codes.h"
@@ -147,7 +148,7 @@ std::string Exporter::act(const std::string& name, const std::string& x, const O
 }
 
 // Per token (the rows of x's last axis): mn = α·min(min x, 0), mx = α·max(max x, 0),
-// Δ = (mx − mn)/(2^b − 1) (1 if not ≥ 1e-30), lo = round(mn/Δ), x̂ = clip(round(x/Δ), lo, lo + 2^b − 1)·Δ —
+// Δ = (mx − mn)/(2^b − 1)·s (s = kTokenStepStretch; 1 if not ≥ 1e-30), lo = round(mn/Δ), x̂ = clip(round(x/Δ), lo, lo + 2^b − 1)·Δ —
 // the same float operations in the same order as token_quant and code_f, so the codes are vitq's.
 // In channel groups (token_group): x reshaped to [rows, K/g, g], the same on its last axis, then
 // reshaped back to x's shape.
@@ -170,6 +171,7 @@ std::string Exporter::act_per_token(const std::string& name, const std::string& 
   const int32_t span = (int32_t(1) << q.bits) - 1;
   const std::string levels = constant(cat("const.", span), float(span));
   std::string d = g_.op("Div", {g_.op("Sub", {mx, mn}), levels});
+  d = g_.op("Mul", {d, constant("const.token_step_stretch", kTokenStepStretch)});
   d = g_.op("Where", {g_.op("GreaterOrEqual", {d, constant("const.1e-30", 1e-30f)}), d, constant("const.one", 1.0f)});
   const std::string lo = g_.op("Round", {g_.op("Div", {mn, d})});
   const std::string hi = g_.op("Add", {lo, levels});

@@ -51,7 +51,7 @@ TokenQuant token_quant(const float* x, size_t n, int bits, float clip) {
 TokenQuant token_quant_of_range(float mn, float mx, int bits, float clip) {
   mn *= clip;
   mx *= clip;
-  float delta = (mx - mn) / float((int32_t(1) << bits) - 1);
+  float delta = (mx - mn) / float((int32_t(1) << bits) - 1) * kTokenStepStretch;
   if (!(delta >= 1e-30f)) delta = 1.0f;  // an all-zero row (or a vanishing range): every code 0
   return {delta, int32_t(round_half_even(mn / delta)), mn, mx};
 }

@@ -66,10 +66,19 @@ void quantize_to_f32_codes(const float* x, float* q, size_t n, float delta, QRan
 
 // Per-token (dynamic, asymmetric) quantization of one row of n values at b bits, computed at run
 // time from the row itself: with mn = min(min_k x_k, 0) and mx = max(max_k x_k, 0),
-//     Δ = (mx − mn) / (2^b − 1)   (1 for an all-zero row),   lo = nearbyint(mn / Δ),
+//     Δ = (mx − mn) / (2^b − 1) · s   (1 for an all-zero row),   lo = nearbyint(mn / Δ),
 // and the codes clip(round(x / Δ), lo, lo + 2^b − 1): 2^b levels that cover [mn, mx], zero among
 // them. The A-side encoding is u = code − lo in [0, 2^b − 1] (zero point −lo). With a clip ratio
 // α < 1 (the plan's token_clip) the range is [α·mn, α·mx]: the row's extremes clip.
+// s = kTokenStepStretch = 1 + 2⁻¹⁰ keeps both roundings away from ties. Without it, a row on a
+// lattice (P·V when one attention probability is 1 and V has 4-bit codes: small multiples of V's
+// step; GELU table outputs) puts mn/Δ = (2^b − 1)·mn/(mx − mn) exactly on a half-integer whenever
+// its extremes are in such a ratio (mn = −mx: −7.5 at 4 bits), whatever the clip ratio, and at
+// α = 1 every x/Δ = (2^b − 1)·x/(mx − mn) too; another engine's last-bit difference in the row
+// (a different summation order) then picks the other code. With s, a half-integer ratio r lands
+// at r/s, 2⁻¹¹·r away from the tie — far beyond a float's rounding error — and the levels still
+// cover [mn, mx] (Δ only grows, by 0.1 %).
+inline constexpr float kTokenStepStretch = 1.0f + 1.0f / 1024.0f;
 struct TokenQuant {
   float delta;
   int32_t lo;

@@ -337,12 +337,14 @@ int plan_format_version(const QuantPlan& p) {
   // Format 2 adds what a format-1 reader would silently misread (per-head steps, a rotation);
   // per-token inputs and level grids lack the `scale` a format-1 reader requires, so it refuses them.
   // Format 3 adds error compensation, which a format-2 reader would ignore; format 4 the per-token
-  // clip ratio, likewise; format 5 GELU and softmax tables; format 6 per-token channel groups.
+  // clip ratio, likewise; format 5 GELU and softmax tables; format 6 per-token channel groups;
+  // format 7 per-token steps with the tie-breaking stretch (quantizer.h kTokenStepStretch), which
+  // a format-6 reader would compute without.
+  // Clip ratios and channel groups are on per-token inputs only, so formats 4 and 6 are read but
+  // no longer written.
   for (const auto& kv : p.sites)
-    if (kv.second.x.groups_tokens()) return 6;
+    if (kv.second.x.per_token) return 7;
   if (!p.gelu_tables.empty() || p.softmax_table) return 5;
-  for (const auto& kv : p.sites)
-    if (kv.second.x.clips_tokens()) return 4;
   if (!p.compensation.empty()) return 3;
   if (p.rotation) return 2;
   for (const auto& kv : p.sites)
@@ -480,8 +482,8 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   if (!j.contains("format") || !j["format"].is_string() || j["format"] != "vitq-plan")
     top.bad("format", cat("must be \"vitq-plan\" (got ", j.contains("format") ? j["format"].dump() : "nothing", ")"));
   if (!j.contains("format_version") || !j["format_version"].is_number_integer() ||
-      j["format_version"] < 1 || j["format_version"] > 6)
-    top.bad("format_version", "must be 1 to 6 (this vitq reads plan formats 1 to 6)");
+      j["format_version"] < 1 || j["format_version"] > 7)
+    top.bad("format_version", "must be 1 to 7 (this vitq reads plan formats 1 to 7)");
   QuantPlan p;
   auto str = [&](const char* k) {
     if (!j.contains(k) || !j[k].is_string()) top.bad(k, "must be a string");

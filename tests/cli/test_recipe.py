@@ -39,7 +39,7 @@ def main():
               "W4A4 plan records the rotation", json.dumps(plan.get("rotation")))
     qkv = plan["sites"]["blocks.0.attn.qkv"]
     cli.check(abs(qkv["x"].get("token_clip", 1) - 0.95) < 1e-6 and abs(s.get("token_clip", 1) - 0.95) < 1e-6 and
-              plan["format_version"] == 6, "W4A4: the token clip ratio 0.95 on per-token inputs (plan format 6)",
+              plan["format_version"] == 7, "W4A4: the token clip ratio 0.95 on per-token inputs (plan format 7)",
               json.dumps(qkv["x"]))
     # Channel groups of 32 at 4 bits (qkv: 64 inputs, fc2: 128).
     fc2 = plan["sites"]["blocks.0.mlp.fc2"]
@@ -151,11 +151,11 @@ def main():
     p = read_json(cli.path("qwt", "plan.json"))
     r = read_json(cli.path("qwt", "report.json"))
     comp = p.get("compensation", {})
-    cli.check(p["format_version"] == 3 and p["settings"].get("compensation", {}).get("method") == "qwt" and
+    cli.check(p["format_version"] == 7 and p["settings"].get("compensation", {}).get("method") == "qwt" and
               len(comp.get("blocks", [])) > 0 and
               os.path.exists(cli.path("qwt", comp.get("file", "missing"))) and
               all("r2" in v["compensation"] for v in r.get("block_step", {}).values()),
-              "QwT: format 3, its blocks and file in the plan, R² per block in the report", json.dumps(comp))
+              "QwT (per-token inputs: format 7), its blocks and file in the plan, R² per block in the report", json.dumps(comp))
     pi = predictions(cli, "qwt integer", cli.path("qwt"), FMNIST)
     ps = predictions(cli, "qwt simulated", cli.path("qwt"), FMNIST, "--simulate")
     cli.check(pi is not None and pi == ps, "QwT: integer predictions = simulated (128 images)")

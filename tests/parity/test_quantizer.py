@@ -115,7 +115,7 @@ def main():
             c = np.float32(clip)  # the range [c·mn, c·mx]: the row's extremes clip
             mn = (np.minimum(rows.min(1), 0).astype(np.float32) * c).astype(np.float32)
             mx = (np.maximum(rows.max(1), 0).astype(np.float32) * c).astype(np.float32)
-            step = ((mx - mn) / np.float32((1 << bits) - 1)).astype(np.float32)
+            step = ((mx - mn) / np.float32((1 << bits) - 1)).astype(np.float32) * np.float32(1 + 2 ** -10)  # the tie-breaking stretch
             step[step < 1e-30] = 1
             lo = np.round(mn / step)
             ref = np.clip(np.round(rows / step[:, None]), lo[:, None], lo[:, None] + (1 << bits) - 1)

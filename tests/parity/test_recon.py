@@ -28,7 +28,7 @@ def per_token_fq(x, bits, clip=1.0, log_clip=None):
     clip·(mx − mn)/(2^b − 1), the zero point independent of the clip."""
     mn = torch.clamp(x.amin(-1, keepdim=True), max=0) * clip
     mx = torch.clamp(x.amax(-1, keepdim=True), min=0) * clip
-    step = (mx - mn) / float((1 << bits) - 1)
+    step = (mx - mn) / float((1 << bits) - 1) * (1 + 2 ** -10)  # the tie-breaking stretch
     step = torch.where(step == 0, torch.ones_like(step), step)
     lo = torch.round(mn / step)
     inside = ((x >= mn) & (x <= mx)).to(x.dtype)

@@ -20,7 +20,7 @@ import common
 def per_token(x, bits):
     mn = np.minimum(x.min(1), 0).astype(np.float32)
     mx = np.maximum(x.max(1), 0).astype(np.float32)
-    step = ((mx - mn) / np.float32((1 << bits) - 1)).astype(np.float32)
+    step = ((mx - mn) / np.float32((1 << bits) - 1)).astype(np.float32) * np.float32(1 + 2 ** -10)  # the tie-breaking stretch
     step[step == 0] = 1
     lo = np.rint(mn / step)
     q = np.clip(np.rint(x / step[:, None]), lo[:, None], lo[:, None] + (1 << bits) - 1)

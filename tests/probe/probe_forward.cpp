@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
@@ -49,9 +50,11 @@ class SimCapture : public SiteHook {
 // injected at every site, so that a test can measure how often a plan's predictions survive it.
 class PerturbOutputs : public SiteHook {
  public:
-  PerturbOutputs(SiteHook* inner, uint64_t seed) : inner_(inner), state_(seed) {}
+  PerturbOutputs(SiteHook* inner, uint64_t seed, std::string only)
+      : inner_(inner), state_(seed), only_(std::move(only)) {}
   bool compute(const SiteCall& c) override { return inner_ && inner_->compute(c); }
   void observe(const SiteCall& c) override {
+    if (!only_.empty() && c.site.name().find(only_) == std::string::npos) return;
     const size_t n = size_t(c.groups) * size_t(c.M) * size_t(c.N);
     for (size_t i = 0; i < n; ++i) {
       const bool up = splitmix64_next(state_) >> 63;
@@ -62,10 +65,11 @@ class PerturbOutputs : public SiteHook {
  private:
   SiteHook* inner_;
   uint64_t state_;
+  std::string only_;  // perturb only the sites whose name contains this (empty: every site)
 };
 
 struct Args {
-  std::string model, input, out, site, plan;
+  std::string model, input, out, site, plan, perturb_only;
   int64_t perturb_seed = -1;
   int batch = 1;
   bool per_call = false;
@@ -87,7 +91,7 @@ void run(const Args& a) {
   std::vector<float> logits(size_t(a.batch) * size_t(c.num_classes));
   ViTForward fwd(m, a.per_call ? FpGemm::PerCall : FpGemm::Packed);
   if (a.site.empty() && a.perturb_seed >= 0) {
-    PerturbOutputs perturb(sim.get(), uint64_t(a.perturb_seed));
+    PerturbOutputs perturb(sim.get(), uint64_t(a.perturb_seed), a.perturb_only);
     fwd.run(xa.data(), a.batch, logits.data(), &perturb);
     write_raw(a.out, logits.data(), logits.size());
   } else if (a.site.empty()) {
@@ -114,6 +118,8 @@ void register_forward(CLI::App& app) {
   c->add_option("--out", a->out)->required();
   c->add_option("--perturb-outputs", a->perturb_seed,
                  "move every site's output by one ulp (direction from this seed) before it is used (logits only)");
+  c->add_option("--perturb-only", a->perturb_only,
+                 "with --perturb-outputs: move only the sites whose name contains this string");
   c->add_flag("--per-call-gemm", a->per_call, "every product through dnnl_sgemm (the calibration's FP path)");
   c->callback([a] { run(*a); });
 }

@@ -87,13 +87,18 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   nlohmann::ordered_json good = plan_to_json(sample_plan());
   ASSERT_NO_THROW(plan_from_json(good, "plan.json"));
   auto j = good;
-  j["format_version"] = 7;
+  j["format_version"] = 8;
   expect(j, "format_version");
   j = good;
   j["format_version"] = 1;  // a format-2 plan: accepted (the fields decide what it means)
   ASSERT_NO_THROW(plan_from_json(j, "plan.json"));
-  // Format 2 only when a format-1 reader would misread the plan.
-  EXPECT_EQ(good["format_version"], 2);
+  // Format 7 with per-token inputs (their steps carry the tie-breaking stretch); without them the
+  // rotation and per-head steps make it format 2; format 1 only when a format-1 reader would not
+  // misread the plan.
+  EXPECT_EQ(good["format_version"], 7);
+  QuantPlan no_token = sample_plan();
+  no_token.sites.erase("blocks.1.attn.proj");
+  EXPECT_EQ(plan_to_json(no_token)["format_version"], 2);
   QuantPlan old = sample_plan();
   old.rotation.reset();
   for (const char* s : {"blocks.1.attn.proj", "blocks.1.attn.matmul_av", "blocks.1.attn.matmul_qk"}) old.sites.erase(s);
@@ -138,7 +143,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   j = good;
   j["sites"]["blocks.1.attn.matmul_qk"]["x"]["granularity"] = "token";
   expect(j, "inputs of linear sites");
-  // The per-token clip ratio: (0, 1], per-token inputs only; a plan with one is format 4.
+  // The per-token clip ratio: (0, 1], per-token inputs only.
   for (const nlohmann::ordered_json& bad : {nlohmann::ordered_json(0.0), nlohmann::ordered_json(1.5),
                                             nlohmann::ordered_json(-0.9), nlohmann::ordered_json("0.9")}) {
     j = good;
@@ -152,13 +157,13 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
     QuantPlan c = sample_plan();
     c.sites.at("blocks.1.attn.proj").x.token_clip = 0.95f;
     const nlohmann::ordered_json cj = plan_to_json(c);
-    EXPECT_EQ(cj["format_version"], 4);
+    EXPECT_EQ(cj["format_version"], 7);  // per token: 7 (a clip ratio alone made it 4)
     EXPECT_EQ(cj["sites"]["blocks.1.attn.proj"]["x"]["token_clip"].get<float>(), 0.95f);
     EXPECT_TRUE(plan_from_json(cj, "plan.json") == c);
     EXPECT_FALSE(good["sites"]["blocks.1.attn.proj"]["x"].contains("token_clip"));  // 1: not written
   }
   // Per-token channel groups: a whole number >= 1, per-token inputs only, weights of at most 8
-  // bits; a plan with them is format 6 and reads back equal.
+  // bits; a plan with them reads back equal.
   for (const nlohmann::ordered_json& bad : {nlohmann::ordered_json(0), nlohmann::ordered_json(-64),
                                             nlohmann::ordered_json(6.5), nlohmann::ordered_json("64")}) {
     j = good;
@@ -176,7 +181,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
     QuantPlan c = sample_plan();
     c.sites.at("blocks.1.attn.proj").x.token_group = 64;
     const nlohmann::ordered_json cj = plan_to_json(c);
-    EXPECT_EQ(cj["format_version"], 6);
+    EXPECT_EQ(cj["format_version"], 7);  // per token: 7 (groups alone made it 6)
     EXPECT_EQ(cj["sites"]["blocks.1.attn.proj"]["x"]["token_group"], 64);
     EXPECT_TRUE(plan_from_json(cj, "plan.json") == c);
     EXPECT_FALSE(good["sites"]["blocks.1.attn.proj"]["x"].contains("token_group"));  // 0: not written

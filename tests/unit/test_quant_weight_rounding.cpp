@@ -50,7 +50,7 @@ std::vector<double> dequantized(const float* x, int K, const OperandQuant& q) {
   if (q.per_token) {
     float mn = 0, mx = 0;
     for (int k = 0; k < K; ++k) mn = std::min(mn, x[k]), mx = std::max(mx, x[k]);
-    step = (mx - mn) / float((1 << q.bits) - 1);
+    step = (mx - mn) / float((1 << q.bits) - 1) * (1.0f + 1.0f / 1024.0f);
     lo = int32_t(std::nearbyint(mn / step));
     hi = lo + (1 << q.bits) - 1;
   }

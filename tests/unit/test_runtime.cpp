@@ -323,7 +323,7 @@ void check_site(const SiteCase& sc) {
       if (sp.x.per_token) {
         float mn = 0, mx = 0;
         for (int k = k0; k < k0 + span; ++k) mn = std::min(mn, xr[k]), mx = std::max(mx, xr[k]);
-        step = (mx - mn) / float((1 << sp.x.bits) - 1);
+        step = (mx - mn) / float((1 << sp.x.bits) - 1) * (1.0f + 1.0f / 1024.0f);
         lo = int32_t(std::nearbyint(mn / step));
         hi = lo + (1 << sp.x.bits) - 1;
       }
