@@ -69,11 +69,10 @@ TEST(TokenQuant, TheStretchedStepStillCoversTheRow) {
     for (int bits : {2, 4, 8}) {
       const TokenQuant t = token_quant(row.data(), row.size(), bits, 1.0f);
       EXPECT_EQ(t.delta, (t.mx - t.mn) / float((1 << bits) - 1) * kTokenStepStretch);
-      const QRange r = t.range(bits);
-      for (float v : row) {
-        const float q = float(std::clamp(int32_t(std::nearbyint(v / t.delta)), r.lo, r.hi)) * t.delta;
-        ASSERT_LE(std::fabs(q - v), 0.5f * t.delta * (1.0f + 1e-5f)) << "bits " << bits << " value " << v;
-      }
+      const std::vector<int32_t> q = codes(row, bits, 1.0f);
+      for (size_t k = 0; k < row.size(); ++k)
+        ASSERT_LE(std::fabs(float(q[k]) * t.delta - row[k]), 0.5f * t.delta * (1.0f + 1e-5f))
+            << "bits " << bits << " value " << row[k];
     }
   }
 }
