@@ -1,8 +1,13 @@
 // VITQ_MULTIVERSION: compile a function for x86-64-v4 (AVX-512), v3 (AVX2) and the baseline and
 // pick one at load time by the CPU (target_clones), so one binary runs everywhere at the
 // speed of the machine. The one definition; element-wise kernels in numerics/, engine/ and
-// quant/ use it. Every clone of a function computes the same bits (numerics/ builds with
-// -ffp-contract=off, and the kernels avoid reassociation).
+// quant/ use it. In numerics/ every clone computes the same bits (built with -ffp-contract=off;
+// its reductions are integer sums, minima and maxima, exact in any order), which is what keeps the
+// integer runtime equal to the simulation on every CPU. The float reductions of engine/ (LayerNorm,
+// softmax) and quant/ (similarity sums) vectorise at the clone's width and may contract into FMAs,
+// so they round differently on an AVX-512 and an AVX2 machine, as oneDNN's FP32 GEMMs do: a
+// calibration is reproducible byte for byte on one CPU type, not across them (docs/RESULTS.md,
+// ONNX export section, on the paper's W8A8 plans).
 #pragma once
 
 #if defined(__clang__)
