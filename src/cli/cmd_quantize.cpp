@@ -57,6 +57,7 @@ struct QuantizeArgs {
   bool unsigned_softmax = false;
   std::string softmax_grid;  // --softmax-grid (empty: signed, or unsigned with --unsigned-softmax)
   bool per_token = false;    // --per-token
+  bool per_token_qk = false; // --per-token-qk
   int patch_embed_abits = 0; // --patch-embed-abits
   bool rotate = false, rotate_mlp = false;  // --rotate, --rotate-mlp
   uint64_t rotation_seed = 0;
@@ -107,6 +108,10 @@ std::string apply_recipe(const Method& method, QuantizeArgs& a, CalibOptions& op
   if (r.per_token && !given("--per-token")) {
     a.per_token = opt.grids.per_token = *r.per_token;
     if (*r.per_token) note("per-token inputs");
+  }
+  if (r.per_token_qk && !given("--per-token-qk")) {
+    a.per_token_qk = opt.grids.per_token_qk = *r.per_token_qk;
+    if (*r.per_token_qk) note("per-token Q and K");
   }
   if (r.patch_embed_abits && !given("--patch-embed-abits")) {
     opt.grids.patch_embed_abits = *r.patch_embed_abits;
@@ -208,6 +213,7 @@ CalibOptions calib_options(const QuantizeArgs& a) {
   if (a.softmax_grid == "float") opt.grids.softmax = Grid::Float;
   if (a.softmax_grid == "logsqrt2") opt.grids.softmax = Grid::LogSqrt2;
   opt.grids.per_token = a.per_token;
+  opt.grids.per_token_qk = a.per_token_qk;
   opt.grids.token_clip = a.token_clip;
   opt.grids.token_group = a.token_group;
   opt.grids.patch_embed_abits = a.patch_embed_abits;
@@ -563,6 +569,10 @@ void add_grid_options(CLI::App* c, QuantizeArgs* a) {
   c->add_flag("--per-token,!--no-per-token", a->per_token,
               "Quantize the input of every linear site per token: each row gets its own step and zero point from "
               "its own range, computed at run time (asymmetric, dynamic); the method then chooses only the weights");
+  c->add_flag("--per-token-qk,!--no-per-token-qk", a->per_token_qk,
+              "Quantize Q and K of every attention score product per token: each row of a head gets its own "
+              "symmetric step max|row| / qmax at run time, so the rows' steps factor out of Q.K^T (plan format 8). "
+              "The vitq method's recipe: on at 4-bit activations");
   c->add_option("--patch-embed-abits", a->patch_embed_abits,
                 "Bits of the patch embedding's input (the normalized pixels); default: the activation bits")
       ->check(opt::integer(kMinBits, kMaxBits));

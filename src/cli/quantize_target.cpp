@@ -8,6 +8,7 @@ Recipe recipe_for_target(Recipe r, const Target& t, std::string& dropped) {
   auto drop = [&](const std::string& s) { dropped += (dropped.empty() ? "" : ", ") + s; };
   if (r.softmax && !t.allows_grid(*r.softmax)) drop(cat(grid_name(*r.softmax), " softmax grid")), r.softmax.reset();
   if (r.per_token && *r.per_token && !t.inputs.per_token) drop("per-token inputs"), r.per_token.reset(), r.token_clip.reset(), r.token_group.reset();
+  if (r.per_token_qk && *r.per_token_qk && !t.inputs.per_token) drop("per-token Q and K"), r.per_token_qk.reset();
   if (r.patch_embed_abits && *r.patch_embed_abits > t.max_bits)
     drop(cat("patch embedding input at ", *r.patch_embed_abits, " bits")), r.patch_embed_abits.reset();
   if (r.qwt && *r.qwt && !t.float_ops.compensation) drop("QwT compensation"), r.qwt.reset();
@@ -31,6 +32,7 @@ void check_options_for_target(const CalibOptions& opt, int wbits, int abits, con
   if (!t.allows_grid(opt.grids.softmax))
     refuse(cat("the ", grid_name(opt.grids.softmax), " softmax grid (--softmax-grid)"), "does not run that grid");
   if (opt.grids.per_token && !t.inputs.per_token) refuse("per-token inputs (--per-token)", "has static steps only");
+  if (opt.grids.per_token_qk && !t.inputs.per_token) refuse("per-token Q and K (--per-token-qk)", "has static steps only");
   if (opt.compensation.on && !t.float_ops.compensation)
     refuse("QwT compensation (--qwt, --compensate)", "runs no float GEMMs beside the quantized ones");
   if (opt.transforms.rotation && opt.transforms.rotation->mlp && !t.float_ops.mlp_rotation)

@@ -57,6 +57,7 @@ class Exporter {
   // x̂ of a per-token input (quantizer.h, token_quant) and of a level grid (level_grid.h), in
   // standard float operators that compute what vitq computes.
   std::string act_per_token(const std::string& name, const std::string& x, const OperandQuant& q);
+  std::string act_rows_symmetric(const std::string& x, const OperandQuant& q, int64_t axis);
   std::string act_levels(const std::string& x, const OperandQuant& q);
   // The weight W [N, K] as MatMul's right operand [K, N] (quantized under sp if given).
   std::string weight_t(const std::string& name, const LinearWeights& lw, const SitePlan* sp);
@@ -116,6 +117,7 @@ void Exporter::check_operand(const std::string& site, const char* which, const O
 }
 
 std::string Exporter::act(const std::string& name, const std::string& x, const OperandQuant& q, int heads) {
+  if (q.per_token && heads > 0) fail(ErrorKind::Internal, "ONNX export: ", name, ": per-token attention operand");
   if (q.per_token) {
     ++info_.per_token_inputs;
     return act_per_token(name, x, q);
@@ -176,6 +178,22 @@ std::string Exporter::act_per_token(const std::string& name, const std::string& 
   const std::string lo = g_.op("Round", {g_.op("Div", {mn, d})});
   const std::string hi = g_.op("Add", {lo, levels});
   const std::string code = g_.op("Min", {g_.op("Max", {g_.op("Round", {g_.op("Div", {x, d})}), lo}), hi});
+  return g_.op("Mul", {code, d});
+}
+
+// Per-token Q or K (symmetric rows along `axis`: −1 for Q [.., T, d], −2 for Kᵀ [.., d, T]):
+// Δ = max(max|x|, 1e-12) / hi · s, x̂ = clip(round(x/Δ), lo, hi)·Δ — token_step_symmetric and
+// code_f's float operations in their order, so the codes are vitq's.
+std::string Exporter::act_rows_symmetric(const std::string& x, const OperandQuant& q, int64_t axis) {
+  ++info_.per_token_inputs;
+  const QRange r = q.range();
+  const std::vector<Attr> along{Attr::of("axes", ints({axis})), Attr::of("keepdims", int64_t(1))};
+  std::string d = g_.op("Max", {g_.op("ReduceMax", {g_.op("Abs", {x})}, along), constant("const.1e-12", 1e-12f)});
+  d = g_.op("Div", {d, constant(cat("const.", r.hi), float(r.hi))});
+  d = g_.op("Mul", {d, constant("const.token_step_stretch", kTokenStepStretch)});
+  const std::string code = g_.op("Min", {g_.op("Max", {g_.op("Round", {g_.op("Div", {x, d})}),
+                                                       constant(cat("const.", r.lo), float(r.lo))}),
+                                         constant(cat("const.", r.hi), float(r.hi))});
   return g_.op("Mul", {code, d});
 }
 
@@ -261,8 +279,10 @@ std::string Exporter::attention_matmul(SiteId id, const std::string& a, const st
   if (sp) {
     check_operand(name, "first operand", sp->x);
     check_operand(name, "second operand", sp->w);
-    if (sp->x.quantized()) x = act(name + ".a", a, sp->x, heads);
-    if (sp->w.quantized()) w = act(name + ".b", b, sp->w, heads);
+    if (sp->x.quantized())
+      x = sp->x.per_token ? act_rows_symmetric(a, sp->x, -1) : act(name + ".a", a, sp->x, heads);
+    if (sp->w.quantized())
+      w = sp->w.per_token ? act_rows_symmetric(b, sp->w, -2) : act(name + ".b", b, sp->w, heads);
   }
   std::string y = g_.op("MatMul", {x, w});
   if (sp && !sp->bias_correction.empty()) {

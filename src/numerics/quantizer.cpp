@@ -60,4 +60,6 @@ float max_step(float max_abs_value, QRange r) {
   return std::max(max_abs_value, 1e-12f) / float(r.hi);
 }
 
+float token_step_symmetric(const float* x, size_t n, QRange r) { return max_step(max_abs(x, n), r) * kTokenStepStretch; }
+
 }  // namespace vitq

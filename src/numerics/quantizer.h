@@ -93,4 +93,11 @@ TokenQuant token_quant_of_range(float mn, float mx, int bits, float clip = 1.0f)
 float max_abs(const float* x, size_t n);
 float max_step(float max_abs_value, QRange r);
 
+// Per-token symmetric step (the Q and K rows of matmul_qk with "granularity": "token", plan.h):
+// Δ = max_step(max|x|, r) · kTokenStepStretch, the codes clip(round(x / Δ), r.lo, r.hi) on the
+// operand's signed grid. Zero is the zero point, so Q's row steps and Kᵀ's column steps factor
+// out of Q·Kᵀ: S[i][j] = Δq_i · Δk_j · Σ_d q̂[i][d]·k̂[j][d]. The stretch keeps x / Δ off ties as
+// for the asymmetric rows above (a row's extreme lands on hi / s, not hi).
+float token_step_symmetric(const float* x, size_t n, QRange r);
+
 }  // namespace vitq

@@ -65,6 +65,7 @@ Bits Calibrator::site_bits(const SiteId& id, const CalibOptions& opt, int K) {
   if (b.x_per_token) b.x_token_clip = opt.grids.token_clip;
   const int tg = opt.grids.token_group;  // a group of the whole row is the ungrouped form
   if (b.x_per_token && tg > 0 && K > tg && K % tg == 0) b.x_token_group = tg;
+  b.qk_per_token = opt.grids.per_token_qk && id.kind == SiteKind::MatmulQK;
   if (id.kind == SiteKind::PatchEmbed && opt.grids.patch_embed_abits) b.x = opt.grids.patch_embed_abits;
   return b;
 }
@@ -75,11 +76,19 @@ void set_input_format(OperandQuant& x, Bits bits) {
   if (!bits.x_fixed()) return;
   x.bits = bits.x;
   x.grid = bits.x_grid;
-  x.per_token = bits.x_per_token;
+  x.per_token = bits.x_per_token || bits.qk_per_token;
   x.token_clip = bits.x_per_token ? bits.x_token_clip : 1.0f;
   x.token_group = bits.x_per_token ? bits.x_token_group : 0;
-  x.scale = bits.x_per_token ? 0.0f : kLevelStep;
+  x.scale = x.per_token ? 0.0f : kLevelStep;
   x.head_scales.clear();
+}
+
+void set_key_format(OperandQuant& w, Bits bits) {
+  if (!bits.qk_per_token) return;
+  w.per_token = true;
+  w.grid = Grid::Signed;
+  w.scale = 0.0f;
+  w.head_scales.clear();
 }
 
 SitePlan minmax_site_plan(const SiteObservation& obs, Bits bits) {
@@ -91,6 +100,7 @@ SitePlan minmax_site_plan(const SiteObservation& obs, Bits bits) {
   sp.w.bits = bits.w;
   const size_t wn = obs.attention() ? size_t(obs.w_per_image()) * size_t(obs.images) : size_t(obs.shape.N) * obs.shape.K;
   sp.w.scale = max_step(max_abs(obs.w, wn), sp.w.range());
+  set_key_format(sp.w, bits);
   return sp;
 }
 
@@ -150,6 +160,7 @@ static SiteReport calibrate_site(Method& method, const ViTModel& model, const Si
   rep.bits = Calibrator::site_bits(id, opt, shape.K);
   SitePlan sp = method.calibrate(obs, rep.bits, rep.notes);
   set_input_format(sp.x, rep.bits);  // per-token inputs and level grids have no step to choose
+  set_key_format(sp.w, rep.bits);    // nor K per token
   const bool gptq = opt.weight_rounding == WeightRounding::Gptq;
   if (opt.ridge) ridge_weight_step(obs, sp, opt.ridge_opt, gptq ? &opt.gptq : nullptr, rep.notes.j);
   else if (gptq) gptq_weight_step(obs, sp, opt.gptq, rep.notes.j);
@@ -175,6 +186,7 @@ static void record_driver_settings(const CalibOptions& opt, QuantPlan& plan) {
   if (opt.grids.per_token) plan.settings["per_token_inputs"] = true;
   if (opt.grids.per_token && opt.grids.token_clip != 1.0f) plan.settings["token_clip"] = opt.grids.token_clip;
   if (opt.grids.per_token && opt.grids.token_group > 0) plan.settings["token_group"] = opt.grids.token_group;
+  if (opt.grids.per_token_qk) plan.settings["per_token_qk"] = true;
   if (opt.grids.patch_embed_abits) plan.settings["patch_embed_abits"] = opt.grids.patch_embed_abits;
   if (opt.weight_rounding == WeightRounding::Gptq)
     plan.settings["weight_rounding"] = {{"method", "gptq"}, {"damp", opt.gptq.damp}, {"block", opt.gptq.block},

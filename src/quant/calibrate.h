@@ -107,5 +107,7 @@ SiteEval evaluate_site_plan(const SiteObservation& obs, const SitePlan& sp);
 SitePlan minmax_site_plan(const SiteObservation& obs, Bits bits);
 // Puts the input operand in its fixed format (per token, or a level grid), if bits has one.
 void set_input_format(OperandQuant& x, Bits bits);
+// K of matmul_qk per token when bits.qk_per_token (plan.h): no stored step (else unchanged).
+void set_key_format(OperandQuant& w, Bits bits);
 
 }  // namespace vitq

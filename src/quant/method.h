@@ -62,8 +62,9 @@ struct Bits {
   bool x_per_token = false;
   float x_token_clip = 1.0f;  // per-token inputs: the clip ratio of each row's range (plan.h)
   int x_token_group = 0;      // per-token inputs: channels per group, 0 = the whole row (plan.h)
+  bool qk_per_token = false;  // matmul_qk: Q and K per token (symmetric row steps, plan.h), no steps to choose
   // The input's step is fixed by its format (per token, or a level grid).
-  bool x_fixed() const { return x_per_token || is_level_grid(x_grid); }
+  bool x_fixed() const { return x_per_token || qk_per_token || is_level_grid(x_grid); }
 };
 
 // Format choices the driver makes for every method (calibrate.h: CalibOptions::grids). A method
@@ -74,6 +75,7 @@ struct GridPolicy {
   float token_clip = 1.0f;      // their rows' ranges clipped to this share (1: not clipped)
   int token_group = 0;          // their rows in groups of this many channels (0: whole rows)
   int patch_embed_abits = 0;    // bits of the patch embedding's input (0: the activation bits)
+  bool per_token_qk = false;    // Q and K of every matmul_qk per token (symmetric row steps at run time)
   bool unsigned_softmax() const { return softmax == Grid::Unsigned; }
 };
 
@@ -82,6 +84,7 @@ struct GridPolicy {
 struct Recipe {
   std::optional<Grid> softmax;            // --softmax-grid
   std::optional<bool> per_token;          // --per-token
+  std::optional<bool> per_token_qk;       // --per-token-qk
   std::optional<int> patch_embed_abits;   // --patch-embed-abits
   std::optional<bool> rotate, rotate_mlp; // --rotate, --rotate-mlp
   std::optional<bool> gptq;               // --weight-rounding gptq

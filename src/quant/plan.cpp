@@ -176,11 +176,16 @@ OperandQuant operand_from_json(const Ctx& c, const std::string& name, const json
   if (is_level_grid(q.grid) && !input) c.bad("w.grid", "only the input operand may use a level grid");
   if (is_level_grid(q.grid) && id.kind != SiteKind::MatmulAV)
     c.bad(name + ".grid", "level grids are for the softmax output (the input of matmul_av) only");
-  if (q.per_token && !input) c.bad(name + ".granularity", "per-token steps are for the input operand only");
-  if (q.per_token && id.is_attention()) c.bad(name + ".granularity", "per-token steps are for the inputs of linear sites");
-  if (q.per_token && q.grid != Grid::Signed) c.bad(name + ".granularity", "per-token steps use their own (asymmetric) grid, not " + std::string(grid_name(q.grid)));
+  // Per-token steps: the input of a linear site (asymmetric rows, quantizer.h: token_quant), or
+  // Q and K of matmul_qk (symmetric rows, quantizer.h: token_step_symmetric).
+  const bool qk = id.kind == SiteKind::MatmulQK;
+  if (q.per_token && !input && !qk) c.bad(name + ".granularity", "per-token steps are for the input operand only (and K of matmul_qk)");
+  if (q.per_token && id.is_attention() && !qk)
+    c.bad(name + ".granularity", "per-token steps are for the inputs of linear sites and for Q and K of matmul_qk");
+  if (q.per_token && q.grid != Grid::Signed) c.bad(name + ".granularity", "per-token steps use their own grid, not " + std::string(grid_name(q.grid)));
   if (j.contains("token_clip")) {
     if (!q.per_token) c.bad(name + ".token_clip", "is for per-token inputs (\"granularity\": \"token\") only");
+    if (qk) c.bad(name + ".token_clip", "is for the per-token inputs of linear sites (Q and K rows take their max)");
     const json& v = j["token_clip"];
     if (!v.is_number() || !std::isfinite(v.get<double>()) || !(v.get<double>() > 0) || !(v.get<double>() <= 1))
       c.bad(name + ".token_clip", cat("must be a number in (0, 1] (got ", v.dump(), ")"));
@@ -188,6 +193,7 @@ OperandQuant operand_from_json(const Ctx& c, const std::string& name, const json
   }
   if (j.contains("token_group")) {
     if (!q.per_token) c.bad(name + ".token_group", "is for per-token inputs (\"granularity\": \"token\") only");
+    if (qk) c.bad(name + ".token_group", "is for the per-token inputs of linear sites (a Q or K row is one group)");
     if (!json_int_in(j["token_group"], 1, 1 << 20, &q.token_group))
       c.bad(name + ".token_group", cat("must be a whole number of channels >= 1 (got ", j["token_group"].dump(), ")"));
   }
@@ -340,8 +346,14 @@ int plan_format_version(const QuantPlan& p) {
   // clip ratio, likewise; format 5 GELU and softmax tables; format 6 per-token channel groups;
   // format 7 per-token steps with the tie-breaking stretch (quantizer.h kTokenStepStretch), which
   // a format-6 reader would compute without.
+  // Format 8: per-token Q and K of matmul_qk (a format-7 reader refuses them by name).
   // Clip ratios and channel groups are on per-token inputs only, so formats 4 and 6 are read but
   // no longer written.
+  for (const auto& kv : p.sites) {
+    SiteId id;
+    if (parse_site_name(kv.first, &id) && id.kind == SiteKind::MatmulQK && (kv.second.x.per_token || kv.second.w.per_token))
+      return 8;
+  }
   for (const auto& kv : p.sites)
     if (kv.second.x.per_token) return 7;
   if (!p.gelu_tables.empty() || p.softmax_table) return 5;
@@ -482,8 +494,8 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
   if (!j.contains("format") || !j["format"].is_string() || j["format"] != "vitq-plan")
     top.bad("format", cat("must be \"vitq-plan\" (got ", j.contains("format") ? j["format"].dump() : "nothing", ")"));
   if (!j.contains("format_version") || !j["format_version"].is_number_integer() ||
-      j["format_version"] < 1 || j["format_version"] > 7)
-    top.bad("format_version", "must be 1 to 7 (this vitq reads plan formats 1 to 7)");
+      j["format_version"] < 1 || j["format_version"] > 8)
+    top.bad("format_version", "must be 1 to 8 (this vitq reads plan formats 1 to 8)");
   QuantPlan p;
   auto str = [&](const char* k) {
     if (!j.contains(k) || !j[k].is_string()) top.bad(k, "must be a string");

@@ -35,8 +35,11 @@ struct OperandQuant {
   // `bits` for all). Channel c's codes lie in [−2^(b_c−1), 2^(b_c−1) − 1]; `bits` is then the
   // layer's nominal (average) width, and Σ_c b_c ≤ N·bits.
   std::vector<int> channel_bits;
-  // Per-token (dynamic) quantization (x of linear sites only): each input row gets its own step
-  // and zero point at run time, from its own range (quantizer.h: TokenQuant); no stored step.
+  // Per-token (dynamic) quantization: each row gets its own step at run time, from its own
+  // values; no stored step. The input of a linear site: a step and zero point per row (or per
+  // channel group) from its range (quantizer.h: TokenQuant). Q (x) and K (w) of matmul_qk: a
+  // symmetric step per row of one head, Δ = max|row| / hi · s (quantizer.h: token_step_symmetric),
+  // so that S[i][j] = Δq_i · Δk_j · Σ_d q̂[i][d]·k̂[j][d] (plan format 8).
   bool per_token = false;
   // Per-head steps (the operands of attention sites; empty = `scale` for every head). When
   // present, `scale` is informational (the largest).

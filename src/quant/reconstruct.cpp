@@ -96,11 +96,12 @@ void dequantize_linear_input(const float* x, int64_t rows, int K, const OperandQ
 }
 
 // The same for one group of an attention operand (head h): a uniform grid with the head's step,
+// per-token Q or K rows of row_len values each with its own symmetric step (plan.h; not trained),
 // or a level grid (values level · 2^−15, never clipped). dd (optional): ∂x̂/∂Δ per element, LSQ's
-// round(x/Δ) − x/Δ inside a uniform grid and the end code outside; 0 on other grids.
+// round(x/Δ) − x/Δ inside a uniform grid with a head step and the end code outside; 0 otherwise.
 void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& q, int h, float* xh, float* mask,
                                   SiteKind kind = SiteKind::MatmulQK, int operand = 0, uint64_t first = 0,
-                                  const Drop* drop = nullptr, float* dd = nullptr) {
+                                  const Drop* drop = nullptr, float* dd = nullptr, size_t row_len = 0) {
   if (!q.quantized() || is_level_grid(q.grid)) {
     if (dd) std::fill(dd, dd + n, 0.0f);
     if (!q.quantized()) {
@@ -112,6 +113,18 @@ void dequantize_attention_operand(const float* x, size_t n, const OperandQuant& 
     for (size_t i = 0; i < n; ++i) {
       xh[i] = float(g.of(x[i])) * kLevelStep;
       mask[i] = 1.0f;
+    }
+  } else if (q.per_token) {
+    if (row_len == 0 || n % row_len != 0) fail(ErrorKind::Internal, "per-token attention operand without its row length");
+    const QRange rg = q.range();
+    for (size_t r0 = 0; r0 < n; r0 += row_len) {
+      const float d = token_step_symmetric(x + r0, row_len, rg);
+      for (size_t i = r0; i < r0 + row_len; ++i) {
+        const StraightThroughCode st = straight_through_code(x[i] / d, rg);
+        mask[i] = st.inside ? 1.0f : 0.0f;
+        xh[i] = st.code * d;
+        if (dd) dd[i] = 0.0f;
+      }
     }
   } else {
     const QRange rg = q.range();
@@ -178,9 +191,9 @@ class Recorder : public SiteHook {
 #pragma omp parallel for schedule(static)
       for (int g = 0; g < c.groups; ++g) {
         dequantize_attention_operand(c.x + g * xs, size_t(xs), sp->x, g % heads, xh_.data() + g * xs,
-                                     mask_.data() + g * xs, c.site.kind, 0, uint64_t(g * xs), drop);
+                                     mask_.data() + g * xs, c.site.kind, 0, uint64_t(g * xs), drop, nullptr, size_t(c.K));
         dequantize_attention_operand(c.w + g * ws, size_t(ws), sp->w, g % heads, wh_.data() + g * ws,
-                                     wmask_.data() + g * ws, c.site.kind, 1, uint64_t(g * ws), drop);
+                                     wmask_.data() + g * ws, c.site.kind, 1, uint64_t(g * ws), drop, nullptr, size_t(c.K));
       }
       q.w = wh_.data();
     } else {
@@ -394,9 +407,9 @@ class BlockTrainer {
         dequantize_attention_operand(av.w.data() + gTD, TD, pav ? pav->w : none, hh, vh.data(), vm.data(),
                                      SiteKind::MatmulAV, 1, gTD, drp, vd.data());
         dequantize_attention_operand(qk.x.data() + gTD, TD, pqk ? pqk->x : none, hh, qh.data(), qm.data(),
-                                     SiteKind::MatmulQK, 0, gTD, drp, qd.data());
+                                     SiteKind::MatmulQK, 0, gTD, drp, qd.data(), size_t(d));
         dequantize_attention_operand(qk.w.data() + gTD, TD, pqk ? pqk->w : none, hh, kh.data(), km.data(),
-                                     SiteKind::MatmulQK, 1, gTD, drp, kd.data());
+                                     SiteKind::MatmulQK, 1, gTD, drp, kd.data(), size_t(d));
         for (int t = 0; t < T; ++t)
           for (int j = 0; j < d; ++j)
             dO[size_t(t) * d + size_t(j)] = dctx[(size_t(bi) * T + size_t(t)) * D + size_t(hh) * d + size_t(j)];

@@ -61,6 +61,15 @@ void input_codes(const SiteCall& c, const OperandQuant& x, avector<float>& xbuf,
         xbuf[size_t(n + i) + j] = float(l >> 8);
       }
     }
+  } else if (x.per_token && c.site.is_attention()) {  // Q per token: row_delta[r], symmetric
+    const int64_t rows = int64_t(c.groups) * c.M;
+    row_delta.resize(size_t(rows));
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = c.x + r * c.K;
+      row_delta[size_t(r)] = token_step_symmetric(xr, size_t(c.K), x.range());
+      quantize_to_f32_codes(xr, xbuf.data() + r * c.K, size_t(c.K), row_delta[size_t(r)], x.range());
+    }
   } else if (x.per_token) {  // row_delta[r·G + g]: row r's step in channel group g (G = 1: the row)
     const int64_t rows = int64_t(c.groups) * c.M;
     const int G = x.token_groups(c.K), Kg = c.K / G;
@@ -86,11 +95,23 @@ void input_codes(const SiteCall& c, const OperandQuant& x, avector<float>& xbuf,
   }
 }
 
-// The second operand's codes of an attention call (K or Vᵀ, per group) into wbuf.
-void attention_w_codes(const SiteCall& c, const OperandQuant& w, avector<float>& wbuf) {
+// The second operand's codes of an attention call (K or Vᵀ, per group) into wbuf; K per token:
+// row j of group g (key token j) with its own step col_delta[g·N + j] (symmetric).
+void attention_w_codes(const SiteCall& c, const OperandQuant& w, avector<float>& wbuf, std::vector<float>& col_delta) {
   const int heads = heads_of(c);
   const int64_t n = int64_t(c.groups) * c.w_stride;
   if (wbuf.size() < size_t(n)) wbuf.resize(size_t(n));
+  if (w.per_token) {
+    const int64_t rows = int64_t(c.groups) * c.N;
+    col_delta.resize(size_t(rows));
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* wr = c.w + r * c.K;
+      col_delta[size_t(r)] = token_step_symmetric(wr, size_t(c.K), w.range());
+      quantize_to_f32_codes(wr, wbuf.data() + r * c.K, size_t(c.K), col_delta[size_t(r)], w.range());
+    }
+    return;
+  }
 #pragma omp parallel for schedule(static)
   for (int g = 0; g < c.groups; ++g)
     quantize_to_f32_codes(c.w + g * c.w_stride, wbuf.data() + g * c.w_stride, size_t(c.w_stride),
@@ -104,10 +125,33 @@ void combine_level_planes(float* y, const float* y_hi, int64_t n) {
 }
 
 // Attention epilogue: y = Σ · (Δx_h · Δw_h) + bias_correction[h], group g in head h = g % heads.
-void attention_epilogue(const SiteCall& call, const SitePlan& sp) {
+// Q or K per token (matmul_qk): y[r][j] = Σ · (Δq_r · Δk_j) + bias_correction[h][j] with the row's
+// and the key's steps (or the head's where that side has one), as the runtime does on its int32 sums.
+void attention_epilogue(const SiteCall& call, const SitePlan& sp, const std::vector<float>& row_delta,
+                        const std::vector<float>& col_delta) {
   const int heads = heads_of(call);
   const std::vector<float>& corr = sp.bias_correction;
   const int64_t rows = int64_t(call.groups) * call.M;
+  if (sp.x.per_token || sp.w.per_token) {
+#pragma omp parallel
+    {
+      std::vector<float> head_cols(size_t(call.N));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t g = r / call.M;
+        const int h = int(g % heads);
+        const float* b = corr.empty() ? nullptr : corr.data() + size_t(h) * size_t(call.N);
+        const float rs = sp.x.per_token ? row_delta[size_t(r)] : sp.x.head_scale(h);
+        const float* cs = col_delta.data() + size_t(g) * size_t(call.N);
+        if (!sp.w.per_token) {
+          std::fill(head_cols.begin(), head_cols.end(), sp.w.head_scale(h));
+          cs = head_cols.data();
+        }
+        scale_bias_row_token(call.y + r * call.N, cs, rs, b, size_t(call.N));
+      }
+    }
+    return;
+  }
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int h = int((r / call.M) % heads);
@@ -217,13 +261,13 @@ void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, av
   }
   SiteCall q = call;
   q.bias = nullptr;  // added in the epilogue, after the scaling
-  std::vector<float> row_delta;
+  std::vector<float> row_delta, col_delta;
   input_codes(call, sp.x, xbuf, row_delta);
   q.x = xbuf.data();
   if (wq) {
     q.w = wq;
   } else if (call.site.is_attention()) {
-    attention_w_codes(call, sp.w, wbuf);
+    attention_w_codes(call, sp.w, wbuf, col_delta);
     q.w = wbuf.data();
   } else {
     const size_t n = size_t(call.N) * size_t(call.K);
@@ -244,7 +288,7 @@ void simulate_site(const SiteCall& call, const SitePlan& sp, const float* wq, av
     site_gemm_f32(q);
     combine_level_planes(call.y, y_hi.data(), ny);
   }
-  if (call.site.is_attention()) attention_epilogue(call, sp);
+  if (call.site.is_attention()) attention_epilogue(call, sp, row_delta, col_delta);
   else linear_epilogue(call, sp, xbuf, row_delta);
 }
 

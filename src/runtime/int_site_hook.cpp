@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "numerics/int8_kernels.h"
+#include "numerics/quantizer.h"
 #include "quant/simulate.h"
 
 namespace vitq {
@@ -37,12 +38,15 @@ void run_linear(const IntLinear& L, const SiteCall& c) {
   }
 }
 
-// Attention site: both operands quantized per group (with the group's head's steps); A as u8
-// planes (levels for a level grid), B (call.w, N x K per group) as s8 planes.
+// Attention site: both operands quantized per group (with the group's head's steps, or per-token
+// Q / K rows with their own symmetric steps); A as u8 planes (levels for a level grid), B (call.w,
+// N x K per group) as s8 planes.
 void run_attention(const SiteCall& c, const SitePlan& sp, const std::vector<float>* corr) {
   const int G = c.groups, M = c.M, N = c.N, K = c.K;
   const int heads = G / std::max(1, c.images);
-  const ActQuant aq0 = ActQuant::of(sp.x);
+  ActQuant aq0 = ActQuant::of(sp.x);
+  if (sp.x.per_token) aq0.per_token = false, aq0.zp = a_zero_point(sp.x.bits, sp.x.grid);  // Q: symmetric rows
+  const bool tokens = sp.x.per_token || sp.w.per_token;
   const int P = aq0.planes, Q = operand_planes(sp.w.bits);
   const QRange wr = sp.w.range();
   U8S8Matmul mm(N, K, BLayout::NK);
@@ -52,6 +56,7 @@ void run_attention(const SiteCall& c, const SitePlan& sp, const std::vector<floa
     avector<uint8_t> a(2 * aps);
     avector<int8_t> b(2 * bps);
     avector<int32_t> comp(static_cast<size_t>(N)), acc(4 * blk);
+    std::vector<float> rstep(static_cast<size_t>(M)), cstep(static_cast<size_t>(N));
 #pragma omp for schedule(static)
     for (int g = 0; g < G; ++g) {
       const int h = g % heads;
@@ -61,11 +66,18 @@ void run_attention(const SiteCall& c, const SitePlan& sp, const std::vector<floa
       const float* x = c.x + size_t(g) * size_t(c.x_stride());
       const float* w = c.w + size_t(g) * size_t(c.w_stride);
       RowQuant unused;
-      for (int r = 0; r < M; ++r) emit_a_codes(aq, x + size_t(r) * K, size_t(K), a.data() + size_t(r) * K, aps, &unused);
+      for (int r = 0; r < M; ++r) {
+        const float* xr = x + size_t(r) * K;
+        if (sp.x.per_token) aq.delta = token_step_symmetric(xr, size_t(K), aq.range);
+        rstep[size_t(r)] = aq.delta;
+        emit_a_codes(aq, xr, size_t(K), a.data() + size_t(r) * K, aps, &unused);
+      }
       for (int n = 0; n < N; ++n) {
         int8_t* q = b.data() + size_t(n) * K;
-        const int32_t s = Q == 1 ? quantize_b_s8(w + size_t(n) * K, q, size_t(K), wd, wr)
-                                 : quantize_b_s8_split(w + size_t(n) * K, q, q + bps, size_t(K), wd, wr);
+        const float* wn = w + size_t(n) * K;
+        const float d = sp.w.per_token ? token_step_symmetric(wn, size_t(K), wr) : wd;
+        cstep[size_t(n)] = d;
+        const int32_t s = Q == 1 ? quantize_b_s8(wn, q, size_t(K), d, wr) : quantize_b_s8_split(wn, q, q + bps, size_t(K), d, wr);
         comp[size_t(n)] = aq.zp * s;
       }
       for (int p = 0; p < P; ++p)
@@ -81,7 +93,8 @@ void run_attention(const SiteCall& c, const SitePlan& sp, const std::vector<floa
               v += int64_t(acc[size_t(p * Q + q) * blk + size_t(r) * N + size_t(n)]) << (8 * p + 7 * q);
           y[size_t(r) * N + size_t(n)] = float(v - comp[size_t(n)]);
         }
-        scale_bias_row_scalar(y + size_t(r) * N, scale, bias, size_t(N));
+        if (tokens) scale_bias_row_token(y + size_t(r) * N, cstep.data(), rstep[size_t(r)], bias, size_t(N));
+        else scale_bias_row_scalar(y + size_t(r) * N, scale, bias, size_t(N));
       }
     }
   }

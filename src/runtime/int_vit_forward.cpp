@@ -16,6 +16,7 @@
 #include "numerics/attention_gemm_amx.h"
 #include "numerics/hadamard.h"
 #include "numerics/int8_kernels.h"
+#include "numerics/quantizer.h"
 #include "numerics/softmax_table.h"
 #include "numerics/table_lookup.h"
 #include "quant/gelu_table.h"
@@ -50,9 +51,11 @@ struct BQuant {
 };
 
 // An attention site: per head h, the A side's step a_delta[h], the B side's b_delta[h] and the
-// output scale[h] = Δa·Δb.
+// output scale[h] = Δa·Δb; matmul_qk with Q (a_token) or K (b_token) per token instead: each row
+// of Q / K of a head its own symmetric step (plan.h), kept in qstep / kstep beside the codes.
 struct AttnSite {
   bool on = false;
+  bool a_token = false, b_token = false;
   ActQuant a;                   // Q (matmul_qk) or P (matmul_av)
   BQuant b;                     // K or V
   std::vector<float> a_delta, b_delta, scale;
@@ -94,6 +97,7 @@ struct Scratch {
   avector<uint8_t> pcodes;  // probabilities as A codes (2 planes)
   avector<int32_t> oacc;    // P·V int32
   avector<float> otile;     // P·V float (FP32 matmul_av)
+  avector<float> kcols;     // K's step per key (T): a head's step repeated when only Q is per token
   // The AMX path: Kᵀ and V of one head packed, the scores' int32 tile grid, P's codes (rows
   // n_pad_k(T) bytes apart, zero past T) and P·V's int32 rows.
   avector<int32_t> amx_kt, amx_s, amx_o;
@@ -121,6 +125,9 @@ AttnSite attention_site(const QuantizedViT& q, const SiteId& id) {
   if (!sp || !sp->x.quantized()) return s;
   s.on = true;
   s.a = ActQuant::of(sp->x);
+  s.a_token = sp->x.per_token;  // the symmetric rows of Q: the u8 shift of a signed grid, no TokenQuant
+  s.b_token = sp->w.per_token;
+  if (s.a_token) s.a.per_token = false, s.a.zp = a_zero_point(sp->x.bits, sp->x.grid);
   s.b = {sp->w.range(), operand_planes(sp->w.bits)};
   for (int h = 0; h < q.cfg.num_heads; ++h) {
     s.a_delta.push_back(sp->x.head_scale(h));
@@ -152,6 +159,7 @@ struct IntViTForward::Impl {
   avector<uint8_t> qc;
   avector<int8_t> kc, vc;
   avector<int32_t> compk;
+  avector<float> qstep, kstep;  // per-token Q / K steps of matmul_qk, per (image, head, token)
   avector<float> qf, kf, vf;
   size_t attn_ps = 0;
   std::vector<Scratch> scratch;
@@ -184,7 +192,8 @@ struct IntViTForward::Impl {
       b.av = attention_site(q, {SiteKind::MatmulAV, i});
       b.av.a.zp = 0;  // softmax probabilities are >= 0: their codes need no shift to be u8
       for (const AttnSite* s : {&b.qk, &b.av}) (s->on ? any_int_attention : any_fp_attention) = true;
-      b.amx = amx_int8_available() && amx_attention_head(c.head_dim()) && b.qk.on && b.av.on && b.qk.a.planes == 1 &&
+      b.amx = amx_int8_available() && amx_attention_head(c.head_dim()) && b.qk.on && b.av.on && !b.qk.a_token &&
+              !b.qk.b_token && b.qk.a.planes == 1 &&
               b.qk.b.planes == 1 && b.av.a.planes == 1 && b.av.b.planes == 1;
       any_amx_attention = any_amx_attention || b.amx;
       auto gt = q.plan.gelu_tables.find(SiteId{SiteKind::Fc1, i}.name());
@@ -272,6 +281,8 @@ struct IntViTForward::Impl {
       kc.resize(2 * attn_ps);
       vc.resize(2 * attn_ps);
       compk.resize(B * H * T);
+      qstep.resize(B * H * T);
+      kstep.resize(B * H * T);
     }
     if (any_fp_attention) {
       qf.resize(attn_ps);
@@ -306,6 +317,7 @@ struct IntViTForward::Impl {
       s.pcodes.resize(2 * arows * T);
       s.oacc.resize(4 * arows * d);
       s.otile.resize(arows * d);
+      s.kcols.resize(T);
       if (any_amx_attention) {
         const size_t tp = size_t(amx_pad16(int(T))), mp = size_t(amx_pad16(int(arows))), kp = size_t(n_pad_k(int(T)));
         s.amx_kt.resize(d / 4 * tp);
@@ -440,6 +452,24 @@ struct IntViTForward::Impl {
                    kc.data() + size_t(qq) * attn_ps + size_t(g) * TD);
     const int32_t* comp = compk.data() + size_t(g) * T;
     const float* bias = qk.bias ? qk.bias + size_t(h) * T : nullptr;
+    if (qk.a_token || qk.b_token) {  // y[j] = float(Σ − comp[j]) · (Δq_row · Δk_j) + bias[j], as the simulator
+      const float* ks = qk.b_token ? kstep.data() + size_t(g) * T : nullptr;
+      if (!ks) {
+        std::fill(s.kcols.begin(), s.kcols.begin() + T, qk.b_delta[size_t(h)]);
+        ks = s.kcols.data();
+      }
+      for (int r = 0; r < rows; ++r) {
+        float* sr = s.srows.data() + size_t(r) * T;
+        const float rs = qk.a_token ? qstep[size_t(g) * T + size_t(t0 + r)] : qk.a_delta[size_t(h)];
+        if (P == 1 && Q == 1) {
+          dequantize_row_token(s.sacc.data() + size_t(r) * T, 1, comp, ks, rs, bias, sr, size_t(T));
+        } else {
+          combine_planes_row(s.sacc.data() + size_t(r) * T, P, Q, blk, T, comp, sr);
+          scale_bias_row_token(sr, ks, rs, bias, size_t(T));
+        }
+      }
+      return;
+    }
     for (int r = 0; r < rows; ++r) {
       float* sr = s.srows.data() + size_t(r) * T;
       const int32_t* acc = s.sacc.data() + size_t(r) * T;
@@ -591,8 +621,12 @@ struct IntViTForward::Impl {
         const size_t g = size_t(b) * H + size_t(h), off = g * TD + size_t(t) * d;
         const float *yq = y + size_t(h) * d, *yk = yq + D, *yv = yk + D;
         if (bl.qk.on) {
-          emit_a_codes(bl.qk.a_of(h), yq, size_t(d), qc.data() + off, attn_ps, nullptr);
-          const int32_t sum = emit_b(bl.qk.b, bl.qk.b_delta[size_t(h)], yk, size_t(d), kc.data() + off, attn_ps);
+          ActQuant aq = bl.qk.a_of(h);
+          if (bl.qk.a_token) aq.delta = qstep[g * T + size_t(t)] = token_step_symmetric(yq, size_t(d), aq.range);
+          emit_a_codes(aq, yq, size_t(d), qc.data() + off, attn_ps, nullptr);
+          float kd = bl.qk.b_delta[size_t(h)];
+          if (bl.qk.b_token) kd = kstep[g * T + size_t(t)] = token_step_symmetric(yk, size_t(d), bl.qk.b.range);
+          const int32_t sum = emit_b(bl.qk.b, kd, yk, size_t(d), kc.data() + off, attn_ps);
           compk[g * T + size_t(t)] = bl.qk.a.zp * sum;
         } else {
           std::copy(yq, yq + d, qf.data() + off);
@@ -717,12 +751,12 @@ size_t IntViTForward::workspace_bytes() const {
   const Impl& m = *impl_;
   size_t n = (m.x.capacity() + m.comp_out.capacity() + m.fp_out.capacity() + m.tok.capacity() + m.logits2.capacity() + m.qf.capacity() +
               m.kf.capacity() + m.vf.capacity()) * 4 +
-             m.qc.capacity() + m.kc.capacity() + m.vc.capacity() + m.compk.capacity() * 4;
+             m.qc.capacity() + m.kc.capacity() + m.vc.capacity() + (m.compk.capacity() + m.qstep.capacity() + m.kstep.capacity()) * 4;
   for (const ActBuf* b : {&m.patches, &m.buf_a, &m.buf_b, &m.head_in})
     n += b->f32.capacity() * 4 + b->u8.capacity() + b->rq.capacity() * sizeof(RowQuant);
   for (const Scratch& s : m.scratch)
     n += (s.acc.capacity() + s.row.capacity() + s.sacc.capacity() + s.srows.capacity() +
-          s.oacc.capacity() + s.otile.capacity()) * 4 + s.pcodes.capacity();
+          s.oacc.capacity() + s.otile.capacity() + s.kcols.capacity()) * 4 + s.pcodes.capacity();
   return n;
 }
 

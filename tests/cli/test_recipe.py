@@ -25,7 +25,7 @@ def main():
     q = ["quantize", "--model", m, "--calib", calib, "--calib-size", "64", "--method", "vitq"]
 
     out = cli.expect("vitq W4A4: the recipe is applied and printed", q + ["--bits", "4", "-o", cli.path("v4")], "ok",
-                     r"recipe\s+float softmax grid, per-token inputs, patch embedding input at 8 bits, token ranges "
+                     r"recipe\s+float softmax grid, per-token inputs, per-token Q and K, patch embedding input at 8 bits, token ranges "
                      r"clipped to 0.95, token ranges per 32 channels, GPTQ weight rounding, QwT compensation, rotation, MLP "
                      r"rotation")
     plan = read_json(cli.path("v4", "plan.json"))
@@ -39,8 +39,12 @@ def main():
               "W4A4 plan records the rotation", json.dumps(plan.get("rotation")))
     qkv = plan["sites"]["blocks.0.attn.qkv"]
     cli.check(abs(qkv["x"].get("token_clip", 1) - 0.95) < 1e-6 and abs(s.get("token_clip", 1) - 0.95) < 1e-6 and
-              plan["format_version"] == 7, "W4A4: the token clip ratio 0.95 on per-token inputs (plan format 7)",
+              plan["format_version"] == 8, "W4A4: the token clip ratio 0.95 on per-token inputs (plan format 8)",
               json.dumps(qkv["x"]))
+    qk = plan["sites"]["blocks.0.attn.matmul_qk"]
+    cli.check(s.get("per_token_qk") is True and all(qk[o].get("granularity") == "token" and "scale" not in qk[o] and
+                                                   "head_scales" not in qk[o] for o in ("x", "w")),
+              "W4A4: Q and K of matmul_qk per token (no stored steps)", json.dumps(qk)[:300])
     # Channel groups of 32 at 4 bits (qkv: 64 inputs, fc2: 128).
     fc2 = plan["sites"]["blocks.0.mlp.fc2"]
     cli.check(s.get("token_group") == 32 and fc2["x"].get("token_group") == 32 and qkv["x"].get("token_group") == 32,
@@ -74,14 +78,15 @@ def main():
 
     # Every part overridden on the command line.
     cli.expect("vitq W4A4 with every recipe part overridden",
-               q + ["--bits", "4", "--plan-only", "--softmax-grid", "unsigned", "--no-per-token", "--patch-embed-abits",
+               q + ["--bits", "4", "--plan-only", "--softmax-grid", "unsigned", "--no-per-token", "--no-per-token-qk",
+                    "--patch-embed-abits",
                     "4", "--weight-rounding", "nearest", "--no-rotate", "--no-rotate-mlp", "--no-qwt", "--token-clip", "1",
                     "--token-group", "0",
                     "-o", cli.path("v4o")],
                "ok")
     p = read_json(cli.path("v4o", "plan.json"))
     s = p["settings"]
-    cli.check("rotation" not in p and "per_token_inputs" not in s and "weight_rounding" not in s and
+    cli.check("rotation" not in p and "per_token_inputs" not in s and "per_token_qk" not in s and "weight_rounding" not in s and
               "softmax_grid" not in s and "recipe" not in s and "compensation" not in s and "compensation" not in p and
               "token_clip" not in s and "token_clip" not in json.dumps(p["sites"]) and "token_group" not in s and
               "token_group" not in json.dumps(p["sites"]),
@@ -114,7 +119,8 @@ def main():
     cli.expect("vitq --compensate bogus", q + ["--bits", "4", "--compensate", "bogus", "-o", cli.path("never")], "usage",
                "--compensate must be none, closed-form, reconstruct or auto")
     cli.check(p["sites"]["blocks.0.attn.matmul_av"]["x"].get("unsigned") is True and
-              "granularity" not in p["sites"]["blocks.0.attn.qkv"]["x"] and p["sites"]["patch_embed"]["x"]["bits"] == 4,
+              "granularity" not in p["sites"]["blocks.0.attn.qkv"]["x"] and
+              "granularity" not in json.dumps(p["sites"]["blocks.0.attn.matmul_qk"]) and p["sites"]["patch_embed"]["x"]["bits"] == 4,
               "overridden formats reach the sites")
     cli.expect("--unsigned-softmax contradicts --softmax-grid float",
                q + ["--bits", "4", "--unsigned-softmax", "--softmax-grid", "float", "-o", cli.path("never")], "usage",

@@ -72,6 +72,8 @@ def main():
                r"10-bit weights: target int8-only runs GEMMs of at most 8 bits")
     cli.expect("int8-only with --per-token", q + ["--bits", "8", "--per-token", "--target", "int8-only", "-o", never],
                "usage", r"per-token inputs \(--per-token\): target int8-only has static steps only")
+    cli.expect("int8-only with --per-token-qk", q + ["--bits", "8", "--per-token-qk", "--target", "int8-only", "-o", never],
+               "usage", r"per-token Q and K \(--per-token-qk\): target int8-only has static steps only")
     cli.expect("int8-only with --qwt", q + ["--bits", "8", "--qwt", "--target", "int8-only", "-o", never], "usage",
                r"QwT compensation .*: target int8-only runs no float GEMMs")
     cli.expect("onnx-qdq with a log2 softmax grid", q + ["--bits", "8", "--softmax-grid", "log2", "--target", "onnx-qdq",
@@ -110,7 +112,7 @@ def main():
                                                     cli.path("npu")], "ok",
                      r"target\s+int8-only: a generic NPU",
                      r"changed for the target \(it cannot run them\): per-head attention steps, float "
-                     r"softmax grid, per-token inputs, QwT compensation, MLP rotation")
+                     r"softmax grid, per-token inputs, per-token Q and K, QwT compensation, MLP rotation")
     p = read_json(cli.path("npu", "plan.json"))
     bad_ops = [f"{n}.{k}" for n, k, o in operands(p)
                if o.get("bits", 0) > 8 or o.get("granularity") in ("token",) or "head_scales" in o or

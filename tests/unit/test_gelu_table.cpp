@@ -228,7 +228,7 @@ TEST(GeluTable, PlanRoundTripAndErrors) {
             std::string::npos);
   EXPECT_NE(error([](auto& k) { k["gelu_tables"]["blocks.0.mlp.fc1"]["zero"] = 1; }).find("is not a GELU table field"),
             std::string::npos);
-  EXPECT_NE(error([](auto& k) { k["format_version"] = 8; }).find("format_version"), std::string::npos);
+  EXPECT_NE(error([](auto& k) { k["format_version"] = 9; }).find("format_version"), std::string::npos);
 }
 
 }  // namespace

@@ -87,7 +87,7 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   nlohmann::ordered_json good = plan_to_json(sample_plan());
   ASSERT_NO_THROW(plan_from_json(good, "plan.json"));
   auto j = good;
-  j["format_version"] = 8;
+  j["format_version"] = 9;
   expect(j, "format_version");
   j = good;
   j["format_version"] = 1;  // a format-2 plan: accepted (the fields decide what it means)
@@ -141,8 +141,36 @@ TEST(Plan, InvalidPlansAreRejectedWithTheField) {
   j["sites"]["blocks.1.attn.proj"]["w"]["granularity"] = "token";
   expect(j, "w.granularity");
   j = good;
+  j["sites"]["blocks.1.attn.matmul_av"]["w"]["granularity"] = "token";
+  expect(j, "sites.blocks.1.attn.matmul_av.w.granularity");
+  j = good;
+  j["sites"]["blocks.0.attn.matmul_av"]["x"]["granularity"] = "token";
+  expect(j, "Q and K of matmul_qk");
+  j = good;
   j["sites"]["blocks.1.attn.matmul_qk"]["x"]["granularity"] = "token";
-  expect(j, "inputs of linear sites");
+  expect(j, "each row has its own");  // (it still has its per-tensor step)
+  // Per-token Q and K of matmul_qk (symmetric rows): no step, no clip ratio or groups; format 8.
+  {
+    QuantPlan t = sample_plan();
+    OperandQuant& qx = t.sites.at("blocks.1.attn.matmul_qk").x;
+    OperandQuant& kw = t.sites.at("blocks.1.attn.matmul_qk").w;
+    for (OperandQuant* o : {&qx, &kw}) o->per_token = true, o->scale = 0.0f, o->head_scales.clear();
+    const nlohmann::ordered_json tj = plan_to_json(t);
+    EXPECT_EQ(tj["format_version"], 8);
+    EXPECT_EQ(tj["sites"]["blocks.1.attn.matmul_qk"]["w"]["granularity"], "token");
+    EXPECT_TRUE(plan_from_json(tj, "plan.json") == t);
+    kw.per_token = false, kw.scale = 0.5f;  // Q alone per token: still format 8
+    EXPECT_EQ(plan_to_json(t)["format_version"], 8);
+    j = tj;
+    j["sites"]["blocks.1.attn.matmul_qk"]["x"]["token_clip"] = 0.9;
+    expect(j, "Q and K rows take their max");
+    j = tj;
+    j["sites"]["blocks.1.attn.matmul_qk"]["w"]["token_group"] = 8;
+    expect(j, "a Q or K row is one group");
+    j = tj;
+    j["sites"]["blocks.1.attn.matmul_qk"]["w"]["head_scales"] = {0.1, 0.2, 0.3};
+    expect(j, "need a uniform grid with a stored step");
+  }
   // The per-token clip ratio: (0, 1], per-token inputs only.
   for (const nlohmann::ordered_json& bad : {nlohmann::ordered_json(0.0), nlohmann::ordered_json(1.5),
                                             nlohmann::ordered_json(-0.9), nlohmann::ordered_json("0.9")}) {

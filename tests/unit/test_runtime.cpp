@@ -320,7 +320,11 @@ void check_site(const SiteCase& sc) {
     for (int k0 = 0; k0 < c.K; k0 += span) {
       float step = sp.x.head_scale(g % heads);
       int32_t lo = sp.x.range().lo, hi = sp.x.range().hi;
-      if (sp.x.per_token) {
+      if (sp.x.per_token && attn) {  // Q per token: symmetric, max|row| / hi, stretched by 1 + 2^-10
+        float m = 0;
+        for (int k = k0; k < k0 + span; ++k) m = std::max(m, std::fabs(xr[k]));
+        step = m / float(hi) * (1.0f + 1.0f / 1024.0f);
+      } else if (sp.x.per_token) {
         float mn = 0, mx = 0;
         for (int k = k0; k < k0 + span; ++k) mn = std::min(mn, xr[k]), mx = std::max(mx, xr[k]);
         step = (mx - mn) / float((1 << sp.x.bits) - 1) * (1.0f + 1.0f / 1024.0f);
@@ -340,7 +344,12 @@ void check_site(const SiteCase& sc) {
     for (int r = 0; r < c.M; ++r) {
       x_row(g, r, qx, xst);
       for (int n = 0; n < c.N; ++n) {
-        const float wd = sp.w.head_scale(g % heads);
+        float wd = sp.w.head_scale(g % heads);
+        if (attn && sp.w.per_token) {  // K per token: row n of the group, symmetric as Q
+          float m = 0;
+          for (int k = 0; k < c.K; ++k) m = std::max(m, std::fabs(w[(size_t(g) * c.N + n) * c.K + k]));
+          wd = m / float(sp.w.range().hi) * (1.0f + 1.0f / 1024.0f);
+        }
         double acc = 0, mag = 0, sx = 0;
         for (int k = 0; k < c.K; ++k) {
           const int qw = attn ? std::clamp(int(std::nearbyint(w[(size_t(g) * c.N + n) * c.K + k] / wd)),
@@ -490,6 +499,24 @@ TEST(IntegerSites, PerTokenInputsInChannelGroups) {
     }
 }
 
+// Q and K of matmul_qk per token (plan.h, format 8): each row of a head its own symmetric step;
+// Q alone, K alone (the other side per head) and both, at 8, 6 and 4 bits, with bias correction.
+TEST(IntegerSites, PerTokenQueryAndKeyRows) {
+  for (int bits : {8, 6, 4})
+    for (int sides : {1, 2, 3}) {
+      const float hi = float((1 << (bits - 1)) - 1);
+      SiteCase qk{cat("Q·Kᵀ ", bits, " bits, per token: ", sides == 1 ? "Q" : sides == 2 ? "K" : "Q and K"),
+                  SiteKind::MatmulQK, linear_plan(bits, bits, 1.0f, 1.0f), 2, 3, 29, 29, 16, false};
+      qk.sp.x.head_scales = {6.0f / hi, 3.0f / hi, 9.0f / hi};
+      qk.sp.w.head_scales = {2.0f / hi, 1.5f / hi, 2.5f / hi};
+      for (auto [on, o] : {std::pair{sides & 1, &qk.sp.x}, std::pair{sides & 2, &qk.sp.w}})
+        if (on) o->per_token = true, o->scale = 0.0f, o->head_scales.clear();
+      qk.sp.bias_correction.resize(size_t(3 * 29));
+      for (size_t i = 0; i < qk.sp.bias_correction.size(); ++i) qk.sp.bias_correction[i] = 0.01f * float(i % 7);
+      check_site(qk);
+    }
+}
+
 TEST(IntegerSites, PerHeadStepsAndLevelGrids) {
   SiteCase qk{"Q·Kᵀ per-head steps", SiteKind::MatmulQK, linear_plan(6, 6, 1.0f, 1.0f), 2, 3, 29, 29, 16, false};
   qk.sp.x.head_scales = {6.0f / 31, 3.0f / 31, 9.0f / 31};
@@ -629,6 +656,35 @@ TEST(IntegerForward, PerTokenChannelGroups) {
         return p;
       });
     }
+}
+
+// Per-token Q and K (--per-token-qk) with per-token inputs: W8A8, and W4A4 with the rotation,
+// block reconstruction (its backward through the per-token rows) and QwT.
+TEST(IntegerForward, PerTokenQueryAndKey) {
+  for (int bits : {8, 4}) {
+    check_forward(cat("token_qk", bits), {}, [&](const ViTModel& m) {
+      MethodConfig cfg;
+      cfg.get<MinmaxOptions>("minmax").per_channel_weights = true;
+      CalibOptions opt;
+      opt.bits = {bits, bits};
+      opt.grids.per_token = true;
+      opt.grids.per_token_qk = true;
+      if (bits == 4) {
+        opt.transforms.rotation = PlanRotation{5, true, true, true};
+        opt.compensation.on = true;
+        opt.recon.iters = 20;
+        opt.recon.batch = 4;
+        opt.recon.act_lr = 1e-3;
+      }
+      QuantPlan p = test::plan_with(m, "minmax", cfg, opt);
+      const SitePlan& qk = p.sites.at("blocks.1.attn.matmul_qk");
+      EXPECT_TRUE(qk.x.per_token && qk.w.per_token);
+      EXPECT_FALSE(qk.x.per_head() || qk.w.per_head());
+      EXPECT_FALSE(p.sites.at("blocks.1.attn.matmul_av").w.per_token);
+      EXPECT_EQ(plan_to_json(p)["format_version"], 8);
+      return p;
+    });
+  }
 }
 
 TEST(IntegerForward, W8A8UnsignedSoftmaxQuantizedHead) {
