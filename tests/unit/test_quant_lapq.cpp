@@ -111,6 +111,27 @@ TEST(Lapq, JointStepNeverEndsAboveItsInitialisation) {
     // images; float sums in another order than LAPQ's batches of 8, hence not bit-exact).
     EXPECT_NEAR(plan_loss(m, images, n, r.plan), fin, 1e-6 * fin) << "bits " << bits;
   }
+  // Per-token Q and K (--per-token-qk): their rows' steps are found at run time, so the joint step
+  // has no variable for them and leaves their entries without a step; the rest as above.
+  MethodConfig cfg;
+  cfg.get<LapqOptions>("lapq").evals = 60;
+  cfg.get<LapqOptions>("lapq").loss_images = 0;
+  std::unique_ptr<Method> method = make_method("lapq", cfg);
+  Calibrator cal(m, images.data(), n);
+  CalibOptions opt;
+  opt.bits = {4, 4};
+  opt.batch = 8;
+  opt.grids.per_token_qk = true;
+  const CalibrationResult r = cal.run(*method, opt);
+  for (const auto& [name, sp] : r.plan.sites)
+    if (name.find("matmul_qk") != std::string::npos) {
+      EXPECT_TRUE(sp.x.per_token && sp.w.per_token) << name;
+      EXPECT_EQ(sp.x.scale, 0.0f) << name;
+      EXPECT_EQ(sp.w.scale, 0.0f) << name;
+    }
+  const double fin = r.refine_notes["final_loss"];
+  EXPECT_LE(fin, double(r.refine_notes["init_loss"]));
+  EXPECT_NEAR(plan_loss(m, images, n, r.plan), fin, 1e-6 * fin);
 }
 
 }  // namespace

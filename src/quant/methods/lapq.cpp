@@ -432,7 +432,8 @@ void Lapq::refine(const NetworkContext& net, QuantPlan& plan, nlohmann::ordered_
       vars.push_back({s.id.name(), s.id, false, &in->second.x, 0, stage_of(s.id, cfg.depth)});
     // (not a weight whose codes or per-channel steps were chosen after the method, e.g. by GPTQ:
     // the per-tensor step no longer applies to it)
-    if (!it->second.has_weight_codes() && !it->second.w.per_channel())
+    // (nor K per token: its rows' steps are found at run time)
+    if (!it->second.has_weight_codes() && !it->second.w.per_channel() && !it->second.w.per_token)
       vars.push_back({s.id.name(), s.id, true, &in->second.w, 0, stage_of(s.id, cfg.depth)});
   }
   if (vars.empty()) return;
