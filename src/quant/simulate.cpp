@@ -142,11 +142,9 @@ void attention_epilogue(const SiteCall& call, const SitePlan& sp, const std::vec
         const int h = int(g % heads);
         const float* b = corr.empty() ? nullptr : corr.data() + size_t(h) * size_t(call.N);
         const float rs = sp.x.per_token ? row_delta[size_t(r)] : sp.x.head_scale(h);
-        const float* cs = col_delta.data() + size_t(g) * size_t(call.N);
-        if (!sp.w.per_token) {
-          std::fill(head_cols.begin(), head_cols.end(), sp.w.head_scale(h));
-          cs = head_cols.data();
-        }
+        const float* cs = head_cols.data();  // (col_delta is empty when K has head steps)
+        if (sp.w.per_token) cs = col_delta.data() + size_t(g) * size_t(call.N);
+        else std::fill(head_cols.begin(), head_cols.end(), sp.w.head_scale(h));
         scale_bias_row_token(call.y + r * call.N, cs, rs, b, size_t(call.N));
       }
     }
