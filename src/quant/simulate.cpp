@@ -43,6 +43,17 @@ constexpr int64_t kChunk = 4096;
 
 int heads_of(const SiteCall& c) { return c.groups / std::max(1, c.images); }
 
+// Per-token Q or K (plan.h): each of `rows` rows of K values its own symmetric step steps[r]
+// (token_step_symmetric), its codes as floats into codes.
+void symmetric_row_codes(const float* v, int64_t rows, int K, QRange range, float* codes, std::vector<float>& steps) {
+  steps.resize(size_t(rows));
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    steps[size_t(r)] = token_step_symmetric(v + r * K, size_t(K), range);
+    quantize_to_f32_codes(v + r * K, codes + r * K, size_t(K), steps[size_t(r)], range);
+  }
+}
+
 // The codes of the input operand as floats into xbuf (integer-valued): per tensor, per head
 // (attention: group g is head g % heads) or per token (row_delta[r] = row r's step). A level grid
 // writes two planes, lo = level & 255 at xbuf[0, n) and hi = level >> 8 at xbuf[n, 2n).
@@ -62,14 +73,7 @@ void input_codes(const SiteCall& c, const OperandQuant& x, avector<float>& xbuf,
       }
     }
   } else if (x.per_token && c.site.is_attention()) {  // Q per token: row_delta[r], symmetric
-    const int64_t rows = int64_t(c.groups) * c.M;
-    row_delta.resize(size_t(rows));
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = c.x + r * c.K;
-      row_delta[size_t(r)] = token_step_symmetric(xr, size_t(c.K), x.range());
-      quantize_to_f32_codes(xr, xbuf.data() + r * c.K, size_t(c.K), row_delta[size_t(r)], x.range());
-    }
+    symmetric_row_codes(c.x, int64_t(c.groups) * c.M, c.K, x.range(), xbuf.data(), row_delta);
   } else if (x.per_token) {  // row_delta[r·G + g]: row r's step in channel group g (G = 1: the row)
     const int64_t rows = int64_t(c.groups) * c.M;
     const int G = x.token_groups(c.K), Kg = c.K / G;
@@ -102,14 +106,7 @@ void attention_w_codes(const SiteCall& c, const OperandQuant& w, avector<float>&
   const int64_t n = int64_t(c.groups) * c.w_stride;
   if (wbuf.size() < size_t(n)) wbuf.resize(size_t(n));
   if (w.per_token) {
-    const int64_t rows = int64_t(c.groups) * c.N;
-    col_delta.resize(size_t(rows));
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* wr = c.w + r * c.K;
-      col_delta[size_t(r)] = token_step_symmetric(wr, size_t(c.K), w.range());
-      quantize_to_f32_codes(wr, wbuf.data() + r * c.K, size_t(c.K), col_delta[size_t(r)], w.range());
-    }
+    symmetric_row_codes(c.w, int64_t(c.groups) * c.N, c.K, w.range(), wbuf.data(), col_delta);
     return;
   }
 #pragma omp parallel for schedule(static)
