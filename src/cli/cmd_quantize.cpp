@@ -1,6 +1,7 @@
 // vitq quantize: calibrate a quantization plan with a PTQ method and write it with a report.
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -368,6 +369,19 @@ void run_quantize(QuantizeArgs& a) {
   if (a.cmd->get_option("--token-group")->count() > 0 && a.token_group > 0 && !opt.grids.per_token)
     std::fprintf(stderr, "warning: --token-group %d has no effect without per-token inputs (--per-token)\n",
                  a.token_group);
+  if (opt.grids.per_token || opt.grids.per_token_qk) {  // Calibrator::site_bits: run-time steps need 8-bit codes
+    int widest = std::max(a.wbits, a.abits);
+    if (a.mixed_precision)
+      widest = a.mp_candidates.empty() ? std::min(a.mixed_precision + 2, target.max_bits)
+                                       : *std::max_element(a.mp_candidates.begin(), a.mp_candidates.end());
+    if (widest > 8)
+      std::fprintf(stderr, "note: per-token steps (%s) are for sites of at most 8 bits; sites at %s keep static "
+                   "steps chosen by the method\n",
+                   opt.grids.per_token && opt.grids.per_token_qk ? "--per-token, --per-token-qk"
+                   : opt.grids.per_token                         ? "--per-token"
+                                                                 : "--per-token-qk",
+                   widest == 9 ? "9 bits" : "9-10 bits");
+  }
   if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
   check_options_for_target(opt, a.wbits, a.abits, a.mp_candidates, target);
   check_tables_for_target(a.gelu_table, a.softmax_table, target);
@@ -402,6 +416,12 @@ void run_quantize(QuantizeArgs& a) {
   if (!a.quiet) print_table(r);
   const std::string& dir = out.path();
   save_plan(r.plan, dir + "/plan.json");
+  try {  // never leave a plan that vitq itself refuses to read (OUT is replaced only at commit())
+    (void)load_plan(dir + "/plan.json");
+  } catch (const Error& e) {
+    fail(ErrorKind::Internal, "the plan this run made does not pass its own checks (a bug in vitq; nothing was written "
+         "to ", a.out, "): ", e.what());
+  }
   const bool picture = mp_report.contains("frontier");
   if (picture) {
     const int b = a.mixed_precision, held = mp_report.value("holdout", 0);
@@ -568,11 +588,12 @@ void add_grid_options(CLI::App* c, QuantizeArgs* a) {
       ->check(CLI::IsMember({"signed", "unsigned", "log2", "logsqrt2", "float"}));
   c->add_flag("--per-token,!--no-per-token", a->per_token,
               "Quantize the input of every linear site per token: each row gets its own step and zero point from "
-              "its own range, computed at run time (asymmetric, dynamic); the method then chooses only the weights");
+              "its own range, computed at run time (asymmetric, dynamic); the method then chooses only the weights. "
+              "Sites of 9-10 bits (--bits 10, mixed precision) keep static steps");
   c->add_flag("--per-token-qk,!--no-per-token-qk", a->per_token_qk,
               "Quantize Q and K of every attention score product per token: each row of a head gets its own "
               "symmetric step max|row| / qmax at run time, so the rows' steps factor out of Q.K^T (plan format 8). "
-              "The vitq method's recipe: on at 4-bit activations");
+              "The vitq method's recipe: on at 4-bit activations. Sites of 9-10 bits keep static steps");
   c->add_option("--patch-embed-abits", a->patch_embed_abits,
                 "Bits of the patch embedding's input (the normalized pixels); default: the activation bits")
       ->check(opt::integer(kMinBits, kMaxBits));

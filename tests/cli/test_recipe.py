@@ -134,6 +134,17 @@ def main():
     cli.check(p["sites"]["blocks.0.mlp.fc2"].get("weight_codes") is True and
               p["sites"]["blocks.0.attn.matmul_av"]["x"].get("grid") == "log2" and
               p.get("rotation", {}).get("mlp") is False, "minmax + driver options reach the plan")
+    # Run-time (per-token) steps are for codes of at most 8 bits: at 10 bits the driver keeps static
+    # steps, says so, and the plan it writes reads back (it did not: the reader refused bits 10).
+    out = cli.expect("--bits 10 --per-token --per-token-qk: static steps, a note, a readable plan",
+                     ["quantize", "--model", m, "--calib", calib, "--calib-size", "16", "--method", "minmax",
+                      "--bits", "10", "--per-token", "--per-token-qk", "-o", cli.path("w10pt")], "ok",
+                     r"note: per-token steps \(--per-token, --per-token-qk\) are for sites of at most 8 bits")
+    p = read_json(cli.path("w10pt", "plan.json"))
+    cli.check(all("granularity" not in sp["x"] and "granularity" not in sp["w"] and "scale" in sp["x"]
+                  for sp in p["sites"].values()), "10 bits: every site has a static input step",
+              json.dumps(p["sites"]["blocks.0.attn.matmul_qk"]))
+    predictions(cli, "10-bit plan with --per-token", cli.path("w10pt"), FMNIST)
     # The ridge update and the log√2 grid: in the plan, and the quantized model runs in integers
     # with the simulator's predictions.
     cli.expect("percentile with --ridge-update --softmax-grid logsqrt2 --per-token",

@@ -13,6 +13,7 @@
 #include "quant/method.h"
 #include "quant/mixed_precision.h"
 #include "quant/mixed_precision_kl.h"
+#include "quant/plan.h"
 #include "quant/latency_table.h"
 #include "quant/simulate.h"
 #include "tiny_model_util.h"
@@ -104,6 +105,40 @@ TEST(MixedPrecisionKl, CompositionTakesEachModuleAndCompensationFromItsPlan) {
   EXPECT_TRUE(site_in_module({SiteKind::Fc1, 1}, 3));
   EXPECT_FALSE(site_in_module({SiteKind::Fc1, 1}, 2));
   EXPECT_FALSE(site_in_module({SiteKind::PatchEmbed, -1}, 0));
+}
+
+// Run-time (per-token) steps are for codes of at most 8 bits (plan.h): a 10-bit module keeps static
+// steps under --per-token / --per-token-qk, and the plan passes the reader's checks. It did not: the
+// driver made 10-bit per-token inputs that plan_from_json refused after the whole calibration.
+TEST(MixedPrecisionKl, PerTokenStepsOnlyInModulesOfAtMostEightBits) {
+  const ViTModel m = test::tiny_model(43);
+  const std::vector<float> images = random_images(m, kImages, 3);
+  CalibOptions opt;
+  opt.bits = {8, 8};
+  opt.batch = kBatch;
+  opt.block_bits = {{10, 10}, {4, 4}, {8, 8}, {9, 9}};  // block 0 attention, MLP; block 1 attention, MLP
+  opt.grids.per_token = opt.grids.per_token_qk = true;
+  opt.grids.token_group = 8;
+  auto method = make_method("minmax", MethodConfig());
+  const QuantPlan p = Calibrator(m, images.data(), kImages).run(*method, opt).plan;
+  int wide = 0, narrow = 0;
+  for (const auto& [name, sp] : p.sites) {
+    SiteId id;
+    ASSERT_TRUE(parse_site_name(name, &id));
+    if (id.block < 0 || id.kind == SiteKind::MatmulAV) continue;
+    if (sp.x.bits > 8) {
+      EXPECT_FALSE(sp.x.per_token || sp.w.per_token) << name;
+      EXPECT_GT(sp.x.scale, 0.0f) << name;
+      ++wide;
+    } else {
+      EXPECT_TRUE(sp.x.per_token) << name;
+      EXPECT_EQ(sp.w.per_token, id.kind == SiteKind::MatmulQK) << name;
+      ++narrow;
+    }
+  }
+  EXPECT_EQ(wide, 5);    // block 0's qkv, matmul_qk, proj (10 bits); block 1's fc1, fc2 (9 bits)
+  EXPECT_EQ(narrow, 5);  // block 0's fc1, fc2 (4 bits); block 1's qkv, matmul_qk, proj (8 bits)
+  EXPECT_NO_THROW(plan_from_json(plan_to_json(p), "plan.json"));
 }
 
 TEST(MixedPrecisionKl, ModuleCostsEqualAWholeSimulatedForwardOfTheComposedPlan) {
