@@ -19,7 +19,7 @@ table, --compensation):
   recon       block reconstruction alone (--recon-iters N, no QwT)
   recon+qwt   --compensate reconstruct
   X:tg0, X:tg64, X:qkhead   level X without a recipe part of the low widths: one step per token
-              row, a step per 64 channels (at 4 bits), one Q and one K step per head (at 4 bits)
+              row, a step per 64 channels (at 4 bits), one Q and one K step per head (at 6 bits and fewer)
 Each row: `vitq quantize` on the calibration split (--calib-size, default 200 images), the
 quantized model directory evaluated in integers on the dev split with --reference (the FP32
 checkpoint on the same images): top-1, agreement with FP32's top-1, mean KL(p_FP32 || p), and
@@ -129,7 +129,7 @@ def comp_configs(bits):
             if bits <= 4:  # groups of 32 there; 64 is the 6-bit recipe's
                 c[k + ":tg64"] = (label.replace("**", "") + ", a step per 64 channels (`--token-group 64`)",
                                   qargs + ["--token-group", "64"])
-    if bits <= 4:  # per-token Q and K are in the recipe at 4-bit activations: each level also per head
+    if bits <= 6:  # per-token Q and K are in the recipe at 6-bit activations and fewer: each level also per head
         for k in ("comp:none", "comp:qwt", "comp:recon+qwt"):
             label, qargs = c[k]
             c[k + ":qkhead"] = (label.replace("**", "") + ", one Q and one K step per head (`--no-per-token-qk`)",

@@ -593,7 +593,7 @@ void add_grid_options(CLI::App* c, QuantizeArgs* a) {
   c->add_flag("--per-token-qk,!--no-per-token-qk", a->per_token_qk,
               "Quantize Q and K of every attention score product per token: each row of a head gets its own "
               "symmetric step max|row| / qmax at run time, so the rows' steps factor out of Q.K^T (plan format 8). "
-              "The vitq method's recipe: on at 4-bit activations. Sites of 9-10 bits keep static steps");
+              "The vitq method's recipe: on at 6-bit activations and fewer. Sites of 9-10 bits keep static steps");
   c->add_option("--patch-embed-abits", a->patch_embed_abits,
                 "Bits of the patch embedding's input (the normalized pixels); default: the activation bits")
       ->check(opt::integer(kMinBits, kMaxBits));

@@ -113,6 +113,10 @@ def main():
               and "token_group" not in pr["sites"]["blocks.0.attn.qkv"]["x"],
               "W6A6: per-token ranges per 64 channels on fc2, whole rows of 64 on qkv",
               json.dumps(pr["sites"]["blocks.0.mlp.fc2"]["x"]))
+    qk6 = pr["sites"]["blocks.0.attn.matmul_qk"]
+    cli.check(pr["settings"].get("per_token_qk") is True and
+              all(qk6[o].get("granularity") == "token" and qk6[o]["bits"] == 6 for o in ("x", "w")),
+              "W6A6: Q and K per token (the recipe at 6-bit activations and fewer)", json.dumps(qk6)[:300])
     cli.check(pr["settings"].get("reconstruction", {}).get("iters") == 20 and "compensation" in pr and
               all("reconstruction" in v and "seconds" in v["reconstruction"] for v in rr["block_step"].values()),
               "--compensate reconstruct: reconstruction (20 steps, time per block) and QwT in the plan and report")

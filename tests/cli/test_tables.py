@@ -51,11 +51,11 @@ def main():
         p = read_json(os.path.join(table, "plan.json"))
         t = p.get("gelu_tables", {})
         # (format 7 for vitq: its W6A6 recipe has per-token inputs, docs/FORMAT.md)
-        cli.check(p.get("format_version") == (7 if method == "vitq" else 5) and sorted(t) == sorted(f"blocks.{i}.mlp.fc1" for i in range(depth)) and
+        cli.check(p.get("format_version") == (8 if method == "vitq" else 5) and sorted(t) == sorted(f"blocks.{i}.mlp.fc1" for i in range(depth)) and
                   all(e["bits"] == 8 and e["scale"] > 0 and e["lo"] < 0 for e in t.values()) and
                   p["settings"].get("gelu_table_bits") == 8 and p.get("softmax_table") == {"bits": 10, "range": 16.0},
                   f"{method}: one 8-bit GELU table per block, covering negative inputs, and the softmax table, in a "
-                  "format-5 (or 7) plan", str(t)[:400])
+                  "format-5 (or 8: per-token Q and K) plan", str(t)[:400])
         cli.check("gelu_tables" not in read_json(os.path.join(plain, "plan.json")), f"{method}: no tables unless asked")
         a = predictions(cli, f"{method}_int", table)
         b = predictions(cli, f"{method}_sim", table, "--simulate")

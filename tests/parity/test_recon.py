@@ -134,15 +134,17 @@ def main():
         for label, extra, cases in [("minmax W4A4, per-token, per-head, rotations",
                                      ["--method", "minmax", "--bits", "4", "--rotate", "--rotate-mlp"],
                                      ((0, 0.0), (1, 0.0), (0, 1.0))),
-                                    # (6 bits: fewer codes on the other side of a tie than at 4)
+                                    # (6 bits: fewer codes on the other side of a tie than at 4; Q and K per head,
+                                    # whose steps the reconstruction trains: this reference has no per-token Q/K)
                                     ("vitq-style W6A6, per-token inputs clipped to 0.9 of the row range",
                                      ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate",
-                                      "none", "--token-clip", "0.9"], ((0, 0.0), (1, 0.0))),
+                                      "none", "--token-clip", "0.9", "--no-per-token-qk"], ((0, 0.0), (1, 0.0))),
                                     ("vitq-style W6A6, per-token inputs in groups of 16 channels clipped to 0.9",
                                      ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate",
-                                      "none", "--token-clip", "0.9", "--token-group", "16"], ((0, 0.0), (1, 0.0))),
+                                      "none", "--token-clip", "0.9", "--token-group", "16", "--no-per-token-qk"], ((0, 0.0), (1, 0.0))),
                              ("vitq-style W6A6 grid (asymmetric per-channel GPTQ weights)",
-                              ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate", "none"],
+                              ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate", "none",
+                               "--no-per-token-qk"],
                               ((0, 0.0), (1, 0.0), (0, 1.0)))]:
             qdir = os.path.join(tmp, f"plan{len(os.listdir(tmp))}")
             common.run([args.vitq, "quantize", "--model", model, "--random-calibration", "8", "--plan-only", "-q",
