@@ -419,8 +419,10 @@ void run_quantize(QuantizeArgs& a) {
   try {  // never leave a plan that vitq itself refuses to read (OUT is replaced only at commit())
     (void)load_plan(dir + "/plan.json");
   } catch (const Error& e) {
+    std::string why = e.what();  // named as OUT/plan.json, not by the staging directory
+    if (why.rfind(dir, 0) == 0) why = a.out + why.substr(dir.size());
     fail(ErrorKind::Internal, "the plan this run made does not pass its own checks (a bug in vitq; nothing was written "
-         "to ", a.out, "): ", e.what());
+         "to ", a.out, "): ", why);
   }
   const bool picture = mp_report.contains("frontier");
   if (picture) {
