@@ -374,13 +374,14 @@ void run_quantize(QuantizeArgs& a) {
     if (a.mixed_precision)
       widest = a.mp_candidates.empty() ? std::min(a.mixed_precision + 2, target.max_bits)
                                        : *std::max_element(a.mp_candidates.begin(), a.mp_candidates.end());
-    if (widest > 8)
-      std::fprintf(stderr, "note: per-token steps (%s) are for sites of at most 8 bits; sites at %s keep static "
+    const int run_time_max = OperandQuant::kMaxPerTokenBits;
+    if (widest > run_time_max)
+      std::fprintf(stderr, "note: per-token steps (%s) are for sites of at most %d bits; sites at %s keep static "
                    "steps chosen by the method\n",
                    opt.grids.per_token && opt.grids.per_token_qk ? "--per-token, --per-token-qk"
                    : opt.grids.per_token                         ? "--per-token"
                                                                  : "--per-token-qk",
-                   widest == 9 ? "9 bits" : "9-10 bits");
+                   run_time_max, cat(run_time_max + 1, widest > run_time_max + 1 ? cat("-", widest) : "", " bits").c_str());
   }
   if (a.rotate || a.rotate_mlp) opt.transforms.rotation = PlanRotation{a.rotation_seed, a.rotate, a.rotate, a.rotate_mlp};
   check_options_for_target(opt, a.wbits, a.abits, a.mp_candidates, target);

@@ -64,11 +64,12 @@ Bits Calibrator::site_bits(const SiteId& id, const CalibOptions& opt, int K) {
   if (id.kind == SiteKind::PatchEmbed && opt.grids.patch_embed_abits) b.x = opt.grids.patch_embed_abits;
   // Run-time steps are for 8-bit codes (plan.h): a site of a 9- or 10-bit module (mixed precision,
   // --bits 10) keeps static steps the method chooses, whatever --per-token / --per-token-qk say.
-  b.x_per_token = opt.grids.per_token && !id.is_attention() && b.x <= 8;
+  const int run_time_max = OperandQuant::kMaxPerTokenBits;
+  b.x_per_token = opt.grids.per_token && !id.is_attention() && b.x <= run_time_max;
   if (b.x_per_token) b.x_token_clip = opt.grids.token_clip;
   const int tg = opt.grids.token_group;  // a group of the whole row is the ungrouped form
-  if (b.x_per_token && tg > 0 && K > tg && K % tg == 0 && b.w <= 8) b.x_token_group = tg;
-  b.qk_per_token = opt.grids.per_token_qk && id.kind == SiteKind::MatmulQK && b.x <= 8 && b.w <= 8;
+  if (b.x_per_token && tg > 0 && K > tg && K % tg == 0 && b.w <= run_time_max) b.x_token_group = tg;
+  b.qk_per_token = opt.grids.per_token_qk && id.kind == SiteKind::MatmulQK && b.x <= run_time_max && b.w <= run_time_max;
   return b;
 }
 

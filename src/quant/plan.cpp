@@ -197,7 +197,8 @@ OperandQuant operand_from_json(const Ctx& c, const std::string& name, const json
     if (!json_int_in(j["token_group"], 1, 1 << 20, &q.token_group))
       c.bad(name + ".token_group", cat("must be a whole number of channels >= 1 (got ", j["token_group"].dump(), ")"));
   }
-  if (q.per_token && q.bits > 8) c.bad(name + ".bits", cat("per-token quantization takes 2..8 bits (got ", q.bits, ")"));
+  if (q.per_token && q.bits > OperandQuant::kMaxPerTokenBits)
+    c.bad(name + ".bits", cat("per-token quantization takes 2..", OperandQuant::kMaxPerTokenBits, " bits (got ", q.bits, ")"));
   if (q.per_token || is_level_grid(q.grid)) {
     if (j.contains("scale")) c.bad(name + ".scale", q.per_token ? "is not stored for per-token steps (each row has its own)" : "is fixed (2^-15) for a level grid");
     q.scale = q.per_token ? 0.0f : kLevelStep;
@@ -526,7 +527,8 @@ QuantPlan plan_from_json(const json& j, const std::string& source) {
     if (s.x.groups_tokens() && s.w.quantized()) {
       int wmax = s.w.bits;
       for (int b : s.w.channel_bits) wmax = std::max(wmax, b);
-      if (wmax > 8) c.bad("x.token_group", cat("needs weights of at most 8 bits (w has ", wmax, ")"));
+      if (wmax > OperandQuant::kMaxPerTokenBits)
+        c.bad("x.token_group", cat("needs weights of at most ", OperandQuant::kMaxPerTokenBits, " bits (w has ", wmax, ")"));
     }
     if (e.contains("bias_correction")) s.bias_correction = float_array(c, "bias_correction", e["bias_correction"]);
     if (e.contains("weight_offset")) {

@@ -41,6 +41,9 @@ struct OperandQuant {
   // symmetric step per row of one head, Δ = max|row| / hi · s (quantizer.h: token_step_symmetric),
   // so that S[i][j] = Δq_i · Δk_j · Σ_d q̂[i][d]·k̂[j][d] (plan format 8).
   bool per_token = false;
+  // The widest codes a per-token operand (and the weights of a grouped per-token input) may have:
+  // run-time steps are for codes of one int8 plane.
+  static constexpr int kMaxPerTokenBits = 8;
   // Per-head steps (the operands of attention sites; empty = `scale` for every head). When
   // present, `scale` is informational (the largest).
   std::vector<float> head_scales;
