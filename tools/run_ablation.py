@@ -121,19 +121,20 @@ def comp_configs(bits):
     }
     if bits > 4:  # the head share is in the recipe at 4-bit activations only
         del c["comp:recon+qwt:hs0"]
-    if bits <= 6:  # the per-token channel groups are in the recipe at 6 bits and fewer: each level also without
+    # Each level also without a recipe part of the low widths, in groups of (name suffix, label,
+    # arguments); the groups in this order, each level by level (the tables' row order):
+    groups = []
+    if bits <= 6:  # the per-token channel groups are in the recipe at 6 bits and fewer
+        groups.append([(":tg0", "one step per token row (`--token-group 0`)", ["--token-group", "0"])])
+        if bits <= 4:  # groups of 32 there; 64 is the 6-bit recipe's
+            groups[-1].append((":tg64", "a step per 64 channels (`--token-group 64`)", ["--token-group", "64"]))
+        # per-token Q and K are in the recipe at 6-bit activations and fewer
+        groups.append([(":qkhead", "one Q and one K step per head (`--no-per-token-qk`)", ["--no-per-token-qk"])])
+    for group in groups:
         for k in ("comp:none", "comp:qwt", "comp:recon+qwt"):
             label, qargs = c[k]
-            c[k + ":tg0"] = (label.replace("**", "") + ", one step per token row (`--token-group 0`)",
-                             qargs + ["--token-group", "0"])
-            if bits <= 4:  # groups of 32 there; 64 is the 6-bit recipe's
-                c[k + ":tg64"] = (label.replace("**", "") + ", a step per 64 channels (`--token-group 64`)",
-                                  qargs + ["--token-group", "64"])
-    if bits <= 6:  # per-token Q and K are in the recipe at 6-bit activations and fewer: each level also per head
-        for k in ("comp:none", "comp:qwt", "comp:recon+qwt"):
-            label, qargs = c[k]
-            c[k + ":qkhead"] = (label.replace("**", "") + ", one Q and one K step per head (`--no-per-token-qk`)",
-                                qargs + ["--no-per-token-qk"])
+            for suffix, what, extra in group:
+                c[k + suffix] = (label.replace("**", "") + ", " + what, qargs + extra)
     return c
 
 

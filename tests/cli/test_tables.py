@@ -50,7 +50,7 @@ def main():
                         table], "ok")
         p = read_json(os.path.join(table, "plan.json"))
         t = p.get("gelu_tables", {})
-        # (format 7 for vitq: its W6A6 recipe has per-token inputs, docs/FORMAT.md)
+        # (format 8 for vitq: its W6A6 recipe has per-token inputs and per-token Q and K, docs/FORMAT.md)
         cli.check(p.get("format_version") == (8 if method == "vitq" else 5) and sorted(t) == sorted(f"blocks.{i}.mlp.fc1" for i in range(depth)) and
                   all(e["bits"] == 8 and e["scale"] > 0 and e["lo"] < 0 for e in t.values()) and
                   p["settings"].get("gelu_table_bits") == 8 and p.get("softmax_table") == {"bits": 10, "range": 16.0},
