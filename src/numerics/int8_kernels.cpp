@@ -207,8 +207,10 @@ void add_scaled_row(float* y, const float* v, float s, size_t n) {
   for (size_t j = 0; j < n; ++j) y[j] += v[j] * s;
 }
 
+int64_t sum_u8(const uint8_t* u, size_t n) { return kAvx512 ? sum_u8_avx512(u, n) : sum_u8_portable(u, n); }
+
 VITQ_MULTIVERSION
-int64_t sum_u8(const uint8_t* u, size_t n) {
+int64_t sum_u8_portable(const uint8_t* u, size_t n) {
   // 32-bit partial sums (exact for 2^24 values of at most 255), which vectorise far better than
   // a 64-bit reduction of bytes.
   int64_t s = 0;

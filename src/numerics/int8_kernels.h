@@ -89,8 +89,10 @@ void add_scaled_row(float* y, const float* v, float s, size_t n);
 // two A-plane products of a 9..16-bit A operand by an 8-bit B, combined exactly, then rounded once.
 void combine_two_a_planes_row(const int32_t* acc0, const int32_t* acc1, const int32_t* comp, float* out, size_t n);
 
-// Sum of n u8 values (row sums of A codes for a weight offset).
+// Sum of n u8 values (row sums of A codes for a weight offset); AVX-512 (vpsadbw) where the CPU
+// has it, else sum_u8_portable.
 int64_t sum_u8(const uint8_t* u, size_t n);
+int64_t sum_u8_portable(const uint8_t* u, size_t n);
 
 // The exact u8 x s8 GEMM on CPUs whose int8 kernels add adjacent products into saturating int16
 // (runtime/u8s8_matmul.h): the largest code of `rows` rows of `cols` values, `lda` apart; the

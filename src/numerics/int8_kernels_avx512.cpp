@@ -165,6 +165,16 @@ void table_lookup_u8_avx512_vbmi(const float* x, size_t n, float delta, QRange r
   if (i < n) table_lookup_u8_avx512(x + i, n - i, delta, r, table, out + i);
 }
 
+// The byte-wise minimum / maximum of a vector's four 128-bit quarters.
+VITQ_AVX512 inline __m128i fold_min_epu8(__m512i v) {
+  const __m256i h = _mm256_min_epu8(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  return _mm_min_epu8(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+VITQ_AVX512 inline __m128i fold_max_epu8(__m512i v) {
+  const __m256i h = _mm256_max_epu8(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  return _mm_max_epu8(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
 VITQ_AVX512_VBMI
 TokenQuant table_lookup_token_u8_avx512_vbmi(const float* x, size_t n, float delta, QRange r, const float* table,
                                              int valley, int bits, float clip, uint8_t* out) {
@@ -190,12 +200,13 @@ TokenQuant table_lookup_token_u8_avx512_vbmi(const float* x, size_t n, float del
     scan.any_l |= le != 0;
     scan.any_r |= ge != 0;
   }
-  alignas(64) uint8_t b_min[64], b_max[64], b_l[64], b_r[64];
-  _mm512_store_si512(b_min, vmin);
-  _mm512_store_si512(b_max, vmax);
-  _mm512_store_si512(b_l, vl);
-  _mm512_store_si512(b_r, vr);
-  scan.fold_lanes(b_min, b_max, b_l, b_r, 64);
+  // The 64 lanes folded to 16 in registers (minima and maxima: exact in any order), then by ValleyScan.
+  alignas(16) uint8_t b_min[16], b_max[16], b_l[16], b_r[16];
+  _mm_store_si128(reinterpret_cast<__m128i*>(b_min), fold_min_epu8(vmin));
+  _mm_store_si128(reinterpret_cast<__m128i*>(b_max), fold_max_epu8(vmax));
+  _mm_store_si128(reinterpret_cast<__m128i*>(b_l), fold_max_epu8(vl));
+  _mm_store_si128(reinterpret_cast<__m128i*>(b_r), fold_min_epu8(vr));
+  scan.fold_lanes(b_min, b_max, b_l, b_r, 16);
   scan.scan_tail(x, i, n, delta, r, valley, out);
   const TokenQuant t = scan.token_quant(table, n, bits, clip);
   // The row's code of every entry, then pass 2: the indices looked up in place.
@@ -299,6 +310,20 @@ void softmax_table_rows_avx512(float* s, size_t rows, size_t n, float scale, con
       _mm512_mask_storeu_ps(sr + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, sr + j), inv));
     }
   }
+}
+
+// sum_u8: |u − 0| summed over each 8 bytes (vpsadbw) into 64-bit lanes, exact for any n.
+VITQ_AVX512
+int64_t sum_u8_avx512(const uint8_t* u, size_t n) {
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i acc = _mm512_setzero_si512();
+  size_t j = 0;
+  for (; j + 64 <= n; j += 64) acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_loadu_si512(u + j), zero));
+  if (j < n) {
+    const __mmask64 m = (__mmask64(1) << (n - j)) - 1;  // n − j < 64
+    acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(m, u + j), zero));
+  }
+  return _mm512_reduce_add_epi64(acc);
 }
 
 // softmax_table_codes_row: the same exponentials, then p = e · (1/Σ) quantized as quantize_a_u8.

@@ -10,6 +10,8 @@ namespace vitq {
 
 void quantize_a_u8_avx512(const float* x, uint8_t* u, size_t n, float delta, QRange r, int32_t zp);
 int32_t quantize_b_s8_avx512(const float* x, int8_t* q, size_t n, float delta, QRange r);
+// sum_u8 (int8_kernels.h): 64 bytes per step, summed in eight 64-bit lanes by vpsadbw against zero.
+int64_t sum_u8_avx512(const uint8_t* u, size_t n);
 // numerics/softmax_table.h
 struct SoftmaxExpTable;
 void softmax_table_rows_avx512(float* s, size_t rows, size_t n, float scale, const SoftmaxExpTable& t);

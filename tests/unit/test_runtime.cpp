@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/vit_forward.h"
+#include "numerics/int8_kernels_avx512.h"
 #include "quant/gelu_table.h"
 #include "quant/ln_smoothing.h"
 #include "quant/plan_transforms.h"
@@ -108,6 +109,10 @@ TEST(Int8Kernels, RowSumsAndPlaneCombinationAreExact) {
     int64_t ref = 0;
     for (uint8_t v : u) ref += v;
     EXPECT_EQ(sum_u8(u.data(), n), ref) << n;
+    EXPECT_EQ(sum_u8_portable(u.data(), n), ref) << n;
+    if (int8_kernels_use_avx512()) {
+      EXPECT_EQ(sum_u8_avx512(u.data(), n), ref) << n;
+    }
   }
   const size_t n = 197;
   std::vector<int32_t> a0(n), a1(n), comp(n);
