@@ -96,7 +96,7 @@ struct Scratch {
   avector<float> srows;     // attention scores / probabilities, float
   avector<uint8_t> pcodes;  // probabilities as A codes (2 planes)
   avector<int32_t> oacc;    // P·V int32
-  avector<float> otile;     // P·V float (FP32 matmul_av)
+  avector<float> otile;     // P·V rows of a task, before their per-tensor codes (proj input)
   avector<float> kcols;     // K's step per key (T): a head's step repeated when only Q is per token
   // The AMX path: Kᵀ and V of one head packed, the scores' int32 tile grid, P's codes (rows
   // n_pad_k(T) bytes apart, zero past T) and P·V's int32 rows.
@@ -482,14 +482,13 @@ struct IntViTForward::Impl {
     }
   }
 
-  // P·V of those rows into s.otile (rows x d): from P's codes in s.pcodes (pblk apart per plane)
-  // by integer GEMMs, or from the float P in s.srows.
-  void attention_context(const AttnSite& av, Scratch& s, int g, int h, int rows, size_t pblk) {
+  // P·V of those rows into out (rows x d, rows ld apart): from P's codes in s.pcodes (pblk apart
+  // per plane) by integer GEMMs, or from the float P in s.srows.
+  void attention_context(const AttnSite& av, Scratch& s, int g, int h, int rows, size_t pblk, float* out, size_t ld) {
     const int T = q.cfg.tokens(), d = q.cfg.head_dim();
     const size_t TD = size_t(T) * d;
-    float* orow = s.otile.data();
     if (!av.on) {
-      dnnl_sgemm('N', 'N', rows, d, T, 1.0f, s.srows.data(), T, vf.data() + size_t(g) * TD, d, 0.0f, orow, d);
+      dnnl_sgemm('N', 'N', rows, d, T, 1.0f, s.srows.data(), T, vf.data() + size_t(g) * TD, d, 0.0f, out, dnnl_dim_t(ld));
       return;
     }
     const int P = av.a.planes, Q = av.b.planes;
@@ -501,7 +500,7 @@ struct IntViTForward::Impl {
     const float* bias = av.bias ? av.bias + size_t(h) * d : nullptr;
     for (int r = 0; r < rows; ++r) {
       const int32_t* acc = s.oacc.data() + size_t(r) * d;
-      float* o = orow + size_t(r) * d;
+      float* o = out + size_t(r) * ld;
       if (P == 1 && Q == 1) {
         dequantize_row_scalar(acc, nullptr, av.scale[size_t(h)], bias, o, size_t(d));
       } else {
@@ -526,20 +525,21 @@ struct IntViTForward::Impl {
       const int g = task / nrb, t0 = (task % nrb) * rpb, rows = std::min(rpb, T - t0);
       if (rows <= 0) continue;
       const int b = g / H, h = g % H;
+      // The context rows go to the proj input (heads merged): as floats straight into it, or —
+      // per-tensor codes — through s.otile.
+      const bool codes = pa.on && !pa.per_token;
+      const size_t off0 = (size_t(b) * T + size_t(t0)) * D + size_t(h) * d;
+      float* out = codes ? s.otile.data() : buf_b.f32.data() + off0;
+      const size_t ld = codes ? size_t(d) : size_t(D);
       if (bl.amx) {
-        attention_amx(bl, s, g, h, t0, rows, sm_scale);
+        attention_amx(bl, s, g, h, t0, rows, sm_scale, out, ld);
       } else {
-        attention_task(bl, s, g, h, t0, rows, sm_scale);
+        attention_task(bl, s, g, h, t0, rows, sm_scale, out, ld);
       }
-      // The rows of the proj input (ctx, heads merged).
-      const float* orow = s.otile.data();
-      for (int r = 0; r < rows; ++r) {
-        const size_t cr = size_t(b) * T + size_t(t0 + r);
-        const size_t off = cr * D + size_t(h) * d;
-        const float* o = orow + size_t(r) * d;
-        if (pa.on && !pa.per_token) emit_a_codes(pa, o, size_t(d), buf_b.u8.data() + off, buf_b.plane_stride, nullptr);
-        else std::copy(o, o + d, buf_b.f32.data() + off);
-      }
+      if (codes)
+        for (int r = 0; r < rows; ++r)
+          emit_a_codes(pa, s.otile.data() + size_t(r) * d, size_t(d), buf_b.u8.data() + off0 + size_t(r) * D,
+                       buf_b.plane_stride, nullptr);
     }
     if (pa.on && pa.per_token) {  // the proj input's rows are whole now: one step per row
 #pragma omp parallel for schedule(static)
@@ -547,8 +547,9 @@ struct IntViTForward::Impl {
     }
   }
 
-  // One (image, head, row block) task of the attention: its context rows into s.otile (rows × d).
-  void attention_task(const Block& bl, Scratch& s, int g, int h, int t0, int rows, float sm_scale) {
+  // One (image, head, row block) task of the attention: its context rows into out (rows × d, ld apart).
+  void attention_task(const Block& bl, Scratch& s, int g, int h, int t0, int rows, float sm_scale, float* out,
+                      size_t ld) {
     const AttnSite &qk = bl.qk, &av = bl.av;
     const int T = q.cfg.tokens();
     attention_scores(qk, s, g, h, t0, rows);
@@ -557,7 +558,7 @@ struct IntViTForward::Impl {
     const ActQuant pq = av.on ? av.a_of(h) : ActQuant{};
     for (int r = 0; r < rows; ++r)
       probabilities(pq, s.srows.data() + size_t(r) * T, sm_scale, s.pcodes.data() + size_t(r) * T, pblk);
-    attention_context(av, s, g, h, rows, pblk);
+    attention_context(av, s, g, h, rows, pblk, out, ld);
   }
 
   // Softmax of one row of scores (T) in place, and the probabilities as P's A codes (planes
@@ -576,7 +577,8 @@ struct IntViTForward::Impl {
 
   // The same task on AMX: the head's Kᵀ and V packed, the scores of the row block's 16-row tiles,
   // the softmax and P's codes per row (as attention_task), then P·V.
-  void attention_amx(const Block& bl, Scratch& s, int g, int h, int t0, int rows, float sm_scale) {
+  void attention_amx(const Block& bl, Scratch& s, int g, int h, int t0, int rows, float sm_scale, float* out,
+                     size_t ld) {
     const AttnSite &qk = bl.qk, &av = bl.av;
     const int T = q.cfg.tokens(), d = q.cfg.head_dim();
     const size_t TD = size_t(T) * d, tp = size_t(amx_pad16(T)), kp = size_t(n_pad_k(T));
@@ -595,8 +597,8 @@ struct IntViTForward::Impl {
     pv_u8s8_amx(rows, T, d, s.amx_p.data(), s.amx_v.data(), s.amx_o.data(), d);
     const float* vbias = av.bias ? av.bias + size_t(h) * d : nullptr;
     for (int r = 0; r < rows; ++r)
-      dequantize_row_scalar(s.amx_o.data() + size_t(r) * d, nullptr, av.scale[size_t(h)], vbias,
-                            s.otile.data() + size_t(r) * d, size_t(d));
+      dequantize_row_scalar(s.amx_o.data() + size_t(r) * d, nullptr, av.scale[size_t(h)], vbias, out + size_t(r) * ld,
+                            size_t(d));
   }
 
   void block(int i, int batch) {
