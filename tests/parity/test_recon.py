@@ -5,7 +5,8 @@ the loss mean((block(x) − target)²), its gradients with respect to the four l
 dequantized weights ŵ = Δ_c·q + o_c and biases, and the parameters it used (ŵ, the biases with
 their corrections, the LayerNorms, the MLP rotation's signs). Here the same block is written in
 torch from those parameters and plan.json's formats — per-token activation quantizers (Δ = (max −
-min)/(2^b − 1) per row, zero on the grid), per-head uniform Q, K, V steps, the softmax output on
+min)/(2^b − 1) per row, zero on the grid), per-head uniform Q, K, V steps (or Q and K per token: each
+row of a head its symmetric step max|x|/(2^(b−1) − 1), a run-time constant), the softmax output on
 the unsigned grid, the MLP rotation h·H·diag(s)/√F (Sylvester H) — every quantizer passed
 straight through (x + (q(x) − x).detach(), zero gradient where a uniform grid clips), and
 torch.autograd gives the reference gradients. Checks: the block output and the loss agree
@@ -41,6 +42,16 @@ def per_token_fq(x, bits, clip=1.0, log_clip=None):
     ud = x.detach() / s
     lsq = torch.clamp(ud + (c - ud).detach(), lo, lo + (1 << bits) - 1) * s
     return value + lsq - lsq.detach()
+
+
+def per_token_sym_fq(x, bits):
+    """Q or K per token (vitq's recipe at <= 6 bits): each row of a head its symmetric step max|x| / (2^(b-1) − 1)
+    (with the tie-breaking stretch), a run-time value the reconstruction treats as a constant (detached);
+    the codes never clip (the row's largest |x| lands on the last code), so the gradient is straight through."""
+    hi = (1 << (bits - 1)) - 1
+    step = (torch.clamp(x.abs().amax(-1, keepdim=True), min=1e-12) / hi * (1 + 2 ** -10)).detach()
+    q = torch.clamp(torch.round(x / step), -hi - 1, hi) * step
+    return x + (q - x).detach()
 
 
 def uniform_fq(x, step, lo, hi):
@@ -107,8 +118,13 @@ def torch_block(p, plan, blk, x, heads, eps, quant_acts=True):
     q, k, v = qkv[0], qkv[1], qkv[2]
     qk, av = s[name("attn.matmul_qk")], s[name("attn.matmul_av")]
     bq = qk["x"]["bits"]
-    q = uniform_fq(q, head_steps(qk["x"], heads, "q").view(1, heads, 1, 1), -(1 << (bq - 1)), (1 << (bq - 1)) - 1)
-    k = uniform_fq(k, head_steps(qk["w"], heads, "k").view(1, heads, 1, 1), -(1 << (bq - 1)), (1 << (bq - 1)) - 1)
+
+    def qk_fq(a, op, key):  # per head (trained step) or per token (run-time step) of each head's rows
+        if op.get("granularity") == "token":
+            return per_token_sym_fq(a, op["bits"])
+        return uniform_fq(a, head_steps(op, heads, key).view(1, heads, 1, 1), -(1 << (bq - 1)), (1 << (bq - 1)) - 1)
+
+    q, k = qk_fq(q, qk["x"], "q"), qk_fq(k, qk["w"], "k")
     a = (q @ k.transpose(-1, -2)) * hd ** -0.5
     pr = a.softmax(-1)
     ba = av["x"]["bits"]
@@ -135,7 +151,7 @@ def main():
                                      ["--method", "minmax", "--bits", "4", "--rotate", "--rotate-mlp"],
                                      ((0, 0.0), (1, 0.0), (0, 1.0))),
                                     # (6 bits: fewer codes on the other side of a tie than at 4; Q and K per head,
-                                    # whose steps the reconstruction trains: this reference has no per-token Q/K)
+                                    # whose steps the reconstruction trains, except in the last case)
                                     ("vitq-style W6A6, per-token inputs clipped to 0.9 of the row range",
                                      ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate",
                                       "none", "--token-clip", "0.9", "--no-per-token-qk"], ((0, 0.0), (1, 0.0))),
@@ -145,7 +161,10 @@ def main():
                              ("vitq-style W6A6 grid (asymmetric per-channel GPTQ weights)",
                               ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate", "none",
                                "--no-per-token-qk"],
-                              ((0, 0.0), (1, 0.0), (0, 1.0)))]:
+                              ((0, 0.0), (1, 0.0), (0, 1.0))),
+                             ("vitq W6A6 recipe: Q and K per token (run-time steps, not trained)",
+                              ["--method", "vitq", "--bits", "6", "--softmax-grid", "unsigned", "--compensate", "none"],
+                              ((0, 0.0), (1, 0.0)))]:
             qdir = os.path.join(tmp, f"plan{len(os.listdir(tmp))}")
             common.run([args.vitq, "quantize", "--model", model, "--random-calibration", "8", "--plan-only", "-q",
                         "-o", qdir, "--per-token", "--per-head", "--per-channel-weights", "--softmax-grid",
@@ -217,11 +236,17 @@ def main():
                               f"{name}: dlogclip = torch.autograd's (max diff {diff:.2e} of {scale:.2e}; "
                               f"{[f'{got[k]:.6g}' for k in ref]} vs {[f'{v:.6g}' for v in ref.values()]})")
                 # The per-head steps of Q, K, V (LSQ); with every activation left in float (QDrop
-                # p = 1) they have no effect and the gradients must be zero.
+                # p = 1) they have no effect and the gradients must be zero, as they must for Q and K
+                # per token (their steps are the rows' own, not trained).
+                qk_site = plan["sites"][f"blocks.{blk}.attn.matmul_qk"]
+                token = {"q": qk_site["x"].get("granularity") == "token", "k": qk_site["w"].get("granularity") == "token"}
+                if "Q and K per token" in label:
+                    chk.check(token["q"] and token["k"], f"{name}: the plan has Q and K per token")
                 for k in ("q", "k", "v"):
                     got = ld(f"d{k}_step")
-                    if drop:
-                        chk.check(got.abs().max().item() == 0, f"{name}: d{k}_step = 0 when nothing is quantized")
+                    if drop or token.get(k):
+                        why = "nothing is quantized" if drop else "per token"
+                        chk.check(got.abs().max().item() == 0, f"{name}: d{k}_step = 0 ({why})")
                         continue
                     ref = STEPS[k].grad
                     diff = (got - ref).abs().max().item()
